@@ -1,0 +1,68 @@
+//! The seam between the scheduler and whatever executes a step.
+
+use fuselab_core::RequestId;
+
+use crate::ForwardBatch;
+
+/// How the KV cache is laid out in blocks; the engine decides it and the
+/// backend allocates storage for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KvGeometry {
+    /// Tokens per block.
+    pub block_size: u32,
+    /// Blocks in the cache.
+    pub num_blocks: u32,
+}
+
+/// What a backend returns for one step.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StepOutput {
+    /// The step's duration when the backend knows it (the simulator's
+    /// predicted cost). `None` means the engine measures wall time itself.
+    pub duration_s: Option<f64>,
+    /// Sampled token per entry with `sample == true`, in entry order.
+    pub sampled: Vec<(RequestId, u32)>,
+    /// Logits of the sampled positions, when the backend was asked to keep them.
+    pub logits: Vec<(RequestId, Vec<f32>)>,
+}
+
+/// Errors a backend can report for a step; the engine fails the affected
+/// requests and records the message.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BackendError {
+    /// The device ran out of memory.
+    #[error("out of memory: {0}")]
+    OutOfMemory(String),
+    /// Anything else from the device or the numerics.
+    #[error("backend error: {0}")]
+    Device(String),
+}
+
+/// Executes forward steps. Implemented by the CPU, CUDA and simulated backends.
+pub trait Backend {
+    /// Short name: `cpu`, `cuda`, `sim`.
+    fn name(&self) -> &str;
+
+    /// Whether entries must carry token ids and block tables (real numerics).
+    fn needs_tokens(&self) -> bool;
+
+    /// Bytes of KV cache per token for the backend's model (all layers, K and V).
+    fn kv_bytes_per_token(&self) -> u64;
+
+    /// Vocabulary size of the backend's model; the engine draws prompt token
+    /// ids from `[0, vocab)`. Backends that need tokens must override it (the
+    /// default 0 makes [`crate::NativeEngine::new`] refuse them).
+    fn vocab_size(&self) -> u32 {
+        0
+    }
+
+    /// Bytes the backend can give to the KV cache (device memory × utilisation − weights).
+    fn kv_budget_bytes(&self) -> u64;
+
+    /// Allocates KV storage for `geometry`; called once before the first step.
+    fn init_kv(&mut self, geometry: KvGeometry) -> Result<(), BackendError>;
+
+    /// Runs one step.
+    fn forward(&mut self, batch: &ForwardBatch) -> Result<StepOutput, BackendError>;
+}

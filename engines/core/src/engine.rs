@@ -1,0 +1,379 @@
+//! The engine loop: submit requests, step, collect token events.
+//!
+//! [`NativeEngine`] is clock-agnostic: the caller passes `now` (seconds from
+//! the run's start) to every call. The virtual-time driver ([`crate::simulate`])
+//! advances `now` by each step's predicted duration; a real-time harness passes
+//! its wall clock. Token events are stamped at the step's end.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use fuselab_core::{RequestId, RequestSpec, RequestStatus, StepRecord, TokenEvent};
+
+use crate::sched::Scheduler;
+use crate::{
+    Backend, BlockManager, EngineError, KvGeometry, PolicyConfig, Result, StepAudit,
+};
+
+/// A request that left the engine, and how.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FinishedRequest {
+    /// The request.
+    pub id: RequestId,
+    /// How it ended: `Ok`, `Rejected` (never admissible), `Failed` (backend
+    /// error) or `Cancelled`.
+    pub status: RequestStatus,
+    /// Why, for anything but `Ok`.
+    pub error: Option<String>,
+    /// When it ended, seconds from the run's start.
+    pub t: f64,
+}
+
+/// What one call to [`NativeEngine::step`] produced.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StepReport {
+    /// One event per sampled token, stamped at the step's end, in batch order.
+    pub events: Vec<TokenEvent>,
+    /// Requests that finished (or were rejected or failed) in this call.
+    pub finished: Vec<FinishedRequest>,
+    /// The step's engine-side figures; `None` when there was nothing to compute.
+    pub record: Option<StepRecord>,
+    /// What the scheduler decided (admissions, preemptions, skipped decodes).
+    pub audit: StepAudit,
+}
+
+impl StepReport {
+    /// Seconds the step took (0 when nothing ran).
+    pub fn duration_s(&self) -> f64 {
+        self.record.as_ref().map_or(0.0, |r| r.duration_s)
+    }
+}
+
+/// The in-process engine: a scheduling policy over a paged KV cache, driving a [`Backend`].
+///
+/// # Example
+/// ```
+/// use fuselab_engine::{Backend, BackendError, ForwardBatch, KvGeometry, NativeEngine,
+///                      PolicyConfig, PolicyKind, StepOutput};
+/// struct Fixed;
+/// impl Backend for Fixed {
+///     fn name(&self) -> &str { "fixed" }
+///     fn needs_tokens(&self) -> bool { false }
+///     fn kv_bytes_per_token(&self) -> u64 { 1 }
+///     fn kv_budget_bytes(&self) -> u64 { 1 << 16 }
+///     fn init_kv(&mut self, _: KvGeometry) -> Result<(), BackendError> { Ok(()) }
+///     fn forward(&mut self, b: &ForwardBatch) -> Result<StepOutput, BackendError> {
+///         Ok(StepOutput { duration_s: Some(1e-3 * b.real_tokens() as f64), ..Default::default() })
+///     }
+/// }
+/// let mut engine = NativeEngine::new(Fixed, PolicyConfig::new(PolicyKind::SplitFuse)).unwrap();
+/// let spec = fuselab_core::RequestSpec { id: 0, arrival_s: 0.0, prompt_len: 1000, output_len: 3,
+///                                        prefix_group: None, prefix_len: 0 };
+/// engine.submit(&spec, 0.0);
+/// let (mut now, mut tokens) = (0.0, 0);
+/// while engine.has_work() {
+///     let r = engine.step(now).unwrap();
+///     now += r.duration_s();
+///     tokens += r.events.len();
+/// }
+/// assert_eq!(tokens, 3); // 768 + 232 prompt tokens, then two decodes
+/// engine.check_drained().unwrap();
+/// ```
+pub struct NativeEngine<B: Backend> {
+    backend: B,
+    sched: Scheduler,
+    needs_tokens: bool,
+    vocab: u32,
+    step_no: u64,
+    pending: Vec<FinishedRequest>,
+    preemptions: u64,
+}
+
+impl<B: Backend> NativeEngine<B> {
+    /// Builds the engine: sizes the KV cache from the backend's memory budget
+    /// and the policy's block size, and asks the backend to allocate it.
+    ///
+    /// # Errors
+    /// [`EngineError::KvTooSmall`] when not one block fits; backend errors from
+    /// [`Backend::init_kv`]; an input error when the backend needs tokens but
+    /// reports no vocabulary.
+    pub fn new(mut backend: B, policy: PolicyConfig) -> Result<Self> {
+        let geometry = BlockManager::geometry_for_budget(
+            backend.kv_budget_bytes(),
+            backend.kv_bytes_per_token(),
+            policy.block,
+        )?;
+        let needs_tokens = backend.needs_tokens();
+        let vocab = backend.vocab_size();
+        if needs_tokens && vocab == 0 {
+            return Err(fuselab_core::Error::invalid(
+                "backend",
+                format!("backend `{}` needs token ids but reports a vocabulary of 0", backend.name()),
+                "implement Backend::vocab_size for it",
+            )
+            .into());
+        }
+        backend.init_kv(geometry)?;
+        tracing::debug!(
+            policy = policy.kind.name(),
+            blocks = geometry.num_blocks,
+            block_size = geometry.block_size,
+            "engine ready"
+        );
+        Ok(Self {
+            backend,
+            sched: Scheduler::new(policy, geometry),
+            needs_tokens,
+            vocab,
+            step_no: 0,
+            pending: Vec::new(),
+            preemptions: 0,
+        })
+    }
+
+    /// The policy and its knobs.
+    pub fn policy(&self) -> &PolicyConfig {
+        &self.sched.cfg
+    }
+
+    /// Every knob in effect, defaults included (for provenance).
+    pub fn knobs(&self) -> BTreeMap<String, serde_json::Value> {
+        self.sched.cfg.knobs()
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> &B {
+        &self.backend
+    }
+
+    /// The backend, mutably.
+    pub fn backend_mut(&mut self) -> &mut B {
+        &mut self.backend
+    }
+
+    /// The KV cache's geometry.
+    pub fn kv_geometry(&self) -> KvGeometry {
+        self.sched.kv.geometry()
+    }
+
+    /// The KV block manager (read-only), for inspection and tests.
+    pub fn kv(&self) -> &BlockManager {
+        &self.sched.kv
+    }
+
+    /// Requests waiting for admission.
+    pub fn waiting(&self) -> usize {
+        self.sched.waiting.len()
+    }
+
+    /// Requests admitted and not finished.
+    pub fn running(&self) -> usize {
+        self.sched.running.len()
+    }
+
+    /// Preemptions so far.
+    pub fn preemptions(&self) -> u64 {
+        self.preemptions
+    }
+
+    /// Hands a request to the engine at time `now`. A request that can never
+    /// be served (prompt + output beyond `max_len` or beyond the whole KV
+    /// cache, zero lengths, a duplicate id) is reported as `Rejected` by the
+    /// next [`Self::step`].
+    pub fn submit(&mut self, spec: &RequestSpec, now: f64) {
+        if let Some(why) = self.sched.rejection(spec) {
+            tracing::debug!(id = spec.id, %why, "request rejected");
+            self.pending.push(FinishedRequest {
+                id: spec.id,
+                status: fuselab_core::RequestStatus::Rejected,
+                error: Some(why),
+                t: now,
+            });
+            return;
+        }
+        let tokens = if self.needs_tokens {
+            spec.prompt_tokens(self.vocab)
+        } else {
+            Vec::new()
+        };
+        self.sched.add(spec, tokens);
+    }
+
+    /// Cancels a request (client gone, timeout); `status` is what is reported
+    /// for it. Returns `None` when the engine does not know it or it already
+    /// finished.
+    pub fn cancel(&mut self, id: RequestId, status: RequestStatus, now: f64) -> Option<FinishedRequest> {
+        let known = self.sched.tokens_of(id).is_some_and(|s| !s.done);
+        if known && self.sched.cancel(id) {
+            Some(FinishedRequest {
+                id,
+                status,
+                error: Some(format!("request {}", status.as_str())),
+                t: now,
+            })
+        } else {
+            None
+        }
+    }
+
+    /// Whether anything is waiting, running or still to be reported.
+    pub fn has_work(&self) -> bool {
+        !self.pending.is_empty() || self.sched.has_work()
+    }
+
+    /// Schedules and runs one step starting at `now`.
+    ///
+    /// # Errors
+    /// [`EngineError::Stalled`] when work is pending but nothing can be
+    /// scheduled, or [`EngineError::KvInvariant`] on a KV bookkeeping bug. A
+    /// backend error in `forward` is not an error of the step: the batch's
+    /// requests are reported `Failed` with the message.
+    pub fn step(&mut self, now: f64) -> Result<StepReport> {
+        let mut report = StepReport {
+            finished: std::mem::take(&mut self.pending),
+            ..StepReport::default()
+        };
+        let waiting = self.sched.waiting.len() as u32;
+        let running = self.sched.running.len() as u32;
+        let (mut batch, audit) = self.sched.schedule()?;
+        self.preemptions += audit.preempted.len() as u64;
+        report.audit = audit;
+        if batch.is_empty() {
+            if self.sched.has_work() {
+                return Err(EngineError::Stalled(format!(
+                    "{} waiting and {} running requests but the {} policy scheduled nothing",
+                    self.sched.waiting.len(),
+                    self.sched.running.len(),
+                    self.sched.cfg.kind
+                )));
+            }
+            return Ok(report);
+        }
+        if self.needs_tokens {
+            for e in &mut batch.entries {
+                let s = self.sched.tokens_of(e.request).ok_or_else(|| {
+                    EngineError::Stalled(format!("batch names unknown request {}", e.request))
+                })?;
+                let (a, b) = (e.start_pos as usize, (e.start_pos + e.n_tokens) as usize);
+                e.tokens = s.tokens.get(a..b).map(<[u32]>::to_vec).unwrap_or_default();
+                e.block_table = self.sched.kv.table(e.request).to_vec();
+            }
+        }
+        let started = Instant::now();
+        let output = self.backend.forward(&batch);
+        let wall = started.elapsed().as_secs_f64();
+        let output = match output {
+            Ok(o) => o,
+            Err(err) => {
+                let ids: Vec<RequestId> = batch.entries.iter().map(|e| e.request).collect();
+                let msg = err.to_string();
+                tracing::warn!(%msg, "step failed");
+                for id in self.sched.abort(&ids) {
+                    report.finished.push(FinishedRequest {
+                        id,
+                        status: RequestStatus::Failed,
+                        error: Some(msg.clone()),
+                        t: now + wall,
+                    });
+                }
+                report.record = Some(self.record(&batch, now, wall, waiting, running, &report.audit));
+                self.step_no += 1;
+                return Ok(report);
+            }
+        };
+        let duration = output.duration_s.unwrap_or(wall).max(0.0);
+        let t_end = now + duration;
+        let sampled: BTreeMap<RequestId, u32> = if self.needs_tokens {
+            let map: BTreeMap<RequestId, u32> = output.sampled.iter().copied().collect();
+            let want = batch.entries.iter().filter(|e| e.sample).count();
+            if map.len() != want {
+                return Err(EngineError::Backend(crate::BackendError::Device(format!(
+                    "backend `{}` returned {} sampled tokens for {want} sampling entries",
+                    self.backend.name(),
+                    map.len()
+                ))));
+            }
+            map
+        } else {
+            BTreeMap::new()
+        };
+        let commit = self.sched.commit(&batch, &sampled)?;
+        report.events = commit
+            .emitted
+            .iter()
+            .map(|&(request, index)| TokenEvent {
+                request,
+                index,
+                t: t_end,
+                n_tokens: 1,
+            })
+            .collect();
+        report.finished.extend(commit.finished.iter().map(|&id| FinishedRequest {
+            id,
+            status: RequestStatus::Ok,
+            error: None,
+            t: t_end,
+        }));
+        report.record = Some(self.record(&batch, now, duration, waiting, running, &report.audit));
+        self.step_no += 1;
+        Ok(report)
+    }
+
+    fn record(
+        &self,
+        batch: &crate::ForwardBatch,
+        now: f64,
+        duration: f64,
+        waiting: u32,
+        running: u32,
+        audit: &StepAudit,
+    ) -> StepRecord {
+        StepRecord {
+            step: self.step_no,
+            t_start: now,
+            duration_s: duration,
+            n_seqs: batch.entries.len() as u32,
+            prefill_tokens: batch.prefill_tokens(),
+            decode_tokens: batch.decode_tokens(),
+            padding_tokens: batch.padding_tokens(),
+            kv_blocks_used: self.sched.kv.used_blocks(),
+            kv_blocks_total: self.sched.kv.num_blocks(),
+            preemptions: audit.preempted.len() as u32,
+            waiting,
+            running,
+        }
+    }
+
+    /// Checks the KV cache's invariants (no block leaked or owned twice).
+    ///
+    /// # Errors
+    /// [`EngineError::KvInvariant`] naming the violation.
+    pub fn check_kv(&self) -> Result<()> {
+        self.sched.kv.check()?;
+        for id in self.sched.kv.owners() {
+            if !self.sched.running.contains(&id) {
+                return Err(EngineError::KvInvariant(format!(
+                    "request {id} holds KV blocks but is not running"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// [`Self::check_kv`] plus: the engine is idle and every block is free.
+    ///
+    /// # Errors
+    /// [`EngineError::KvInvariant`] naming the leaked block or request.
+    pub fn check_drained(&self) -> Result<()> {
+        self.check_kv()?;
+        if self.sched.has_work() {
+            return Err(EngineError::KvInvariant(format!(
+                "{} waiting and {} running requests remain",
+                self.sched.waiting.len(),
+                self.sched.running.len()
+            )));
+        }
+        self.sched.kv.check_drained()
+    }
+}
+

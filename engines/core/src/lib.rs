@@ -1,0 +1,47 @@
+//! # fuselab-engine
+//!
+//! The in-process inference engine: a paged KV block manager, the five
+//! scheduling policies of DESIGN.md §3.1, ragged forward batches, the
+//! [`Backend`] trait that CPU, CUDA and simulated backends implement, and the
+//! engine loop that turns scheduled steps into [`fuselab_core::TokenEvent`]s.
+//!
+//! The scheduler code is the same for every backend: the simulator prices the
+//! very batches the real backends execute.
+//!
+//! ## Using it
+//! * Build a [`PolicyConfig`] (`PolicyConfig::with_knobs(kind, ["budget=768"])`).
+//! * Wrap a backend: [`NativeEngine::new`].
+//! * Either drive it yourself ([`NativeEngine::submit`], [`NativeEngine::step`]
+//!   with your clock) or run a whole workload on a virtual clock with [`simulate`].
+//!
+//! ## Policies (exact rules in research/engine.md §a)
+//! | policy | step rule | default knobs |
+//! |---|---|---|
+//! | `static` | `batch` requests padded to the longest prompt, decode until all rows finish | batch 16, block 16 |
+//! | `continuous` | all-prefill step when prompts fit, else all-decode; preempt newest | budget max(max_len, 2048), max_seqs 256, block 16, watermark 0.01 |
+//! | `chunked` | every running decode, then partial prefills, then new prompts, chunked to the budget | budget 2048, max_seqs 256, block 16, watermark 0.01 |
+//! | `splitfuse` | decodes, then prompts split exactly at the budget; whole remaining prompt must fit in KV | budget 768, max_seqs 512, max_tracked 2048, block 64 |
+//! | `prepack` | prompts packed best-fit-decreasing into rows of the longest prompt, then decode as static | batch 16, block 16 |
+//!
+//! Every policy accepts `max_len` (8192): requests with more prompt + output
+//! tokens are rejected.
+
+mod backend;
+mod batch;
+mod driver;
+mod engine;
+mod error;
+mod kv;
+mod pack;
+mod policy;
+mod sched;
+
+pub use backend::{Backend, BackendError, KvGeometry, StepOutput};
+pub use batch::{BatchEntry, BatchShape, ForwardBatch};
+pub use driver::{SimRun, simulate};
+pub use engine::{FinishedRequest, NativeEngine, StepReport};
+pub use error::{EngineError, Result};
+pub use kv::BlockManager;
+pub use pack::best_fit_decreasing;
+pub use policy::{PolicyConfig, PolicyKind, parse_knob};
+pub use sched::StepAudit;

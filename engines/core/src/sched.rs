@@ -1,0 +1,599 @@
+//! The scheduler: request lifecycle, the five policies' step rules and
+//! preemption by recompute. The same code runs for every backend.
+//!
+//! Every sequence has `num_tokens = prompt + generated` known tokens and
+//! `computed` tokens whose KV is in the cache (vLLM v1's formulation). It is in
+//! its prefill phase while `computed < target`, where `target` is the prompt
+//! length, or prompt + generated after a preemption (the recompute). A chunk
+//! that reaches `num_tokens` samples the next token.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use fuselab_core::{RequestId, RequestSpec};
+
+use crate::{
+    BatchEntry, BatchShape, BlockManager, EngineError, ForwardBatch, KvGeometry, PolicyConfig,
+    PolicyKind, Result, best_fit_decreasing,
+};
+
+/// What the scheduler decided in one step, for tests, traces and the TUI.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StepAudit {
+    /// Requests admitted in this step in admission order, with `true` on a
+    /// request's first admission (`false` when a preempted request is re-admitted).
+    pub admitted: Vec<(RequestId, bool)>,
+    /// Requests preempted (KV freed, to be recomputed) in this step.
+    pub preempted: Vec<RequestId>,
+    /// Running requests in their decode phase that the step left out.
+    pub skipped_decodes: Vec<RequestId>,
+    /// The token budget the step was scheduled under (`None` for static and prepack).
+    pub token_budget: Option<u32>,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct Seq {
+    pub prompt_len: u32,
+    pub output_len: u32,
+    pub generated: u32,
+    pub computed: u32,
+    pub target: u32,
+    pub tokens: Vec<u32>,
+    pub done: bool,
+    pub admitted_once: bool,
+}
+
+impl Seq {
+    fn num_tokens(&self) -> u32 {
+        self.prompt_len + self.generated
+    }
+
+    fn in_prefill(&self) -> bool {
+        self.computed < self.target
+    }
+}
+
+/// What committing a step produced.
+#[derive(Debug, Default)]
+pub(crate) struct Commit {
+    /// `(request, index of the sampled token)` in entry order.
+    pub emitted: Vec<(RequestId, u32)>,
+    /// Requests that produced their last token.
+    pub finished: Vec<RequestId>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Scheduler {
+    pub cfg: PolicyConfig,
+    budget: Option<u32>,
+    pub kv: BlockManager,
+    pub seqs: BTreeMap<RequestId, Seq>,
+    pub waiting: VecDeque<RequestId>,
+    /// Requests holding (or about to hold) KV, oldest admission first; the newest is last.
+    pub running: Vec<RequestId>,
+    /// The current static/prepack batch, row order; empty when none.
+    rows: Vec<RequestId>,
+}
+
+impl Scheduler {
+    pub fn new(cfg: PolicyConfig, geometry: KvGeometry) -> Self {
+        let kv = BlockManager::new(geometry, cfg.effective_watermark());
+        Self {
+            budget: cfg.token_budget(),
+            cfg,
+            kv,
+            seqs: BTreeMap::new(),
+            waiting: VecDeque::new(),
+            running: Vec::new(),
+            rows: Vec::new(),
+        }
+    }
+
+    /// Why `spec` can never be served, if it cannot.
+    pub fn rejection(&self, spec: &RequestSpec) -> Option<String> {
+        let (p, o) = (spec.prompt_len, spec.output_len);
+        if self.seqs.contains_key(&spec.id) {
+            return Some(format!("request id {} is already in the engine", spec.id));
+        }
+        if p == 0 {
+            return Some("prompt_len is 0; a request needs at least one prompt token".into());
+        }
+        if o == 0 {
+            return Some("output_len is 0; a request must ask for at least one token".into());
+        }
+        let total = u64::from(p) + u64::from(o);
+        if total > u64::from(self.cfg.max_len) {
+            return Some(format!(
+                "prompt ({p}) + output ({o}) = {total} tokens exceed max_len {}; raise the max_len knob",
+                self.cfg.max_len
+            ));
+        }
+        let need = self.kv.blocks_for(p + o);
+        let usable = self.kv.num_blocks() - self.kv.watermark_blocks();
+        if need > usable {
+            return Some(format!(
+                "prompt + output = {total} tokens need {need} KV blocks of {} tokens but the cache has only {usable} usable blocks",
+                self.kv.block_size()
+            ));
+        }
+        if self.cfg.kind == PolicyKind::Continuous {
+            let budget = self.budget.unwrap_or(u32::MAX);
+            if p + o - 1 > budget {
+                return Some(format!(
+                    "prompt + generated tokens (up to {}) can exceed the prefill token budget {budget}, so a recompute could never be scheduled; raise the budget knob",
+                    p + o - 1
+                ));
+            }
+        }
+        None
+    }
+
+    pub fn add(&mut self, spec: &RequestSpec, tokens: Vec<u32>) {
+        self.seqs.insert(
+            spec.id,
+            Seq {
+                prompt_len: spec.prompt_len,
+                output_len: spec.output_len,
+                generated: 0,
+                computed: 0,
+                target: spec.prompt_len,
+                tokens,
+                done: false,
+                admitted_once: false,
+            },
+        );
+        self.waiting.push_back(spec.id);
+    }
+
+    pub fn has_work(&self) -> bool {
+        !self.waiting.is_empty() || !self.running.is_empty()
+    }
+
+    fn seq(&self, id: RequestId) -> &Seq {
+        &self.seqs[&id]
+    }
+
+    /// Moves the front of the waiting queue to the end of the running set.
+    fn admit_front(&mut self, audit: &mut StepAudit) {
+        if let Some(id) = self.waiting.pop_front() {
+            if let Some(s) = self.seqs.get_mut(&id) {
+                audit.admitted.push((id, !s.admitted_once));
+                s.admitted_once = true;
+            }
+            self.running.push(id);
+        }
+    }
+
+    /// Preemption by recompute: frees the KV of `id`, which goes back to the
+    /// front of the waiting queue to re-prefill prompt + generated tokens.
+    fn preempt(&mut self, id: RequestId, audit: &mut StepAudit) {
+        self.kv.free_seq(id);
+        if let Some(s) = self.seqs.get_mut(&id) {
+            s.computed = 0;
+            s.target = s.num_tokens();
+        }
+        self.running.retain(|&r| r != id);
+        self.waiting.push_front(id);
+        audit.preempted.push(id);
+    }
+
+    fn entry(&self, id: RequestId, n: u32, row: Option<u32>) -> BatchEntry {
+        let s = self.seq(id);
+        BatchEntry {
+            request: id,
+            start_pos: s.computed,
+            n_tokens: n,
+            sample: s.computed + n >= s.num_tokens(),
+            is_decode: !s.in_prefill(),
+            row,
+            ..BatchEntry::default()
+        }
+    }
+
+    /// Schedules one step.
+    pub fn schedule(&mut self) -> Result<(ForwardBatch, StepAudit)> {
+        let mut audit = StepAudit {
+            token_budget: self.budget,
+            ..StepAudit::default()
+        };
+        let batch = match self.cfg.kind {
+            PolicyKind::Static | PolicyKind::Prepack => self.schedule_static(&mut audit)?,
+            PolicyKind::Continuous => self.schedule_continuous(&mut audit)?,
+            PolicyKind::Chunked => self.schedule_chunked(&mut audit)?,
+            PolicyKind::SplitFuse => self.schedule_splitfuse(&mut audit)?,
+        };
+        let in_batch: std::collections::BTreeSet<RequestId> =
+            batch.entries.iter().map(|e| e.request).collect();
+        audit.skipped_decodes = self
+            .running
+            .iter()
+            .copied()
+            .filter(|id| {
+                let s = self.seq(*id);
+                !s.done && !s.in_prefill() && !in_batch.contains(id)
+            })
+            .collect();
+        Ok((batch, audit))
+    }
+
+    /// Decodes of running sequences, oldest first, at most `limit`; a decode
+    /// that cannot get a block preempts the newest running request (possibly
+    /// itself, which ends the pass). Returns the number scheduled.
+    fn decodes_with_preemption(
+        &mut self,
+        limit: u32,
+        entries: &mut Vec<BatchEntry>,
+        audit: &mut StepAudit,
+    ) -> Result<u32> {
+        let mut i = 0;
+        let mut count = 0;
+        while i < self.running.len() {
+            let id = self.running[i];
+            if self.seq(id).in_prefill() {
+                i += 1;
+                continue;
+            }
+            if count >= limit {
+                break;
+            }
+            let need_tokens = self.seq(id).computed + 1;
+            let mut self_preempted = false;
+            while !self
+                .kv
+                .can_allocate(self.kv.extra_blocks(id, need_tokens), false)
+            {
+                let Some(&victim) = self.running.last() else {
+                    break;
+                };
+                self.preempt(victim, audit);
+                if victim == id {
+                    self_preempted = true;
+                    break;
+                }
+            }
+            if self_preempted {
+                break;
+            }
+            self.kv.ensure(id, need_tokens)?;
+            entries.push(self.entry(id, 1, None));
+            count += 1;
+            i += 1;
+        }
+        Ok(count)
+    }
+
+    /// vLLM v0: an all-prefill step when any waiting prompt fits, else an all-decode step.
+    fn schedule_continuous(&mut self, audit: &mut StepAudit) -> Result<ForwardBatch> {
+        let budget = self.budget.unwrap_or(u32::MAX);
+        let mut entries = Vec::new();
+        let mut tokens = 0u32;
+        while let Some(&id) = self.waiting.front() {
+            let s = self.seq(id);
+            let n = s.target - s.computed;
+            if tokens + n > budget || self.running.len() as u32 >= self.cfg.max_seqs {
+                break;
+            }
+            let target = s.target;
+            if !self.kv.can_allocate(self.kv.extra_blocks(id, target), true) {
+                break;
+            }
+            self.kv.ensure(id, target)?;
+            self.admit_front(audit);
+            entries.push(self.entry(id, n, None));
+            tokens += n;
+        }
+        if entries.is_empty() {
+            self.decodes_with_preemption(budget, &mut entries, audit)?;
+        }
+        Ok(ragged(entries))
+    }
+
+    /// Sarathi-Serve stall-free batching: decodes, running partial prefills,
+    /// then new prompts (whole-prompt KV reserved at admission), all FCFS.
+    fn schedule_chunked(&mut self, audit: &mut StepAudit) -> Result<ForwardBatch> {
+        let budget = self.budget.unwrap_or(u32::MAX);
+        let mut entries = Vec::new();
+        let mut left = budget - self.decodes_with_preemption(budget, &mut entries, audit)?;
+        let partials: Vec<RequestId> = self
+            .running
+            .iter()
+            .copied()
+            .filter(|&id| self.seq(id).in_prefill())
+            .collect();
+        for id in partials {
+            if left == 0 {
+                break;
+            }
+            let s = self.seq(id);
+            let n = (s.target - s.computed).min(left);
+            let upto = s.computed + n;
+            self.kv.ensure(id, upto)?;
+            entries.push(self.entry(id, n, None));
+            left -= n;
+        }
+        while left > 0 && (self.running.len() as u32) < self.cfg.max_seqs {
+            let Some(&id) = self.waiting.front() else {
+                break;
+            };
+            let target = self.seq(id).target;
+            if !self.kv.can_allocate(self.kv.extra_blocks(id, target), true) {
+                break;
+            }
+            self.kv.ensure(id, target)?;
+            self.admit_front(audit);
+            let n = target.min(left);
+            entries.push(self.entry(id, n, None));
+            left -= n;
+        }
+        Ok(ragged(entries))
+    }
+
+    /// DeepSpeed-FastGen Dynamic SplitFuse (DeepSpeed-MII `schedule_requests`).
+    fn schedule_splitfuse(&mut self, audit: &mut StepAudit) -> Result<ForwardBatch> {
+        let budget = self.budget.unwrap_or(u32::MAX);
+        let max_seqs = self.cfg.max_seqs as usize;
+        // Each pass either schedules something or flushes one running request,
+        // so this terminates within running.len() + 1 passes.
+        for _ in 0..=self.running.len() {
+            let mut entries = Vec::new();
+            let mut tokens = 0u32;
+            // 1) Decodes first; one that needs a block when none is free is skipped.
+            let decode_limit = (self.cfg.max_seqs).min(budget);
+            let decoders: Vec<RequestId> = self
+                .running
+                .iter()
+                .copied()
+                .filter(|&id| !self.seq(id).in_prefill())
+                .collect();
+            for id in decoders {
+                if tokens >= decode_limit {
+                    break;
+                }
+                let upto = self.seq(id).computed + 1;
+                if !self.kv.can_allocate(self.kv.extra_blocks(id, upto), false) {
+                    continue;
+                }
+                self.kv.ensure(id, upto)?;
+                entries.push(self.entry(id, 1, None));
+                tokens += 1;
+            }
+            // 2) Prompts FCFS: running partial prefills (the split remainders sit
+            // at the front of the queue), then waiting requests.
+            let partials: Vec<RequestId> = self
+                .running
+                .iter()
+                .copied()
+                .filter(|&id| self.seq(id).in_prefill())
+                .collect();
+            let mut blocked = false;
+            for id in partials {
+                if !self.splitfuse_prompt(id, false, budget, max_seqs, &mut tokens, &mut entries, audit)? {
+                    blocked = true;
+                    break;
+                }
+            }
+            if !blocked {
+                while let Some(&id) = self.waiting.front() {
+                    if !self.splitfuse_prompt(id, true, budget, max_seqs, &mut tokens, &mut entries, audit)? {
+                        break;
+                    }
+                }
+            }
+            if !entries.is_empty() {
+                return Ok(ragged(entries));
+            }
+            // 3) Deadlock escape: flush the newest request holding KV and requeue it.
+            let victim = self.running.iter().rev().copied().find(|&id| self.kv.holds(id));
+            match victim {
+                Some(v) if !self.waiting.is_empty() || !self.running.is_empty() => {
+                    self.preempt(v, audit)
+                }
+                _ => break,
+            }
+        }
+        Ok(ForwardBatch::default())
+    }
+
+    /// Tries to schedule a chunk of `id`'s remaining prompt; false means stop admitting.
+    #[allow(clippy::too_many_arguments)]
+    fn splitfuse_prompt(
+        &mut self,
+        id: RequestId,
+        from_waiting: bool,
+        budget: u32,
+        max_seqs: usize,
+        tokens: &mut u32,
+        entries: &mut Vec<BatchEntry>,
+        audit: &mut StepAudit,
+    ) -> Result<bool> {
+        if self.kv.free_blocks() == 0 || entries.len() >= max_seqs || *tokens >= budget {
+            return Ok(false);
+        }
+        if from_waiting && self.running.len() as u32 >= self.cfg.max_tracked {
+            return Ok(false);
+        }
+        let s = self.seq(id);
+        let (computed, target) = (s.computed, s.target);
+        // Admit only when the cache can hold the whole remaining prompt.
+        if !self.kv.can_allocate(self.kv.extra_blocks(id, target), false) {
+            return Ok(false);
+        }
+        let n = (target - computed).min(budget - *tokens);
+        self.kv.ensure(id, computed + n)?;
+        if from_waiting {
+            self.admit_front(audit);
+        }
+        entries.push(self.entry(id, n, None));
+        *tokens += n;
+        Ok(true)
+    }
+
+    /// Static batching and prepacking: a padded prefill of a batch, then
+    /// padded decode steps until every row is done.
+    fn schedule_static(&mut self, audit: &mut StepAudit) -> Result<ForwardBatch> {
+        if self.rows.is_empty() {
+            let mut reserve = 0u32;
+            while (self.rows.len() as u32) < self.cfg.batch {
+                let Some(&id) = self.waiting.front() else {
+                    break;
+                };
+                let s = self.seq(id);
+                let need = self.kv.blocks_for(s.prompt_len + s.output_len);
+                if !self.kv.can_allocate(reserve + need, false) {
+                    break;
+                }
+                reserve += need;
+                self.admit_front(audit);
+                self.rows.push(id);
+            }
+            if self.rows.is_empty() {
+                return Ok(ForwardBatch::default());
+            }
+            let lens: Vec<u32> = self.rows.iter().map(|&id| self.seq(id).prompt_len).collect();
+            let row_len = lens.iter().copied().max().unwrap_or(0);
+            for (&id, &len) in self.rows.clone().iter().zip(&lens) {
+                self.kv.ensure(id, len)?;
+            }
+            let (entries, rows) = if self.cfg.kind == PolicyKind::Prepack {
+                let bins = best_fit_decreasing(&lens, row_len);
+                let mut entries = Vec::with_capacity(lens.len());
+                for (b, bin) in bins.iter().enumerate() {
+                    for &i in bin {
+                        entries.push(self.entry(self.rows[i], lens[i], Some(b as u32)));
+                    }
+                }
+                (entries, bins.len() as u32)
+            } else {
+                let entries = self
+                    .rows
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &id)| self.entry(id, lens[i], Some(i as u32)))
+                    .collect();
+                (entries, self.rows.len() as u32)
+            };
+            return Ok(ForwardBatch {
+                entries,
+                shape: BatchShape::Padded { rows, row_len },
+            });
+        }
+        let mut entries = Vec::new();
+        for (i, id) in self.rows.clone().into_iter().enumerate() {
+            if self.seq(id).done {
+                continue;
+            }
+            let upto = self.seq(id).computed + 1;
+            self.kv.ensure(id, upto)?;
+            entries.push(self.entry(id, 1, Some(i as u32)));
+        }
+        Ok(ForwardBatch {
+            entries,
+            shape: BatchShape::Padded {
+                rows: self.rows.len() as u32,
+                row_len: 1,
+            },
+        })
+    }
+
+    /// Applies a computed step: advances positions, records sampled tokens
+    /// (`sampled` gives token ids when the backend produced real ones) and
+    /// retires finished requests.
+    pub fn commit(
+        &mut self,
+        batch: &ForwardBatch,
+        sampled: &BTreeMap<RequestId, u32>,
+    ) -> Result<Commit> {
+        let mut out = Commit::default();
+        for e in &batch.entries {
+            let s = self.seqs.get_mut(&e.request).ok_or_else(|| {
+                EngineError::Stalled(format!("batch names unknown request {}", e.request))
+            })?;
+            s.computed += e.n_tokens;
+            if e.sample {
+                out.emitted.push((e.request, s.generated));
+                s.generated += 1;
+                if !s.tokens.is_empty() {
+                    s.tokens.push(sampled.get(&e.request).copied().unwrap_or(0));
+                }
+                if s.generated >= s.output_len {
+                    s.done = true;
+                    out.finished.push(e.request);
+                }
+            }
+        }
+        if self.rows.is_empty() {
+            for &id in &out.finished {
+                self.retire(id);
+            }
+        } else if self.rows.iter().all(|id| self.seq(*id).done) {
+            for id in std::mem::take(&mut self.rows) {
+                self.retire(id);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Frees a request's KV and forgets it.
+    fn retire(&mut self, id: RequestId) {
+        self.kv.free_seq(id);
+        self.running.retain(|&r| r != id);
+        self.waiting.retain(|&r| r != id);
+        self.rows.retain(|&r| r != id);
+        self.seqs.remove(&id);
+    }
+
+    /// Removes requests that failed or were cancelled; returns those that were
+    /// still unfinished. A static batch breaks as a whole when any row fails.
+    pub fn abort(&mut self, ids: &[RequestId]) -> Vec<RequestId> {
+        let mut victims: Vec<RequestId> = ids.to_vec();
+        if ids.iter().any(|id| self.rows.contains(id)) {
+            victims.extend(self.rows.iter().copied());
+        }
+        victims.sort_unstable();
+        victims.dedup();
+        let mut unfinished = Vec::new();
+        for id in victims {
+            if let Some(s) = self.seqs.get(&id) {
+                if !s.done {
+                    unfinished.push(id);
+                }
+                self.retire(id);
+            }
+        }
+        unfinished
+    }
+
+    /// Marks a request cancelled; in a static batch its row stays as padding.
+    pub fn cancel(&mut self, id: RequestId) -> bool {
+        if self.rows.contains(&id) {
+            match self.seqs.get_mut(&id) {
+                Some(s) if !s.done => {
+                    s.done = true;
+                    if self.rows.iter().all(|r| self.seqs[r].done) {
+                        for r in std::mem::take(&mut self.rows) {
+                            self.retire(r);
+                        }
+                    }
+                    return true;
+                }
+                _ => return false,
+            }
+        }
+        if self.seqs.contains_key(&id) {
+            self.retire(id);
+            return true;
+        }
+        false
+    }
+
+    /// Whether the request sits in the current static batch (then it is retired with the batch).
+    pub fn tokens_of(&self, id: RequestId) -> Option<&Seq> {
+        self.seqs.get(&id)
+    }
+}
+
+fn ragged(entries: Vec<BatchEntry>) -> ForwardBatch {
+    ForwardBatch {
+        entries,
+        shape: BatchShape::Ragged,
+    }
+}

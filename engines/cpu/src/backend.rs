@@ -1,0 +1,202 @@
+//! [`CpuBackend`]: the model behind the engine's [`Backend`] trait.
+
+use std::path::Path;
+
+use fuselab_engine::{Backend, BackendError, ForwardBatch, KvGeometry, StepOutput};
+use fuselab_kernels::cpu::paged::PagedKv;
+
+use crate::model::{ForwardOptions, SeqInput, argmax};
+use crate::{CpuError, Model, ModelConfig, Weights};
+
+/// Knobs of the CPU backend.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct CpuOptions {
+    /// Bytes the KV cache may use (default 256 MiB).
+    pub kv_budget_bytes: u64,
+    /// Keep the logits of sampled positions in [`StepOutput::logits`] (tests).
+    pub keep_logits: bool,
+    /// Kernel choices.
+    pub forward: ForwardOptions,
+}
+
+impl Default for CpuOptions {
+    fn default() -> Self {
+        Self {
+            kv_budget_bytes: 256 << 20,
+            keep_logits: false,
+            forward: ForwardOptions::default(),
+        }
+    }
+}
+
+/// Real f32 numerics on the CPU: a Llama model and its paged KV cache.
+#[derive(Debug)]
+pub struct CpuBackend {
+    model: Model,
+    opts: CpuOptions,
+    kv: Vec<PagedKv>,
+    geometry: Option<KvGeometry>,
+    logit_log: Vec<SampledLogits>,
+}
+
+/// Logits of one sampled position, kept when [`CpuOptions::keep_logits`] is on.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SampledLogits {
+    /// The request.
+    pub request: fuselab_core::RequestId,
+    /// Position (in the sequence) of the token whose logits these are.
+    pub pos: u32,
+    /// Whether it was computed by a decode entry.
+    pub is_decode: bool,
+    /// Tokens computed for the request in that step.
+    pub chunk: u32,
+    /// Other entries in that step's batch.
+    pub batch_entries: usize,
+    /// The logits (`vocab` values).
+    pub logits: Vec<f32>,
+}
+
+impl CpuBackend {
+    /// A backend running `model` with `opts`; the KV cache is allocated by `init_kv`.
+    pub fn new(model: Model, opts: CpuOptions) -> Self {
+        Self {
+            model,
+            opts,
+            kv: Vec::new(),
+            geometry: None,
+            logit_log: Vec::new(),
+        }
+    }
+
+    /// The `tiny` model ([`ModelConfig::tiny`]) with weights seeded by `seed`
+    /// and default options.
+    pub fn tiny(seed: u64) -> Result<Self, CpuError> {
+        Self::random(ModelConfig::tiny(), seed)
+    }
+
+    /// A model of shape `cfg` with weights seeded by `seed` and default options.
+    pub fn random(cfg: ModelConfig, seed: u64) -> Result<Self, CpuError> {
+        Ok(Self::new(Model::random(cfg, seed)?, CpuOptions::default()))
+    }
+
+    /// A model of shape `cfg` with weights from a safetensors file (Hugging
+    /// Face Llama names) and default options.
+    pub fn from_safetensors(cfg: ModelConfig, path: &Path) -> Result<Self, CpuError> {
+        let w = Weights::from_safetensors(&cfg, path)?;
+        Ok(Self::new(Model::new(cfg, w)?, CpuOptions::default()))
+    }
+
+    /// Replaces the options (before `init_kv`).
+    #[must_use]
+    pub fn with_options(mut self, opts: CpuOptions) -> Self {
+        self.opts = opts;
+        self
+    }
+
+    /// The options in effect.
+    pub fn options(&self) -> &CpuOptions {
+        &self.opts
+    }
+
+    /// Takes the logits kept since the last call (empty unless
+    /// [`CpuOptions::keep_logits`]); the engine loop does not forward
+    /// [`StepOutput::logits`], so tests read them here through
+    /// `NativeEngine::backend_mut`.
+    pub fn take_logits(&mut self) -> Vec<SampledLogits> {
+        std::mem::take(&mut self.logit_log)
+    }
+
+    /// The model.
+    pub fn model(&self) -> &Model {
+        &self.model
+    }
+
+    fn run(&mut self, batch: &ForwardBatch) -> Result<StepOutput, CpuError> {
+        if self.geometry.is_none() {
+            return Err(CpuError::Batch("the KV cache is not allocated; call init_kv first".into()));
+        }
+        for e in &batch.entries {
+            if e.tokens.len() != e.n_tokens as usize {
+                return Err(CpuError::Batch(format!(
+                    "request {} has {} token ids for n_tokens {}; the CPU backend needs token ids",
+                    e.request,
+                    e.tokens.len(),
+                    e.n_tokens
+                )));
+            }
+        }
+        let seqs: Vec<SeqInput<'_>> = batch
+            .entries
+            .iter()
+            .map(|e| SeqInput {
+                tokens: &e.tokens,
+                start_pos: e.start_pos as usize,
+                block_table: &e.block_table,
+                sample: e.sample,
+                decode: e.is_decode,
+            })
+            .collect();
+        let logits = self.model.forward(&mut self.kv, &seqs, self.opts.forward)?;
+        let sampled = batch.entries.iter().filter(|e| e.sample && e.n_tokens > 0);
+        let mut out = StepOutput::default();
+        for (e, l) in sampled.zip(logits) {
+            out.sampled.push((e.request, argmax(&l)));
+            if self.opts.keep_logits {
+                self.logit_log.push(SampledLogits {
+                    request: e.request,
+                    pos: e.start_pos + e.n_tokens - 1,
+                    is_decode: e.is_decode,
+                    chunk: e.n_tokens,
+                    batch_entries: batch.entries.len(),
+                    logits: l.clone(),
+                });
+                out.logits.push((e.request, l));
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl Backend for CpuBackend {
+    fn name(&self) -> &str {
+        "cpu"
+    }
+
+    fn needs_tokens(&self) -> bool {
+        true
+    }
+
+    fn kv_bytes_per_token(&self) -> u64 {
+        self.model.config().kv_bytes_per_token()
+    }
+
+    fn vocab_size(&self) -> u32 {
+        // validated to fit u32 by ModelConfig::validate
+        u32::try_from(self.model.config().vocab).unwrap_or(u32::MAX)
+    }
+
+    fn kv_budget_bytes(&self) -> u64 {
+        self.opts.kv_budget_bytes
+    }
+
+    fn init_kv(&mut self, geometry: KvGeometry) -> Result<(), BackendError> {
+        let bytes = u64::from(geometry.block_size) * u64::from(geometry.num_blocks) * self.kv_bytes_per_token();
+        if bytes > self.opts.kv_budget_bytes {
+            return Err(BackendError::OutOfMemory(format!(
+                "{} blocks of {} tokens need {bytes} bytes of KV cache but the budget is {}",
+                geometry.num_blocks, geometry.block_size, self.opts.kv_budget_bytes
+            )));
+        }
+        self.kv = self
+            .model
+            .new_kv(geometry.block_size as usize, geometry.num_blocks as usize)
+            .map_err(|e| BackendError::Device(e.to_string()))?;
+        self.geometry = Some(geometry);
+        tracing::debug!(?geometry, bytes, "cpu backend allocated KV cache");
+        Ok(())
+    }
+
+    fn forward(&mut self, batch: &ForwardBatch) -> Result<StepOutput, BackendError> {
+        self.run(batch).map_err(|e| BackendError::Device(e.to_string()))
+    }
+}

@@ -1,0 +1,1 @@
+//! The CUDA backend: cudarc, NVRTC kernels and cuBLAS on NVIDIA GPUs.

@@ -1,0 +1,419 @@
+//! # fuselab-sim
+//!
+//! The simulated backend: no numerics, only time. [`SimBackend`] prices every
+//! [`ForwardBatch`] the engine schedules with a per-operator roofline model
+//! (DESIGN.md §3.2, research/engine.md §b.3 and §e.5):
+//!
+//! `t_step = layers × (Σ_gemm t + t_prefill_attn + t_decode_attn + t_elementwise + t_allreduce) + t_lm_head + overhead`
+//!
+//! * Token-level GEMMs (qkv, o, gate_up, down) depend on the tokens in the pass;
+//!   the LM head on the sampled positions. Each is
+//!   `max((F + F½)/(η_c·peak), bytes/(η_m·BW), t₀)` with curves fitted to the
+//!   H200 measurements ([`calibration`]).
+//! * Prefill attention is priced by (chunk, prior KV), several chunks in one
+//!   pass by Vidur's rule: one equivalent chunk `√Σc²` and × 1.1 when there is
+//!   more than one.
+//! * Decode attention is priced by (batch, Σ KV), bandwidth-bound.
+//! * Padded batches (static, prepack) are priced as the padded shape:
+//!   `rows × row_len` tokens through the GEMMs, each row a dense causal chunk,
+//!   decode rows at the longest context of the batch.
+//! * Tensor parallelism divides GEMMs, heads and KV by `tp` and adds two ring
+//!   all-reduces per layer over NVLink (PCIe on L40S).
+//!
+//! The KV budget is `memory × utilisation − weights / tp` per GPU.
+//! Other GPUs reuse the H200-fitted efficiencies with their own datasheet peaks.
+
+mod calib;
+mod fit;
+mod hardware;
+
+use std::collections::BTreeMap;
+
+use fuselab_core::Error;
+use fuselab_engine::{Backend, BackendError, BatchShape, ForwardBatch, KvGeometry, StepOutput};
+
+pub use calib::{
+    Calibration, DecodeAttnCurve, GemmCurve, PrefillAttnCurve, calibration, fit_calibration,
+};
+pub use hardware::{HARDWARE, Hardware, MODELS, ModelShape, hardware, model};
+
+/// Errors of the simulated backend.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SimError {
+    /// Bad user input (unknown hardware or model, bad `tp`, a model that does not fit).
+    #[error(transparent)]
+    Input(#[from] Error),
+    /// The embedded calibration could not be used (a build defect).
+    #[error("calibration: {0}")]
+    Calibration(String),
+}
+
+/// Default CPU-side cost of one step (scheduling, input preparation, sampling),
+/// seconds. An assumption for a Rust engine with CUDA graphs until the cuda
+/// backend measures it; vLLM before v0.6 spent far more (research/engine.md §b.3).
+pub const DEFAULT_STEP_OVERHEAD_S: f64 = 3e-4;
+/// Fraction of device memory the engine may use (vLLM's `gpu_memory_utilization`).
+pub const DEFAULT_MEM_UTIL: f64 = 0.9;
+/// Bandwidth efficiency assumed for element-wise kernels (norms, RoPE, SiLU·mul,
+/// residual adds, KV writes); Vidur's 0.8 prior, not calibrated.
+const ELEMENTWISE_ETA: f64 = 0.8;
+/// Element-wise kernels per layer and the launch floor of each, seconds (prior).
+const ELEMENTWISE_KERNELS: f64 = 6.0;
+const KERNEL_FLOOR_S: f64 = 2e-6;
+/// NCCL ring all-reduce: achieved fraction of link bandwidth and fixed latency
+/// (Vidur's `nccl_cpu_launch_overhead_ms = 0.02`).
+const ALLREDUCE_ETA: f64 = 0.8;
+const ALLREDUCE_LATENCY_S: f64 = 2e-5;
+/// Vidur's batching overhead for several prefill chunks in one pass.
+const PREFILL_BATCH_OVERHEAD: f64 = 1.1;
+
+/// What to simulate.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SimConfig {
+    /// Hardware profile name (see [`HARDWARE`]).
+    pub hardware: String,
+    /// Model shape name (see [`MODELS`]).
+    pub model: String,
+    /// Tensor-parallel degree (1, 2, 4 or 8).
+    pub tp: u32,
+    /// Fraction of device memory the engine may use.
+    pub mem_util: f64,
+    /// CPU-side cost per step, seconds.
+    pub step_overhead_s: f64,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        Self {
+            hardware: "h200".into(),
+            model: "llama3-8b".into(),
+            tp: 1,
+            mem_util: DEFAULT_MEM_UTIL,
+            step_overhead_s: DEFAULT_STEP_OVERHEAD_S,
+        }
+    }
+}
+
+/// The time of one step, split by operator family (seconds, whole model).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct StepCost {
+    /// qkv, o, gate_up and down projections.
+    pub gemm_s: f64,
+    /// LM head on the sampled positions.
+    pub lm_head_s: f64,
+    /// Prefill attention.
+    pub prefill_attn_s: f64,
+    /// Decode attention.
+    pub decode_attn_s: f64,
+    /// Norms, RoPE, activation, residuals, KV writes.
+    pub elementwise_s: f64,
+    /// Tensor-parallel all-reduces.
+    pub allreduce_s: f64,
+    /// CPU-side step overhead.
+    pub overhead_s: f64,
+}
+
+impl StepCost {
+    /// The step's total time.
+    pub fn total_s(&self) -> f64 {
+        self.gemm_s
+            + self.lm_head_s
+            + self.prefill_attn_s
+            + self.decode_attn_s
+            + self.elementwise_s
+            + self.allreduce_s
+            + self.overhead_s
+    }
+}
+
+/// The simulated backend.
+///
+/// # Example
+/// ```
+/// use fuselab_engine::{NativeEngine, PolicyConfig, PolicyKind, simulate};
+/// let sim = fuselab_sim::SimBackend::from_names("h200", "llama3-8b", 1).unwrap();
+/// let mut engine = NativeEngine::new(sim, PolicyConfig::new(PolicyKind::SplitFuse)).unwrap();
+/// let specs: Vec<_> = (0..4).map(|id| fuselab_core::RequestSpec {
+///     id, arrival_s: 0.0, prompt_len: 2048, output_len: 16, prefix_group: None, prefix_len: 0,
+/// }).collect();
+/// let run = simulate(&specs, None, &mut engine).unwrap();
+/// assert!(run.makespan_s() > 0.01 && run.makespan_s() < 1.0);
+/// ```
+#[derive(Clone, Debug)]
+pub struct SimBackend {
+    cfg: SimConfig,
+    hw: Hardware,
+    model: ModelShape,
+    cal: &'static Calibration,
+    geometry: Option<KvGeometry>,
+}
+
+impl SimBackend {
+    /// Builds the backend.
+    ///
+    /// # Errors
+    /// [`SimError::Input`] for an unknown hardware or model (listing the valid
+    /// names), a bad `tp` or utilisation, or a model whose weights do not fit
+    /// (giving both sizes).
+    pub fn new(cfg: &SimConfig) -> Result<Self, SimError> {
+        let hw = *hardware(&cfg.hardware)?;
+        let model = *model(&cfg.model)?;
+        if ![1, 2, 4, 8].contains(&cfg.tp) || model.q_heads % cfg.tp != 0 {
+            return Err(Error::invalid(
+                "--tp",
+                format!("tensor-parallel degree {} is not supported for {}", cfg.tp, model.name),
+                format!("give 1, 2, 4 or 8 dividing the model's {} query heads", model.q_heads),
+            )
+            .into());
+        }
+        if !(cfg.mem_util > 0.0 && cfg.mem_util <= 1.0) {
+            return Err(Error::invalid(
+                "mem_util",
+                format!("{} is not in (0, 1]", cfg.mem_util),
+                "give a fraction such as 0.9",
+            )
+            .into());
+        }
+        if !(cfg.step_overhead_s >= 0.0 && cfg.step_overhead_s.is_finite()) {
+            return Err(Error::invalid(
+                "step_overhead_s",
+                format!("{} is not a non-negative number of seconds", cfg.step_overhead_s),
+                "give e.g. 0.0003",
+            )
+            .into());
+        }
+        let usable = hw.memory_bytes * cfg.mem_util;
+        let weights = model.weight_bytes() as f64 / f64::from(cfg.tp);
+        if weights >= usable {
+            return Err(Error::invalid(
+                "--model",
+                format!(
+                    "{} needs {:.1} GB of weights per GPU at tp {} but {} offers {:.1} GB ({:.0} % of {:.1} GB)",
+                    model.name,
+                    weights / 1e9,
+                    cfg.tp,
+                    hw.name,
+                    usable / 1e9,
+                    cfg.mem_util * 100.0,
+                    hw.memory_bytes / 1e9
+                ),
+                "raise --tp, pick a smaller model or a larger GPU",
+            )
+            .into());
+        }
+        let cal = calibration().map_err(SimError::Calibration)?;
+        Ok(Self {
+            cfg: cfg.clone(),
+            hw,
+            model,
+            cal,
+            geometry: None,
+        })
+    }
+
+    /// Shorthand for [`Self::new`] with default utilisation and overhead.
+    ///
+    /// # Errors
+    /// As [`Self::new`].
+    pub fn from_names(hardware: &str, model: &str, tp: u32) -> Result<Self, SimError> {
+        Self::new(&SimConfig {
+            hardware: hardware.into(),
+            model: model.into(),
+            tp,
+            ..SimConfig::default()
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &SimConfig {
+        &self.cfg
+    }
+
+    /// The hardware profile.
+    pub fn hardware(&self) -> &Hardware {
+        &self.hw
+    }
+
+    /// The model shape.
+    pub fn model(&self) -> &ModelShape {
+        &self.model
+    }
+
+    /// The KV geometry the engine chose, once [`Backend::init_kv`] ran.
+    pub fn kv_geometry(&self) -> Option<KvGeometry> {
+        self.geometry
+    }
+
+    /// Settings for provenance (`tp`, `mem_util`, `step_overhead_s`, hardware peaks).
+    pub fn describe(&self) -> BTreeMap<String, serde_json::Value> {
+        let mut m = BTreeMap::new();
+        m.insert("tp".into(), serde_json::json!(self.cfg.tp));
+        m.insert("mem_util".into(), serde_json::json!(self.cfg.mem_util));
+        m.insert("step_overhead_s".into(), serde_json::json!(self.cfg.step_overhead_s));
+        m.insert("peak_tflops".into(), serde_json::json!(self.hw.peak_flops / 1e12));
+        m.insert("mem_bw_tbps".into(), serde_json::json!(self.hw.mem_bw / 1e12));
+        m
+    }
+
+    /// Prices one step.
+    pub fn step_cost(&self, batch: &ForwardBatch) -> StepCost {
+        let m = &self.model;
+        let tp = f64::from(self.cfg.tp);
+        let (peak, bw) = (self.hw.peak_flops, self.hw.mem_bw);
+        let h = f64::from(m.hidden);
+        let d = f64::from(m.head_dim);
+        let q_heads = f64::from(m.q_heads) / tp;
+        let kv_heads = f64::from(m.kv_heads.div_ceil(self.cfg.tp));
+        let ffn = f64::from(m.ffn) / tp;
+        let layers = f64::from(m.layers);
+
+        let mut cost = StepCost {
+            overhead_s: self.cfg.step_overhead_s,
+            ..StepCost::default()
+        };
+        if batch.is_empty() {
+            return cost;
+        }
+
+        // Tokens through the GEMMs and positions through the LM head.
+        let (lin_tokens, lm_tokens) = match batch.shape {
+            BatchShape::Ragged => (
+                f64::from(batch.real_tokens()),
+                batch.entries.iter().filter(|e| e.sample).count() as f64,
+            ),
+            BatchShape::Padded { rows, row_len } => {
+                (f64::from(rows) * f64::from(row_len), f64::from(rows))
+            }
+        };
+
+        // Token-level GEMMs, per layer.
+        let shapes = [
+            ("qkv", h, (q_heads + 2.0 * kv_heads) * d),
+            ("o", q_heads * d, h),
+            ("gate_up", h, 2.0 * ffn),
+            ("down", ffn, h),
+        ];
+        let mut gemm = 0.0;
+        for (op, k, n) in shapes {
+            let (f, b) = calib::gemm_work(lin_tokens, k, n);
+            gemm += self.cal.gemm[op].time(f, b, peak, bw);
+        }
+        cost.gemm_s = layers * gemm;
+        if lm_tokens > 0.0 {
+            let (f, b) = calib::gemm_work(lm_tokens, h, f64::from(m.vocab) / tp);
+            cost.lm_head_s = self.cal.gemm["lm_head"].time(f, b, peak, bw);
+        }
+
+        // Attention.
+        let (mut chunks, mut sum_c2, mut fc, mut fp) = (0u32, 0.0, 0.0, 0.0);
+        let (mut dec_b, mut dec_ctx) = (0.0, 0.0);
+        match batch.shape {
+            BatchShape::Padded { rows, row_len } if batch.entries.iter().any(|e| !e.is_decode) => {
+                let c = f64::from(row_len);
+                chunks = rows;
+                sum_c2 = f64::from(rows) * c * c;
+                fc = f64::from(rows) * calib::prefill_flops(c, 0.0, q_heads, d).0;
+            }
+            BatchShape::Padded { rows, .. } => {
+                let longest = batch
+                    .entries
+                    .iter()
+                    .map(|e| e.start_pos + e.n_tokens)
+                    .max()
+                    .unwrap_or(0);
+                dec_b = f64::from(rows);
+                dec_ctx = f64::from(rows) * f64::from(longest);
+            }
+            BatchShape::Ragged => {
+                for e in &batch.entries {
+                    if e.is_decode {
+                        dec_b += f64::from(e.n_tokens);
+                        dec_ctx += f64::from(e.start_pos + e.n_tokens);
+                    } else {
+                        let (c, k) = (f64::from(e.n_tokens), f64::from(e.start_pos));
+                        let (a, b) = calib::prefill_flops(c, k, q_heads, d);
+                        chunks += 1;
+                        sum_c2 += c * c;
+                        fc += a;
+                        fp += b;
+                    }
+                }
+            }
+        }
+        if chunks > 0 {
+            let mut t = self.cal.prefill_attn.time(sum_c2.sqrt(), fc, fp, peak);
+            if chunks > 1 {
+                t *= PREFILL_BATCH_OVERHEAD;
+            }
+            cost.prefill_attn_s = layers * t;
+        }
+        if dec_b > 0.0 {
+            let bytes = calib::decode_bytes(dec_ctx, kv_heads, d);
+            cost.decode_attn_s = layers * self.cal.decode_attn.time(dec_b, bytes, bw);
+        }
+
+        // Element-wise kernels: norms (2 × r+w), residual adds (2 × 2r+w),
+        // SiLU·mul (2r+w of ffn), RoPE on q and k (r+w), KV write.
+        let elems_per_token = 4.0 * h
+            + 6.0 * h
+            + 3.0 * ffn
+            + 2.0 * (q_heads + kv_heads) * d
+            + 2.0 * kv_heads * d;
+        let bytes = 2.0 * elems_per_token * lin_tokens;
+        cost.elementwise_s =
+            layers * (bytes / (ELEMENTWISE_ETA * bw) + ELEMENTWISE_KERNELS * KERNEL_FLOOR_S);
+
+        // Two ring all-reduces of the hidden states per layer.
+        if self.cfg.tp > 1 {
+            let bytes = 2.0 * lin_tokens * h;
+            let one = 2.0 * (tp - 1.0) / tp * bytes / (ALLREDUCE_ETA * self.hw.link_bw)
+                + ALLREDUCE_LATENCY_S;
+            cost.allreduce_s = layers * 2.0 * one;
+        }
+        cost
+    }
+}
+
+impl Backend for SimBackend {
+    fn name(&self) -> &str {
+        "sim"
+    }
+
+    fn needs_tokens(&self) -> bool {
+        false
+    }
+
+    fn vocab_size(&self) -> u32 {
+        self.model.vocab
+    }
+
+    fn kv_bytes_per_token(&self) -> u64 {
+        self.model.kv_bytes_per_token(self.cfg.tp)
+    }
+
+    fn kv_budget_bytes(&self) -> u64 {
+        let usable = self.hw.memory_bytes * self.cfg.mem_util;
+        let weights = self.model.weight_bytes() as f64 / f64::from(self.cfg.tp);
+        (usable - weights).max(0.0) as u64
+    }
+
+    fn init_kv(&mut self, geometry: KvGeometry) -> Result<(), BackendError> {
+        self.geometry = Some(geometry);
+        Ok(())
+    }
+
+    fn forward(&mut self, batch: &ForwardBatch) -> Result<StepOutput, BackendError> {
+        let cost = self.step_cost(batch);
+        Ok(StepOutput {
+            duration_s: Some(cost.total_s()),
+            sampled: batch
+                .entries
+                .iter()
+                .filter(|e| e.sample)
+                .map(|e| (e.request, 0))
+                .collect(),
+            logits: Vec::new(),
+        })
+    }
+}

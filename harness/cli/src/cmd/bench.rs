@@ -1,0 +1,164 @@
+//! `fuselab bench`: one benchmark — engine × policy × workload × load → a run folder.
+
+use std::path::PathBuf;
+
+use fuselab_core::Error;
+use fuselab_engine::{PolicyConfig, PolicyKind};
+use serde::{Deserialize, Serialize};
+
+use crate::Outcome;
+use crate::cmd::workload::WorkloadOpts;
+use crate::config;
+use crate::exec::{self, EngineKind, EngineSpec, Point};
+
+/// Arguments of `fuselab bench`. Every flag can also come from `--config FILE`:
+/// engine flags go in an `[engine]` table (`kind`, `hardware`, `model`, `tp`),
+/// workload flags in a `[workload]` table, the rest at the top level.
+#[derive(Debug, Clone, Default, clap::Args, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct BenchArgs {
+    /// Read any of these flags from a TOML file (keys are the flag names
+    /// without `--`, workload flags under `[workload]`); flags given here win.
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+
+    #[command(flatten)]
+    #[serde(default)]
+    pub engine: EngineOpts,
+
+    /// Scheduling policy: static, continuous, chunked, splitfuse or prepack [default: splitfuse].
+    #[arg(long, value_name = "NAME")]
+    pub policy: Option<String>,
+
+    /// Set a policy knob, e.g. `--knob budget=768 --knob max_seqs=256` (repeatable).
+    #[arg(long = "knob", value_name = "NAME=VALUE")]
+    #[serde(default)]
+    pub knob: Vec<String>,
+
+    /// SLOs for goodput: `ttft=2s,tpot=100ms,e2e=30s` or `fastgen:4` [default: none].
+    #[arg(long, value_name = "SLO")]
+    pub slo: Option<String>,
+
+    /// Run folder to write [default: runs/bench-<policy>-<workload>-s<seed>].
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+
+    /// Replace fuselab's files in an existing run folder.
+    #[arg(long)]
+    #[serde(default)]
+    pub force: bool,
+
+    #[command(flatten)]
+    #[serde(default)]
+    pub workload: WorkloadOpts,
+}
+
+/// Engine selection flags shared by `bench`, `sweep` and `tune`.
+#[derive(Debug, Clone, Default, clap::Args, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct EngineOpts {
+    /// Engine [default: sim]. In a config file: `kind` under `[engine]`.
+    #[arg(long, value_enum)]
+    #[serde(rename = "kind")]
+    pub engine: Option<EngineKind>,
+
+    /// Hardware profile for the simulator: a100-80g, h100-sxm, h200, l40s [default: h200].
+    #[arg(long, value_name = "NAME")]
+    pub hardware: Option<String>,
+
+    /// Model shape: llama3-8b, llama2-7b, llama2-13b, llama3-70b, tiny [default: llama3-8b].
+    #[arg(long, value_name = "NAME")]
+    pub model: Option<String>,
+
+    /// Tensor-parallel degree [default: 1].
+    #[arg(long, value_name = "N")]
+    pub tp: Option<u32>,
+}
+
+impl EngineOpts {
+    /// Applies the defaults.
+    pub fn resolve(&self) -> EngineSpec {
+        EngineSpec {
+            kind: self.engine.unwrap_or(EngineKind::Sim),
+            hardware: self.hardware.clone().unwrap_or_else(|| "h200".into()),
+            model: self.model.clone().unwrap_or_else(|| "llama3-8b".into()),
+            tp: self.tp.unwrap_or(1),
+        }
+    }
+}
+
+/// Builds a policy from its name and `NAME=VALUE` knobs.
+pub fn policy_config(name: &str, knobs: &[String]) -> anyhow::Result<PolicyConfig> {
+    let kind: PolicyKind = name.parse()?;
+    Ok(PolicyConfig::with_knobs(kind, knobs)?)
+}
+
+/// Parses `--slo`, empty when not given.
+pub fn slo(spec: Option<&str>) -> anyhow::Result<fuselab_core::Slo> {
+    Ok(match spec {
+        Some(s) => fuselab_metrics::parse_slo(s)?,
+        None => fuselab_core::Slo::default(),
+    })
+}
+
+/// Runs `fuselab bench`.
+pub fn run(args: BenchArgs) -> anyhow::Result<Outcome> {
+    let args = config::merge(args.clone(), args.config.as_deref())?;
+    let policy_name = args.policy.clone().unwrap_or_else(|| "splitfuse".into());
+    if policy_name.contains(',') || policy_name == "all" {
+        return Err(Error::invalid(
+            "--policy",
+            format!("`{policy_name}` names several policies"),
+            "bench runs one policy; use `fuselab sweep --policies ...` to compare several",
+        )
+        .into());
+    }
+    let policy = policy_config(&policy_name, &args.knob)?;
+    let (workload, requests) = args.workload.resolve()?;
+    let point = Point {
+        engine: args.engine.resolve(),
+        policy,
+        workload,
+        requests,
+        slo: slo(args.slo.as_deref())?,
+    };
+    let out = args.out.clone().unwrap_or_else(|| {
+        PathBuf::from(format!(
+            "runs/bench-{}-{}-s{}",
+            policy_name, point.workload.name, point.workload.seed
+        ))
+    });
+    // Refuse an existing folder before spending time on the run.
+    fuselab_store::create_folder(&out, args.force)?;
+    let result = exec::run_point(&point)?;
+    let name = out
+        .file_name()
+        .map_or_else(|| "bench".into(), |n| n.to_string_lossy().into_owned());
+    exec::write_point(&out, true, &name, &point, &result)?;
+    let label = format!("{}@{}", policy_name, load_label(&point.workload.arrivals));
+    print!("{}", exec::metrics_table(&[(label, &result.metrics)]));
+    println!(
+        "{} requests ({} ok) · window {} · run folder {}",
+        result.metrics.requests,
+        result.metrics.completed,
+        exec::secs(result.metrics.window_s),
+        out.display()
+    );
+    Ok(Outcome::Success)
+}
+
+/// A short label for the load of a workload (`rate=2`, `clients=8`, `burst`).
+pub fn load_label(arrivals: &fuselab_core::Arrivals) -> String {
+    use fuselab_core::Arrivals as A;
+    match arrivals {
+        A::Poisson { rate } | A::Constant { rate } | A::Gamma { rate, .. } => format!("{rate}/s"),
+        A::Ramp {
+            start_rate,
+            end_rate,
+        } => format!("{start_rate}-{end_rate}/s"),
+        A::Burst => "burst".into(),
+        A::ClosedLoop { clients } => format!("{clients} clients"),
+        A::Trace => "trace".into(),
+    }
+}

@@ -1,0 +1,7 @@
+//! One module per subcommand.
+
+pub mod bench;
+pub mod run;
+pub mod sweep;
+pub mod workload;
+pub mod kernels;

@@ -1,0 +1,387 @@
+//! `fuselab sweep`: a load sweep per policy → latency–throughput curves, and
+//! optionally the highest load that meets an SLO.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use fuselab_core::{Error, LoadKind, MaxLoadUnderSlo, SCHEMA_VERSION, Slo, SweepPoint, SweepSummary};
+use fuselab_engine::{PolicyConfig, PolicyKind};
+use fuselab_harness::search::{SearchSettings, find_max_load};
+use serde::{Deserialize, Serialize};
+
+use crate::Outcome;
+use crate::cmd::bench::{EngineOpts, slo};
+use crate::cmd::workload::WorkloadOpts;
+use crate::config;
+use crate::exec::{self, Point};
+
+/// Arguments of `fuselab sweep`. Every flag can also come from `--config FILE`
+/// (engine flags under `[engine]`, workload flags under `[workload]`).
+#[derive(Debug, Clone, Default, clap::Args, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct SweepArgs {
+    /// Read any of these flags from a TOML file; flags given here win.
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+
+    #[command(flatten)]
+    #[serde(default)]
+    pub engine: EngineOpts,
+
+    /// Policies to compare: `all` or a comma-separated list [default: all].
+    #[arg(long, value_name = "LIST")]
+    pub policies: Option<String>,
+
+    /// Open-loop request rates to sweep, e.g. `0.5,1,2,4`.
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    #[serde(default)]
+    pub rates: Vec<f64>,
+
+    /// Closed-loop client counts to sweep, e.g. `1,2,4,8`.
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    #[serde(default)]
+    pub clients: Vec<u32>,
+
+    /// Set a knob on every policy that has it, e.g. `--knob budget=1024` (repeatable).
+    #[arg(long = "knob", value_name = "NAME=VALUE")]
+    #[serde(default)]
+    pub knob: Vec<String>,
+
+    /// SLOs for goodput and the search: `ttft=2s,tpot=100ms` or `fastgen:4`.
+    #[arg(long, value_name = "SLO")]
+    pub slo: Option<String>,
+
+    /// Also search each policy's highest rate whose SLO attainment reaches --attainment.
+    #[arg(long)]
+    #[serde(default)]
+    pub find_max_under_slo: bool,
+
+    /// Attainment the search requires [default: 0.9].
+    #[arg(long, value_name = "FRACTION")]
+    pub attainment: Option<f64>,
+
+    /// Sweep folder to write [default: runs/sweep-<workload>-s<seed>].
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+
+    /// Replace fuselab's files in an existing sweep folder.
+    #[arg(long)]
+    #[serde(default)]
+    pub force: bool,
+
+    #[command(flatten)]
+    #[serde(default)]
+    pub workload: WorkloadOpts,
+}
+
+/// A fully resolved sweep.
+#[derive(Debug, Clone)]
+pub struct SweepPlan {
+    /// Engine side.
+    pub engine: EngineOpts,
+    /// Policies with their knobs.
+    pub policies: Vec<PolicyConfig>,
+    /// What is varied and its values.
+    pub load_kind: LoadKind,
+    /// The loads, ascending.
+    pub loads: Vec<f64>,
+    /// Workload flags (the load is overridden per point).
+    pub workload: WorkloadOpts,
+    /// SLOs.
+    pub slo: Slo,
+    /// Search settings when the max-load search runs.
+    pub search: Option<SearchSettings>,
+}
+
+/// Runs `fuselab sweep`.
+pub fn run(args: SweepArgs) -> anyhow::Result<Outcome> {
+    let args = config::merge(args.clone(), args.config.as_deref())?;
+    let plan = plan(&args)?;
+    let (_, base) = plan.workload.resolve()?;
+    drop(base);
+    let out = args.out.clone().unwrap_or_else(|| {
+        let w = plan.workload.preset.clone().unwrap_or_else(|| "trace".into());
+        PathBuf::from(format!("runs/sweep-{w}-s{}", plan.workload.seed.unwrap_or(42)))
+    });
+    fuselab_store::create_folder(&out, args.force)?;
+    let sweep = execute(&plan, &out, "sweep")?;
+    print!("{}", curve_table(&sweep));
+    if !sweep.max_under_slo.is_empty() {
+        print!("{}", max_load_table(&sweep.max_under_slo));
+    }
+    println!("sweep folder {}", out.display());
+    Ok(Outcome::Success)
+}
+
+/// Checks the flags and resolves them into a plan.
+pub fn plan(args: &SweepArgs) -> anyhow::Result<SweepPlan> {
+    let kinds = PolicyKind::parse_list(args.policies.as_deref().unwrap_or("all"))?;
+    let policies = policies_with_knobs(&kinds, &args.knob)?;
+    let (load_kind, loads) = match (args.rates.is_empty(), args.clients.is_empty()) {
+        (false, true) => (LoadKind::Rate, args.rates.clone()),
+        (true, false) => (
+            LoadKind::Clients,
+            args.clients.iter().map(|c| f64::from(*c)).collect(),
+        ),
+        (true, true) => {
+            return Err(Error::invalid(
+                "--rates",
+                "no loads given",
+                "give --rates 0.5,1,2,4 (open loop) or --clients 1,2,4,8 (closed loop)",
+            )
+            .into());
+        }
+        (false, false) => {
+            return Err(Error::invalid(
+                "--clients",
+                "cannot be combined with --rates",
+                "sweep either open-loop rates or closed-loop client counts",
+            )
+            .into());
+        }
+    };
+    if let Some(bad) = loads.iter().find(|l| !(l.is_finite() && **l > 0.0)) {
+        return Err(Error::invalid(
+            "--rates",
+            format!("{bad} is not a positive load"),
+            "give positive numbers, e.g. --rates 0.5,1,2,4",
+        )
+        .into());
+    }
+    let mut loads = loads;
+    loads.sort_by(f64::total_cmp);
+    loads.dedup();
+    for (flag, set) in [
+        ("--rate", args.workload.rate.is_some()),
+        ("--clients (workload)", args.workload.clients.is_some()),
+        ("--end-rate", args.workload.end_rate.is_some()),
+    ] {
+        if set {
+            return Err(Error::invalid(
+                flag,
+                "is set per point by the sweep",
+                "drop it and list the loads with --rates or --clients",
+            )
+            .into());
+        }
+    }
+    let slo = slo(args.slo.as_deref())?;
+    let search = if args.find_max_under_slo {
+        if load_kind != LoadKind::Rate {
+            return Err(Error::invalid(
+                "--find-max-under-slo",
+                "searches request rates",
+                "sweep --rates (open loop) to use it",
+            )
+            .into());
+        }
+        if slo == Slo::default() {
+            return Err(Error::invalid(
+                "--find-max-under-slo",
+                "needs an SLO",
+                "give one with --slo, e.g. --slo ttft=2s,tpot=100ms or --slo fastgen:4",
+            )
+            .into());
+        }
+        let target = args.attainment.unwrap_or(0.9);
+        if !(target > 0.0 && target <= 1.0) {
+            return Err(Error::invalid(
+                "--attainment",
+                format!("{target} is not in (0, 1]"),
+                "give a fraction such as 0.9",
+            )
+            .into());
+        }
+        Some(SearchSettings {
+            target,
+            ..SearchSettings::default()
+        })
+    } else {
+        None
+    };
+    Ok(SweepPlan {
+        engine: args.engine.clone(),
+        policies,
+        load_kind,
+        loads,
+        workload: args.workload.clone(),
+        slo,
+        search,
+    })
+}
+
+/// Applies each knob to the policies that have it; a knob no policy has is an error.
+pub fn policies_with_knobs(
+    kinds: &[PolicyKind],
+    knobs: &[String],
+) -> anyhow::Result<Vec<PolicyConfig>> {
+    let mut configs: Vec<PolicyConfig> = kinds.iter().map(|k| PolicyConfig::new(*k)).collect();
+    for knob in knobs {
+        let (name, value) = fuselab_engine::parse_knob(knob)?;
+        let mut used = false;
+        for c in &mut configs {
+            if c.kind.knob_names().contains(&name) {
+                c.set_knob(name, value)?;
+                used = true;
+            }
+        }
+        if !used {
+            return Err(Error::invalid(
+                "--knob",
+                format!("no selected policy has a knob `{name}`"),
+                format!(
+                    "knobs of the selected policies: {}",
+                    kinds
+                        .iter()
+                        .map(|k| format!("{k}: {}", k.knob_names().join(", ")))
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                ),
+            )
+            .into());
+        }
+    }
+    Ok(configs)
+}
+
+fn point_at(plan: &SweepPlan, policy: &PolicyConfig, load: f64) -> anyhow::Result<Point> {
+    let mut w = plan.workload.clone();
+    match plan.load_kind {
+        LoadKind::Rate => w.rate = Some(load),
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        LoadKind::Clients => w.clients = Some(load.round() as u32),
+    }
+    let (workload, requests) = w.resolve()?;
+    Ok(Point {
+        engine: plan.engine.resolve(),
+        policy: policy.clone(),
+        workload,
+        requests,
+        slo: plan.slo.clone(),
+    })
+}
+
+fn load_dir(kind: LoadKind, load: f64) -> String {
+    match kind {
+        LoadKind::Rate => format!("rate-{load}"),
+        LoadKind::Clients => format!("clients-{load}"),
+    }
+}
+
+/// Runs every point of `plan` into `out` (which must exist) and writes `sweep.json`.
+pub fn execute(plan: &SweepPlan, out: &Path, name: &str) -> anyhow::Result<SweepSummary> {
+    let total = plan.policies.len() * plan.loads.len();
+    let mut points = Vec::new();
+    let mut max_under_slo = Vec::new();
+    for policy in &plan.policies {
+        let mut known = Vec::new();
+        for &load in &plan.loads {
+            eprintln!(
+                "[{}/{total}] {} at {} {}",
+                points.len() + 1,
+                policy.kind,
+                load,
+                unit(plan.load_kind)
+            );
+            let point = point_at(plan, policy, load)?;
+            let result = exec::run_point(&point)?;
+            let rel = format!("{}/{}", policy.kind, load_dir(plan.load_kind, load));
+            exec::write_point(&out.join(&rel), true, &rel, &point, &result)?;
+            known.push((load, result.metrics.slo_attainment));
+            points.push(SweepPoint {
+                policy: policy.kind.name().into(),
+                load,
+                run: rel,
+                metrics: result.metrics,
+            });
+        }
+        if let Some(settings) = &plan.search {
+            eprintln!("searching the highest rate meeting the SLO for {}", policy.kind);
+            let eval = |rate: f64| -> anyhow::Result<f64> {
+                let point = point_at(plan, policy, rate)?;
+                Ok(exec::run_point(&point)?.metrics.slo_attainment)
+            };
+            let found = find_max_load(eval, plan.loads[0], &known, settings)
+                .with_context(|| format!("searching the SLO capacity of {}", policy.kind))?;
+            max_under_slo.push(MaxLoadUnderSlo {
+                policy: policy.kind.name().into(),
+                max_load: found.max_load,
+                attainment_target: settings.target,
+                slo: plan.slo.clone(),
+                probes: found.probes.iter().map(|(l, a)| [*l, *a]).collect(),
+            });
+        }
+    }
+    let sweep = SweepSummary {
+        schema_version: SCHEMA_VERSION,
+        name: name.into(),
+        load_kind: plan.load_kind,
+        points,
+        max_under_slo,
+    };
+    fuselab_store::write_sweep(out, &sweep)
+        .with_context(|| format!("writing {}", out.display()))?;
+    Ok(sweep)
+}
+
+fn unit(kind: LoadKind) -> &'static str {
+    match kind {
+        LoadKind::Rate => "req/s",
+        LoadKind::Clients => "clients",
+    }
+}
+
+/// The latency–throughput curve table of a sweep.
+pub fn curve_table(sweep: &SweepSummary) -> String {
+    let mut cells = vec![
+        [
+            "policy", "load", "req/s", "out tok/s", "TTFT p50", "TTFT p90", "TTFT p99", "ITL p50",
+            "ITL p90", "ITL p99", "TPOT p99", "eff@2", "eff@4", "eff@6", "SLO att",
+        ]
+        .map(String::from)
+        .to_vec(),
+    ];
+    for p in &sweep.points {
+        let m = &p.metrics;
+        let eff = |k: &str| format!("{:.3}", m.effective_throughput.get(k).copied().unwrap_or(0.0));
+        cells.push(vec![
+            p.policy.clone(),
+            format!("{}", p.load),
+            format!("{:.3}", m.request_throughput),
+            format!("{:.0}", m.output_token_throughput),
+            exec::secs(m.ttft_s.p50),
+            exec::secs(m.ttft_s.p90),
+            exec::secs(m.ttft_s.p99),
+            exec::secs(m.itl_s.p50),
+            exec::secs(m.itl_s.p90),
+            exec::secs(m.itl_s.p99),
+            exec::secs(m.tpot_s.p99),
+            eff("2"),
+            eff("4"),
+            eff("6"),
+            format!("{:.2}", m.slo_attainment),
+        ]);
+    }
+    exec::render_table(&cells)
+}
+
+/// The table of max-load-under-SLO results.
+pub fn max_load_table(found: &[MaxLoadUnderSlo]) -> String {
+    let mut cells = vec![
+        ["policy", "max rate under SLO", "SLO", "attainment ≥", "probes"]
+            .map(String::from)
+            .to_vec(),
+    ];
+    for m in found {
+        cells.push(vec![
+            m.policy.clone(),
+            m.max_load
+                .map_or_else(|| "none".into(), |l| format!("{l:.3} req/s")),
+            fuselab_metrics::format_slo(&m.slo),
+            format!("{}", m.attainment_target),
+            m.probes.len().to_string(),
+        ]);
+    }
+    exec::render_table(&cells)
+}

@@ -1,0 +1,246 @@
+//! Running benchmark points: engine × policy × workload → records, metrics and
+//! a run folder. Shared by `bench`, `sweep` and `run`.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::Context as _;
+use fuselab_core::{
+    Arrivals, EngineInfo, Metrics, Provenance, RequestRecord, RequestSpec, RunSummary,
+    SCHEMA_VERSION, Slo, StepRecord, WorkloadSpec,
+};
+use fuselab_engine::{NativeEngine, PolicyConfig, simulate};
+use fuselab_sim::{SimBackend, SimConfig};
+use serde::{Deserialize, Serialize};
+
+/// Which engine runs a point.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EngineKind {
+    /// The simulated backend: a calibrated cost model on a virtual clock.
+    Sim,
+}
+
+impl EngineKind {
+    /// The name written into provenance.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Sim => "sim",
+        }
+    }
+}
+
+/// The engine side of a point.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EngineSpec {
+    /// Which engine.
+    pub kind: EngineKind,
+    /// Hardware profile (sim).
+    pub hardware: String,
+    /// Model shape.
+    pub model: String,
+    /// Tensor-parallel degree.
+    pub tp: u32,
+}
+
+/// One benchmark point, fully resolved.
+#[derive(Debug, Clone)]
+pub struct Point {
+    /// Engine to run.
+    pub engine: EngineSpec,
+    /// Policy with every knob.
+    pub policy: PolicyConfig,
+    /// The workload's description (for provenance).
+    pub workload: WorkloadSpec,
+    /// The requests themselves.
+    pub requests: Vec<RequestSpec>,
+    /// SLOs for goodput.
+    pub slo: Slo,
+}
+
+/// What a point produced.
+#[derive(Debug, Clone)]
+pub struct PointResult {
+    /// Per-request records.
+    pub records: Vec<RequestRecord>,
+    /// Per-step records.
+    pub steps: Vec<StepRecord>,
+    /// Engine identity and knobs.
+    pub info: EngineInfo,
+    /// Computed metrics.
+    pub metrics: Metrics,
+}
+
+/// Runs a point to completion.
+pub fn run_point(point: &Point) -> anyhow::Result<PointResult> {
+    let clients = match point.workload.arrivals {
+        Arrivals::ClosedLoop { clients } => Some(clients),
+        _ => None,
+    };
+    let (records, steps, info) = match point.engine.kind {
+        EngineKind::Sim => {
+            let backend = SimBackend::new(&SimConfig {
+                hardware: point.engine.hardware.clone(),
+                model: point.engine.model.clone(),
+                tp: point.engine.tp,
+                ..SimConfig::default()
+            })?;
+            let mut engine = NativeEngine::new(backend, point.policy.clone())?;
+            let run = simulate(&point.requests, clients, &mut engine)
+                .with_context(|| format!("simulating policy {}", point.policy.kind))?;
+            let mut knobs = engine.knobs();
+            knobs.insert("tp".into(), point.engine.tp.into());
+            let info = EngineInfo {
+                engine: point.engine.kind.name().into(),
+                hardware: Some(point.engine.hardware.clone()),
+                model: Some(point.engine.model.clone()),
+                policy: Some(point.policy.kind.name().into()),
+                knobs,
+            };
+            (run.records, run.steps, info)
+        }
+    };
+    let metrics =
+        fuselab_metrics::compute_metrics(&records, Some(&steps), &point.slo, point.workload.seed);
+    Ok(PointResult {
+        records,
+        steps,
+        info,
+        metrics,
+    })
+}
+
+/// Builds the `summary.json` of a point.
+pub fn summary(name: &str, point: &Point, result: &PointResult) -> RunSummary {
+    RunSummary {
+        schema_version: SCHEMA_VERSION,
+        name: name.into(),
+        provenance: Provenance {
+            fuselab_version: env!("CARGO_PKG_VERSION").into(),
+            git_commit: fuselab_store::git_commit(),
+            host_cpu: fuselab_store::host_cpu(),
+            host_gpu: None,
+            engine: result.info.clone(),
+            workload: point.workload.clone(),
+            workload_digest: fuselab_workloads::digest(&point.requests),
+            seed: point.workload.seed,
+            command: Some(command_line()),
+            started_unix_s: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .ok()
+                .map(|d| d.as_secs()),
+        },
+        metrics: result.metrics.clone(),
+    }
+}
+
+/// Writes a point's run folder.
+pub fn write_point(
+    dir: &Path,
+    force: bool,
+    name: &str,
+    point: &Point,
+    result: &PointResult,
+) -> anyhow::Result<()> {
+    fuselab_store::write_run(
+        dir,
+        force,
+        &summary(name, point, result),
+        &result.records,
+        &result.steps,
+    )
+    .with_context(|| format!("writing the run folder {}", dir.display()))?;
+    Ok(())
+}
+
+/// The command line of this process, for provenance.
+pub fn command_line() -> String {
+    std::env::args().collect::<Vec<_>>().join(" ")
+}
+
+/// A terminal table comparing labelled metrics, one row each.
+pub fn metrics_table(rows: &[(String, &Metrics)]) -> String {
+    let header = [
+        "policy", "load", "req/s", "out tok/s", "TTFT p50", "TTFT p99", "TPOT p50", "TPOT p99",
+        "E2E p50", "goodput", "SLO att", "eff@4", "preempt", "pad %",
+    ];
+    let mut cells: Vec<Vec<String>> = vec![header.iter().map(ToString::to_string).collect()];
+    for (label, m) in rows {
+        let (policy, load) = label.split_once('@').unwrap_or((label.as_str(), ""));
+        let engine = m.engine.clone().unwrap_or_default();
+        let computed = engine.prefill_tokens + engine.decode_tokens + engine.padding_tokens;
+        let pad = if computed > 0 {
+            100.0 * engine.padding_tokens as f64 / computed as f64
+        } else {
+            0.0
+        };
+        cells.push(vec![
+            policy.to_string(),
+            load.to_string(),
+            format!("{:.3}", m.request_throughput),
+            format!("{:.0}", m.output_token_throughput),
+            secs(m.ttft_s.p50),
+            secs(m.ttft_s.p99),
+            secs(m.tpot_s.p50),
+            secs(m.tpot_s.p99),
+            secs(m.e2e_s.p50),
+            format!("{:.3}", m.goodput),
+            format!("{:.2}", m.slo_attainment),
+            format!(
+                "{:.3}",
+                m.effective_throughput.get("4").copied().unwrap_or(0.0)
+            ),
+            engine.preemptions.to_string(),
+            format!("{pad:.1}"),
+        ]);
+    }
+    render_table(&cells)
+}
+
+/// Formats seconds with a unit that keeps three significant digits readable.
+pub fn secs(s: f64) -> String {
+    if s == 0.0 {
+        "0".into()
+    } else if s < 1e-3 {
+        format!("{:.0}µs", s * 1e6)
+    } else if s < 1.0 {
+        format!("{:.1}ms", s * 1e3)
+    } else {
+        format!("{s:.2}s")
+    }
+}
+
+/// Renders rows as an aligned plain-text table; the first row is the header.
+pub fn render_table(cells: &[Vec<String>]) -> String {
+    let cols = cells.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..cols)
+        .map(|c| {
+            cells
+                .iter()
+                .filter_map(|r| r.get(c))
+                .map(|s| s.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    for (i, row) in cells.iter().enumerate() {
+        let line: Vec<String> = row
+            .iter()
+            .enumerate()
+            .map(|(c, s)| {
+                if c == 0 {
+                    format!("{s:<w$}", w = widths[c])
+                } else {
+                    format!("{s:>w$}", w = widths[c])
+                }
+            })
+            .collect();
+        let _ = writeln!(out, "{}", line.join("  ").trim_end());
+        if i == 0 {
+            let total = widths.iter().sum::<usize>() + 2 * cols.saturating_sub(1);
+            let _ = writeln!(out, "{}", "-".repeat(total));
+        }
+    }
+    out
+}

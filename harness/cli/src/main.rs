@@ -1,0 +1,74 @@
+//! The `fuselab` binary: the composition root that knows every implementation.
+//!
+//! Exit codes: 0 success, 1 a gate found a regression, 2 usage, config or
+//! runtime error.
+
+mod cmd;
+mod config;
+mod exec;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// fuselab: a laboratory for LLM inference performance.
+#[derive(Debug, Parser)]
+#[command(name = "fuselab", version, about, long_about = None)]
+#[command(after_help = "Exit codes: 0 success, 1 regression found by `gate`, 2 usage/config/runtime error.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Generate or replay a workload, summarise it and export it as JSONL.
+    Workload(cmd::workload::WorkloadArgs),
+    /// One benchmark: engine × policy × workload × load → a run folder.
+    Bench(Box<cmd::bench::BenchArgs>),
+    /// A load sweep per policy → latency–throughput curves; optionally the max load under an SLO.
+    Sweep(Box<cmd::sweep::SweepArgs>),
+    /// The default experiment (embedded config): every policy, a sweep, the SLO capacity.
+    Run(cmd::run::RunArgs),
+    /// Check the kernels against their CPU references and time them at the engine's shapes.
+    Kernels(cmd::kernels::KernelsArgs),
+}
+
+/// What a subcommand reports besides errors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Everything passed.
+    Success,
+    /// A regression gate failed (exit code 1).
+    Regression,
+}
+
+fn main() -> ExitCode {
+    init_tracing();
+    let cli = Cli::parse();
+    let result: anyhow::Result<Outcome> = match cli.command {
+        Command::Workload(args) => cmd::workload::run(args),
+        Command::Bench(args) => cmd::bench::run(*args),
+        Command::Sweep(args) => cmd::sweep::run(*args),
+        Command::Run(args) => cmd::run::run(args),
+        Command::Kernels(args) => cmd::kernels::run(args),
+    };
+    match result {
+        Ok(Outcome::Success) => ExitCode::SUCCESS,
+        Ok(Outcome::Regression) => ExitCode::from(1),
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("FUSELAB_LOG")
+        .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}

@@ -1,0 +1,198 @@
+//! The in-process engine on its own OS thread, with requests and events over channels.
+//!
+//! The thread owns the engine: it blocks for a command when idle, otherwise
+//! drains pending commands and runs one step at a time, stamping everything
+//! with the run clock. Its events are the engine's own (one per sampled token,
+//! stamped at the step's end) plus a [`fuselab_core::StepRecord`] per step.
+
+use fuselab_core::{RequestId, RequestSpec, RequestStatus};
+use fuselab_engine::{Backend, EngineError, FinishedRequest, NativeEngine, StepReport};
+use tokio::sync::mpsc::{self, error::TryRecvError};
+
+use crate::{EngineChannels, EngineCommand, EngineEvent, EngineHandle, EventSink, HarnessError, RunClock};
+
+/// The stepping interface of an in-process engine, object-safe so that the
+/// harness does not depend on the backend type.
+pub trait StepEngine {
+    /// Hands a request to the engine at `now`.
+    fn submit(&mut self, spec: &RequestSpec, now: f64);
+    /// Drops a request.
+    fn cancel(&mut self, id: RequestId, status: RequestStatus, now: f64) -> Option<FinishedRequest>;
+    /// Whether a step would do anything.
+    fn has_work(&self) -> bool;
+    /// Runs one step starting at `now`.
+    ///
+    /// # Errors
+    /// The engine's errors (stall, KV invariant).
+    fn step(&mut self, now: f64) -> Result<StepReport, EngineError>;
+}
+
+impl<B: Backend> StepEngine for NativeEngine<B> {
+    fn submit(&mut self, spec: &RequestSpec, now: f64) {
+        NativeEngine::submit(self, spec, now);
+    }
+
+    fn cancel(&mut self, id: RequestId, status: RequestStatus, now: f64) -> Option<FinishedRequest> {
+        NativeEngine::cancel(self, id, status, now)
+    }
+
+    fn has_work(&self) -> bool {
+        NativeEngine::has_work(self)
+    }
+
+    fn step(&mut self, now: f64) -> Result<StepReport, EngineError> {
+        NativeEngine::step(self, now)
+    }
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+type Factory = Box<dyn FnOnce() -> Result<Box<dyn StepEngine>, BoxError> + Send>;
+
+/// Runs an in-process engine on a dedicated OS thread.
+///
+/// The engine is built on that thread by `factory`, so backends that must stay
+/// on one thread (device contexts) work too.
+///
+/// ```no_run
+/// # use fuselab_harness::NativeEngineHandle;
+/// # fn backend() -> impl fuselab_engine::Backend { unimplemented!() }
+/// use fuselab_engine::{NativeEngine, PolicyConfig, PolicyKind};
+/// let handle = NativeEngineHandle::new("cpu", move || {
+///     Ok(NativeEngine::new(backend(), PolicyConfig::new(PolicyKind::Chunked))?)
+/// });
+/// ```
+pub struct NativeEngineHandle {
+    name: String,
+    factory: Factory,
+}
+
+impl std::fmt::Debug for NativeEngineHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NativeEngineHandle").field("name", &self.name).finish_non_exhaustive()
+    }
+}
+
+impl NativeEngineHandle {
+    /// An engine named `name`, built on its thread by `factory`.
+    pub fn new<E, F>(name: impl Into<String>, factory: F) -> Self
+    where
+        E: StepEngine + 'static,
+        F: FnOnce() -> Result<E, BoxError> + Send + 'static,
+    {
+        Self {
+            name: name.into(),
+            factory: Box::new(move || factory().map(|e| Box::new(e) as Box<dyn StepEngine>)),
+        }
+    }
+}
+
+impl EngineHandle for NativeEngineHandle {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn start(self: Box<Self>, clock: RunClock, events: EventSink) -> Result<EngineChannels, HarnessError> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
+        let name = self.name.clone();
+        let factory = self.factory;
+        let thread = std::thread::Builder::new()
+            .name(format!("fuselab-engine-{name}"))
+            .spawn(move || match factory() {
+                Ok(engine) => {
+                    let _ = ready_tx.send(Ok(()));
+                    engine_loop(engine, rx, clock, &events);
+                }
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e.to_string()));
+                }
+            })
+            .map_err(|e| HarnessError::EngineStart {
+                engine: self.name.clone(),
+                message: format!("cannot spawn its thread: {e}"),
+            })?;
+        match ready_rx.recv() {
+            Ok(Ok(())) => Ok(EngineChannels {
+                commands: tx,
+                thread: Some(thread),
+            }),
+            Ok(Err(message)) => Err(HarnessError::EngineStart { engine: name, message }),
+            Err(_) => Err(HarnessError::EngineStart {
+                engine: name,
+                message: "its thread died while building the engine".into(),
+            }),
+        }
+    }
+}
+
+/// Applies a command; false means stop.
+fn apply(engine: &mut dyn StepEngine, cmd: EngineCommand, clock: &RunClock) -> bool {
+    match cmd {
+        EngineCommand::Submit { spec, .. } => engine.submit(&spec, clock.now_s()),
+        EngineCommand::Cancel { id, status } => {
+            // The harness already recorded the outcome; the engine just frees the request.
+            let _ = engine.cancel(id, status, clock.now_s());
+        }
+        EngineCommand::Shutdown => return false,
+    }
+    true
+}
+
+fn engine_loop(
+    mut engine: Box<dyn StepEngine>,
+    mut rx: mpsc::UnboundedReceiver<EngineCommand>,
+    clock: RunClock,
+    events: &EventSink,
+) {
+    loop {
+        if !engine.has_work() {
+            match rx.blocking_recv() {
+                Some(cmd) => {
+                    if !apply(engine.as_mut(), cmd, &clock) {
+                        return;
+                    }
+                }
+                None => return,
+            }
+        }
+        loop {
+            match rx.try_recv() {
+                Ok(cmd) => {
+                    if !apply(engine.as_mut(), cmd, &clock) {
+                        return;
+                    }
+                }
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => return,
+            }
+        }
+        if !engine.has_work() {
+            continue;
+        }
+        match engine.step(clock.now_s()) {
+            Ok(report) => {
+                for ev in report.events {
+                    events.send(EngineEvent::Tokens(ev));
+                }
+                for f in report.finished {
+                    events.send(EngineEvent::Finished {
+                        id: f.id,
+                        status: f.status,
+                        error: f.error,
+                        t: f.t,
+                    });
+                }
+                if let Some(rec) = report.record
+                    && !events.send(EngineEvent::Step(rec))
+                {
+                    return;
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "engine failed");
+                events.send(EngineEvent::Fatal(e.to_string()));
+                return;
+            }
+        }
+    }
+}

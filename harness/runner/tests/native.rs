@@ -1,0 +1,93 @@
+//! The in-process engine on its own OS thread, driven in real time. The
+//! backend reports each step's duration, so nothing here depends on how fast
+//! the machine is; assertions are about counts, order and consistency only.
+
+use fuselab_core::{RequestSpec, RequestStatus};
+use fuselab_engine::{Backend, BackendError, ForwardBatch, KvGeometry, NativeEngine, PolicyConfig, PolicyKind, StepOutput};
+use fuselab_harness::{CancelToken, HarnessError, NativeEngineHandle, RealtimePlan, run_realtime};
+
+struct Fixed;
+
+impl Backend for Fixed {
+    fn name(&self) -> &str {
+        "fixed"
+    }
+    fn needs_tokens(&self) -> bool {
+        false
+    }
+    fn kv_bytes_per_token(&self) -> u64 {
+        1
+    }
+    fn kv_budget_bytes(&self) -> u64 {
+        1 << 20
+    }
+    fn init_kv(&mut self, _: KvGeometry) -> Result<(), BackendError> {
+        Ok(())
+    }
+    fn forward(&mut self, b: &ForwardBatch) -> Result<StepOutput, BackendError> {
+        Ok(StepOutput {
+            duration_s: Some(1e-6 * f64::from(b.real_tokens())),
+            ..Default::default()
+        })
+    }
+}
+
+fn specs(n: u64) -> Vec<RequestSpec> {
+    (0..n)
+        .map(|id| RequestSpec {
+            id,
+            arrival_s: id as f64 * 1e-3,
+            prompt_len: 20 + id as u32,
+            output_len: 3 + (id % 4) as u32,
+            prefix_group: None,
+            prefix_len: 0,
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn native_engine_serves_every_request_from_its_thread() {
+    for kind in PolicyKind::ALL {
+        let handle = NativeEngineHandle::new("fixed", move || Ok(NativeEngine::new(Fixed, PolicyConfig::new(kind))?));
+        let mut plan = RealtimePlan::open_loop(specs(12));
+        plan.progress = false;
+        let run = run_realtime(plan, Box::new(handle), CancelToken::new()).await.unwrap();
+        assert_eq!(run.engine, "fixed");
+        assert_eq!(run.records.len(), 12, "{kind:?}");
+        for r in &run.records {
+            assert_eq!(r.status, RequestStatus::Ok, "{kind:?} {r:?}");
+            assert_eq!(r.tokens_received(), u64::from(r.output_len), "{kind:?}");
+            let idx: Vec<u32> = r.tokens.iter().map(|c| c.index).collect();
+            assert_eq!(idx, (0..r.output_len).collect::<Vec<_>>(), "{kind:?}: one event per token, in order");
+            assert!(r.t_sent >= r.t_scheduled);
+            assert!(r.tokens[0].t >= r.t_sent, "{kind:?}: first token before the send");
+            assert_eq!(r.t_done, r.t_last_token());
+        }
+        let prefill: u32 = run.steps.iter().map(|s| s.prefill_tokens).sum();
+        assert!(prefill >= specs(12).iter().map(|s| s.prompt_len).sum::<u32>(), "{kind:?}");
+        assert!(run.steps.windows(2).all(|w| w[0].step < w[1].step));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closed_loop_through_the_native_engine() {
+    let handle = NativeEngineHandle::new("fixed", || Ok(NativeEngine::new(Fixed, PolicyConfig::new(PolicyKind::Chunked))?));
+    let mut plan = RealtimePlan::closed_loop(specs(20), 3);
+    plan.progress = false;
+    let run = run_realtime(plan, Box::new(handle), CancelToken::new()).await.unwrap();
+    assert_eq!(run.records.len(), 20);
+    assert!(run.records.iter().all(|r| r.status == RequestStatus::Ok));
+    assert!(run.steps.iter().all(|s| s.running + s.waiting <= 3));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_engine_that_cannot_be_built_is_a_start_error() {
+    let handle = NativeEngineHandle::new("broken", || -> Result<NativeEngine<Fixed>, _> {
+        Err("weights file missing".into())
+    });
+    let e = run_realtime(RealtimePlan::open_loop(specs(1)), Box::new(handle), CancelToken::new())
+        .await
+        .unwrap_err();
+    assert!(matches!(e, HarnessError::EngineStart { .. }));
+    assert!(e.to_string().contains("broken") && e.to_string().contains("weights file missing"), "{e}");
+}

@@ -1,0 +1,570 @@
+//! Launch wrappers: argument checks, grid shapes and the cuBLAS GEMM.
+#![allow(unsafe_code)]
+
+use cudarc::cublas::{Gemm, GemmConfig, sys::cublasOperation_t};
+use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
+use half::bf16;
+
+use super::{CudaDevice, CudaError, HEAD_DIM};
+
+/// Keys per attention tile (as `KV_TILE` in the CUDA source).
+const KV_TILE: usize = 64;
+/// Pipeline stages of the decode kernel (`DEC_STAGES`).
+const DEC_STAGES: usize = 3;
+/// Dynamic shared memory of the decode kernel: K and V tiles per stage.
+pub(crate) const DECODE_SMEM_BYTES: usize = DEC_STAGES * 2 * KV_TILE * HEAD_DIM * 2;
+
+/// Tile shape of the prefill attention kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PrefillTile {
+    /// 64 query rows per block: 4 warps of 16 rows.
+    Rows64,
+    /// 128 query rows per block: 4 warps of 32 rows (two m16 tiles each).
+    Rows128,
+    /// 128 query rows per block: 8 warps of 16 rows.
+    Rows128W8,
+}
+
+impl PrefillTile {
+    /// Every variant, for benchmarks and checks.
+    pub const ALL: [PrefillTile; 3] = [PrefillTile::Rows64, PrefillTile::Rows128, PrefillTile::Rows128W8];
+
+    /// Query rows per block.
+    pub const fn rows(self) -> usize {
+        match self {
+            PrefillTile::Rows64 => 64,
+            PrefillTile::Rows128 | PrefillTile::Rows128W8 => 128,
+        }
+    }
+
+    /// Threads per block.
+    pub const fn threads(self) -> usize {
+        match self {
+            PrefillTile::Rows64 | PrefillTile::Rows128 => 128,
+            PrefillTile::Rows128W8 => 256,
+        }
+    }
+
+    /// Dynamic shared memory: the Q tile and two K and two V tiles.
+    pub(crate) const fn smem_bytes(self) -> usize {
+        (self.rows() * HEAD_DIM + 4 * KV_TILE * HEAD_DIM) * 2
+    }
+
+    /// Short label, e.g. `r128`.
+    pub fn label(self) -> &'static str {
+        match self {
+            PrefillTile::Rows64 => "r64",
+            PrefillTile::Rows128 => "r128",
+            PrefillTile::Rows128W8 => "r128w8",
+        }
+    }
+}
+
+/// The tile shape [`CudaDevice::prefill_attention`] uses (fastest on the H200).
+pub const DEFAULT_PREFILL_TILE: PrefillTile = PrefillTile::Rows128;
+
+/// Shape and index buffers shared by the paged attention kernels.
+#[derive(Clone, Copy, Debug)]
+pub struct PagedAttention<'a> {
+    /// Sequences in the batch.
+    pub batch: usize,
+    /// Query heads.
+    pub num_q_heads: usize,
+    /// KV heads (`num_q_heads` must be a multiple).
+    pub num_kv_heads: usize,
+    /// Tokens per cache block (a power of two).
+    pub block_size: usize,
+    /// Columns of the block table (blocks per sequence at most).
+    pub max_blocks_per_seq: usize,
+    /// Per sequence: keys to attend, i.e. the positions written into the cache
+    /// so far, including this call's new tokens (`[batch]`).
+    pub ctx_lens: &'a CudaSlice<i32>,
+    /// Block ids per sequence (`[batch, max_blocks_per_seq]`); the caller
+    /// guarantees that every id below `ceil(ctx_len / block_size)` is a valid block.
+    pub block_tables: &'a CudaSlice<i32>,
+    /// Softmax scale, usually `1/sqrt(128)`.
+    pub scale: f32,
+}
+
+impl PagedAttention<'_> {
+    fn validate(&self, k_cache: &CudaSlice<bf16>, v_cache: &CudaSlice<bf16>) -> Result<u32, CudaError> {
+        if self.batch == 0 {
+            return Err(CudaError::invalid("batch", "must be at least 1"));
+        }
+        if self.num_kv_heads == 0 || self.num_q_heads % self.num_kv_heads != 0 {
+            return Err(CudaError::invalid(
+                "num_kv_heads",
+                format!(
+                    "{} query heads are not a positive multiple of {} kv heads",
+                    self.num_q_heads, self.num_kv_heads
+                ),
+            ));
+        }
+        if !self.block_size.is_power_of_two() {
+            return Err(CudaError::invalid(
+                "block_size",
+                format!("{} is not a power of two; use 16, 32 or 64", self.block_size),
+            ));
+        }
+        let row = self.block_size * self.num_kv_heads * HEAD_DIM;
+        for (name, c) in [("k_cache", k_cache), ("v_cache", v_cache)] {
+            if c.len() % row != 0 || c.is_empty() {
+                return Err(CudaError::invalid(
+                    name,
+                    format!(
+                        "{} elements is not a whole number of blocks of {} (block_size × kv heads × {HEAD_DIM})",
+                        c.len(),
+                        row
+                    ),
+                ));
+            }
+        }
+        check_len("ctx_lens", self.ctx_lens.len(), self.batch)?;
+        check_len("block_tables", self.block_tables.len(), self.batch * self.max_blocks_per_seq)?;
+        Ok(self.block_size.trailing_zeros())
+    }
+}
+
+/// Scratch space of the split-KV decode: per (sequence, head, split) partial
+/// outputs and log-sum-exps.
+#[derive(Debug)]
+pub struct DecodeWorkspace {
+    o_part: CudaSlice<f32>,
+    lse: CudaSlice<f32>,
+}
+
+impl DecodeWorkspace {
+    /// An empty workspace; it grows on first use.
+    pub fn new(dev: &CudaDevice) -> Result<Self, CudaError> {
+        Self::with_rows(dev, 1)
+    }
+
+    fn with_rows(dev: &CudaDevice, rows: usize) -> Result<Self, CudaError> {
+        let o_part = dev
+            .stream
+            .alloc_zeros::<f32>(rows * HEAD_DIM)
+            .map_err(CudaError::driver("allocating the decode workspace"))?;
+        let lse = dev
+            .stream
+            .alloc_zeros::<f32>(rows)
+            .map_err(CudaError::driver("allocating the decode workspace"))?;
+        Ok(Self { o_part, lse })
+    }
+}
+
+fn check_len(field: &'static str, found: usize, needed: usize) -> Result<(), CudaError> {
+    if found < needed {
+        return Err(CudaError::invalid(
+            field,
+            format!("has {found} elements but the shape needs {needed}"),
+        ));
+    }
+    Ok(())
+}
+
+fn to_i32(field: &'static str, v: usize) -> Result<i32, CudaError> {
+    i32::try_from(v).map_err(|_| CudaError::invalid(field, format!("{v} does not fit in 32 bits")))
+}
+
+fn grid(n: usize, field: &'static str) -> Result<u32, CudaError> {
+    u32::try_from(n.max(1)).map_err(|_| CudaError::invalid(field, format!("{n} blocks is too many for one launch")))
+}
+
+impl CudaDevice {
+    fn launched<T>(&self, r: Result<T, cudarc::driver::DriverError>, name: &str) -> Result<(), CudaError> {
+        r.map(|_| ()).map_err(CudaError::driver(format!("launching `{name}`")))
+    }
+
+    /// Allocates `n` bf16 values on the device, uninitialised (zeroed).
+    pub fn alloc_bf16(&self, n: usize) -> Result<CudaSlice<bf16>, CudaError> {
+        self.stream.alloc_zeros::<bf16>(n).map_err(CudaError::driver("allocating device memory"))
+    }
+
+    /// Copies host values to a new device buffer.
+    pub fn upload<T: cudarc::driver::DeviceRepr>(&self, host: &[T]) -> Result<CudaSlice<T>, CudaError> {
+        self.stream.clone_htod(host).map_err(CudaError::driver("copying to the device"))
+    }
+
+    /// Copies a device buffer back to the host (synchronising).
+    pub fn download<T: cudarc::driver::DeviceRepr + Default + Clone>(
+        &self,
+        dev: &CudaSlice<T>,
+    ) -> Result<Vec<T>, CudaError> {
+        self.stream.clone_dtoh(dev).map_err(CudaError::driver("copying from the device"))
+    }
+
+    /// Fills `buf` with values uniform in `[-scale, scale)` from a counter-based hash of `seed`.
+    pub fn fill_uniform(&self, buf: &mut CudaSlice<bf16>, seed: u64, scale: f32) -> Result<(), CudaError> {
+        let n = buf.len() as u64;
+        let cfg = LaunchConfig {
+            grid_dim: (grid((self.info().sm_count * 16).min(buf.len().div_ceil(256)), "fill")?, 1, 1),
+            block_dim: (256, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let mut b = self.stream.launch_builder(&self.k.fill_uniform_bf16);
+        b.arg(buf).arg(&n).arg(&seed).arg(&scale);
+        // SAFETY: the kernel writes `n` = buf.len() elements of `buf` and nothing else.
+        self.launched(unsafe { b.launch(cfg) }, "fill_uniform_bf16")
+    }
+
+    /// Copies `src` into `dst` with a grid-stride float4 kernel (the bandwidth probe).
+    pub fn copy(&self, src: &CudaSlice<bf16>, dst: &mut CudaSlice<bf16>) -> Result<(), CudaError> {
+        if src.len() != dst.len() || src.len() % 8 != 0 {
+            return Err(CudaError::invalid(
+                "dst",
+                format!("copy needs equal lengths divisible by 8, got {} and {}", src.len(), dst.len()),
+            ));
+        }
+        let n4 = (src.len() / 8) as u64;
+        let cfg = LaunchConfig {
+            grid_dim: (grid(self.info().sm_count * 8, "copy")?, 1, 1),
+            block_dim: (512, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let mut b = self.stream.launch_builder(&self.k.copy_f4);
+        b.arg(src).arg(dst).arg(&n4);
+        // SAFETY: both buffers hold n4 16-byte vectors (checked above); the kernel reads and writes only those.
+        self.launched(unsafe { b.launch(cfg) }, "copy_f4")
+    }
+
+    /// `y = rmsnorm(x) · w` over rows of `hidden` values (`x`, `y`: `[tokens, hidden]`).
+    pub fn rms_norm(
+        &self,
+        x: &CudaSlice<bf16>,
+        w: &CudaSlice<bf16>,
+        y: &mut CudaSlice<bf16>,
+        tokens: usize,
+        hidden: usize,
+        eps: f32,
+    ) -> Result<(), CudaError> {
+        if hidden == 0 || hidden % 8 != 0 {
+            return Err(CudaError::invalid("hidden", format!("{hidden} must be a positive multiple of 8")));
+        }
+        check_len("x", x.len(), tokens * hidden)?;
+        check_len("y", y.len(), tokens * hidden)?;
+        check_len("w", w.len(), hidden)?;
+        if tokens == 0 {
+            return Ok(());
+        }
+        let hidden_i = to_i32("hidden", hidden)?;
+        let cfg = LaunchConfig {
+            grid_dim: (grid(tokens, "tokens")?, 1, 1),
+            block_dim: (128, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let mut b = self.stream.launch_builder(&self.k.rms_norm);
+        b.arg(x).arg(w).arg(y).arg(&hidden_i).arg(&eps);
+        // SAFETY: one block per token row; buffer lengths checked above.
+        self.launched(unsafe { b.launch(cfg) }, "rms_norm")
+    }
+
+    /// Rotates `q` (`[tokens, hq, 128]`) and `k` (`[tokens, hkv, 128]`) in place,
+    /// token `t` at position `positions[t]`, with the 64 inverse frequencies `inv_freq`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn rope(
+        &self,
+        q: &mut CudaSlice<bf16>,
+        k: &mut CudaSlice<bf16>,
+        positions: &CudaSlice<i32>,
+        inv_freq: &CudaSlice<f32>,
+        tokens: usize,
+        hq: usize,
+        hkv: usize,
+    ) -> Result<(), CudaError> {
+        check_len("q", q.len(), tokens * hq * HEAD_DIM)?;
+        check_len("k", k.len(), tokens * hkv * HEAD_DIM)?;
+        check_len("positions", positions.len(), tokens)?;
+        check_len("inv_freq", inv_freq.len(), HEAD_DIM / 2)?;
+        if tokens == 0 {
+            return Ok(());
+        }
+        let (hq_i, hkv_i) = (to_i32("hq", hq)?, to_i32("hkv", hkv)?);
+        let cfg = LaunchConfig {
+            grid_dim: (grid(tokens, "tokens")?, 1, 1),
+            block_dim: (256, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let mut b = self.stream.launch_builder(&self.k.rope);
+        b.arg(q).arg(k).arg(positions).arg(inv_freq).arg(&hq_i).arg(&hkv_i);
+        // SAFETY: one block per token; each touches its own q/k rows, lengths checked above.
+        self.launched(unsafe { b.launch(cfg) }, "rope")
+    }
+
+    /// `out[t, i] = silu(gate_up[t, i]) · gate_up[t, ffn + i]` (`gate_up`: `[tokens, 2·ffn]`).
+    pub fn silu_mul(
+        &self,
+        gate_up: &CudaSlice<bf16>,
+        out: &mut CudaSlice<bf16>,
+        tokens: usize,
+        ffn: usize,
+    ) -> Result<(), CudaError> {
+        if ffn == 0 || ffn % 8 != 0 {
+            return Err(CudaError::invalid("ffn", format!("{ffn} must be a positive multiple of 8")));
+        }
+        check_len("gate_up", gate_up.len(), tokens * 2 * ffn)?;
+        check_len("out", out.len(), tokens * ffn)?;
+        if tokens == 0 {
+            return Ok(());
+        }
+        let (t, f) = (tokens as u64, to_i32("ffn", ffn)?);
+        let blocks = (tokens * ffn / 8).div_ceil(256).min(self.info().sm_count * 16);
+        let cfg = LaunchConfig {
+            grid_dim: (grid(blocks, "tokens")?, 1, 1),
+            block_dim: (256, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let mut b = self.stream.launch_builder(&self.k.silu_mul);
+        b.arg(gate_up).arg(out).arg(&t).arg(&f);
+        // SAFETY: grid-stride over tokens·ffn/8 vectors; lengths checked above.
+        self.launched(unsafe { b.launch(cfg) }, "silu_mul")
+    }
+
+    /// Writes `k`, `v` (`[tokens, hkv, 128]`) into the paged caches at `slots[t] =
+    /// block · block_size + offset` (a negative slot skips the token).
+    #[allow(clippy::too_many_arguments)]
+    pub fn kv_write(
+        &self,
+        k: &CudaSlice<bf16>,
+        v: &CudaSlice<bf16>,
+        k_cache: &mut CudaSlice<bf16>,
+        v_cache: &mut CudaSlice<bf16>,
+        slots: &CudaSlice<i64>,
+        tokens: usize,
+        hkv: usize,
+    ) -> Result<(), CudaError> {
+        let w = hkv * HEAD_DIM;
+        check_len("k", k.len(), tokens * w)?;
+        check_len("v", v.len(), tokens * w)?;
+        check_len("slots", slots.len(), tokens)?;
+        if k_cache.len() % w.max(1) != 0 || v_cache.len() != k_cache.len() {
+            return Err(CudaError::invalid(
+                "k_cache",
+                format!("caches of {} and {} elements are not whole token rows of {w}", k_cache.len(), v_cache.len()),
+            ));
+        }
+        if tokens == 0 {
+            return Ok(());
+        }
+        let hkv_i = to_i32("hkv", hkv)?;
+        let cfg = LaunchConfig {
+            grid_dim: (grid(tokens, "tokens")?, 1, 1),
+            block_dim: (128, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let mut b = self.stream.launch_builder(&self.k.kv_write);
+        b.arg(k).arg(v).arg(k_cache).arg(v_cache).arg(slots).arg(&hkv_i);
+        // SAFETY: one block per token row; the caller guarantees every non-negative slot
+        // is below the cache's token capacity (documented contract).
+        self.launched(unsafe { b.launch(cfg) }, "kv_write")
+    }
+
+    /// Ragged causal flash attention for new tokens whose K/V are already in the cache.
+    ///
+    /// `q`, `out`: `[total_tokens, hq, 128]`; `cu_q`: `[batch + 1]` offsets of each
+    /// sequence's new tokens; sequence `b`'s queries sit at positions
+    /// `ctx_lens[b] - q_len .. ctx_lens[b]` and attend keys `0 ..= position`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn prefill_attention(
+        &self,
+        p: &PagedAttention<'_>,
+        q: &CudaSlice<bf16>,
+        k_cache: &CudaSlice<bf16>,
+        v_cache: &CudaSlice<bf16>,
+        out: &mut CudaSlice<bf16>,
+        cu_q: &CudaSlice<i32>,
+        total_tokens: usize,
+        max_q_len: usize,
+    ) -> Result<(), CudaError> {
+        self.prefill_attention_tile(p, q, k_cache, v_cache, out, cu_q, total_tokens, max_q_len, DEFAULT_PREFILL_TILE)
+    }
+
+    /// [`Self::prefill_attention`] with an explicit tile shape.
+    #[allow(clippy::too_many_arguments)]
+    pub fn prefill_attention_tile(
+        &self,
+        p: &PagedAttention<'_>,
+        q: &CudaSlice<bf16>,
+        k_cache: &CudaSlice<bf16>,
+        v_cache: &CudaSlice<bf16>,
+        out: &mut CudaSlice<bf16>,
+        cu_q: &CudaSlice<i32>,
+        total_tokens: usize,
+        max_q_len: usize,
+        tile: PrefillTile,
+    ) -> Result<(), CudaError> {
+        let shift = p.validate(k_cache, v_cache)?;
+        let func = match tile {
+            PrefillTile::Rows64 => &self.k.flash_prefill_r64,
+            PrefillTile::Rows128 => &self.k.flash_prefill_r128,
+            PrefillTile::Rows128W8 => &self.k.flash_prefill_r128w8,
+        };
+        check_len("q", q.len(), total_tokens * p.num_q_heads * HEAD_DIM)?;
+        check_len("out", out.len(), total_tokens * p.num_q_heads * HEAD_DIM)?;
+        check_len("cu_q", cu_q.len(), p.batch + 1)?;
+        if max_q_len == 0 {
+            return Ok(());
+        }
+        let rows = tile.rows();
+        let (mb, sh, hq, hkv) = (
+            to_i32("max_blocks_per_seq", p.max_blocks_per_seq)?,
+            shift as i32,
+            to_i32("num_q_heads", p.num_q_heads)?,
+            to_i32("num_kv_heads", p.num_kv_heads)?,
+        );
+        let scale_log2 = p.scale * std::f32::consts::LOG2_E;
+        let cfg = LaunchConfig {
+            grid_dim: (
+                grid(max_q_len.div_ceil(rows).div_ceil(2), "max_q_len")?,
+                grid(p.num_q_heads, "num_q_heads")?,
+                grid(p.batch, "batch")?,
+            ),
+            block_dim: (tile.threads() as u32, 1, 1),
+            shared_mem_bytes: tile.smem_bytes() as u32,
+        };
+        let mut b = self.stream.launch_builder(func);
+        b.arg(q)
+            .arg(k_cache)
+            .arg(v_cache)
+            .arg(out)
+            .arg(cu_q)
+            .arg(p.ctx_lens)
+            .arg(p.block_tables)
+            .arg(&mb)
+            .arg(&sh)
+            .arg(&hq)
+            .arg(&hkv)
+            .arg(&scale_log2);
+        // SAFETY: shapes checked above; cu_q, ctx_lens and block tables index valid rows
+        // and blocks by the documented contract of `PagedAttention`.
+        self.launched(unsafe { b.launch(cfg) }, "flash_prefill")
+    }
+
+    /// The split count the decode kernel uses by default for this shape.
+    pub fn decode_splits(&self, batch: usize, num_kv_heads: usize, max_ctx: usize) -> usize {
+        let base = (batch * num_kv_heads).max(1);
+        let target = self.info().sm_count * 2;
+        let tiles = max_ctx.div_ceil(KV_TILE).max(1);
+        target.div_ceil(base).clamp(1, tiles.min(64))
+    }
+
+    /// Paged decode attention, one query token per sequence (`q`, `out`:
+    /// `[batch, hq, 128]`), split over the context (Flash-Decoding) and merged by
+    /// log-sum-exp. `num_splits` `None` picks [`Self::decode_splits`]. Returns the
+    /// split count used.
+    #[allow(clippy::too_many_arguments)]
+    pub fn decode_attention(
+        &self,
+        p: &PagedAttention<'_>,
+        q: &CudaSlice<bf16>,
+        k_cache: &CudaSlice<bf16>,
+        v_cache: &CudaSlice<bf16>,
+        out: &mut CudaSlice<bf16>,
+        ws: &mut DecodeWorkspace,
+        max_ctx: usize,
+        num_splits: Option<usize>,
+    ) -> Result<usize, CudaError> {
+        let shift = p.validate(k_cache, v_cache)?;
+        let group = p.num_q_heads / p.num_kv_heads;
+        if group > 8 {
+            return Err(CudaError::invalid(
+                "num_q_heads",
+                format!("decode supports up to 8 query heads per kv head, got {group}"),
+            ));
+        }
+        check_len("q", q.len(), p.batch * p.num_q_heads * HEAD_DIM)?;
+        check_len("out", out.len(), p.batch * p.num_q_heads * HEAD_DIM)?;
+        let splits_wanted = num_splits.unwrap_or_else(|| self.decode_splits(p.batch, p.num_kv_heads, max_ctx));
+        if splits_wanted == 0 {
+            return Err(CudaError::invalid("num_splits", "must be at least 1"));
+        }
+        let split_len = max_ctx.max(1).div_ceil(splits_wanted).div_ceil(KV_TILE) * KV_TILE;
+        let splits = max_ctx.max(1).div_ceil(split_len);
+        let rows = p.batch * p.num_q_heads * splits;
+        if ws.lse.len() < rows {
+            *ws = DecodeWorkspace::with_rows(self, rows)?;
+        }
+        let (mb, sh, hq, hkv, sl) = (
+            to_i32("max_blocks_per_seq", p.max_blocks_per_seq)?,
+            shift as i32,
+            to_i32("num_q_heads", p.num_q_heads)?,
+            to_i32("num_kv_heads", p.num_kv_heads)?,
+            to_i32("max_ctx", split_len)?,
+        );
+        let scale_log2 = p.scale * std::f32::consts::LOG2_E;
+        let cfg = LaunchConfig {
+            grid_dim: (
+                grid(splits, "num_splits")?,
+                grid(p.num_kv_heads, "num_kv_heads")?,
+                grid(p.batch, "batch")?,
+            ),
+            block_dim: (128, 1, 1),
+            shared_mem_bytes: DECODE_SMEM_BYTES as u32,
+        };
+        let mut b = self.stream.launch_builder(&self.k.paged_decode);
+        b.arg(q)
+            .arg(k_cache)
+            .arg(v_cache)
+            .arg(&mut ws.o_part)
+            .arg(&mut ws.lse)
+            .arg(p.ctx_lens)
+            .arg(p.block_tables)
+            .arg(&mb)
+            .arg(&sh)
+            .arg(&hq)
+            .arg(&hkv)
+            .arg(&sl)
+            .arg(&scale_log2);
+        // SAFETY: shapes checked above; the workspace holds batch·hq·splits rows; keys
+        // beyond max_ctx are never read as every ctx_len ≤ max_ctx by contract.
+        self.launched(unsafe { b.launch(cfg) }, "paged_decode")?;
+        let n_splits = to_i32("num_splits", splits)?;
+        let cfg = LaunchConfig {
+            grid_dim: (grid(p.batch * p.num_q_heads, "batch")?, 1, 1),
+            block_dim: (HEAD_DIM as u32, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let mut b = self.stream.launch_builder(&self.k.decode_merge);
+        b.arg(&ws.o_part).arg(&ws.lse).arg(out).arg(&n_splits);
+        // SAFETY: reads the rows written above and writes batch·hq·128 outputs (checked).
+        self.launched(unsafe { b.launch(cfg) }, "decode_merge")?;
+        Ok(splits)
+    }
+
+    /// `y[t, n] = Σ_k x[t, k] · w[n, k]` in bf16 with f32 accumulation (cuBLAS);
+    /// `x`: `[tokens, k]`, `w`: `[n, k]` (a linear layer's weight), `y`: `[tokens, n]`.
+    pub fn gemm(
+        &self,
+        x: &CudaSlice<bf16>,
+        w: &CudaSlice<bf16>,
+        y: &mut CudaSlice<bf16>,
+        tokens: usize,
+        k: usize,
+        n: usize,
+    ) -> Result<(), CudaError> {
+        check_len("x", x.len(), tokens * k)?;
+        check_len("w", w.len(), n * k)?;
+        check_len("y", y.len(), tokens * n)?;
+        if tokens == 0 || n == 0 {
+            return Ok(());
+        }
+        let cfg = GemmConfig {
+            transa: cublasOperation_t::CUBLAS_OP_T,
+            transb: cublasOperation_t::CUBLAS_OP_N,
+            m: to_i32("n", n)?,
+            n: to_i32("tokens", tokens)?,
+            k: to_i32("k", k)?,
+            alpha: bf16::ONE,
+            lda: to_i32("k", k)?,
+            ldb: to_i32("k", k)?,
+            beta: bf16::ZERO,
+            ldc: to_i32("n", n)?,
+        };
+        // SAFETY: column-major view: C (n × tokens, ld n) = Wᵀᵀ... i.e. op(A)=Wᵀ of the
+        // k × n column-major W buffer, B = the k × tokens column-major X buffer; all
+        // three lengths checked above.
+        unsafe { self.blas.gemm(cfg, w, x, y) }.map_err(|source| CudaError::Blas {
+            context: format!("running a {tokens}×{k}×{n} bf16 GEMM"),
+            source,
+        })
+    }
+}

@@ -1,0 +1,645 @@
+// fuselab CUDA kernels, compiled at run time by NVRTC (sm_90a on Hopper).
+//
+// Layouts (all row-major):
+//   activations      [tokens, width] bf16
+//   q / out          [tokens, n_q_heads, HEAD_DIM] bf16
+//   paged K/V cache  [num_blocks, block_size, n_kv_heads, HEAD_DIM] bf16
+//   block tables     [batch, max_blocks] int32, block_size a power of two
+//
+// The attention kernels use mma.sync.m16n8k16 bf16 tensor-core instructions
+// with f32 accumulation, ldmatrix from XOR-swizzled shared memory and
+// cp.async double/triple buffering.
+
+#include <cuda_bf16.h>
+
+typedef __nv_bfloat16 bf16;
+typedef __nv_bfloat162 bf162;
+
+#define HEAD_DIM 128
+#define KV_TILE 64
+#define NEG_INF (-__int_as_float(0x7f800000))
+
+// Dynamic shared memory of the attention kernels.
+extern __shared__ __align__(128) unsigned char smem_raw[];
+
+// ---------------------------------------------------------------- helpers
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+__device__ __forceinline__ unsigned smem_u32(const void* p) {
+    return (unsigned)__cvta_generic_to_shared(p);
+}
+
+// 16-byte asynchronous global->shared copy; when !pred the destination is zero-filled.
+__device__ __forceinline__ void cp_async16(unsigned dst, const void* src, bool pred) {
+    int sz = pred ? 16 : 0;
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(sz));
+}
+__device__ __forceinline__ void cp_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N>
+__device__ __forceinline__ void cp_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
+
+__device__ __forceinline__ void ldsm_x4(unsigned& r0, unsigned& r1, unsigned& r2, unsigned& r3, unsigned addr) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
+                 : "r"(addr));
+}
+__device__ __forceinline__ void ldsm_x4_t(unsigned& r0, unsigned& r1, unsigned& r2, unsigned& r3, unsigned addr) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
+                 : "r"(addr));
+}
+// c += a * b, m16n8k16, bf16 inputs, f32 accumulators.
+__device__ __forceinline__ void mma_bf16(float* c, const unsigned* a, unsigned b0, unsigned b1) {
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+__device__ __forceinline__ float fast_exp2(float x) {
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+    return y;
+}
+__device__ __forceinline__ unsigned pack_bf16(float lo, float hi) {
+    bf162 v = __floats2bfloat162_rn(lo, hi);
+    return *reinterpret_cast<unsigned*>(&v);
+}
+// Element offset of (row, 16-byte chunk) in a [rows][HEAD_DIM] bf16 tile, XOR-swizzled
+// so that ldmatrix over 8 consecutive rows hits 8 different bank groups.
+__device__ __forceinline__ int swz(int row, int chunk) { return row * HEAD_DIM + ((chunk ^ (row & 7)) << 3); }
+
+// ---------------------------------------------------------------- utilities
+
+extern "C" __global__ void copy_f4(const float4* __restrict__ src, float4* __restrict__ dst, unsigned long long n) {
+    unsigned long long stride = (unsigned long long)gridDim.x * blockDim.x;
+    for (unsigned long long i = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride)
+        dst[i] = src[i];
+}
+
+__device__ __forceinline__ float hash_uniform(unsigned long long i, unsigned long long seed) {
+    unsigned long long z = i * 0x9E3779B97F4A7C15ull + seed;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    z ^= z >> 31;
+    return (float)(z >> 40) * (1.0f / 16777216.0f) * 2.0f - 1.0f;  // [-1, 1)
+}
+
+extern "C" __global__ void fill_uniform_bf16(bf16* __restrict__ p, unsigned long long n, unsigned long long seed, float scale) {
+    unsigned long long stride = (unsigned long long)gridDim.x * blockDim.x;
+    for (unsigned long long i = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride)
+        p[i] = __float2bfloat16(hash_uniform(i, seed) * scale);
+}
+
+// ---------------------------------------------------------------- RMSNorm
+// One block per token; hidden % 8 == 0.
+extern "C" __global__ void rms_norm(const bf16* __restrict__ x, const bf16* __restrict__ w, bf16* __restrict__ y,
+                                    int hidden, float eps) {
+    const size_t row = blockIdx.x;
+    const uint4* xr = reinterpret_cast<const uint4*>(x + row * hidden);
+    const uint4* wr = reinterpret_cast<const uint4*>(w);
+    uint4* yr = reinterpret_cast<uint4*>(y + row * hidden);
+    const int nv = hidden >> 3;
+    float ss = 0.f;
+    for (int i = threadIdx.x; i < nv; i += blockDim.x) {
+        uint4 v = xr[i];
+        const bf162* p = reinterpret_cast<const bf162*>(&v);
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+            float2 f = __bfloat1622float2(p[j]);
+            ss += f.x * f.x + f.y * f.y;
+        }
+    }
+    __shared__ float red[32];
+    ss = warp_sum(ss);
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    if (lane == 0) red[warp] = ss;
+    __syncthreads();
+    if (warp == 0) {
+        float v = lane < (int)(blockDim.x >> 5) ? red[lane] : 0.f;
+        v = warp_sum(v);
+        if (lane == 0) red[0] = v;
+    }
+    __syncthreads();
+    const float inv = rsqrtf(red[0] / (float)hidden + eps);
+    for (int i = threadIdx.x; i < nv; i += blockDim.x) {
+        uint4 v = xr[i], g = wr[i], o;
+        const bf162* p = reinterpret_cast<const bf162*>(&v);
+        const bf162* q = reinterpret_cast<const bf162*>(&g);
+        bf162* r = reinterpret_cast<bf162*>(&o);
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+            float2 f = __bfloat1622float2(p[j]);
+            float2 s = __bfloat1622float2(q[j]);
+            r[j] = __floats2bfloat162_rn(f.x * inv * s.x, f.y * inv * s.y);
+        }
+        yr[i] = o;
+    }
+}
+
+// ---------------------------------------------------------------- RoPE
+// In place on q [T, hq, D] and k [T, hkv, D]; "rotate half" pairing (i, i + D/2);
+// inv_freq has D/2 entries (Llama-3 scaling already applied by the caller).
+extern "C" __global__ void rope(bf16* __restrict__ q, bf16* __restrict__ k, const int* __restrict__ pos,
+                                const float* __restrict__ inv_freq, int hq, int hkv) {
+    const int half = HEAD_DIM / 2;
+    const size_t t = blockIdx.x;
+    const float p = (float)pos[t];
+    const int total = (hq + hkv) * half;
+    for (int i = threadIdx.x; i < total; i += blockDim.x) {
+        const int h = i / half, j = i - h * half;
+        bf16* base = h < hq ? q + (t * hq + h) * HEAD_DIM : k + (t * hkv + (h - hq)) * HEAD_DIM;
+        float s, c;
+        sincosf(p * inv_freq[j], &s, &c);
+        const float x1 = __bfloat162float(base[j]), x2 = __bfloat162float(base[j + half]);
+        base[j] = __float2bfloat16(x1 * c - x2 * s);
+        base[j + half] = __float2bfloat16(x2 * c + x1 * s);
+    }
+}
+
+// ---------------------------------------------------------------- SiLU * mul
+// gate_up [T, 2F] (gate then up), out [T, F]; F % 8 == 0.
+extern "C" __global__ void silu_mul(const bf16* __restrict__ gu, bf16* __restrict__ out, unsigned long long tokens, int ffn) {
+    const int nv = ffn >> 3;
+    const unsigned long long total = tokens * (unsigned long long)nv;
+    const unsigned long long stride = (unsigned long long)gridDim.x * blockDim.x;
+    for (unsigned long long i = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += stride) {
+        const unsigned long long t = i / nv, c = i - t * nv;
+        const uint4* row = reinterpret_cast<const uint4*>(gu + t * 2ull * ffn);
+        uint4 g = row[c], u = row[nv + c], o;
+        const bf162* gp = reinterpret_cast<const bf162*>(&g);
+        const bf162* up = reinterpret_cast<const bf162*>(&u);
+        bf162* op = reinterpret_cast<bf162*>(&o);
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+            float2 a = __bfloat1622float2(gp[j]);
+            float2 b = __bfloat1622float2(up[j]);
+            op[j] = __floats2bfloat162_rn(a.x / (1.f + __expf(-a.x)) * b.x, a.y / (1.f + __expf(-a.y)) * b.y);
+        }
+        reinterpret_cast<uint4*>(out + t * (unsigned long long)ffn)[c] = o;
+    }
+}
+
+// ---------------------------------------------------------------- KV write
+// k, v [T, hkv, D]; slot[t] = block * block_size + offset (negative: skip).
+extern "C" __global__ void kv_write(const bf16* __restrict__ k, const bf16* __restrict__ v, bf16* __restrict__ kc,
+                                    bf16* __restrict__ vc, const long long* __restrict__ slots, int hkv) {
+    const size_t t = blockIdx.x;
+    const long long slot = slots[t];
+    if (slot < 0) return;
+    const int n = hkv * HEAD_DIM / 8;
+    const uint4* ks = reinterpret_cast<const uint4*>(k) + t * n;
+    const uint4* vs = reinterpret_cast<const uint4*>(v) + t * n;
+    uint4* kd = reinterpret_cast<uint4*>(kc) + (size_t)slot * n;
+    uint4* vd = reinterpret_cast<uint4*>(vc) + (size_t)slot * n;
+    for (int i = threadIdx.x; i < n; i += blockDim.x) {
+        kd[i] = ks[i];
+        vd[i] = vs[i];
+    }
+}
+
+// ---------------------------------------------------------------- flash prefill
+// Ragged causal attention over paged K/V. Grid (q tile pairs, hq, batch); NW warps, each owning
+// MT m16 tiles (16·MT query rows); KV tiles of 64 keys double-buffered with cp.async, one
+// barrier per tile. Q fragments are re-read from shared memory at every k-step so that
+// each K/V fragment read by ldmatrix feeds MT tensor-core instructions.
+// Sequence b has q_len = cu_q[b+1]-cu_q[b] new queries at positions ctx_len-q_len ..
+// ctx_len-1 and attends keys 0..pos (its K/V already written into the cache).
+template <int NW, int MT>
+__device__ __noinline__ void flash_prefill_impl(const bf16* __restrict__ q, const bf16* __restrict__ kc,
+                                                   const bf16* __restrict__ vc, bf16* __restrict__ out,
+                                                   const int* __restrict__ cu_q, const int* __restrict__ ctx_lens,
+                                                   const int* __restrict__ block_tables, int max_blocks, int block_shift,
+                                                   int hq, int hkv, float scale_log2, int tile) {
+    constexpr int WR = 16 * MT;  // rows per warp
+    constexpr int BR = WR * NW;
+    constexpr int NT = 32 * NW;
+    constexpr int D = HEAD_DIM;
+    bf16* sQ = reinterpret_cast<bf16*>(smem_raw);
+    bf16* sK = sQ + BR * D;
+    bf16* sV = sK + 2 * KV_TILE * D;
+
+    const int b = blockIdx.z, h = blockIdx.y;
+    const int q0 = cu_q[b], q_len = cu_q[b + 1] - q0;
+    const int row0 = tile * BR;
+    if (row0 >= q_len) return;
+    const int ctx = ctx_lens[b];
+    const int prior = ctx - q_len;
+    const int hk = h / (hq / hkv);
+    const int* bt = block_tables + (size_t)b * max_blocks;
+    const int bmask = (1 << block_shift) - 1;
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+    const int last_row = min(row0 + BR, q_len) - 1;
+    const int kv_end = prior + last_row + 1;
+    const int n_tiles = (kv_end + KV_TILE - 1) / KV_TILE;
+    const size_t row_stride = (size_t)hkv * D;
+
+    for (int c = tid; c < BR * 16; c += NT) {
+        const int r = c >> 4, ch = c & 15;
+        const int qi = row0 + r;
+        const bool ok = qi < q_len;
+        const bf16* src = q + ((size_t)(q0 + (ok ? qi : 0)) * hq + h) * D + ch * 8;
+        cp_async16(smem_u32(sQ + swz(r, ch)), src, ok);
+    }
+    // Each thread copies 16-byte chunk (tid & 15) of rows (tid >> 4) + i * (NT / 16).
+    auto load_kv = [&](int buf, int kt) {
+        bf16* dK = sK + buf * KV_TILE * D;
+        bf16* dV = sV + buf * KV_TILE * D;
+        const int ch = tid & 15;
+#pragma unroll
+        for (int i = 0; i < KV_TILE * 16 / NT; ++i) {
+            const int r = (tid >> 4) + i * (NT / 16);
+            const int j = kt * KV_TILE + r;
+            const bool ok = j < kv_end;
+            const int jj = ok ? j : 0;
+            const int blk = bt[jj >> block_shift];
+            const size_t off = ((size_t)blk * (bmask + 1) + (jj & bmask)) * row_stride + (size_t)hk * D + ch * 8;
+            cp_async16(smem_u32(dK + swz(r, ch)), kc + off, ok);
+            cp_async16(smem_u32(dV + swz(r, ch)), vc + off, ok);
+        }
+    };
+    load_kv(0, 0);
+    cp_commit();
+
+    float o[MT][16][4];
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+        for (int i = 0; i < 16; ++i) o[mt][i][0] = o[mt][i][1] = o[mt][i][2] = o[mt][i][3] = 0.f;
+    float m_r[MT][2], l_r[MT][2];
+    const int g = lane >> 2, t4 = lane & 3;
+    const int wr0 = row0 + warp * WR;
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt) {
+        m_r[mt][0] = m_r[mt][1] = NEG_INF;
+        l_r[mt][0] = l_r[mt][1] = 0.f;
+    }
+    const int warp_min_lim = min(prior + wr0, ctx - 1);
+    const int warp_max_lim = min(prior + wr0 + WR - 1, ctx - 1);
+    const int lm = lane >> 3, lr = lane & 7;
+
+    for (int kt = 0; kt < n_tiles; ++kt) {
+        const int buf = kt & 1;
+        const bf16* cK = sK + buf * KV_TILE * D;
+        const bf16* cV = sV + buf * KV_TILE * D;
+        cp_wait<0>();
+        __syncthreads();
+        if (kt + 1 < n_tiles) load_kv(buf ^ 1, kt + 1);
+        cp_commit();
+
+        const int kbase = kt * KV_TILE;
+        if (kbase > warp_max_lim) continue;  // every key of this tile is masked for this warp
+        float s[MT][8][4];
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+            for (int i = 0; i < 8; ++i) s[mt][i][0] = s[mt][i][1] = s[mt][i][2] = s[mt][i][3] = 0.f;
+#pragma unroll
+        for (int ks = 0; ks < 8; ++ks) {
+            unsigned qa[MT][4];
+#pragma unroll
+            for (int mt = 0; mt < MT; ++mt) {
+                const int r = warp * WR + mt * 16 + (lm & 1) * 8 + lr;
+                ldsm_x4(qa[mt][0], qa[mt][1], qa[mt][2], qa[mt][3], smem_u32(sQ + swz(r, ks * 2 + (lm >> 1))));
+            }
+#pragma unroll
+            for (int np = 0; np < 4; ++np) {
+                unsigned b0, b1, b2, b3;
+                const int r = np * 16 + (lm >> 1) * 8 + lr;
+                ldsm_x4(b0, b1, b2, b3, smem_u32(cK + swz(r, ks * 2 + (lm & 1))));
+#pragma unroll
+                for (int mt = 0; mt < MT; ++mt) {
+                    mma_bf16(s[mt][2 * np], qa[mt], b0, b1);
+                    mma_bf16(s[mt][2 * np + 1], qa[mt], b2, b3);
+                }
+            }
+        }
+        const bool need_mask = kbase + KV_TILE - 1 > warp_min_lim;
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt) {
+            if (need_mask) {
+                const int lim_a = min(prior + wr0 + mt * 16 + g, ctx - 1);
+                const int lim_b = min(prior + wr0 + mt * 16 + g + 8, ctx - 1);
+#pragma unroll
+                for (int nt = 0; nt < 8; ++nt) {
+                    const int j = kbase + nt * 8 + t4 * 2;
+                    if (j > lim_a) s[mt][nt][0] = NEG_INF;
+                    if (j + 1 > lim_a) s[mt][nt][1] = NEG_INF;
+                    if (j > lim_b) s[mt][nt][2] = NEG_INF;
+                    if (j + 1 > lim_b) s[mt][nt][3] = NEG_INF;
+                }
+            }
+            float mx_a = m_r[mt][0], mx_b = m_r[mt][1];
+#pragma unroll
+            for (int nt = 0; nt < 8; ++nt) {
+                mx_a = fmaxf(mx_a, fmaxf(s[mt][nt][0], s[mt][nt][1]));
+                mx_b = fmaxf(mx_b, fmaxf(s[mt][nt][2], s[mt][nt][3]));
+            }
+            mx_a = fmaxf(mx_a, __shfl_xor_sync(0xffffffffu, mx_a, 1));
+            mx_a = fmaxf(mx_a, __shfl_xor_sync(0xffffffffu, mx_a, 2));
+            mx_b = fmaxf(mx_b, __shfl_xor_sync(0xffffffffu, mx_b, 1));
+            mx_b = fmaxf(mx_b, __shfl_xor_sync(0xffffffffu, mx_b, 2));
+            const float sc_a = mx_a == NEG_INF ? 0.f : mx_a * scale_log2;
+            const float sc_b = mx_b == NEG_INF ? 0.f : mx_b * scale_log2;
+            const float al_a = fast_exp2(m_r[mt][0] * scale_log2 - sc_a);
+            const float al_b = fast_exp2(m_r[mt][1] * scale_log2 - sc_b);
+            m_r[mt][0] = mx_a;
+            m_r[mt][1] = mx_b;
+            l_r[mt][0] *= al_a;
+            l_r[mt][1] *= al_b;
+            // Rescale the accumulators only when some row's running maximum moved.
+            if (__any_sync(0xffffffffu, al_a != 1.f || al_b != 1.f)) {
+#pragma unroll
+                for (int i = 0; i < 16; ++i) {
+                    o[mt][i][0] *= al_a;
+                    o[mt][i][1] *= al_a;
+                    o[mt][i][2] *= al_b;
+                    o[mt][i][3] *= al_b;
+                }
+            }
+#pragma unroll
+            for (int nt = 0; nt < 8; ++nt) {
+                s[mt][nt][0] = fast_exp2(s[mt][nt][0] * scale_log2 - sc_a);
+                s[mt][nt][1] = fast_exp2(s[mt][nt][1] * scale_log2 - sc_a);
+                s[mt][nt][2] = fast_exp2(s[mt][nt][2] * scale_log2 - sc_b);
+                s[mt][nt][3] = fast_exp2(s[mt][nt][3] * scale_log2 - sc_b);
+                l_r[mt][0] += s[mt][nt][0] + s[mt][nt][1];
+                l_r[mt][1] += s[mt][nt][2] + s[mt][nt][3];
+            }
+        }
+#pragma unroll
+        for (int ks = 0; ks < 4; ++ks) {
+            unsigned pa[MT][4];
+#pragma unroll
+            for (int mt = 0; mt < MT; ++mt) {
+                pa[mt][0] = pack_bf16(s[mt][2 * ks][0], s[mt][2 * ks][1]);
+                pa[mt][1] = pack_bf16(s[mt][2 * ks][2], s[mt][2 * ks][3]);
+                pa[mt][2] = pack_bf16(s[mt][2 * ks + 1][0], s[mt][2 * ks + 1][1]);
+                pa[mt][3] = pack_bf16(s[mt][2 * ks + 1][2], s[mt][2 * ks + 1][3]);
+            }
+#pragma unroll
+            for (int dp = 0; dp < 8; ++dp) {
+                unsigned b0, b1, b2, b3;
+                const int r = ks * 16 + (lm & 1) * 8 + lr;
+                ldsm_x4_t(b0, b1, b2, b3, smem_u32(cV + swz(r, dp * 2 + (lm >> 1))));
+#pragma unroll
+                for (int mt = 0; mt < MT; ++mt) {
+                    mma_bf16(o[mt][2 * dp], pa[mt], b0, b1);
+                    mma_bf16(o[mt][2 * dp + 1], pa[mt], b2, b3);
+                }
+            }
+        }
+    }
+    cp_wait<0>();
+
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt) {
+        float la = l_r[mt][0], lb = l_r[mt][1];
+        la += __shfl_xor_sync(0xffffffffu, la, 1);
+        la += __shfl_xor_sync(0xffffffffu, la, 2);
+        lb += __shfl_xor_sync(0xffffffffu, lb, 1);
+        lb += __shfl_xor_sync(0xffffffffu, lb, 2);
+        const float inv_a = la > 0.f ? 1.f / la : 0.f;
+        const float inv_b = lb > 0.f ? 1.f / lb : 0.f;
+        const int ra = wr0 + mt * 16 + g, rb = ra + 8;
+        if (ra < q_len) {
+            unsigned* dst = reinterpret_cast<unsigned*>(out + ((size_t)(q0 + ra) * hq + h) * D);
+#pragma unroll
+            for (int dt = 0; dt < 16; ++dt)
+                dst[(dt * 8 + t4 * 2) >> 1] = pack_bf16(o[mt][dt][0] * inv_a, o[mt][dt][1] * inv_a);
+        }
+        if (rb < q_len) {
+            unsigned* dst = reinterpret_cast<unsigned*>(out + ((size_t)(q0 + rb) * hq + h) * D);
+#pragma unroll
+            for (int dt = 0; dt < 16; ++dt)
+                dst[(dt * 8 + t4 * 2) >> 1] = pack_bf16(o[mt][dt][2] * inv_b, o[mt][dt][3] * inv_b);
+        }
+    }
+}
+
+#define FLASH_PREFILL_ARGS                                                                                       \
+    const bf16 *__restrict__ q, const bf16 *__restrict__ kc, const bf16 *__restrict__ vc, bf16 *__restrict__ out, \
+        const int *__restrict__ cu_q, const int *__restrict__ ctx_lens, const int *__restrict__ block_tables,       \
+        int max_blocks, int block_shift, int hq, int hkv, float scale_log2
+#define FLASH_PREFILL_PASS q, kc, vc, out, cu_q, ctx_lens, block_tables, max_blocks, block_shift, hq, hkv, scale_log2
+
+// Causal balance: block x of a sequence with n query tiles handles tile n-1-x (the
+// heaviest left) and then tile x (the lightest), so every block does about n+1 KV tiles
+// of work and no SM idles behind a few long blocks. Grid x = ceil(max tiles / 2).
+template <int NW, int MT>
+__device__ __forceinline__ void flash_prefill_pairs(FLASH_PREFILL_ARGS) {
+    constexpr int BR = 16 * MT * NW;
+    const int b = blockIdx.z;
+    const int n = (cu_q[b + 1] - cu_q[b] + BR - 1) / BR;
+    const int lo = blockIdx.x, hi = n - 1 - (int)blockIdx.x;
+    if (hi < lo) return;
+    for (int pass = 0; pass < 2; ++pass) {
+        if (pass == 1) {
+            if (hi == lo) break;
+            __syncthreads();  // shared memory is reused by the second tile
+        }
+        flash_prefill_impl<NW, MT>(FLASH_PREFILL_PASS, pass == 0 ? hi : lo);
+    }
+}
+
+// 64 query rows: 4 warps of one m16 tile.
+extern "C" __global__ void __launch_bounds__(128) flash_prefill_r64(FLASH_PREFILL_ARGS) {
+    flash_prefill_pairs<4, 1>(FLASH_PREFILL_PASS);
+}
+// 128 query rows: 4 warps of two m16 tiles.
+extern "C" __global__ void __launch_bounds__(128) flash_prefill_r128(FLASH_PREFILL_ARGS) {
+    flash_prefill_pairs<4, 2>(FLASH_PREFILL_PASS);
+}
+// 128 query rows: 8 warps of one m16 tile.
+extern "C" __global__ void __launch_bounds__(256) flash_prefill_r128w8(FLASH_PREFILL_ARGS) {
+    flash_prefill_pairs<8, 1>(FLASH_PREFILL_PASS);
+}
+
+// ---------------------------------------------------------------- paged decode (split-KV)
+// One query token per sequence. Grid (splits, hkv, batch), 4 warps. The group of
+// hq/hkv (<= 8) query heads sharing a KV head forms the rows of one m16 tile, so
+// every K/V byte is read once. Each warp takes 16 keys of each 64-key tile; the four
+// warps merge in shared memory, and the split partials (o, log2-sum-exp) are merged by
+// decode_merge.
+#define DEC_STAGES 3
+extern "C" __global__ void __launch_bounds__(128) paged_decode(
+    const bf16* __restrict__ q, const bf16* __restrict__ kc, const bf16* __restrict__ vc, float* __restrict__ o_part,
+    float* __restrict__ lse_part, const int* __restrict__ ctx_lens, const int* __restrict__ block_tables, int max_blocks,
+    int block_shift, int hq, int hkv, int split_len, float scale_log2) {
+    constexpr int D = HEAD_DIM;
+    constexpr int STAGE = 2 * KV_TILE * D;  // K tile then V tile
+    bf16* sKV = reinterpret_cast<bf16*>(smem_raw);
+
+    const int split = blockIdx.x, hk = blockIdx.y, b = blockIdx.z;
+    const int n_splits = gridDim.x;
+    const int group = hq / hkv;
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+    const int g = lane >> 2, t4 = lane & 3;
+    const int lm = lane >> 3, lr = lane & 7;
+    const int ctx = ctx_lens[b];
+    const int start = split * split_len;
+    const int end = min(start + split_len, ctx);
+    const int n_tiles = end > start ? (end - start + KV_TILE - 1) / KV_TILE : 0;
+    const int* bt = block_tables + (size_t)b * max_blocks;
+    const int bmask = (1 << block_shift) - 1;
+    const size_t row_stride = (size_t)hkv * D;
+
+    auto load_tile = [&](int stage, int kt) {
+        bf16* dK = sKV + stage * STAGE;
+        bf16* dV = dK + KV_TILE * D;
+        const int ch = tid & 15;
+#pragma unroll
+        for (int i = 0; i < KV_TILE * 16 / 128; ++i) {
+            const int r = (tid >> 4) + i * 8;
+            const int j = start + kt * KV_TILE + r;
+            const bool ok = j < end;
+            const int jj = ok ? j : 0;
+            const int blk = bt[jj >> block_shift];
+            const size_t off = ((size_t)blk * (bmask + 1) + (jj & bmask)) * row_stride + (size_t)hk * D + ch * 8;
+            cp_async16(smem_u32(dK + swz(r, ch)), kc + off, ok);
+            cp_async16(smem_u32(dV + swz(r, ch)), vc + off, ok);
+        }
+    };
+#pragma unroll
+    for (int s = 0; s < DEC_STAGES - 1; ++s) {
+        if (s < n_tiles) load_tile(s, s);
+        cp_commit();
+    }
+
+    // Query fragments: rows 0..group-1 real, rows >= group zero.
+    unsigned qf[8][4];
+    {
+        const bool ok = g < group;
+        const bf16* qrow = q + ((size_t)b * hq + hk * group + (ok ? g : 0)) * D;
+#pragma unroll
+        for (int ks = 0; ks < 8; ++ks) {
+            qf[ks][0] = ok ? *reinterpret_cast<const unsigned*>(qrow + ks * 16 + t4 * 2) : 0u;
+            qf[ks][2] = ok ? *reinterpret_cast<const unsigned*>(qrow + ks * 16 + 8 + t4 * 2) : 0u;
+            qf[ks][1] = 0u;
+            qf[ks][3] = 0u;
+        }
+    }
+    float o[16][4];
+#pragma unroll
+    for (int i = 0; i < 16; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.f;
+    float m_a = NEG_INF, l_a = 0.f;
+
+    for (int kt = 0; kt < n_tiles; ++kt) {
+        cp_wait<DEC_STAGES - 2>();
+        __syncthreads();
+        {
+            const int nt = kt + DEC_STAGES - 1;
+            if (nt < n_tiles) load_tile(nt % DEC_STAGES, nt);
+            cp_commit();
+        }
+        const bf16* cK = sKV + (kt % DEC_STAGES) * STAGE;
+        const bf16* cV = cK + KV_TILE * D;
+        const int kbase = start + kt * KV_TILE + warp * 16;
+        if (kbase < end) {
+            float s[2][4];
+#pragma unroll
+            for (int i = 0; i < 2; ++i) s[i][0] = s[i][1] = s[i][2] = s[i][3] = 0.f;
+#pragma unroll
+            for (int ks = 0; ks < 8; ++ks) {
+                unsigned b0, b1, b2, b3;
+                const int r = warp * 16 + (lm >> 1) * 8 + lr;
+                ldsm_x4(b0, b1, b2, b3, smem_u32(cK + swz(r, ks * 2 + (lm & 1))));
+                mma_bf16(s[0], qf[ks], b0, b1);
+                mma_bf16(s[1], qf[ks], b2, b3);
+            }
+#pragma unroll
+            for (int nt = 0; nt < 2; ++nt) {
+                const int j = kbase + nt * 8 + t4 * 2;
+                if (j >= end) s[nt][0] = NEG_INF;
+                if (j + 1 >= end) s[nt][1] = NEG_INF;
+            }
+            float mx = fmaxf(m_a, fmaxf(fmaxf(s[0][0], s[0][1]), fmaxf(s[1][0], s[1][1])));
+            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+            const float sc = mx * scale_log2;  // mx finite: key kbase < end is unmasked
+            const float al = fast_exp2(m_a * scale_log2 - sc);
+            m_a = mx;
+            l_a *= al;
+#pragma unroll
+            for (int i = 0; i < 16; ++i) {
+                o[i][0] *= al;
+                o[i][1] *= al;
+            }
+            const float p00 = fast_exp2(s[0][0] * scale_log2 - sc), p01 = fast_exp2(s[0][1] * scale_log2 - sc);
+            const float p10 = fast_exp2(s[1][0] * scale_log2 - sc), p11 = fast_exp2(s[1][1] * scale_log2 - sc);
+            l_a += p00 + p01 + p10 + p11;
+            unsigned pa[4] = {pack_bf16(p00, p01), 0u, pack_bf16(p10, p11), 0u};
+#pragma unroll
+            for (int dp = 0; dp < 8; ++dp) {
+                unsigned b0, b1, b2, b3;
+                const int r = warp * 16 + (lm & 1) * 8 + lr;
+                ldsm_x4_t(b0, b1, b2, b3, smem_u32(cV + swz(r, dp * 2 + (lm >> 1))));
+                mma_bf16(o[2 * dp], pa, b0, b1);
+                mma_bf16(o[2 * dp + 1], pa, b2, b3);
+            }
+        }
+    }
+    cp_wait<0>();
+    __syncthreads();
+
+    // Merge the four warps through shared memory (reusing the pipeline buffers).
+    l_a += __shfl_xor_sync(0xffffffffu, l_a, 1);
+    l_a += __shfl_xor_sync(0xffffffffu, l_a, 2);
+    float* red_m = reinterpret_cast<float*>(smem_raw);  // [4][8]
+    float* red_l = red_m + 32;                          // [4][8]
+    float* red_o = red_l + 32;                          // [4][8][D]
+    if (g < group) {
+        if (t4 == 0) {
+            red_m[warp * 8 + g] = m_a;
+            red_l[warp * 8 + g] = l_a;
+        }
+#pragma unroll
+        for (int dt = 0; dt < 16; ++dt) {
+            red_o[(warp * 8 + g) * D + dt * 8 + t4 * 2] = o[dt][0];
+            red_o[(warp * 8 + g) * D + dt * 8 + t4 * 2 + 1] = o[dt][1];
+        }
+    }
+    __syncthreads();
+    for (int idx = tid; idx < group * D; idx += 128) {
+        const int r = idx / D, d = idx - r * D;
+        float mx = NEG_INF;
+#pragma unroll
+        for (int w = 0; w < 4; ++w) mx = fmaxf(mx, red_m[w * 8 + r]);
+        float den = 0.f, acc = 0.f;
+        if (mx != NEG_INF) {
+#pragma unroll
+            for (int w = 0; w < 4; ++w) {
+                const float mw = red_m[w * 8 + r];
+                const float f = mw == NEG_INF ? 0.f : fast_exp2((mw - mx) * scale_log2);
+                den += red_l[w * 8 + r] * f;
+                acc += red_o[(w * 8 + r) * D + d] * f;
+            }
+        }
+        const size_t bh = (size_t)b * hq + hk * group + r;
+        o_part[(bh * n_splits + split) * D + d] = den > 0.f ? acc / den : 0.f;
+        if (d == 0) lse_part[bh * n_splits + split] = den > 0.f ? mx * scale_log2 + log2f(den) : NEG_INF;
+    }
+}
+
+// Merges split partials: grid (batch * hq), block HEAD_DIM.
+extern "C" __global__ void decode_merge(const float* __restrict__ o_part, const float* __restrict__ lse_part,
+                                        bf16* __restrict__ out, int n_splits) {
+    const size_t bh = blockIdx.x;
+    const int d = threadIdx.x;
+    const float* lp = lse_part + bh * n_splits;
+    float mx = NEG_INF;
+    for (int s = 0; s < n_splits; ++s) mx = fmaxf(mx, lp[s]);
+    float den = 0.f, acc = 0.f;
+    if (mx != NEG_INF) {
+        for (int s = 0; s < n_splits; ++s) {
+            const float w = lp[s] == NEG_INF ? 0.f : exp2f(lp[s] - mx);
+            den += w;
+            acc += w * o_part[(bh * n_splits + s) * HEAD_DIM + d];
+        }
+    }
+    out[bh * HEAD_DIM + d] = __float2bfloat16(den > 0.f ? acc / den : 0.f);
+}

@@ -1,0 +1,773 @@
+//! Charts as data ([`Chart`]), built from report inputs, and drawn with
+//! plotters to SVG (inline or standalone) or PNG.
+
+use std::sync::OnceLock;
+
+use fuselab_core::StepRecord;
+use fuselab_metrics::{fastgen_key, request_metrics};
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use plotters::style::FontStyle;
+
+use crate::gate::DEFAULT_FASTGEN_RATE;
+use crate::{Error, ReportInput, Result, RunData};
+
+/// Chart size in pixels.
+pub const CHART_SIZE: (u32, u32) = (820, 440);
+
+/// At most this many points per CDF series (quantiles evenly spaced in probability).
+pub const MAX_CDF_POINTS: usize = 400;
+
+/// At most this many points per step series (steps averaged over time bins).
+pub const MAX_STEP_POINTS: usize = 600;
+
+/// How many runs a chart overlays at most (the palette's size).
+pub const MAX_OVERLAY: usize = 10;
+
+/// Okabe–Ito / Tableau-like palette, distinguishable with colour-vision deficiency.
+const PALETTE: [RGBColor; 10] = [
+    RGBColor(0, 114, 178),
+    RGBColor(230, 159, 0),
+    RGBColor(0, 158, 115),
+    RGBColor(213, 94, 0),
+    RGBColor(204, 121, 167),
+    RGBColor(86, 180, 233),
+    RGBColor(120, 120, 120),
+    RGBColor(180, 30, 45),
+    RGBColor(110, 80, 160),
+    RGBColor(150, 130, 30),
+];
+
+/// How a chart draws its series.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChartKind {
+    /// Lines and markers on shared axes.
+    Lines,
+    /// Series stacked on top of each other as filled areas (same x values).
+    StackedArea,
+}
+
+/// How one series is drawn.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LineStyle {
+    /// A solid line with small markers.
+    Solid,
+    /// A dashed line with small markers.
+    Dashed,
+    /// Markers only.
+    Markers,
+    /// A plain line (for dense series: CDFs, time series).
+    Plain,
+}
+
+/// Where the legend goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LegendPos {
+    /// Upper left corner.
+    UpperLeft,
+    /// Upper right corner.
+    UpperRight,
+    /// Lower right corner.
+    LowerRight,
+}
+
+/// One line (or area) of a chart.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Series {
+    /// Legend text (a run, sweep or policy name: user-provided, escaped when drawn).
+    pub label: String,
+    /// Palette index.
+    pub color: usize,
+    /// How it is drawn.
+    pub style: LineStyle,
+    /// Points in data units.
+    pub points: Vec<(f64, f64)>,
+}
+
+/// A chart as data.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Chart {
+    /// File-safe id, e.g. `ttft-cdf`; the file name with `--charts`.
+    pub id: String,
+    /// Title drawn above the chart.
+    pub title: String,
+    /// X axis description.
+    pub x_label: String,
+    /// Y axis description.
+    pub y_label: String,
+    /// How series are drawn.
+    pub kind: ChartKind,
+    /// Legend position.
+    pub legend: LegendPos,
+    /// The series.
+    pub series: Vec<Series>,
+    /// A sentence under the chart in the HTML report.
+    pub caption: String,
+}
+
+fn register_fonts() -> bool {
+    static DONE: OnceLock<bool> = OnceLock::new();
+    *DONE.get_or_init(|| {
+        let a = plotters::style::register_font("sans-serif", FontStyle::Normal, dejavu::sans::regular());
+        let b = plotters::style::register_font("sans-serif", FontStyle::Bold, dejavu::sans::bold());
+        a.is_ok() && b.is_ok()
+    })
+}
+
+impl Chart {
+    /// A standalone SVG document (with its XML namespace).
+    pub fn to_svg(&self) -> Result<String> {
+        let mut s = String::new();
+        {
+            let root = SVGBackend::with_string(&mut s, CHART_SIZE).into_drawing_area();
+            self.draw(root)?;
+        }
+        Ok(s)
+    }
+
+    /// The SVG element for inlining in HTML5 (no namespace attribute needed,
+    /// so the page contains no URL at all), with an accessible label.
+    pub fn to_inline_svg(&self) -> Result<String> {
+        let s = self.to_svg()?;
+        let label = crate::escape_html(&self.title);
+        Ok(s.replacen(" xmlns=\"http://www.w3.org/2000/svg\"", "", 1)
+            .replacen("<svg ", &format!("<svg role=\"img\" aria-label=\"{label}\" "), 1))
+    }
+
+    /// A PNG image, rasterised by plotters' bitmap backend with the embedded
+    /// DejaVu Sans font.
+    pub fn to_png(&self) -> Result<Vec<u8>> {
+        let (w, h) = CHART_SIZE;
+        let mut buf = vec![255u8; (w * h * 3) as usize];
+        {
+            let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
+            self.draw(root)?;
+        }
+        let png_err = |e: png::EncodingError| Error::Png {
+            chart: self.id.clone(),
+            message: e.to_string(),
+        };
+        let mut out = Vec::new();
+        {
+            let mut enc = png::Encoder::new(&mut out, w, h);
+            enc.set_color(png::ColorType::Rgb);
+            enc.set_depth(png::BitDepth::Eight);
+            let mut writer = enc.write_header().map_err(png_err)?;
+            writer.write_image_data(&buf).map_err(png_err)?;
+            writer.finish().map_err(png_err)?;
+        }
+        Ok(out)
+    }
+
+    fn ranges(&self) -> ((f64, f64), (f64, f64)) {
+        let stacked = self.kind == ChartKind::StackedArea;
+        let mut xs = (f64::INFINITY, f64::NEG_INFINITY);
+        let mut ys = (0.0f64, f64::NEG_INFINITY);
+        let mut tops: Vec<f64> = Vec::new();
+        for s in &self.series {
+            for (i, &(x, y)) in s.points.iter().enumerate() {
+                if !x.is_finite() || !y.is_finite() {
+                    continue;
+                }
+                xs = (xs.0.min(x), xs.1.max(x));
+                if stacked {
+                    if tops.len() <= i {
+                        tops.resize(i + 1, 0.0);
+                    }
+                    tops[i] += y;
+                    ys.1 = ys.1.max(tops[i]);
+                } else {
+                    ys = (ys.0.min(y), ys.1.max(y));
+                }
+            }
+        }
+        let pad = |(lo, hi): (f64, f64), floor_zero: bool| {
+            if !lo.is_finite() || !hi.is_finite() {
+                return (0.0, 1.0);
+            }
+            if hi - lo <= f64::EPSILON * hi.abs().max(1.0) {
+                return (if floor_zero { 0.0 } else { lo - 0.5 }, hi + 0.5 * hi.abs().max(1.0));
+            }
+            let p = 0.04 * (hi - lo);
+            (if floor_zero && lo >= 0.0 { lo.max(0.0) } else { lo - p }, hi + p)
+        };
+        (pad(xs, false), pad(ys, true))
+    }
+
+    fn draw<DB: DrawingBackend>(&self, root: DrawingArea<DB, Shift>) -> Result<()> {
+        if !register_fonts() {
+            return Err(Error::Chart {
+                chart: self.id.clone(),
+                message: "the embedded DejaVu Sans font could not be loaded".into(),
+            });
+        }
+        self.draw_inner(root).map_err(|message| Error::Chart {
+            chart: self.id.clone(),
+            message,
+        })
+    }
+
+    fn draw_inner<DB: DrawingBackend>(&self, root: DrawingArea<DB, Shift>) -> Result<(), String> {
+        let e = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
+        root.fill(&WHITE).map_err(e)?;
+        let ((x0, x1), (y0, y1)) = self.ranges();
+        let mut chart = ChartBuilder::on(&root)
+            .caption(&self.title, ("sans-serif", 18).into_font().style(FontStyle::Bold))
+            .margin(14)
+            .x_label_area_size(44)
+            .y_label_area_size(70)
+            .build_cartesian_2d(x0..x1, y0..y1)
+            .map_err(e)?;
+        chart
+            .configure_mesh()
+            .x_desc(self.x_label.as_str())
+            .y_desc(self.y_label.as_str())
+            .label_style(("sans-serif", 12))
+            .axis_desc_style(("sans-serif", 13))
+            .light_line_style(RGBColor(238, 238, 238))
+            .bold_line_style(RGBColor(215, 215, 215))
+            .x_labels(8)
+            .y_labels(8)
+            .x_label_formatter(&|v| tick(*v))
+            .y_label_formatter(&|v| tick(*v))
+            .draw()
+            .map_err(e)?;
+        match self.kind {
+            ChartKind::Lines => {
+                for s in &self.series {
+                    let color = PALETTE[s.color % PALETTE.len()];
+                    let pts = s.points.iter().copied().filter(|(x, y)| x.is_finite() && y.is_finite());
+                    let anno = match s.style {
+                        LineStyle::Solid | LineStyle::Plain => chart
+                            .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
+                            .map_err(e)?,
+                        LineStyle::Dashed => chart
+                            .draw_series(DashedLineSeries::new(
+                                pts.clone(),
+                                7,
+                                5,
+                                color.stroke_width(2),
+                            ))
+                            .map_err(e)?,
+                        LineStyle::Markers => chart
+                            .draw_series(pts.clone().map(|p| Circle::new(p, 5, color.filled())))
+                            .map_err(e)?,
+                    };
+                    let style = s.style;
+                    anno.label(s.label.as_str()).legend(move |(x, y)| {
+                        let path = PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2));
+                        let dot = Circle::new((x + 10, y), 3, color.filled());
+                        EmptyElement::at((0, 0))
+                            + path
+                            + if style == LineStyle::Plain { Circle::new((x + 10, y), 0, color.filled()) } else { dot }
+                    });
+                    if matches!(s.style, LineStyle::Solid | LineStyle::Dashed) {
+                        chart
+                            .draw_series(pts.map(|p| Circle::new(p, 3, color.filled())))
+                            .map_err(e)?;
+                    }
+                }
+            }
+            ChartKind::StackedArea => {
+                let mut tops: Vec<Vec<(f64, f64)>> = Vec::with_capacity(self.series.len());
+                for (k, s) in self.series.iter().enumerate() {
+                    let top = s
+                        .points
+                        .iter()
+                        .enumerate()
+                        .map(|(i, &(x, y))| {
+                            let below = if k == 0 { 0.0 } else { tops[k - 1].get(i).map_or(0.0, |p| p.1) };
+                            (x, below + y)
+                        })
+                        .collect();
+                    tops.push(top);
+                }
+                for (k, s) in self.series.iter().enumerate().rev() {
+                    let color = PALETTE[s.color % PALETTE.len()];
+                    chart
+                        .draw_series(
+                            AreaSeries::new(tops[k].iter().copied(), 0.0, color.mix(0.75))
+                                .border_style(color.stroke_width(1)),
+                        )
+                        .map_err(e)?
+                        .label(s.label.as_str())
+                        .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 18, y + 5)], color.mix(0.75).filled()));
+                }
+            }
+        }
+        if self.series.iter().any(|s| !s.label.is_empty()) {
+            chart
+                .configure_series_labels()
+                .position(match self.legend {
+                    LegendPos::UpperLeft => SeriesLabelPosition::UpperLeft,
+                    LegendPos::UpperRight => SeriesLabelPosition::UpperRight,
+                    LegendPos::LowerRight => SeriesLabelPosition::LowerRight,
+                })
+                .background_style(WHITE.mix(0.9))
+                .border_style(RGBColor(180, 180, 180))
+                .label_font(("sans-serif", 12))
+                .draw()
+                .map_err(e)?;
+        }
+        root.present().map_err(e)?;
+        Ok(())
+    }
+}
+
+/// Tick labels: short, no float noise.
+fn tick(v: f64) -> String {
+    let a = v.abs();
+    if a == 0.0 {
+        "0".into()
+    } else if a >= 1e5 {
+        format!("{v:.2e}")
+    } else if a >= 100.0 {
+        format!("{v:.0}")
+    } else if a >= 1.0 {
+        format!("{:.2}", v).trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        format!("{v:.3}").trim_end_matches('0').trim_end_matches('.').to_string()
+    }
+}
+
+/// The runs whose distributions and steps are drawn: every run input, plus
+/// each sweep's highest-load point per policy that was loaded. Labels are
+/// unique (a `#2` suffix on repeats).
+pub(crate) fn detail_runs(inputs: &[ReportInput]) -> Vec<(String, &RunData)> {
+    let mut out: Vec<(String, &RunData)> = Vec::new();
+    for input in inputs {
+        match input {
+            ReportInput::Run(r) => out.push((r.name().to_string(), r)),
+            ReportInput::Sweep(s) => {
+                for r in s.representative_runs() {
+                    let load = s
+                        .summary
+                        .points
+                        .iter()
+                        .find(|p| s.runs.get(&p.run).is_some_and(|x| std::ptr::eq(x, r)))
+                        .map(|p| p.load);
+                    let label = match load {
+                        Some(l) => format!("{}/{} @{}", s.summary.name, r.policy(), tick(l)),
+                        None => format!("{}/{}", s.summary.name, r.policy()),
+                    };
+                    out.push((label, r));
+                }
+            }
+        }
+    }
+    let mut seen: Vec<String> = Vec::new();
+    for (label, _) in &mut out {
+        let base = label.clone();
+        let mut k = 1;
+        while seen.contains(label) {
+            k += 1;
+            *label = format!("{base} #{k}");
+        }
+        seen.push(label.clone());
+    }
+    out
+}
+
+/// An empirical CDF with at most `max` points (evenly spaced in probability,
+/// always keeping the minimum and maximum).
+pub(crate) fn cdf_points(mut values: Vec<f64>, max: usize) -> Vec<(f64, f64)> {
+    values.retain(|v| v.is_finite());
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    if n == 0 {
+        return Vec::new();
+    }
+    let p = |i: usize| (i + 1) as f64 / n as f64;
+    if n <= max {
+        return values.iter().enumerate().map(|(i, &v)| (v, p(i))).collect();
+    }
+    let max = max.max(2);
+    let mut out: Vec<(f64, f64)> = Vec::with_capacity(max);
+    for k in 0..max {
+        let i = ((k as f64) * (n - 1) as f64 / (max - 1) as f64).round() as usize;
+        out.push((values[i], p(i)));
+    }
+    out
+}
+
+/// Step series averaged over at most `max` time bins: `(t, prefill, decode,
+/// padding, kv utilisation)` per point.
+pub(crate) fn step_points(steps: &[StepRecord], max: usize) -> Vec<[f64; 5]> {
+    let row = |s: &StepRecord| {
+        let kv = if s.kv_blocks_total > 0 {
+            f64::from(s.kv_blocks_used) / f64::from(s.kv_blocks_total)
+        } else {
+            f64::NAN
+        };
+        [
+            s.t_start,
+            f64::from(s.prefill_tokens),
+            f64::from(s.decode_tokens),
+            f64::from(s.padding_tokens),
+            kv,
+        ]
+    };
+    if steps.len() <= max {
+        return steps.iter().map(row).collect();
+    }
+    let t0 = steps.iter().map(|s| s.t_start).fold(f64::INFINITY, f64::min);
+    let t1 = steps.iter().map(|s| s.t_start).fold(f64::NEG_INFINITY, f64::max);
+    let width = ((t1 - t0) / max as f64).max(f64::MIN_POSITIVE);
+    let mut sums = vec![[0.0f64; 5]; max];
+    let mut counts = vec![[0usize; 2]; max];
+    for s in steps {
+        let b = (((s.t_start - t0) / width) as usize).min(max - 1);
+        let r = row(s);
+        for j in 1..4 {
+            sums[b][j] += r[j];
+        }
+        counts[b][0] += 1;
+        if r[4].is_finite() {
+            sums[b][4] += r[4];
+            counts[b][1] += 1;
+        }
+    }
+    (0..max)
+        .filter(|&b| counts[b][0] > 0)
+        .map(|b| {
+            let c = counts[b][0] as f64;
+            [
+                t0 + (b as f64 + 0.5) * width,
+                sums[b][1] / c,
+                sums[b][2] / c,
+                sums[b][3] / c,
+                if counts[b][1] > 0 { sums[b][4] / counts[b][1] as f64 } else { f64::NAN },
+            ]
+        })
+        .collect()
+}
+
+/// The FastGen rate (tok/s) the effective-throughput chart uses.
+pub(crate) fn effective_rate(inputs: &[ReportInput]) -> f64 {
+    inputs
+        .iter()
+        .find_map(|i| match i {
+            ReportInput::Run(r) => r.summary.metrics.slo.fastgen_rate,
+            ReportInput::Sweep(s) => s.summary.points.first().and_then(|p| p.metrics.slo.fastgen_rate),
+        })
+        .unwrap_or(DEFAULT_FASTGEN_RATE)
+}
+
+/// Every chart of a report, in page order. Charts without data are left out.
+pub fn report_charts(inputs: &[ReportInput]) -> Vec<Chart> {
+    let mut charts = Vec::new();
+    charts.extend(latency_throughput(inputs));
+    charts.extend(effective_vs_load(inputs));
+    let runs = detail_runs(inputs);
+    let shown: Vec<&(String, &RunData)> = runs.iter().take(MAX_OVERLAY).collect();
+    let omitted = runs.len().saturating_sub(MAX_OVERLAY);
+    let note = if omitted > 0 {
+        format!(" The first {MAX_OVERLAY} runs are shown; {omitted} more are in the tables.")
+    } else {
+        String::new()
+    };
+    // Latency CDFs.
+    type Pick = fn(&fuselab_metrics::RequestMetrics) -> Vec<f64>;
+    let cdfs: [(&str, &str, &str, Pick); 3] = [
+        ("ttft-cdf", "TTFT distribution", "time to first token (ms)", |m| vec![m.ttft_s]),
+        ("itl-cdf", "Inter-token latency distribution", "inter-token latency (ms)", |m| m.itl_s.clone()),
+        ("e2e-cdf", "End-to-end latency distribution", "end-to-end latency (ms)", |m| vec![m.e2e_s]),
+    ];
+    for (id, title, x, pick) in cdfs {
+        let series: Vec<Series> = shown
+            .iter()
+            .enumerate()
+            .filter_map(|(i, (label, r))| {
+                let values: Vec<f64> = r
+                    .requests
+                    .iter()
+                    .filter_map(request_metrics)
+                    .flat_map(|m| pick(&m))
+                    .map(|v| v * 1e3)
+                    .collect();
+                let points = cdf_points(values, MAX_CDF_POINTS);
+                (!points.is_empty()).then(|| Series {
+                    label: label.clone(),
+                    color: i,
+                    style: LineStyle::Plain,
+                    points,
+                })
+            })
+            .collect();
+        if !series.is_empty() {
+            charts.push(Chart {
+                id: id.into(),
+                title: title.into(),
+                x_label: x.into(),
+                y_label: "fraction of samples ≤ x".into(),
+                kind: ChartKind::Lines,
+                legend: LegendPos::LowerRight,
+                series,
+                caption: format!(
+                    "Empirical CDF over completed requests{}, at most {MAX_CDF_POINTS} points per run.{note}",
+                    if id == "itl-cdf" { " (every token gap; a chunk of n tokens counts n gaps of Δ/n)" } else { "" }
+                ),
+            });
+        }
+    }
+    // Per-step batch composition, one chart per run.
+    for (i, (label, r)) in shown.iter().enumerate() {
+        if r.steps.is_empty() {
+            continue;
+        }
+        let pts = step_points(&r.steps, MAX_STEP_POINTS);
+        let col = |j: usize| pts.iter().map(|p| (p[0], p[j])).collect::<Vec<_>>();
+        let mut series = vec![
+            Series { label: "prefill tokens".into(), color: 0, style: LineStyle::Plain, points: col(1) },
+            Series { label: "decode tokens".into(), color: 1, style: LineStyle::Plain, points: col(2) },
+        ];
+        if pts.iter().any(|p| p[3] > 0.0) {
+            series.push(Series { label: "padding tokens".into(), color: 6, style: LineStyle::Plain, points: col(3) });
+        }
+        let binned = r.steps.len() > MAX_STEP_POINTS;
+        charts.push(Chart {
+            id: format!("batch-composition-{}", i + 1),
+            title: format!("Batch composition: {label}"),
+            x_label: "time since start (s)".into(),
+            y_label: if binned { "tokens per step (bin mean)" } else { "tokens per step" }.into(),
+            kind: ChartKind::StackedArea,
+            legend: LegendPos::UpperRight,
+            series,
+            caption: format!(
+                "Prompt (prefill), decode and padding tokens of each forward step over time ({} steps{}).",
+                r.steps.len(),
+                if binned { format!(", averaged over {MAX_STEP_POINTS} time bins") } else { String::new() }
+            ),
+        });
+    }
+    // KV utilisation, overlaid.
+    let kv: Vec<Series> = shown
+        .iter()
+        .enumerate()
+        .filter(|(_, (_, r))| r.steps.iter().any(|s| s.kv_blocks_total > 0))
+        .map(|(i, (label, r))| Series {
+            label: label.clone(),
+            color: i,
+            style: LineStyle::Plain,
+            points: step_points(&r.steps, MAX_STEP_POINTS)
+                .iter()
+                .filter(|p| p[4].is_finite())
+                .map(|p| (p[0], 100.0 * p[4]))
+                .collect(),
+        })
+        .collect();
+    if !kv.is_empty() {
+        charts.push(Chart {
+            id: "kv-utilisation".into(),
+            title: "KV-cache utilisation".into(),
+            x_label: "time since start (s)".into(),
+            y_label: "KV blocks in use (%)".into(),
+            kind: ChartKind::Lines,
+            legend: LegendPos::UpperRight,
+            series: kv,
+            caption: format!("KV blocks in use after each step, as a share of the cache (bin mean past {MAX_STEP_POINTS} steps).{note}"),
+        });
+    }
+    charts
+}
+
+/// A curve owner: a sweep's policy or a single run.
+struct CurvePoint {
+    label: String,
+    load: Option<f64>,
+    metrics: fuselab_core::Metrics,
+}
+
+fn curves(inputs: &[ReportInput]) -> Vec<(String, bool, Vec<CurvePoint>)> {
+    let mut out: Vec<(String, bool, Vec<CurvePoint>)> = Vec::new();
+    for input in inputs {
+        match input {
+            ReportInput::Sweep(s) => {
+                let mut policies: Vec<&str> = Vec::new();
+                for p in &s.summary.points {
+                    if !policies.contains(&p.policy.as_str()) {
+                        policies.push(&p.policy);
+                    }
+                }
+                for pol in policies {
+                    let mut pts: Vec<CurvePoint> = s
+                        .summary
+                        .points
+                        .iter()
+                        .filter(|p| p.policy == pol)
+                        .map(|p| CurvePoint { label: pol.to_string(), load: Some(p.load), metrics: p.metrics.clone() })
+                        .collect();
+                    pts.sort_by(|a, b| a.load.unwrap_or(0.0).total_cmp(&b.load.unwrap_or(0.0)));
+                    let label = if inputs.len() > 1 { format!("{}/{pol}", s.summary.name) } else { pol.to_string() };
+                    out.push((label, true, pts));
+                }
+            }
+            ReportInput::Run(r) => out.push((
+                r.name().to_string(),
+                false,
+                vec![CurvePoint { label: r.name().to_string(), load: r.load(), metrics: r.summary.metrics.clone() }],
+            )),
+        }
+    }
+    out
+}
+
+fn latency_throughput(inputs: &[ReportInput]) -> Vec<Chart> {
+    let cs = curves(inputs);
+    if cs.is_empty() {
+        return Vec::new();
+    }
+    let mut charts = Vec::new();
+    type Get = fn(&fuselab_core::Metrics) -> (f64, f64);
+    let kinds: [(&str, &str, &str, Get); 2] = [
+        ("ttft-vs-throughput", "TTFT against throughput", "TTFT (ms)", |m| (m.ttft_s.p50, m.ttft_s.p99)),
+        ("tpot-vs-throughput", "Per-token latency against throughput", "time per output token (ms)", |m| {
+            (m.tpot_s.p50, m.tpot_s.p99)
+        }),
+    ];
+    for (id, title, y, get) in kinds {
+        let mut series = Vec::new();
+        for (i, (label, is_curve, pts)) in cs.iter().take(MAX_OVERLAY).enumerate() {
+            let xy = |p99: bool| -> Vec<(f64, f64)> {
+                pts.iter()
+                    .map(|p| {
+                        let (a, b) = get(&p.metrics);
+                        (p.metrics.output_token_throughput, 1e3 * if p99 { b } else { a })
+                    })
+                    .collect()
+            };
+            let (s50, s99) = if *is_curve {
+                (LineStyle::Solid, LineStyle::Dashed)
+            } else {
+                (LineStyle::Markers, LineStyle::Markers)
+            };
+            series.push(Series { label: format!("{label} p50"), color: i, style: s50, points: xy(false) });
+            if *is_curve {
+                series.push(Series { label: format!("{label} p99"), color: i, style: s99, points: xy(true) });
+            }
+        }
+        charts.push(Chart {
+            id: id.into(),
+            title: title.into(),
+            x_label: "output throughput (tok/s)".into(),
+            y_label: y.into(),
+            kind: ChartKind::Lines,
+            legend: LegendPos::UpperLeft,
+            series,
+            caption: "Each sweep point is one load; solid lines are p50, dashed lines p99; single runs are dots (p50).".into(),
+        });
+    }
+    charts
+}
+
+fn effective_vs_load(inputs: &[ReportInput]) -> Option<Chart> {
+    let rate = effective_rate(inputs);
+    let key = fastgen_key(rate);
+    let cs = curves(inputs);
+    let mut series = Vec::new();
+    let mut clients = false;
+    let mut rates = false;
+    for input in inputs {
+        match input {
+            ReportInput::Sweep(s) => match s.summary.load_kind {
+                fuselab_core::LoadKind::Clients => clients = true,
+                fuselab_core::LoadKind::Rate => rates = true,
+            },
+            ReportInput::Run(r) => match r.summary.provenance.workload.arrivals {
+                fuselab_core::Arrivals::ClosedLoop { .. } => clients = true,
+                _ => rates = true,
+            },
+        }
+    }
+    for (i, (label, is_curve, pts)) in cs.iter().take(MAX_OVERLAY).enumerate() {
+        let points: Vec<(f64, f64)> = pts
+            .iter()
+            .filter_map(|p| Some((p.load?, *p.metrics.effective_throughput.get(&key)?)))
+            .collect();
+        let _ = &pts.first().map(|p| &p.label);
+        if !points.is_empty() {
+            series.push(Series {
+                label: label.clone(),
+                color: i,
+                style: if *is_curve { LineStyle::Solid } else { LineStyle::Markers },
+                points,
+            });
+        }
+    }
+    if series.is_empty() {
+        return None;
+    }
+    let x_label = match (rates, clients) {
+        (true, false) => "offered load (requests/s)",
+        (false, true) => "load (concurrent clients)",
+        _ => "load (requests/s or clients)",
+    };
+    Some(Chart {
+        id: "effective-throughput".into(),
+        title: format!("Effective throughput (FastGen SLA, {} tok/s)", tick(rate)),
+        x_label: x_label.into(),
+        y_label: "effective throughput (req/s)".into(),
+        kind: ChartKind::Lines,
+        legend: LegendPos::UpperLeft,
+        series,
+        caption: format!(
+            "Requests per second meeting the FastGen SLA (TTFT ≤ prompt/512 s and every token k within k/{} s of the first), against load.",
+            tick(rate)
+        ),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cdf_is_bounded_monotone_and_keeps_extremes() {
+        let v: Vec<f64> = (0..10_000).map(|i| f64::from(i % 977)).collect();
+        let p = cdf_points(v, 400);
+        assert_eq!(p.len(), 400);
+        assert_eq!(p[0].0, 0.0);
+        assert_eq!(p[399], (976.0, 1.0));
+        assert!(p.windows(2).all(|w| w[0].0 <= w[1].0 && w[0].1 <= w[1].1));
+        assert_eq!(cdf_points(vec![2.0, 1.0], 400), vec![(1.0, 0.5), (2.0, 1.0)]);
+    }
+
+    #[test]
+    fn steps_are_binned_past_the_limit() {
+        let steps: Vec<StepRecord> = (0..5000)
+            .map(|i| StepRecord {
+                step: i,
+                t_start: i as f64 * 0.01,
+                decode_tokens: 10,
+                prefill_tokens: if i % 2 == 0 { 100 } else { 0 },
+                kv_blocks_used: 5,
+                kv_blocks_total: 10,
+                ..Default::default()
+            })
+            .collect();
+        let p = step_points(&steps, 600);
+        assert!(p.len() <= 600 && p.len() > 500);
+        assert!(p.iter().all(|r| (r[2] - 10.0).abs() < 1e-9 && (r[4] - 0.5).abs() < 1e-9));
+        let mean_prefill = p.iter().map(|r| r[1]).sum::<f64>() / p.len() as f64;
+        assert!((mean_prefill - 50.0).abs() < 2.0);
+    }
+
+    #[test]
+    fn png_has_text_pixels_and_a_png_signature() {
+        let chart = Chart {
+            id: "t".into(),
+            title: "Title".into(),
+            x_label: "x".into(),
+            y_label: "y".into(),
+            kind: ChartKind::Lines,
+            legend: LegendPos::UpperLeft,
+            series: vec![Series { label: "a".into(), color: 0, style: LineStyle::Solid, points: vec![(0.0, 1.0), (1.0, 2.0)] }],
+            caption: String::new(),
+        };
+        let png = chart.to_png().unwrap();
+        assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+        let svg = chart.to_svg().unwrap();
+        assert!(svg.contains("<text") && svg.contains("Title"));
+        assert!(!chart.to_inline_svg().unwrap().contains("http"));
+    }
+}

@@ -1,0 +1,149 @@
+//! The inputs of a report or a gate: runs and sweeps as plain data.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use fuselab_core::{Arrivals, RequestRecord, RunSummary, StepRecord, SweepSummary};
+
+use crate::Result;
+
+/// One run folder's contents: its `summary.json` and its request and step
+/// tables.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunData {
+    /// The run's `summary.json`.
+    pub summary: RunSummary,
+    /// Every request (`requests.parquet` joined with `tokens.parquet`).
+    pub requests: Vec<RequestRecord>,
+    /// Engine steps (`steps.parquet`); empty for engines that report none.
+    pub steps: Vec<StepRecord>,
+    /// The folder it was read from, shown in the provenance table.
+    pub source: Option<PathBuf>,
+}
+
+impl RunData {
+    /// A run without a source folder.
+    pub fn new(summary: RunSummary, requests: Vec<RequestRecord>, steps: Vec<StepRecord>) -> Self {
+        Self {
+            summary,
+            requests,
+            steps,
+            source: None,
+        }
+    }
+
+    /// The run's name.
+    pub fn name(&self) -> &str {
+        &self.summary.name
+    }
+
+    /// The scheduling policy, or the engine kind when there is none.
+    pub fn policy(&self) -> &str {
+        let e = &self.summary.provenance.engine;
+        e.policy.as_deref().unwrap_or(&e.engine)
+    }
+
+    /// The offered load: the request rate of open-loop arrivals or the client
+    /// count of a closed loop; `None` for bursts, ramps and traces.
+    pub fn load(&self) -> Option<f64> {
+        match &self.summary.provenance.workload.arrivals {
+            Arrivals::Poisson { rate } | Arrivals::Constant { rate } => Some(*rate),
+            Arrivals::Gamma { rate, .. } => Some(*rate),
+            Arrivals::ClosedLoop { clients } => Some(f64::from(*clients)),
+            Arrivals::Ramp { .. } | Arrivals::Burst | Arrivals::Trace => None,
+        }
+    }
+}
+
+/// One sweep folder: its `sweep.json` and the run folders of some or all of
+/// its points, keyed by [`fuselab_core::SweepPoint::run`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct SweepData {
+    /// The sweep's `sweep.json`.
+    pub summary: SweepSummary,
+    /// Loaded point runs, keyed by the point's `run` folder name. Points whose
+    /// run is absent still appear in curves (their metrics are in `sweep.json`).
+    pub runs: BTreeMap<String, RunData>,
+    /// The folder it was read from.
+    pub source: Option<PathBuf>,
+}
+
+impl SweepData {
+    /// The point runs worth a CDF: each policy's highest-load point that was
+    /// loaded, in policy order of first appearance.
+    pub fn representative_runs(&self) -> Vec<&RunData> {
+        let mut best: Vec<(&str, f64, &str)> = Vec::new();
+        for p in &self.summary.points {
+            match best.iter_mut().find(|(pol, _, _)| *pol == p.policy) {
+                Some(entry) if p.load > entry.1 && self.runs.contains_key(&p.run) => {
+                    *entry = (&p.policy, p.load, &p.run);
+                }
+                Some(_) => {}
+                None if self.runs.contains_key(&p.run) => best.push((&p.policy, p.load, &p.run)),
+                None => {}
+            }
+        }
+        best.iter().filter_map(|(_, _, run)| self.runs.get(*run)).collect()
+    }
+}
+
+/// What a report is made of.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ReportInput {
+    /// A single run folder.
+    Run(RunData),
+    /// A sweep folder.
+    Sweep(SweepData),
+}
+
+impl ReportInput {
+    /// The name shown in legends and tables.
+    pub fn name(&self) -> &str {
+        match self {
+            Self::Run(r) => r.name(),
+            Self::Sweep(s) => &s.summary.name,
+        }
+    }
+}
+
+impl From<fuselab_store::StoredRun> for RunData {
+    fn from(r: fuselab_store::StoredRun) -> Self {
+        Self::new(r.summary, r.requests, r.steps)
+    }
+}
+
+/// Reads a run folder.
+pub fn load_run(path: &Path) -> Result<RunData> {
+    let mut run = RunData::from(fuselab_store::read_run(path)?);
+    run.source = Some(path.to_path_buf());
+    Ok(run)
+}
+
+/// Reads a run folder or a sweep folder. For a sweep, only each policy's
+/// highest-load point run is read (the one whose distributions the report
+/// draws); every point's metrics come from `sweep.json`.
+pub fn load_input(path: &Path) -> Result<ReportInput> {
+    match fuselab_store::folder_kind(path)? {
+        fuselab_store::FolderKind::Run => Ok(ReportInput::Run(load_run(path)?)),
+        fuselab_store::FolderKind::Sweep => {
+            let summary = fuselab_store::read_sweep(path)?;
+            let mut top: BTreeMap<&str, (f64, &str)> = BTreeMap::new();
+            for p in &summary.points {
+                let e = top.entry(&p.policy).or_insert((p.load, &p.run));
+                if p.load > e.0 {
+                    *e = (p.load, &p.run);
+                }
+            }
+            let mut runs = BTreeMap::new();
+            for (_, run) in top.values() {
+                let dir = path.join(run);
+                runs.insert(run.to_string(), load_run(&dir)?);
+            }
+            Ok(ReportInput::Sweep(SweepData {
+                summary,
+                runs,
+                source: Some(path.to_path_buf()),
+            }))
+        }
+    }
+}

@@ -1,0 +1,448 @@
+//! The comparison: point estimates, bootstrap confidence intervals of the
+//! relative change, and verdicts.
+
+use std::collections::BTreeMap;
+
+use fuselab_core::{SCHEMA_VERSION, Slo};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use super::metric::{Better, GateMetric};
+use super::samples::RunSamples;
+use crate::{Error, Result, RunData};
+
+/// The FastGen generation rate used when the baseline's SLO sets none (tok/s).
+pub const DEFAULT_FASTGEN_RATE: f64 = 4.0;
+
+/// How the gate compares.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GateConfig {
+    /// Threshold per metric as a fraction; metrics not listed use
+    /// [`GateMetric::default_threshold`].
+    pub thresholds: BTreeMap<GateMetric, f64>,
+    /// Bootstrap resamples.
+    pub resamples: usize,
+    /// Two-sided confidence level of the interval, e.g. 0.95.
+    pub confidence: f64,
+    /// Seed of the bootstrap.
+    pub seed: u64,
+    /// Compare runs from different hardware anyway (with a warning).
+    pub allow_hardware_mismatch: bool,
+}
+
+impl Default for GateConfig {
+    fn default() -> Self {
+        Self {
+            thresholds: BTreeMap::new(),
+            resamples: 1000,
+            confidence: 0.95,
+            seed: 0x5eed,
+            allow_hardware_mismatch: false,
+        }
+    }
+}
+
+impl GateConfig {
+    /// The threshold in effect for `m`.
+    pub fn threshold(&self, m: GateMetric) -> f64 {
+        self.thresholds
+            .get(&m)
+            .copied()
+            .unwrap_or_else(|| m.default_threshold())
+    }
+}
+
+/// The verdict for one metric.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// The whole interval lies beyond the threshold in the good direction.
+    Improved,
+    /// The whole interval lies beyond the threshold in the bad direction.
+    Regressed,
+    /// Anything else: within noise.
+    NoChange,
+    /// The metric is undefined on one side (e.g. goodput 0 in the baseline).
+    NotApplicable,
+}
+
+impl Verdict {
+    /// Lowercase name used in outputs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Improved => "improved",
+            Self::Regressed => "regressed",
+            Self::NoChange => "no change",
+            Self::NotApplicable => "n/a",
+        }
+    }
+}
+
+/// Criterion's `compare_to_threshold`, extended to metrics where higher is
+/// better: `ci` is the interval of the relative change `candidate/baseline − 1`.
+///
+/// # Example
+/// ```
+/// use fuselab_reports::gate::{Better, Verdict, verdict};
+/// assert_eq!(verdict((0.06, 0.09), 0.05, Better::Lower), Verdict::Regressed);
+/// assert_eq!(verdict((0.04, 0.09), 0.05, Better::Lower), Verdict::NoChange);
+/// assert_eq!(verdict((-0.09, -0.06), 0.05, Better::Higher), Verdict::Regressed);
+/// assert_eq!(verdict((0.06, 0.09), 0.05, Better::Higher), Verdict::Improved);
+/// ```
+pub fn verdict(ci: (f64, f64), threshold: f64, better: Better) -> Verdict {
+    let (lb, ub) = match better {
+        Better::Lower => ci,
+        Better::Higher => (-ci.1, -ci.0),
+    };
+    if ub < -threshold {
+        Verdict::Improved
+    } else if lb > threshold {
+        Verdict::Regressed
+    } else {
+        Verdict::NoChange
+    }
+}
+
+/// One metric's comparison.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MetricComparison {
+    /// The metric.
+    pub metric: GateMetric,
+    /// The threshold applied (fraction).
+    pub threshold: f64,
+    /// Baseline point estimate (mean over baseline runs), stored unit.
+    pub baseline: Option<f64>,
+    /// Candidate point estimate (mean over candidate runs), stored unit.
+    pub candidate: Option<f64>,
+    /// `candidate/baseline − 1`.
+    pub change: Option<f64>,
+    /// Bootstrap interval of the relative change.
+    pub ci: Option<(f64, f64)>,
+    /// The verdict.
+    pub verdict: Verdict,
+}
+
+/// The gate's result.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GateReport {
+    /// Names of the baseline runs.
+    pub baseline: Vec<String>,
+    /// Names of the candidate runs.
+    pub candidate: Vec<String>,
+    /// One comparison per metric, in [`GateMetric::ALL`] order.
+    pub comparisons: Vec<MetricComparison>,
+    /// Whether requests were paired by id (same workload on both sides).
+    pub paired: bool,
+    /// Resamples used.
+    pub resamples: usize,
+    /// Confidence level used.
+    pub confidence: f64,
+    /// Things the reader should know (different workloads, hardware …).
+    pub warnings: Vec<String>,
+}
+
+impl GateReport {
+    /// Metrics that regressed.
+    pub fn regressions(&self) -> Vec<GateMetric> {
+        self.comparisons
+            .iter()
+            .filter(|c| c.verdict == Verdict::Regressed)
+            .map(|c| c.metric)
+            .collect()
+    }
+
+    /// Whether any metric regressed (the gate fails, exit code 1).
+    pub fn regressed(&self) -> bool {
+        !self.regressions().is_empty()
+    }
+}
+
+/// Checks that baseline and candidate runs can be compared: the same schema
+/// version everywhere (an error giving both versions), and the same hardware
+/// (an error unless `allow_hardware_mismatch`, then a warning). Returns
+/// warnings (different workloads, host CPUs).
+pub fn check_compatible(
+    baseline: &[RunData],
+    candidate: &[RunData],
+    allow_hardware_mismatch: bool,
+) -> Result<Vec<String>> {
+    let mut warnings = Vec::new();
+    let Some(base) = baseline.first() else {
+        return Err(Error::Empty {
+            side: "baseline".into(),
+            problem: "no run given".into(),
+        });
+    };
+    if candidate.is_empty() {
+        return Err(Error::Empty {
+            side: "candidate".into(),
+            problem: "no run given".into(),
+        });
+    }
+    for r in baseline.iter().chain(candidate) {
+        let (a, b) = (base.summary.schema_version, r.summary.schema_version);
+        if a != b || a != SCHEMA_VERSION {
+            return Err(Error::Incompatible {
+                what: "schema_version".into(),
+                problem: format!(
+                    "{} has schema version {a} but {} has schema version {b} (this fuselab reads {SCHEMA_VERSION})",
+                    base.name(),
+                    r.name()
+                ),
+                hint: "re-run both with the same fuselab version".into(),
+            });
+        }
+    }
+    let hw = |r: &RunData| {
+        let p = &r.summary.provenance;
+        (
+            p.engine.engine.clone(),
+            p.engine.hardware.clone().unwrap_or_default(),
+            p.host_gpu.clone().unwrap_or_default(),
+        )
+    };
+    for r in baseline.iter().chain(candidate).skip(1) {
+        let (a, b) = (hw(base), hw(r));
+        if a != b {
+            let problem = format!(
+                "{} ran on engine {:?}, hardware {:?}, GPU {:?} but {} on engine {:?}, hardware {:?}, GPU {:?}",
+                base.name(),
+                a.0,
+                a.1,
+                a.2,
+                r.name(),
+                b.0,
+                b.1,
+                b.2
+            );
+            if allow_hardware_mismatch {
+                warnings.push(format!("different hardware: {problem}"));
+            } else {
+                return Err(Error::Incompatible {
+                    what: "hardware".into(),
+                    problem,
+                    hint: "gate runs from the same engine and hardware, or pass --allow-hardware-mismatch".into(),
+                });
+            }
+        }
+        let (ca, cb) = (
+            &base.summary.provenance.host_cpu,
+            &r.summary.provenance.host_cpu,
+        );
+        let real_cpu = matches!(b.0.as_str(), "cpu");
+        if ca != cb && real_cpu {
+            let msg = format!("{} ran on CPU {ca:?} but {} on {cb:?}", base.name(), r.name());
+            if allow_hardware_mismatch {
+                warnings.push(format!("different hardware: {msg}"));
+            } else {
+                return Err(Error::Incompatible {
+                    what: "hardware".into(),
+                    problem: msg,
+                    hint: "gate CPU-engine runs from the same host, or pass --allow-hardware-mismatch".into(),
+                });
+            }
+        }
+        let (wa, wb) = (
+            &base.summary.provenance.workload_digest,
+            &r.summary.provenance.workload_digest,
+        );
+        if wa != wb {
+            warnings.push(format!(
+                "{} and {} ran different workloads (digests {} and {}); requests are not paired",
+                base.name(),
+                r.name(),
+                short(wa),
+                short(wb)
+            ));
+        }
+    }
+    Ok(warnings)
+}
+
+fn short(s: &str) -> &str {
+    s.get(..12).unwrap_or(s)
+}
+
+/// Compares candidate runs against baseline runs.
+///
+/// The noise model:
+/// * **Per-request bootstrap.** A resample draws each run's requests with
+///   replacement and re-evaluates every metric on the drawn requests.
+///   Percentiles are taken over the drawn requests' samples (ITL pools the
+///   drawn requests' gaps: a cluster bootstrap). Throughputs have no
+///   per-request samples, so they are recomputed from the resample: the drawn
+///   requests' completions or tokens divided by the drawn requests' share of
+///   the engine's busy time (each request's `∫ dt / concurrency` over its
+///   lifetime) plus the run's idle time, which the arrival schedule sets and
+///   is held fixed. With every request drawn once this is exactly the
+///   metrics crate's number.
+/// * **Pairing.** When every run holds the same request ids (the same seeded
+///   workload), baseline and candidate are resampled with the same draw, so
+///   the workload's own variation cancels in the ratio.
+/// * **Several runs per side.** The side's estimate is the mean over its runs,
+///   and each resample also draws the runs with replacement (a hierarchical
+///   bootstrap), so the spread across runs widens the interval.
+///
+/// The interval is the percentile interval of `candidate/baseline − 1` over
+/// the resamples, at `cfg.confidence`; see [`verdict`]. Goodput and the
+/// effective throughput of both sides are judged against the baseline's SLO.
+pub fn compare(
+    baseline: &[RunData],
+    candidate: &[RunData],
+    cfg: &GateConfig,
+) -> Result<GateReport> {
+    let warnings = check_compatible(baseline, candidate, cfg.allow_hardware_mismatch)?;
+    if !(cfg.confidence > 0.0 && cfg.confidence < 1.0) {
+        return Err(Error::invalid(
+            "--confidence",
+            format!("{} is not between 0 and 1", cfg.confidence),
+            "give a level like 0.95",
+        ));
+    }
+    if cfg.resamples < 10 {
+        return Err(Error::invalid(
+            "--resamples",
+            format!("{} is too few", cfg.resamples),
+            "use at least 100, e.g. 1000",
+        ));
+    }
+    let slo: Slo = baseline[0].summary.metrics.slo.clone();
+    let rate = slo.fastgen_rate.unwrap_or(DEFAULT_FASTGEN_RATE);
+    let mk = |side: &str, runs: &[RunData]| -> Result<Vec<RunSamples>> {
+        runs.iter()
+            .map(|r| {
+                let s = RunSamples::new(&r.requests, &slo, rate);
+                if s.has_latencies() {
+                    Ok(s)
+                } else {
+                    Err(Error::Empty {
+                        side: side.into(),
+                        problem: format!(
+                            "run {} has no completed request with tokens ({} requests recorded)",
+                            r.name(),
+                            r.requests.len()
+                        ),
+                    })
+                }
+            })
+            .collect()
+    };
+    let base = mk("baseline", baseline)?;
+    let cand = mk("candidate", candidate)?;
+    let paired = base
+        .iter()
+        .chain(&cand)
+        .all(|s| s.ids == base[0].ids);
+
+    let metrics = GateMetric::ALL;
+    let n_metrics = metrics.len();
+    let point = |runs: &[RunSamples], j: usize| -> Option<f64> {
+        let mut sum = 0.0;
+        for s in runs {
+            sum += s.eval_all(&vec![1; s.len()])[j]?;
+        }
+        Some(sum / runs.len() as f64)
+    };
+    let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
+    let mut rel: Vec<Vec<f64>> = vec![Vec::with_capacity(cfg.resamples); n_metrics];
+    let mut shared_counts = vec![0u32; base[0].len()];
+    let mut counts = Vec::new();
+    // One side's resampled values: the mean over its (resampled) runs.
+    let mut side_vals = |runs: &[RunSamples], rng: &mut ChaCha8Rng, shared: Option<&[u32]>| {
+        let mut out = [Some(0.0f64); 13];
+        let k = runs.len();
+        for _ in 0..k {
+            let s = &runs[if k == 1 { 0 } else { rng.random_range(0..k) }];
+            let c: &[u32] = match shared {
+                Some(c) => c,
+                None => {
+                    draw_counts(rng, s.len(), &mut counts);
+                    &counts
+                }
+            };
+            let vals = s.eval_all(c);
+            for (acc, v) in out.iter_mut().zip(vals) {
+                *acc = match (*acc, v) {
+                    (Some(a), Some(v)) => Some(a + v / k as f64),
+                    _ => None,
+                };
+            }
+        }
+        out
+    };
+    for _ in 0..cfg.resamples {
+        let shared = if paired {
+            draw_counts(&mut rng, shared_counts.len(), &mut shared_counts);
+            Some(shared_counts.as_slice())
+        } else {
+            None
+        };
+        let bv = side_vals(&base, &mut rng, shared);
+        let cv = side_vals(&cand, &mut rng, shared);
+        for j in 0..n_metrics {
+            if let (Some(b), Some(c)) = (bv[j], cv[j])
+                && b > 0.0
+                && b.is_finite()
+                && c.is_finite()
+            {
+                rel[j].push(c / b - 1.0);
+            }
+        }
+    }
+    let alpha = 1.0 - cfg.confidence;
+    let comparisons = metrics
+        .iter()
+        .enumerate()
+        .map(|(j, &m)| {
+            let threshold = cfg.threshold(m);
+            let (b, c) = (point(&base, j), point(&cand, j));
+            let change = match (b, c) {
+                (Some(b), Some(c)) if b > 0.0 => Some(c / b - 1.0),
+                _ => None,
+            };
+            let samples = &mut rel[j];
+            // An interval needs most resamples defined; otherwise say n/a.
+            let ci = (change.is_some() && samples.len() * 2 > cfg.resamples).then(|| {
+                samples.sort_by(f64::total_cmp);
+                (
+                    fuselab_metrics::percentile(samples, 100.0 * alpha / 2.0).unwrap_or(0.0),
+                    fuselab_metrics::percentile(samples, 100.0 * (1.0 - alpha / 2.0))
+                        .unwrap_or(0.0),
+                )
+            });
+            let v = match ci {
+                Some(ci) => verdict(ci, threshold, m.better()),
+                None => Verdict::NotApplicable,
+            };
+            MetricComparison {
+                metric: m,
+                threshold,
+                baseline: b,
+                candidate: c,
+                change,
+                ci,
+                verdict: v,
+            }
+        })
+        .collect();
+    Ok(GateReport {
+        baseline: baseline.iter().map(|r| r.name().to_string()).collect(),
+        candidate: candidate.iter().map(|r| r.name().to_string()).collect(),
+        comparisons,
+        paired,
+        resamples: cfg.resamples,
+        confidence: cfg.confidence,
+        warnings,
+    })
+}
+
+/// Multinomial counts of `n` draws with replacement from `n` items.
+fn draw_counts(rng: &mut ChaCha8Rng, n: usize, out: &mut Vec<u32>) {
+    out.clear();
+    out.resize(n, 0);
+    if n == 0 {
+        return;
+    }
+    for _ in 0..n {
+        out[rng.random_range(0..n)] += 1;
+    }
+}
