@@ -23,7 +23,11 @@ pub enum KernelError {
     Config(String),
 }
 
-pub(crate) fn check_len(what: &'static str, buf: usize, expected: usize) -> Result<(), KernelError> {
+pub(crate) fn check_len(
+    what: &'static str,
+    buf: usize,
+    expected: usize,
+) -> Result<(), KernelError> {
     if buf == expected {
         Ok(())
     } else {

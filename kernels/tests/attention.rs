@@ -72,18 +72,29 @@ fn assert_close(got: &[f32], want: &[f32], what: &str) {
     }
 }
 
-fn check_against_naive(out: &[f32], q: &[f32], seqs: &[Seq], shape: AttnShape, scale: f32, what: &str) {
+fn check_against_naive(
+    out: &[f32],
+    q: &[f32],
+    seqs: &[Seq],
+    shape: AttnShape,
+    scale: f32,
+    what: &str,
+) {
     let qw = shape.q_width();
     for (i, s) in seqs.iter().enumerate() {
         let rows = s.q_row * qw..(s.q_row + s.n) * qw;
         let want = naive_attention(&q[rows.clone()], &s.k, &s.v, shape, s.start, scale).unwrap();
         assert_close(&out[rows], &want, &format!("{what}, seq {i}"));
         let pad = (s.q_row + s.n) * qw..(s.q_row + s.n + 1) * qw;
-        assert!(out[pad].iter().all(|x| x.is_nan()), "{what}: padding row after seq {i} was written");
+        assert!(
+            out[pad].iter().all(|x| x.is_nan()),
+            "{what}: padding row after seq {i} was written"
+        );
     }
 }
 
-const SHAPES: [(usize, usize, usize); 5] = [(4, 4, 8), (4, 2, 16), (8, 2, 8), (6, 1, 4), (8, 2, 32)];
+const SHAPES: [(usize, usize, usize); 5] =
+    [(4, 4, 8), (4, 2, 16), (8, 2, 8), (6, 1, 4), (8, 2, 32)];
 
 #[test]
 fn flash_equals_naive_across_lengths_blocks_and_gqa() {
@@ -119,8 +130,14 @@ fn flash_equals_naive_across_lengths_blocks_and_gqa() {
                 .collect();
             for cfg in [
                 FlashConfig::default(),
-                FlashConfig { q_tile: 1, kv_tile: 1 },
-                FlashConfig { q_tile: 5, kv_tile: 7 },
+                FlashConfig {
+                    q_tile: 1,
+                    kv_tile: 1,
+                },
+                FlashConfig {
+                    q_tile: 5,
+                    kv_tile: 7,
+                },
             ] {
                 let mut out = vec![f32::NAN; rows * shape.q_width()];
                 flash_attention(&q, &kv, shape, &tables, scale, cfg, &mut out).unwrap();
@@ -151,7 +168,16 @@ fn flash_handles_large_scores_without_overflow() {
         .collect();
     let scale = 20.0; // scores up to ~±700: exp would overflow without the running max
     let mut out = vec![f32::NAN; rows * shape.q_width()];
-    flash_attention(&q, &kv, shape, &tables, scale, FlashConfig::default(), &mut out).unwrap();
+    flash_attention(
+        &q,
+        &kv,
+        shape,
+        &tables,
+        scale,
+        FlashConfig::default(),
+        &mut out,
+    )
+    .unwrap();
     check_against_naive(&out, &q, &seqs, shape, scale, "large scores");
 }
 
@@ -165,7 +191,14 @@ fn split_kv_decode_equals_naive() {
                 n_kv_heads: hkv,
                 head_dim: d,
             };
-            let chunks = [(0, 1), (1, 1), (block_size - 1, 1), (block_size, 1), (40, 1), (66, 1)];
+            let chunks = [
+                (0, 1),
+                (1, 1),
+                (block_size - 1, 1),
+                (block_size, 1),
+                (40, 1),
+                (66, 1),
+            ];
             let (kv, seqs, q, rows) = setup(&mut rng, shape, block_size, &chunks);
             let scale = 1.0 / (d as f32).sqrt();
             let dec: Vec<DecodeSeq<'_>> = seqs
@@ -204,7 +237,16 @@ fn bad_arguments_are_errors_not_panics() {
         n_tokens: 3,
         block_table: &table,
     }];
-    let e = flash_attention(&q, &kv, shape, &too_long, 1.0, FlashConfig::default(), &mut out).unwrap_err();
+    let e = flash_attention(
+        &q,
+        &kv,
+        shape,
+        &too_long,
+        1.0,
+        FlashConfig::default(),
+        &mut out,
+    )
+    .unwrap_err();
     assert!(e.to_string().contains("9 are needed"), "{e}");
     let past_end = [SeqChunk {
         q_row: 2,
@@ -212,7 +254,16 @@ fn bad_arguments_are_errors_not_panics() {
         n_tokens: 2,
         block_table: &table,
     }];
-    let e = flash_attention(&q, &kv, shape, &past_end, 1.0, FlashConfig::default(), &mut out).unwrap_err();
+    let e = flash_attention(
+        &q,
+        &kv,
+        shape,
+        &past_end,
+        1.0,
+        FlashConfig::default(),
+        &mut out,
+    )
+    .unwrap_err();
     assert!(e.to_string().contains("q has 3 rows"), "{e}");
     let bad_gqa = AttnShape {
         n_heads: 3,

@@ -165,6 +165,15 @@ fn run_checked(specs: &[RequestSpec], policy: &PolicyConfig, kv_tokens: u64, nee
         }
         let Some(rec) = r.record else { continue };
         out.steps += 1;
+        assert!(
+            out.steps < 200_000,
+            "{}: no convergence; last steps {:?}, audit {:?}, waiting {} running {}",
+            policy.kind,
+            &out.shapes[out.shapes.len().saturating_sub(6)..],
+            r.audit,
+            engine.waiting(),
+            engine.running()
+        );
         let batch = engine.backend().last.clone();
         assert_eq!(rec.preemptions as usize, r.audit.preempted.len());
         assert_eq!((rec.prefill_tokens, rec.decode_tokens), (batch.prefill_tokens(), batch.decode_tokens()));
@@ -312,7 +321,7 @@ fn static_padding_waste_is_hand_computed() {
 #[test]
 fn prepack_rows_are_best_fit_decreasing() {
     // Same lengths as pack.rs's hand example: bins {10}, {7,3}, {6,4}, {3,2,1}
-    // of capacity 10 → 4 rows × 10 = 40 slots for 39 tokens, 1 wasted.
+    // of capacity 10 → 4 rows × 10 = 40 slots for 36 tokens, 4 wasted.
     let lens = [10u32, 6, 3, 7, 2, 4, 3, 1];
     let specs: Vec<RequestSpec> = lens
         .iter()
@@ -332,12 +341,12 @@ fn prepack_rows_are_best_fit_decreasing() {
         rows,
         vec![(0, Some(0)), (3, Some(1)), (2, Some(1)), (1, Some(2)), (5, Some(2)), (6, Some(3)), (4, Some(3)), (7, Some(3))]
     );
-    assert_eq!(r.record.unwrap().padding_tokens, 1);
+    assert_eq!(r.record.unwrap().padding_tokens, 4);
     // Then it decodes as static does: 8 rows of one token.
     engine.step(1.0).unwrap();
     assert_eq!(engine.backend().last.shape, BatchShape::Padded { rows: 8, row_len: 1 });
     let out = run_checked(&specs, &policy, 1000, true);
-    assert_eq!(out.padding, 1);
+    assert_eq!(out.padding, 4);
 }
 
 #[test]

@@ -113,7 +113,9 @@ impl CpuBackend {
 
     fn run(&mut self, batch: &ForwardBatch) -> Result<StepOutput, CpuError> {
         if self.geometry.is_none() {
-            return Err(CpuError::Batch("the KV cache is not allocated; call init_kv first".into()));
+            return Err(CpuError::Batch(
+                "the KV cache is not allocated; call init_kv first".into(),
+            ));
         }
         for e in &batch.entries {
             if e.tokens.len() != e.n_tokens as usize {
@@ -180,7 +182,9 @@ impl Backend for CpuBackend {
     }
 
     fn init_kv(&mut self, geometry: KvGeometry) -> Result<(), BackendError> {
-        let bytes = u64::from(geometry.block_size) * u64::from(geometry.num_blocks) * self.kv_bytes_per_token();
+        let bytes = u64::from(geometry.block_size)
+            * u64::from(geometry.num_blocks)
+            * self.kv_bytes_per_token();
         if bytes > self.opts.kv_budget_bytes {
             return Err(BackendError::OutOfMemory(format!(
                 "{} blocks of {} tokens need {bytes} bytes of KV cache but the budget is {}",
@@ -197,6 +201,7 @@ impl Backend for CpuBackend {
     }
 
     fn forward(&mut self, batch: &ForwardBatch) -> Result<StepOutput, BackendError> {
-        self.run(batch).map_err(|e| BackendError::Device(e.to_string()))
+        self.run(batch)
+            .map_err(|e| BackendError::Device(e.to_string()))
     }
 }

@@ -99,13 +99,16 @@ impl ModelConfig {
                 });
             }
         }
-        if self.n_heads % self.n_kv_heads != 0 {
+        if !self.n_heads.is_multiple_of(self.n_kv_heads) {
             return Err(CpuError::Config {
                 field: "n_kv_heads",
-                problem: format!("{} query heads are not a multiple of {} kv heads", self.n_heads, self.n_kv_heads),
+                problem: format!(
+                    "{} query heads are not a multiple of {} kv heads",
+                    self.n_heads, self.n_kv_heads
+                ),
             });
         }
-        if self.head_dim % 2 != 0 {
+        if !self.head_dim.is_multiple_of(2) {
             return Err(CpuError::Config {
                 field: "head_dim",
                 problem: format!("{} is odd; RoPE needs an even head size", self.head_dim),
@@ -137,7 +140,13 @@ impl ModelConfig {
 
     /// Parameters in the model (embedding and `lm_head` counted once when tied).
     pub fn parameters(&self) -> u64 {
-        let (h, q, kv, f, v) = (self.hidden, self.q_width(), self.kv_width(), self.ffn, self.vocab);
+        let (h, q, kv, f, v) = (
+            self.hidden,
+            self.q_width(),
+            self.kv_width(),
+            self.ffn,
+            self.vocab,
+        );
         let layer = h * (q + 2 * kv) + q * h + 3 * h * f + 2 * h;
         let head = if self.tie_embeddings { 0 } else { v * h };
         (v * h + head + self.n_layers * layer + h) as u64
@@ -146,7 +155,13 @@ impl ModelConfig {
     /// Multiply-accumulate FLOPs (2 per MAC) of the dense math for `tokens`
     /// tokens of which `sampled` go through `lm_head`; attention excluded.
     pub fn dense_flops(&self, tokens: u64, sampled: u64) -> f64 {
-        let (h, q, kv, f, v) = (self.hidden, self.q_width(), self.kv_width(), self.ffn, self.vocab);
+        let (h, q, kv, f, v) = (
+            self.hidden,
+            self.q_width(),
+            self.kv_width(),
+            self.ffn,
+            self.vocab,
+        );
         let per_token = self.n_layers * (h * (q + 2 * kv) + q * h + 3 * h * f);
         2.0 * (per_token as f64 * tokens as f64 + (h * v) as f64 * sampled as f64)
     }

@@ -15,7 +15,9 @@ pub enum CpuError {
         problem: String,
     },
     /// A weights file lacks a tensor the model needs.
-    #[error("{path}: tensor {name} is missing (expected shape {expected:?}); the file must use Hugging Face Llama names")]
+    #[error(
+        "{path}: tensor {name} is missing (expected shape {expected:?}); the file must use Hugging Face Llama names"
+    )]
     MissingTensor {
         /// The file.
         path: PathBuf,
@@ -25,7 +27,9 @@ pub enum CpuError {
         expected: Vec<usize>,
     },
     /// A tensor in a weights file has the wrong shape for the model config.
-    #[error("{path}: tensor {name} has shape {found:?} but the model config needs {expected:?}; check --model against the file")]
+    #[error(
+        "{path}: tensor {name} has shape {found:?} but the model config needs {expected:?}; check --model against the file"
+    )]
     TensorShape {
         /// The file.
         path: PathBuf,

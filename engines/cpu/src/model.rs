@@ -182,7 +182,8 @@ impl Model {
                 .map_err(|_| CpuError::Batch(format!("position {end} does not fit 32 bits")))?;
             positions.extend((s.start_pos as u32)..end32);
         }
-        let use_decode = |s: &SeqInput<'_>| opts.decode_splits > 0 && s.decode && s.tokens.len() == 1;
+        let use_decode =
+            |s: &SeqInput<'_>| opts.decode_splits > 0 && s.decode && s.tokens.len() == 1;
         let flash_chunks: Vec<SeqChunk<'_>> = seqs
             .iter()
             .zip(&first_row)
@@ -216,13 +217,34 @@ impl Model {
             self.rope.apply(&mut k, self.cfg.n_kv_heads, &positions)?;
             for (s, &r) in seqs.iter().zip(&first_row) {
                 let n = s.tokens.len();
-                kv[l].write(s.block_table, s.start_pos, &k[r * kw..(r + n) * kw], &v[r * kw..(r + n) * kw])?;
+                kv[l].write(
+                    s.block_table,
+                    s.start_pos,
+                    &k[r * kw..(r + n) * kw],
+                    &v[r * kw..(r + n) * kw],
+                )?;
             }
             if !flash_chunks.is_empty() {
-                flash_attention(&q, &kv[l], self.shape, &flash_chunks, self.scale, opts.flash, &mut attn)?;
+                flash_attention(
+                    &q,
+                    &kv[l],
+                    self.shape,
+                    &flash_chunks,
+                    self.scale,
+                    opts.flash,
+                    &mut attn,
+                )?;
             }
             if !decode_seqs.is_empty() {
-                paged_decode_attention(&q, &kv[l], self.shape, &decode_seqs, self.scale, opts.decode_splits, &mut attn)?;
+                paged_decode_attention(
+                    &q,
+                    &kv[l],
+                    self.shape,
+                    &decode_seqs,
+                    self.scale,
+                    opts.decode_splits,
+                    &mut attn,
+                )?;
             }
             add_into(&mut x, &matmul(&attn, rows, &lw.wo)?);
             rms_norm(&x, &lw.mlp_norm, self.cfg.rms_eps, &mut h)?;
@@ -251,7 +273,10 @@ impl Model {
             n
         };
         let logits = matmul(&normed, rows, &self.w.lm_head)?;
-        Ok(logits.chunks_exact(self.cfg.vocab).map(<[f32]>::to_vec).collect())
+        Ok(logits
+            .chunks_exact(self.cfg.vocab)
+            .map(<[f32]>::to_vec)
+            .collect())
     }
 
     /// The oracle: recomputes the whole sequence `tokens` densely, with no KV

@@ -45,7 +45,13 @@ pub struct Weights {
 
 /// Every tensor the config needs, in a fixed order, with its HF shape.
 pub(crate) fn expected_tensors(cfg: &ModelConfig) -> Vec<(String, Vec<usize>)> {
-    let (h, q, kv, f, v) = (cfg.hidden, cfg.q_width(), cfg.kv_width(), cfg.ffn, cfg.vocab);
+    let (h, q, kv, f, v) = (
+        cfg.hidden,
+        cfg.q_width(),
+        cfg.kv_width(),
+        cfg.ffn,
+        cfg.vocab,
+    );
     let mut t = vec![("model.embed_tokens.weight".to_string(), vec![v, h])];
     for l in 0..cfg.n_layers {
         let p = format!("model.layers.{l}");
@@ -75,7 +81,9 @@ pub(crate) fn random_hf_tensors(cfg: &ModelConfig, seed: u64) -> Vec<HfTensor> {
         .map(|(name, shape)| {
             let n: usize = shape.iter().product();
             let data: Vec<f32> = if shape.len() == 1 {
-                (0..n).map(|_| 1.0 + rng.random_range(-0.1f32..0.1)).collect()
+                (0..n)
+                    .map(|_| 1.0 + rng.random_range(-0.1f32..0.1))
+                    .collect()
             } else if name.contains("embed_tokens") {
                 (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect()
             } else {
@@ -112,7 +120,13 @@ impl Weights {
             it.next()
                 .ok_or_else(|| CpuError::Batch("internal: too few weight tensors".into()))
         };
-        let (h, q, kv, f, v) = (cfg.hidden, cfg.q_width(), cfg.kv_width(), cfg.ffn, cfg.vocab);
+        let (h, q, kv, f, v) = (
+            cfg.hidden,
+            cfg.q_width(),
+            cfg.kv_width(),
+            cfg.ffn,
+            cfg.vocab,
+        );
         let dev = Device::Cpu;
         let embed = next()?;
         let mut layers = Vec::with_capacity(cfg.n_layers);
@@ -204,7 +218,9 @@ fn to_f32(view: &TensorView<'_>) -> Result<Vec<f32>, String> {
             .chunks_exact(2)
             .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
             .collect()),
-        other => Err(format!("dtype {other:?} is not supported; use F32, F16 or BF16")),
+        other => Err(format!(
+            "dtype {other:?} is not supported; use F32, F16 or BF16"
+        )),
     }
 }
 
@@ -223,14 +239,21 @@ pub(crate) fn write_safetensors(tensors: &[HfTensor], path: &Path) -> Result<(),
     };
     let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
         .iter()
-        .map(|(n, s, d)| (n.clone(), s.clone(), d.iter().flat_map(|x| x.to_le_bytes()).collect()))
+        .map(|(n, s, d)| {
+            (
+                n.clone(),
+                s.clone(),
+                d.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            )
+        })
         .collect();
     let views = bytes
         .iter()
         .map(|(n, s, b)| TensorView::new(Dtype::F32, s.clone(), b).map(|v| (n.clone(), v)))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| file_err(format!("cannot build tensor: {e}")))?;
-    safetensors::serialize_to_file(views, None, path).map_err(|e| file_err(format!("cannot write: {e}")))
+    safetensors::serialize_to_file(views, None, path)
+        .map_err(|e| file_err(format!("cannot write: {e}")))
 }
 
 #[cfg(test)]
@@ -258,10 +281,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("w.safetensors");
         write_random_safetensors(&cfg, 9, &path).unwrap();
-        let loaded = Model::new(cfg.clone(), Weights::from_safetensors(&cfg, &path).unwrap()).unwrap();
+        let loaded =
+            Model::new(cfg.clone(), Weights::from_safetensors(&cfg, &path).unwrap()).unwrap();
         let random = Model::random(cfg, 9).unwrap();
         let toks = [1u32, 7, 42, 3];
-        assert_eq!(loaded.naive_logits(&toks).unwrap(), random.naive_logits(&toks).unwrap());
+        assert_eq!(
+            loaded.naive_logits(&toks).unwrap(),
+            random.naive_logits(&toks).unwrap()
+        );
     }
 
     #[test]
@@ -270,13 +297,24 @@ mod tests {
             tie_embeddings: true,
             ..micro()
         };
-        assert!(!expected_tensors(&cfg).iter().any(|(n, _)| n == "lm_head.weight"));
+        assert!(
+            !expected_tensors(&cfg)
+                .iter()
+                .any(|(n, _)| n == "lm_head.weight")
+        );
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("tied.safetensors");
         write_random_safetensors(&cfg, 1, &path).unwrap();
         let w = Weights::from_safetensors(&cfg, &path).unwrap();
         // lm_head is the transposed embedding
-        let head = w.lm_head.t().unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let head = w
+            .lm_head
+            .t()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
         assert_eq!(head, w.embed);
     }
 
@@ -288,8 +326,15 @@ mod tests {
         tensors.retain(|(n, _, _)| n != "model.layers.1.mlp.up_proj.weight");
         let missing = dir.path().join("missing.safetensors");
         write_safetensors(&tensors, &missing).unwrap();
-        let e = Weights::from_safetensors(&cfg, &missing).unwrap_err().to_string();
-        assert!(e.contains("model.layers.1.mlp.up_proj.weight") && e.contains("[24, 16]") && e.contains("missing"), "{e}");
+        let e = Weights::from_safetensors(&cfg, &missing)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("model.layers.1.mlp.up_proj.weight")
+                && e.contains("[24, 16]")
+                && e.contains("missing"),
+            "{e}"
+        );
 
         let mut tensors = random_hf_tensors(&cfg, 3);
         let k = tensors
@@ -300,17 +345,25 @@ mod tests {
         k.2.truncate(64);
         let bad = dir.path().join("bad.safetensors");
         write_safetensors(&tensors, &bad).unwrap();
-        let e = Weights::from_safetensors(&cfg, &bad).unwrap_err().to_string();
+        let e = Weights::from_safetensors(&cfg, &bad)
+            .unwrap_err()
+            .to_string();
         assert!(
-            e.contains("model.layers.0.self_attn.k_proj.weight") && e.contains("[4, 16]") && e.contains("[8, 16]"),
+            e.contains("model.layers.0.self_attn.k_proj.weight")
+                && e.contains("[4, 16]")
+                && e.contains("[8, 16]"),
             "{e}"
         );
 
         let junk = dir.path().join("junk.safetensors");
         std::fs::write(&junk, b"not a safetensors file").unwrap();
-        let e = Weights::from_safetensors(&cfg, &junk).unwrap_err().to_string();
+        let e = Weights::from_safetensors(&cfg, &junk)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("not a valid safetensors file"), "{e}");
-        let e = Weights::from_safetensors(&cfg, &dir.path().join("absent")).unwrap_err().to_string();
+        let e = Weights::from_safetensors(&cfg, &dir.path().join("absent"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("cannot read"), "{e}");
     }
 }

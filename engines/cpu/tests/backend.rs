@@ -47,13 +47,18 @@ fn reports_its_model_sizes() {
     // 4 layers × (K + V) × 2 kv heads × 32 × 4 bytes
     assert_eq!(b.kv_bytes_per_token(), 4 * 2 * 64 * 4);
     assert_eq!(b.kv_budget_bytes(), 256 << 20);
-    assert_eq!(ModelConfig::tiny().parameters(), 4096 * 256 * 2 + 4 * (256 * 384 + 256 * 256 + 3 * 256 * 704 + 512) + 256);
+    assert_eq!(
+        ModelConfig::tiny().parameters(),
+        4096 * 256 * 2 + 4 * (256 * 384 + 256 * 256 + 3 * 256 * 704 + 512) + 256
+    );
 }
 
 #[test]
 fn bad_batches_are_errors() {
     let mut b = CpuBackend::random(micro(), 3).unwrap();
-    let e = b.forward(&batch(vec![entry(1, 0, vec![1, 2], vec![0])])).unwrap_err();
+    let e = b
+        .forward(&batch(vec![entry(1, 0, vec![1, 2], vec![0])]))
+        .unwrap_err();
     assert!(e.to_string().contains("init_kv"), "{e}");
     let e = b
         .init_kv(KvGeometry {
@@ -70,27 +75,53 @@ fn bad_batches_are_errors() {
     let mut no_tokens = entry(1, 0, vec![], vec![0]);
     no_tokens.n_tokens = 3;
     let e = b.forward(&batch(vec![no_tokens])).unwrap_err();
-    assert!(e.to_string().contains("request 1 has 0 token ids for n_tokens 3"), "{e}");
-    let e = b.forward(&batch(vec![entry(2, 0, vec![1, 500], vec![0])])).unwrap_err();
-    assert!(e.to_string().contains("token id 500 is outside the vocabulary of 97"), "{e}");
-    let e = b.forward(&batch(vec![entry(3, 2, vec![1, 2, 3], vec![0])])).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("request 1 has 0 token ids for n_tokens 3"),
+        "{e}"
+    );
+    let e = b
+        .forward(&batch(vec![entry(2, 0, vec![1, 500], vec![0])]))
+        .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("token id 500 is outside the vocabulary of 97"),
+        "{e}"
+    );
+    let e = b
+        .forward(&batch(vec![entry(3, 2, vec![1, 2, 3], vec![0])]))
+        .unwrap_err();
     assert!(e.to_string().contains("5 are needed"), "{e}");
-    let e = b.forward(&batch(vec![entry(4, 0, vec![1], vec![8])])).unwrap_err();
+    let e = b
+        .forward(&batch(vec![entry(4, 0, vec![1], vec![8])]))
+        .unwrap_err();
     assert!(e.to_string().contains("block id 8"), "{e}");
-    assert!(ModelConfig::preset("huge").unwrap_err().to_string().contains("tiny or small"));
+    assert!(
+        ModelConfig::preset("huge")
+            .unwrap_err()
+            .to_string()
+            .contains("tiny or small")
+    );
     let bad = ModelConfig {
         n_kv_heads: 3,
         ..micro()
     };
-    assert!(CpuBackend::random(bad, 0).unwrap_err().to_string().contains("n_kv_heads"));
+    assert!(
+        CpuBackend::random(bad, 0)
+            .unwrap_err()
+            .to_string()
+            .contains("n_kv_heads")
+    );
 }
 
 #[test]
 fn samples_greedily_and_keeps_logits_on_request() {
-    let mut b = CpuBackend::random(micro(), 3).unwrap().with_options(CpuOptions {
-        keep_logits: true,
-        ..Default::default()
-    });
+    let mut b = CpuBackend::random(micro(), 3)
+        .unwrap()
+        .with_options(CpuOptions {
+            keep_logits: true,
+            ..Default::default()
+        });
     b.init_kv(KvGeometry {
         block_size: 4,
         num_blocks: 8,
@@ -99,7 +130,10 @@ fn samples_greedily_and_keeps_logits_on_request() {
     let mut quiet = entry(8, 0, vec![4, 5], vec![2]);
     quiet.sample = false;
     let out = b
-        .forward(&batch(vec![entry(7, 0, vec![1, 2, 3, 4, 5], vec![3, 1]), quiet]))
+        .forward(&batch(vec![
+            entry(7, 0, vec![1, 2, 3, 4, 5], vec![3, 1]),
+            quiet,
+        ]))
         .unwrap();
     assert_eq!(out.sampled.len(), 1);
     assert_eq!(out.logits.len(), 1);
@@ -112,6 +146,9 @@ fn samples_greedily_and_keeps_logits_on_request() {
     assert_eq!((kept[0].request, kept[0].pos), (7, 4));
     assert!(b.take_logits().is_empty());
     let oracle = b.model().naive_logits(&[1, 2, 3, 4, 5]).unwrap();
-    let err = logits.iter().zip(&oracle[4]).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    let err = logits
+        .iter()
+        .zip(&oracle[4])
+        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
     assert!(err < 1e-4, "{err}");
 }

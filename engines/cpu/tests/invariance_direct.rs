@@ -28,7 +28,11 @@ struct Seq {
 
 impl Seq {
     fn remaining(&self) -> usize {
-        if self.generated == self.out_len { 0 } else { self.tokens.len() - self.computed }
+        if self.generated == self.out_len {
+            0
+        } else {
+            self.tokens.len() - self.computed
+        }
     }
     fn is_decode(&self) -> bool {
         self.generated > 0 && self.remaining() == 1 && self.computed == self.tokens.len() - 1
@@ -43,7 +47,12 @@ struct Driver {
 }
 
 impl Driver {
-    fn new(make: fn(u64, usize) -> Box<dyn UnderTestDyn>, block_size: usize, decode_splits: usize, seed: u64) -> Self {
+    fn new(
+        make: fn(u64, usize) -> Box<dyn UnderTestDyn>,
+        block_size: usize,
+        decode_splits: usize,
+        seed: u64,
+    ) -> Self {
         let mut b = make(64 << 20, decode_splits);
         let num_blocks = 4096 / block_size as u32;
         b.init_kv(KvGeometry {
@@ -69,7 +78,8 @@ impl Driver {
             let start = s.computed;
             assert!(n >= 1 && start + n <= s.tokens.len());
             while s.table.len() * self.block_size < start + n {
-                s.table.push(self.free.pop().expect("test cache large enough"));
+                s.table
+                    .push(self.free.pop().expect("test cache large enough"));
             }
             entries.push(BatchEntry {
                 request: s.id,
@@ -137,7 +147,9 @@ fn decode_first(d: &mut Driver, seqs: &mut [Seq], budget: usize, preempt_at: Opt
         if let Some(at) = preempt_at
             && !preempted
             && d.steps >= at
-            && let Some(s) = seqs.iter_mut().find(|s| s.generated > 0 && s.remaining() > 0)
+            && let Some(s) = seqs
+                .iter_mut()
+                .find(|s| s.generated > 0 && s.remaining() > 0)
         {
             d.preempt(s);
             preempted = true;
@@ -160,7 +172,10 @@ fn decode_first(d: &mut Driver, seqs: &mut [Seq], budget: usize, preempt_at: Opt
         d.step(seqs, &chunks, false);
     }
     if let Some(at) = preempt_at {
-        assert!(preempted, "the schedule finished before step {at}; nothing was preempted");
+        assert!(
+            preempted,
+            "the schedule finished before step {at}; nothing was preempted"
+        );
     }
 }
 
@@ -168,7 +183,8 @@ type Outcome = (BTreeMap<RequestId, Vec<u32>>, usize);
 
 fn finish(d: &mut Driver, cache: &mut OracleCache, seqs: &[Seq], what: &str) -> Outcome {
     let logits = d.b.take_logits();
-    let sequences: BTreeMap<RequestId, Vec<u32>> = seqs.iter().map(|s| (s.id, s.tokens.clone())).collect();
+    let sequences: BTreeMap<RequestId, Vec<u32>> =
+        seqs.iter().map(|s| (s.id, s.tokens.clone())).collect();
     let checked = check_against_oracle(d.b.as_ref(), cache, &logits, &sequences, what);
     (sequences, checked)
 }
@@ -187,7 +203,10 @@ fn scenarios(make: fn(u64, usize) -> Box<dyn UnderTestDyn>, name: &str) {
             d.step(&mut seqs, &[(i, n)], false);
         }
     }
-    results.push(("whole".into(), finish(&mut d, &mut cache, &seqs, &format!("{name} whole"))));
+    results.push((
+        "whole".into(),
+        finish(&mut d, &mut cache, &seqs, &format!("{name} whole")),
+    ));
 
     // chunked at budgets 1, 7 and 64, decode-first: chunks mixed with decodes
     for (budget, bs, splits) in [(1, 4, 4), (7, 4, 1), (64, 16, 0), (7, 1, 3)] {
@@ -201,19 +220,34 @@ fn scenarios(make: fn(u64, usize) -> Box<dyn UnderTestDyn>, name: &str) {
     // prepacked: every prompt in one step, then all decode together
     let mut d = Driver::new(make, 4, 2, 2);
     let mut seqs = prompts(seed);
-    let all: Vec<(usize, usize)> = seqs.iter().enumerate().map(|(i, s)| (i, s.remaining())).collect();
+    let all: Vec<(usize, usize)> = seqs
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (i, s.remaining()))
+        .collect();
     d.step(&mut seqs, &all, true);
     while seqs.iter().any(|s| s.remaining() > 0) {
-        let dec: Vec<(usize, usize)> = (0..seqs.len()).filter(|&i| seqs[i].remaining() > 0).map(|i| (i, 1)).collect();
+        let dec: Vec<(usize, usize)> = (0..seqs.len())
+            .filter(|&i| seqs[i].remaining() > 0)
+            .map(|i| (i, 1))
+            .collect();
         d.step(&mut seqs, &dec, false);
     }
-    results.push(("prepacked".into(), finish(&mut d, &mut cache, &seqs, &format!("{name} prepacked"))));
+    results.push((
+        "prepacked".into(),
+        finish(&mut d, &mut cache, &seqs, &format!("{name} prepacked")),
+    ));
 
     // preempted after a few steps and recomputed from scratch
     for budget in [7, 64] {
         let mut d = Driver::new(make, 4, 4, 3);
         let mut seqs = prompts(seed);
-        decode_first(&mut d, &mut seqs, budget, Some(if budget == 7 { 12 } else { 2 }));
+        decode_first(
+            &mut d,
+            &mut seqs,
+            budget,
+            Some(if budget == 7 { 12 } else { 2 }),
+        );
         let what = format!("{name} preempted budget {budget}");
         results.push((what.clone(), finish(&mut d, &mut cache, &seqs, &what)));
     }
@@ -221,7 +255,10 @@ fn scenarios(make: fn(u64, usize) -> Box<dyn UnderTestDyn>, name: &str) {
     let (ref_name, (ref_seqs, _)) = &results[0];
     for (what, (seqs, checked)) in &results {
         assert!(*checked >= 6, "{what}: only {checked} logits checked");
-        assert_eq!(seqs, ref_seqs, "{what} generated other tokens than {ref_name}");
+        assert_eq!(
+            seqs, ref_seqs,
+            "{what} generated other tokens than {ref_name}"
+        );
     }
 }
 

@@ -70,14 +70,21 @@ fn run(
     engine.check_drained().unwrap();
     assert_eq!(finished, reqs.len(), "{what}");
     for r in &reqs {
-        assert_eq!(tokens[&r.id], r.output_len, "{what}: request {} token count", r.id);
+        assert_eq!(
+            tokens[&r.id], r.output_len,
+            "{what}: request {} token count",
+            r.id
+        );
     }
     let preemptions = engine.preemptions();
     let rec = engine.backend_mut();
     let logits = rec.inner.take_logits();
     let checked = check_against_oracle(rec.inner.as_ref(), cache, &logits, &rec.tokens, what);
     let expected: usize = reqs.iter().map(|r| r.output_len as usize).sum();
-    assert!(checked >= expected, "{what}: {checked} logits for {expected} sampled tokens");
+    assert!(
+        checked >= expected,
+        "{what}: {checked} logits for {expected} sampled tokens"
+    );
     Outcome {
         sequences: rec.tokens.clone(),
         checked,
@@ -94,16 +101,46 @@ fn every_policy_yields_the_oracle_logits() {
         let mut cache = OracleCache::new();
         let big = 64 << 20;
         let cases: Vec<(&str, PolicyKind, Vec<&str>, u64)> = vec![
-            ("static", PolicyKind::Static, vec!["batch=4", "block=4"], big),
+            (
+                "static",
+                PolicyKind::Static,
+                vec!["batch=4", "block=4"],
+                big,
+            ),
             ("prepack", PolicyKind::Prepack, vec!["batch=6"], big),
             ("continuous", PolicyKind::Continuous, vec![], big),
-            ("chunked budget 1", PolicyKind::Chunked, vec!["budget=1", "block=4"], big),
-            ("chunked budget 7", PolicyKind::Chunked, vec!["budget=7"], big),
-            ("chunked budget 64", PolicyKind::Chunked, vec!["budget=64", "block=8"], big),
-            ("splitfuse budget 7", PolicyKind::SplitFuse, vec!["budget=7"], big),
+            (
+                "chunked budget 1",
+                PolicyKind::Chunked,
+                vec!["budget=1", "block=4"],
+                big,
+            ),
+            (
+                "chunked budget 7",
+                PolicyKind::Chunked,
+                vec!["budget=7"],
+                big,
+            ),
+            (
+                "chunked budget 64",
+                PolicyKind::Chunked,
+                vec!["budget=64", "block=8"],
+                big,
+            ),
+            (
+                "splitfuse budget 7",
+                PolicyKind::SplitFuse,
+                vec!["budget=7"],
+                big,
+            ),
             // 6 blocks of 16 tokens for ~6 × 35 tokens: decodes run out of
             // blocks, the newest requests are preempted and recomputed.
-            ("continuous preempting", PolicyKind::Continuous, vec![], 6 * 16 * 2048),
+            (
+                "continuous preempting",
+                PolicyKind::Continuous,
+                vec![],
+                6 * 16 * 2048,
+            ),
         ];
         let mut outcomes = Vec::new();
         for (label, kind, knobs, kv) in cases {
@@ -111,14 +148,28 @@ fn every_policy_yields_the_oracle_logits() {
             outcomes.push((label, run(make, &mut cache, kind, &knobs, kv, &what)));
         }
         let by = |l: &str| &outcomes.iter().find(|(x, _)| *x == l).unwrap().1;
-        assert!(by("chunked budget 7").mixed_steps > 0, "chunked budget 7 never mixed prefill and decode");
-        assert!(by("prepack").multi_prefill_steps > 0, "prepack never packed two prompts");
+        assert!(
+            by("chunked budget 7").mixed_steps > 0,
+            "chunked budget 7 never mixed prefill and decode"
+        );
+        assert!(
+            by("prepack").multi_prefill_steps > 0,
+            "prepack never packed two prompts"
+        );
         let p = by("continuous preempting");
-        assert!(p.preemptions > 0 && p.recomputes > 0, "no preemption happened ({} / {})", p.preemptions, p.recomputes);
+        assert!(
+            p.preemptions > 0 && p.recomputes > 0,
+            "no preemption happened ({} / {})",
+            p.preemptions,
+            p.recomputes
+        );
         let reference = &outcomes[0].1.sequences;
         for (label, o) in &outcomes {
             assert!(o.checked > 0);
-            assert_eq!(&o.sequences, reference, "{name} {label} generated other tokens than static");
+            assert_eq!(
+                &o.sequences, reference,
+                "{name} {label} generated other tokens than static"
+            );
         }
     }
 }

@@ -52,7 +52,11 @@
 //!
 //! Merging is generic: both sides are turned into JSON values and every field
 //! the command line set (not `null`, not `false`, not an empty list) replaces
-//! the file's; nested tables merge key by key.
+//! the file's; nested tables merge key by key. So a group of flags shared by
+//! several commands (`#[command(flatten)]` in clap, e.g. the workload flags)
+//! can be a nested serde struct: in the file it is a table such as
+//! `[workload]`, and its flags still override it one by one. A `bool` switch
+//! can only be turned on from the command line, never off.
 
 use std::path::Path;
 

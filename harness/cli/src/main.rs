@@ -32,6 +32,12 @@ enum Command {
     Run(cmd::run::RunArgs),
     /// Check the kernels against their CPU references and time them at the engine's shapes.
     Kernels(cmd::kernels::KernelsArgs),
+    /// HTML report (self-contained, offline) from run and sweep folders; charts as SVG or PNG.
+    Report(cmd::report::ReportArgs),
+    /// CI regression gate: candidate vs baseline per metric; exit 0 pass, 1 regression, 2 error.
+    Gate(Box<cmd::gate::GateArgs>),
+    /// Bayesian-optimisation campaign over engine knobs or an external command; resumable.
+    Tune(Box<cmd::tune::TuneArgs>),
 }
 
 /// What a subcommand reports besides errors.
@@ -52,6 +58,9 @@ fn main() -> ExitCode {
         Command::Sweep(args) => cmd::sweep::run(*args),
         Command::Run(args) => cmd::run::run(args),
         Command::Kernels(args) => cmd::kernels::run(args),
+        Command::Report(args) => cmd::report::run(args),
+        Command::Gate(args) => cmd::gate::run(*args),
+        Command::Tune(args) => cmd::tune::run(*args),
     };
     match result {
         Ok(Outcome::Success) => ExitCode::SUCCESS,

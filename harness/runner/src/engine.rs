@@ -134,5 +134,9 @@ pub trait EngineHandle: Send {
     ///
     /// # Errors
     /// [`HarnessError::EngineStart`] when it cannot run.
-    fn start(self: Box<Self>, clock: RunClock, events: EventSink) -> Result<EngineChannels, HarnessError>;
+    fn start(
+        self: Box<Self>,
+        clock: RunClock,
+        events: EventSink,
+    ) -> Result<EngineChannels, HarnessError>;
 }

@@ -9,7 +9,9 @@ use fuselab_core::{RequestId, RequestSpec, RequestStatus};
 use fuselab_engine::{Backend, EngineError, FinishedRequest, NativeEngine, StepReport};
 use tokio::sync::mpsc::{self, error::TryRecvError};
 
-use crate::{EngineChannels, EngineCommand, EngineEvent, EngineHandle, EventSink, HarnessError, RunClock};
+use crate::{
+    EngineChannels, EngineCommand, EngineEvent, EngineHandle, EventSink, HarnessError, RunClock,
+};
 
 /// The stepping interface of an in-process engine, object-safe so that the
 /// harness does not depend on the backend type.
@@ -17,7 +19,8 @@ pub trait StepEngine {
     /// Hands a request to the engine at `now`.
     fn submit(&mut self, spec: &RequestSpec, now: f64);
     /// Drops a request.
-    fn cancel(&mut self, id: RequestId, status: RequestStatus, now: f64) -> Option<FinishedRequest>;
+    fn cancel(&mut self, id: RequestId, status: RequestStatus, now: f64)
+    -> Option<FinishedRequest>;
     /// Whether a step would do anything.
     fn has_work(&self) -> bool;
     /// Runs one step starting at `now`.
@@ -32,7 +35,12 @@ impl<B: Backend> StepEngine for NativeEngine<B> {
         NativeEngine::submit(self, spec, now);
     }
 
-    fn cancel(&mut self, id: RequestId, status: RequestStatus, now: f64) -> Option<FinishedRequest> {
+    fn cancel(
+        &mut self,
+        id: RequestId,
+        status: RequestStatus,
+        now: f64,
+    ) -> Option<FinishedRequest> {
         NativeEngine::cancel(self, id, status, now)
     }
 
@@ -53,13 +61,15 @@ type Factory = Box<dyn FnOnce() -> Result<Box<dyn StepEngine>, BoxError> + Send>
 /// The engine is built on that thread by `factory`, so backends that must stay
 /// on one thread (device contexts) work too.
 ///
-/// ```no_run
-/// # use fuselab_harness::NativeEngineHandle;
-/// # fn backend() -> impl fuselab_engine::Backend { unimplemented!() }
-/// use fuselab_engine::{NativeEngine, PolicyConfig, PolicyKind};
-/// let handle = NativeEngineHandle::new("cpu", move || {
-///     Ok(NativeEngine::new(backend(), PolicyConfig::new(PolicyKind::Chunked))?)
-/// });
+/// ```
+/// use fuselab_engine::{Backend, NativeEngine, PolicyConfig, PolicyKind};
+/// use fuselab_harness::NativeEngineHandle;
+///
+/// fn handle<B: Backend + Send + 'static>(backend: B) -> NativeEngineHandle {
+///     NativeEngineHandle::new("cpu", move || {
+///         Ok(NativeEngine::new(backend, PolicyConfig::new(PolicyKind::Chunked))?)
+///     })
+/// }
 /// ```
 pub struct NativeEngineHandle {
     name: String,
@@ -68,7 +78,9 @@ pub struct NativeEngineHandle {
 
 impl std::fmt::Debug for NativeEngineHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NativeEngineHandle").field("name", &self.name).finish_non_exhaustive()
+        f.debug_struct("NativeEngineHandle")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
     }
 }
 
@@ -91,7 +103,11 @@ impl EngineHandle for NativeEngineHandle {
         &self.name
     }
 
-    fn start(self: Box<Self>, clock: RunClock, events: EventSink) -> Result<EngineChannels, HarnessError> {
+    fn start(
+        self: Box<Self>,
+        clock: RunClock,
+        events: EventSink,
+    ) -> Result<EngineChannels, HarnessError> {
         let (tx, rx) = mpsc::unbounded_channel();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
         let name = self.name.clone();
@@ -116,7 +132,10 @@ impl EngineHandle for NativeEngineHandle {
                 commands: tx,
                 thread: Some(thread),
             }),
-            Ok(Err(message)) => Err(HarnessError::EngineStart { engine: name, message }),
+            Ok(Err(message)) => Err(HarnessError::EngineStart {
+                engine: name,
+                message,
+            }),
             Err(_) => Err(HarnessError::EngineStart {
                 engine: name,
                 message: "its thread died while building the engine".into(),

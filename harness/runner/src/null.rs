@@ -5,7 +5,9 @@
 use fuselab_core::{RequestStatus, TokenEvent};
 use tokio::sync::mpsc;
 
-use crate::{EngineChannels, EngineCommand, EngineEvent, EngineHandle, EventSink, HarnessError, RunClock};
+use crate::{
+    EngineChannels, EngineCommand, EngineEvent, EngineHandle, EventSink, HarnessError, RunClock,
+};
 
 /// How the null engine delivers output.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -36,7 +38,11 @@ impl EngineHandle for NullEngine {
         "null"
     }
 
-    fn start(self: Box<Self>, clock: RunClock, events: EventSink) -> Result<EngineChannels, HarnessError> {
+    fn start(
+        self: Box<Self>,
+        clock: RunClock,
+        events: EventSink,
+    ) -> Result<EngineChannels, HarnessError> {
         let (tx, mut rx) = mpsc::unbounded_channel();
         let mode = self.mode;
         tokio::spawn(async move {

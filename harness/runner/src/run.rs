@@ -14,13 +14,17 @@ use std::collections::{BinaryHeap, HashMap};
 use std::io::IsTerminal;
 use std::time::Duration;
 
-use fuselab_core::{Error, RequestId, RequestRecord, RequestSpec, RequestStatus, StepRecord, TokenChunk};
+use fuselab_core::{
+    Error, RequestId, RequestRecord, RequestSpec, RequestStatus, StepRecord, TokenChunk,
+};
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::engine::Inbox;
-use crate::{CancelToken, EngineCommand, EngineEvent, EngineHandle, EventSink, HarnessError, RunClock};
+use crate::{
+    CancelToken, EngineCommand, EngineEvent, EngineHandle, EventSink, HarnessError, RunClock,
+};
 
 /// What to run and how to measure it.
 #[derive(Clone, Debug, PartialEq)]
@@ -74,13 +78,21 @@ impl RealtimePlan {
     /// Checks the plan; errors name the field and how to fix it.
     pub fn validate(&self) -> Result<(), Error> {
         if self.closed_loop_clients == Some(0) {
-            return Err(Error::invalid("clients", "0 closed-loop clients", "give at least 1 client"));
+            return Err(Error::invalid(
+                "clients",
+                "0 closed-loop clients",
+                "give at least 1 client",
+            ));
         }
         let non_neg = |field: &str, v: f64| {
             if v.is_finite() && v >= 0.0 {
                 Ok(())
             } else {
-                Err(Error::invalid(field, format!("{v} is not a finite number ≥ 0"), "give seconds ≥ 0"))
+                Err(Error::invalid(
+                    field,
+                    format!("{v} is not a finite number ≥ 0"),
+                    "give seconds ≥ 0",
+                ))
             }
         };
         non_neg("warmup", self.warmup_s)?;
@@ -91,7 +103,11 @@ impl RealtimePlan {
         if let Some(t) = self.timeout_s
             && !(t.is_finite() && t > 0.0)
         {
-            return Err(Error::invalid("timeout", format!("{t} is not > 0"), "give a timeout in seconds > 0, or none"));
+            return Err(Error::invalid(
+                "timeout",
+                format!("{t} is not > 0"),
+                "give a timeout in seconds > 0, or none",
+            ));
         }
         if self.closed_loop_clients.is_none()
             && let Some((i, r)) = self
@@ -143,12 +159,19 @@ pub struct HarnessRun {
 impl HarnessRun {
     /// `t_sent − t_scheduled` of every measured request.
     pub fn schedule_lags(&self) -> Vec<f64> {
-        self.records.iter().map(|r| r.t_sent - r.t_scheduled).collect()
+        self.records
+            .iter()
+            .map(|r| r.t_sent - r.t_scheduled)
+            .collect()
     }
 
     /// Completed measured requests per second over the window.
     pub fn request_rate(&self) -> f64 {
-        let ok = self.records.iter().filter(|r| r.status == RequestStatus::Ok).count();
+        let ok = self
+            .records
+            .iter()
+            .filter(|r| r.status == RequestStatus::Ok)
+            .count();
         let span = self.window_end_s - self.window_start_s;
         if span > 0.0 { ok as f64 / span } else { 0.0 }
     }
@@ -252,7 +275,12 @@ impl Collector {
                     });
                 }
             }
-            EngineEvent::Finished { id, status, error, t } => self.finish(id, status, error, t),
+            EngineEvent::Finished {
+                id,
+                status,
+                error,
+                t,
+            } => self.finish(id, status, error, t),
             EngineEvent::Step(s) => self.steps.push(s),
             EngineEvent::Fatal(msg) => return Some(msg),
         }
@@ -272,7 +300,12 @@ impl Collector {
                     status: RequestStatus::Timeout,
                 });
                 let t = self.clock.now_s();
-                self.finish(id, RequestStatus::Timeout, Some("per-request timeout".into()), t);
+                self.finish(
+                    id,
+                    RequestStatus::Timeout,
+                    Some("per-request timeout".into()),
+                    t,
+                );
             }
         }
     }
@@ -318,7 +351,10 @@ async fn open_loop_sender(
         {
             break;
         }
-        if commands.send(EngineCommand::Submit { spec, t_sent }).is_err() {
+        if commands
+            .send(EngineCommand::Submit { spec, t_sent })
+            .is_err()
+        {
             break;
         }
     }
@@ -330,9 +366,9 @@ fn progress_bar(show: bool, len: u64) -> ProgressBar {
         return ProgressBar::hidden();
     }
     let bar = ProgressBar::new(len);
-    if let Ok(style) =
-        ProgressStyle::with_template("{spinner} {pos}/{len} requests [{elapsed_precise}] {per_sec} {wide_bar}")
-    {
+    if let Ok(style) = ProgressStyle::with_template(
+        "{spinner} {pos}/{len} requests [{elapsed_precise}] {per_sec} {wide_bar}",
+    ) {
         bar.set_style(style);
     }
     bar
@@ -417,7 +453,10 @@ pub async fn run_realtime(
         if sender_done && c.outstanding == 0 {
             break;
         }
-        let next_deadline = c.deadlines.peek().map(|Reverse((at, _))| clock.origin() + *at);
+        let next_deadline = c
+            .deadlines
+            .peek()
+            .map(|Reverse((at, _))| clock.origin() + *at);
         tokio::select! {
             biased;
             () = cancel.cancelled() => {
@@ -447,7 +486,12 @@ pub async fn run_realtime(
     }
     // Requests the sender announced but the loop did not see yet.
     while let Ok(msg) = inbox.try_recv() {
-        if let Inbox::Sent { spec, t_scheduled, t_sent } = msg {
+        if let Inbox::Sent {
+            spec,
+            t_scheduled,
+            t_sent,
+        } = msg
+        {
             c.register(spec, t_scheduled, t_sent);
         }
     }

@@ -3,7 +3,10 @@
 //! the machine is; assertions are about counts, order and consistency only.
 
 use fuselab_core::{RequestSpec, RequestStatus};
-use fuselab_engine::{Backend, BackendError, ForwardBatch, KvGeometry, NativeEngine, PolicyConfig, PolicyKind, StepOutput};
+use fuselab_engine::{
+    Backend, BackendError, ForwardBatch, KvGeometry, NativeEngine, PolicyConfig, PolicyKind,
+    StepOutput,
+};
 use fuselab_harness::{CancelToken, HarnessError, NativeEngineHandle, RealtimePlan, run_realtime};
 
 struct Fixed;
@@ -48,33 +51,54 @@ fn specs(n: u64) -> Vec<RequestSpec> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn native_engine_serves_every_request_from_its_thread() {
     for kind in PolicyKind::ALL {
-        let handle = NativeEngineHandle::new("fixed", move || Ok(NativeEngine::new(Fixed, PolicyConfig::new(kind))?));
+        let handle = NativeEngineHandle::new("fixed", move || {
+            Ok(NativeEngine::new(Fixed, PolicyConfig::new(kind))?)
+        });
         let mut plan = RealtimePlan::open_loop(specs(12));
         plan.progress = false;
-        let run = run_realtime(plan, Box::new(handle), CancelToken::new()).await.unwrap();
+        let run = run_realtime(plan, Box::new(handle), CancelToken::new())
+            .await
+            .unwrap();
         assert_eq!(run.engine, "fixed");
         assert_eq!(run.records.len(), 12, "{kind:?}");
         for r in &run.records {
             assert_eq!(r.status, RequestStatus::Ok, "{kind:?} {r:?}");
             assert_eq!(r.tokens_received(), u64::from(r.output_len), "{kind:?}");
             let idx: Vec<u32> = r.tokens.iter().map(|c| c.index).collect();
-            assert_eq!(idx, (0..r.output_len).collect::<Vec<_>>(), "{kind:?}: one event per token, in order");
+            assert_eq!(
+                idx,
+                (0..r.output_len).collect::<Vec<_>>(),
+                "{kind:?}: one event per token, in order"
+            );
             assert!(r.t_sent >= r.t_scheduled);
-            assert!(r.tokens[0].t >= r.t_sent, "{kind:?}: first token before the send");
+            assert!(
+                r.tokens[0].t >= r.t_sent,
+                "{kind:?}: first token before the send"
+            );
             assert_eq!(r.t_done, r.t_last_token());
         }
         let prefill: u32 = run.steps.iter().map(|s| s.prefill_tokens).sum();
-        assert!(prefill >= specs(12).iter().map(|s| s.prompt_len).sum::<u32>(), "{kind:?}");
+        assert!(
+            prefill >= specs(12).iter().map(|s| s.prompt_len).sum::<u32>(),
+            "{kind:?}"
+        );
         assert!(run.steps.windows(2).all(|w| w[0].step < w[1].step));
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn closed_loop_through_the_native_engine() {
-    let handle = NativeEngineHandle::new("fixed", || Ok(NativeEngine::new(Fixed, PolicyConfig::new(PolicyKind::Chunked))?));
+    let handle = NativeEngineHandle::new("fixed", || {
+        Ok(NativeEngine::new(
+            Fixed,
+            PolicyConfig::new(PolicyKind::Chunked),
+        )?)
+    });
     let mut plan = RealtimePlan::closed_loop(specs(20), 3);
     plan.progress = false;
-    let run = run_realtime(plan, Box::new(handle), CancelToken::new()).await.unwrap();
+    let run = run_realtime(plan, Box::new(handle), CancelToken::new())
+        .await
+        .unwrap();
     assert_eq!(run.records.len(), 20);
     assert!(run.records.iter().all(|r| r.status == RequestStatus::Ok));
     assert!(run.steps.iter().all(|s| s.running + s.waiting <= 3));
@@ -85,9 +109,16 @@ async fn an_engine_that_cannot_be_built_is_a_start_error() {
     let handle = NativeEngineHandle::new("broken", || -> Result<NativeEngine<Fixed>, _> {
         Err("weights file missing".into())
     });
-    let e = run_realtime(RealtimePlan::open_loop(specs(1)), Box::new(handle), CancelToken::new())
-        .await
-        .unwrap_err();
+    let e = run_realtime(
+        RealtimePlan::open_loop(specs(1)),
+        Box::new(handle),
+        CancelToken::new(),
+    )
+    .await
+    .unwrap_err();
     assert!(matches!(e, HarnessError::EngineStart { .. }));
-    assert!(e.to_string().contains("broken") && e.to_string().contains("weights file missing"), "{e}");
+    assert!(
+        e.to_string().contains("broken") && e.to_string().contains("weights file missing"),
+        "{e}"
+    );
 }

@@ -57,7 +57,11 @@ impl EngineHandle for DelayEngine {
         "delay"
     }
 
-    fn start(self: Box<Self>, clock: RunClock, events: EventSink) -> Result<EngineChannels, HarnessError> {
+    fn start(
+        self: Box<Self>,
+        clock: RunClock,
+        events: EventSink,
+    ) -> Result<EngineChannels, HarnessError> {
         let (tx, mut rx) = mpsc::unbounded_channel();
         tokio::spawn(async move {
             let mut seen = 0;
@@ -110,9 +114,13 @@ async fn open_loop_follows_the_absolute_schedule_without_drift() {
     // Gaps of 10.5 ms are not whole timer ticks: sleeping an interval after each
     // send would drift by the rounding every request (50 ms after 100 requests).
     let reqs: Vec<RequestSpec> = (0..200).map(|i| spec(i, i as f64 * 0.0105, 3)).collect();
-    let run = run_realtime(paused(RealtimePlan::open_loop(reqs)), Box::new(NullEngine::default()), CancelToken::new())
-        .await
-        .unwrap();
+    let run = run_realtime(
+        paused(RealtimePlan::open_loop(reqs)),
+        Box::new(NullEngine::default()),
+        CancelToken::new(),
+    )
+    .await
+    .unwrap();
     assert_eq!(run.records.len(), 200);
     for r in &run.records {
         let lag = r.t_sent - r.t_scheduled;
@@ -120,7 +128,11 @@ async fn open_loop_follows_the_absolute_schedule_without_drift() {
         assert!((-1e-9..1e-3).contains(&lag), "request {} lag {lag}", r.id);
         assert_eq!(r.status, RequestStatus::Ok);
         assert_eq!(r.tokens_received(), 3);
-        assert_eq!(r.tokens.len(), 1, "null engine answers in one chunk by default");
+        assert_eq!(
+            r.tokens.len(),
+            1,
+            "null engine answers in one chunk by default"
+        );
         assert_eq!(r.t_done, Some(r.t_sent), "null engine answers at once");
     }
     assert_eq!(run.unsent, 0);
@@ -129,10 +141,19 @@ async fn open_loop_follows_the_absolute_schedule_without_drift() {
 
 #[tokio::test(start_paused = true)]
 async fn open_loop_sends_in_arrival_order_even_when_specs_are_not_sorted() {
-    let reqs = vec![spec(0, 0.3, 1), spec(1, 0.1, 1), spec(2, 0.2, 1), spec(3, 0.1, 1)];
-    let run = run_realtime(paused(RealtimePlan::open_loop(reqs)), Box::new(NullEngine::default()), CancelToken::new())
-        .await
-        .unwrap();
+    let reqs = vec![
+        spec(0, 0.3, 1),
+        spec(1, 0.1, 1),
+        spec(2, 0.2, 1),
+        spec(3, 0.1, 1),
+    ];
+    let run = run_realtime(
+        paused(RealtimePlan::open_loop(reqs)),
+        Box::new(NullEngine::default()),
+        CancelToken::new(),
+    )
+    .await
+    .unwrap();
     let sent: Vec<f64> = run.records.iter().map(|r| r.t_sent).collect();
     for (r, t) in run.records.iter().zip(&sent) {
         assert!((t - r.t_scheduled).abs() < 1e-3, "{} sent at {t}", r.id);
@@ -151,7 +172,14 @@ async fn null_engine_per_token_mode_emits_one_event_per_token() {
     .await
     .unwrap();
     assert_eq!(run.records[0].tokens.len(), 5);
-    assert_eq!(run.records[0].tokens.iter().map(|c| c.index).collect::<Vec<_>>(), vec![0, 1, 2, 3, 4]);
+    assert_eq!(
+        run.records[0]
+            .tokens
+            .iter()
+            .map(|c| c.index)
+            .collect::<Vec<_>>(),
+        vec![0, 1, 2, 3, 4]
+    );
     assert_eq!(run.records[1].tokens_received(), 1);
 }
 
@@ -171,8 +199,16 @@ async fn closed_loop_keeps_exactly_n_requests_in_flight() {
     // Requests go out in order, `clients` at a time: request i is in wave i / 4.
     for r in &run.records {
         let wave = (r.id / u64::from(clients)) as f64;
-        assert!((r.t_sent - wave * 0.25).abs() < 2e-3 * (wave + 1.0), "request {} sent at {}", r.id, r.t_sent);
-        assert_eq!(r.t_scheduled, r.t_sent.min(r.t_scheduled).max(r.t_scheduled));
+        assert!(
+            (r.t_sent - wave * 0.25).abs() < 2e-3 * (wave + 1.0),
+            "request {} sent at {}",
+            r.id,
+            r.t_sent
+        );
+        assert_eq!(
+            r.t_scheduled,
+            r.t_sent.min(r.t_scheduled).max(r.t_scheduled)
+        );
         assert!(r.t_sent >= r.t_scheduled);
     }
     // In flight at any instant: never more than `clients`, and exactly
@@ -191,7 +227,11 @@ async fn closed_loop_keeps_exactly_n_requests_in_flight() {
     }
     assert_eq!(peak, clients as i32);
     // 22 requests in waves of 4 → 6 waves of 0.25 s.
-    let last = run.records.iter().filter_map(|r| r.t_done).fold(0.0, f64::max);
+    let last = run
+        .records
+        .iter()
+        .filter_map(|r| r.t_done)
+        .fold(0.0, f64::max);
     assert!((last - 1.5).abs() < 0.02, "makespan {last}");
 }
 
@@ -203,7 +243,9 @@ async fn timeouts_are_recorded_and_cancelled_in_the_engine() {
     let reqs = vec![spec(0, 0.0, 1), spec(1, 0.5, 1)];
     let mut plan = paused(RealtimePlan::open_loop(reqs));
     plan.timeout_s = Some(1.0);
-    let run = run_realtime(plan, Box::new(engine), CancelToken::new()).await.unwrap();
+    let run = run_realtime(plan, Box::new(engine), CancelToken::new())
+        .await
+        .unwrap();
     // The engine task reads its commands (cancels, then shutdown) after the run returns.
     while shut_down.load(Ordering::SeqCst) == 0 {
         tokio::task::yield_now().await;
@@ -212,7 +254,11 @@ async fn timeouts_are_recorded_and_cancelled_in_the_engine() {
         assert_eq!(r.status, RequestStatus::Timeout);
         assert!(r.tokens.is_empty(), "late tokens are not recorded");
         let waited = r.t_done.unwrap() - r.t_sent;
-        assert!((1.0..1.002).contains(&waited), "request {} timed out after {waited}", r.id);
+        assert!(
+            (1.0..1.002).contains(&waited),
+            "request {} timed out after {waited}",
+            r.id
+        );
     }
     assert_eq!(cancels.load(Ordering::SeqCst), 2);
 }
@@ -223,9 +269,17 @@ async fn warm_up_and_window_split_and_limit_the_requests() {
     let mut plan = paused(RealtimePlan::open_loop(reqs));
     plan.warmup_s = 2.0;
     plan.window_s = Some(5.0);
-    let run = run_realtime(plan, Box::new(NullEngine::default()), CancelToken::new()).await.unwrap();
-    assert_eq!(run.warmup.iter().map(|r| r.id).collect::<Vec<_>>(), vec![0, 1, 2, 3]);
-    assert_eq!(run.records.iter().map(|r| r.id).collect::<Vec<_>>(), (4..14).collect::<Vec<_>>());
+    let run = run_realtime(plan, Box::new(NullEngine::default()), CancelToken::new())
+        .await
+        .unwrap();
+    assert_eq!(
+        run.warmup.iter().map(|r| r.id).collect::<Vec<_>>(),
+        vec![0, 1, 2, 3]
+    );
+    assert_eq!(
+        run.records.iter().map(|r| r.id).collect::<Vec<_>>(),
+        (4..14).collect::<Vec<_>>()
+    );
     assert_eq!(run.unsent, 6);
     assert_eq!(run.window_start_s, 2.0);
     assert!((run.window_end_s - 6.5).abs() < 2e-3);
@@ -238,7 +292,9 @@ async fn closed_loop_window_stops_new_requests() {
     let mut plan = paused(RealtimePlan::closed_loop(reqs, 2));
     plan.warmup_s = 1.0;
     plan.window_s = Some(2.0);
-    let run = run_realtime(plan, Box::new(DelayEngine::new(0.5)), CancelToken::new()).await.unwrap();
+    let run = run_realtime(plan, Box::new(DelayEngine::new(0.5)), CancelToken::new())
+        .await
+        .unwrap();
     // sends at 0, 0.5 (warm-up: 4), 1.0, 1.5, 2.0, 2.5 (measured: 8), none from 3.0 on
     assert_eq!(run.warmup.len(), 4);
     assert_eq!(run.records.len(), 8);
@@ -254,15 +310,24 @@ async fn cancellation_keeps_what_was_measured() {
         c.cancel();
     });
     let reqs: Vec<RequestSpec> = (0..10).map(|i| spec(i, i as f64 * 0.3, 1)).collect();
-    let run = run_realtime(paused(RealtimePlan::open_loop(reqs)), Box::new(DelayEngine::new(0.5)), cancel)
-        .await
-        .unwrap();
+    let run = run_realtime(
+        paused(RealtimePlan::open_loop(reqs)),
+        Box::new(DelayEngine::new(0.5)),
+        cancel,
+    )
+    .await
+    .unwrap();
     assert!(run.cancelled);
     // sent at 0, 0.3, 0.6, 0.9; finished by 1.05: the first two
     let status: Vec<RequestStatus> = run.records.iter().map(|r| r.status).collect();
     assert_eq!(
         status,
-        vec![RequestStatus::Ok, RequestStatus::Ok, RequestStatus::Cancelled, RequestStatus::Cancelled]
+        vec![
+            RequestStatus::Ok,
+            RequestStatus::Ok,
+            RequestStatus::Cancelled,
+            RequestStatus::Cancelled
+        ]
     );
     assert_eq!(run.unsent, 6);
     assert!((run.window_end_s - 1.05).abs() < 2e-3);
@@ -273,9 +338,13 @@ async fn a_dying_engine_fails_its_requests_and_says_why() {
     let mut engine = DelayEngine::new(0.1);
     engine.fatal_after = Some(2);
     let reqs: Vec<RequestSpec> = (0..5).map(|i| spec(i, i as f64, 1)).collect();
-    let run = run_realtime(paused(RealtimePlan::open_loop(reqs)), Box::new(engine), CancelToken::new())
-        .await
-        .unwrap();
+    let run = run_realtime(
+        paused(RealtimePlan::open_loop(reqs)),
+        Box::new(engine),
+        CancelToken::new(),
+    )
+    .await
+    .unwrap();
     assert_eq!(run.engine_error.as_deref(), Some("device lost"));
     assert_eq!(run.records[0].status, RequestStatus::Ok);
     assert_eq!(run.records[2].status, RequestStatus::Failed);
@@ -292,8 +361,13 @@ async fn invalid_plans_name_the_field() {
         },
         RealtimePlan::open_loop(vec![spec(0, 0.0, 1), spec(1, f64::NAN, 1)]),
     ];
-    for (plan, field) in bad.into_iter().zip(["clients", "timeout", "requests[1].arrival_s"]) {
-        let e = run_realtime(plan, Box::new(NullEngine::default()), CancelToken::new()).await.unwrap_err();
+    for (plan, field) in bad
+        .into_iter()
+        .zip(["clients", "timeout", "requests[1].arrival_s"])
+    {
+        let e = run_realtime(plan, Box::new(NullEngine::default()), CancelToken::new())
+            .await
+            .unwrap_err();
         assert!(e.to_string().contains(field), "{e}");
     }
 }

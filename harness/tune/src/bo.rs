@@ -308,7 +308,7 @@ impl BoTuner {
         }
         // Random candidates plus perturbations of the best observed points.
         let mut cands: Vec<(f64, Vec<f64>)> = Vec::new();
-        let mut push = |u: Vec<f64>, cands: &mut Vec<(f64, Vec<f64>)>| {
+        let push = |u: Vec<f64>, cands: &mut Vec<(f64, Vec<f64>)>| {
             let c = space.decode(&u);
             if space.feasible(&c) && !seen.contains(&config_key(&c)) {
                 let u = space.encode(&c);

@@ -102,7 +102,9 @@ pub fn flash_attention(
         chunks.iter().map(|c| (c.q_row, c.n_tokens)),
     )?;
     if cfg.q_tile == 0 || cfg.kv_tile == 0 {
-        return Err(KernelError::Config("flash tile sizes must be positive".into()));
+        return Err(KernelError::Config(
+            "flash tile sizes must be positive".into(),
+        ));
     }
     for c in chunks {
         kv.check_table(c.block_table, c.start_pos + c.n_tokens)?;
@@ -225,7 +227,12 @@ pub fn naive_attention(
     scale: f32,
 ) -> Result<Vec<f32>, KernelError> {
     shape.validate()?;
-    let (d, g, qw, kw) = (shape.head_dim, shape.group(), shape.q_width(), shape.kv_width());
+    let (d, g, qw, kw) = (
+        shape.head_dim,
+        shape.group(),
+        shape.q_width(),
+        shape.kv_width(),
+    );
     let n = q.len() / qw;
     check_len("q", q.len(), n * qw)?;
     let len = k.len() / kw;
@@ -246,10 +253,17 @@ pub fn naive_attention(
             let qv = &q[i * qw + h * d..i * qw + (h + 1) * d];
             for (p, sc) in scores[..ctx].iter_mut().enumerate() {
                 let kv = &k[p * kw + kh * d..p * kw + (kh + 1) * d];
-                let dotp: f64 = qv.iter().zip(kv).map(|(a, b)| f64::from(*a) * f64::from(*b)).sum();
+                let dotp: f64 = qv
+                    .iter()
+                    .zip(kv)
+                    .map(|(a, b)| f64::from(*a) * f64::from(*b))
+                    .sum();
                 *sc = dotp * f64::from(scale);
             }
-            let mx = scores[..ctx].iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let mx = scores[..ctx]
+                .iter()
+                .copied()
+                .fold(f64::NEG_INFINITY, f64::max);
             let mut denom = 0.0;
             for sc in &mut scores[..ctx] {
                 *sc = (*sc - mx).exp();

@@ -99,7 +99,11 @@ pub fn paged_decode_attention(
                 for (p, sc) in (p0..p1).zip(&scores) {
                     let w = (sc - m).exp();
                     l += w;
-                    axpy(&mut acc, w, &kv.v_at(s.block_table, p)[kh * d..(kh + 1) * d]);
+                    axpy(
+                        &mut acc,
+                        w,
+                        &kv.v_at(s.block_table, p)[kh * d..(kh + 1) * d],
+                    );
                 }
                 parts.push(Partial { m, l, acc });
                 p0 = p1;

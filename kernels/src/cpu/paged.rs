@@ -27,7 +27,7 @@ impl AttnShape {
                 self.n_heads, self.n_kv_heads, self.head_dim
             )));
         }
-        if self.n_heads % self.n_kv_heads != 0 {
+        if !self.n_heads.is_multiple_of(self.n_kv_heads) {
             return Err(KernelError::Config(format!(
                 "{} query heads are not a multiple of {} kv heads",
                 self.n_heads, self.n_kv_heads

@@ -37,13 +37,13 @@ pub struct Rope {
 impl Rope {
     /// Computes the frequencies `theta^(−2i/head_dim)`, scaled when asked.
     pub fn new(cfg: RopeConfig) -> Result<Self, KernelError> {
-        if cfg.head_dim == 0 || cfg.head_dim % 2 != 0 {
+        if cfg.head_dim == 0 || !cfg.head_dim.is_multiple_of(2) {
             return Err(KernelError::Config(format!(
                 "RoPE needs an even, positive head_dim, got {}",
                 cfg.head_dim
             )));
         }
-        if !(cfg.theta > 1.0) {
+        if cfg.theta.is_nan() || cfg.theta <= 1.0 {
             return Err(KernelError::Config(format!(
                 "RoPE theta must be > 1, got {}",
                 cfg.theta
@@ -80,7 +80,12 @@ impl Rope {
 
     /// Rotates `x` (`[positions.len(), n_heads * head_dim]`) in place, token `t`
     /// at position `positions[t]`.
-    pub fn apply(&self, x: &mut [f32], n_heads: usize, positions: &[u32]) -> Result<(), KernelError> {
+    pub fn apply(
+        &self,
+        x: &mut [f32],
+        n_heads: usize,
+        positions: &[u32],
+    ) -> Result<(), KernelError> {
         let d = self.head_dim;
         crate::error::check_len("rope input", x.len(), positions.len() * n_heads * d)?;
         let half = d / 2;
@@ -145,11 +150,25 @@ mod tests {
             high_freq_factor: 4.0,
             original_max_position: 8192.0,
         };
-        let plain = Rope::new(RopeConfig { head_dim: 128, ..cfg(None) }).unwrap();
-        let scaled = Rope::new(RopeConfig { head_dim: 128, ..cfg(Some(s)) }).unwrap();
+        let plain = Rope::new(RopeConfig {
+            head_dim: 128,
+            ..cfg(None)
+        })
+        .unwrap();
+        let scaled = Rope::new(RopeConfig {
+            head_dim: 128,
+            ..cfg(Some(s))
+        })
+        .unwrap();
         assert_eq!(plain.inv_freq()[0], scaled.inv_freq()[0]);
         let last = plain.inv_freq().len() - 1;
         assert!((scaled.inv_freq()[last] - plain.inv_freq()[last] / 8.0).abs() < 1e-15);
-        assert!(Rope::new(RopeConfig { head_dim: 7, ..cfg(None) }).is_err());
+        assert!(
+            Rope::new(RopeConfig {
+                head_dim: 7,
+                ..cfg(None)
+            })
+            .is_err()
+        );
     }
 }

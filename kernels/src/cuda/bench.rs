@@ -192,9 +192,18 @@ impl Report {
         self.checks.iter().all(Check::passed)
     }
 
-    fn push_row(&mut self, kernel: &str, shape: String, ms: f64, flops: Option<f64>, bytes: f64) -> &mut Row {
+    fn push_row(
+        &mut self,
+        kernel: &str,
+        shape: String,
+        ms: f64,
+        flops: Option<f64>,
+        bytes: f64,
+    ) -> &mut Row {
         let (unit, rate, ceiling) = match flops {
-            Some(f) if self.device_kind == "cpu" => (Unit::GflopS, f / (ms * 1e-3) / 1e9, self.gemm_tflops * 1e3),
+            Some(f) if self.device_kind == "cpu" => {
+                (Unit::GflopS, f / (ms * 1e-3) / 1e9, self.gemm_tflops * 1e3)
+            }
             Some(f) => (Unit::TflopS, f / (ms * 1e-3) / 1e12, self.gemm_tflops),
             None => (Unit::GbS, bytes / (ms * 1e-3) / 1e9, self.copy_gbs),
         };
@@ -204,7 +213,11 @@ impl Report {
             time_us: ms * 1e3,
             unit,
             rate,
-            fraction: if ceiling > 0.0 { rate / ceiling } else { f64::NAN },
+            fraction: if ceiling > 0.0 {
+                rate / ceiling
+            } else {
+                f64::NAN
+            },
             baseline: None,
             target: None,
         });
@@ -239,11 +252,16 @@ impl Report {
             }
             s.push('\n');
         }
-        s.push_str("| kernel | shape | time (µs) | rate | of ceiling | baseline | ratio | target |\n");
+        s.push_str(
+            "| kernel | shape | time (µs) | rate | of ceiling | baseline | ratio | target |\n",
+        );
         s.push_str("|---|---|---|---|---|---|---|---|\n");
         for r in &self.rows {
             let (b, ratio) = match r.baseline {
-                Some(b) => (format!("{b:.1} {}", r.unit.label()), format!("{:.2}", r.rate / b)),
+                Some(b) => (
+                    format!("{b:.1} {}", r.unit.label()),
+                    format!("{:.2}", r.rate / b),
+                ),
                 None => ("-".into(), "-".into()),
             };
             let t = match &r.target {
@@ -292,7 +310,11 @@ impl Report {
                 jnum(c.tolerance),
                 c.passed()
             );
-            s.push_str(if i + 1 < self.checks.len() { ",\n" } else { "\n" });
+            s.push_str(if i + 1 < self.checks.len() {
+                ",\n"
+            } else {
+                "\n"
+            });
         }
         s.push_str("  ],\n  \"rows\": [\n");
         for (i, r) in self.rows.iter().enumerate() {
@@ -307,12 +329,21 @@ impl Report {
                 jnum(r.fraction),
                 r.baseline.map_or("null".into(), jnum),
                 r.target.as_ref().map_or("null".into(), |t| jstr(&t.goal)),
-                r.target.as_ref().map_or("null".into(), |t| t.met.to_string()),
+                r.target
+                    .as_ref()
+                    .map_or("null".into(), |t| t.met.to_string()),
             );
             s.push_str(if i + 1 < self.rows.len() { ",\n" } else { "\n" });
         }
         s.push_str("  ],\n  \"notes\": [");
-        s.push_str(&self.notes.iter().map(|n| jstr(n)).collect::<Vec<_>>().join(", "));
+        s.push_str(
+            &self
+                .notes
+                .iter()
+                .map(|n| jstr(n))
+                .collect::<Vec<_>>()
+                .join(", "),
+        );
         s.push_str("]\n}\n");
         s
     }
@@ -361,7 +392,11 @@ fn jstr(s: &str) -> String {
 }
 
 fn jnum(v: f64) -> String {
-    if v.is_finite() { format!("{v}") } else { "null".into() }
+    if v.is_finite() {
+        format!("{v}")
+    } else {
+        "null".into()
+    }
 }
 
 fn to_f32(v: &[bf16]) -> Vec<f32> {
@@ -389,9 +424,23 @@ struct PagedSetup {
 }
 
 impl PagedSetup {
-    fn new(dev: &CudaDevice, rng: &mut SplitMix, ctx_lens: &[usize], fill_host: bool) -> Result<(Self, Option<(Vec<f32>, Vec<f32>)>), CudaError> {
-        let max_blocks = ctx_lens.iter().map(|c| c.div_ceil(BLOCK_SIZE)).max().unwrap_or(1).max(1);
-        let total_blocks: usize = ctx_lens.iter().map(|c| c.div_ceil(BLOCK_SIZE)).sum::<usize>() + 3;
+    fn new(
+        dev: &CudaDevice,
+        rng: &mut SplitMix,
+        ctx_lens: &[usize],
+        fill_host: bool,
+    ) -> Result<(Self, Option<(Vec<f32>, Vec<f32>)>), CudaError> {
+        let max_blocks = ctx_lens
+            .iter()
+            .map(|c| c.div_ceil(BLOCK_SIZE))
+            .max()
+            .unwrap_or(1)
+            .max(1);
+        let total_blocks: usize = ctx_lens
+            .iter()
+            .map(|c| c.div_ceil(BLOCK_SIZE))
+            .sum::<usize>()
+            + 3;
         let perm = rng.permutation(total_blocks);
         let mut host_tables = Vec::new();
         let mut flat = vec![0i32; ctx_lens.len() * max_blocks];
@@ -409,7 +458,11 @@ impl PagedSetup {
         let (k, v, host) = if fill_host {
             let hk = rng.bf16_vec(n, 1.0);
             let hv = rng.bf16_vec(n, 1.0);
-            (dev.upload(&hk)?, dev.upload(&hv)?, Some((to_f32(&hk), to_f32(&hv))))
+            (
+                dev.upload(&hk)?,
+                dev.upload(&hv)?,
+                Some((to_f32(&hk), to_f32(&hv))),
+            )
         } else {
             let mut k = dev.alloc_bf16(n)?;
             let mut v = dev.alloc_bf16(n)?;
@@ -479,7 +532,12 @@ fn run_checks(dev: &CudaDevice, rng: &mut SplitMix) -> Result<Vec<Check>, CudaEr
     let mut dy = nan_bf16(dev, t * HIDDEN)?;
     dev.rms_norm(&dx, &dw, &mut dy, t, HIDDEN, EPS)?;
     let want = reference::rms_norm(&to_f32(&x), &to_f32(&w), HIDDEN, f64::from(EPS));
-    add("rms_norm", format!("T={t} hidden={HIDDEN}"), &to_f32(&dev.download(&dy)?), &want);
+    add(
+        "rms_norm",
+        format!("T={t} hidden={HIDDEN}"),
+        &to_f32(&dev.download(&dy)?),
+        &want,
+    );
 
     // RoPE.
     let t = 13;
@@ -523,7 +581,15 @@ fn run_checks(dev: &CudaDevice, rng: &mut SplitMix) -> Result<Vec<Check>, CudaEr
     slots[11] = -1;
     let init = rng.bf16_vec(slots_cap * w, 1.0);
     let (mut kc, mut vc) = (dev.upload(&init)?, dev.upload(&init)?);
-    dev.kv_write(&dev.upload(&k)?, &dev.upload(&v)?, &mut kc, &mut vc, &dev.upload(&slots)?, t, KV_HEADS)?;
+    dev.kv_write(
+        &dev.upload(&k)?,
+        &dev.upload(&v)?,
+        &mut kc,
+        &mut vc,
+        &dev.upload(&slots)?,
+        t,
+        KV_HEADS,
+    )?;
     let (mut want_k, mut want_v) = (to_f32(&init), to_f32(&init));
     for (i, &s) in slots.iter().enumerate() {
         if s >= 0 {
@@ -535,7 +601,12 @@ fn run_checks(dev: &CudaDevice, rng: &mut SplitMix) -> Result<Vec<Check>, CudaEr
     let mut got = to_f32(&dev.download(&kc)?);
     got.extend(to_f32(&dev.download(&vc)?));
     want_k.extend(want_v);
-    add("kv_write", format!("T={t} slots in {slots_cap}, one skipped"), &got, &want_k);
+    add(
+        "kv_write",
+        format!("T={t} slots in {slots_cap}, one skipped"),
+        &got,
+        &want_k,
+    );
 
     // GEMM.
     let (t, kk, n) = (37, HIDDEN, 1000);
@@ -564,10 +635,28 @@ fn run_checks(dev: &CudaDevice, rng: &mut SplitMix) -> Result<Vec<Check>, CudaEr
         cu.push(cu.last().copied().unwrap_or(0) + l as i32);
     }
     let dcu = dev.upload(&cu)?;
-    let want = reference::paged_attention(geometry(), &to_f32(&q), &q_lens, &ctx_lens, &hk, &hv, &setup.host_tables);
+    let want = reference::paged_attention(
+        geometry(),
+        &to_f32(&q),
+        &q_lens,
+        &ctx_lens,
+        &hk,
+        &hv,
+        &setup.host_tables,
+    );
     for tile in PrefillTile::ALL {
         let mut out = nan_bf16(dev, total * Q_HEADS * HEAD_DIM)?;
-        dev.prefill_attention_tile(&setup.params(3), &dq, &setup.k, &setup.v, &mut out, &dcu, total, 150, tile)?;
+        dev.prefill_attention_tile(
+            &setup.params(3),
+            &dq,
+            &setup.k,
+            &setup.v,
+            &mut out,
+            &dcu,
+            total,
+            150,
+            tile,
+        )?;
         add(
             &format!("prefill_attention ({})", tile.label()),
             "q_len 1/37/150, ctx 1/114/155, 32q/8kv".into(),
@@ -583,11 +672,28 @@ fn run_checks(dev: &CudaDevice, rng: &mut SplitMix) -> Result<Vec<Check>, CudaEr
     let b = ctx_lens.len();
     let q = rng.bf16_vec(b * Q_HEADS * HEAD_DIM, 1.0);
     let dq = dev.upload(&q)?;
-    let want = reference::paged_attention(geometry(), &to_f32(&q), &[1; 4], &ctx_lens, &hk, &hv, &setup.host_tables);
+    let want = reference::paged_attention(
+        geometry(),
+        &to_f32(&q),
+        &[1; 4],
+        &ctx_lens,
+        &hk,
+        &hv,
+        &setup.host_tables,
+    );
     let mut ws = DecodeWorkspace::new(dev)?;
     for splits in [None, Some(1), Some(7)] {
         let mut out = nan_bf16(dev, b * Q_HEADS * HEAD_DIM)?;
-        let used = dev.decode_attention(&setup.params(b), &dq, &setup.k, &setup.v, &mut out, &mut ws, 4097, splits)?;
+        let used = dev.decode_attention(
+            &setup.params(b),
+            &dq,
+            &setup.k,
+            &setup.v,
+            &mut out,
+            &mut ws,
+            4097,
+            splits,
+        )?;
         add(
             "decode_attention",
             format!("ctx 1/63/1000/4097, {used} splits"),
@@ -609,7 +715,9 @@ pub fn run_cuda(opts: &BenchOptions) -> Result<Report, CudaError> {
         device: info.name.clone(),
         driver: format!(
             "driver {}, CUDA driver API {}.{}, {} SMs, {} MB L2",
-            info.driver_release.as_deref().unwrap_or("(release unknown)"),
+            info.driver_release
+                .as_deref()
+                .unwrap_or("(release unknown)"),
             info.driver_version / 1000,
             (info.driver_version % 1000) / 10,
             info.sm_count,
@@ -642,19 +750,31 @@ pub fn run_cuda(opts: &BenchOptions) -> Result<Report, CudaError> {
     drop((a, bm, c));
 
     report.checks = run_checks(&dev, &mut rng)?;
-    let failed: Vec<String> = report.checks.iter().filter(|c| !c.passed()).map(|c| c.kernel.clone()).collect();
+    let failed: Vec<String> = report
+        .checks
+        .iter()
+        .filter(|c| !c.passed())
+        .map(|c| c.kernel.clone())
+        .collect();
     let ok = |name: &str| {
-        !failed.iter().any(|f| f.starts_with(name)) && opts.only.as_deref().is_none_or(|o| name.starts_with(o))
+        !failed.iter().any(|f| f.starts_with(name))
+            && opts.only.as_deref().is_none_or(|o| name.starts_with(o))
     };
     for f in &failed {
-        report.notes.push(format!("{f} failed its check and was not timed"));
+        report
+            .notes
+            .push(format!("{f} failed its check and was not timed"));
     }
     let base = &opts.baseline;
     if let Some(b) = base.get("copy_gbs") {
-        report.notes.push(format!("PyTorch device copy in the same command: {b:.0} GB/s"));
+        report.notes.push(format!(
+            "PyTorch device copy in the same command: {b:.0} GB/s"
+        ));
     }
     if let Some(b) = base.get("gemm8192_tflops") {
-        report.notes.push(format!("PyTorch bf16 matmul 8192³ in the same command: {b:.1} TFLOP/s"));
+        report.notes.push(format!(
+            "PyTorch bf16 matmul 8192³ in the same command: {b:.1} TFLOP/s"
+        ));
     }
 
     // Elementwise kernels.
@@ -667,7 +787,13 @@ pub fn run_cuda(opts: &BenchOptions) -> Result<Report, CudaError> {
             dev.fill_uniform(&mut w, rng.next_u64(), 1.0)?;
             let mut y = dev.alloc_bf16(t * HIDDEN)?;
             let ms = dev.time_ms(warm, reps, || dev.rms_norm(&x, &w, &mut y, t, HIDDEN, EPS))?;
-            report.push_row("rms_norm", format!("T={t} hidden={HIDDEN}"), ms, None, (2 * t * HIDDEN * 2) as f64);
+            report.push_row(
+                "rms_norm",
+                format!("T={t} hidden={HIDDEN}"),
+                ms,
+                None,
+                (2 * t * HIDDEN * 2) as f64,
+            );
         }
         if ok("rope") {
             let mut q = dev.alloc_bf16(t * Q_HEADS * HEAD_DIM)?;
@@ -677,16 +803,30 @@ pub fn run_cuda(opts: &BenchOptions) -> Result<Report, CudaError> {
             let pos: Vec<i32> = (0..t as i32).collect();
             let freqs: Vec<f32> = inv_freq().iter().map(|&f| f as f32).collect();
             let (dpos, dfreq) = (dev.upload(&pos)?, dev.upload(&freqs)?);
-            let ms = dev.time_ms(warm, reps, || dev.rope(&mut q, &mut k, &dpos, &dfreq, t, Q_HEADS, KV_HEADS))?;
+            let ms = dev.time_ms(warm, reps, || {
+                dev.rope(&mut q, &mut k, &dpos, &dfreq, t, Q_HEADS, KV_HEADS)
+            })?;
             let bytes = 2 * t * (Q_HEADS + KV_HEADS) * HEAD_DIM * 2;
-            report.push_row("rope", format!("T={t} 32q+8kv heads"), ms, None, bytes as f64);
+            report.push_row(
+                "rope",
+                format!("T={t} 32q+8kv heads"),
+                ms,
+                None,
+                bytes as f64,
+            );
         }
         if ok("silu_mul") {
             let mut gu = dev.alloc_bf16(t * 2 * FFN)?;
             dev.fill_uniform(&mut gu, rng.next_u64(), 4.0)?;
             let mut out = dev.alloc_bf16(t * FFN)?;
             let ms = dev.time_ms(warm, reps, || dev.silu_mul(&gu, &mut out, t, FFN))?;
-            report.push_row("silu_mul", format!("T={t} ffn={FFN}"), ms, None, (3 * t * FFN * 2) as f64);
+            report.push_row(
+                "silu_mul",
+                format!("T={t} ffn={FFN}"),
+                ms,
+                None,
+                (3 * t * FFN * 2) as f64,
+            );
         }
         if ok("kv_write") {
             let w = KV_HEADS * HEAD_DIM;
@@ -696,17 +836,31 @@ pub fn run_cuda(opts: &BenchOptions) -> Result<Report, CudaError> {
             dev.fill_uniform(&mut v, rng.next_u64(), 1.0)?;
             let cap = 4 * t;
             let perm = rng.permutation(cap / BLOCK_SIZE);
-            let slots: Vec<i64> = (0..t).map(|i| (perm[i / BLOCK_SIZE] * BLOCK_SIZE + i % BLOCK_SIZE) as i64).collect();
+            let slots: Vec<i64> = (0..t)
+                .map(|i| (perm[i / BLOCK_SIZE] * BLOCK_SIZE + i % BLOCK_SIZE) as i64)
+                .collect();
             let dslots = dev.upload(&slots)?;
             let (mut kc, mut vc) = (dev.alloc_bf16(cap * w)?, dev.alloc_bf16(cap * w)?);
-            let ms = dev.time_ms(warm, reps, || dev.kv_write(&k, &v, &mut kc, &mut vc, &dslots, t, KV_HEADS))?;
-            report.push_row("kv_write", format!("T={t} 8 kv heads"), ms, None, (2 * 2 * t * w * 2) as f64);
+            let ms = dev.time_ms(warm, reps, || {
+                dev.kv_write(&k, &v, &mut kc, &mut vc, &dslots, t, KV_HEADS)
+            })?;
+            report.push_row(
+                "kv_write",
+                format!("T={t} 8 kv heads"),
+                ms,
+                None,
+                (2 * 2 * t * w * 2) as f64,
+            );
         }
     }
 
     // GEMMs, rotating weight copies so that the weights come from memory, not L2.
     if ok("gemm") {
-        let tokens: &[usize] = if opts.quick { &[64, 2048] } else { &GEMM_TOKENS };
+        let tokens: &[usize] = if opts.quick {
+            &[64, 2048]
+        } else {
+            &GEMM_TOKENS
+        };
         for (name, k, n) in LINEARS {
             let wbytes = n * k * 2;
             let copies = (3 * info.l2_bytes.max(1)).div_ceil(wbytes).clamp(1, 8);
@@ -726,7 +880,13 @@ pub fn run_cuda(opts: &BenchOptions) -> Result<Report, CudaError> {
                     dev.gemm(&x, &ws[i % copies], &mut y, t, k, n)
                 })?;
                 let flops = 2.0 * (t * k * n) as f64;
-                let row = report.push_row(&format!("gemm {name}"), format!("T={t} {k}->{n}"), ms, Some(flops), 0.0);
+                let row = report.push_row(
+                    &format!("gemm {name}"),
+                    format!("T={t} {k}->{n}"),
+                    ms,
+                    Some(flops),
+                    0.0,
+                );
                 row.baseline = base.get(&format!("linear_{name}_t{t}"));
                 if let Some(b) = row.baseline {
                     row.target = Some(Target {
@@ -749,15 +909,24 @@ pub fn run_cuda(opts: &BenchOptions) -> Result<Report, CudaError> {
         let p = setup.params(batch);
         let bytes = (2 * batch * ctx * KV_HEADS * HEAD_DIM * 2) as f64;
         let auto = dev.decode_splits(batch, KV_HEADS, ctx);
-        let sweep: Vec<usize> = if opts.quick { vec![auto] } else { vec![auto, 1, 2, 4, 8, 16] };
+        let sweep: Vec<usize> = if opts.quick {
+            vec![auto]
+        } else {
+            vec![auto, 1, 2, 4, 8, 16]
+        };
         for (i, s) in sweep.into_iter().enumerate() {
             if i > 0 && s == auto {
                 continue;
             }
             let ms = dev.time_ms(warm, reps, || {
-                dev.decode_attention(&p, &q, &setup.k, &setup.v, &mut out, &mut ws, ctx, Some(s)).map(|_| ())
+                dev.decode_attention(&p, &q, &setup.k, &setup.v, &mut out, &mut ws, ctx, Some(s))
+                    .map(|_| ())
             })?;
-            let label = if i == 0 { format!("B={batch} ctx={ctx} splits={s} (default)") } else { format!("B={batch} ctx={ctx} splits={s}") };
+            let label = if i == 0 {
+                format!("B={batch} ctx={ctx} splits={s} (default)")
+            } else {
+                format!("B={batch} ctx={ctx} splits={s}")
+            };
             let row = report.push_row("decode_attention", label, ms, None, bytes);
             if i == 0 {
                 row.baseline = base.get("sdpa_decode_b64_c4096");
@@ -861,19 +1030,39 @@ pub fn run_cpu(opts: &BenchOptions) -> Result<Report, CudaError> {
     let ms = cpu_time_ms(reps, || {
         std::hint::black_box(reference::rms_norm(&x, &w, HIDDEN, 1e-5));
     });
-    report.push_row("rms_norm", format!("T={t} hidden={HIDDEN}"), ms, None, (2 * t * HIDDEN * 4) as f64);
+    report.push_row(
+        "rms_norm",
+        format!("T={t} hidden={HIDDEN}"),
+        ms,
+        None,
+        (2 * t * HIDDEN * 4) as f64,
+    );
 
     let mut qk = to_f32(&rng.bf16_vec(t * (Q_HEADS + KV_HEADS) * HEAD_DIM, 1.0));
     let pos: Vec<i32> = (0..t as i32).collect();
     let freqs = inv_freq();
-    let ms = cpu_time_ms(reps, || reference::rope(&mut qk, Q_HEADS + KV_HEADS, HEAD_DIM, &pos, &freqs));
-    report.push_row("rope", format!("T={t} 32q+8kv heads"), ms, None, (2 * qk.len() * 4) as f64);
+    let ms = cpu_time_ms(reps, || {
+        reference::rope(&mut qk, Q_HEADS + KV_HEADS, HEAD_DIM, &pos, &freqs)
+    });
+    report.push_row(
+        "rope",
+        format!("T={t} 32q+8kv heads"),
+        ms,
+        None,
+        (2 * qk.len() * 4) as f64,
+    );
 
     let gu = to_f32(&rng.bf16_vec(t * 2 * FFN, 4.0));
     let ms = cpu_time_ms(reps, || {
         std::hint::black_box(reference::silu_mul(&gu, FFN));
     });
-    report.push_row("silu_mul", format!("T={t} ffn={FFN}"), ms, None, (3 * t * FFN * 4) as f64);
+    report.push_row(
+        "silu_mul",
+        format!("T={t} ffn={FFN}"),
+        ms,
+        None,
+        (3 * t * FFN * 4) as f64,
+    );
 
     let (gt, gk, gn) = if q { (2, 512, 512) } else { (8, HIDDEN, 6144) };
     let x = to_f32(&rng.bf16_vec(gt * gk, 1.0));
@@ -881,28 +1070,64 @@ pub fn run_cpu(opts: &BenchOptions) -> Result<Report, CudaError> {
     let ms = cpu_time_ms(reps, || {
         std::hint::black_box(reference::gemm(&x, &w, gt, gk, gn));
     });
-    report.push_row("gemm qkv", format!("T={gt} {gk}->{gn}"), ms, Some(2.0 * (gt * gk * gn) as f64), 0.0);
+    report.push_row(
+        "gemm qkv",
+        format!("T={gt} {gk}->{gn}"),
+        ms,
+        Some(2.0 * (gt * gk * gn) as f64),
+        0.0,
+    );
 
     let (batch, ctx) = if q { (2, 128) } else { (4, 1024) };
     let ctx_lens = vec![ctx; batch];
     let blocks = batch * ctx / BLOCK_SIZE;
     let kv = to_f32(&rng.bf16_vec(blocks * BLOCK_SIZE * KV_HEADS * HEAD_DIM, 1.0));
-    let tables: Vec<Vec<usize>> = (0..batch).map(|b| (b * ctx / BLOCK_SIZE..(b + 1) * ctx / BLOCK_SIZE).collect()).collect();
+    let tables: Vec<Vec<usize>> = (0..batch)
+        .map(|b| (b * ctx / BLOCK_SIZE..(b + 1) * ctx / BLOCK_SIZE).collect())
+        .collect();
     let qd = to_f32(&rng.bf16_vec(batch * Q_HEADS * HEAD_DIM, 1.0));
     let ms = cpu_time_ms(reps, || {
-        std::hint::black_box(reference::paged_attention(geometry(), &qd, &vec![1; batch], &ctx_lens, &kv, &kv, &tables));
+        std::hint::black_box(reference::paged_attention(
+            geometry(),
+            &qd,
+            &vec![1; batch],
+            &ctx_lens,
+            &kv,
+            &kv,
+            &tables,
+        ));
     });
     let bytes = (2 * batch * ctx * KV_HEADS * HEAD_DIM * 4) as f64;
-    report.push_row("decode_attention", format!("B={batch} ctx={ctx}"), ms, None, bytes);
+    report.push_row(
+        "decode_attention",
+        format!("B={batch} ctx={ctx}"),
+        ms,
+        None,
+        bytes,
+    );
 
     let s = if q { 64 } else { 512 };
     let kv = to_f32(&rng.bf16_vec(s * KV_HEADS * HEAD_DIM, 1.0));
     let tables = vec![(0..s / BLOCK_SIZE).collect::<Vec<_>>()];
     let qp = to_f32(&rng.bf16_vec(s * Q_HEADS * HEAD_DIM, 1.0));
     let ms = cpu_time_ms(reps.min(2), || {
-        std::hint::black_box(reference::paged_attention(geometry(), &qp, &[s], &[s], &kv, &kv, &tables));
+        std::hint::black_box(reference::paged_attention(
+            geometry(),
+            &qp,
+            &[s],
+            &[s],
+            &kv,
+            &kv,
+            &tables,
+        ));
     });
-    report.push_row("prefill_attention", format!("causal S={s} 32q/8kv"), ms, Some(attn_flops_causal(s, Q_HEADS)), 0.0);
+    report.push_row(
+        "prefill_attention",
+        format!("causal S={s} 32q/8kv"),
+        ms,
+        Some(attn_flops_causal(s, Q_HEADS)),
+        0.0,
+    );
     Ok(report)
 }
 
@@ -914,7 +1139,10 @@ mod tests {
     fn utc_now_is_an_iso_timestamp() {
         let t = utc_now();
         assert_eq!(t.len(), 20, "{t}");
-        assert!(t.starts_with("20") && t.ends_with('Z') && &t[10..11] == "T", "{t}");
+        assert!(
+            t.starts_with("20") && t.ends_with('Z') && &t[10..11] == "T",
+            "{t}"
+        );
     }
 
     #[test]
@@ -937,7 +1165,14 @@ mod tests {
         })
         .unwrap();
         let kernels: Vec<&str> = r.rows.iter().map(|r| r.kernel.as_str()).collect();
-        for k in ["rms_norm", "rope", "silu_mul", "gemm qkv", "decode_attention", "prefill_attention"] {
+        for k in [
+            "rms_norm",
+            "rope",
+            "silu_mul",
+            "gemm qkv",
+            "decode_attention",
+            "prefill_attention",
+        ] {
             assert!(kernels.contains(&k), "{k} missing from {kernels:?}");
         }
         assert!(r.rows.iter().all(|r| r.rate.is_finite() && r.rate > 0.0));
@@ -1000,7 +1235,10 @@ mod tests {
             met: true,
         });
         let md = r.markdown();
-        assert!(md.contains("FAILED") && md.contains(">= 300 TFLOP/s met"), "{md}");
+        assert!(
+            md.contains("FAILED") && md.contains(">= 300 TFLOP/s met"),
+            "{md}"
+        );
         assert!(r.json("c", "d").contains("\"rel_err\": null"));
     }
 }

@@ -33,14 +33,18 @@ pub fn probe_driver() -> Result<(), CudaError> {
     if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
         return Err(CudaError::MissingLibrary {
             lib: "nvrtc",
-            hint: "install the CUDA 13 toolkit's libnvrtc.so.13 or add its folder to LD_LIBRARY_PATH".into(),
+            hint:
+                "install the CUDA 13 toolkit's libnvrtc.so.13 or add its folder to LD_LIBRARY_PATH"
+                    .into(),
         });
     }
     // SAFETY: as above, a `dlopen` probe only.
     if !unsafe { cudarc::cublas::sys::is_culib_present() } {
         return Err(CudaError::MissingLibrary {
             lib: "cublas",
-            hint: "install the CUDA 13 toolkit's libcublas.so.13 or add its folder to LD_LIBRARY_PATH".into(),
+            hint:
+                "install the CUDA 13 toolkit's libcublas.so.13 or add its folder to LD_LIBRARY_PATH"
+                    .into(),
         });
     }
     Ok(())
@@ -95,7 +99,9 @@ pub struct CudaDevice {
 
 impl std::fmt::Debug for CudaDevice {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CudaDevice").field("info", &self.info).finish_non_exhaustive()
+        f.debug_struct("CudaDevice")
+            .field("info", &self.info)
+            .finish_non_exhaustive()
     }
 }
 
@@ -104,7 +110,9 @@ fn driver_release() -> Option<String> {
     let text = std::fs::read_to_string("/proc/driver/nvidia/version").ok()?;
     let line = text.lines().next()?;
     line.split_whitespace()
-        .find(|w| w.chars().next().is_some_and(|c| c.is_ascii_digit()) && w.matches('.').count() >= 1)
+        .find(|w| {
+            w.chars().next().is_some_and(|c| c.is_ascii_digit()) && w.matches('.').count() >= 1
+        })
         .map(str::to_string)
 }
 
@@ -126,7 +134,11 @@ fn cuda_include_dir() -> Result<PathBuf, CudaError> {
         .ok_or_else(|| {
             CudaError::Compile(format!(
                 "cuda_bf16.h not found in any of {}; set CUDA_HOME to the CUDA toolkit folder",
-                candidates.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+                candidates
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ))
         })
 }
@@ -138,13 +150,17 @@ impl CudaDevice {
     pub fn new(ordinal: usize) -> Result<Self, CudaError> {
         probe_driver()?;
         let ctx = std::panic::catch_unwind(|| CudaContext::new(ordinal))
-            .map_err(|_| CudaError::NoDriver("the CUDA driver library panicked while initialising".into()))?
+            .map_err(|_| {
+                CudaError::NoDriver("the CUDA driver library panicked while initialising".into())
+            })?
             .map_err(|e| CudaError::NoDriver(format!("cuInit / device {ordinal} failed: {e}")))?;
         // SAFETY: fuselab uses a single stream per device, so cudarc's cross-stream
         // event tracking is not needed; every buffer is used on `stream` only.
         unsafe { ctx.disable_event_tracking() };
         let stream = ctx.default_stream();
-        let cc = ctx.compute_capability().map_err(CudaError::driver("reading the compute capability"))?;
+        let cc = ctx
+            .compute_capability()
+            .map_err(CudaError::driver("reading the compute capability"))?;
         if cc.0 < 8 {
             return Err(CudaError::NoDriver(format!(
                 "device {ordinal} has compute capability {}.{}; the bf16 tensor-core kernels need 8.0 or newer",
@@ -152,10 +168,17 @@ impl CudaDevice {
             )));
         }
         let attr = |a: CUdevice_attribute, what: &str| {
-            ctx.attribute(a).map_err(CudaError::driver(format!("reading {what}")))
+            ctx.attribute(a)
+                .map_err(CudaError::driver(format!("reading {what}")))
         };
-        let sm_count = attr(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT, "the SM count")?;
-        let l2 = attr(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_L2_CACHE_SIZE, "the L2 size")?;
+        let sm_count = attr(
+            CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT,
+            "the SM count",
+        )?;
+        let l2 = attr(
+            CUdevice_attribute::CU_DEVICE_ATTRIBUTE_L2_CACHE_SIZE,
+            "the L2 size",
+        )?;
         let mut driver_version = 0i32;
         // SAFETY: cuDriverGetVersion writes one int through a valid pointer.
         unsafe { cudarc::driver::sys::cuDriverGetVersion(&mut driver_version) }
@@ -167,11 +190,15 @@ impl CudaDevice {
             format!("sm_{}{}", cc.0, cc.1)
         };
         let info = DeviceInfo {
-            name: ctx.name().map_err(CudaError::driver("reading the device name"))?,
+            name: ctx
+                .name()
+                .map_err(CudaError::driver("reading the device name"))?,
             compute_capability: cc,
             sm_count: sm_count.max(1) as usize,
             l2_bytes: l2.max(0) as usize,
-            total_mem: ctx.total_mem().map_err(CudaError::driver("reading the memory size"))?,
+            total_mem: ctx
+                .total_mem()
+                .map_err(CudaError::driver("reading the memory size"))?,
             driver_version,
             driver_release: driver_release(),
             arch: arch.clone(),
@@ -202,7 +229,9 @@ impl CudaDevice {
 
     /// Waits for all queued work.
     pub fn synchronize(&self) -> Result<(), CudaError> {
-        self.stream.synchronize().map_err(CudaError::driver("synchronising the stream"))
+        self.stream
+            .synchronize()
+            .map_err(CudaError::driver("synchronising the stream"))
     }
 
     /// Median time in milliseconds of `reps` runs of `f` after `warmup` runs,
@@ -225,10 +254,15 @@ impl CudaDevice {
                     .map_err(CudaError::driver("creating a timing event"))
             };
             let (start, end) = (new()?, new()?);
-            start.record(&self.stream).map_err(CudaError::driver("recording an event"))?;
+            start
+                .record(&self.stream)
+                .map_err(CudaError::driver("recording an event"))?;
             f()?;
-            end.record(&self.stream).map_err(CudaError::driver("recording an event"))?;
-            let ms = start.elapsed_ms(&end).map_err(CudaError::driver("reading an event time"))?;
+            end.record(&self.stream)
+                .map_err(CudaError::driver("recording an event"))?;
+            let ms = start
+                .elapsed_ms(&end)
+                .map_err(CudaError::driver("reading an event time"))?;
             times.push(f64::from(ms));
         }
         times.sort_by(f64::total_cmp);
@@ -245,13 +279,14 @@ fn compile_kernels(ctx: &Arc<CudaContext>, arch: &str) -> Result<Kernels, CudaEr
         ..Default::default()
     };
     let ptx = cudarc::nvrtc::compile_ptx_with_opts(KERNEL_SOURCE, opts).map_err(|e| match e {
-        cudarc::nvrtc::CompileError::CompileError { log, options, .. } => CudaError::Compile(format!(
-            "options {options:?}: {}",
-            log.to_string_lossy()
-        )),
+        cudarc::nvrtc::CompileError::CompileError { log, options, .. } => {
+            CudaError::Compile(format!("options {options:?}: {}", log.to_string_lossy()))
+        }
         other => CudaError::Compile(other.to_string()),
     })?;
-    let module = ctx.load_module(ptx).map_err(CudaError::driver("loading the compiled module"))?;
+    let module = ctx
+        .load_module(ptx)
+        .map_err(CudaError::driver("loading the compiled module"))?;
     let f = |name: &str| {
         module
             .load_function(name)

@@ -79,7 +79,9 @@ pub enum CudaError {
 }
 
 impl CudaError {
-    pub(crate) fn driver(context: impl Into<String>) -> impl FnOnce(cudarc::driver::DriverError) -> Self {
+    pub(crate) fn driver(
+        context: impl Into<String>,
+    ) -> impl FnOnce(cudarc::driver::DriverError) -> Self {
         let context = context.into();
         move |source| CudaError::Driver { context, source }
     }

@@ -27,7 +27,11 @@ pub enum PrefillTile {
 
 impl PrefillTile {
     /// Every variant, for benchmarks and checks.
-    pub const ALL: [PrefillTile; 3] = [PrefillTile::Rows64, PrefillTile::Rows128, PrefillTile::Rows128W8];
+    pub const ALL: [PrefillTile; 3] = [
+        PrefillTile::Rows64,
+        PrefillTile::Rows128,
+        PrefillTile::Rows128W8,
+    ];
 
     /// Query rows per block.
     pub const fn rows(self) -> usize {
@@ -87,7 +91,11 @@ pub struct PagedAttention<'a> {
 }
 
 impl PagedAttention<'_> {
-    fn validate(&self, k_cache: &CudaSlice<bf16>, v_cache: &CudaSlice<bf16>) -> Result<u32, CudaError> {
+    fn validate(
+        &self,
+        k_cache: &CudaSlice<bf16>,
+        v_cache: &CudaSlice<bf16>,
+    ) -> Result<u32, CudaError> {
         if self.batch == 0 {
             return Err(CudaError::invalid("batch", "must be at least 1"));
         }
@@ -103,7 +111,10 @@ impl PagedAttention<'_> {
         if !self.block_size.is_power_of_two() {
             return Err(CudaError::invalid(
                 "block_size",
-                format!("{} is not a power of two; use 16, 32 or 64", self.block_size),
+                format!(
+                    "{} is not a power of two; use 16, 32 or 64",
+                    self.block_size
+                ),
             ));
         }
         let row = self.block_size * self.num_kv_heads * HEAD_DIM;
@@ -120,7 +131,11 @@ impl PagedAttention<'_> {
             }
         }
         check_len("ctx_lens", self.ctx_lens.len(), self.batch)?;
-        check_len("block_tables", self.block_tables.len(), self.batch * self.max_blocks_per_seq)?;
+        check_len(
+            "block_tables",
+            self.block_tables.len(),
+            self.batch * self.max_blocks_per_seq,
+        )?;
         Ok(self.block_size.trailing_zeros())
     }
 }
@@ -167,22 +182,35 @@ fn to_i32(field: &'static str, v: usize) -> Result<i32, CudaError> {
 }
 
 fn grid(n: usize, field: &'static str) -> Result<u32, CudaError> {
-    u32::try_from(n.max(1)).map_err(|_| CudaError::invalid(field, format!("{n} blocks is too many for one launch")))
+    u32::try_from(n.max(1))
+        .map_err(|_| CudaError::invalid(field, format!("{n} blocks is too many for one launch")))
 }
 
 impl CudaDevice {
-    fn launched<T>(&self, r: Result<T, cudarc::driver::DriverError>, name: &str) -> Result<(), CudaError> {
-        r.map(|_| ()).map_err(CudaError::driver(format!("launching `{name}`")))
+    fn launched<T>(
+        &self,
+        r: Result<T, cudarc::driver::DriverError>,
+        name: &str,
+    ) -> Result<(), CudaError> {
+        r.map(|_| ())
+            .map_err(CudaError::driver(format!("launching `{name}`")))
     }
 
     /// Allocates `n` bf16 values on the device, uninitialised (zeroed).
     pub fn alloc_bf16(&self, n: usize) -> Result<CudaSlice<bf16>, CudaError> {
-        self.stream.alloc_zeros::<bf16>(n).map_err(CudaError::driver("allocating device memory"))
+        self.stream
+            .alloc_zeros::<bf16>(n)
+            .map_err(CudaError::driver("allocating device memory"))
     }
 
     /// Copies host values to a new device buffer.
-    pub fn upload<T: cudarc::driver::DeviceRepr>(&self, host: &[T]) -> Result<CudaSlice<T>, CudaError> {
-        self.stream.clone_htod(host).map_err(CudaError::driver("copying to the device"))
+    pub fn upload<T: cudarc::driver::DeviceRepr>(
+        &self,
+        host: &[T],
+    ) -> Result<CudaSlice<T>, CudaError> {
+        self.stream
+            .clone_htod(host)
+            .map_err(CudaError::driver("copying to the device"))
     }
 
     /// Copies a device buffer back to the host (synchronising).
@@ -190,14 +218,28 @@ impl CudaDevice {
         &self,
         dev: &CudaSlice<T>,
     ) -> Result<Vec<T>, CudaError> {
-        self.stream.clone_dtoh(dev).map_err(CudaError::driver("copying from the device"))
+        self.stream
+            .clone_dtoh(dev)
+            .map_err(CudaError::driver("copying from the device"))
     }
 
     /// Fills `buf` with values uniform in `[-scale, scale)` from a counter-based hash of `seed`.
-    pub fn fill_uniform(&self, buf: &mut CudaSlice<bf16>, seed: u64, scale: f32) -> Result<(), CudaError> {
+    pub fn fill_uniform(
+        &self,
+        buf: &mut CudaSlice<bf16>,
+        seed: u64,
+        scale: f32,
+    ) -> Result<(), CudaError> {
         let n = buf.len() as u64;
         let cfg = LaunchConfig {
-            grid_dim: (grid((self.info().sm_count * 16).min(buf.len().div_ceil(256)), "fill")?, 1, 1),
+            grid_dim: (
+                grid(
+                    (self.info().sm_count * 16).min(buf.len().div_ceil(256)),
+                    "fill",
+                )?,
+                1,
+                1,
+            ),
             block_dim: (256, 1, 1),
             shared_mem_bytes: 0,
         };
@@ -212,7 +254,11 @@ impl CudaDevice {
         if src.len() != dst.len() || src.len() % 8 != 0 {
             return Err(CudaError::invalid(
                 "dst",
-                format!("copy needs equal lengths divisible by 8, got {} and {}", src.len(), dst.len()),
+                format!(
+                    "copy needs equal lengths divisible by 8, got {} and {}",
+                    src.len(),
+                    dst.len()
+                ),
             ));
         }
         let n4 = (src.len() / 8) as u64;
@@ -238,7 +284,10 @@ impl CudaDevice {
         eps: f32,
     ) -> Result<(), CudaError> {
         if hidden == 0 || hidden % 8 != 0 {
-            return Err(CudaError::invalid("hidden", format!("{hidden} must be a positive multiple of 8")));
+            return Err(CudaError::invalid(
+                "hidden",
+                format!("{hidden} must be a positive multiple of 8"),
+            ));
         }
         check_len("x", x.len(), tokens * hidden)?;
         check_len("y", y.len(), tokens * hidden)?;
@@ -285,7 +334,12 @@ impl CudaDevice {
             shared_mem_bytes: 0,
         };
         let mut b = self.stream.launch_builder(&self.k.rope);
-        b.arg(q).arg(k).arg(positions).arg(inv_freq).arg(&hq_i).arg(&hkv_i);
+        b.arg(q)
+            .arg(k)
+            .arg(positions)
+            .arg(inv_freq)
+            .arg(&hq_i)
+            .arg(&hkv_i);
         // SAFETY: one block per token; each touches its own q/k rows, lengths checked above.
         self.launched(unsafe { b.launch(cfg) }, "rope")
     }
@@ -299,7 +353,10 @@ impl CudaDevice {
         ffn: usize,
     ) -> Result<(), CudaError> {
         if ffn == 0 || ffn % 8 != 0 {
-            return Err(CudaError::invalid("ffn", format!("{ffn} must be a positive multiple of 8")));
+            return Err(CudaError::invalid(
+                "ffn",
+                format!("{ffn} must be a positive multiple of 8"),
+            ));
         }
         check_len("gate_up", gate_up.len(), tokens * 2 * ffn)?;
         check_len("out", out.len(), tokens * ffn)?;
@@ -307,7 +364,9 @@ impl CudaDevice {
             return Ok(());
         }
         let (t, f) = (tokens as u64, to_i32("ffn", ffn)?);
-        let blocks = (tokens * ffn / 8).div_ceil(256).min(self.info().sm_count * 16);
+        let blocks = (tokens * ffn / 8)
+            .div_ceil(256)
+            .min(self.info().sm_count * 16);
         let cfg = LaunchConfig {
             grid_dim: (grid(blocks, "tokens")?, 1, 1),
             block_dim: (256, 1, 1),
@@ -339,7 +398,11 @@ impl CudaDevice {
         if k_cache.len() % w.max(1) != 0 || v_cache.len() != k_cache.len() {
             return Err(CudaError::invalid(
                 "k_cache",
-                format!("caches of {} and {} elements are not whole token rows of {w}", k_cache.len(), v_cache.len()),
+                format!(
+                    "caches of {} and {} elements are not whole token rows of {w}",
+                    k_cache.len(),
+                    v_cache.len()
+                ),
             ));
         }
         if tokens == 0 {
@@ -352,7 +415,12 @@ impl CudaDevice {
             shared_mem_bytes: 0,
         };
         let mut b = self.stream.launch_builder(&self.k.kv_write);
-        b.arg(k).arg(v).arg(k_cache).arg(v_cache).arg(slots).arg(&hkv_i);
+        b.arg(k)
+            .arg(v)
+            .arg(k_cache)
+            .arg(v_cache)
+            .arg(slots)
+            .arg(&hkv_i);
         // SAFETY: one block per token row; the caller guarantees every non-negative slot
         // is below the cache's token capacity (documented contract).
         self.launched(unsafe { b.launch(cfg) }, "kv_write")
@@ -375,7 +443,17 @@ impl CudaDevice {
         total_tokens: usize,
         max_q_len: usize,
     ) -> Result<(), CudaError> {
-        self.prefill_attention_tile(p, q, k_cache, v_cache, out, cu_q, total_tokens, max_q_len, DEFAULT_PREFILL_TILE)
+        self.prefill_attention_tile(
+            p,
+            q,
+            k_cache,
+            v_cache,
+            out,
+            cu_q,
+            total_tokens,
+            max_q_len,
+            DEFAULT_PREFILL_TILE,
+        )
     }
 
     /// [`Self::prefill_attention`] with an explicit tile shape.
@@ -473,7 +551,8 @@ impl CudaDevice {
         }
         check_len("q", q.len(), p.batch * p.num_q_heads * HEAD_DIM)?;
         check_len("out", out.len(), p.batch * p.num_q_heads * HEAD_DIM)?;
-        let splits_wanted = num_splits.unwrap_or_else(|| self.decode_splits(p.batch, p.num_kv_heads, max_ctx));
+        let splits_wanted =
+            num_splits.unwrap_or_else(|| self.decode_splits(p.batch, p.num_kv_heads, max_ctx));
         if splits_wanted == 0 {
             return Err(CudaError::invalid("num_splits", "must be at least 1"));
         }

@@ -25,9 +25,17 @@ pub fn rel_err(out: &[f32], reference: &[f32]) -> f64 {
 pub fn rms_norm(x: &[f32], w: &[f32], hidden: usize, eps: f64) -> Vec<f32> {
     let mut out = Vec::with_capacity(x.len());
     for row in x.chunks_exact(hidden) {
-        let ms = row.iter().map(|&v| f64::from(v) * f64::from(v)).sum::<f64>() / hidden as f64;
+        let ms = row
+            .iter()
+            .map(|&v| f64::from(v) * f64::from(v))
+            .sum::<f64>()
+            / hidden as f64;
         let inv = 1.0 / (ms + eps).sqrt();
-        out.extend(row.iter().zip(w).map(|(&v, &g)| (f64::from(v) * inv * f64::from(g)) as f32));
+        out.extend(
+            row.iter()
+                .zip(w)
+                .map(|(&v, &g)| (f64::from(v) * inv * f64::from(g)) as f32),
+        );
     }
     out
 }
@@ -68,7 +76,11 @@ pub fn gemm(x: &[f32], w: &[f32], tokens: usize, k: usize, n: usize) -> Vec<f32>
         let xr = &x[t * k..(t + 1) * k];
         for j in 0..n {
             let wr = &w[j * k..(j + 1) * k];
-            let s: f64 = xr.iter().zip(wr).map(|(&a, &b)| f64::from(a) * f64::from(b)).sum();
+            let s: f64 = xr
+                .iter()
+                .zip(wr)
+                .map(|(&a, &b)| f64::from(a) * f64::from(b))
+                .sum();
             y[t * n + j] = s as f32;
         }
     }
@@ -124,7 +136,12 @@ pub fn paged_attention(
                 let mut mx = f64::NEG_INFINITY;
                 for j in 0..=pos {
                     let kr = &k_cache[kv_off(j)..][..d];
-                    let s: f64 = qv.iter().zip(kr).map(|(&a, &b)| f64::from(a) * f64::from(b)).sum::<f64>() * g.scale;
+                    let s: f64 = qv
+                        .iter()
+                        .zip(kr)
+                        .map(|(&a, &b)| f64::from(a) * f64::from(b))
+                        .sum::<f64>()
+                        * g.scale;
                     mx = mx.max(s);
                     scores.push(s);
                 }
@@ -216,7 +233,13 @@ mod tests {
         assert_eq!(s[0], 0.0);
         assert!((f64::from(s[1]) - 2.0 / (1.0 + (-2f64).exp()) * 3.0).abs() < 1e-5);
 
-        let y = gemm(&[1.0, 2.0, 3.0, 4.0], &[1.0, 0.0, 0.0, 1.0, 1.0, 1.0], 2, 2, 3);
+        let y = gemm(
+            &[1.0, 2.0, 3.0, 4.0],
+            &[1.0, 0.0, 0.0, 1.0, 1.0, 1.0],
+            2,
+            2,
+            3,
+        );
         assert_eq!(y, vec![1.0, 2.0, 3.0, 3.0, 4.0, 7.0]);
     }
 }

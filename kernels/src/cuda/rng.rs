@@ -31,7 +31,9 @@ impl SplitMix {
 
     /// `n` values uniform in `[-scale, scale)`, rounded to bf16.
     pub(crate) fn bf16_vec(&mut self, n: usize, scale: f32) -> Vec<half::bf16> {
-        (0..n).map(|_| half::bf16::from_f32(self.uniform() * scale)).collect()
+        (0..n)
+            .map(|_| half::bf16::from_f32(self.uniform() * scale))
+            .collect()
     }
 
     /// A random permutation of `0..n`.

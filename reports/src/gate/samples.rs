@@ -136,7 +136,7 @@ impl Clustered {
 /// cheaper than a comparison sort for the large ITL samples.
 fn radix_sort(items: &mut Vec<(u64, u32, u32)>) {
     let n = items.len();
-    if n < 64 {
+    if n < 4096 {
         items.sort_unstable();
         return;
     }
@@ -487,7 +487,7 @@ mod tests {
 
     #[test]
     fn point_throughput_equals_the_metrics_crate() {
-        let reqs: Vec<RequestRecord> = (0..20)
+        let reqs: Vec<RequestRecord> = (0..20u32)
             .map(|i| {
                 let s = f64::from(i) * 0.3;
                 req(u64::from(i), s, &[s + 0.2, s + 0.4, s + 0.9])
@@ -506,7 +506,7 @@ mod tests {
         assert!(close(s.eval(GateMetric::ItlP50, &ones).unwrap(), m.itl_s.p50));
         assert!(close(s.eval(GateMetric::E2eP50, &ones).unwrap(), m.e2e_s.p50));
         // With an SLO that some requests miss, goodput still matches.
-        let slo = Slo { ttft_s: Some(0.2), tpot_s: Some(0.3), e2e_s: None, fastgen_rate: Some(2.0) };
+        let slo = Slo { ttft_s: Some(0.22), tpot_s: Some(0.4), e2e_s: None, fastgen_rate: None };
         let mut reqs = reqs;
         for r in reqs.iter_mut().step_by(3) {
             for c in &mut r.tokens {

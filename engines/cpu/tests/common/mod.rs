@@ -37,7 +37,8 @@ pub fn backends() -> Vec<(&'static str, fn(u64, usize) -> Box<dyn UnderTestDyn>)
     vec![("cpu", |kv_budget, decode_splits| {
         // Building random weights is the slow part in dev builds: do it once.
         static MODEL: std::sync::OnceLock<Model> = std::sync::OnceLock::new();
-        let model = MODEL.get_or_init(|| Model::random(ModelConfig::tiny(), 1234).expect("tiny model"));
+        let model =
+            MODEL.get_or_init(|| Model::random(ModelConfig::tiny(), 1234).expect("tiny model"));
         let b = CpuBackend::new(
             model.clone(),
             CpuOptions {
@@ -154,7 +155,11 @@ impl<B: Backend> Backend for Recorder<B> {
             for (i, &t) in e.tokens.iter().enumerate() {
                 let p = e.start_pos as usize + i;
                 if p < seq.len() {
-                    assert_eq!(seq[p], t, "request {} position {p} got a different token", e.request);
+                    assert_eq!(
+                        seq[p], t,
+                        "request {} position {p} got a different token",
+                        e.request
+                    );
                     if i == 0 {
                         self.recomputes += 1;
                     }
@@ -171,8 +176,14 @@ impl<B: Backend> Backend for Recorder<B> {
 /// Largest absolute difference over the largest reference magnitude.
 pub fn rel_err(got: &[f32], want: &[f32]) -> f32 {
     assert_eq!(got.len(), want.len());
-    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs())).max(f32::MIN_POSITIVE);
-    got.iter().zip(want).fold(0f32, |m, (a, b)| m.max((a - b).abs())) / scale
+    let scale = want
+        .iter()
+        .fold(0f32, |m, v| m.max(v.abs()))
+        .max(f32::MIN_POSITIVE);
+    got.iter()
+        .zip(want)
+        .fold(0f32, |m, (a, b)| m.max((a - b).abs()))
+        / scale
 }
 
 /// Oracle logits by token sequence, shared by the scenarios of one backend
@@ -190,7 +201,9 @@ pub fn check_against_oracle(
 ) -> usize {
     for l in logits {
         let seq = &sequences[&l.request];
-        let want = cache.entry(seq.clone()).or_insert_with(|| backend.oracle(seq));
+        let want = cache
+            .entry(seq.clone())
+            .or_insert_with(|| backend.oracle(seq));
         let err = rel_err(&l.logits, &want[l.pos as usize]);
         assert!(
             err <= REL_TOL,

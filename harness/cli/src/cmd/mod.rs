@@ -5,3 +5,6 @@ pub mod run;
 pub mod sweep;
 pub mod workload;
 pub mod kernels;
+pub mod report;
+pub mod gate;
+pub mod tune;

@@ -38,11 +38,6 @@ pub struct SweepArgs {
     #[serde(default)]
     pub rates: Vec<f64>,
 
-    /// Closed-loop client counts to sweep, e.g. `1,2,4,8`.
-    #[arg(long, value_name = "LIST", value_delimiter = ',')]
-    #[serde(default)]
-    pub clients: Vec<u32>,
-
     /// Set a knob on every policy that has it, e.g. `--knob budget=1024` (repeatable).
     #[arg(long = "knob", value_name = "NAME=VALUE")]
     #[serde(default)]
@@ -98,8 +93,8 @@ pub struct SweepPlan {
 pub fn run(args: SweepArgs) -> anyhow::Result<Outcome> {
     let args = config::merge(args.clone(), args.config.as_deref())?;
     let plan = plan(&args)?;
-    let (_, base) = plan.workload.resolve()?;
-    drop(base);
+    // Check the workload flags before creating anything.
+    point_at(&plan, &plan.policies[0], plan.loads[0])?;
     let out = args.out.clone().unwrap_or_else(|| {
         let w = plan.workload.preset.clone().unwrap_or_else(|| "trace".into());
         PathBuf::from(format!("runs/sweep-{w}-s{}", plan.workload.seed.unwrap_or(42)))
@@ -118,11 +113,12 @@ pub fn run(args: SweepArgs) -> anyhow::Result<Outcome> {
 pub fn plan(args: &SweepArgs) -> anyhow::Result<SweepPlan> {
     let kinds = PolicyKind::parse_list(args.policies.as_deref().unwrap_or("all"))?;
     let policies = policies_with_knobs(&kinds, &args.knob)?;
-    let (load_kind, loads) = match (args.rates.is_empty(), args.clients.is_empty()) {
+    let clients = &args.workload.clients;
+    let (load_kind, loads) = match (args.rates.is_empty(), clients.is_empty()) {
         (false, true) => (LoadKind::Rate, args.rates.clone()),
         (true, false) => (
             LoadKind::Clients,
-            args.clients.iter().map(|c| f64::from(*c)).collect(),
+            clients.iter().map(|c| f64::from(*c)).collect(),
         ),
         (true, true) => {
             return Err(Error::invalid(
@@ -154,7 +150,6 @@ pub fn plan(args: &SweepArgs) -> anyhow::Result<SweepPlan> {
     loads.dedup();
     for (flag, set) in [
         ("--rate", args.workload.rate.is_some()),
-        ("--clients (workload)", args.workload.clients.is_some()),
         ("--end-rate", args.workload.end_rate.is_some()),
     ] {
         if set {
@@ -250,7 +245,7 @@ fn point_at(plan: &SweepPlan, policy: &PolicyConfig, load: f64) -> anyhow::Resul
     match plan.load_kind {
         LoadKind::Rate => w.rate = Some(load),
         #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-        LoadKind::Clients => w.clients = Some(load.round() as u32),
+        LoadKind::Clients => w.clients = vec![load.round() as u32],
     }
     let (workload, requests) = w.resolve()?;
     Ok(Point {

@@ -63,8 +63,10 @@ pub struct WorkloadOpts {
     pub burstiness: Option<f64>,
 
     /// Closed loop with this many concurrent clients (implies --arrivals closed-loop).
-    #[arg(long, value_name = "C")]
-    pub clients: Option<u32>,
+    /// `fuselab sweep` takes a list here: `--clients 1,2,4,8`.
+    #[arg(long, value_name = "C", value_delimiter = ',')]
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub clients: Vec<u32>,
 
     /// Spread requests round-robin over G groups sharing a prefix (needs --prefix-len).
     #[arg(long, value_name = "G")]
@@ -81,6 +83,20 @@ pub struct WorkloadOpts {
     /// Write the requests as JSONL, one a line.
     #[arg(long, value_name = "FILE")]
     pub export: Option<PathBuf>,
+}
+
+/// Accepts `clients = 8` as well as `clients = [1, 2, 4]` in config files.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<u32>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(u32),
+        Many(Vec<u32>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(v) => vec![v],
+        OneOrMany::Many(v) => v,
+    })
 }
 
 /// Arrival process names as `--arrivals` spells them.
@@ -157,6 +173,13 @@ impl WorkloadOpts {
 /// Turns the (merged) flags into a spec, rejecting contradictory combinations.
 /// A trace is read here, once, and its requests come back with the spec.
 fn resolve(a: &WorkloadOpts) -> Result<(WorkloadSpec, Option<Vec<RequestSpec>>), Error> {
+    if a.clients.len() > 1 {
+        return Err(Error::invalid(
+            "--clients",
+            format!("{} client counts given", a.clients.len()),
+            "give one count here; `fuselab sweep --clients 1,2,4,8` sweeps several",
+        ));
+    }
     if let Some(trace) = &a.trace {
         let given = [
             ("--preset", a.preset.is_some()),
@@ -165,7 +188,7 @@ fn resolve(a: &WorkloadOpts) -> Result<(WorkloadSpec, Option<Vec<RequestSpec>>),
             ("--rate", a.rate.is_some()),
             ("--end-rate", a.end_rate.is_some()),
             ("--burstiness", a.burstiness.is_some()),
-            ("--clients", a.clients.is_some()),
+            ("--clients", !a.clients.is_empty()),
             ("--prefix-groups", a.prefix_groups.is_some()),
             ("--prefix-len", a.prefix_len.is_some()),
         ];
@@ -220,6 +243,7 @@ fn resolve(a: &WorkloadOpts) -> Result<(WorkloadSpec, Option<Vec<RequestSpec>>),
 }
 
 fn resolve_arrivals(a: &WorkloadOpts, preset: &Arrivals) -> Result<Arrivals, Error> {
+    let clients = a.clients.first().copied();
     let preset_kind = match preset {
         Arrivals::Poisson { .. } => ArrivalKind::Poisson,
         Arrivals::Gamma { .. } => ArrivalKind::Gamma,
@@ -232,7 +256,7 @@ fn resolve_arrivals(a: &WorkloadOpts, preset: &Arrivals) -> Result<Arrivals, Err
     };
     let kind = a
         .arrivals
-        .or(a.clients.map(|_| ArrivalKind::ClosedLoop))
+        .or(clients.map(|_| ArrivalKind::ClosedLoop))
         .or(a.end_rate.map(|_| ArrivalKind::Ramp))
         .or(a.burstiness.map(|_| ArrivalKind::Gamma))
         .unwrap_or(preset_kind);
@@ -268,7 +292,7 @@ fn resolve_arrivals(a: &WorkloadOpts, preset: &Arrivals) -> Result<Arrivals, Err
     )?;
     only(
         "--clients",
-        a.clients.is_some() && kind != ArrivalKind::ClosedLoop,
+        clients.is_some() && kind != ArrivalKind::ClosedLoop,
         "closed-loop",
     )?;
 
@@ -312,7 +336,7 @@ fn resolve_arrivals(a: &WorkloadOpts, preset: &Arrivals) -> Result<Arrivals, Err
         },
         ArrivalKind::Burst => Arrivals::Burst,
         ArrivalKind::ClosedLoop => Arrivals::ClosedLoop {
-            clients: a.clients.or(preset_clients).ok_or_else(|| {
+            clients: clients.or(preset_clients).ok_or_else(|| {
                 Error::invalid(
                     "--clients",
                     "missing for closed-loop arrivals",
@@ -512,7 +536,7 @@ mod tests {
         );
         assert_eq!(
             r(WorkloadOpts {
-                clients: Some(8),
+                clients: vec![8],
                 ..args()
             })
             .unwrap(),
@@ -550,7 +574,7 @@ mod tests {
         assert!(
             e(WorkloadOpts {
                 rate: Some(1.0),
-                clients: Some(2),
+                clients: vec![2],
                 ..args()
             })
             .starts_with("invalid --rate")

@@ -1,0 +1,467 @@
+//! `fuselab tune`: a Bayesian-optimisation campaign (or random / grid search)
+//! over the knobs of an external command (`--objective-cmd`) or of the
+//! simulated engine (`--engine sim --policy ... --objective goodput`).
+//! Every trial is journaled to `<out>/trials.jsonl` (fsynced), so a killed
+//! campaign continues with `--resume`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use fuselab_core::Error;
+use fuselab_tune::{
+    CampaignEnd, CommandObjective, Config, Direction, Objective, ObjectiveDef, Outcome, OutcomeConstraint, Problem,
+    SearchSpace, Status, Trial, TrialContext, TunerKind, campaign_meta, open_campaign, pareto_trials, recommend,
+    run_campaign,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::Outcome as CliOutcome;
+use crate::cmd::bench::{EngineOpts, policy_config, slo};
+use crate::cmd::workload::WorkloadOpts;
+use crate::config;
+use crate::exec::{self, Point};
+
+/// Arguments of `fuselab tune`. Every flag can also come from `--config FILE`
+/// (engine flags under `[engine]`, workload flags under `[workload]`).
+#[derive(Debug, Clone, Default, clap::Args, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct TuneArgs {
+    /// Read any of these flags from a TOML file (keys are the flag names
+    /// without `--`); flags given here win.
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+
+    /// Knobs to tune: `name=lo..hi[:log]`, `name=lo.0..hi` (floats), `name=a|b|c`,
+    /// `name=lo..hi:pow2`, comma-separated, e.g. `budget=256..8192:log,block=16|32|64|128`.
+    #[arg(long, value_name = "SPEC")]
+    pub space: Option<String>,
+
+    /// A constraint between knobs, e.g. `budget >= block` (repeatable).
+    #[arg(long = "constraint", value_name = "EXPR")]
+    #[serde(default)]
+    pub constraint: Vec<String>,
+
+    /// Tune an external command instead of an engine: `{knob}` placeholders are
+    /// replaced by the values; the last line of its stdout must be a number.
+    #[arg(long, value_name = "CMD")]
+    pub objective_cmd: Option<String>,
+
+    /// Minimise the command's number (the default is to maximise it).
+    #[arg(long)]
+    #[serde(default)]
+    pub minimize: bool,
+
+    /// Engine objective(s): goodput, throughput, output-throughput, effective-throughput,
+    /// p99-e2e, p99-ttft, p99-tpot; two comma-separated give a Pareto front [default: goodput].
+    #[arg(long, value_name = "NAME[,NAME]")]
+    pub objective: Option<String>,
+
+    /// Outcome constraint on the engine run, e.g. `p99-e2e<=30` (seconds; repeatable).
+    #[arg(long = "outcome", value_name = "METRIC<=X")]
+    #[serde(default)]
+    pub outcome: Vec<String>,
+
+    /// Number of trials [default: 40].
+    #[arg(long, value_name = "N")]
+    pub budget: Option<usize>,
+
+    /// Campaign folder (journal, campaign.json, one run folder per trial)
+    /// [default: campaigns/tune-<tuner>-s<seed>].
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+
+    /// Trials evaluated at once (Kriging-believer batches) [default: 1].
+    #[arg(long, value_name = "K")]
+    pub parallel: Option<usize>,
+
+    /// Per-trial time limit of `--objective-cmd`, e.g. `30s`, `500ms`, `2m` [default: none].
+    #[arg(long, value_name = "DURATION")]
+    pub timeout: Option<String>,
+
+    /// Continue the campaign in `--out` from its journal.
+    #[arg(long)]
+    #[serde(default)]
+    pub resume: bool,
+
+    /// Tuner: bo, random or grid [default: bo].
+    #[arg(long, value_name = "NAME")]
+    pub tuner: Option<String>,
+
+    #[command(flatten)]
+    #[serde(default)]
+    pub engine: EngineOpts,
+
+    /// Scheduling policy whose knobs are tuned [default: splitfuse].
+    #[arg(long, value_name = "NAME")]
+    pub policy: Option<String>,
+
+    /// A fixed policy knob, `NAME=VALUE` (repeatable).
+    #[arg(long = "knob", value_name = "NAME=VALUE")]
+    #[serde(default)]
+    pub knob: Vec<String>,
+
+    /// SLOs for goodput: `ttft=2s,tpot=100ms,e2e=30s` or `fastgen:4`.
+    #[arg(long, value_name = "SLO")]
+    pub slo: Option<String>,
+
+    /// Workload preset (same as `--preset`).
+    #[arg(long = "workload", value_name = "NAME")]
+    #[serde(skip)]
+    pub workload_preset: Option<String>,
+
+    #[command(flatten)]
+    #[serde(default)]
+    pub workload: WorkloadOpts,
+}
+
+/// Parses `30s`, `500ms`, `2m`, `1h` or plain seconds.
+fn parse_duration(s: &str) -> anyhow::Result<Duration> {
+    let t = s.trim();
+    let (num, mult) = if let Some(n) = t.strip_suffix("ms") {
+        (n, 1e-3)
+    } else if let Some(n) = t.strip_suffix('s') {
+        (n, 1.0)
+    } else if let Some(n) = t.strip_suffix('m') {
+        (n, 60.0)
+    } else if let Some(n) = t.strip_suffix('h') {
+        (n, 3600.0)
+    } else {
+        (t, 1.0)
+    };
+    match num.trim().parse::<f64>() {
+        Ok(v) if v > 0.0 && v.is_finite() => Ok(Duration::from_secs_f64(v * mult)),
+        _ => Err(Error::invalid("--timeout", format!("`{s}` is not a positive duration"), "e.g. 30s, 500ms, 2m").into()),
+    }
+}
+
+/// An engine metric usable as objective or outcome constraint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Metric {
+    Goodput,
+    Throughput,
+    OutputThroughput,
+    EffectiveThroughput,
+    P99E2e,
+    P99Ttft,
+    P99Tpot,
+}
+
+impl Metric {
+    const ALL: &'static str = "goodput, throughput, output-throughput, effective-throughput, p99-e2e, p99-ttft, p99-tpot";
+
+    fn parse(s: &str, flag: &str) -> anyhow::Result<Self> {
+        Ok(match s.trim() {
+            "goodput" => Self::Goodput,
+            "throughput" => Self::Throughput,
+            "output-throughput" => Self::OutputThroughput,
+            "effective-throughput" => Self::EffectiveThroughput,
+            "p99-e2e" => Self::P99E2e,
+            "p99-ttft" => Self::P99Ttft,
+            "p99-tpot" => Self::P99Tpot,
+            other => return Err(Error::invalid(flag, format!("unknown metric `{other}`"), format!("use one of {}", Self::ALL)).into()),
+        })
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Goodput => "goodput",
+            Self::Throughput => "throughput",
+            Self::OutputThroughput => "output-throughput",
+            Self::EffectiveThroughput => "effective-throughput",
+            Self::P99E2e => "p99-e2e",
+            Self::P99Ttft => "p99-ttft",
+            Self::P99Tpot => "p99-tpot",
+        }
+    }
+
+    fn direction(self) -> Direction {
+        match self {
+            Self::P99E2e | Self::P99Ttft | Self::P99Tpot => Direction::Minimize,
+            _ => Direction::Maximize,
+        }
+    }
+
+    fn value(self, m: &fuselab_core::Metrics) -> f64 {
+        match self {
+            Self::Goodput => m.goodput,
+            Self::Throughput => m.request_throughput,
+            Self::OutputThroughput => m.output_token_throughput,
+            // The FastGen SLA at 4 tok/s is the paper's headline; fall back to the first one.
+            Self::EffectiveThroughput => m.effective_throughput.get("4").or_else(|| m.effective_throughput.values().next()).copied().unwrap_or(0.0),
+            Self::P99E2e => m.e2e_s.p99,
+            Self::P99Ttft => m.ttft_s.p99,
+            Self::P99Tpot => m.tpot_s.p99,
+        }
+    }
+}
+
+/// The simulated engine as a tuning objective: each trial runs the workload
+/// through the policy with the trial's knobs and writes a run folder.
+struct SimObjective {
+    base: Point,
+    policy: String,
+    fixed: Vec<String>,
+    objectives: Vec<Metric>,
+    outcomes: Vec<Metric>,
+}
+
+impl SimObjective {
+    fn knobs(&self, space: &SearchSpace, config: &Config) -> Vec<String> {
+        let mut k = self.fixed.clone();
+        k.extend(space.params().iter().zip(&config.0).map(|(p, v)| format!("{}={v}", p.name)));
+        k
+    }
+}
+
+impl Objective for SimObjective {
+    fn evaluate(&self, ctx: &TrialContext<'_>, config: &Config) -> Outcome {
+        let policy = match policy_config(&self.policy, &self.knobs(ctx.space, config)) {
+            Ok(p) => p,
+            Err(e) => return Outcome::failed(Status::Failed, format!("{e:#}")),
+        };
+        let point = Point { policy, ..self.base.clone() };
+        match exec::run_point(&point) {
+            Ok(r) => {
+                if let Err(e) = exec::write_point(&ctx.run_dir, true, &format!("trial-{:04}", ctx.slot), &point, &r) {
+                    tracing::warn!("trial {}: {e:#}", ctx.slot);
+                }
+                let vals: Vec<f64> = self.objectives.iter().map(|m| m.value(&r.metrics)).collect();
+                let cons: Vec<f64> = self.outcomes.iter().map(|m| m.value(&r.metrics)).collect();
+                if vals.iter().chain(&cons).any(|v| !v.is_finite()) {
+                    return Outcome::failed(Status::Failed, "the run produced a non-finite metric (no request completed?)");
+                }
+                Outcome::ok(vals, cons)
+            }
+            Err(e) => Outcome::failed(Status::Failed, format!("{e:#}")),
+        }
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "sim engine {} {} policy {} workload {} ({} requests, seed {}); fixed knobs [{}]",
+            self.base.engine.hardware,
+            self.base.engine.model,
+            self.policy,
+            self.base.workload.name,
+            self.base.requests.len(),
+            self.base.workload.seed,
+            self.fixed.join(", ")
+        )
+    }
+}
+
+fn parse_outcome(s: &str) -> anyhow::Result<(Metric, OutcomeConstraint)> {
+    let (name, upper, thr) = if let Some((a, b)) = s.split_once("<=") {
+        (a, true, b)
+    } else if let Some((a, b)) = s.split_once(">=") {
+        (a, false, b)
+    } else {
+        return Err(Error::invalid("--outcome", format!("`{s}` has no <= or >="), "e.g. --outcome 'p99-e2e<=30'").into());
+    };
+    let m = Metric::parse(name, "--outcome")?;
+    let threshold: f64 = thr
+        .trim()
+        .trim_end_matches('s')
+        .parse()
+        .map_err(|_| Error::invalid("--outcome", format!("threshold `{thr}` is not a number"), "e.g. --outcome 'p99-e2e<=30'"))?;
+    Ok((m, OutcomeConstraint { name: m.name().into(), upper, threshold }))
+}
+
+/// Runs `fuselab tune`.
+pub fn run(args: TuneArgs) -> anyhow::Result<CliOutcome> {
+    let mut args = config::merge(args.clone(), args.config.as_deref())?;
+    if let Some(p) = args.workload_preset.take() {
+        args.workload.preset.get_or_insert(p);
+    }
+    let Some(space_spec) = args.space.as_deref() else {
+        bail!(Error::invalid("--space", "missing", "e.g. --space 'x1=-3.0..3,x2=-2.0..2'"));
+    };
+    let mut space = SearchSpace::parse(space_spec).context("--space")?;
+    for c in &args.constraint {
+        space = space.with_constraint(c).context("--constraint")?;
+    }
+    let budget = args.budget.unwrap_or(40);
+    if budget == 0 {
+        bail!(Error::invalid("--budget", "0 trials", "give at least 1"));
+    }
+    let parallel = args.parallel.unwrap_or(1);
+    if parallel == 0 {
+        bail!(Error::invalid("--parallel", "0", "give at least 1"));
+    }
+    let tuner_kind: TunerKind = args.tuner.as_deref().unwrap_or("bo").parse()?;
+    // `--seed` (a workload flag) seeds the tuner too.
+    let seed = args.workload.seed.unwrap_or(42);
+    let timeout = args.timeout.as_deref().map(parse_duration).transpose()?;
+
+    let (problem, objective): (Problem, Box<dyn Objective>) = if let Some(cmd) = args.objective_cmd.as_deref() {
+        if args.policy.is_some() || args.objective.is_some() || !args.knob.is_empty() || !args.outcome.is_empty() {
+            bail!(Error::invalid(
+                "--objective-cmd",
+                "given together with engine flags (--policy/--objective/--knob/--outcome)",
+                "tune either a command or the engine"
+            ));
+        }
+        let dir = if args.minimize { Direction::Minimize } else { Direction::Maximize };
+        let problem = Problem::single(space.clone(), "value", dir);
+        let obj = CommandObjective::new(cmd, &space, timeout, 1, 0)?;
+        (problem, Box::new(obj))
+    } else {
+        let policy = args.policy.clone().unwrap_or_else(|| "splitfuse".into());
+        // A knob the policy does not have (or a bad fixed knob) is a usage error, found
+        // before any trial runs: try the fixed knobs plus one sample of the space.
+        let mut rng = fuselab_tune::trial_rng(seed, 0);
+        let probe = space.sample(&mut rng).context("--constraint: no configuration satisfies the constraints")?;
+        let mut knobs = args.knob.clone();
+        knobs.extend(space.params().iter().zip(&probe.0).map(|(p, v)| format!("{}={v}", p.name)));
+        policy_config(&policy, &knobs).with_context(|| format!("--space: the knobs of policy `{policy}`"))?;
+        let objectives: Vec<Metric> = args
+            .objective
+            .as_deref()
+            .unwrap_or("goodput")
+            .split(',')
+            .map(|s| Metric::parse(s, "--objective"))
+            .collect::<anyhow::Result<_>>()?;
+        if objectives.len() > 2 {
+            bail!(Error::invalid("--objective", "more than two objectives", "give one, or two for a Pareto front"));
+        }
+        let mut outcomes = Vec::new();
+        let mut cons = Vec::new();
+        for o in &args.outcome {
+            let (m, c) = parse_outcome(o)?;
+            outcomes.push(m);
+            cons.push(c);
+        }
+        let (workload, requests) = args.workload.resolve()?;
+        let base = Point { engine: args.engine.resolve(), policy: policy_config(&policy, &args.knob)?, workload, requests, slo: slo(args.slo.as_deref())? };
+        let problem = Problem {
+            space: space.clone(),
+            objectives: objectives.iter().map(|m| ObjectiveDef { name: m.name().into(), direction: m.direction() }).collect(),
+            constraints: cons,
+        };
+        (problem, Box::new(SimObjective { base, policy, fixed: args.knob.clone(), objectives, outcomes }))
+    };
+
+    let out = args.out.clone().unwrap_or_else(|| PathBuf::from(format!("campaigns/tune-{}-s{seed}", tuner_kind.name())));
+    let meta = campaign_meta(&problem, tuner_kind, seed, objective.as_ref());
+    let (mut journal, done) = open_campaign(&out, &meta, args.resume)?;
+    let mut tuner = tuner_kind.build(problem.clone(), seed, budget);
+    if !done.is_empty() {
+        eprintln!("resuming {}: {} trial(s) already done", out.display(), done.len());
+    }
+    for t in done {
+        tuner.tell(t);
+    }
+    eprintln!("tuning {space} with {} ({} trials, {parallel} at a time) → {}", tuner_kind.name(), budget, out.display());
+    let end = run_campaign(&problem, tuner.as_mut(), objective.as_ref(), &mut journal, budget, parallel, |t| {
+        eprintln!("[{}/{budget}] {}", t.index + 1, trial_line(&problem, t));
+    })?;
+    if end == CampaignEnd::Exhausted {
+        eprintln!("the tuner has no configuration left to try (space or grid exhausted)");
+    }
+    print!("{}", report(&problem, tuner.trials(), seed));
+    println!("journal: {}", fuselab_tune::Journal::path_in(&out).display());
+    Ok(CliOutcome::Success)
+}
+
+fn fmt_num(v: f64) -> String {
+    if v == 0.0 || (1e-3..1e6).contains(&v.abs()) { format!("{v:.4}") } else { format!("{v:.3e}") }
+}
+
+fn trial_line(problem: &Problem, t: &Trial) -> String {
+    let knobs = problem.space.describe(&t.config);
+    match t.outcome.status {
+        Status::Ok | Status::Infeasible => {
+            let vals: Vec<String> = t.outcome.objectives.iter().map(|v| fmt_num(*v)).collect();
+            format!("{knobs} → {} ({:?})", vals.join(", "), t.outcome.status)
+        }
+        s => format!("{knobs} → {s:?}: {}", t.outcome.message.as_deref().unwrap_or("")),
+    }
+}
+
+/// The final report: best configuration with its uncertainty (or the Pareto
+/// front) and the table of trials.
+fn report(problem: &Problem, trials: &[Trial], seed: u64) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::new();
+    let mut header: Vec<String> = vec!["trial".into()];
+    header.extend(problem.space.params().iter().map(|p| p.name.clone()));
+    header.extend(problem.objectives.iter().map(|o| o.name.clone()));
+    header.extend(problem.constraints.iter().map(|c| c.name.clone()));
+    header.extend(["status".into(), "time".into()]);
+    let mut rows = vec![header];
+    for t in trials {
+        let mut r = vec![t.index.to_string()];
+        r.extend(t.config.0.iter().map(fuselab_tune::campaign::fmt_value));
+        for i in 0..problem.objectives.len() {
+            r.push(t.outcome.objectives.get(i).map_or("-".into(), |v| fmt_num(*v)));
+        }
+        for i in 0..problem.constraints.len() {
+            r.push(t.outcome.constraints.get(i).map_or("-".into(), |v| fmt_num(*v)));
+        }
+        r.push(format!("{:?}", t.outcome.status).to_lowercase());
+        r.push(exec::secs(t.outcome.duration_s));
+        rows.push(r);
+    }
+    s.push_str(&exec::render_table(&rows));
+    let failed = trials.iter().filter(|t| !t.outcome.status.ran()).count();
+    let infeasible = trials.iter().filter(|t| t.outcome.status == Status::Infeasible).count();
+    let _ = writeln!(s, "{} trials: {} ok, {infeasible} infeasible, {failed} failed", trials.len(), trials.len() - failed - infeasible);
+    if problem.objectives.len() == 1 {
+        match recommend(problem, trials, seed) {
+            Some(r) => {
+                let unc = match (r.mean, r.sd) {
+                    (Some(m), Some(sd)) => format!(" (GP posterior {} ± {})", fmt_num(m), fmt_num(sd)),
+                    _ => String::new(),
+                };
+                let _ = writeln!(
+                    s,
+                    "best: {} → {} = {}{unc} [trial {}]",
+                    problem.space.describe(&r.config),
+                    problem.objectives[0].name,
+                    fmt_num(r.observed[0]),
+                    r.trial
+                );
+            }
+            None => {
+                let _ = writeln!(s, "best: none (no trial succeeded and met the constraints)");
+            }
+        }
+    } else {
+        let front = pareto_trials(problem, trials);
+        let names: Vec<&str> = problem.objectives.iter().map(|o| o.name.as_str()).collect();
+        let _ = writeln!(s, "Pareto front ({}), {} point(s):", names.join(" vs "), front.len());
+        let mut front: Vec<&Trial> = front.iter().map(|&i| &trials[i]).collect();
+        front.sort_by(|a, b| a.outcome.objectives[0].total_cmp(&b.outcome.objectives[0]));
+        for t in front {
+            let vals: Vec<String> = t.outcome.objectives.iter().map(|v| fmt_num(*v)).collect();
+            let _ = writeln!(s, "  {} → {} [trial {}]", problem.space.describe(&t.config), vals.join(", "), t.index);
+        }
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30s").unwrap(), Duration::from_secs(30));
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("1.5").unwrap(), Duration::from_millis(1500));
+        assert!(parse_duration("-1s").is_err());
+        assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn outcome_constraints() {
+        let (m, c) = parse_outcome("p99-e2e<=30s").unwrap();
+        assert_eq!(m, Metric::P99E2e);
+        assert!(c.upper && c.threshold == 30.0);
+        assert!(parse_outcome("p99-e2e<30").is_err());
+        assert!(parse_outcome("latency<=3").unwrap_err().to_string().contains("unknown metric"));
+    }
+}

@@ -1,0 +1,222 @@
+//! `fuselab bench`, `sweep` and `run` through the binary (issue 3): run folders,
+//! sweep folders, the default experiment and every bad-input path.
+
+use std::path::Path;
+
+use assert_cmd::Command;
+use predicates::prelude::*;
+use predicates::str::contains;
+
+fn fuselab(dir: &Path) -> Command {
+    let mut c = Command::cargo_bin("fuselab").expect("the fuselab binary is built");
+    c.current_dir(dir);
+    c
+}
+
+fn summary(dir: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(dir.join("summary.json")).expect("summary.json written");
+    serde_json::from_str(&text).expect("summary.json is JSON")
+}
+
+const SMALL: [&str; 6] = ["--preset", "fastgen-2600", "--n", "48", "--seed", "3"];
+
+#[test]
+fn bench_writes_a_complete_run_folder_with_the_documented_metrics() {
+    let tmp = tempfile::tempdir().unwrap();
+    fuselab(tmp.path())
+        .args(["bench", "--engine", "sim", "--hardware", "h200", "--model", "llama3-8b"])
+        .args(["--policy", "splitfuse", "--knob", "budget=1024", "--rate", "2"])
+        .args(SMALL)
+        .args(["--slo", "fastgen:4", "--out", "runs/sf"])
+        .assert()
+        .success()
+        .stdout(contains("splitfuse").and(contains("TTFT p99")));
+    let run = tmp.path().join("runs/sf");
+    for f in ["summary.json", "requests.parquet", "tokens.parquet", "steps.parquet"] {
+        assert!(run.join(f).is_file(), "{f} missing");
+    }
+    let s = summary(&run);
+    assert_eq!(s["schema_version"], 1);
+    assert_eq!(s["provenance"]["engine"]["policy"], "splitfuse");
+    assert_eq!(s["provenance"]["engine"]["knobs"]["budget"], 1024);
+    assert_eq!(s["provenance"]["seed"], 3);
+    let m = &s["metrics"];
+    assert_eq!(m["requests"], 48);
+    assert_eq!(m["completed"], 48);
+    for key in ["ttft_s", "tpot_s", "itl_s", "e2e_s"] {
+        for q in ["mean", "p50", "p90", "p99"] {
+            assert!(m[key][q].as_f64().unwrap() > 0.0, "{key}.{q}");
+        }
+    }
+    for key in [
+        "request_throughput",
+        "output_token_throughput",
+        "total_token_throughput",
+        "goodput",
+        "slo_attainment",
+    ] {
+        assert!(m[key].as_f64().unwrap() > 0.0, "{key}");
+    }
+    for k in ["2", "4", "6"] {
+        assert!(m["effective_throughput"][k].as_f64().is_some(), "effective_throughput.{k}");
+    }
+    let engine = &m["engine"];
+    assert!(engine["steps"].as_u64().unwrap() > 0);
+    assert_eq!(engine["padding_tokens"], 0, "splitfuse never pads");
+}
+
+#[test]
+fn the_same_seed_gives_the_same_metrics_and_static_pads() {
+    let tmp = tempfile::tempdir().unwrap();
+    for out in ["a", "b"] {
+        fuselab(tmp.path())
+            .args(["bench", "--policy", "static", "--rate", "2"])
+            .args(SMALL)
+            .args(["--out", out])
+            .assert()
+            .success();
+    }
+    let (a, b) = (summary(&tmp.path().join("a")), summary(&tmp.path().join("b")));
+    assert_eq!(a["metrics"], b["metrics"]);
+    assert!(a["metrics"]["engine"]["padding_tokens"].as_u64().unwrap() > 0);
+}
+
+#[test]
+fn bench_refuses_an_existing_run_folder_unless_forced() {
+    let tmp = tempfile::tempdir().unwrap();
+    let args = ["bench", "--rate", "4", "--out", "r"];
+    fuselab(tmp.path()).args(args).args(SMALL).assert().success();
+    fuselab(tmp.path())
+        .args(args)
+        .args(SMALL)
+        .assert()
+        .code(2)
+        .stderr(contains("--force"));
+    fuselab(tmp.path())
+        .args(args)
+        .args(SMALL)
+        .arg("--force")
+        .assert()
+        .success();
+}
+
+#[test]
+fn bench_reads_its_flags_from_toml_and_rejects_unknown_keys() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(
+        tmp.path().join("b.toml"),
+        "policy = \"chunked\"\nknob = [\"budget=512\"]\nout = \"from-toml\"\n\n[engine]\nhardware = \"a100-80g\"\n\n[workload]\npreset = \"fastgen-1200\"\nn = 32\nrate = 1.0\n",
+    )
+    .unwrap();
+    fuselab(tmp.path())
+        .args(["bench", "--config", "b.toml"])
+        .assert()
+        .success();
+    let s = summary(&tmp.path().join("from-toml"));
+    assert_eq!(s["provenance"]["engine"]["hardware"], "a100-80g");
+    assert_eq!(s["provenance"]["engine"]["knobs"]["budget"], 512);
+    assert_eq!(s["provenance"]["workload"]["name"], "fastgen-1200");
+
+    std::fs::write(tmp.path().join("bad.toml"), "polcy = \"static\"\n").unwrap();
+    fuselab(tmp.path())
+        .args(["bench", "--config", "bad.toml"])
+        .assert()
+        .code(2)
+        .stderr(contains("polcy"));
+}
+
+#[test]
+fn bad_engine_input_exits_2_with_a_clear_message() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cases: [(&[&str], &str); 5] = [
+        (&["--policy", "vllm"], "valid policies: static, continuous, chunked, splitfuse, prepack"),
+        (&["--knob", "budgett=5"], "budgett"),
+        (&["--knob", "budget=-5"], "budget"),
+        (&["--hardware", "tpu"], "h200"),
+        (&["--model", "gpt5"], "llama3-8b"),
+    ];
+    for (args, message) in cases {
+        fuselab(tmp.path())
+            .arg("bench")
+            .args(args)
+            .args(SMALL)
+            .args(["--out", "never"])
+            .assert()
+            .code(2)
+            .stderr(contains(message));
+    }
+    assert!(!tmp.path().join("never/summary.json").exists());
+}
+
+#[test]
+fn sweep_writes_a_curve_per_policy_and_finds_the_max_rate_under_the_slo() {
+    let tmp = tempfile::tempdir().unwrap();
+    fuselab(tmp.path())
+        .args(["sweep", "--policies", "static,splitfuse", "--rates", "1,4"])
+        .args(SMALL)
+        .args(["--slo", "ttft=1s", "--find-max-under-slo", "--out", "sw"])
+        .assert()
+        .success()
+        .stdout(contains("max rate under SLO").and(contains("ITL p99")));
+    let sweep: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(tmp.path().join("sw/sweep.json")).unwrap(),
+    )
+    .unwrap();
+    let points = sweep["points"].as_array().unwrap();
+    assert_eq!(points.len(), 4);
+    for p in points {
+        let run = tmp.path().join("sw").join(p["run"].as_str().unwrap());
+        assert!(run.join("summary.json").is_file());
+    }
+    let found = sweep["max_under_slo"].as_array().unwrap();
+    assert_eq!(found.len(), 2);
+    for f in found {
+        assert_eq!(f["attainment_target"], 0.9);
+        assert!(!f["probes"].as_array().unwrap().is_empty());
+    }
+}
+
+#[test]
+fn sweep_input_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cases: [(&[&str], &str); 4] = [
+        (&["--policies", "all"], "no loads given"),
+        (&["--rates", "1,2", "--clients", "2"], "cannot be combined with --rates"),
+        (&["--rates", "1,-2"], "-2 is not a positive load"),
+        (&["--rates", "1", "--find-max-under-slo"], "needs an SLO"),
+    ];
+    for (args, message) in cases {
+        fuselab(tmp.path())
+            .arg("sweep")
+            .args(args)
+            .args(SMALL)
+            .args(["--out", "never"])
+            .assert()
+            .code(2)
+            .stderr(contains(message));
+    }
+}
+
+#[test]
+fn run_prints_its_embedded_config_and_runs_an_edited_copy() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = fuselab(tmp.path())
+        .args(["run", "--print-config"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let text = String::from_utf8(out).unwrap();
+    assert!(text.contains("[sim]") && text.contains("fastgen-2600"));
+    let small = text
+        .replace("n = 300", "n = 24")
+        .replace("rates = [1, 2, 4, 8, 16]", "rates = [1, 8]");
+    std::fs::write(tmp.path().join("exp.toml"), small).unwrap();
+    fuselab(tmp.path())
+        .args(["run", "--config", "exp.toml", "--out", "out"])
+        .assert()
+        .success()
+        .stdout(contains("best eff@4").and(contains("splitfuse")));
+    assert!(tmp.path().join("out/sim/sweep.json").is_file());
+}
