@@ -29,13 +29,18 @@ fn run() -> Result<bool, String> {
     let (mut json, mut md) = (None, None);
     let mut it = args.iter();
     while let Some(a) = it.next() {
-        let mut value = |name: &str| it.next().cloned().ok_or_else(|| format!("{name} needs a value"));
+        let mut value = |name: &str| {
+            it.next()
+                .cloned()
+                .ok_or_else(|| format!("{name} needs a value"))
+        };
         match a.as_str() {
             "--device" => device = value("--device")?,
             "--quick" => opts.quick = true,
             "--baseline" => {
                 let path = value("--baseline")?;
-                let text = std::fs::read_to_string(&path).map_err(|e| format!("reading {path}: {e}"))?;
+                let text =
+                    std::fs::read_to_string(&path).map_err(|e| format!("reading {path}: {e}"))?;
                 opts.baseline = Baseline::parse(&text).map_err(|e| e.to_string())?;
             }
             "--only" => opts.only = Some(value("--only")?),
@@ -54,7 +59,11 @@ fn run() -> Result<bool, String> {
     println!("{table}");
     let command = format!("kernels_bench {}", args.join(" "));
     if let Some(p) = json {
-        std::fs::write(&p, report.json(&command, &fuselab_kernels::cuda::bench::utc_now())).map_err(|e| format!("writing {p}: {e}"))?;
+        std::fs::write(
+            &p,
+            report.json(&command, &fuselab_kernels::cuda::bench::utc_now()),
+        )
+        .map_err(|e| format!("writing {p}: {e}"))?;
     }
     if let Some(p) = md {
         std::fs::write(&p, &table).map_err(|e| format!("writing {p}: {e}"))?;

@@ -133,10 +133,12 @@ fn flash_equals_naive_across_lengths_blocks_and_gqa() {
                 FlashConfig {
                     q_tile: 1,
                     kv_tile: 1,
+                    threads: 1,
                 },
                 FlashConfig {
                     q_tile: 5,
                     kv_tile: 7,
+                    threads: 3,
                 },
             ] {
                 let mut out = vec![f32::NAN; rows * shape.q_width()];
@@ -179,6 +181,37 @@ fn flash_handles_large_scores_without_overflow() {
     )
     .unwrap();
     check_against_naive(&out, &q, &seqs, shape, scale, "large scores");
+}
+
+#[test]
+fn threaded_flash_equals_naive_on_calls_big_enough_to_split() {
+    let mut rng = ChaCha8Rng::seed_from_u64(23);
+    let shape = AttnShape {
+        n_heads: 8,
+        n_kv_heads: 2,
+        head_dim: 8,
+    };
+    // 300 × 300 × 8 score evaluations: above the threshold for threads
+    let (kv, seqs, q, rows) = setup(&mut rng, shape, 16, &[(0, 300), (40, 9), (0, 1)]);
+    let tables: Vec<SeqChunk<'_>> = seqs
+        .iter()
+        .map(|s| SeqChunk {
+            q_row: s.q_row,
+            start_pos: s.start,
+            n_tokens: s.n,
+            block_table: &s.table,
+        })
+        .collect();
+    let scale = 1.0 / (shape.head_dim as f32).sqrt();
+    for threads in [2, 4, 64] {
+        let cfg = FlashConfig {
+            threads,
+            ..FlashConfig::default()
+        };
+        let mut out = vec![f32::NAN; rows * shape.q_width()];
+        flash_attention(&q, &kv, shape, &tables, scale, cfg, &mut out).unwrap();
+        check_against_naive(&out, &q, &seqs, shape, scale, &format!("threads {threads}"));
+    }
 }
 
 #[test]

@@ -108,7 +108,11 @@ pub struct Chart {
 fn register_fonts() -> bool {
     static DONE: OnceLock<bool> = OnceLock::new();
     *DONE.get_or_init(|| {
-        let a = plotters::style::register_font("sans-serif", FontStyle::Normal, dejavu::sans::regular());
+        let a = plotters::style::register_font(
+            "sans-serif",
+            FontStyle::Normal,
+            dejavu::sans::regular(),
+        );
         let b = plotters::style::register_font("sans-serif", FontStyle::Bold, dejavu::sans::bold());
         a.is_ok() && b.is_ok()
     })
@@ -131,7 +135,11 @@ impl Chart {
         let s = self.to_svg()?;
         let label = crate::escape_html(&self.title);
         Ok(s.replacen(" xmlns=\"http://www.w3.org/2000/svg\"", "", 1)
-            .replacen("<svg ", &format!("<svg role=\"img\" aria-label=\"{label}\" "), 1))
+            .replacen(
+                "<svg ",
+                &format!("<svg role=\"img\" aria-label=\"{label}\" "),
+                1,
+            ))
     }
 
     /// A PNG image, rasterised by plotters' bitmap backend with the embedded
@@ -186,10 +194,20 @@ impl Chart {
                 return (0.0, 1.0);
             }
             if hi - lo <= f64::EPSILON * hi.abs().max(1.0) {
-                return (if floor_zero { 0.0 } else { lo - 0.5 }, hi + 0.5 * hi.abs().max(1.0));
+                return (
+                    if floor_zero { 0.0 } else { lo - 0.5 },
+                    hi + 0.5 * hi.abs().max(1.0),
+                );
             }
             let p = 0.04 * (hi - lo);
-            (if floor_zero && lo >= 0.0 { lo.max(0.0) } else { lo - p }, hi + p)
+            (
+                if floor_zero && lo >= 0.0 {
+                    lo.max(0.0)
+                } else {
+                    lo - p
+                },
+                hi + p,
+            )
         };
         (pad(xs, false), pad(ys, true))
     }
@@ -212,7 +230,10 @@ impl Chart {
         root.fill(&WHITE).map_err(e)?;
         let ((x0, x1), (y0, y1)) = self.ranges();
         let mut chart = ChartBuilder::on(&root)
-            .caption(&self.title, ("sans-serif", 18).into_font().style(FontStyle::Bold))
+            .caption(
+                &self.title,
+                ("sans-serif", 18).into_font().style(FontStyle::Bold),
+            )
             .margin(14)
             .x_label_area_size(44)
             .y_label_area_size(70)
@@ -236,7 +257,11 @@ impl Chart {
             ChartKind::Lines => {
                 for s in &self.series {
                     let color = PALETTE[s.color % PALETTE.len()];
-                    let pts = s.points.iter().copied().filter(|(x, y)| x.is_finite() && y.is_finite());
+                    let pts = s
+                        .points
+                        .iter()
+                        .copied()
+                        .filter(|(x, y)| x.is_finite() && y.is_finite());
                     let anno = match s.style {
                         LineStyle::Solid | LineStyle::Plain => chart
                             .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
@@ -255,11 +280,16 @@ impl Chart {
                     };
                     let style = s.style;
                     anno.label(s.label.as_str()).legend(move |(x, y)| {
-                        let path = PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2));
+                        let path =
+                            PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2));
                         let dot = Circle::new((x + 10, y), 3, color.filled());
                         EmptyElement::at((0, 0))
                             + path
-                            + if style == LineStyle::Plain { Circle::new((x + 10, y), 0, color.filled()) } else { dot }
+                            + if style == LineStyle::Plain {
+                                Circle::new((x + 10, y), 0, color.filled())
+                            } else {
+                                dot
+                            }
                     });
                     if matches!(s.style, LineStyle::Solid | LineStyle::Dashed) {
                         chart
@@ -276,7 +306,11 @@ impl Chart {
                         .iter()
                         .enumerate()
                         .map(|(i, &(x, y))| {
-                            let below = if k == 0 { 0.0 } else { tops[k - 1].get(i).map_or(0.0, |p| p.1) };
+                            let below = if k == 0 {
+                                0.0
+                            } else {
+                                tops[k - 1].get(i).map_or(0.0, |p| p.1)
+                            };
                             (x, below + y)
                         })
                         .collect();
@@ -291,7 +325,9 @@ impl Chart {
                         )
                         .map_err(e)?
                         .label(s.label.as_str())
-                        .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 18, y + 5)], color.mix(0.75).filled()));
+                        .legend(move |(x, y)| {
+                            Rectangle::new([(x, y - 5), (x + 18, y + 5)], color.mix(0.75).filled())
+                        });
                 }
             }
         }
@@ -324,9 +360,15 @@ fn tick(v: f64) -> String {
     } else if a >= 100.0 {
         format!("{v:.0}")
     } else if a >= 1.0 {
-        format!("{:.2}", v).trim_end_matches('0').trim_end_matches('.').to_string()
+        format!("{:.2}", v)
+            .trim_end_matches('0')
+            .trim_end_matches('.')
+            .to_string()
     } else {
-        format!("{v:.3}").trim_end_matches('0').trim_end_matches('.').to_string()
+        format!("{v:.3}")
+            .trim_end_matches('0')
+            .trim_end_matches('.')
+            .to_string()
     }
 }
 
@@ -410,8 +452,14 @@ pub(crate) fn step_points(steps: &[StepRecord], max: usize) -> Vec<[f64; 5]> {
     if steps.len() <= max {
         return steps.iter().map(row).collect();
     }
-    let t0 = steps.iter().map(|s| s.t_start).fold(f64::INFINITY, f64::min);
-    let t1 = steps.iter().map(|s| s.t_start).fold(f64::NEG_INFINITY, f64::max);
+    let t0 = steps
+        .iter()
+        .map(|s| s.t_start)
+        .fold(f64::INFINITY, f64::min);
+    let t1 = steps
+        .iter()
+        .map(|s| s.t_start)
+        .fold(f64::NEG_INFINITY, f64::max);
     let width = ((t1 - t0) / max as f64).max(f64::MIN_POSITIVE);
     let mut sums = vec![[0.0f64; 5]; max];
     let mut counts = vec![[0usize; 2]; max];
@@ -436,7 +484,11 @@ pub(crate) fn step_points(steps: &[StepRecord], max: usize) -> Vec<[f64; 5]> {
                 sums[b][1] / c,
                 sums[b][2] / c,
                 sums[b][3] / c,
-                if counts[b][1] > 0 { sums[b][4] / counts[b][1] as f64 } else { f64::NAN },
+                if counts[b][1] > 0 {
+                    sums[b][4] / counts[b][1] as f64
+                } else {
+                    f64::NAN
+                },
             ]
         })
         .collect()
@@ -448,7 +500,11 @@ pub(crate) fn effective_rate(inputs: &[ReportInput]) -> f64 {
         .iter()
         .find_map(|i| match i {
             ReportInput::Run(r) => r.summary.metrics.slo.fastgen_rate,
-            ReportInput::Sweep(s) => s.summary.points.first().and_then(|p| p.metrics.slo.fastgen_rate),
+            ReportInput::Sweep(s) => s
+                .summary
+                .points
+                .first()
+                .and_then(|p| p.metrics.slo.fastgen_rate),
         })
         .unwrap_or(DEFAULT_FASTGEN_RATE)
 }
@@ -469,9 +525,24 @@ pub fn report_charts(inputs: &[ReportInput]) -> Vec<Chart> {
     // Latency CDFs.
     type Pick = fn(&fuselab_metrics::RequestMetrics) -> Vec<f64>;
     let cdfs: [(&str, &str, &str, Pick); 3] = [
-        ("ttft-cdf", "TTFT distribution", "time to first token (ms)", |m| vec![m.ttft_s]),
-        ("itl-cdf", "Inter-token latency distribution", "inter-token latency (ms)", |m| m.itl_s.clone()),
-        ("e2e-cdf", "End-to-end latency distribution", "end-to-end latency (ms)", |m| vec![m.e2e_s]),
+        (
+            "ttft-cdf",
+            "TTFT distribution",
+            "time to first token (ms)",
+            |m| vec![m.ttft_s],
+        ),
+        (
+            "itl-cdf",
+            "Inter-token latency distribution",
+            "inter-token latency (ms)",
+            |m| m.itl_s.clone(),
+        ),
+        (
+            "e2e-cdf",
+            "End-to-end latency distribution",
+            "end-to-end latency (ms)",
+            |m| vec![m.e2e_s],
+        ),
     ];
     for (id, title, x, pick) in cdfs {
         let series: Vec<Series> = shown
@@ -518,11 +589,26 @@ pub fn report_charts(inputs: &[ReportInput]) -> Vec<Chart> {
         let pts = step_points(&r.steps, MAX_STEP_POINTS);
         let col = |j: usize| pts.iter().map(|p| (p[0], p[j])).collect::<Vec<_>>();
         let mut series = vec![
-            Series { label: "prefill tokens".into(), color: 0, style: LineStyle::Plain, points: col(1) },
-            Series { label: "decode tokens".into(), color: 1, style: LineStyle::Plain, points: col(2) },
+            Series {
+                label: "prefill tokens".into(),
+                color: 0,
+                style: LineStyle::Plain,
+                points: col(1),
+            },
+            Series {
+                label: "decode tokens".into(),
+                color: 1,
+                style: LineStyle::Plain,
+                points: col(2),
+            },
         ];
         if pts.iter().any(|p| p[3] > 0.0) {
-            series.push(Series { label: "padding tokens".into(), color: 6, style: LineStyle::Plain, points: col(3) });
+            series.push(Series {
+                label: "padding tokens".into(),
+                color: 6,
+                style: LineStyle::Plain,
+                points: col(3),
+            });
         }
         let binned = r.steps.len() > MAX_STEP_POINTS;
         charts.push(Chart {
@@ -595,17 +681,29 @@ fn curves(inputs: &[ReportInput]) -> Vec<(String, bool, Vec<CurvePoint>)> {
                         .points
                         .iter()
                         .filter(|p| p.policy == pol)
-                        .map(|p| CurvePoint { label: pol.to_string(), load: Some(p.load), metrics: p.metrics.clone() })
+                        .map(|p| CurvePoint {
+                            label: pol.to_string(),
+                            load: Some(p.load),
+                            metrics: p.metrics.clone(),
+                        })
                         .collect();
                     pts.sort_by(|a, b| a.load.unwrap_or(0.0).total_cmp(&b.load.unwrap_or(0.0)));
-                    let label = if inputs.len() > 1 { format!("{}/{pol}", s.summary.name) } else { pol.to_string() };
+                    let label = if inputs.len() > 1 {
+                        format!("{}/{pol}", s.summary.name)
+                    } else {
+                        pol.to_string()
+                    };
                     out.push((label, true, pts));
                 }
             }
             ReportInput::Run(r) => out.push((
                 r.name().to_string(),
                 false,
-                vec![CurvePoint { label: r.name().to_string(), load: r.load(), metrics: r.summary.metrics.clone() }],
+                vec![CurvePoint {
+                    label: r.name().to_string(),
+                    load: r.load(),
+                    metrics: r.summary.metrics.clone(),
+                }],
             )),
         }
     }
@@ -620,10 +718,18 @@ fn latency_throughput(inputs: &[ReportInput]) -> Vec<Chart> {
     let mut charts = Vec::new();
     type Get = fn(&fuselab_core::Metrics) -> (f64, f64);
     let kinds: [(&str, &str, &str, Get); 2] = [
-        ("ttft-vs-throughput", "TTFT against throughput", "TTFT (ms)", |m| (m.ttft_s.p50, m.ttft_s.p99)),
-        ("tpot-vs-throughput", "Per-token latency against throughput", "time per output token (ms)", |m| {
-            (m.tpot_s.p50, m.tpot_s.p99)
-        }),
+        (
+            "ttft-vs-throughput",
+            "TTFT against throughput",
+            "TTFT (ms)",
+            |m| (m.ttft_s.p50, m.ttft_s.p99),
+        ),
+        (
+            "tpot-vs-throughput",
+            "Per-token latency against throughput",
+            "time per output token (ms)",
+            |m| (m.tpot_s.p50, m.tpot_s.p99),
+        ),
     ];
     for (id, title, y, get) in kinds {
         let mut series = Vec::new();
@@ -632,7 +738,10 @@ fn latency_throughput(inputs: &[ReportInput]) -> Vec<Chart> {
                 pts.iter()
                     .map(|p| {
                         let (a, b) = get(&p.metrics);
-                        (p.metrics.output_token_throughput, 1e3 * if p99 { b } else { a })
+                        (
+                            p.metrics.output_token_throughput,
+                            1e3 * if p99 { b } else { a },
+                        )
                     })
                     .collect()
             };
@@ -641,9 +750,19 @@ fn latency_throughput(inputs: &[ReportInput]) -> Vec<Chart> {
             } else {
                 (LineStyle::Markers, LineStyle::Markers)
             };
-            series.push(Series { label: format!("{label} p50"), color: i, style: s50, points: xy(false) });
+            series.push(Series {
+                label: format!("{label} p50"),
+                color: i,
+                style: s50,
+                points: xy(false),
+            });
             if *is_curve {
-                series.push(Series { label: format!("{label} p99"), color: i, style: s99, points: xy(true) });
+                series.push(Series {
+                    label: format!("{label} p99"),
+                    color: i,
+                    style: s99,
+                    points: xy(true),
+                });
             }
         }
         charts.push(Chart {
@@ -689,7 +808,11 @@ fn effective_vs_load(inputs: &[ReportInput]) -> Option<Chart> {
             series.push(Series {
                 label: label.clone(),
                 color: i,
-                style: if *is_curve { LineStyle::Solid } else { LineStyle::Markers },
+                style: if *is_curve {
+                    LineStyle::Solid
+                } else {
+                    LineStyle::Markers
+                },
                 points,
             });
         }
@@ -729,7 +852,10 @@ mod tests {
         assert_eq!(p[0].0, 0.0);
         assert_eq!(p[399], (976.0, 1.0));
         assert!(p.windows(2).all(|w| w[0].0 <= w[1].0 && w[0].1 <= w[1].1));
-        assert_eq!(cdf_points(vec![2.0, 1.0], 400), vec![(1.0, 0.5), (2.0, 1.0)]);
+        assert_eq!(
+            cdf_points(vec![2.0, 1.0], 400),
+            vec![(1.0, 0.5), (2.0, 1.0)]
+        );
     }
 
     #[test]
@@ -747,7 +873,10 @@ mod tests {
             .collect();
         let p = step_points(&steps, 600);
         assert!(p.len() <= 600 && p.len() > 500);
-        assert!(p.iter().all(|r| (r[2] - 10.0).abs() < 1e-9 && (r[4] - 0.5).abs() < 1e-9));
+        assert!(
+            p.iter()
+                .all(|r| (r[2] - 10.0).abs() < 1e-9 && (r[4] - 0.5).abs() < 1e-9)
+        );
         let mean_prefill = p.iter().map(|r| r[1]).sum::<f64>() / p.len() as f64;
         assert!((mean_prefill - 50.0).abs() < 2.0);
     }
@@ -761,7 +890,12 @@ mod tests {
             y_label: "y".into(),
             kind: ChartKind::Lines,
             legend: LegendPos::UpperLeft,
-            series: vec![Series { label: "a".into(), color: 0, style: LineStyle::Solid, points: vec![(0.0, 1.0), (1.0, 2.0)] }],
+            series: vec![Series {
+                label: "a".into(),
+                color: 0,
+                style: LineStyle::Solid,
+                points: vec![(0.0, 1.0), (1.0, 2.0)],
+            }],
             caption: String::new(),
         };
         let png = chart.to_png().unwrap();

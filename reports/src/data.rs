@@ -83,12 +83,15 @@ impl SweepData {
                 None => {}
             }
         }
-        best.iter().filter_map(|(_, _, run)| self.runs.get(*run)).collect()
+        best.iter()
+            .filter_map(|(_, _, run)| self.runs.get(*run))
+            .collect()
     }
 }
 
 /// What a report is made of.
 #[derive(Clone, Debug, PartialEq)]
+#[allow(clippy::large_enum_variant)] // a handful per report; boxing would only add noise
 pub enum ReportInput {
     /// A single run folder.
     Run(RunData),

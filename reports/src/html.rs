@@ -5,8 +5,8 @@ use std::fmt::Write as _;
 use fuselab_core::{Metrics, RunSummary};
 use fuselab_metrics::fastgen_key;
 
-pub use crate::charts::{MAX_CDF_POINTS, MAX_STEP_POINTS};
 use crate::charts::{Chart, detail_runs, effective_rate, report_charts};
+pub use crate::charts::{MAX_CDF_POINTS, MAX_STEP_POINTS};
 use crate::{ReportInput, Result, RunData, escape_html as esc};
 
 const CSS: &str = r#"
@@ -68,11 +68,17 @@ struct Table {
 
 impl Table {
     fn new(head: Vec<&'static str>) -> Self {
-        Self { head, rows: Vec::new() }
+        Self {
+            head,
+            rows: Vec::new(),
+        }
     }
 
     fn write(&self, out: &mut String, id: &str) {
-        let _ = write!(out, "<div class=\"table-wrap\"><table id=\"{id}\">\n<thead><tr>");
+        let _ = write!(
+            out,
+            "<div class=\"table-wrap\"><table id=\"{id}\">\n<thead><tr>"
+        );
         for h in &self.head {
             let _ = write!(out, "<th>{h}</th>");
         }
@@ -114,7 +120,10 @@ fn metric_cells(m: &Metrics, eff_key: &str) -> Vec<(String, bool)> {
         n(num(m.output_token_throughput)),
         n(num(m.goodput)),
         n(format!("{:.1}%", 100.0 * m.slo_attainment)),
-        n(m.effective_throughput.get(eff_key).map(|v| num(*v)).unwrap_or_else(|| "–".into())),
+        n(m.effective_throughput
+            .get(eff_key)
+            .map(|v| num(*v))
+            .unwrap_or_else(|| "–".into())),
     ]
 }
 
@@ -174,7 +183,12 @@ fn notes(inputs: &[ReportInput], runs: &[(String, &RunData)]) -> Vec<(bool, Stri
                 "<code>{}</code> ({} engine{})",
                 esc(n),
                 esc(&s.provenance.engine.engine),
-                s.provenance.engine.model.as_ref().map(|m| format!(", model {}", esc(m))).unwrap_or_default()
+                s.provenance
+                    .engine
+                    .model
+                    .as_ref()
+                    .map(|m| format!(", model {}", esc(m)))
+                    .unwrap_or_default()
             )
         })
         .collect();
@@ -196,7 +210,12 @@ fn notes(inputs: &[ReportInput], runs: &[(String, &RunData)]) -> Vec<(bool, Stri
             format!(
                 "<code>{}</code>{}",
                 esc(n),
-                s.provenance.engine.hardware.as_ref().map(|h| format!(" ({})", esc(h))).unwrap_or_default()
+                s.provenance
+                    .engine
+                    .hardware
+                    .as_ref()
+                    .map(|h| format!(" ({})", esc(h)))
+                    .unwrap_or_default()
             )
         })
         .collect();
@@ -227,7 +246,11 @@ fn notes(inputs: &[ReportInput], runs: &[(String, &RunData)]) -> Vec<(bool, Stri
         {
             out.push((
                 true,
-                format!("<code>{}</code>: {} preemptions (each recomputes a request's prompt).", esc(label), e.preemptions),
+                format!(
+                    "<code>{}</code>: {} preemptions (each recomputes a request's prompt).",
+                    esc(label),
+                    e.preemptions
+                ),
             ));
         }
     }
@@ -237,7 +260,11 @@ fn notes(inputs: &[ReportInput], runs: &[(String, &RunData)]) -> Vec<(bool, Stri
 fn figure(out: &mut String, chart: &Chart) -> Result<()> {
     let _ = writeln!(out, "<figure id=\"chart-{}\">", esc(&chart.id));
     out.push_str(&chart.to_inline_svg()?);
-    let _ = writeln!(out, "<figcaption>{}</figcaption>\n</figure>", esc(&chart.caption));
+    let _ = writeln!(
+        out,
+        "<figcaption>{}</figcaption>\n</figure>",
+        esc(&chart.caption)
+    );
     Ok(())
 }
 
@@ -284,7 +311,10 @@ pub fn render_report(inputs: &[ReportInput], title: &str) -> Result<String> {
     let rate = effective_rate(inputs);
     let eff_key = fastgen_key(rate);
     let chart = |id: &str| charts.iter().find(|c| c.id == id);
-    let n_runs = inputs.iter().filter(|i| matches!(i, ReportInput::Run(_))).count();
+    let n_runs = inputs
+        .iter()
+        .filter(|i| matches!(i, ReportInput::Run(_)))
+        .count();
     let n_sweeps = inputs.len() - n_runs;
 
     let mut out = String::with_capacity(256 * 1024);
@@ -305,7 +335,11 @@ pub fn render_report(inputs: &[ReportInput], title: &str) -> Result<String> {
         if n_runs == 1 { "" } else { "s" },
         n_sweeps,
         if n_sweeps == 1 { "" } else { "s" },
-        inputs.iter().map(|i| format!("<code>{}</code>", esc(i.name()))).collect::<Vec<_>>().join(", ")
+        inputs
+            .iter()
+            .map(|i| format!("<code>{}</code>", esc(i.name())))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     let has_sweeps = n_sweeps > 0;
     let has_steps = runs.iter().any(|(_, r)| !r.steps.is_empty());
@@ -333,10 +367,16 @@ pub fn render_report(inputs: &[ReportInput], title: &str) -> Result<String> {
     out.push_str("<section id=\"notes\">\n<h2>Notes</h2>\n");
     let ns = notes(inputs, &runs);
     if ns.is_empty() {
-        out.push_str("<p>Nothing unusual: every request completed and no engine caveat applies.</p>\n");
+        out.push_str(
+            "<p>Nothing unusual: every request completed and no engine caveat applies.</p>\n",
+        );
     }
     for (info, text) in ns {
-        let _ = writeln!(out, "<p class=\"note{}\">{text}</p>", if info { " info" } else { "" });
+        let _ = writeln!(
+            out,
+            "<p class=\"note{}\">{text}</p>",
+            if info { " info" } else { "" }
+        );
     }
     let _ = writeln!(
         out,
@@ -376,7 +416,9 @@ pub fn render_report(inputs: &[ReportInput], title: &str) -> Result<String> {
             figure(&mut out, c)?;
         }
         for input in inputs {
-            let ReportInput::Sweep(s) = input else { continue };
+            let ReportInput::Sweep(s) = input else {
+                continue;
+            };
             let _ = writeln!(out, "<h3>Sweep {}</h3>", esc(&s.summary.name));
             let mut head = vec!["policy", "load"];
             head.extend(METRIC_HEAD);
@@ -388,14 +430,24 @@ pub fn render_report(inputs: &[ReportInput], title: &str) -> Result<String> {
             }
             table.write(&mut out, &format!("sweep-{}", esc(&s.summary.name)));
             if !s.summary.max_under_slo.is_empty() {
-                let mut table = Table::new(vec!["policy", "max load under SLO", "attainment target", "SLO", "probes"]);
+                let mut table = Table::new(vec![
+                    "policy",
+                    "max load under SLO",
+                    "attainment target",
+                    "SLO",
+                    "probes",
+                ]);
                 for m in &s.summary.max_under_slo {
                     table.rows.push(vec![
                         t(&m.policy),
                         n(m.max_load.map(num).unwrap_or_else(|| "none".into())),
                         n(format!("{:.0}%", 100.0 * m.attainment_target)),
                         t(&fuselab_metrics::format_slo(&m.slo)),
-                        t(&m.probes.iter().map(|[l, a]| format!("{}→{:.0}%", num(*l), 100.0 * a)).collect::<Vec<_>>().join(" ")),
+                        t(&m.probes
+                            .iter()
+                            .map(|[l, a]| format!("{}→{:.0}%", num(*l), 100.0 * a))
+                            .collect::<Vec<_>>()
+                            .join(" ")),
                     ]);
                 }
                 table.write(&mut out, &format!("max-under-slo-{}", esc(&s.summary.name)));
@@ -422,7 +474,10 @@ pub fn render_report(inputs: &[ReportInput], title: &str) -> Result<String> {
     }
     if has_steps {
         out.push_str("<section id=\"engine-steps\">\n<h2>Engine steps</h2>\n");
-        for c in charts.iter().filter(|c| c.id.starts_with("batch-composition-")) {
+        for c in charts
+            .iter()
+            .filter(|c| c.id.starts_with("batch-composition-"))
+        {
             figure(&mut out, c)?;
         }
         if let Some(c) = chart("kv-utilisation") {
@@ -479,6 +534,9 @@ pub fn render_report(inputs: &[ReportInput], title: &str) -> Result<String> {
         "weights",
         "seed",
         "started (unix s)",
+    ]);
+    let mut config = Table::new(vec![
+        "run",
         "workload",
         "workload digest",
         "knobs",
@@ -494,11 +552,20 @@ pub fn render_report(inputs: &[ReportInput], title: &str) -> Result<String> {
         table.rows.push(vec![
             t(label),
             (
-                r.source.as_ref().map(|s| format!("<code>{}</code>", esc(&s.display().to_string()))).unwrap_or_else(|| "–".into()),
+                r.source
+                    .as_ref()
+                    .map(|s| format!("<code>{}</code>", esc(&s.display().to_string())))
+                    .unwrap_or_else(|| "–".into()),
                 false,
             ),
             t(&p.fuselab_version),
-            (format!("<code>{}</code>", esc(p.git_commit.as_deref().unwrap_or("–"))), false),
+            (
+                format!(
+                    "<code>{}</code>",
+                    esc(p.git_commit.as_deref().unwrap_or("–"))
+                ),
+                false,
+            ),
             t(&p.host_cpu),
             t(p.host_gpu.as_deref().unwrap_or("–")),
             t(&p.engine.engine),
@@ -507,14 +574,24 @@ pub fn render_report(inputs: &[ReportInput], title: &str) -> Result<String> {
             t(p.engine.policy.as_deref().unwrap_or("–")),
             t(weights),
             n(p.seed.to_string()),
-            n(p.started_unix_s.map(|s| s.to_string()).unwrap_or_else(|| "–".into())),
+            n(p.started_unix_s
+                .map(|s| s.to_string())
+                .unwrap_or_else(|| "–".into())),
+        ]);
+        config.rows.push(vec![
+            t(label),
             t(&workload_text(&r.summary)),
             (format!("<code>{}</code>", esc(&p.workload_digest)), false),
             (knobs_text(&r.summary), false),
-            (format!("<code>{}</code>", esc(p.command.as_deref().unwrap_or("–"))), false),
+            (
+                format!("<code>{}</code>", esc(p.command.as_deref().unwrap_or("–"))),
+                false,
+            ),
         ]);
     }
     table.write(&mut out, "provenance-table");
+    out.push_str("<h3>Configuration</h3>\n");
+    config.write(&mut out, "config-table");
     for input in inputs {
         if let ReportInput::Sweep(s) = input {
             let _ = writeln!(
@@ -527,7 +604,10 @@ pub fn render_report(inputs: &[ReportInput], title: &str) -> Result<String> {
                     fuselab_core::LoadKind::Clients => "client counts",
                 },
                 s.summary.schema_version,
-                s.source.as_ref().map(|p| format!(", from <code>{}</code>", esc(&p.display().to_string()))).unwrap_or_default()
+                s.source
+                    .as_ref()
+                    .map(|p| format!(", from <code>{}</code>", esc(&p.display().to_string())))
+                    .unwrap_or_default()
             );
         }
     }

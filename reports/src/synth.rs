@@ -89,9 +89,12 @@ pub fn synth_run(name: &str, cfg: &SynthConfig) -> RunData {
         })
         .collect();
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.noise_seed ^ 0xa5a5_5a5a);
-    let z: f64 = Normal::new(0.0, 1.0).map(|n| n.sample(&mut rng)).unwrap_or(0.0);
+    let z: f64 = Normal::new(0.0, 1.0)
+        .map(|n| n.sample(&mut rng))
+        .unwrap_or(0.0);
     let speed = (1.0 + cfg.run_noise * z).max(0.5);
-    let jit = Normal::new(-cfg.jitter * cfg.jitter / 2.0, cfg.jitter.max(1e-12)).expect("valid sigma");
+    let jit =
+        Normal::new(-cfg.jitter * cfg.jitter / 2.0, cfg.jitter.max(1e-12)).expect("valid sigma");
     let mut client_free = vec![0.0f64; cfg.clients.max(1)];
     let mut requests = Vec::with_capacity(cfg.requests);
     for (i, &(prompt_len, output_len)) in lens.iter().enumerate() {
@@ -102,14 +105,19 @@ pub fn synth_run(name: &str, cfg: &SynthConfig) -> RunData {
             .min_by(|a, b| a.1.total_cmp(b.1))
             .unwrap_or((0, &0.0));
         let failed = rng.random::<f64>() < cfg.failure_rate;
-        let mut t = t_sent + speed * cfg.prefill_s_per_token * f64::from(prompt_len) * jit.sample(&mut rng).exp();
+        let mut t = t_sent
+            + speed * cfg.prefill_s_per_token * f64::from(prompt_len) * jit.sample(&mut rng).exp();
         let mut tokens = Vec::new();
         if !failed {
             for k in 0..output_len {
                 if k > 0 {
                     t += speed * cfg.tpot_s * jit.sample(&mut rng).exp();
                 }
-                tokens.push(TokenChunk { index: k, t, n_tokens: 1 });
+                tokens.push(TokenChunk {
+                    index: k,
+                    t,
+                    n_tokens: 1,
+                });
             }
         }
         client_free[c] = t;
@@ -121,11 +129,19 @@ pub fn synth_run(name: &str, cfg: &SynthConfig) -> RunData {
             t_sent,
             tokens,
             t_done: Some(t),
-            status: if failed { RequestStatus::Failed } else { RequestStatus::Ok },
+            status: if failed {
+                RequestStatus::Failed
+            } else {
+                RequestStatus::Ok
+            },
             error: failed.then(|| "synthetic failure".to_string()),
         });
     }
-    let steps = if cfg.step_s > 0.0 { synth_steps(&requests, cfg.step_s) } else { Vec::new() };
+    let steps = if cfg.step_s > 0.0 {
+        synth_steps(&requests, cfg.step_s)
+    } else {
+        Vec::new()
+    };
     let slo = Slo::default();
     let metrics = if !cfg.summary_metrics {
         fuselab_core::Metrics::default()
@@ -140,9 +156,21 @@ pub fn synth_run(name: &str, cfg: &SynthConfig) -> RunData {
         name: "synthetic".into(),
         n: cfg.requests as u64,
         seed: cfg.workload_seed,
-        prompt: LengthDist::Normal { mean: cfg.prompt_mean, std: 0.3 * cfg.prompt_mean, min: 16, max: (3.0 * cfg.prompt_mean) as u32 },
-        output: LengthDist::Normal { mean: cfg.output_mean, std: 0.3 * cfg.output_mean, min: 2, max: (3.0 * cfg.output_mean) as u32 },
-        arrivals: Arrivals::ClosedLoop { clients: cfg.clients as u32 },
+        prompt: LengthDist::Normal {
+            mean: cfg.prompt_mean,
+            std: 0.3 * cfg.prompt_mean,
+            min: 16,
+            max: (3.0 * cfg.prompt_mean) as u32,
+        },
+        output: LengthDist::Normal {
+            mean: cfg.output_mean,
+            std: 0.3 * cfg.output_mean,
+            min: 2,
+            max: (3.0 * cfg.output_mean) as u32,
+        },
+        arrivals: Arrivals::ClosedLoop {
+            clients: cfg.clients as u32,
+        },
         prefix: None,
         trace: None,
     };
@@ -178,14 +206,19 @@ pub fn synth_run(name: &str, cfg: &SynthConfig) -> RunData {
 /// step, prefill tokens of requests whose first token lands in it, KV in use
 /// from the in-flight requests' tokens (blocks of 16, cache sized to the peak).
 fn synth_steps(requests: &[RequestRecord], dt: f64) -> Vec<StepRecord> {
-    let t_end = requests.iter().filter_map(|r| r.t_done).fold(0.0f64, f64::max);
+    let t_end = requests
+        .iter()
+        .filter_map(|r| r.t_done)
+        .fold(0.0f64, f64::max);
     let n_steps = (t_end / dt).ceil() as usize;
     let mut prefill = vec![0u64; n_steps + 1];
     let mut decode = vec![0u64; n_steps + 1];
     let mut kv = vec![0u64; n_steps + 1];
     let bin = |t: f64| ((t / dt) as usize).min(n_steps);
     for r in requests {
-        let Some(first) = r.tokens.first() else { continue };
+        let Some(first) = r.tokens.first() else {
+            continue;
+        };
         prefill[bin(first.t)] += u64::from(r.prompt_len);
         for c in &r.tokens[1..] {
             decode[bin(c.t)] += u64::from(c.n_tokens);

@@ -27,7 +27,11 @@ fn cfg(seed: u64) -> GateConfig {
 /// The default synthetic configuration, without summary metrics (the gate
 /// reads the records only).
 fn quiet(noise_seed: u64) -> SynthConfig {
-    SynthConfig { noise_seed, summary_metrics: false, ..Default::default() }
+    SynthConfig {
+        noise_seed,
+        summary_metrics: false,
+        ..Default::default()
+    }
 }
 
 #[test]
@@ -47,7 +51,10 @@ fn a_a_false_alarm_rate_is_at_most_one_percent() {
         }
     }
     eprintln!("A/A: {alarms} of {PAIRS} pairs raised a regression; per metric {per_metric:?}");
-    assert!(alarms * 100 <= PAIRS as usize, "false alarms {alarms}/{PAIRS}: {per_metric:?}");
+    assert!(
+        alarms * 100 <= PAIRS as usize,
+        "false alarms {alarms}/{PAIRS}: {per_metric:?}"
+    );
 }
 
 #[test]
@@ -71,7 +78,10 @@ fn five_percent_throughput_regression_is_detected_in_95_percent() {
             .find(|c| c.metric == GateMetric::OutputThroughput)
             .unwrap();
         let ratio = c.candidate.unwrap() / c.baseline.unwrap();
-        assert!((ratio - 0.95).abs() < 0.03, "synthetic regression is {ratio}");
+        assert!(
+            (ratio - 0.95).abs() < 0.03,
+            "synthetic regression is {ratio}"
+        );
         let v = c.verdict;
         if v == Verdict::Regressed {
             detected += 1;
@@ -80,19 +90,36 @@ fn five_percent_throughput_regression_is_detected_in_95_percent() {
             any_metric += 1;
         }
     }
-    eprintln!("5% regression: output_throughput regressed in {detected} of {PAIRS}, gate failed in {any_metric}");
-    assert!(detected * 100 >= 95 * PAIRS as usize, "detected {detected}/{PAIRS}");
+    eprintln!(
+        "5% regression: output_throughput regressed in {detected} of {PAIRS}, gate failed in {any_metric}"
+    );
+    assert!(
+        detected * 100 >= 95 * PAIRS as usize,
+        "detected {detected}/{PAIRS}"
+    );
 }
 
 #[test]
 fn several_runs_per_side_widen_the_interval() {
     let runs = |seeds: std::ops::Range<u64>, noise: f64| -> Vec<_> {
         seeds
-            .map(|s| synth_run(&format!("r{s}"), &SynthConfig { run_noise: noise, ..quiet(s) }))
+            .map(|s| {
+                synth_run(
+                    &format!("r{s}"),
+                    &SynthConfig {
+                        run_noise: noise,
+                        ..quiet(s)
+                    },
+                )
+            })
             .collect()
     };
     let width = |r: &fuselab_reports::gate::GateReport| {
-        let c = r.comparisons.iter().find(|c| c.metric == GateMetric::OutputThroughput).unwrap();
+        let c = r
+            .comparisons
+            .iter()
+            .find(|c| c.metric == GateMetric::OutputThroughput)
+            .unwrap();
         let (lo, hi) = c.ci.unwrap();
         hi - lo
     };
@@ -100,13 +127,24 @@ fn several_runs_per_side_widen_the_interval() {
     let quiet = compare(&runs(0..3, 0.001), &runs(3..6, 0.001), &cfg(5)).unwrap();
     // Noisy machine (σ 3% between runs): the hierarchical bootstrap widens it.
     let noisy = compare(&runs(0..3, 0.03), &runs(3..6, 0.03), &cfg(5)).unwrap();
-    assert!(width(&noisy) > 3.0 * width(&quiet), "{} vs {}", width(&noisy), width(&quiet));
+    assert!(
+        width(&noisy) > 3.0 * width(&quiet),
+        "{} vs {}",
+        width(&noisy),
+        width(&quiet)
+    );
 }
 
 #[test]
 fn the_bootstrap_is_deterministic_for_a_seed() {
     let a = synth_run("a", &SynthConfig::default());
-    let b = synth_run("b", &SynthConfig { noise_seed: 9, ..Default::default() });
+    let b = synth_run(
+        "b",
+        &SynthConfig {
+            noise_seed: 9,
+            ..Default::default()
+        },
+    );
     let r1 = compare(std::slice::from_ref(&a), std::slice::from_ref(&b), &cfg(3)).unwrap();
     let r2 = compare(&[a], &[b], &cfg(3)).unwrap();
     assert_eq!(r1, r2);

@@ -28,7 +28,12 @@ fn sweep() -> SweepData {
     for (policy, tpot) in [("splitfuse", 0.02), ("static", 0.035)] {
         for clients in [2usize, 4, 8] {
             // Per-token time grows with the batch, as on a real engine.
-            let r = run(&format!("{policy}-c{clients}"), policy, clients, tpot * (1.0 + 0.1 * clients as f64));
+            let r = run(
+                &format!("{policy}-c{clients}"),
+                policy,
+                clients,
+                tpot * (1.0 + 0.1 * clients as f64),
+            );
             points.push(SweepPoint {
                 policy: policy.into(),
                 load: clients as f64,
@@ -53,7 +58,11 @@ fn sweep() -> SweepData {
 
 fn inputs() -> Vec<ReportInput> {
     let mut evil = run("evil <img src=x onerror=alert(1)>", "splitfuse", 8, 0.025);
-    evil.summary.provenance.engine.knobs.insert("note".into(), serde_json::json!("<script>x</script>"));
+    evil.summary
+        .provenance
+        .engine
+        .knobs
+        .insert("note".into(), serde_json::json!("<script>x</script>"));
     vec![
         ReportInput::Run(run("baseline-run", "splitfuse", 8, 0.02)),
         ReportInput::Run(evil),
@@ -85,10 +94,10 @@ fn structure(html: &str) -> String {
             out.push(format!("figure {}", rest.split('"').next().unwrap_or("")));
         } else if l.starts_with("<tr>") {
             let cells: Vec<String> = l
-                .split("</t")
-                .map(strip)
-                .filter(|c| !c.is_empty() && c != "d>" && c != "h>" && c != "r>")
-                .map(|c| c.trim_start_matches("d>").trim_start_matches("h>").to_string())
+                .split("<t")
+                .filter(|c| c.starts_with('d') || c.starts_with('h'))
+                .filter(|c| !c.starts_with("head") && !c.starts_with("body"))
+                .map(|c| strip(c.split_once('>').map_or("", |(_, rest)| rest)))
                 .collect();
             out.push(format!("  row: {}", cells.join(" | ")));
         } else if l.starts_with("<div class=\"table-wrap\"><table id=\"") {
@@ -105,7 +114,9 @@ fn report_is_self_contained_escaped_and_has_every_chart() {
     let title = "<script>alert(1)</script>";
     let html = render_report(&inputs(), title).unwrap();
     // No URL of any kind: nothing to fetch, works offline.
-    for bad in ["http://", "https://", "url(", "src=\"", "<link", "@import", "<iframe"] {
+    for bad in [
+        "http://", "https://", "url(", "src=\"", "<link", "@import", "<iframe",
+    ] {
         assert!(!html.contains(bad), "report contains {bad:?}");
     }
     // The title appears only escaped; no script element at all.
@@ -125,9 +136,15 @@ fn report_is_self_contained_escaped_and_has_every_chart() {
         "batch-composition-1",
         "kv-utilisation",
     ] {
-        assert!(html.contains(&format!("<figure id=\"chart-{id}\">")), "missing chart {id}");
+        assert!(
+            html.contains(&format!("<figure id=\"chart-{id}\">")),
+            "missing chart {id}"
+        );
     }
-    assert_eq!(html.matches("<svg ").count(), html.matches("</svg>").count());
+    assert_eq!(
+        html.matches("<svg ").count(),
+        html.matches("</svg>").count()
+    );
     insta::assert_snapshot!("report_structure", structure(&html));
 }
 

@@ -20,9 +20,7 @@ pub struct SimRun {
 impl SimRun {
     /// Virtual time at which the last step ended (0 for an empty run).
     pub fn makespan_s(&self) -> f64 {
-        self.steps
-            .last()
-            .map_or(0.0, |s| s.t_start + s.duration_s)
+        self.steps.last().map_or(0.0, |s| s.t_start + s.duration_s)
     }
 }
 
@@ -43,14 +41,22 @@ pub fn simulate<B: Backend>(
 ) -> Result<SimRun> {
     let mut order: Vec<usize> = (0..specs.len()).collect();
     if closed_loop_clients.is_none() {
-        order.sort_by(|&a, &b| specs[a].arrival_s.total_cmp(&specs[b].arrival_s).then(a.cmp(&b)));
+        order.sort_by(|&a, &b| {
+            specs[a]
+                .arrival_s
+                .total_cmp(&specs[b].arrival_s)
+                .then(a.cmp(&b))
+        });
     }
     let mut next = 0usize;
     let mut records: BTreeMap<u64, RequestRecord> = BTreeMap::new();
     let mut steps = Vec::new();
     let mut now = 0.0f64;
 
-    let submit = |spec: &RequestSpec, t: f64, engine: &mut NativeEngine<B>, records: &mut BTreeMap<u64, RequestRecord>| {
+    let submit = |spec: &RequestSpec,
+                  t: f64,
+                  engine: &mut NativeEngine<B>,
+                  records: &mut BTreeMap<u64, RequestRecord>| {
         records.insert(
             spec.id,
             RequestRecord {

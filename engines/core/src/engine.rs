@@ -11,9 +11,7 @@ use std::time::Instant;
 use fuselab_core::{RequestId, RequestSpec, RequestStatus, StepRecord, TokenEvent};
 
 use crate::sched::Scheduler;
-use crate::{
-    Backend, BlockManager, EngineError, KvGeometry, PolicyConfig, Result, StepAudit,
-};
+use crate::{Backend, BlockManager, EngineError, KvGeometry, PolicyConfig, Result, StepAudit};
 
 /// A request that left the engine, and how.
 #[derive(Clone, Debug, PartialEq)]
@@ -108,7 +106,10 @@ impl<B: Backend> NativeEngine<B> {
         if needs_tokens && vocab == 0 {
             return Err(fuselab_core::Error::invalid(
                 "backend",
-                format!("backend `{}` needs token ids but reports a vocabulary of 0", backend.name()),
+                format!(
+                    "backend `{}` needs token ids but reports a vocabulary of 0",
+                    backend.name()
+                ),
                 "implement Backend::vocab_size for it",
             )
             .into());
@@ -202,7 +203,12 @@ impl<B: Backend> NativeEngine<B> {
     /// Cancels a request (client gone, timeout); `status` is what is reported
     /// for it. Returns `None` when the engine does not know it or it already
     /// finished.
-    pub fn cancel(&mut self, id: RequestId, status: RequestStatus, now: f64) -> Option<FinishedRequest> {
+    pub fn cancel(
+        &mut self,
+        id: RequestId,
+        status: RequestStatus,
+        now: f64,
+    ) -> Option<FinishedRequest> {
         let known = self.sched.tokens_of(id).is_some_and(|s| !s.done);
         if known && self.sched.cancel(id) {
             Some(FinishedRequest {
@@ -276,7 +282,8 @@ impl<B: Backend> NativeEngine<B> {
                         t: now + wall,
                     });
                 }
-                report.record = Some(self.record(&batch, now, wall, waiting, running, &report.audit));
+                report.record =
+                    Some(self.record(&batch, now, wall, waiting, running, &report.audit));
                 self.step_no += 1;
                 return Ok(report);
             }
@@ -308,12 +315,14 @@ impl<B: Backend> NativeEngine<B> {
                 n_tokens: 1,
             })
             .collect();
-        report.finished.extend(commit.finished.iter().map(|&id| FinishedRequest {
-            id,
-            status: RequestStatus::Ok,
-            error: None,
-            t: t_end,
-        }));
+        report
+            .finished
+            .extend(commit.finished.iter().map(|&id| FinishedRequest {
+                id,
+                status: RequestStatus::Ok,
+                error: None,
+                t: t_end,
+            }));
         report.record = Some(self.record(&batch, now, duration, waiting, running, &report.audit));
         self.step_no += 1;
         Ok(report)
@@ -376,4 +385,3 @@ impl<B: Backend> NativeEngine<B> {
         self.sched.kv.check_drained()
     }
 }
-

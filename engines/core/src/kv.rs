@@ -207,10 +207,14 @@ impl BlockManager {
         for &b in &self.free {
             let i = b as usize;
             if i >= n {
-                return Err(EngineError::KvInvariant(format!("free block {b} out of range")));
+                return Err(EngineError::KvInvariant(format!(
+                    "free block {b} out of range"
+                )));
             }
             if on_free[i] {
-                return Err(EngineError::KvInvariant(format!("block {b} is on the free list twice")));
+                return Err(EngineError::KvInvariant(format!(
+                    "block {b} is on the free list twice"
+                )));
             }
             on_free[i] = true;
         }
@@ -233,7 +237,9 @@ impl BlockManager {
         }
         for i in 0..n {
             if !on_free[i] && owners[i] == 0 {
-                return Err(EngineError::KvInvariant(format!("block {i} is leaked (neither free nor owned)")));
+                return Err(EngineError::KvInvariant(format!(
+                    "block {i} is leaked (neither free nor owned)"
+                )));
             }
             if owners[i] != self.ref_counts[i] {
                 return Err(EngineError::KvInvariant(format!(

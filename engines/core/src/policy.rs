@@ -104,7 +104,10 @@ impl PolicyKind {
             return Err(Error::invalid(
                 "--policy",
                 "no policy given",
-                format!("give `all` or a comma-separated list of {}", valid_policies()),
+                format!(
+                    "give `all` or a comma-separated list of {}",
+                    valid_policies()
+                ),
             )
             .into());
         }
@@ -315,9 +318,16 @@ pub fn parse_knob(s: &str) -> Result<(&str, &str)> {
 }
 
 fn int_knob(name: &str, value: &str, min: u32, max: u32) -> Result<u32> {
-    let hint = format!("give an integer between {min} and {max}, e.g. {name}={}", min.max(16).min(max));
+    let hint = format!(
+        "give an integer between {min} and {max}, e.g. {name}={}",
+        min.max(16).min(max)
+    );
     let v: u64 = value.parse().map_err(|_| {
-        Error::invalid(format!("--knob {name}"), format!("`{value}` is not an integer"), hint.clone())
+        Error::invalid(
+            format!("--knob {name}"),
+            format!("`{value}` is not an integer"),
+            hint.clone(),
+        )
     })?;
     if v < u64::from(min) || v > u64::from(max) {
         return Err(Error::invalid(
@@ -344,8 +354,14 @@ mod tests {
         let k = PolicyConfig::new(PolicyKind::Chunked).knobs();
         assert_eq!(k["budget"], 2048);
         let k = PolicyConfig::new(PolicyKind::SplitFuse).knobs();
-        assert_eq!((k["budget"].clone(), k["max_seqs"].clone()), (768.into(), 512.into()));
-        assert_eq!((k["max_tracked"].clone(), k["block"].clone()), (2048.into(), 64.into()));
+        assert_eq!(
+            (k["budget"].clone(), k["max_seqs"].clone()),
+            (768.into(), 512.into())
+        );
+        assert_eq!(
+            (k["max_tracked"].clone(), k["block"].clone()),
+            (2048.into(), 64.into())
+        );
         let c = PolicyConfig::with_knobs(PolicyKind::Continuous, ["max_len=1024"]).unwrap();
         assert_eq!(c.token_budget(), Some(2048));
         assert_eq!(PolicyConfig::new(PolicyKind::Static).token_budget(), None);
@@ -354,14 +370,25 @@ mod tests {
     #[test]
     fn bad_knobs_are_named() {
         let e = PolicyConfig::with_knobs(PolicyKind::Chunked, ["budget=0"]).unwrap_err();
-        assert!(e.to_string().contains("--knob budget") && e.to_string().contains("out of range"), "{e}");
+        assert!(
+            e.to_string().contains("--knob budget") && e.to_string().contains("out of range"),
+            "{e}"
+        );
         let e = PolicyConfig::with_knobs(PolicyKind::Chunked, ["bugdet=10"]).unwrap_err();
-        assert!(e.to_string().contains("no knob `bugdet`") && e.to_string().contains("budget, max_seqs"), "{e}");
+        assert!(
+            e.to_string().contains("no knob `bugdet`")
+                && e.to_string().contains("budget, max_seqs"),
+            "{e}"
+        );
         let e = PolicyConfig::with_knobs(PolicyKind::Chunked, ["watermark=x"]).unwrap_err();
         assert!(e.to_string().contains("not a number"), "{e}");
         let e = PolicyConfig::with_knobs(PolicyKind::Chunked, ["budget"]).unwrap_err();
         assert!(e.to_string().contains("name=value"), "{e}");
         let e = "fastgen".parse::<PolicyKind>().unwrap_err();
-        assert!(e.to_string().contains("static, continuous, chunked, splitfuse, prepack"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("static, continuous, chunked, splitfuse, prepack"),
+            "{e}"
+        );
     }
 }

@@ -24,8 +24,12 @@ pub struct StepAudit {
     pub admitted: Vec<(RequestId, bool)>,
     /// Requests preempted (KV freed, to be recomputed) in this step.
     pub preempted: Vec<RequestId>,
-    /// Running requests in their decode phase that the step left out.
+    /// Running requests in their decode phase that the step left out (budget
+    /// or sequence limits), excluding [`Self::blocked_decodes`].
     pub skipped_decodes: Vec<RequestId>,
+    /// Decodes left out because no KV block was free for their next token
+    /// (splitfuse skips them instead of preempting, as DeepSpeed-MII does).
+    pub blocked_decodes: Vec<RequestId>,
     /// The token budget the step was scheduled under (`None` for static and prepack).
     pub token_budget: Option<u32>,
 }
@@ -209,7 +213,10 @@ impl Scheduler {
             .copied()
             .filter(|id| {
                 let s = self.seq(*id);
-                !s.done && !s.in_prefill() && !in_batch.contains(id)
+                !s.done
+                    && !s.in_prefill()
+                    && !in_batch.contains(id)
+                    && !audit.blocked_decodes.contains(id)
             })
             .collect();
         Ok((batch, audit))
@@ -336,6 +343,7 @@ impl Scheduler {
         for _ in 0..=self.running.len() {
             let mut entries = Vec::new();
             let mut tokens = 0u32;
+            audit.blocked_decodes.clear();
             // 1) Decodes first; one that needs a block when none is free is skipped.
             let decode_limit = (self.cfg.max_seqs).min(budget);
             let decoders: Vec<RequestId> = self
@@ -350,6 +358,7 @@ impl Scheduler {
                 }
                 let upto = self.seq(id).computed + 1;
                 if !self.kv.can_allocate(self.kv.extra_blocks(id, upto), false) {
+                    audit.blocked_decodes.push(id);
                     continue;
                 }
                 self.kv.ensure(id, upto)?;
@@ -366,14 +375,30 @@ impl Scheduler {
                 .collect();
             let mut blocked = false;
             for id in partials {
-                if !self.splitfuse_prompt(id, false, budget, max_seqs, &mut tokens, &mut entries, audit)? {
+                if !self.splitfuse_prompt(
+                    id,
+                    false,
+                    budget,
+                    max_seqs,
+                    &mut tokens,
+                    &mut entries,
+                    audit,
+                )? {
                     blocked = true;
                     break;
                 }
             }
             if !blocked {
                 while let Some(&id) = self.waiting.front() {
-                    if !self.splitfuse_prompt(id, true, budget, max_seqs, &mut tokens, &mut entries, audit)? {
+                    if !self.splitfuse_prompt(
+                        id,
+                        true,
+                        budget,
+                        max_seqs,
+                        &mut tokens,
+                        &mut entries,
+                        audit,
+                    )? {
                         break;
                     }
                 }
@@ -382,7 +407,12 @@ impl Scheduler {
                 return Ok(ragged(entries));
             }
             // 3) Deadlock escape: flush the newest request holding KV and requeue it.
-            let victim = self.running.iter().rev().copied().find(|&id| self.kv.holds(id));
+            let victim = self
+                .running
+                .iter()
+                .rev()
+                .copied()
+                .find(|&id| self.kv.holds(id));
             match victim {
                 Some(v) if !self.waiting.is_empty() || !self.running.is_empty() => {
                     self.preempt(v, audit)
@@ -405,7 +435,11 @@ impl Scheduler {
         entries: &mut Vec<BatchEntry>,
         audit: &mut StepAudit,
     ) -> Result<bool> {
-        if self.kv.free_blocks() == 0 || entries.len() >= max_seqs || *tokens >= budget {
+        // MII also stops when no block is free; here the whole-remainder check
+        // below covers that, so a partial prompt whose blocks are already
+        // allocated can still advance in a full cache (MII would flush it in
+        // its deadlock escape and livelock in that corner).
+        if entries.len() >= max_seqs || *tokens >= budget {
             return Ok(false);
         }
         if from_waiting && self.running.len() as u32 >= self.cfg.max_tracked {
@@ -414,7 +448,10 @@ impl Scheduler {
         let s = self.seq(id);
         let (computed, target) = (s.computed, s.target);
         // Admit only when the cache can hold the whole remaining prompt.
-        if !self.kv.can_allocate(self.kv.extra_blocks(id, target), false) {
+        if !self
+            .kv
+            .can_allocate(self.kv.extra_blocks(id, target), false)
+        {
             return Ok(false);
         }
         let n = (target - computed).min(budget - *tokens);
@@ -448,7 +485,11 @@ impl Scheduler {
             if self.rows.is_empty() {
                 return Ok(ForwardBatch::default());
             }
-            let lens: Vec<u32> = self.rows.iter().map(|&id| self.seq(id).prompt_len).collect();
+            let lens: Vec<u32> = self
+                .rows
+                .iter()
+                .map(|&id| self.seq(id).prompt_len)
+                .collect();
             let row_len = lens.iter().copied().max().unwrap_or(0);
             for (&id, &len) in self.rows.clone().iter().zip(&lens) {
                 self.kv.ensure(id, len)?;
@@ -585,7 +626,7 @@ impl Scheduler {
         false
     }
 
-    /// Whether the request sits in the current static batch (then it is retired with the batch).
+    /// The state of a request the engine still holds.
     pub fn tokens_of(&self, id: RequestId) -> Option<&Seq> {
         self.seqs.get(&id)
     }

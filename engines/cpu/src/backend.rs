@@ -86,6 +86,21 @@ impl CpuBackend {
         Ok(Self::new(Model::new(cfg, w)?, CpuOptions::default()))
     }
 
+    /// What the CLI needs: the preset `model` (`tiny`, `small`) with weights
+    /// from `weights` (safetensors, Hugging Face Llama names) or, without a
+    /// file, seeded random weights from `seed`.
+    ///
+    /// # Errors
+    /// An unknown preset; an unreadable file; a missing or mis-shaped tensor
+    /// (the message names the tensor and both shapes).
+    pub fn load(model: &str, weights: Option<&Path>, seed: u64) -> Result<Self, CpuError> {
+        let cfg = ModelConfig::preset(model)?;
+        match weights {
+            Some(path) => Self::from_safetensors(cfg, path),
+            None => Self::random(cfg, seed),
+        }
+    }
+
     /// Replaces the options (before `init_kv`).
     #[must_use]
     pub fn with_options(mut self, opts: CpuOptions) -> Self {

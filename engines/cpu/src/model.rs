@@ -32,15 +32,19 @@ pub struct ForwardOptions {
     /// KV partitions of the split-KV decode kernel; 0 sends decodes through
     /// the flash kernel instead.
     pub decode_splits: usize,
-    /// Flash kernel tiles.
+    /// Flash kernel tiles and threads.
     pub flash: FlashConfig,
 }
 
 impl Default for ForwardOptions {
+    /// 4 decode splits; flash attention spread over every available core.
     fn default() -> Self {
         Self {
             decode_splits: 4,
-            flash: FlashConfig::default(),
+            flash: FlashConfig {
+                threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+                ..FlashConfig::default()
+            },
         }
     }
 }

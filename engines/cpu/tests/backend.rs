@@ -54,6 +54,36 @@ fn reports_its_model_sizes() {
 }
 
 #[test]
+fn load_reads_presets_and_files_with_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tiny.safetensors");
+    fuselab_cpu::write_random_safetensors(&ModelConfig::tiny(), 11, &path).unwrap();
+    let from_file = CpuBackend::load("tiny", Some(&path), 0).unwrap();
+    let random = CpuBackend::load("tiny", None, 11).unwrap();
+    let toks = [3u32, 1, 4, 1, 5];
+    assert_eq!(
+        from_file.model().naive_logits(&toks).unwrap(),
+        random.model().naive_logits(&toks).unwrap()
+    );
+    // a tiny file read as `small`: the first tensor already has the wrong shape
+    let e = CpuBackend::load("small", Some(&path), 0)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("model.embed_tokens.weight")
+            && e.contains("[4096, 256]")
+            && e.contains("[8192, 512]"),
+        "{e}"
+    );
+    assert!(
+        CpuBackend::load("medium", None, 0)
+            .unwrap_err()
+            .to_string()
+            .contains("medium")
+    );
+}
+
+#[test]
 fn bad_batches_are_errors() {
     let mut b = CpuBackend::random(micro(), 3).unwrap();
     let e = b

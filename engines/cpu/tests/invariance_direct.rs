@@ -10,7 +10,7 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use common::{OracleCache, UnderTestDyn, backends, check_against_oracle};
+use common::{MakeBackend, OracleCache, UnderTestDyn, backends, check_against_oracle};
 use fuselab_core::RequestId;
 use fuselab_engine::{BatchEntry, BatchShape, ForwardBatch, KvGeometry};
 use rand::seq::SliceRandom;
@@ -47,12 +47,7 @@ struct Driver {
 }
 
 impl Driver {
-    fn new(
-        make: fn(u64, usize) -> Box<dyn UnderTestDyn>,
-        block_size: usize,
-        decode_splits: usize,
-        seed: u64,
-    ) -> Self {
+    fn new(make: MakeBackend, block_size: usize, decode_splits: usize, seed: u64) -> Self {
         let mut b = make(64 << 20, decode_splits);
         let num_blocks = 4096 / block_size as u32;
         b.init_kv(KvGeometry {
@@ -115,7 +110,7 @@ impl Driver {
     }
 
     fn preempt(&mut self, s: &mut Seq) {
-        self.free.extend(s.table.drain(..));
+        self.free.append(&mut s.table);
         s.computed = 0;
     }
 }
@@ -189,7 +184,7 @@ fn finish(d: &mut Driver, cache: &mut OracleCache, seqs: &[Seq], what: &str) -> 
     (sequences, checked)
 }
 
-fn scenarios(make: fn(u64, usize) -> Box<dyn UnderTestDyn>, name: &str) {
+fn scenarios(make: MakeBackend, name: &str) {
     let seed = 42;
     let mut results: Vec<(String, Outcome)> = Vec::new();
     let mut cache = OracleCache::new();

@@ -9,7 +9,7 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use common::{OracleCache, Recorder, UnderTestDyn, backends, check_against_oracle};
+use common::{MakeBackend, OracleCache, Recorder, backends, check_against_oracle};
 use fuselab_core::{RequestId, RequestSpec};
 use fuselab_engine::{NativeEngine, PolicyConfig, PolicyKind};
 use rand::{Rng, SeedableRng};
@@ -39,7 +39,7 @@ struct Outcome {
 }
 
 fn run(
-    make: fn(u64, usize) -> Box<dyn UnderTestDyn>,
+    make: MakeBackend,
     cache: &mut OracleCache,
     kind: PolicyKind,
     knobs: &[&str],

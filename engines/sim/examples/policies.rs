@@ -15,9 +15,24 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for (op, m) in &cal.mape {
         println!("  {op:>13}: {:5.1} %", m * 100.0);
     }
+    for (op, c) in &cal.gemm {
+        println!(
+            "  {op:>8}: eta_c {:.3} eta_m {:.3} floor {:.1} us p {:.2}",
+            c.eta_c,
+            c.eta_m,
+            c.floor_s * 1e6,
+            c.p
+        );
+    }
+    println!("  {:?}\n  {:?}", cal.prefill_attn, cal.decode_attn);
     let s8 = common::design_s8(8);
-    println!("\nDESIGN.md §8 workload (64 × N(2600,780)[256,4096] prompts, 128 out, t=0), h200 llama3-8b:");
-    println!("{:>11} {:>10} {:>8} {:>10} {:>8}", "policy", "makespan", "steps", "padding", "preempt");
+    println!(
+        "\nDESIGN.md §8 workload (64 × N(2600,780)[256,4096] prompts, 128 out, t=0), h200 llama3-8b:"
+    );
+    println!(
+        "{:>11} {:>10} {:>8} {:>10} {:>8}",
+        "policy", "makespan", "steps", "padding", "preempt"
+    );
     for kind in PolicyKind::ALL {
         let sim = SimBackend::from_names("h200", "llama3-8b", 1)?;
         let mut engine = NativeEngine::new(sim, PolicyConfig::new(kind))?;
@@ -33,14 +48,53 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
     }
     let fg = common::workload(256, 2600.0, 16, 7800, 60.0, false, Some(2.0), 11);
-    println!("\nFastGen-like traffic (256 × N(2600,30%) prompts, N(60,30%) out, Poisson 2 req/s), h200 llama3-8b:");
-    println!("{:>11} {:>10} {:>12} {:>10}", "policy", "p99 TTFT", "out tok/s", "mean TPOT");
+    println!(
+        "\nFastGen-like traffic (256 × N(2600,30%) prompts, N(60,30%) out, Poisson 2 req/s), h200 llama3-8b:"
+    );
+    println!(
+        "{:>11} {:>10} {:>12} {:>10}",
+        "policy", "p99 TTFT", "out tok/s", "mean TPOT"
+    );
     for kind in PolicyKind::ALL {
         let sim = SimBackend::from_names("h200", "llama3-8b", 1)?;
         let mut engine = NativeEngine::new(sim, PolicyConfig::new(kind))?;
         let run = simulate(&fg, None, &mut engine)?;
         let (p99, thr, tpot) = common::summary(&run.records);
-        println!("{:>11} {:>9.3}s {:>12.0} {:>9.1}ms", kind.name(), p99, thr, tpot * 1e3);
+        println!(
+            "{:>11} {:>9.3}s {:>12.0} {:>9.1}ms",
+            kind.name(),
+            p99,
+            thr,
+            tpot * 1e3
+        );
+    }
+    println!("\nRising load (512 FastGen-2600-like requests, 128 out), ragged policies:");
+    println!(
+        "{:>5} {:>11} {:>10} {:>12} {:>10} {:>9}",
+        "rate", "policy", "p99 TTFT", "out tok/s", "mean TPOT", "wall"
+    );
+    for rate in [2.0, 8.0, 16.0] {
+        let specs = common::workload(512, 2600.0, 16, 7800, 128.0, false, Some(rate), 5);
+        for kind in [
+            PolicyKind::Continuous,
+            PolicyKind::Chunked,
+            PolicyKind::SplitFuse,
+        ] {
+            let sim = SimBackend::from_names("h200", "llama3-8b", 1)?;
+            let mut engine = NativeEngine::new(sim, PolicyConfig::new(kind))?;
+            let t0 = std::time::Instant::now();
+            let run = simulate(&specs, None, &mut engine)?;
+            let wall = t0.elapsed().as_secs_f64();
+            let (p99, thr, tpot) = common::summary(&run.records);
+            println!(
+                "{rate:>5} {:>11} {:>9.3}s {:>12.0} {:>8.1}ms {:>8.3}s",
+                kind.name(),
+                p99,
+                thr,
+                tpot * 1e3,
+                wall
+            );
+        }
     }
     Ok(())
 }

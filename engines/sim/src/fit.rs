@@ -51,14 +51,22 @@ fn run(f: &dyn Fn(&[f64]) -> f64, x0: &[f64], step: f64, iters: usize) -> Vec<f6
         } else if fr < simplex[n - 1].1 {
             simplex[n] = (xr, fr);
         } else {
-            let xc = if fr < worst.1 { along(0.5) } else { along(-0.5) };
+            let xc = if fr < worst.1 {
+                along(0.5)
+            } else {
+                along(-0.5)
+            };
             let fc = f(&xc);
             if fc < worst.1.min(fr) {
                 simplex[n] = (xc, fc);
             } else {
                 let best = simplex[0].0.clone();
                 for s in simplex.iter_mut().skip(1) {
-                    let x: Vec<f64> = best.iter().zip(&s.0).map(|(b, x)| b + 0.5 * (x - b)).collect();
+                    let x: Vec<f64> = best
+                        .iter()
+                        .zip(&s.0)
+                        .map(|(b, x)| b + 0.5 * (x - b))
+                        .collect();
                     let v = f(&x);
                     *s = (x, v);
                 }
@@ -75,6 +83,9 @@ mod tests {
     fn finds_the_minimum_of_rosenbrock() {
         let f = |x: &[f64]| (1.0 - x[0]).powi(2) + 100.0 * (x[1] - x[0] * x[0]).powi(2);
         let x = super::nelder_mead(&f, &[-1.0, 2.0], 0.5, 2000, 2);
-        assert!((x[0] - 1.0).abs() < 1e-3 && (x[1] - 1.0).abs() < 1e-3, "{x:?}");
+        assert!(
+            (x[0] - 1.0).abs() < 1e-3 && (x[1] - 1.0).abs() < 1e-3,
+            "{x:?}"
+        );
     }
 }

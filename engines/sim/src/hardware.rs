@@ -73,16 +73,19 @@ pub const HARDWARE: [Hardware; 4] = [
 /// # Errors
 /// An [`Error::Invalid`] for `--hardware` listing the valid names.
 pub fn hardware(name: &str) -> Result<&'static Hardware, Error> {
-    HARDWARE.iter().find(|h| h.name == name.trim()).ok_or_else(|| {
-        Error::invalid(
-            "--hardware",
-            format!("unknown hardware `{name}`"),
-            format!(
-                "valid hardware profiles: {}",
-                HARDWARE.map(|h| h.name).join(", ")
-            ),
-        )
-    })
+    HARDWARE
+        .iter()
+        .find(|h| h.name == name.trim())
+        .ok_or_else(|| {
+            Error::invalid(
+                "--hardware",
+                format!("unknown hardware `{name}`"),
+                format!(
+                    "valid hardware profiles: {}",
+                    HARDWARE.map(|h| h.name).join(", ")
+                ),
+            )
+        })
 }
 
 /// A decoder-only Llama-family model's shape (RMSNorm, RoPE, GQA, SwiGLU; untied embeddings).
@@ -110,11 +113,61 @@ pub struct ModelShape {
 
 /// The model shapes (from each model's published `config.json`).
 pub const MODELS: [ModelShape; 5] = [
-    ModelShape { name: "llama3-8b", layers: 32, hidden: 4096, q_heads: 32, kv_heads: 8, head_dim: 128, ffn: 14336, vocab: 128_256, max_len: 8192 },
-    ModelShape { name: "llama2-7b", layers: 32, hidden: 4096, q_heads: 32, kv_heads: 32, head_dim: 128, ffn: 11008, vocab: 32000, max_len: 4096 },
-    ModelShape { name: "llama2-13b", layers: 40, hidden: 5120, q_heads: 40, kv_heads: 40, head_dim: 128, ffn: 13824, vocab: 32000, max_len: 4096 },
-    ModelShape { name: "llama3-70b", layers: 80, hidden: 8192, q_heads: 64, kv_heads: 8, head_dim: 128, ffn: 28672, vocab: 128_256, max_len: 8192 },
-    ModelShape { name: "tiny", layers: 4, hidden: 256, q_heads: 8, kv_heads: 2, head_dim: 32, ffn: 704, vocab: 4096, max_len: 4096 },
+    ModelShape {
+        name: "llama3-8b",
+        layers: 32,
+        hidden: 4096,
+        q_heads: 32,
+        kv_heads: 8,
+        head_dim: 128,
+        ffn: 14336,
+        vocab: 128_256,
+        max_len: 8192,
+    },
+    ModelShape {
+        name: "llama2-7b",
+        layers: 32,
+        hidden: 4096,
+        q_heads: 32,
+        kv_heads: 32,
+        head_dim: 128,
+        ffn: 11008,
+        vocab: 32000,
+        max_len: 4096,
+    },
+    ModelShape {
+        name: "llama2-13b",
+        layers: 40,
+        hidden: 5120,
+        q_heads: 40,
+        kv_heads: 40,
+        head_dim: 128,
+        ffn: 13824,
+        vocab: 32000,
+        max_len: 4096,
+    },
+    ModelShape {
+        name: "llama3-70b",
+        layers: 80,
+        hidden: 8192,
+        q_heads: 64,
+        kv_heads: 8,
+        head_dim: 128,
+        ffn: 28672,
+        vocab: 128_256,
+        max_len: 8192,
+    },
+    ModelShape {
+        name: "tiny",
+        layers: 4,
+        hidden: 256,
+        q_heads: 8,
+        kv_heads: 2,
+        head_dim: 32,
+        ffn: 704,
+        vocab: 4096,
+        max_len: 4096,
+    },
 ];
 
 /// Looks a model shape up by name.
@@ -122,13 +175,16 @@ pub const MODELS: [ModelShape; 5] = [
 /// # Errors
 /// An [`Error::Invalid`] for `--model` listing the valid names.
 pub fn model(name: &str) -> Result<&'static ModelShape, Error> {
-    MODELS.iter().find(|m| m.name == name.trim()).ok_or_else(|| {
-        Error::invalid(
-            "--model",
-            format!("unknown model `{name}`"),
-            format!("valid models: {}", MODELS.map(|m| m.name).join(", ")),
-        )
-    })
+    MODELS
+        .iter()
+        .find(|m| m.name == name.trim())
+        .ok_or_else(|| {
+            Error::invalid(
+                "--model",
+                format!("unknown model `{name}`"),
+                format!("valid models: {}", MODELS.map(|m| m.name).join(", ")),
+            )
+        })
 }
 
 impl ModelShape {
@@ -167,11 +223,19 @@ mod tests {
     fn llama3_8b_matches_first_principles() {
         let m = model("llama3-8b").unwrap();
         // research/engine.md §d.4: weights 16.06 GB, KV 128 KiB/token.
-        assert!((m.weight_bytes() as f64 / 1e9 - 16.06).abs() < 0.02, "{}", m.weight_bytes());
+        assert!(
+            (m.weight_bytes() as f64 / 1e9 - 16.06).abs() < 0.02,
+            "{}",
+            m.weight_bytes()
+        );
         assert_eq!(m.kv_bytes_per_token(1), 128 * 1024);
         assert_eq!(m.kv_bytes_per_token(2), 64 * 1024);
         let m70 = model("llama3-70b").unwrap();
-        assert!((m70.params() as f64 / 1e9 - 70.55).abs() < 0.1, "{}", m70.params());
+        assert!(
+            (m70.params() as f64 / 1e9 - 70.55).abs() < 0.1,
+            "{}",
+            m70.params()
+        );
     }
 
     #[test]
@@ -179,6 +243,9 @@ mod tests {
         let e = hardware("b200").unwrap_err().to_string();
         assert!(e.contains("a100-80g, h100-sxm, h200, l40s"), "{e}");
         let e = model("gpt4").unwrap_err().to_string();
-        assert!(e.contains("llama3-8b, llama2-7b, llama2-13b, llama3-70b, tiny"), "{e}");
+        assert!(
+            e.contains("llama3-8b, llama2-7b, llama2-13b, llama3-70b, tiny"),
+            "{e}"
+        );
     }
 }

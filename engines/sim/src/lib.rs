@@ -162,8 +162,14 @@ impl SimBackend {
         if ![1, 2, 4, 8].contains(&cfg.tp) || model.q_heads % cfg.tp != 0 {
             return Err(Error::invalid(
                 "--tp",
-                format!("tensor-parallel degree {} is not supported for {}", cfg.tp, model.name),
-                format!("give 1, 2, 4 or 8 dividing the model's {} query heads", model.q_heads),
+                format!(
+                    "tensor-parallel degree {} is not supported for {}",
+                    cfg.tp, model.name
+                ),
+                format!(
+                    "give 1, 2, 4 or 8 dividing the model's {} query heads",
+                    model.q_heads
+                ),
             )
             .into());
         }
@@ -178,7 +184,10 @@ impl SimBackend {
         if !(cfg.step_overhead_s >= 0.0 && cfg.step_overhead_s.is_finite()) {
             return Err(Error::invalid(
                 "step_overhead_s",
-                format!("{} is not a non-negative number of seconds", cfg.step_overhead_s),
+                format!(
+                    "{} is not a non-negative number of seconds",
+                    cfg.step_overhead_s
+                ),
                 "give e.g. 0.0003",
             )
             .into());
@@ -250,9 +259,18 @@ impl SimBackend {
         let mut m = BTreeMap::new();
         m.insert("tp".into(), serde_json::json!(self.cfg.tp));
         m.insert("mem_util".into(), serde_json::json!(self.cfg.mem_util));
-        m.insert("step_overhead_s".into(), serde_json::json!(self.cfg.step_overhead_s));
-        m.insert("peak_tflops".into(), serde_json::json!(self.hw.peak_flops / 1e12));
-        m.insert("mem_bw_tbps".into(), serde_json::json!(self.hw.mem_bw / 1e12));
+        m.insert(
+            "step_overhead_s".into(),
+            serde_json::json!(self.cfg.step_overhead_s),
+        );
+        m.insert(
+            "peak_tflops".into(),
+            serde_json::json!(self.hw.peak_flops / 1e12),
+        );
+        m.insert(
+            "mem_bw_tbps".into(),
+            serde_json::json!(self.hw.mem_bw / 1e12),
+        );
         m
     }
 
@@ -355,11 +373,8 @@ impl SimBackend {
 
         // Element-wise kernels: norms (2 × r+w), residual adds (2 × 2r+w),
         // SiLU·mul (2r+w of ffn), RoPE on q and k (r+w), KV write.
-        let elems_per_token = 4.0 * h
-            + 6.0 * h
-            + 3.0 * ffn
-            + 2.0 * (q_heads + kv_heads) * d
-            + 2.0 * kv_heads * d;
+        let elems_per_token =
+            4.0 * h + 6.0 * h + 3.0 * ffn + 2.0 * (q_heads + kv_heads) * d + 2.0 * kv_heads * d;
         let bytes = 2.0 * elems_per_token * lin_tokens;
         cost.elementwise_s =
             layers * (bytes / (ELEMENTWISE_ETA * bw) + ELEMENTWISE_KERNELS * KERNEL_FLOOR_S);

@@ -219,4 +219,6 @@ fn run_prints_its_embedded_config_and_runs_an_edited_copy() {
         .success()
         .stdout(contains("best eff@4").and(contains("splitfuse")));
     assert!(tmp.path().join("out/sim/sweep.json").is_file());
+    let html = std::fs::read_to_string(tmp.path().join("out/report.html")).unwrap();
+    assert!(html.contains("<svg") && !html.contains("http://") && !html.contains("https://"));
 }

@@ -64,10 +64,18 @@ fn a_slower_candidate_fails_with_markdown_and_junit() {
         .arg(&junit)
         .assert()
         .code(1)
-        .stdout(predicate::str::contains("| output_throughput |").and(predicate::str::contains("**regressed**")))
-        .stderr(predicate::str::contains("FAIL").and(predicate::str::contains("output_throughput")));
+        .stdout(
+            predicate::str::contains("| output_throughput |")
+                .and(predicate::str::contains("**regressed**")),
+        )
+        .stderr(
+            predicate::str::contains("FAIL").and(predicate::str::contains("output_throughput")),
+        );
     let md = std::fs::read_to_string(md).unwrap();
-    assert!(md.starts_with("# earlier step\n## fuselab gate: FAIL"), "{md}");
+    assert!(
+        md.starts_with("# earlier step\n## fuselab gate: FAIL"),
+        "{md}"
+    );
     let xml = std::fs::read_to_string(junit).unwrap();
     assert!(xml.contains("<testcase classname=\"fuselab.gate\" name=\"output_throughput\""));
     assert!(xml.contains("<failure type=\"regression\" message=\"output_throughput regressed\">"));
@@ -102,7 +110,10 @@ fn save_baseline_then_gate_by_name() {
         .arg(&b)
         .assert()
         .code(2)
-        .stderr(predicate::str::contains("no baseline \"nightly\"").and(predicate::str::contains("--save-baseline")));
+        .stderr(
+            predicate::str::contains("no baseline \"nightly\"")
+                .and(predicate::str::contains("--save-baseline")),
+        );
 }
 
 #[test]
@@ -117,7 +128,10 @@ fn a_missing_run_folder_exits_2() {
         .arg(&missing)
         .assert()
         .code(2)
-        .stderr(predicate::str::contains("cannot read candidate run").and(predicate::str::contains("no-such-run")));
+        .stderr(
+            predicate::str::contains("cannot read candidate run")
+                .and(predicate::str::contains("no-such-run")),
+        );
 }
 
 #[test]
@@ -127,7 +141,11 @@ fn a_schema_version_mismatch_exits_2_naming_both_versions() {
     let b = write_run(tmp.path(), "b", 2, 1.0);
     let summary = b.join("summary.json");
     let text = std::fs::read_to_string(&summary).unwrap();
-    std::fs::write(&summary, text.replacen("\"schema_version\": 1", "\"schema_version\": 2", 1)).unwrap();
+    std::fs::write(
+        &summary,
+        text.replacen("\"schema_version\": 1", "\"schema_version\": 2", 1),
+    )
+    .unwrap();
     fuselab()
         .args(["gate", "--baseline"])
         .arg(&a)
@@ -135,7 +153,9 @@ fn a_schema_version_mismatch_exits_2_naming_both_versions() {
         .arg(&b)
         .assert()
         .code(2)
-        .stderr(predicate::str::contains("schema version 2").and(predicate::str::contains("version 1")));
+        .stderr(
+            predicate::str::contains("schema version 2").and(predicate::str::contains("version 1")),
+        );
 }
 
 #[test]
@@ -164,7 +184,11 @@ fn different_hardware_is_refused_unless_allowed() {
     let b = write_run(tmp.path(), "b", 2, 1.0);
     let summary = b.join("summary.json");
     let text = std::fs::read_to_string(&summary).unwrap();
-    std::fs::write(&summary, text.replacen("\"hardware\": \"none\"", "\"hardware\": \"h200\"", 1)).unwrap();
+    std::fs::write(
+        &summary,
+        text.replacen("\"hardware\": \"none\"", "\"hardware\": \"h200\"", 1),
+    )
+    .unwrap();
     fuselab()
         .args(["gate", "--baseline"])
         .arg(&a)
@@ -172,9 +196,18 @@ fn different_hardware_is_refused_unless_allowed() {
         .arg(&b)
         .assert()
         .code(2)
-        .stderr(predicate::str::contains("hardware").and(predicate::str::contains("--allow-hardware-mismatch")));
+        .stderr(
+            predicate::str::contains("hardware")
+                .and(predicate::str::contains("--allow-hardware-mismatch")),
+        );
     fuselab()
-        .args(["gate", "--allow-hardware-mismatch", "--resamples", "100", "--baseline"])
+        .args([
+            "gate",
+            "--allow-hardware-mismatch",
+            "--resamples",
+            "100",
+            "--baseline",
+        ])
         .arg(&a)
         .arg("--candidate")
         .arg(&b)

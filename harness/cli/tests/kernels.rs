@@ -10,7 +10,9 @@ fn fuselab() -> Command {
 #[test]
 fn cuda_without_a_driver_says_so_and_exits_2() {
     if fuselab_kernels::cuda::driver_present() {
-        println!("skipping: this machine has a CUDA driver, so `--device cuda` would run the benchmark");
+        println!(
+            "skipping: this machine has a CUDA driver, so `--device cuda` would run the benchmark"
+        );
         return;
     }
     fuselab()
@@ -29,7 +31,9 @@ fn cpu_quick_prints_a_table_and_writes_json() {
         .arg(&json)
         .assert()
         .success()
-        .stdout(predicate::str::contains("| prefill_attention | causal S=64"))
+        .stdout(predicate::str::contains(
+            "| prefill_attention | causal S=64",
+        ))
         .stdout(predicate::str::contains("GFLOP/s"));
     let text = std::fs::read_to_string(&json).expect("json written");
     let v: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
@@ -48,7 +52,10 @@ fn bad_baseline_and_bad_config_key_are_named() {
         .arg(&base)
         .assert()
         .code(2)
-        .stderr(predicate::str::contains("--baseline").and(predicate::str::contains("`fast` is not a number")));
+        .stderr(
+            predicate::str::contains("--baseline")
+                .and(predicate::str::contains("`fast` is not a number")),
+        );
     let cfg = dir.path().join("k.toml");
     std::fs::write(&cfg, "device = \"cpu\"\nspeed = 3\n").expect("write");
     fuselab()

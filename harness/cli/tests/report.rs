@@ -30,7 +30,12 @@ fn write_sweep(dir: &Path) -> PathBuf {
             let name = format!("{policy}-c{clients}");
             let path = write_run(&sweep, &name, clients, policy);
             let summary = fuselab_store::read_summary(&path).unwrap();
-            points.push(SweepPoint { policy: policy.into(), load: clients as f64, run: name, metrics: summary.metrics });
+            points.push(SweepPoint {
+                policy: policy.into(),
+                load: clients as f64,
+                run: name,
+                metrics: summary.metrics,
+            });
         }
     }
     let summary = SweepSummary {
@@ -68,7 +73,14 @@ fn report_of_runs_and_a_sweep_with_svg_charts() {
     assert!(html.contains("<figure id=\"chart-ttft-vs-throughput\">"));
     assert!(html.contains("<h3>Sweep sweep</h3>"));
     assert!(!html.contains("http"));
-    for id in ["ttft-vs-throughput", "ttft-cdf", "itl-cdf", "e2e-cdf", "kv-utilisation", "batch-composition-1"] {
+    for id in [
+        "ttft-vs-throughput",
+        "ttft-cdf",
+        "itl-cdf",
+        "e2e-cdf",
+        "kv-utilisation",
+        "batch-composition-1",
+    ] {
         let svg = std::fs::read_to_string(charts.join(format!("{id}.svg"))).unwrap();
         assert!(svg.starts_with("<svg"), "{id}");
     }
@@ -105,5 +117,8 @@ fn a_missing_folder_exits_2() {
         .arg(tmp.path().join("r.html"))
         .assert()
         .code(2)
-        .stderr(predicate::str::contains("cannot read run or sweep folder").and(predicate::str::contains("nope")));
+        .stderr(
+            predicate::str::contains("cannot read run or sweep folder")
+                .and(predicate::str::contains("nope")),
+        );
 }

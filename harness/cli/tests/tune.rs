@@ -28,25 +28,60 @@ fn tunes_a_command_and_reports_the_best_with_uncertainty() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("c");
     fuselab()
-        .args(["tune", "--objective-cmd", QUADRATIC, "--space", "x1=-3.0..3,x2=-2.0..2", "--budget", "14", "--seed", "3"])
+        .args([
+            "tune",
+            "--objective-cmd",
+            QUADRATIC,
+            "--space",
+            "x1=-3.0..3,x2=-2.0..2",
+            "--budget",
+            "14",
+            "--seed",
+            "3",
+        ])
         .arg("--out")
         .arg(&out)
         .assert()
         .success()
-        .stdout(predicate::str::contains("best: x1=").and(predicate::str::contains("GP posterior")).and(predicate::str::contains("14 trials: 14 ok")));
+        .stdout(
+            predicate::str::contains("best: x1=")
+                .and(predicate::str::contains("GP posterior"))
+                .and(predicate::str::contains("14 trials: 14 ok")),
+        );
     let j = journal(&out);
     assert_eq!(j.len(), 14);
-    let best = j.iter().filter_map(|r| r["objective"].as_f64()).fold(f64::NEG_INFINITY, f64::max);
-    assert!(best > -0.05, "the maximum is 0 at (1, -0.5); best found {best}");
+    let best = j
+        .iter()
+        .filter_map(|r| r["objective"].as_f64())
+        .fold(f64::NEG_INFINITY, f64::max);
+    assert!(
+        best > -0.05,
+        "the maximum is 0 at (1, -0.5); best found {best}"
+    );
     for (i, r) in j.iter().enumerate() {
         assert_eq!(r["trial"], i);
         assert_eq!(r["status"], "ok");
-        assert!(out.join(r["run"].as_str().unwrap()).join("stdout.txt").exists());
+        assert!(
+            out.join(r["run"].as_str().unwrap())
+                .join("stdout.txt")
+                .exists()
+        );
     }
     // Minimising the same command walks to the corners instead.
     let out2 = dir.path().join("min");
     fuselab()
-        .args(["tune", "--objective-cmd", QUADRATIC, "--space", "x1=-3.0..3,x2=-2.0..2", "--budget", "12", "--minimize", "--tuner", "random"])
+        .args([
+            "tune",
+            "--objective-cmd",
+            QUADRATIC,
+            "--space",
+            "x1=-3.0..3,x2=-2.0..2",
+            "--budget",
+            "12",
+            "--minimize",
+            "--tuner",
+            "random",
+        ])
         .arg("--out")
         .arg(&out2)
         .assert()
@@ -64,18 +99,36 @@ fn failed_trials_are_recorded_and_the_campaign_goes_on() {
     let out = dir.path().join("faults");
     let start = Instant::now();
     fuselab()
-        .args(["tune", "--objective-cmd", FAULTY, "--space", "k=0..5,x=0.0..1", "--budget", "12", "--tuner", "grid", "--timeout", "300ms"])
+        .args([
+            "tune",
+            "--objective-cmd",
+            FAULTY,
+            "--space",
+            "k=0..5,x=a|b",
+            "--budget",
+            "12",
+            "--tuner",
+            "grid",
+            "--timeout",
+            "300ms",
+        ])
         .arg("--out")
         .arg(&out)
         .assert()
         .success()
-        .stdout(predicate::str::contains("12 trials: 4 ok, 0 infeasible, 8 failed").and(predicate::str::contains("best: k=5")));
+        .stdout(
+            predicate::str::contains("12 trials: 4 ok, 0 infeasible, 8 failed")
+                .and(predicate::str::contains("best: k=5")),
+        );
     // The sleeping grandchild was killed with its process group, not waited for.
     assert!(start.elapsed() < Duration::from_secs(5 * 2));
     let j = journal(&out);
     assert_eq!(j.len(), 12);
     let status_of = |k: i64| -> Vec<String> {
-        j.iter().filter(|r| r["knobs"]["k"] == k).map(|r| r["status"].as_str().unwrap().to_string()).collect()
+        j.iter()
+            .filter(|r| r["knobs"]["k"] == k)
+            .map(|r| r["status"].as_str().unwrap().to_string())
+            .collect()
     };
     assert_eq!(status_of(0), ["crashed", "crashed"]);
     assert_eq!(status_of(1), ["failed", "failed"]);
@@ -83,12 +136,28 @@ fn failed_trials_are_recorded_and_the_campaign_goes_on() {
     assert_eq!(status_of(3), ["timeout", "timeout"]);
     assert_eq!(status_of(5), ["ok", "ok"]);
     let exit3 = j.iter().find(|r| r["knobs"]["k"] == 2).unwrap();
-    assert!(exit3["message"].as_str().unwrap().contains("exit status 3: oops"), "{exit3}");
+    assert!(
+        exit3["message"]
+            .as_str()
+            .unwrap()
+            .contains("exit status 3: oops"),
+        "{exit3}"
+    );
 
     // BO learns from the same failures and keeps going too.
     let out_bo = dir.path().join("faults-bo");
     fuselab()
-        .args(["tune", "--objective-cmd", FAULTY, "--space", "k=0..5,x=0.0..1", "--budget", "10", "--timeout", "300ms"])
+        .args([
+            "tune",
+            "--objective-cmd",
+            FAULTY,
+            "--space",
+            "k=0..5,x=0.0..1",
+            "--budget",
+            "10",
+            "--timeout",
+            "300ms",
+        ])
         .arg("--out")
         .arg(&out_bo)
         .assert()
@@ -101,9 +170,26 @@ fn sigkill_mid_campaign_then_resume_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("killed");
     let cmd = r#"sleep 0.1; awk "BEGIN{print -({x1}-1)^2-({x2}+0.5)^2}""#;
-    let args = ["tune", "--objective-cmd", cmd, "--space", "x1=-3.0..3,x2=-2.0..2", "--budget", "12", "--seed", "5"];
+    let args = [
+        "tune",
+        "--objective-cmd",
+        cmd,
+        "--space",
+        "x1=-3.0..3,x2=-2.0..2",
+        "--budget",
+        "12",
+        "--seed",
+        "5",
+    ];
     let bin = assert_cmd::cargo::cargo_bin("fuselab");
-    let mut child = StdCommand::new(&bin).args(args).arg("--out").arg(&out).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let mut child = StdCommand::new(&bin)
+        .args(args)
+        .arg("--out")
+        .arg(&out)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
     // Wait (bounded) for a few completed trials, then SIGKILL.
     let deadline = Instant::now() + Duration::from_secs(60);
     while journal(&out).len() < 4 && Instant::now() < deadline {
@@ -112,8 +198,15 @@ fn sigkill_mid_campaign_then_resume_loses_nothing() {
     child.kill().unwrap(); // SIGKILL on Unix
     child.wait().unwrap();
     let before = std::fs::read_to_string(out.join("trials.jsonl")).unwrap();
-    let complete: Vec<&str> = before.split_inclusive('\n').filter(|l| l.ends_with('\n')).collect();
-    assert!(complete.len() >= 4 && complete.len() < 12, "killed after {} trials", complete.len());
+    let complete: Vec<&str> = before
+        .split_inclusive('\n')
+        .filter(|l| l.ends_with('\n'))
+        .collect();
+    assert!(
+        complete.len() >= 4 && complete.len() < 12,
+        "killed after {} trials",
+        complete.len()
+    );
 
     fuselab()
         .args(args)
@@ -122,17 +215,29 @@ fn sigkill_mid_campaign_then_resume_loses_nothing() {
         .arg("--resume")
         .assert()
         .success()
-        .stderr(predicate::str::contains(format!("{} trial(s) already done", complete.len())))
+        .stderr(predicate::str::contains(format!(
+            "{} trial(s) already done",
+            complete.len()
+        )))
         .stdout(predicate::str::contains("12 trials: 12 ok"));
     let after = std::fs::read_to_string(out.join("trials.jsonl")).unwrap();
-    assert!(after.starts_with(&complete.concat()), "completed trials must be kept verbatim");
+    assert!(
+        after.starts_with(&complete.concat()),
+        "completed trials must be kept verbatim"
+    );
     let j = journal(&out);
     assert_eq!(j.len(), 12);
     for (i, r) in j.iter().enumerate() {
         assert_eq!(r["trial"], i);
     }
     // Resuming a finished campaign runs nothing more.
-    fuselab().args(args).arg("--out").arg(&out).arg("--resume").assert().success();
+    fuselab()
+        .args(args)
+        .arg("--out")
+        .arg(&out)
+        .arg("--resume")
+        .assert()
+        .success();
     assert_eq!(journal(&out).len(), 12);
 }
 
@@ -141,14 +246,25 @@ fn parallel_batches_fill_the_budget() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("par");
     fuselab()
-        .args(["tune", "--objective-cmd", QUADRATIC, "--space", "x1=-3.0..3,x2=-2.0..2", "--budget", "11", "--parallel", "3"])
+        .args([
+            "tune",
+            "--objective-cmd",
+            QUADRATIC,
+            "--space",
+            "x1=-3.0..3,x2=-2.0..2",
+            "--budget",
+            "11",
+            "--parallel",
+            "3",
+        ])
         .arg("--out")
         .arg(&out)
         .assert()
         .success();
     let j = journal(&out);
     assert_eq!(j.len(), 11);
-    let distinct: std::collections::HashSet<String> = j.iter().map(|r| r["knobs"].to_string()).collect();
+    let distinct: std::collections::HashSet<String> =
+        j.iter().map(|r| r["knobs"].to_string()).collect();
     assert_eq!(distinct.len(), 11, "a batch never repeats a point");
 }
 
@@ -158,12 +274,25 @@ fn same_seed_replays_the_same_suggestions() {
     let run = |name: &str| {
         let out = dir.path().join(name);
         fuselab()
-            .args(["tune", "--objective-cmd", QUADRATIC, "--space", "x1=-3.0..3,x2=-2.0..2", "--budget", "9", "--seed", "11"])
+            .args([
+                "tune",
+                "--objective-cmd",
+                QUADRATIC,
+                "--space",
+                "x1=-3.0..3,x2=-2.0..2",
+                "--budget",
+                "9",
+                "--seed",
+                "11",
+            ])
             .arg("--out")
             .arg(&out)
             .assert()
             .success();
-        journal(&out).iter().map(|r| r["knobs"].to_string()).collect::<Vec<_>>()
+        journal(&out)
+            .iter()
+            .map(|r| r["knobs"].to_string())
+            .collect::<Vec<_>>()
     };
     assert_eq!(run("a"), run("b"));
 }
@@ -177,9 +306,15 @@ fn bad_input_exits_2_with_a_clear_message() {
         (&["--space", "x1=3..-3"], "empty range"),
         (&["--space", "x1=0..3:log"], "positive lower bound"),
         (&["--space", "x1=a|"], "empty choice"),
-        (&["--space", "x1=-3.0..3", "--constraint", "x1 >= y"], "neither a number nor a knob"),
+        (
+            &["--space", "x1=-3.0..3", "--constraint", "x1 >= y"],
+            "neither a number nor a knob",
+        ),
         (&["--space", "x1=-3.0..3", "--timeout", "soon"], "--timeout"),
-        (&["--space", "x1=-3.0..3", "--tuner", "tpe"], "unknown tuner"),
+        (
+            &["--space", "x1=-3.0..3", "--tuner", "tpe"],
+            "unknown tuner",
+        ),
     ];
     for (extra, needle) in cases {
         fuselab()
@@ -192,7 +327,13 @@ fn bad_input_exits_2_with_a_clear_message() {
             .stderr(predicate::str::contains(*needle));
     }
     fuselab()
-        .args(["tune", "--objective-cmd", "echo {x9}", "--space", "x1=-3.0..3"])
+        .args([
+            "tune",
+            "--objective-cmd",
+            "echo {x9}",
+            "--space",
+            "x1=-3.0..3",
+        ])
         .arg("--out")
         .arg(&out)
         .assert()
@@ -200,7 +341,17 @@ fn bad_input_exits_2_with_a_clear_message() {
         .stderr(predicate::str::contains("placeholder {x9} is not a knob"));
     // A knob the engine policy does not have.
     fuselab()
-        .args(["tune", "--engine", "sim", "--policy", "splitfuse", "--space", "budget=256..8192:log,chunk=1..4", "--budget", "3"])
+        .args([
+            "tune",
+            "--engine",
+            "sim",
+            "--policy",
+            "splitfuse",
+            "--space",
+            "budget=256..8192:log,chunk=1..4",
+            "--budget",
+            "3",
+        ])
         .arg("--out")
         .arg(&out)
         .assert()
@@ -208,9 +359,31 @@ fn bad_input_exits_2_with_a_clear_message() {
         .stderr(predicate::str::contains("has no knob `chunk`"));
     // Resuming with a different space is refused.
     let c = dir.path().join("c");
-    fuselab().args(["tune", "--objective-cmd", "echo {x1}", "--space", "x1=-3.0..3", "--budget", "2"]).arg("--out").arg(&c).assert().success();
     fuselab()
-        .args(["tune", "--objective-cmd", "echo {x1}", "--space", "x1=-4.0..3", "--budget", "3", "--resume"])
+        .args([
+            "tune",
+            "--objective-cmd",
+            "echo {x1}",
+            "--space",
+            "x1=-3.0..3",
+            "--budget",
+            "2",
+        ])
+        .arg("--out")
+        .arg(&c)
+        .assert()
+        .success();
+    fuselab()
+        .args([
+            "tune",
+            "--objective-cmd",
+            "echo {x1}",
+            "--space",
+            "x1=-4.0..3",
+            "--budget",
+            "3",
+            "--resume",
+        ])
         .arg("--out")
         .arg(&c)
         .assert()
@@ -218,7 +391,15 @@ fn bad_input_exits_2_with_a_clear_message() {
         .stderr(predicate::str::contains("different problem"));
     // Starting over an existing campaign without --resume is refused.
     fuselab()
-        .args(["tune", "--objective-cmd", "echo {x1}", "--space", "x1=-3.0..3", "--budget", "3"])
+        .args([
+            "tune",
+            "--objective-cmd",
+            "echo {x1}",
+            "--space",
+            "x1=-3.0..3",
+            "--budget",
+            "3",
+        ])
         .arg("--out")
         .arg(&c)
         .assert()
@@ -232,9 +413,29 @@ fn tunes_the_simulated_engine() {
     let out = dir.path().join("sim");
     fuselab()
         .args([
-            "tune", "--engine", "sim", "--hardware", "h200", "--model", "llama3-8b", "--workload", "fastgen-2600", "--n", "60",
-            "--rate", "8", "--policy", "splitfuse", "--space", "budget=256..8192:log,max_seqs=16..512:log,block=16|32|64|128",
-            "--objective", "goodput", "--slo", "fastgen:4", "--budget", "5",
+            "tune",
+            "--engine",
+            "sim",
+            "--hardware",
+            "h200",
+            "--model",
+            "llama3-8b",
+            "--workload",
+            "fastgen-2600",
+            "--n",
+            "60",
+            "--rate",
+            "8",
+            "--policy",
+            "splitfuse",
+            "--space",
+            "budget=256..8192:log,max_seqs=16..512:log,block=16|32|64|128",
+            "--objective",
+            "goodput",
+            "--slo",
+            "fastgen:4",
+            "--budget",
+            "5",
         ])
         .arg("--out")
         .arg(&out)
@@ -243,5 +444,50 @@ fn tunes_the_simulated_engine() {
         .stdout(predicate::str::contains("best: budget=").and(predicate::str::contains("goodput")));
     let j = journal(&out);
     assert_eq!(j.len(), 5);
-    assert!(out.join(j[0]["run"].as_str().unwrap()).join("summary.json").exists());
+    assert!(
+        out.join(j[0]["run"].as_str().unwrap())
+            .join("summary.json")
+            .exists()
+    );
+
+    // Two objectives and an outcome constraint: ParEGO and the Pareto front.
+    let pareto = dir.path().join("pareto");
+    fuselab()
+        .args([
+            "tune",
+            "--engine",
+            "sim",
+            "--workload",
+            "fastgen-2600",
+            "--n",
+            "60",
+            "--rate",
+            "16",
+            "--policy",
+            "splitfuse",
+            "--space",
+            "budget=256..8192:pow2,max_seqs=16..512:pow2",
+            "--objective",
+            "throughput,p99-e2e",
+            "--outcome",
+            "p99-ttft<=5",
+            "--budget",
+            "8",
+        ])
+        .arg("--out")
+        .arg(&pareto)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains(
+            "Pareto front (throughput vs p99-e2e)",
+        ));
+    let j = journal(&pareto);
+    assert_eq!(j.len(), 8);
+    for r in &j {
+        if r["status"] == "ok" || r["status"] == "infeasible" {
+            assert_eq!(r["objectives"].as_array().unwrap().len(), 2, "{r}");
+            let ttft = r["constraints"]["p99-ttft"].as_f64().unwrap();
+            assert_eq!(r["status"] == "ok", ttft <= 5.0, "{r}");
+        }
+    }
 }

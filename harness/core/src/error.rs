@@ -28,7 +28,7 @@ pub enum Error {
         message: String,
     },
     /// A file or folder could not be read or written.
-    #[error("cannot access {path}: {source}")]
+    #[error("cannot access {path}")]
     Io {
         /// The path that failed.
         path: PathBuf,

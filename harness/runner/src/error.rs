@@ -15,7 +15,7 @@ pub enum HarnessError {
         /// Why.
         message: String,
     },
-    /// The async runtime could not be built.
-    #[error("cannot start the async runtime: {0}")]
+    /// The async runtime or the sender thread could not be started.
+    #[error("cannot start the async runtime or the sender thread: {0}")]
     Runtime(#[source] std::io::Error),
 }

@@ -3,11 +3,15 @@
 //! honours cancellation.
 //!
 //! One collector task owns all records. Open-loop sends come from a separate
-//! sender task that sleeps until each request's absolute instant
-//! `t0 + arrival_s` (with an optional short spin before it, because tokio's
-//! timer has millisecond granularity), announces the request to the collector
-//! and then submits it, both over FIFO channels, so the collector always knows
-//! a request before its first event.
+//! sender that waits until each request's absolute instant `t0 + arrival_s`,
+//! announces the request to the collector and then submits it, both over FIFO
+//! channels, so the collector always knows a request before its first event.
+//!
+//! The sender is an OS thread that sleeps until `spin_s` before each instant
+//! and spins the rest (tokio's timer has millisecond granularity, and a
+//! thread that mostly sleeps is woken promptly even on a busy machine), or,
+//! with `spin_s = 0`, a tokio task on tokio's timer (what tests under the
+//! paused clock use).
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -46,15 +50,16 @@ pub struct RealtimePlan {
     pub timeout_s: Option<f64>,
     /// Show a progress bar (only when stderr is a terminal).
     pub progress: bool,
-    /// Open loop: spin (yielding) for up to this many seconds before each send
-    /// instead of trusting tokio's millisecond timer. 0 turns it off; it must
-    /// be 0 under tokio's paused test clock.
+    /// Open loop: send from a dedicated OS thread that sleeps until this many
+    /// seconds before each instant and spins the rest. 0 sends from a tokio
+    /// task on tokio's millisecond timer instead; it must be 0 under tokio's
+    /// paused test clock.
     pub spin_s: f64,
 }
 
 impl RealtimePlan {
-    /// Open loop over `requests` with no warm-up, window or timeout, a 2 ms
-    /// spin and a progress bar.
+    /// Open loop over `requests` with no warm-up, window or timeout, a
+    /// 0.5 ms spin (thread sender) and a progress bar.
     pub fn open_loop(requests: Vec<RequestSpec>) -> Self {
         Self {
             requests,
@@ -63,7 +68,7 @@ impl RealtimePlan {
             window_s: None,
             timeout_s: None,
             progress: true,
-            spin_s: 0.002,
+            spin_s: 0.0005,
         }
     }
 
@@ -311,20 +316,50 @@ impl Collector {
     }
 }
 
-async fn precise_sleep_until(deadline: Instant, spin: Duration) {
-    if spin.is_zero() {
-        tokio::time::sleep_until(deadline).await;
-        return;
-    }
-    if let Some(coarse) = deadline.checked_sub(spin) {
-        tokio::time::sleep_until(coarse).await;
-    }
-    while Instant::now() < deadline {
-        tokio::task::yield_now().await;
-    }
+/// Tells the collector, then the engine; false once either is gone.
+fn announce(
+    inbox: &mpsc::UnboundedSender<Inbox>,
+    commands: &mpsc::UnboundedSender<EngineCommand>,
+    spec: RequestSpec,
+    t_sent: f64,
+) -> bool {
+    let t_scheduled = spec.arrival_s;
+    inbox
+        .send(Inbox::Sent {
+            spec: spec.clone(),
+            t_scheduled,
+            t_sent,
+        })
+        .is_ok()
+        && commands
+            .send(EngineCommand::Submit { spec, t_sent })
+            .is_ok()
 }
 
-async fn open_loop_sender(
+/// The tokio-timer sender (millisecond granularity; works under the paused clock).
+async fn task_sender(
+    order: Vec<RequestSpec>,
+    clock: RunClock,
+    inbox: mpsc::UnboundedSender<Inbox>,
+    commands: mpsc::UnboundedSender<EngineCommand>,
+    stop: CancelToken,
+) {
+    for spec in order {
+        tokio::select! {
+            biased;
+            () = stop.cancelled() => break,
+            () = tokio::time::sleep_until(clock.at(spec.arrival_s)) => {}
+        }
+        if !announce(&inbox, &commands, spec, clock.now_s()) {
+            break;
+        }
+    }
+    let _ = inbox.send(Inbox::SenderDone);
+}
+
+/// The OS-thread sender: sleeps until `spin` before each instant, spins the
+/// rest, and checks for cancellation at least every 5 ms.
+fn thread_sender(
     order: Vec<RequestSpec>,
     clock: RunClock,
     spin: Duration,
@@ -332,33 +367,34 @@ async fn open_loop_sender(
     commands: mpsc::UnboundedSender<EngineCommand>,
     stop: CancelToken,
 ) {
-    for spec in order {
-        let deadline = clock.at(spec.arrival_s);
-        tokio::select! {
-            biased;
-            () = stop.cancelled() => break,
-            () = precise_sleep_until(deadline, spin) => {}
+    let origin = clock.origin().into_std();
+    'requests: for spec in order {
+        let deadline = origin + Duration::from_secs_f64(spec.arrival_s.max(0.0));
+        loop {
+            if stop.is_cancelled() {
+                break 'requests;
+            }
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                break;
+            }
+            let left = deadline - now;
+            if left > spin {
+                std::thread::sleep((left - spin).min(Duration::from_millis(5)));
+            } else {
+                std::hint::spin_loop();
+            }
         }
-        let t_sent = clock.now_s();
-        let t_scheduled = spec.arrival_s;
-        if inbox
-            .send(Inbox::Sent {
-                spec: spec.clone(),
-                t_scheduled,
-                t_sent,
-            })
-            .is_err()
-        {
-            break;
-        }
-        if commands
-            .send(EngineCommand::Submit { spec, t_sent })
-            .is_err()
-        {
+        if !announce(&inbox, &commands, spec, clock.now_s()) {
             break;
         }
     }
     let _ = inbox.send(Inbox::SenderDone);
+}
+
+enum Sender {
+    Task(tokio::task::JoinHandle<()>),
+    Thread(std::thread::JoinHandle<()>),
 }
 
 fn progress_bar(show: bool, len: u64) -> ProgressBar {
@@ -436,14 +472,19 @@ pub async fn run_realtime(
             .collect();
         order.sort_by(|a, b| a.arrival_s.total_cmp(&b.arrival_s));
         sender_done = false;
-        Some(tokio::spawn(open_loop_sender(
-            order,
-            clock,
-            Duration::from_secs_f64(plan.spin_s),
-            inbox_tx.clone(),
-            channels.commands.clone(),
-            stop.clone(),
-        )))
+        let (inbox, commands, stop) = (inbox_tx.clone(), channels.commands.clone(), stop.clone());
+        if plan.spin_s > 0.0 {
+            let spin = Duration::from_secs_f64(plan.spin_s);
+            let t = std::thread::Builder::new()
+                .name("fuselab-sender".into())
+                .spawn(move || thread_sender(order, clock, spin, inbox, commands, stop))
+                .map_err(HarnessError::Runtime)?;
+            Some(Sender::Thread(t))
+        } else {
+            Some(Sender::Task(tokio::spawn(task_sender(
+                order, clock, inbox, commands, stop,
+            ))))
+        }
     };
     drop(inbox_tx);
 
@@ -481,8 +522,14 @@ pub async fn run_realtime(
         }
     }
     stop.cancel();
-    if let Some(s) = sender {
-        let _ = s.await;
+    match sender {
+        Some(Sender::Task(t)) => {
+            let _ = t.await;
+        }
+        Some(Sender::Thread(t)) => {
+            let _ = tokio::task::spawn_blocking(move || t.join()).await;
+        }
+        None => {}
     }
     // Requests the sender announced but the loop did not see yet.
     while let Ok(msg) = inbox.try_recv() {

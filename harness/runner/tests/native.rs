@@ -122,3 +122,75 @@ async fn an_engine_that_cannot_be_built_is_a_start_error() {
         "{e}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thread_sender_sends_everything_in_schedule_order() {
+    let reqs: Vec<RequestSpec> = (0..40)
+        .map(|id| RequestSpec {
+            id,
+            // not sorted by id: the sender orders by arrival
+            arrival_s: ((id * 7) % 40) as f64 * 5e-4,
+            prompt_len: 4,
+            output_len: 2,
+            prefix_group: None,
+            prefix_len: 0,
+        })
+        .collect();
+    let mut plan = RealtimePlan::open_loop(reqs);
+    plan.progress = false;
+    assert!(plan.spin_s > 0.0, "the default uses the thread sender");
+    let run = run_realtime(
+        plan,
+        Box::new(fuselab_harness::NullEngine::default()),
+        CancelToken::new(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(run.records.len(), 40);
+    let mut by_arrival: Vec<_> = run.records.iter().collect();
+    by_arrival.sort_by(|a, b| a.t_scheduled.total_cmp(&b.t_scheduled));
+    for w in by_arrival.windows(2) {
+        assert!(w[0].t_sent <= w[1].t_sent, "sent out of schedule order");
+    }
+    for r in &run.records {
+        assert!(
+            r.t_sent - r.t_scheduled >= -1e-9,
+            "request {} sent early",
+            r.id
+        );
+        assert_eq!(r.status, RequestStatus::Ok);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thread_sender_stops_on_cancellation() {
+    let reqs: Vec<RequestSpec> = (0..100)
+        .map(|id| RequestSpec {
+            id,
+            arrival_s: id as f64 * 0.5,
+            prompt_len: 4,
+            output_len: 1,
+            prefix_group: None,
+            prefix_len: 0,
+        })
+        .collect();
+    let cancel = CancelToken::new();
+    let c = cancel.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        c.cancel();
+    });
+    let mut plan = RealtimePlan::open_loop(reqs);
+    plan.progress = false;
+    let run = run_realtime(
+        plan,
+        Box::new(fuselab_harness::NullEngine::default()),
+        cancel,
+    )
+    .await
+    .unwrap();
+    assert!(run.cancelled);
+    // only the request at t = 0 can have gone out before the cancel
+    assert_eq!(run.records.len() as u64 + run.unsent, 100);
+    assert!(run.unsent >= 99);
+}

@@ -33,7 +33,7 @@ pub enum Error {
 
     // === file contents ===
     /// A JSON file could not be parsed or written.
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Json {
         /// The file.
         path: PathBuf,
@@ -42,7 +42,7 @@ pub enum Error {
         source: serde_json::Error,
     },
     /// A Parquet file could not be read or written.
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Parquet {
         /// The file.
         path: PathBuf,

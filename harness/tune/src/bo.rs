@@ -15,8 +15,11 @@
 //!    * a **success model** when some trials failed (crash, OOM, timeout):
 //!      least-squares GP classification (Rasmussen & Williams §6.5) — a GP
 //!      regression on labels +1 (ran) / −1 (failed) over *all* trials,
-//!      squashed with a probit link, `P(success) = Φ(μ/√(¼ + σ²))`. Failed
-//!      trials never enter the objective or constraint GPs.
+//!      with a fixed small noise, squashed with a probit link,
+//!      `P(success) = Φ(μ/√(0.27² + σ²))`. Failed trials never enter the
+//!      constraint GPs; they enter the objective GP imputed at the worst
+//!      observed value (as SMAC and egobox's "impute" failsafe do), so the
+//!      objective model stops promising improvement where trials crash.
 //! 3. The acquisition is `log EI(x) + Σ_k ln P(c_k(x) ≤ t_k) + ln P(success)`,
 //!    with the numerically stable log-EI of Ament et al. (2023). EI is taken
 //!    against the incumbent **best posterior mean** among observed feasible
@@ -71,7 +74,14 @@ pub struct BoOptions {
 
 impl Default for BoOptions {
     fn default() -> Self {
-        Self { n_init: None, gp: GpOptions::default(), n_random: 2000, n_local: 5, local_steps: 60, enumerate_limit: 20_000 }
+        Self {
+            n_init: None,
+            gp: GpOptions::default(),
+            n_random: 2000,
+            n_local: 5,
+            local_steps: 60,
+            enumerate_limit: 20_000,
+        }
     }
 }
 
@@ -85,6 +95,11 @@ pub struct BoTuner {
     design: Option<Vec<Config>>,
     enumerated: Option<Option<Vec<Config>>>,
 }
+
+/// Scale of the probit link of the success model: `P(success) = Φ(μ/√(s² + σ²))`
+/// on ±1 labels, so a point the classifier is sure will fail (μ ≈ −1) gets
+/// P ≈ 1e-4 and a point on the boundary (μ ≈ 0) gets ½.
+const SUCCESS_LINK: f64 = 0.27;
 
 /// The fitted surrogates behind one suggestion.
 struct Models {
@@ -105,7 +120,7 @@ impl Models {
         }
         if let Some(gp) = &self.success {
             let (m, sd) = gp.predict(u);
-            s += log_norm_cdf(m / (0.25 + sd * sd).sqrt());
+            s += log_norm_cdf(m / (SUCCESS_LINK * SUCCESS_LINK + sd * sd).sqrt());
         }
         s
     }
@@ -149,16 +164,35 @@ fn scalar_objective(problem: &Problem, ran: &[&Trial], lambda: &[f64]) -> Vec<f6
     let k = problem.objectives.len();
     let raw: Vec<Vec<f64>> = ran
         .iter()
-        .map(|t| t.outcome.objectives.iter().zip(&problem.objectives).map(|(v, o)| v * o.direction.sign()).collect())
+        .map(|t| {
+            t.outcome
+                .objectives
+                .iter()
+                .zip(&problem.objectives)
+                .map(|(v, o)| v * o.direction.sign())
+                .collect()
+        })
         .collect();
     if k == 1 {
         return raw.into_iter().map(|r| r[0]).collect();
     }
-    let lo: Vec<f64> = (0..k).map(|i| raw.iter().map(|r| r[i]).fold(f64::INFINITY, f64::min)).collect();
-    let hi: Vec<f64> = (0..k).map(|i| raw.iter().map(|r| r[i]).fold(f64::NEG_INFINITY, f64::max)).collect();
+    let lo: Vec<f64> = (0..k)
+        .map(|i| raw.iter().map(|r| r[i]).fold(f64::INFINITY, f64::min))
+        .collect();
+    let hi: Vec<f64> = (0..k)
+        .map(|i| raw.iter().map(|r| r[i]).fold(f64::NEG_INFINITY, f64::max))
+        .collect();
     raw.iter()
         .map(|r| {
-            let f: Vec<f64> = (0..k).map(|i| if hi[i] > lo[i] { (r[i] - lo[i]) / (hi[i] - lo[i]) } else { 0.0 }).collect();
+            let f: Vec<f64> = (0..k)
+                .map(|i| {
+                    if hi[i] > lo[i] {
+                        (r[i] - lo[i]) / (hi[i] - lo[i])
+                    } else {
+                        0.0
+                    }
+                })
+                .collect();
             let wf: Vec<f64> = f.iter().zip(lambda).map(|(a, b)| a * b).collect();
             wf.iter().cloned().fold(f64::NEG_INFINITY, f64::max) + 0.05 * wf.iter().sum::<f64>()
         })
@@ -184,7 +218,11 @@ fn ran_trials<'a>(trials: &'a [Trial], problem: &Problem) -> Vec<&'a Trial> {
             t.outcome.status.ran()
                 && t.outcome.objectives.len() == problem.objectives.len()
                 && t.outcome.constraints.len() == problem.constraints.len()
-                && t.outcome.objectives.iter().chain(&t.outcome.constraints).all(|v| v.is_finite())
+                && t.outcome
+                    .objectives
+                    .iter()
+                    .chain(&t.outcome.constraints)
+                    .all(|v| v.is_finite())
         })
         .collect()
 }
@@ -192,11 +230,21 @@ fn ran_trials<'a>(trials: &'a [Trial], problem: &Problem) -> Vec<&'a Trial> {
 impl BoTuner {
     /// A BO tuner for `problem`, seeded.
     pub fn new(problem: Problem, seed: u64, opts: BoOptions) -> Self {
-        Self { problem, seed, opts, trials: Vec::new(), design: None, enumerated: None }
+        Self {
+            problem,
+            seed,
+            opts,
+            trials: Vec::new(),
+            design: None,
+            enumerated: None,
+        }
     }
 
     fn n_init(&self) -> usize {
-        self.opts.n_init.unwrap_or(2 * self.problem.space.params().len() + 1).max(1)
+        self.opts
+            .n_init
+            .unwrap_or(2 * self.problem.space.params().len() + 1)
+            .max(1)
     }
 
     /// The seeded maximin Latin-hypercube initial design.
@@ -218,13 +266,23 @@ impl BoTuner {
                     })
                     .collect();
                 let pts: Vec<Vec<f64>> = (0..n)
-                    .map(|i| (0..dim).map(|j| (cols[j][i] as f64 + rng.random::<f64>()) / n as f64).collect())
+                    .map(|i| {
+                        (0..dim)
+                            .map(|j| (cols[j][i] as f64 + rng.random::<f64>()) / n as f64)
+                            .collect()
+                    })
                     .collect();
                 let pts: Vec<Vec<f64>> = pts.iter().map(|p| space.snap(p)).collect();
                 let mut mind = f64::INFINITY;
                 for a in 0..n {
                     for b in 0..a {
-                        mind = mind.min(pts[a].iter().zip(&pts[b]).map(|(x, y)| (x - y) * (x - y)).sum());
+                        mind = mind.min(
+                            pts[a]
+                                .iter()
+                                .zip(&pts[b])
+                                .map(|(x, y)| (x - y) * (x - y))
+                                .sum(),
+                        );
                     }
                 }
                 if best.as_ref().is_none_or(|(d, _)| mind > *d) {
@@ -267,17 +325,51 @@ impl BoTuner {
         let lambda = simplex_weights(p.objectives.len(), rng);
         let xs: Vec<Vec<f64>> = ran.iter().map(|t| p.space.encode(&t.config)).collect();
         let y = scalar_objective(p, &ran, &lambda);
-        let obj = Gp::fit(&xs, &y, &self.opts.gp, None, rng)?;
+        // Failed trials enter the objective GP imputed at the worst observed
+        // value, so its optimism cannot keep pulling the search back into a
+        // region that crashes; the success model below does the rest.
+        let worst = y.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let mut xo = xs.clone();
+        let mut yo = y.clone();
+        for t in self.trials.iter().filter(|t| !t.outcome.status.ran()) {
+            xo.push(p.space.encode(&t.config));
+            yo.push(worst);
+        }
+        let obj = Gp::fit(&xo, &yo, &self.opts.gp, None, rng)?;
         let mut cons = Vec::new();
         for (k, c) in p.constraints.iter().enumerate() {
-            let g: Vec<f64> = ran.iter().map(|t| c.as_upper(t.outcome.constraints[k]).0).collect();
-            cons.push((Gp::fit(&xs, &g, &self.opts.gp, None, rng)?, c.as_upper(0.0).1));
+            let g: Vec<f64> = ran
+                .iter()
+                .map(|t| c.as_upper(t.outcome.constraints[k]).0)
+                .collect();
+            cons.push((
+                Gp::fit(&xs, &g, &self.opts.gp, None, rng)?,
+                c.as_upper(0.0).1,
+            ));
         }
-        let n_fail = self.trials.iter().filter(|t| !t.outcome.status.ran()).count();
+        let n_fail = self
+            .trials
+            .iter()
+            .filter(|t| !t.outcome.status.ran())
+            .count();
         let success = if n_fail > 0 {
-            let xa: Vec<Vec<f64>> = self.trials.iter().map(|t| p.space.encode(&t.config)).collect();
-            let labels: Vec<f64> = self.trials.iter().map(|t| if t.outcome.status.ran() { 1.0 } else { -1.0 }).collect();
-            Some(Gp::fit(&xa, &labels, &self.opts.gp, None, rng)?)
+            let xa: Vec<Vec<f64>> = self
+                .trials
+                .iter()
+                .map(|t| p.space.encode(&t.config))
+                .collect();
+            let labels: Vec<f64> = self
+                .trials
+                .iter()
+                .map(|t| if t.outcome.status.ran() { 1.0 } else { -1.0 })
+                .collect();
+            // Labels are not noisy measurements: fix the noise so the
+            // classifier cannot explain failures away as noise.
+            let opts = GpOptions {
+                fixed_noise: Some(0.01),
+                ..self.opts.gp.clone()
+            };
+            Some(Gp::fit(&xa, &labels, &opts, None, rng)?)
         } else {
             None
         };
@@ -287,10 +379,20 @@ impl BoTuner {
             .filter(|(t, _)| t.outcome.status == Status::Ok)
             .map(|(_, x)| obj.predict(x).0)
             .fold(None, |b: Option<f64>, m| Some(b.map_or(m, |b| b.min(m))));
-        Ok(Some(Models { obj, cons, success, best }))
+        Ok(Some(Models {
+            obj,
+            cons,
+            success,
+            best,
+        }))
     }
 
-    fn select(&mut self, models: &Models, rng: &mut ChaCha8Rng, seen: &HashSet<String>) -> Result<Option<Config>> {
+    fn select(
+        &mut self,
+        models: &Models,
+        rng: &mut ChaCha8Rng,
+        seen: &HashSet<String>,
+    ) -> Result<Option<Config>> {
         let opts = self.opts.clone();
         let space = self.problem.space.clone();
         if let Some(all) = self.enumerated() {
@@ -319,7 +421,11 @@ impl BoTuner {
             let u: Vec<f64> = (0..space.dim()).map(|_| rng.random::<f64>()).collect();
             push(u, &mut cands);
         }
-        let mut ranked: Vec<(f64, Vec<f64>)> = models.obj.inputs().map(|x| (models.obj.predict(x).0, x.to_vec())).collect();
+        let mut ranked: Vec<(f64, Vec<f64>)> = models
+            .obj
+            .inputs()
+            .map(|x| (models.obj.predict(x).0, x.to_vec()))
+            .collect();
         ranked.sort_by(|a, b| a.0.total_cmp(&b.0));
         for (_, x) in ranked.iter().take(3) {
             for s in [0.01, 0.05, 0.15] {
@@ -330,7 +436,7 @@ impl BoTuner {
             }
         }
         if cands.is_empty() {
-            return Ok(fresh_sample(&space, rng, seen)?);
+            return fresh_sample(&space, rng, seen);
         }
         cands.sort_by(|a, b| b.0.total_cmp(&a.0));
         let mut best = cands[0].clone();
@@ -343,7 +449,13 @@ impl BoTuner {
                 let prop: Vec<f64> = u
                     .iter()
                     .enumerate()
-                    .map(|(i, x)| if !one || i == j { x + step * gauss(rng) } else { *x })
+                    .map(|(i, x)| {
+                        if !one || i == j {
+                            x + step * gauss(rng)
+                        } else {
+                            *x
+                        }
+                    })
                     .collect();
                 let c = space.decode(&prop);
                 let pu = space.encode(&c);
@@ -453,13 +565,28 @@ pub fn recommend(problem: &Problem, trials: &[Trial], seed: u64) -> Option<Recom
     }
     let sign = problem.objectives[0].direction.sign();
     let ran = ran_trials(trials, problem);
-    let feasible: Vec<&Trial> = ran.iter().copied().filter(|t| t.outcome.status == Status::Ok).collect();
-    let best_obs = feasible.iter().min_by(|a, b| (sign * a.outcome.objectives[0]).total_cmp(&(sign * b.outcome.objectives[0])))?;
-    let plain = Recommendation { trial: best_obs.index, config: best_obs.config.clone(), observed: best_obs.outcome.objectives.clone(), mean: None, sd: None };
+    let feasible: Vec<&Trial> = ran
+        .iter()
+        .copied()
+        .filter(|t| t.outcome.status == Status::Ok)
+        .collect();
+    let best_obs = feasible.iter().min_by(|a, b| {
+        (sign * a.outcome.objectives[0]).total_cmp(&(sign * b.outcome.objectives[0]))
+    })?;
+    let plain = Recommendation {
+        trial: best_obs.index,
+        config: best_obs.config.clone(),
+        observed: best_obs.outcome.objectives.clone(),
+        mean: None,
+        sd: None,
+    };
     if ran.len() < 3 {
         return Some(plain);
     }
-    let xs: Vec<Vec<f64>> = ran.iter().map(|t| problem.space.encode(&t.config)).collect();
+    let xs: Vec<Vec<f64>> = ran
+        .iter()
+        .map(|t| problem.space.encode(&t.config))
+        .collect();
     let y: Vec<f64> = ran.iter().map(|t| sign * t.outcome.objectives[0]).collect();
     let mut rng = trial_rng(seed, usize::MAX - 1);
     let Ok(gp) = Gp::fit(&xs, &y, &GpOptions::default(), None, &mut rng) else {
@@ -476,4 +603,148 @@ pub fn recommend(problem: &Problem, trials: &[Trial], seed: u64) -> Option<Recom
             mean: Some(sign * m),
             sd: Some(s),
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::space::SearchSpace;
+    use crate::tuner::{Direction, ObjectiveDef, Outcome, OutcomeConstraint, pareto_trials};
+
+    fn x_of(c: &Config) -> f64 {
+        c.0[0].as_f64().unwrap_or(f64::NAN)
+    }
+
+    fn run(problem: &Problem, budget: usize, eval: impl Fn(f64) -> Outcome) -> BoTuner {
+        let mut t = BoTuner::new(
+            problem.clone(),
+            4,
+            BoOptions {
+                n_random: 300,
+                ..BoOptions::default()
+            },
+        );
+        for i in 0..budget {
+            let c = t.ask(1).unwrap().pop().unwrap();
+            let o = problem.classify(eval(x_of(&c)));
+            t.tell(Trial {
+                index: i,
+                config: c,
+                outcome: o,
+            });
+        }
+        t
+    }
+
+    #[test]
+    fn outcome_constraint_steers_to_the_feasible_optimum() {
+        // Minimise x subject to c(x) = 1 − x ≤ 0.5, i.e. x ≥ 0.5.
+        let mut p = Problem::single(
+            SearchSpace::parse("x=0.0..1").unwrap(),
+            "f",
+            Direction::Minimize,
+        );
+        p.constraints = vec![OutcomeConstraint {
+            name: "c".into(),
+            upper: true,
+            threshold: 0.5,
+        }];
+        let t = run(&p, 14, |x| Outcome::ok(vec![x], vec![1.0 - x]));
+        let best = recommend(&p, t.trials(), 4).unwrap();
+        assert!((x_of(&best.config) - 0.5).abs() < 0.03, "{:?}", best.config);
+        let infeasible_late = t.trials()[3..]
+            .iter()
+            .filter(|t| t.outcome.status == Status::Infeasible)
+            .count();
+        assert!(
+            infeasible_late <= 6,
+            "{infeasible_late} infeasible after the design"
+        );
+    }
+
+    #[test]
+    fn hidden_failures_are_learned_and_avoided() {
+        // Trials with x < 0.3 crash; minimise x.
+        let p = Problem::single(
+            SearchSpace::parse("x=0.0..1").unwrap(),
+            "f",
+            Direction::Minimize,
+        );
+        let t = run(&p, 14, |x| {
+            if x < 0.3 {
+                Outcome::failed(Status::Crashed, "oom")
+            } else {
+                Outcome::ok(vec![x], vec![])
+            }
+        });
+        let best = recommend(&p, t.trials(), 4).unwrap();
+        assert!(x_of(&best.config) < 0.36, "{:?}", best.config);
+        let failed_late = t.trials()[3..]
+            .iter()
+            .filter(|t| !t.outcome.status.ran())
+            .count();
+        let xs: Vec<String> = t
+            .trials()
+            .iter()
+            .map(|t| {
+                format!(
+                    "{:.3}{}",
+                    x_of(&t.config),
+                    if t.outcome.status.ran() { "" } else { "!" }
+                )
+            })
+            .collect();
+        assert!(
+            failed_late <= 5,
+            "{failed_late} failures after the design: {xs:?}"
+        );
+    }
+
+    #[test]
+    fn batches_are_distinct_and_discrete_spaces_are_never_repeated() {
+        let p = Problem::single(
+            SearchSpace::parse("a=1..6,b=16|32|64").unwrap(),
+            "f",
+            Direction::Maximize,
+        );
+        let mut t = BoTuner::new(p.clone(), 1, BoOptions::default());
+        let mut seen = HashSet::new();
+        for round in 0..4 {
+            let batch = t.ask(4).unwrap();
+            assert_eq!(batch.len(), 4);
+            for (j, c) in batch.into_iter().enumerate() {
+                assert!(seen.insert(config_key(&c)), "round {round}: repeat {c:?}");
+                let v = c.0[0].as_f64().unwrap() * c.0[1].as_f64().unwrap();
+                t.tell(Trial {
+                    index: round * 4 + j,
+                    config: c,
+                    outcome: Outcome::ok(vec![v], vec![]),
+                });
+            }
+        }
+        // 18 points in all: the rest of the space comes out, then nothing.
+        assert_eq!(t.ask(10).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn parego_spreads_along_the_pareto_front() {
+        let mut p = Problem::single(
+            SearchSpace::parse("x=0.0..1").unwrap(),
+            "f1",
+            Direction::Minimize,
+        );
+        p.objectives.push(ObjectiveDef {
+            name: "f2".into(),
+            direction: Direction::Minimize,
+        });
+        // f1 = x, f2 = (1 − x)²: every x is Pareto-optimal; a good front covers [0, 1].
+        let t = run(&p, 12, |x| Outcome::ok(vec![x, (1.0 - x).powi(2)], vec![]));
+        let front = pareto_trials(&p, t.trials());
+        assert_eq!(front.len(), 12);
+        let xs: Vec<f64> = front.iter().map(|&i| x_of(&t.trials()[i].config)).collect();
+        let lo = xs.iter().cloned().fold(1.0, f64::min);
+        let hi = xs.iter().cloned().fold(0.0, f64::max);
+        assert!(lo < 0.2 && hi > 0.8, "front covers [{lo}, {hi}]");
+        assert!(recommend(&p, t.trials(), 1).is_none());
+    }
 }

@@ -63,21 +63,37 @@ impl CommandObjective {
     /// Validates the template against the space: every `{placeholder}` must
     /// be a knob. The last line must hold `n_objectives` objective values
     /// followed by `n_constraints` outcome-constraint values.
-    pub fn new(template: &str, space: &SearchSpace, timeout: Option<Duration>, n_objectives: usize, n_constraints: usize) -> Result<Self> {
+    pub fn new(
+        template: &str,
+        space: &SearchSpace,
+        timeout: Option<Duration>,
+        n_objectives: usize,
+        n_constraints: usize,
+    ) -> Result<Self> {
         if template.trim().is_empty() {
-            return Err(Error::invalid("--objective-cmd", "the command is empty", "e.g. --objective-cmd 'python3 f.py {x1} {x2}'"));
+            return Err(Error::invalid(
+                "--objective-cmd",
+                "the command is empty",
+                "e.g. --objective-cmd 'python3 f.py {x1} {x2}'",
+            ));
         }
         let mut rest = template;
         while let Some(open) = rest.find('{') {
             let after = &rest[open + 1..];
             let Some(close) = after.find('}') else { break };
             let name = &after[..close];
-            let is_ident = !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c));
+            let is_ident = !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c));
             if is_ident && !space.params().iter().any(|p| p.name == name) {
                 let known: Vec<&str> = space.params().iter().map(|p| p.name.as_str()).collect();
                 return Err(Error::invalid(
                     "--objective-cmd",
-                    format!("placeholder {{{name}}} is not a knob of --space (knobs: {})", known.join(", ")),
+                    format!(
+                        "placeholder {{{name}}} is not a knob of --space (knobs: {})",
+                        known.join(", ")
+                    ),
                     "add the knob to --space or fix the placeholder",
                 ));
             }
@@ -85,10 +101,20 @@ impl CommandObjective {
         }
         for p in space.params() {
             if !template.contains(&format!("{{{}}}", p.name)) {
-                tracing::warn!("knob `{}` does not appear in --objective-cmd as {{{}}}; it is passed only as FUSELAB_KNOB_{}", p.name, p.name, p.name);
+                tracing::warn!(
+                    "knob `{}` does not appear in --objective-cmd as {{{}}}; it is passed only as FUSELAB_KNOB_{}",
+                    p.name,
+                    p.name,
+                    p.name
+                );
             }
         }
-        Ok(Self { template: template.to_string(), timeout, n_objectives: n_objectives.max(1), n_constraints })
+        Ok(Self {
+            template: template.to_string(),
+            timeout,
+            n_objectives: n_objectives.max(1),
+            n_constraints,
+        })
     }
 
     /// The command line for a configuration.
@@ -104,19 +130,30 @@ impl CommandObjective {
 fn kill_group(pid: u32) {
     // The command runs in its own process group; kill all of it so that
     // grandchildren (`sleep` under `sh -c`) do not hold the pipes open.
-    let _ = Command::new("kill").args(["-KILL", "--", &format!("-{pid}")]).stdout(Stdio::null()).stderr(Stdio::null()).status();
+    let _ = Command::new("kill")
+        .args(["-KILL", "--", &format!("-{pid}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
 }
 
 /// Parses the last non-empty line of `stdout` into exactly `n` finite numbers.
 pub fn parse_last_line(stdout: &str, n: usize) -> std::result::Result<Vec<f64>, String> {
     let Some(line) = stdout.lines().rev().map(str::trim).find(|l| !l.is_empty()) else {
-        return Err("the command printed nothing on stdout (its last line must be the objective value)".into());
+        return Err(
+            "the command printed nothing on stdout (its last line must be the objective value)"
+                .into(),
+        );
     };
-    let vals: std::result::Result<Vec<f64>, _> = line.split_whitespace().map(f64::from_str).collect();
+    let vals: std::result::Result<Vec<f64>, _> =
+        line.split_whitespace().map(f64::from_str).collect();
     match vals {
         Ok(v) if v.len() == n && v.iter().all(|x| x.is_finite()) => Ok(v),
         Ok(v) if v.len() == n => Err(format!("last line `{line}` holds a non-finite number")),
-        _ => Err(format!("last line of stdout `{}` is not {n} number(s)", line.chars().take(80).collect::<String>())),
+        _ => Err(format!(
+            "last line of stdout `{}` is not {n} number(s)",
+            line.chars().take(80).collect::<String>()
+        )),
     }
 }
 
@@ -124,14 +161,28 @@ impl Objective for CommandObjective {
     fn evaluate(&self, ctx: &TrialContext<'_>, config: &Config) -> Outcome {
         let cmdline = self.render(ctx.space, config);
         let mut cmd = Command::new("sh");
-        cmd.arg("-c").arg(&cmdline).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0);
-        cmd.env("FUSELAB_RUN_DIR", &ctx.run_dir).env("FUSELAB_TRIAL", ctx.slot.to_string());
+        cmd.arg("-c")
+            .arg(&cmdline)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0);
+        cmd.env("FUSELAB_RUN_DIR", &ctx.run_dir)
+            .env("FUSELAB_TRIAL", ctx.slot.to_string());
         for (p, v) in ctx.space.params().iter().zip(&config.0) {
-            cmd.env(format!("FUSELAB_KNOB_{}", p.name.replace(['-', '.'], "_")), v.to_string());
+            cmd.env(
+                format!("FUSELAB_KNOB_{}", p.name.replace(['-', '.'], "_")),
+                v.to_string(),
+            );
         }
         let mut child = match cmd.spawn() {
             Ok(c) => c,
-            Err(e) => return Outcome::failed(Status::Failed, format!("cannot start `sh -c {cmdline}`: {e}")),
+            Err(e) => {
+                return Outcome::failed(
+                    Status::Failed,
+                    format!("cannot start `sh -c {cmdline}`: {e}"),
+                );
+            }
         };
         let pid = child.id();
         let reader = |pipe: Option<Box<dyn Read + Send>>| {
@@ -143,8 +194,18 @@ impl Objective for CommandObjective {
                 String::from_utf8_lossy(&buf).into_owned()
             })
         };
-        let out_t = reader(child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
-        let err_t = reader(child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
+        let out_t = reader(
+            child
+                .stdout
+                .take()
+                .map(|p| Box::new(p) as Box<dyn Read + Send>),
+        );
+        let err_t = reader(
+            child
+                .stderr
+                .take()
+                .map(|p| Box::new(p) as Box<dyn Read + Send>),
+        );
         let start = Instant::now();
         let mut timed_out = false;
         let status = loop {
@@ -168,16 +229,40 @@ impl Objective for CommandObjective {
         let _ = std::fs::write(ctx.run_dir.join("stderr.txt"), &stderr);
         let _ = std::fs::write(ctx.run_dir.join("command.txt"), format!("{cmdline}\n"));
         let mut out = if timed_out {
-            Outcome::failed(Status::Timeout, format!("passed the {:.3?} timeout and was killed", self.timeout.unwrap_or_default()))
+            Outcome::failed(
+                Status::Timeout,
+                format!(
+                    "passed the {:.3?} timeout and was killed",
+                    self.timeout.unwrap_or_default()
+                ),
+            )
         } else {
             match status {
                 None => Outcome::failed(Status::Failed, "could not wait for the command"),
-                Some(s) if s.signal().is_some() => {
-                    Outcome::failed(Status::Crashed, format!("killed by signal {}", s.signal().unwrap_or_default()))
-                }
+                Some(s) if s.signal().is_some() => Outcome::failed(
+                    Status::Crashed,
+                    format!("killed by signal {}", s.signal().unwrap_or_default()),
+                ),
                 Some(s) if !s.success() => {
-                    let tail = stderr.lines().last().unwrap_or("").chars().take(120).collect::<String>();
-                    Outcome::failed(Status::Failed, format!("exit status {}{}", s.code().unwrap_or(-1), if tail.is_empty() { String::new() } else { format!(": {tail}") }))
+                    let tail = stderr
+                        .lines()
+                        .last()
+                        .unwrap_or("")
+                        .chars()
+                        .take(120)
+                        .collect::<String>();
+                    Outcome::failed(
+                        Status::Failed,
+                        format!(
+                            "exit status {}{}",
+                            s.code().unwrap_or(-1),
+                            if tail.is_empty() {
+                                String::new()
+                            } else {
+                                format!(": {tail}")
+                            }
+                        ),
+                    )
                 }
                 Some(_) => match parse_last_line(&stdout, self.n_objectives + self.n_constraints) {
                     Ok(mut v) => {
@@ -215,7 +300,11 @@ impl FromStr for TunerKind {
             "bo" => Ok(Self::Bo),
             "random" => Ok(Self::Random),
             "grid" => Ok(Self::Grid),
-            _ => Err(Error::invalid("--tuner", format!("unknown tuner `{s}`"), "use bo, random or grid")),
+            _ => Err(Error::invalid(
+                "--tuner",
+                format!("unknown tuner `{s}`"),
+                "use bo, random or grid",
+            )),
         }
     }
 }
@@ -243,11 +332,18 @@ impl TunerKind {
 /// Opens a campaign folder: a new journal, or (with `resume`) the existing
 /// one, checking it was written for the same problem and tuner. Returns the
 /// journal and the trials already completed.
-pub fn open_campaign(dir: &Path, meta: &CampaignMeta, resume: bool) -> Result<(Journal, Vec<Trial>)> {
+pub fn open_campaign(
+    dir: &Path,
+    meta: &CampaignMeta,
+    resume: bool,
+) -> Result<(Journal, Vec<Trial>)> {
     let journal_exists = std::fs::metadata(Journal::path_in(dir)).is_ok_and(|m| m.len() > 0);
     if !resume || (!journal_exists && !dir.join("campaign.json").exists()) {
         if resume {
-            tracing::warn!("{}: nothing to resume, starting a new campaign", dir.display());
+            tracing::warn!(
+                "{}: nothing to resume, starting a new campaign",
+                dir.display()
+            );
         }
         return Ok((Journal::create(dir, meta)?, Vec::new()));
     }
@@ -255,25 +351,48 @@ pub fn open_campaign(dir: &Path, meta: &CampaignMeta, resume: bool) -> Result<(J
     if old.problem != meta.problem {
         return Err(Error::invalid(
             "--resume",
-            format!("{} was started for a different problem: {}", dir.display(), old.problem.space),
+            format!(
+                "{} was started for a different problem: {}",
+                dir.display(),
+                old.problem.space
+            ),
             "pass the same --space/--objective/--slo as the original campaign, or use a new --out folder",
         ));
     }
     if old.tuner != meta.tuner || old.seed != meta.seed {
         return Err(Error::invalid(
             "--resume",
-            format!("{} was started with --tuner {} --seed {}", dir.display(), old.tuner, old.seed),
+            format!(
+                "{} was started with --tuner {} --seed {}",
+                dir.display(),
+                old.tuner,
+                old.seed
+            ),
             "pass the same --tuner and --seed to resume it",
         ));
     }
     let (journal, records) = Journal::resume(dir)?;
-    let trials = records.iter().map(|r| r.to_trial(&meta.problem)).collect::<Result<Vec<_>>>()?;
+    let trials = records
+        .iter()
+        .map(|r| r.to_trial(&meta.problem))
+        .collect::<Result<Vec<_>>>()?;
     Ok((journal, trials))
 }
 
 /// A fresh `campaign.json` description.
-pub fn campaign_meta(problem: &Problem, tuner: TunerKind, seed: u64, objective: &dyn Objective) -> CampaignMeta {
-    CampaignMeta { schema: JOURNAL_SCHEMA, problem: problem.clone(), tuner: tuner.name().into(), seed, objective: objective.describe() }
+pub fn campaign_meta(
+    problem: &Problem,
+    tuner: TunerKind,
+    seed: u64,
+    objective: &dyn Objective,
+) -> CampaignMeta {
+    CampaignMeta {
+        schema: JOURNAL_SCHEMA,
+        problem: problem.clone(),
+        tuner: tuner.name().into(),
+        seed,
+        objective: objective.describe(),
+    }
 }
 
 /// Why a campaign stopped.
@@ -290,7 +409,11 @@ fn evaluate_guarded(objective: &dyn Objective, ctx: &TrialContext<'_>, config: &
     let mut out = match catch_unwind(AssertUnwindSafe(|| objective.evaluate(ctx, config))) {
         Ok(o) => o,
         Err(p) => {
-            let msg = p.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| p.downcast_ref::<String>().cloned()).unwrap_or_default();
+            let msg = p
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
             Outcome::failed(Status::Crashed, format!("panicked: {msg}"))
         }
     };
@@ -330,14 +453,31 @@ pub fn run_campaign(
                 std::fs::remove_dir_all(&run_dir).map_err(|e| Error::io(&run_dir, e))?;
             }
             std::fs::create_dir_all(&run_dir).map_err(|e| Error::io(&run_dir, e))?;
-            ctxs.push(TrialContext { slot: done + j, space: &problem.space, run_dir });
+            ctxs.push(TrialContext {
+                slot: done + j,
+                space: &problem.space,
+                run_dir,
+            });
         }
         let (tx, rx) = mpsc::channel::<(usize, Outcome)>();
-        let mut record = |j: usize, outcome: Outcome, tuner: &mut dyn Tuner, journal: &mut Journal| -> Result<()> {
+        let mut record = |j: usize,
+                          outcome: Outcome,
+                          tuner: &mut dyn Tuner,
+                          journal: &mut Journal|
+         -> Result<()> {
             let mut outcome = problem.classify(outcome);
-            let rel = ctxs[j].run_dir.strip_prefix(journal.dir()).unwrap_or(&ctxs[j].run_dir);
-            outcome.run_dir.get_or_insert_with(|| rel.display().to_string());
-            let trial = Trial { index: tuner.trials().len(), config: configs[j].clone(), outcome };
+            let rel = ctxs[j]
+                .run_dir
+                .strip_prefix(journal.dir())
+                .unwrap_or(&ctxs[j].run_dir);
+            outcome
+                .run_dir
+                .get_or_insert_with(|| rel.display().to_string());
+            let trial = Trial {
+                index: tuner.trials().len(),
+                config: configs[j].clone(),
+                outcome,
+            };
             journal.append(&TrialRecord::from_trial(problem, &trial))?;
             tuner.tell(trial.clone());
             on_trial(&trial);

@@ -49,11 +49,19 @@ pub struct GpOptions {
     pub polish: usize,
     /// L-BFGS iteration limit per start.
     pub max_iters: u64,
+    /// Fix the noise variance (standardised units, above the floor) instead
+    /// of learning it.
+    pub fixed_noise: Option<f64>,
 }
 
 impl Default for GpOptions {
     fn default() -> Self {
-        Self { restarts: 8, polish: 2, max_iters: 60 }
+        Self {
+            restarts: 8,
+            polish: 2,
+            max_iters: 60,
+            fixed_noise: None,
+        }
     }
 }
 
@@ -99,7 +107,11 @@ fn matern(r: f64) -> f64 {
 }
 
 fn sq_dist(a: &[f64], b: &[f64], inv_ls2: &[f64]) -> f64 {
-    a.iter().zip(b).zip(inv_ls2).map(|((p, q), w)| (p - q) * (p - q) * w).sum()
+    a.iter()
+        .zip(b)
+        .zip(inv_ls2)
+        .map(|((p, q), w)| (p - q) * (p - q) * w)
+        .sum()
 }
 
 /// Cholesky with a jitter fallback: tries `K`, then `K + j·I` for
@@ -120,7 +132,10 @@ fn cholesky(k: DMatrix<f64>) -> Result<Chol> {
         }
         j *= 10.0;
     }
-    Err(Error::Numerical { what: "Cholesky factorisation", detail: "the kernel matrix is not positive definite even with jitter 1e-2".into() })
+    Err(Error::Numerical {
+        what: "Cholesky factorisation",
+        detail: "the kernel matrix is not positive definite even with jitter 1e-2".into(),
+    })
 }
 
 /// `K⁻¹ = L⁻ᵀL⁻¹` from the Cholesky factor, filling only the lower
@@ -128,24 +143,29 @@ fn cholesky(k: DMatrix<f64>) -> Result<Chol> {
 /// identity; this is the hot spot of the hyperparameter fit).
 fn spd_inverse_lower(l: &DMatrix<f64>) -> DMatrix<f64> {
     let n = l.nrows();
-    // M = L⁻¹ (lower triangular), column by column: L·m_j = e_j.
+    // M = L⁻¹ (lower triangular), column by column with column-oriented
+    // forward substitution (contiguous access to L's columns).
     let mut m = DMatrix::<f64>::zeros(n, n);
     for j in 0..n {
-        m[(j, j)] = 1.0 / l[(j, j)];
-        for i in j + 1..n {
-            let mut s = 0.0;
-            for k in j..i {
-                s += l[(i, k)] * m[(k, j)];
+        let mut x = m.column_mut(j);
+        x[j] = 1.0;
+        for k in j..n {
+            let xk = x[k] / l[(k, k)];
+            x[k] = xk;
+            if xk != 0.0 {
+                let lk = l.column(k);
+                for i in k + 1..n {
+                    x[i] -= lk[i] * xk;
+                }
             }
-            m[(i, j)] = -s / l[(i, i)];
         }
     }
     // K⁻¹[a, b] = Σ_{k ≥ a} M[k, a]·M[k, b] for a ≥ b.
     let mut out = DMatrix::<f64>::zeros(n, n);
     for b in 0..n {
+        let cb = m.column(b);
         for a in b..n {
             let ca = m.column(a);
-            let cb = m.column(b);
             let mut s = 0.0;
             for k in a..n {
                 s += ca[k] * cb[k];
@@ -156,14 +176,19 @@ fn spd_inverse_lower(l: &DMatrix<f64>) -> DMatrix<f64> {
     out
 }
 
+/// A cached evaluation: `(θ, cost, gradient)`.
+type Cached = (Vec<f64>, f64, Vec<f64>);
+
 /// Negative log marginal likelihood plus negative log prior and walls, with gradient.
 struct Nll<'a> {
     x: &'a [f64],
     y: &'a DVector<f64>,
     n: usize,
     d: usize,
-    cache: RefCell<Option<(Vec<f64>, f64, Vec<f64>)>>,
+    cache: RefCell<Option<Cached>>,
     evals: Cell<usize>,
+    /// Fixed `ln σ_n²`, if the noise is not learned.
+    fixed_noise: Option<f64>,
 }
 
 /// Evaluation cap per L-BFGS run: a guard against a line search that never
@@ -187,10 +212,10 @@ fn gamma_prior(t: f64, (a, b): (f64, f64)) -> (f64, f64) {
 
 impl Nll<'_> {
     fn eval(&self, theta: &[f64]) -> (f64, Vec<f64>) {
-        if let Some((t, c, g)) = self.cache.borrow().as_ref() {
-            if t.as_slice() == theta {
-                return (*c, g.clone());
-            }
+        if let Some((t, c, g)) = self.cache.borrow().as_ref()
+            && t.as_slice() == theta
+        {
+            return (*c, g.clone());
         }
         let out = self.compute(theta);
         self.evals.set(self.evals.get() + 1);
@@ -199,6 +224,17 @@ impl Nll<'_> {
     }
 
     fn compute(&self, theta: &[f64]) -> (f64, Vec<f64>) {
+        if let Some(t) = self.fixed_noise {
+            let mut th = theta.to_vec();
+            th[self.d + 1] = t;
+            let (c, mut g) = self.compute_free(&th);
+            g[self.d + 1] = 0.0;
+            return (c, g);
+        }
+        self.compute_free(theta)
+    }
+
+    fn compute_free(&self, theta: &[f64]) -> (f64, Vec<f64>) {
         let (n, d) = (self.n, self.d);
         let mut cost = 0.0;
         let mut grad = vec![0.0; d + 2];
@@ -224,13 +260,23 @@ impl Nll<'_> {
         let sn2_free = th[d + 1].exp();
         let sn2 = sn2_free + NOISE_FLOOR;
         let mut k = DMatrix::<f64>::zeros(n, n);
+        // Per pair (a > b): the distance r and e^{−√5 r}, reused by the gradient.
+        let mut rr = DMatrix::<f64>::zeros(n, n);
         for a in 0..n {
             k[(a, a)] = sf2 + sn2;
             for b in 0..a {
-                let r = sq_dist(&self.x[a * d..a * d + d], &self.x[b * d..b * d + d], &inv_ls2).sqrt();
-                let v = sf2 * matern(r);
+                let r = sq_dist(
+                    &self.x[a * d..a * d + d],
+                    &self.x[b * d..b * d + d],
+                    &inv_ls2,
+                )
+                .sqrt();
+                let e = (-SQRT5 * r).exp();
+                let v = sf2 * (1.0 + SQRT5 * r + 5.0 / 3.0 * r * r) * e;
                 k[(a, b)] = v;
                 k[(b, a)] = v;
+                rr[(a, b)] = r;
+                rr[(b, a)] = e;
             }
         }
         let Ok(chol) = cholesky(k) else {
@@ -240,8 +286,14 @@ impl Nll<'_> {
             return (big, theta.iter().map(|t| 2.0 * t).collect());
         };
         let alpha = chol.solve(self.y);
-        let logdet: f64 = chol.l_dirty().diagonal().iter().map(|v| v.ln()).sum::<f64>();
-        cost += 0.5 * self.y.dot(&alpha) + logdet + 0.5 * n as f64 * (2.0 * std::f64::consts::PI).ln();
+        let logdet: f64 = chol
+            .l_dirty()
+            .diagonal()
+            .iter()
+            .map(|v| v.ln())
+            .sum::<f64>();
+        cost +=
+            0.5 * self.y.dot(&alpha) + logdet + 0.5 * n as f64 * (2.0 * std::f64::consts::PI).ln();
         // W = K⁻¹ − ααᵀ; ∂nll/∂θ = ½ tr(W ∂K/∂θ).
         let kinv = spd_inverse_lower(chol.l_dirty());
         let mut g_sf2 = 0.0;
@@ -254,9 +306,8 @@ impl Nll<'_> {
             for b in 0..a {
                 let w = kinv[(a, b)] - alpha[a] * alpha[b];
                 let xb = &self.x[b * d..b * d + d];
-                let r = sq_dist(xa, xb, &inv_ls2).sqrt();
-                let e = (-SQRT5 * r).exp();
-                g_sf2 += w * sf2 * matern(r);
+                let (r, e) = (rr[(a, b)], rr[(b, a)]);
+                g_sf2 += w * sf2 * (1.0 + SQRT5 * r + 5.0 / 3.0 * r * r) * e;
                 // ∂k/∂ln ℓ_i = σ_f²·(5/3)(1+√5 r)e^{−√5 r}·δ_i²/ℓ_i²  (pairs counted twice: ×2·½)
                 let common = w * sf2 * 5.0 / 3.0 * (1.0 + SQRT5 * r) * e;
                 for i in 0..d {
@@ -278,7 +329,9 @@ impl Nll<'_> {
 impl Nll<'_> {
     fn checked(&self, p: &[f64]) -> std::result::Result<(f64, Vec<f64>), argmin::core::Error> {
         if self.evals.get() >= MAX_EVALS {
-            return Err(argmin::core::Error::msg("evaluation budget of the hyperparameter fit spent"));
+            return Err(argmin::core::Error::msg(
+                "evaluation budget of the hyperparameter fit spent",
+            ));
         }
         if p.iter().any(|t| !t.is_finite()) {
             return Err(argmin::core::Error::msg("non-finite hyperparameters"));
@@ -307,9 +360,16 @@ impl Gp {
     /// Fits a GP to inputs `x` (points of the unit cube, all of length `d`)
     /// and outputs `y`. `warm` is a previous optimum to start from; `rng`
     /// seeds the random restarts.
-    pub fn fit<R: Rng>(x: &[Vec<f64>], y: &[f64], opts: &GpOptions, warm: Option<&Hyper>, rng: &mut R) -> Result<Gp> {
+    pub fn fit<R: Rng>(
+        x: &[Vec<f64>],
+        y: &[f64],
+        opts: &GpOptions,
+        warm: Option<&Hyper>,
+        rng: &mut R,
+    ) -> Result<Gp> {
         let (flat, ys, y_mean, y_std, d) = prepare(x, y)?;
         let n = y.len();
+        let fixed_noise = opts.fixed_noise.map(|v| v.max(1e-12).ln());
         let mut starts: Vec<Vec<f64>> = Vec::new();
         if let Some(w) = warm.filter(|w| w.0.len() == d + 2) {
             starts.push(w.0.clone());
@@ -318,7 +378,9 @@ impl Gp {
         default.extend([0.0, (1e-3f64).ln()]);
         starts.push(default);
         for _ in 0..opts.restarts {
-            let mut s: Vec<f64> = (0..d).map(|_| rng.random_range((0.05f64).ln()..(2.0f64).ln())).collect();
+            let mut s: Vec<f64> = (0..d)
+                .map(|_| rng.random_range((0.05f64).ln()..(2.0f64).ln()))
+                .collect();
             s.push(rng.random_range((0.3f64).ln()..(3.0f64).ln()));
             s.push(rng.random_range((1e-6f64).ln()..(0.1f64).ln()));
             starts.push(s);
@@ -333,23 +395,47 @@ impl Gp {
         let mut scored: Vec<(f64, Vec<f64>)> = starts
             .into_iter()
             .map(|s| {
-                let p = Nll { x: &flat, y: &ys, n, d, cache: RefCell::new(None), evals: Cell::new(0) };
+                let p = Nll {
+                    x: &flat,
+                    y: &ys,
+                    n,
+                    d,
+                    cache: RefCell::new(None),
+                    evals: Cell::new(0),
+                    fixed_noise,
+                };
                 (p.eval(&s).0, s)
             })
             .filter(|(c, _)| c.is_finite())
             .collect();
         scored.sort_by(|a, b| a.0.total_cmp(&b.0));
         for (start_cost, s) in scored.into_iter().take(opts.polish.max(1)) {
-            let problem = Nll { x: &flat, y: &ys, n, d, cache: RefCell::new(None), evals: Cell::new(0) };
+            let problem = Nll {
+                x: &flat,
+                y: &ys,
+                n,
+                d,
+                cache: RefCell::new(None),
+                evals: Cell::new(0),
+                fixed_noise,
+            };
             consider(&mut best, start_cost, s.clone());
             let linesearch = MoreThuenteLineSearch::new()
                 .with_bounds(1e-10, 10.0)
-                .map_err(|e| Error::Numerical { what: "GP fit", detail: e.to_string() })?;
+                .map_err(|e| Error::Numerical {
+                    what: "GP fit",
+                    detail: e.to_string(),
+                })?;
             let solver = LBFGS::new(linesearch, 7)
                 .with_tolerance_grad(1e-6)
                 .and_then(|s| s.with_tolerance_cost(1e-10))
-                .map_err(|e| Error::Numerical { what: "GP fit", detail: e.to_string() })?;
-            let result = Executor::new(problem, solver).configure(|st| st.param(s).max_iters(opts.max_iters)).run();
+                .map_err(|e| Error::Numerical {
+                    what: "GP fit",
+                    detail: e.to_string(),
+                })?;
+            let result = Executor::new(problem, solver)
+                .configure(|st| st.param(s).max_iters(opts.max_iters))
+                .run();
             match result {
                 Ok(res) => {
                     let st = res.state();
@@ -360,7 +446,13 @@ impl Gp {
                 Err(e) => tracing::debug!("GP hyperparameter start failed: {e}"),
             }
         }
-        let (_, theta) = best.ok_or(Error::Numerical { what: "GP fit", detail: "no start gave a finite likelihood".into() })?;
+        let (_, mut theta) = best.ok_or(Error::Numerical {
+            what: "GP fit",
+            detail: "no start gave a finite likelihood".into(),
+        })?;
+        if let Some(t) = fixed_noise {
+            theta[d + 1] = t;
+        }
         Self::assemble(flat, ys, y_mean, y_std, d, Hyper(theta))
     }
 
@@ -368,12 +460,22 @@ impl Gp {
     pub fn with_hyper(x: &[Vec<f64>], y: &[f64], hyper: Hyper) -> Result<Gp> {
         let (flat, ys, y_mean, y_std, d) = prepare(x, y)?;
         if hyper.0.len() != d + 2 {
-            return Err(Error::Numerical { what: "GP", detail: format!("{} hyperparameters for {d} inputs", hyper.0.len()) });
+            return Err(Error::Numerical {
+                what: "GP",
+                detail: format!("{} hyperparameters for {d} inputs", hyper.0.len()),
+            });
         }
         Self::assemble(flat, ys, y_mean, y_std, d, hyper)
     }
 
-    fn assemble(x: Vec<f64>, ys: DVector<f64>, y_mean: f64, y_std: f64, d: usize, hyper: Hyper) -> Result<Gp> {
+    fn assemble(
+        x: Vec<f64>,
+        ys: DVector<f64>,
+        y_mean: f64,
+        y_std: f64,
+        d: usize,
+        hyper: Hyper,
+    ) -> Result<Gp> {
         let th: Vec<f64> = hyper.0.iter().map(|t| t.clamp(-30.0, 30.0)).collect();
         let inv_ls2: Vec<f64> = th[..d].iter().map(|t| (-2.0 * t).exp()).collect();
         let sf2 = th[d].exp();
@@ -383,7 +485,8 @@ impl Gp {
         for a in 0..n {
             k[(a, a)] = sf2 + sn2;
             for b in 0..a {
-                let v = sf2 * matern(sq_dist(&x[a * d..a * d + d], &x[b * d..b * d + d], &inv_ls2).sqrt());
+                let v = sf2
+                    * matern(sq_dist(&x[a * d..a * d + d], &x[b * d..b * d + d], &inv_ls2).sqrt());
                 k[(a, b)] = v;
                 k[(b, a)] = v;
             }
@@ -391,7 +494,18 @@ impl Gp {
         let chol = cholesky(k)?;
         let alpha = chol.solve(&ys);
         let l = chol.l();
-        Ok(Gp { d, x, ys, y_mean, y_std, hyper, inv_ls2, sf2, l, alpha })
+        Ok(Gp {
+            d,
+            x,
+            ys,
+            y_mean,
+            y_std,
+            hyper,
+            inv_ls2,
+            sf2,
+            l,
+            alpha,
+        })
     }
 
     /// The fitted hyperparameters.
@@ -419,7 +533,10 @@ impl Gp {
             kv[a] = self.sf2 * matern(sq_dist(&self.x[a * d..a * d + d], u, &self.inv_ls2).sqrt());
         }
         let mean = kv.dot(&self.alpha);
-        let v = self.l.solve_lower_triangular(&kv).unwrap_or_else(|| DVector::zeros(n));
+        let v = self
+            .l
+            .solve_lower_triangular(&kv)
+            .unwrap_or_else(|| DVector::zeros(n));
         let var = (self.sf2 - v.norm_squared()).max(1e-12);
         (self.y_mean + self.y_std * mean, self.y_std * var.sqrt())
     }
@@ -436,7 +553,14 @@ impl Gp {
         x.extend_from_slice(u);
         let mut ys = self.ys.as_slice().to_vec();
         ys.push((y - self.y_mean) / self.y_std);
-        Self::assemble(x, DVector::from_vec(ys), self.y_mean, self.y_std, self.d, self.hyper.clone())
+        Self::assemble(
+            x,
+            DVector::from_vec(ys),
+            self.y_mean,
+            self.y_std,
+            self.d,
+            self.hyper.clone(),
+        )
     }
 
     /// The training inputs.
@@ -449,16 +573,30 @@ type Prepared = (Vec<f64>, DVector<f64>, f64, f64, usize);
 
 fn prepare(x: &[Vec<f64>], y: &[f64]) -> Result<Prepared> {
     if x.is_empty() || x.len() != y.len() {
-        return Err(Error::Numerical { what: "GP", detail: format!("{} inputs for {} outputs (need at least one)", x.len(), y.len()) });
+        return Err(Error::Numerical {
+            what: "GP",
+            detail: format!(
+                "{} inputs for {} outputs (need at least one)",
+                x.len(),
+                y.len()
+            ),
+        });
     }
     let d = x[0].len();
     if x.iter().any(|r| r.len() != d) || y.iter().any(|v| !v.is_finite()) {
-        return Err(Error::Numerical { what: "GP", detail: "ragged inputs or non-finite outputs".into() });
+        return Err(Error::Numerical {
+            what: "GP",
+            detail: "ragged inputs or non-finite outputs".into(),
+        });
     }
     let n = y.len() as f64;
     let mean = y.iter().sum::<f64>() / n;
     let var = y.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n;
-    let std = if var.sqrt() > 1e-12 * mean.abs().max(1.0) { var.sqrt() } else { 1.0 };
+    let std = if var.sqrt() > 1e-12 * mean.abs().max(1.0) {
+        var.sqrt()
+    } else {
+        1.0
+    };
     let ys = DVector::from_iterator(y.len(), y.iter().map(|v| (v - mean) / std));
     Ok((x.concat(), ys, mean, std, d))
 }
@@ -471,9 +609,14 @@ mod tests {
 
     fn data(n: usize, noise: f64, seed: u64) -> (Vec<Vec<f64>>, Vec<f64>) {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let x: Vec<Vec<f64>> = (0..n).map(|_| vec![rng.random::<f64>(), rng.random::<f64>()]).collect();
+        let x: Vec<Vec<f64>> = (0..n)
+            .map(|_| vec![rng.random::<f64>(), rng.random::<f64>()])
+            .collect();
         // Depends strongly on x0 and not at all on x1.
-        let y = x.iter().map(|p| (6.0 * p[0]).sin() + noise * (rng.random::<f64>() - 0.5) * 3.46).collect();
+        let y = x
+            .iter()
+            .map(|p| (6.0 * p[0]).sin() + noise * (rng.random::<f64>() - 0.5) * 3.46)
+            .collect();
         (x, y)
     }
 
@@ -494,7 +637,15 @@ mod tests {
     fn analytic_gradient_matches_finite_differences() {
         let (x, y) = data(12, 0.1, 1);
         let (flat, ys, _, _, d) = prepare(&x, &y).unwrap();
-        let p = Nll { x: &flat, y: &ys, n: 12, d, cache: RefCell::new(None), evals: Cell::new(0) };
+        let p = Nll {
+            x: &flat,
+            y: &ys,
+            n: 12,
+            d,
+            cache: RefCell::new(None),
+            evals: Cell::new(0),
+            fixed_noise: None,
+        };
         let theta = vec![-0.7, 0.3, 0.2, -3.0];
         let (_, g) = p.compute(&theta);
         for i in 0..theta.len() {
@@ -504,7 +655,11 @@ mod tests {
             let mut tm = theta.clone();
             tm[i] -= h;
             let fd = (p.compute(&tp).0 - p.compute(&tm).0) / (2.0 * h);
-            assert!((fd - g[i]).abs() < 1e-4 * fd.abs().max(1.0), "θ{i}: analytic {} vs numeric {fd}", g[i]);
+            assert!(
+                (fd - g[i]).abs() < 1e-4 * fd.abs().max(1.0),
+                "θ{i}: analytic {} vs numeric {fd}",
+                g[i]
+            );
         }
     }
 
@@ -514,7 +669,10 @@ mod tests {
         let mut rng = ChaCha8Rng::seed_from_u64(3);
         let gp = Gp::fit(&x, &y, &GpOptions::default(), None, &mut rng).unwrap();
         let ls = gp.hyper().lengthscales();
-        assert!(ls[1] > 3.0 * ls[0], "irrelevant input should get a longer length-scale: {ls:?}");
+        assert!(
+            ls[1] > 3.0 * ls[0],
+            "irrelevant input should get a longer length-scale: {ls:?}"
+        );
         for (xi, yi) in x.iter().zip(&y) {
             let (m, _) = gp.predict(xi);
             assert!((m - yi).abs() < 0.05, "{m} vs {yi}");
@@ -530,7 +688,10 @@ mod tests {
         let mut rng = ChaCha8Rng::seed_from_u64(5);
         let gp = Gp::fit(&x, &y, &GpOptions::default(), None, &mut rng).unwrap();
         let sd = gp.noise_sd();
-        assert!((0.15..0.5).contains(&sd), "noise sd {sd} should be near 0.3");
+        assert!(
+            (0.15..0.5).contains(&sd),
+            "noise sd {sd} should be near 0.3"
+        );
     }
 
     #[test]
@@ -541,7 +702,10 @@ mod tests {
         let (m, s) = gp.predict(&u);
         let g2 = gp.condition(&u, m).unwrap();
         let (m2, s2) = g2.predict(&u);
-        assert!((m2 - m).abs() < 1e-3 && s2 < 0.2 * s, "{m},{s} -> {m2},{s2}");
+        assert!(
+            (m2 - m).abs() < 1e-3 && s2 < 0.2 * s,
+            "{m},{s} -> {m2},{s2}"
+        );
         assert_eq!(g2.len(), 11);
     }
 

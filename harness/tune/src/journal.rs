@@ -76,8 +76,17 @@ impl TrialRecord {
             trial: t.index,
             knobs: problem.space.to_map(&t.config),
             objective: o.objectives.first().copied().filter(|v| v.is_finite()),
-            objectives: if o.objectives.len() > 1 { o.objectives.clone() } else { Vec::new() },
-            constraints: problem.constraints.iter().zip(&o.constraints).map(|(c, v)| (c.name.clone(), *v)).collect(),
+            objectives: if o.objectives.len() > 1 {
+                o.objectives.clone()
+            } else {
+                Vec::new()
+            },
+            constraints: problem
+                .constraints
+                .iter()
+                .zip(&o.constraints)
+                .map(|(c, v)| (c.name.clone(), *v))
+                .collect(),
             status: o.status,
             run: o.run_dir.clone(),
             duration_s: o.duration_s,
@@ -88,15 +97,32 @@ impl TrialRecord {
     /// The trial back, validated against the problem.
     pub fn to_trial(&self, problem: &Problem) -> Result<Trial> {
         let config = problem.space.from_map(&self.knobs)?;
-        let objectives = if self.objectives.is_empty() { self.objective.into_iter().collect() } else { self.objectives.clone() };
+        let objectives = if self.objectives.is_empty() {
+            self.objective.into_iter().collect()
+        } else {
+            self.objectives.clone()
+        };
         let mut constraints = Vec::new();
         if self.status.ran() {
             if objectives.len() != problem.objectives.len() {
-                return Err(Error::invalid("objective", format!("trial {} has {} objective values, the campaign has {}", self.trial, objectives.len(), problem.objectives.len()), "use a new --out folder"));
+                return Err(Error::invalid(
+                    "objective",
+                    format!(
+                        "trial {} has {} objective values, the campaign has {}",
+                        self.trial,
+                        objectives.len(),
+                        problem.objectives.len()
+                    ),
+                    "use a new --out folder",
+                ));
             }
             for c in &problem.constraints {
                 let v = self.constraints.get(&c.name).ok_or_else(|| {
-                    Error::invalid("constraints", format!("trial {} lacks constraint `{}`", self.trial, c.name), "use a new --out folder")
+                    Error::invalid(
+                        "constraints",
+                        format!("trial {} lacks constraint `{}`", self.trial, c.name),
+                        "use a new --out folder",
+                    )
                 })?;
                 constraints.push(*v);
             }
@@ -106,7 +132,11 @@ impl TrialRecord {
             config,
             outcome: Outcome {
                 status: self.status,
-                objectives: if self.status.ran() { objectives } else { Vec::new() },
+                objectives: if self.status.ran() {
+                    objectives
+                } else {
+                    Vec::new()
+                },
                 constraints,
                 run_dir: self.run.clone(),
                 duration_s: self.duration_s,
@@ -149,25 +179,46 @@ impl Journal {
         }
         let meta_path = dir.join("campaign.json");
         let tmp = dir.join("campaign.json.tmp");
-        let text = serde_json::to_string_pretty(meta).map_err(|e| Error::invalid("campaign", e.to_string(), "report this bug"))?;
+        let text = serde_json::to_string_pretty(meta)
+            .map_err(|e| Error::invalid("campaign", e.to_string(), "report this bug"))?;
         {
             let mut f = File::create(&tmp).map_err(io(&tmp))?;
             f.write_all(text.as_bytes()).map_err(io(&tmp))?;
             f.sync_all().map_err(io(&tmp))?;
         }
         std::fs::rename(&tmp, &meta_path).map_err(io(&meta_path))?;
-        let file = OpenOptions::new().create(true).append(true).open(&path).map_err(io(&path))?;
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(io(&path))?;
         sync_dir(dir);
-        Ok(Self { dir: dir.to_path_buf(), path, file, len: 0 })
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            path,
+            file,
+            len: 0,
+        })
     }
 
     /// Reads `campaign.json` of an existing campaign.
     pub fn read_meta(dir: &Path) -> Result<CampaignMeta> {
         let p = dir.join("campaign.json");
         let text = std::fs::read_to_string(&p).map_err(io(&p))?;
-        let meta: CampaignMeta = serde_json::from_str(&text).map_err(|e| Error::Journal { path: p.clone(), line: e.line(), message: e.to_string() })?;
+        let meta: CampaignMeta = serde_json::from_str(&text).map_err(|e| Error::Journal {
+            path: p.clone(),
+            line: e.line(),
+            message: e.to_string(),
+        })?;
         if meta.schema != JOURNAL_SCHEMA {
-            return Err(Error::invalid("campaign.json", format!("schema {} (this fuselab reads {JOURNAL_SCHEMA})", meta.schema), "start a new campaign"));
+            return Err(Error::invalid(
+                "campaign.json",
+                format!(
+                    "schema {} (this fuselab reads {JOURNAL_SCHEMA})",
+                    meta.schema
+                ),
+                "start a new campaign",
+            ));
         }
         Ok(meta)
     }
@@ -176,7 +227,12 @@ impl Journal {
     /// dropping (and truncating away) a torn last line left by a kill.
     pub fn resume(dir: &Path) -> Result<(Self, Vec<TrialRecord>)> {
         let path = Self::path_in(dir);
-        let mut file = OpenOptions::new().read(true).append(true).create(true).open(&path).map_err(io(&path))?;
+        let mut file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(&path)
+            .map_err(io(&path))?;
         let mut text = String::new();
         file.read_to_string(&mut text).map_err(io(&path))?;
         let mut records = Vec::new();
@@ -192,17 +248,35 @@ impl Journal {
             match serde_json::from_str::<TrialRecord>(body) {
                 Ok(r) if complete => {
                     if r.trial != records.len() {
-                        return Err(Error::Journal { path: path.clone(), line: i + 1, message: format!("trial {} out of order (expected {})", r.trial, records.len()) });
+                        return Err(Error::Journal {
+                            path: path.clone(),
+                            line: i + 1,
+                            message: format!(
+                                "trial {} out of order (expected {})",
+                                r.trial,
+                                records.len()
+                            ),
+                        });
                     }
                     records.push(r);
                     good_len += line.len();
                 }
                 // The last line without its newline: the kill came mid-write.
                 _ if !complete && i + 1 == lines.len() => {
-                    tracing::warn!("{}: dropping a torn last line ({} bytes)", path.display(), line.len());
+                    tracing::warn!(
+                        "{}: dropping a torn last line ({} bytes)",
+                        path.display(),
+                        line.len()
+                    );
                 }
                 Ok(_) => unreachable!("complete lines are handled above"),
-                Err(e) => return Err(Error::Journal { path: path.clone(), line: i + 1, message: e.to_string() }),
+                Err(e) => {
+                    return Err(Error::Journal {
+                        path: path.clone(),
+                        line: i + 1,
+                        message: e.to_string(),
+                    });
+                }
             }
         }
         if good_len < text.len() {
@@ -211,14 +285,25 @@ impl Journal {
             file.sync_all().map_err(io(&path))?;
         }
         let len = records.len();
-        Ok((Self { dir: dir.to_path_buf(), path, file, len }, records))
+        Ok((
+            Self {
+                dir: dir.to_path_buf(),
+                path,
+                file,
+                len,
+            },
+            records,
+        ))
     }
 
     /// Appends one record, then flushes and fsyncs.
     pub fn append(&mut self, rec: &TrialRecord) -> Result<()> {
-        let mut line = serde_json::to_string(rec).map_err(|e| Error::invalid("trial", e.to_string(), "report this bug"))?;
+        let mut line = serde_json::to_string(rec)
+            .map_err(|e| Error::invalid("trial", e.to_string(), "report this bug"))?;
         line.push('\n');
-        self.file.write_all(line.as_bytes()).map_err(io(&self.path))?;
+        self.file
+            .write_all(line.as_bytes())
+            .map_err(io(&self.path))?;
         self.file.flush().map_err(io(&self.path))?;
         self.file.sync_data().map_err(io(&self.path))?;
         self.len += 1;
@@ -256,7 +341,11 @@ mod tests {
     fn meta() -> CampaignMeta {
         CampaignMeta {
             schema: JOURNAL_SCHEMA,
-            problem: Problem::single(SearchSpace::parse("a=1..9,x=0.0..1").unwrap(), "y", Direction::Minimize),
+            problem: Problem::single(
+                SearchSpace::parse("a=1..9,x=0.0..1").unwrap(),
+                "y",
+                Direction::Minimize,
+            ),
             tuner: "bo".into(),
             seed: 1,
             objective: "test".into(),
@@ -267,7 +356,11 @@ mod tests {
         Trial {
             index: i,
             config: Config(vec![Value::Int(i as i64 + 1), Value::Float(0.25)]),
-            outcome: if ok { Outcome::ok(vec![i as f64 * 0.5], vec![]) } else { Outcome::failed(Status::Timeout, "passed 1s") },
+            outcome: if ok {
+                Outcome::ok(vec![i as f64 * 0.5], vec![])
+            } else {
+                Outcome::failed(Status::Timeout, "passed 1s")
+            },
         }
     }
 
@@ -277,10 +370,14 @@ mod tests {
         let m = meta();
         let mut j = Journal::create(dir.path(), &m).unwrap();
         for i in 0..3 {
-            j.append(&TrialRecord::from_trial(&m.problem, &trial(i, i != 1))).unwrap();
+            j.append(&TrialRecord::from_trial(&m.problem, &trial(i, i != 1)))
+                .unwrap();
         }
         drop(j);
-        assert!(Journal::create(dir.path(), &m).is_err(), "refuses to overwrite");
+        assert!(
+            Journal::create(dir.path(), &m).is_err(),
+            "refuses to overwrite"
+        );
         // Simulate a kill mid-write.
         let p = Journal::path_in(dir.path());
         let mut f = OpenOptions::new().append(true).open(&p).unwrap();
@@ -288,9 +385,13 @@ mod tests {
         drop(f);
         let (mut j, recs) = Journal::resume(dir.path()).unwrap();
         assert_eq!(recs.len(), 3);
-        let back: Vec<Trial> = recs.iter().map(|r| r.to_trial(&m.problem).unwrap()).collect();
+        let back: Vec<Trial> = recs
+            .iter()
+            .map(|r| r.to_trial(&m.problem).unwrap())
+            .collect();
         assert_eq!(back, (0..3).map(|i| trial(i, i != 1)).collect::<Vec<_>>());
-        j.append(&TrialRecord::from_trial(&m.problem, &trial(3, true))).unwrap();
+        j.append(&TrialRecord::from_trial(&m.problem, &trial(3, true)))
+            .unwrap();
         let (_, recs) = Journal::resume(dir.path()).unwrap();
         assert_eq!(recs.len(), 4);
         assert_eq!(Journal::read_meta(dir.path()).unwrap(), m);
@@ -301,11 +402,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let m = meta();
         let mut j = Journal::create(dir.path(), &m).unwrap();
-        j.append(&TrialRecord::from_trial(&m.problem, &trial(0, true))).unwrap();
+        j.append(&TrialRecord::from_trial(&m.problem, &trial(0, true)))
+            .unwrap();
         let p = Journal::path_in(dir.path());
         let mut f = OpenOptions::new().append(true).open(&p).unwrap();
         f.write_all(b"garbage\n").unwrap();
-        j.append(&TrialRecord::from_trial(&m.problem, &trial(1, true))).unwrap();
+        j.append(&TrialRecord::from_trial(&m.problem, &trial(1, true)))
+            .unwrap();
         let e = Journal::resume(dir.path()).unwrap_err().to_string();
         assert!(e.contains("trials.jsonl:2"), "{e}");
     }

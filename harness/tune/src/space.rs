@@ -252,7 +252,8 @@ pub struct SearchSpace {
 
 fn is_name(s: &str) -> bool {
     let mut ch = s.chars();
-    ch.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+    ch.next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && ch.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.')
 }
 
@@ -271,7 +272,10 @@ impl SearchSpace {
             if !is_name(&p.name) {
                 return Err(Error::space(
                     &p.name,
-                    format!("`{}` is not a valid knob name (letters, digits, `_`, `-`, `.`; starting with a letter)", p.name),
+                    format!(
+                        "`{}` is not a valid knob name (letters, digits, `_`, `-`, `.`; starting with a letter)",
+                        p.name
+                    ),
                     SPACE_EXAMPLE,
                 ));
             }
@@ -280,7 +284,10 @@ impl SearchSpace {
             }
             check_domain(&p.name, &p.domain)?;
         }
-        Ok(Self { params, constraints: Vec::new() })
+        Ok(Self {
+            params,
+            constraints: Vec::new(),
+        })
     }
 
     /// Parses the `--space` syntax described in the module docs.
@@ -307,7 +314,10 @@ impl SearchSpace {
             };
             let name = name.trim();
             let domain = parse_domain(name, rhs.trim())?;
-            params.push(Param { name: name.to_string(), domain });
+            params.push(Param {
+                name: name.to_string(),
+                domain,
+            });
         }
         Self::new(params)
     }
@@ -321,9 +331,23 @@ impl SearchSpace {
 
     fn parse_constraint(&self, text: &str) -> Result<Constraint> {
         let t = text.trim();
-        let ops = [("<=", Cmp::Le), (">=", Cmp::Ge), ("==", Cmp::Eq), ("!=", Cmp::Ne), ("<", Cmp::Lt), (">", Cmp::Gt)];
-        let Some((pos, sym, op)) = ops.iter().find_map(|(s, op)| t.find(s).map(|p| (p, *s, *op))) else {
-            return Err(Error::space(t, "no comparison operator (<, <=, >, >=, ==, !=)", CONSTRAINT_EXAMPLE));
+        let ops = [
+            ("<=", Cmp::Le),
+            (">=", Cmp::Ge),
+            ("==", Cmp::Eq),
+            ("!=", Cmp::Ne),
+            ("<", Cmp::Lt),
+            (">", Cmp::Gt),
+        ];
+        let Some((pos, sym, op)) = ops
+            .iter()
+            .find_map(|(s, op)| t.find(s).map(|p| (p, *s, *op)))
+        else {
+            return Err(Error::space(
+                t,
+                "no comparison operator (<, <=, >, >=, ==, !=)",
+                CONSTRAINT_EXAMPLE,
+            ));
         };
         let side = |s: &str| -> Result<Vec<Factor>> {
             let mut out = Vec::new();
@@ -333,14 +357,21 @@ impl SearchSpace {
                     out.push(Factor::Num(x));
                 } else if let Some(i) = self.params.iter().position(|p| p.name == f) {
                     if let Domain::Categorical { .. } = self.params[i].domain {
-                        return Err(Error::space(t, format!("knob `{f}` is categorical and has no numeric value"), CONSTRAINT_EXAMPLE));
+                        return Err(Error::space(
+                            t,
+                            format!("knob `{f}` is categorical and has no numeric value"),
+                            CONSTRAINT_EXAMPLE,
+                        ));
                     }
                     out.push(Factor::Knob(i));
                 } else {
                     let known: Vec<&str> = self.params.iter().map(|p| p.name.as_str()).collect();
                     return Err(Error::space(
                         t,
-                        format!("`{f}` is neither a number nor a knob (knobs: {})", known.join(", ")),
+                        format!(
+                            "`{f}` is neither a number nor a knob (knobs: {})",
+                            known.join(", ")
+                        ),
                         CONSTRAINT_EXAMPLE,
                     ));
                 }
@@ -349,7 +380,12 @@ impl SearchSpace {
         };
         let lhs = side(&t[..pos])?;
         let rhs = side(&t[pos + sym.len()..])?;
-        Ok(Constraint { text: t.to_string(), lhs, op, rhs })
+        Ok(Constraint {
+            text: t.to_string(),
+            lhs,
+            op,
+            rhs,
+        })
     }
 
     /// The knobs, in order.
@@ -370,9 +406,9 @@ impl SearchSpace {
     /// Number of distinct points ignoring constraints, `None` if some knob is
     /// continuous or the count overflows.
     pub fn cardinality(&self) -> Option<u64> {
-        self.params
-            .iter()
-            .try_fold(1u64, |acc, p| p.domain.cardinality().and_then(|c| acc.checked_mul(c)))
+        self.params.iter().try_fold(1u64, |acc, p| {
+            p.domain.cardinality().and_then(|c| acc.checked_mul(c))
+        })
     }
 
     /// Whether `c` satisfies every constraint.
@@ -393,7 +429,11 @@ impl SearchSpace {
                 }
                 Domain::Float { lo, hi, log } => {
                     let x = v.as_f64().unwrap_or(*lo);
-                    let u = if *log { (x.ln() - lo.ln()) / (hi.ln() - lo.ln()) } else { (x - lo) / (hi - lo) };
+                    let u = if *log {
+                        (x.ln() - lo.ln()) / (hi.ln() - lo.ln())
+                    } else {
+                        (x - lo) / (hi - lo)
+                    };
                     out.push(u.clamp(0.0, 1.0));
                 }
                 Domain::Ordinal { values } => {
@@ -402,7 +442,11 @@ impl SearchSpace {
                 }
                 Domain::Categorical { choices } => {
                     for ch in choices {
-                        out.push(if matches!(v, Value::Str(s) if s == ch) { 1.0 } else { 0.0 });
+                        out.push(if matches!(v, Value::Str(s) if s == ch) {
+                            1.0
+                        } else {
+                            0.0
+                        });
                     }
                 }
             }
@@ -464,7 +508,9 @@ impl SearchSpace {
     /// A random configuration that satisfies the constraints, or `None` if
     /// 10 000 draws all violated them.
     pub fn sample<R: Rng>(&self, rng: &mut R) -> Option<Config> {
-        (0..10_000).map(|_| self.sample_unconstrained(rng)).find(|c| self.feasible(c))
+        (0..10_000)
+            .map(|_| self.sample_unconstrained(rng))
+            .find(|c| self.feasible(c))
     }
 
     /// Every feasible configuration, when the space is finite and has at most
@@ -474,7 +520,11 @@ impl SearchSpace {
         if total > limit {
             return None;
         }
-        let cards: Vec<u64> = self.params.iter().filter_map(|p| p.domain.cardinality()).collect();
+        let cards: Vec<u64> = self
+            .params
+            .iter()
+            .filter_map(|p| p.domain.cardinality())
+            .collect();
         let mut out = Vec::new();
         for mut idx in 0..total {
             let mut vals = vec![Value::Int(0); self.params.len()];
@@ -494,10 +544,10 @@ impl SearchSpace {
     /// knob has at most `levels`).
     pub fn grid_values(&self, i: usize, levels: usize) -> Vec<Value> {
         let d = &self.params[i].domain;
-        if let Some(card) = d.cardinality() {
-            if card <= levels as u64 {
-                return (0..card).filter_map(|j| d.nth(j)).collect();
-            }
+        if let Some(card) = d.cardinality()
+            && card <= levels as u64
+        {
+            return (0..card).filter_map(|j| d.nth(j)).collect();
         }
         let levels = levels.max(2);
         let mut out: Vec<Value> = Vec::new();
@@ -505,7 +555,9 @@ impl SearchSpace {
             let x = j as f64 / (levels - 1) as f64;
             let v = match d {
                 Domain::Float { .. } => Value::Float(match d {
-                    Domain::Float { lo, hi, log: true } => (lo.ln() + x * (hi.ln() - lo.ln())).exp().clamp(*lo, *hi),
+                    Domain::Float { lo, hi, log: true } => {
+                        (lo.ln() + x * (hi.ln() - lo.ln())).exp().clamp(*lo, *hi)
+                    }
                     Domain::Float { lo, hi, .. } => lo + x * (hi - lo),
                     _ => 0.0,
                 }),
@@ -517,8 +569,12 @@ impl SearchSpace {
                     };
                     Value::Int((t.round() as i64).clamp(*lo, *hi))
                 }
-                Domain::Ordinal { values } => values[((x * (values.len() - 1) as f64).round()) as usize].clone(),
-                Domain::Categorical { choices } => Value::Str(choices[(x * (choices.len() - 1) as f64).round() as usize].clone()),
+                Domain::Ordinal { values } => {
+                    values[((x * (values.len() - 1) as f64).round()) as usize].clone()
+                }
+                Domain::Categorical { choices } => {
+                    Value::Str(choices[(x * (choices.len() - 1) as f64).round() as usize].clone())
+                }
             };
             if !out.contains(&v) {
                 out.push(v);
@@ -529,19 +585,34 @@ impl SearchSpace {
 
     /// The configuration as a name → value map (the journal's `knobs`).
     pub fn to_map(&self, c: &Config) -> BTreeMap<String, Value> {
-        self.params.iter().zip(&c.0).map(|(p, v)| (p.name.clone(), v.clone())).collect()
+        self.params
+            .iter()
+            .zip(&c.0)
+            .map(|(p, v)| (p.name.clone(), v.clone()))
+            .collect()
     }
 
     /// The configuration from a name → value map, checking every knob is
     /// present, known and in its domain.
     pub fn from_map(&self, m: &BTreeMap<String, Value>) -> Result<Config> {
-        if let Some(k) = m.keys().find(|k| !self.params.iter().any(|p| &p.name == *k)) {
-            return Err(Error::invalid("knobs", format!("unknown knob `{k}`"), "the journal was written for a different space; use a new --out folder"));
+        if let Some(k) = m
+            .keys()
+            .find(|k| !self.params.iter().any(|p| &p.name == *k))
+        {
+            return Err(Error::invalid(
+                "knobs",
+                format!("unknown knob `{k}`"),
+                "the journal was written for a different space; use a new --out folder",
+            ));
         }
         let mut out = Vec::new();
         for p in &self.params {
             let Some(v) = m.get(&p.name) else {
-                return Err(Error::invalid("knobs", format!("knob `{}` is missing", p.name), "the journal was written for a different space; use a new --out folder"));
+                return Err(Error::invalid(
+                    "knobs",
+                    format!("knob `{}` is missing", p.name),
+                    "the journal was written for a different space; use a new --out folder",
+                ));
             };
             // Integers read back from JSON as floats (e.g. `2.0`) are accepted.
             let v = match (&p.domain, v) {
@@ -550,7 +621,11 @@ impl SearchSpace {
                 _ => v.clone(),
             };
             if !p.domain.contains(&v) {
-                return Err(Error::invalid("knobs", format!("`{}={v}` is outside {}", p.name, p.domain), "the journal was written for a different space; use a new --out folder"));
+                return Err(Error::invalid(
+                    "knobs",
+                    format!("`{}={v}` is outside {}", p.name, p.domain),
+                    "the journal was written for a different space; use a new --out folder",
+                ));
             }
             out.push(v);
         }
@@ -588,7 +663,9 @@ fn check_domain(name: &str, d: &Domain) -> Result<()> {
     match d {
         Domain::Int { lo, hi, log } => {
             if lo >= hi {
-                return bad(format!("empty range {lo}..{hi}: the lower bound must be below the upper bound"));
+                return bad(format!(
+                    "empty range {lo}..{hi}: the lower bound must be below the upper bound"
+                ));
             }
             if *log && *lo <= 0 {
                 return bad(format!("`:log` needs a positive lower bound, got {lo}"));
@@ -599,7 +676,9 @@ fn check_domain(name: &str, d: &Domain) -> Result<()> {
                 return bad("bounds must be finite numbers".into());
             }
             if lo >= hi {
-                return bad(format!("empty range {lo}..{hi}: the lower bound must be below the upper bound"));
+                return bad(format!(
+                    "empty range {lo}..{hi}: the lower bound must be below the upper bound"
+                ));
             }
             if *log && *lo <= 0.0 {
                 return bad(format!("`:log` needs a positive lower bound, got {lo}"));
@@ -615,8 +694,14 @@ fn check_domain(name: &str, d: &Domain) -> Result<()> {
                 return bad("a choice needs at least two values".into());
             }
             for c in choices {
-                if c.is_empty() || !c.chars().all(|ch| ch.is_ascii_alphanumeric() || "_.+-".contains(ch)) {
-                    return bad(format!("choice `{c}` must be non-empty and use only letters, digits, `_`, `.`, `+`, `-`"));
+                if c.is_empty()
+                    || !c
+                        .chars()
+                        .all(|ch| ch.is_ascii_alphanumeric() || "_.+-".contains(ch))
+                {
+                    return bad(format!(
+                        "choice `{c}` must be non-empty and use only letters, digits, `_`, `.`, `+`, `-`"
+                    ));
                 }
             }
             for (i, c) in choices.iter().enumerate() {
@@ -632,7 +717,11 @@ fn check_domain(name: &str, d: &Domain) -> Result<()> {
 fn parse_domain(name: &str, rhs: &str) -> Result<Domain> {
     let bad = |problem: String| Error::space(name, problem, SPACE_EXAMPLE);
     if name.is_empty() {
-        return Err(Error::space(rhs, "missing knob name before `=`", SPACE_EXAMPLE));
+        return Err(Error::space(
+            rhs,
+            "missing knob name before `=`",
+            SPACE_EXAMPLE,
+        ));
     }
     if rhs.is_empty() {
         return Err(bad("missing domain after `=`".into()));
@@ -648,18 +737,28 @@ fn parse_domain(name: &str, rhs: &str) -> Result<Domain> {
                 "int" => force_int = true,
                 "float" => force_float = true,
                 "pow2" => pow2 = true,
-                other => return Err(bad(format!("unknown modifier `:{other}` (known: :log, :int, :float, :pow2)"))),
+                other => {
+                    return Err(bad(format!(
+                        "unknown modifier `:{other}` (known: :log, :int, :float, :pow2)"
+                    )));
+                }
             }
         }
-        let lo: f64 = lo_s.parse().map_err(|_| bad(format!("lower bound `{lo_s}` is not a number")))?;
-        let hi: f64 = hi_s.parse().map_err(|_| bad(format!("upper bound `{hi_s}` is not a number")))?;
+        let lo: f64 = lo_s
+            .parse()
+            .map_err(|_| bad(format!("lower bound `{lo_s}` is not a number")))?;
+        let hi: f64 = hi_s
+            .parse()
+            .map_err(|_| bad(format!("upper bound `{hi_s}` is not a number")))?;
         if force_int && force_float {
             return Err(bad("`:int` and `:float` contradict each other".into()));
         }
         let ints = is_int_literal(lo_s) && is_int_literal(hi_s);
         if pow2 {
-            if !(lo > 0.0) || lo > hi {
-                return Err(bad(format!("`:pow2` needs 0 < lo <= hi, got {lo_s}..{hi_s}")));
+            if lo.is_nan() || lo <= 0.0 || lo > hi {
+                return Err(bad(format!(
+                    "`:pow2` needs 0 < lo <= hi, got {lo_s}..{hi_s}"
+                )));
             }
             let mut values = Vec::new();
             let mut p: i64 = 1;
@@ -670,15 +769,23 @@ fn parse_domain(name: &str, rhs: &str) -> Result<Domain> {
                 p *= 2;
             }
             if values.len() < 2 {
-                return Err(bad(format!("{lo_s}..{hi_s} holds fewer than two powers of two")));
+                return Err(bad(format!(
+                    "{lo_s}..{hi_s} holds fewer than two powers of two"
+                )));
             }
             return Ok(Domain::Ordinal { values });
         }
         if force_int && !(lo.fract() == 0.0 && hi.fract() == 0.0) {
-            return Err(bad(format!("`:int` needs integer bounds, got {lo_s}..{hi_s}")));
+            return Err(bad(format!(
+                "`:int` needs integer bounds, got {lo_s}..{hi_s}"
+            )));
         }
         let d = if (ints || force_int) && !force_float {
-            Domain::Int { lo: lo as i64, hi: hi as i64, log }
+            Domain::Int {
+                lo: lo as i64,
+                hi: hi as i64,
+                log,
+            }
         } else {
             Domain::Float { lo, hi, log }
         };
@@ -696,13 +803,20 @@ fn parse_domain(name: &str, rhs: &str) -> Result<Domain> {
                 if is_int_literal(p) {
                     p.parse().ok().map(Value::Int)
                 } else {
-                    p.parse::<f64>().ok().filter(|x| x.is_finite()).map(Value::Float)
+                    p.parse::<f64>()
+                        .ok()
+                        .filter(|x| x.is_finite())
+                        .map(Value::Float)
                 }
             })
             .collect();
         let d = match nums {
             Some(mut values) => {
-                values.sort_by(|a, b| a.as_f64().unwrap_or(0.0).total_cmp(&b.as_f64().unwrap_or(0.0)));
+                values.sort_by(|a, b| {
+                    a.as_f64()
+                        .unwrap_or(0.0)
+                        .total_cmp(&b.as_f64().unwrap_or(0.0))
+                });
                 for w in values.windows(2) {
                     if w[0].as_f64() == w[1].as_f64() {
                         return Err(bad(format!("choice `{}` is listed twice", w[0])));
@@ -710,12 +824,16 @@ fn parse_domain(name: &str, rhs: &str) -> Result<Domain> {
                 }
                 Domain::Ordinal { values }
             }
-            None => Domain::Categorical { choices: parts.iter().map(|s| s.to_string()).collect() },
+            None => Domain::Categorical {
+                choices: parts.iter().map(|s| s.to_string()).collect(),
+            },
         };
         check_domain(name, &d)?;
         return Ok(d);
     }
-    Err(bad(format!("`{rhs}` is neither a range `lo..hi` nor a choice `a|b|c`")))
+    Err(bad(format!(
+        "`{rhs}` is neither a range `lo..hi` nor a choice `a|b|c`"
+    )))
 }
 
 #[cfg(test)]
@@ -726,11 +844,45 @@ mod tests {
 
     #[test]
     fn parses_the_documented_example() {
-        let s = SearchSpace::parse("budget=256..8192:log,max_seqs=16..512:log,block=16|32|64|128,x=-3..3,y=-1.5..2").unwrap();
-        assert_eq!(s.params()[0].domain, Domain::Int { lo: 256, hi: 8192, log: true });
-        assert_eq!(s.params()[2].domain, Domain::Ordinal { values: vec![Value::Int(16), Value::Int(32), Value::Int(64), Value::Int(128)] });
-        assert_eq!(s.params()[3].domain, Domain::Int { lo: -3, hi: 3, log: false });
-        assert_eq!(s.params()[4].domain, Domain::Float { lo: -1.5, hi: 2.0, log: false });
+        let s = SearchSpace::parse(
+            "budget=256..8192:log,max_seqs=16..512:log,block=16|32|64|128,x=-3..3,y=-1.5..2",
+        )
+        .unwrap();
+        assert_eq!(
+            s.params()[0].domain,
+            Domain::Int {
+                lo: 256,
+                hi: 8192,
+                log: true
+            }
+        );
+        assert_eq!(
+            s.params()[2].domain,
+            Domain::Ordinal {
+                values: vec![
+                    Value::Int(16),
+                    Value::Int(32),
+                    Value::Int(64),
+                    Value::Int(128)
+                ]
+            }
+        );
+        assert_eq!(
+            s.params()[3].domain,
+            Domain::Int {
+                lo: -3,
+                hi: 3,
+                log: false
+            }
+        );
+        assert_eq!(
+            s.params()[4].domain,
+            Domain::Float {
+                lo: -1.5,
+                hi: 2.0,
+                log: false
+            }
+        );
         assert_eq!(s.dim(), 5);
         let f = SearchSpace::parse("x=-3..3:float,b=64..1024:pow2,m=fcfs|lifo").unwrap();
         assert!(matches!(f.params()[0].domain, Domain::Float { .. }));
@@ -762,7 +914,10 @@ mod tests {
 
     #[test]
     fn encode_decode_round_trips() {
-        let s = SearchSpace::parse("a=1..10,b=256..8192:log,c=16|32|64,d=-1.0..1,e=x|y|z,f=1e-3..1:log").unwrap();
+        let s = SearchSpace::parse(
+            "a=1..10,b=256..8192:log,c=16|32|64,d=-1.0..1,e=x|y|z,f=1e-3..1:log",
+        )
+        .unwrap();
         let mut rng = ChaCha8Rng::seed_from_u64(1);
         for _ in 0..500 {
             let c = s.sample_unconstrained(&mut rng);
@@ -771,7 +926,9 @@ mod tests {
             let back = s.decode(&u);
             for (x, y) in c.0.iter().zip(&back.0) {
                 match (x, y) {
-                    (Value::Float(a), Value::Float(b)) => assert!((a - b).abs() <= 1e-9 * a.abs().max(1.0)),
+                    (Value::Float(a), Value::Float(b)) => {
+                        assert!((a - b).abs() <= 1e-9 * a.abs().max(1.0))
+                    }
                     _ => assert_eq!(x, y),
                 }
             }
@@ -788,12 +945,18 @@ mod tests {
                 counts[i as usize] += 1;
             }
         }
-        assert!(counts.iter().all(|&c| (850..1150).contains(&c)), "{counts:?}");
+        assert!(
+            counts.iter().all(|&c| (850..1150).contains(&c)),
+            "{counts:?}"
+        );
     }
 
     #[test]
     fn constraints_filter_enumeration_and_sampling() {
-        let s = SearchSpace::parse("budget=16|32|64,block=16|32|64").unwrap().with_constraint("budget >= block").unwrap();
+        let s = SearchSpace::parse("budget=16|32|64,block=16|32|64")
+            .unwrap()
+            .with_constraint("budget >= block")
+            .unwrap();
         let all = s.enumerate(1000).unwrap();
         assert_eq!(all.len(), 6);
         let mut rng = ChaCha8Rng::seed_from_u64(3);
@@ -801,11 +964,23 @@ mod tests {
             let c = s.sample(&mut rng).unwrap();
             assert!(c.0[0].as_f64() >= c.0[1].as_f64());
         }
-        let p = SearchSpace::parse("a=1..8,b=1..8").unwrap().with_constraint("a*b <= 8").unwrap();
+        let p = SearchSpace::parse("a=1..8,b=1..8")
+            .unwrap()
+            .with_constraint("a*b <= 8")
+            .unwrap();
         assert_eq!(p.enumerate(100).unwrap().len(), 20);
-        let e = SearchSpace::parse("a=1..8").unwrap().with_constraint("a >= zz").unwrap_err().to_string();
+        let e = SearchSpace::parse("a=1..8")
+            .unwrap()
+            .with_constraint("a >= zz")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("zz") && e.contains("knobs: a"), "{e}");
-        assert!(SearchSpace::parse("a=1..8").unwrap().with_constraint("a 3").is_err());
+        assert!(
+            SearchSpace::parse("a=1..8")
+                .unwrap()
+                .with_constraint("a 3")
+                .is_err()
+        );
     }
 
     #[test]
@@ -820,14 +995,30 @@ mod tests {
         bad.insert("a".into(), Value::Int(11));
         assert!(s.from_map(&bad).is_err());
         bad.remove("a");
-        assert!(s.from_map(&bad).unwrap_err().to_string().contains("missing"));
+        assert!(
+            s.from_map(&bad)
+                .unwrap_err()
+                .to_string()
+                .contains("missing")
+        );
     }
 
     #[test]
     fn grid_values_are_spread_and_deduplicated() {
         let s = SearchSpace::parse("a=1..3,x=0.0..1,b=1..1000:log").unwrap();
         assert_eq!(s.grid_values(0, 5).len(), 3);
-        assert_eq!(s.grid_values(1, 3), vec![Value::Float(0.0), Value::Float(0.5), Value::Float(1.0)]);
-        assert_eq!(s.grid_values(2, 4), vec![Value::Int(1), Value::Int(10), Value::Int(100), Value::Int(1000)]);
+        assert_eq!(
+            s.grid_values(1, 3),
+            vec![Value::Float(0.0), Value::Float(0.5), Value::Float(1.0)]
+        );
+        assert_eq!(
+            s.grid_values(2, 4),
+            vec![
+                Value::Int(1),
+                Value::Int(10),
+                Value::Int(100),
+                Value::Int(1000)
+            ]
+        );
     }
 }

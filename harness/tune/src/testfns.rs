@@ -26,7 +26,11 @@ pub struct TestFn {
 
 /// Branin on `[−5, 10] × [0, 15]`, minimum 0.397887.
 pub fn branin(x: &[f64]) -> f64 {
-    let (a, b, c) = (1.0, 5.1 / (4.0 * std::f64::consts::PI.powi(2)), 5.0 / std::f64::consts::PI);
+    let (a, b, c) = (
+        1.0,
+        5.1 / (4.0 * std::f64::consts::PI.powi(2)),
+        5.0 / std::f64::consts::PI,
+    );
     let (r, s, t) = (6.0, 10.0, 1.0 / (8.0 * std::f64::consts::PI));
     a * (x[1] - b * x[0] * x[0] + c * x[0] - r).powi(2) + s * (1.0 - t) * x[0].cos() + s
 }
@@ -47,12 +51,23 @@ pub fn hartmann6(x: &[f64]) -> f64 {
         [0.4047, 0.8828, 0.8732, 0.5743, 0.1091, 0.0381],
     ];
     -(0..4)
-        .map(|i| ALPHA[i] * (-(0..6).map(|j| A[i][j] * (x[j] - P[i][j]).powi(2)).sum::<f64>()).exp())
+        .map(|i| {
+            ALPHA[i]
+                * (-(0..6)
+                    .map(|j| A[i][j] * (x[j] - P[i][j]).powi(2))
+                    .sum::<f64>())
+                .exp()
+        })
         .sum::<f64>()
 }
 
 /// Branin as a [`TestFn`].
-pub const BRANIN: TestFn = TestFn { name: "branin", space: "x1=-5.0..10.0,x2=0.0..15.0", optimum: 0.397_887_357_729_738, f: branin };
+pub const BRANIN: TestFn = TestFn {
+    name: "branin",
+    space: "x1=-5.0..10.0,x2=0.0..15.0",
+    optimum: 0.397_887_357_729_738,
+    f: branin,
+};
 /// Hartmann-6 as a [`TestFn`].
 pub const HARTMANN6: TestFn = TestFn {
     name: "hartmann6",
@@ -81,15 +96,22 @@ fn coords(c: &Config) -> Vec<f64> {
 /// regret of the recommended point, chosen by GP posterior mean (for BO
 /// every 10 evaluations and at the end; random search recommends its best
 /// noisy observation).
-pub fn regret_curve(tf: &TestFn, which: Which, budget: usize, noise_sd: f64, seed: u64) -> Result<Vec<f64>> {
+pub fn regret_curve(
+    tf: &TestFn,
+    which: Which,
+    budget: usize,
+    noise_sd: f64,
+    seed: u64,
+) -> Result<Vec<f64>> {
     let space = SearchSpace::parse(tf.space)?;
     let problem = Problem::single(space, tf.name, Direction::Minimize);
     let mut tuner: Box<dyn Tuner> = match which {
         Which::Bo => Box::new(BoTuner::new(problem.clone(), seed, BoOptions::default())),
         Which::Random => Box::new(RandomTuner::new(problem.clone(), seed)),
     };
-    let mut noise_rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5EED_0F_F00D);
-    let noise = Normal::new(0.0, noise_sd.max(1e-300)).map_err(|e| crate::Error::invalid("noise_sd", e.to_string(), "give a finite sd ≥ 0"))?;
+    let mut noise_rng = ChaCha8Rng::seed_from_u64(seed ^ 0x005E_ED0F_F00D);
+    let noise = Normal::new(0.0, noise_sd.max(1e-300))
+        .map_err(|e| crate::Error::invalid("noise_sd", e.to_string(), "give a finite sd ≥ 0"))?;
     let mut curve = Vec::with_capacity(budget);
     let mut best_true = f64::INFINITY;
     let mut best_obs = (f64::INFINITY, f64::INFINITY);
@@ -97,16 +119,25 @@ pub fn regret_curve(tf: &TestFn, which: Which, budget: usize, noise_sd: f64, see
     for i in 0..budget {
         let Some(c) = tuner.ask(1)?.pop() else { break };
         let truth = (tf.f)(&coords(&c));
-        let y = if noise_sd > 0.0 { truth + noise.sample(&mut noise_rng) } else { truth };
+        let y = if noise_sd > 0.0 {
+            truth + noise.sample(&mut noise_rng)
+        } else {
+            truth
+        };
         best_true = best_true.min(truth);
         if y < best_obs.0 {
             best_obs = (y, truth);
         }
-        tuner.tell(Trial { index: i, config: c, outcome: Outcome::ok(vec![y], vec![]) });
+        tuner.tell(Trial {
+            index: i,
+            config: c,
+            outcome: Outcome::ok(vec![y], vec![]),
+        });
         let regret = if noise_sd == 0.0 {
             best_true - tf.optimum
         } else if which == Which::Bo && ((i + 1) % 10 == 0 || i + 1 == budget) {
-            last_rec = recommend(&problem, tuner.trials(), seed).map_or(best_obs.1, |r| (tf.f)(&coords(&r.config)));
+            last_rec = recommend(&problem, tuner.trials(), seed)
+                .map_or(best_obs.1, |r| (tf.f)(&coords(&r.config)));
             last_rec - tf.optimum
         } else if which == Which::Bo && last_rec.is_finite() {
             last_rec - tf.optimum
@@ -157,7 +188,10 @@ mod tests {
             let curve = regret_curve(&BRANIN, Which::Bo, 30, 0.0, seed).unwrap();
             let r = *curve.last().unwrap();
             assert!(r <= 0.05, "seed {seed}: regret {r} after 30 evaluations");
-            let rnd = *regret_curve(&BRANIN, Which::Random, 30, 0.0, seed).unwrap().last().unwrap();
+            let rnd = *regret_curve(&BRANIN, Which::Random, 30, 0.0, seed)
+                .unwrap()
+                .last()
+                .unwrap();
             assert!(rnd > 10.0 * r, "random {rnd} vs bo {r}");
         }
     }

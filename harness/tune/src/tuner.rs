@@ -62,12 +62,20 @@ pub struct OutcomeConstraint {
 impl OutcomeConstraint {
     /// Whether `value` meets the constraint.
     pub fn met(&self, value: f64) -> bool {
-        if self.upper { value <= self.threshold } else { value >= self.threshold }
+        if self.upper {
+            value <= self.threshold
+        } else {
+            value >= self.threshold
+        }
     }
 
     /// The value and threshold mapped so that feasible means `g ≤ t`.
     pub fn as_upper(&self, value: f64) -> (f64, f64) {
-        if self.upper { (value, self.threshold) } else { (-value, -self.threshold) }
+        if self.upper {
+            (value, self.threshold)
+        } else {
+            (-value, -self.threshold)
+        }
     }
 }
 
@@ -87,14 +95,25 @@ pub struct Problem {
 impl Problem {
     /// A single-objective problem without outcome constraints.
     pub fn single(space: SearchSpace, name: &str, direction: Direction) -> Self {
-        Self { space, objectives: vec![ObjectiveDef { name: name.into(), direction }], constraints: Vec::new() }
+        Self {
+            space,
+            objectives: vec![ObjectiveDef {
+                name: name.into(),
+                direction,
+            }],
+            constraints: Vec::new(),
+        }
     }
 
     /// Sets the final status of a trial that ran: `Infeasible` when an
     /// outcome constraint is missed.
     pub fn classify(&self, mut outcome: Outcome) -> Outcome {
         if outcome.status == Status::Ok
-            && self.constraints.iter().zip(&outcome.constraints).any(|(c, v)| !c.met(*v))
+            && self
+                .constraints
+                .iter()
+                .zip(&outcome.constraints)
+                .any(|(c, v)| !c.met(*v))
         {
             outcome.status = Status::Infeasible;
         }
@@ -145,12 +164,26 @@ pub struct Outcome {
 impl Outcome {
     /// A successful outcome.
     pub fn ok(objectives: Vec<f64>, constraints: Vec<f64>) -> Self {
-        Self { status: Status::Ok, objectives, constraints, run_dir: None, duration_s: 0.0, message: None }
+        Self {
+            status: Status::Ok,
+            objectives,
+            constraints,
+            run_dir: None,
+            duration_s: 0.0,
+            message: None,
+        }
     }
 
     /// A failed outcome with a reason.
     pub fn failed(status: Status, message: impl Into<String>) -> Self {
-        Self { status, objectives: Vec::new(), constraints: Vec::new(), run_dir: None, duration_s: 0.0, message: Some(message.into()) }
+        Self {
+            status,
+            objectives: Vec::new(),
+            constraints: Vec::new(),
+            run_dir: None,
+            duration_s: 0.0,
+            message: Some(message.into()),
+        }
     }
 }
 
@@ -194,7 +227,11 @@ pub(crate) fn config_key(c: &Config) -> String {
 /// Draws a feasible random configuration not in `seen` (when the space is
 /// finite a few hundred retries avoid duplicates; continuous spaces never
 /// repeat).
-pub(crate) fn fresh_sample(space: &SearchSpace, rng: &mut ChaCha8Rng, seen: &HashSet<String>) -> Result<Option<Config>> {
+pub(crate) fn fresh_sample(
+    space: &SearchSpace,
+    rng: &mut ChaCha8Rng,
+    seen: &HashSet<String>,
+) -> Result<Option<Config>> {
     let mut last = None;
     for _ in 0..500 {
         let Some(c) = space.sample(rng) else {
@@ -227,7 +264,11 @@ pub struct RandomTuner {
 impl RandomTuner {
     /// A random tuner.
     pub fn new(problem: Problem, seed: u64) -> Self {
-        Self { problem, seed, trials: Vec::new() }
+        Self {
+            problem,
+            seed,
+            trials: Vec::new(),
+        }
     }
 }
 
@@ -270,9 +311,16 @@ impl GridTuner {
     pub fn new(problem: Problem, budget: usize) -> Self {
         let space = &problem.space;
         let k = space.params().len();
-        let size = |l: usize| -> u128 { (0..k).map(|i| space.grid_values(i, l).len() as u128).product() };
+        let size = |l: usize| -> u128 {
+            (0..k)
+                .map(|i| space.grid_values(i, l).len() as u128)
+                .product()
+        };
         let mut levels = 2;
-        while levels < 1 << 16 && size(levels + 1) <= budget.max(1) as u128 && size(levels + 1) > size(levels) {
+        while levels < 1 << 16
+            && size(levels + 1) <= budget.max(1) as u128
+            && size(levels + 1) > size(levels)
+        {
             levels += 1;
         }
         let axes: Vec<Vec<_>> = (0..k).map(|i| space.grid_values(i, levels)).collect();
@@ -292,7 +340,10 @@ impl GridTuner {
             }
             break;
         }
-        Self { grid, trials: Vec::new() }
+        Self {
+            grid,
+            trials: Vec::new(),
+        }
     }
 
     /// The grid points, in visiting order.
@@ -307,7 +358,13 @@ impl Tuner for GridTuner {
     }
     fn ask(&mut self, n: usize) -> Result<Vec<Config>> {
         let seen: HashSet<String> = self.trials.iter().map(|t| config_key(&t.config)).collect();
-        Ok(self.grid.iter().filter(|c| !seen.contains(&config_key(c))).take(n).cloned().collect())
+        Ok(self
+            .grid
+            .iter()
+            .filter(|c| !seen.contains(&config_key(c)))
+            .take(n)
+            .cloned()
+            .collect())
     }
     fn tell(&mut self, trial: Trial) {
         self.trials.push(trial);
@@ -327,7 +384,9 @@ impl Tuner for GridTuner {
 /// assert_eq!(fuselab_tune::pareto_front(&pts), vec![0, 1, 3]);
 /// ```
 pub fn pareto_front(points: &[Vec<f64>]) -> Vec<usize> {
-    let dominates = |a: &[f64], b: &[f64]| a.iter().zip(b).all(|(x, y)| x <= y) && a.iter().zip(b).any(|(x, y)| x < y);
+    let dominates = |a: &[f64], b: &[f64]| {
+        a.iter().zip(b).all(|(x, y)| x <= y) && a.iter().zip(b).any(|(x, y)| x < y)
+    };
     (0..points.len())
         .filter(|&i| !points.iter().any(|q| dominates(q, &points[i])))
         .collect()
@@ -337,13 +396,27 @@ pub fn pareto_front(points: &[Vec<f64>]) -> Vec<usize> {
 /// problem's objectives, respecting each objective's direction.
 pub fn pareto_trials(problem: &Problem, trials: &[Trial]) -> Vec<usize> {
     let feasible: Vec<usize> = (0..trials.len())
-        .filter(|&i| trials[i].outcome.status == Status::Ok && trials[i].outcome.objectives.len() == problem.objectives.len())
+        .filter(|&i| {
+            trials[i].outcome.status == Status::Ok
+                && trials[i].outcome.objectives.len() == problem.objectives.len()
+        })
         .collect();
     let pts: Vec<Vec<f64>> = feasible
         .iter()
-        .map(|&i| trials[i].outcome.objectives.iter().zip(&problem.objectives).map(|(v, o)| v * o.direction.sign()).collect())
+        .map(|&i| {
+            trials[i]
+                .outcome
+                .objectives
+                .iter()
+                .zip(&problem.objectives)
+                .map(|(v, o)| v * o.direction.sign())
+                .collect()
+        })
         .collect();
-    pareto_front(&pts).into_iter().map(|j| feasible[j]).collect()
+    pareto_front(&pts)
+        .into_iter()
+        .map(|j| feasible[j])
+        .collect()
 }
 
 #[cfg(test)]
@@ -378,7 +451,11 @@ mod tests {
             assert_eq!(c, t2.ask(1).unwrap());
             assert!(seen.insert(config_key(&c[0])), "repeat at {i}");
             for t in [&mut t1, &mut t2] {
-                t.tell(Trial { index: i, config: c[0].clone(), outcome: Outcome::ok(vec![0.0], vec![]) });
+                t.tell(Trial {
+                    index: i,
+                    config: c[0].clone(),
+                    outcome: Outcome::ok(vec![0.0], vec![]),
+                });
             }
         }
         assert!(t1.ask(1).unwrap().is_empty(), "space of 12 is exhausted");
@@ -386,14 +463,30 @@ mod tests {
 
     #[test]
     fn pareto_front_handles_ties_and_directions() {
-        assert_eq!(pareto_front(&[vec![1.0, 1.0], vec![1.0, 1.0], vec![1.0, 2.0]]), vec![0, 1]);
+        assert_eq!(
+            pareto_front(&[vec![1.0, 1.0], vec![1.0, 1.0], vec![1.0, 2.0]]),
+            vec![0, 1]
+        );
         assert!(pareto_front(&[]).is_empty());
         let mut p = problem("a=1..4");
         p.objectives = vec![
-            ObjectiveDef { name: "tput".into(), direction: Direction::Maximize },
-            ObjectiveDef { name: "p99".into(), direction: Direction::Minimize },
+            ObjectiveDef {
+                name: "tput".into(),
+                direction: Direction::Maximize,
+            },
+            ObjectiveDef {
+                name: "p99".into(),
+                direction: Direction::Minimize,
+            },
         ];
-        let mk = |i, t: f64, l: f64, s| Trial { index: i, config: Config(vec![]), outcome: Outcome { status: s, ..Outcome::ok(vec![t, l], vec![]) } };
+        let mk = |i, t: f64, l: f64, s| Trial {
+            index: i,
+            config: Config(vec![]),
+            outcome: Outcome {
+                status: s,
+                ..Outcome::ok(vec![t, l], vec![])
+            },
+        };
         let trials = vec![
             mk(0, 10.0, 1.0, Status::Ok),
             mk(1, 20.0, 2.0, Status::Ok),
@@ -406,9 +499,22 @@ mod tests {
     #[test]
     fn classify_marks_missed_constraints() {
         let mut p = problem("a=1..4");
-        p.constraints = vec![OutcomeConstraint { name: "p99".into(), upper: true, threshold: 2.0 }];
-        assert_eq!(p.classify(Outcome::ok(vec![1.0], vec![3.0])).status, Status::Infeasible);
-        assert_eq!(p.classify(Outcome::ok(vec![1.0], vec![1.0])).status, Status::Ok);
-        assert_eq!(p.classify(Outcome::failed(Status::Timeout, "x")).status, Status::Timeout);
+        p.constraints = vec![OutcomeConstraint {
+            name: "p99".into(),
+            upper: true,
+            threshold: 2.0,
+        }];
+        assert_eq!(
+            p.classify(Outcome::ok(vec![1.0], vec![3.0])).status,
+            Status::Infeasible
+        );
+        assert_eq!(
+            p.classify(Outcome::ok(vec![1.0], vec![1.0])).status,
+            Status::Ok
+        );
+        assert_eq!(
+            p.classify(Outcome::failed(Status::Timeout, "x")).status,
+            Status::Timeout
+        );
     }
 }

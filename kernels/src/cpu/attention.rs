@@ -38,6 +38,9 @@ pub struct FlashConfig {
     pub q_tile: usize,
     /// KV positions per tile.
     pub kv_tile: usize,
+    /// Threads to spread (sequence, KV head) pairs over; 1 keeps the call on
+    /// the calling thread. Small calls always stay on it.
+    pub threads: usize,
 }
 
 impl Default for FlashConfig {
@@ -45,6 +48,7 @@ impl Default for FlashConfig {
         Self {
             q_tile: 16,
             kv_tile: 32,
+            threads: 1,
         }
     }
 }
@@ -109,83 +113,186 @@ pub fn flash_attention(
     for c in chunks {
         kv.check_table(c.block_table, c.start_pos + c.n_tokens)?;
     }
-    let d = shape.head_dim;
-    let g = shape.group();
-    let qw = shape.q_width();
-    let max_rows = cfg.q_tile * g;
-    let mut m = vec![0f32; max_rows];
-    let mut l = vec![0f32; max_rows];
-    let mut acc = vec![0f32; max_rows * d];
-    let mut kt = vec![0f32; cfg.kv_tile * d];
-    let mut vt = vec![0f32; cfg.kv_tile * d];
-    let mut s = vec![0f32; cfg.kv_tile];
-    for c in chunks {
-        for kh in 0..shape.n_kv_heads {
-            let mut t0 = 0;
-            while t0 < c.n_tokens {
-                let t1 = (t0 + cfg.q_tile).min(c.n_tokens);
-                let nr = (t1 - t0) * g;
-                m[..nr].fill(f32::NEG_INFINITY);
-                l[..nr].fill(0.0);
-                acc[..nr * d].fill(0.0);
-                let kv_end = c.start_pos + t1;
-                let mut c0 = 0;
-                while c0 < kv_end {
-                    let c1 = (c0 + cfg.kv_tile).min(kv_end);
-                    for p in c0..c1 {
-                        let j = p - c0;
-                        let ko = kh * d;
-                        kt[j * d..(j + 1) * d]
-                            .copy_from_slice(&kv.k_at(c.block_table, p)[ko..ko + d]);
-                        vt[j * d..(j + 1) * d]
-                            .copy_from_slice(&kv.v_at(c.block_table, p)[ko..ko + d]);
-                    }
-                    for r in 0..nr {
-                        let (ti, hj) = (t0 + r / g, r % g);
-                        let qpos = c.start_pos + ti;
-                        if c0 > qpos {
-                            continue;
-                        }
-                        let last = c1.min(qpos + 1);
-                        let qo = (c.q_row + ti) * qw + (kh * g + hj) * d;
-                        let qv = &q[qo..qo + d];
-                        let n = last - c0;
-                        let mut tile_max = f32::NEG_INFINITY;
-                        for j in 0..n {
-                            let sc = dot(qv, &kt[j * d..(j + 1) * d]) * scale;
-                            s[j] = sc;
-                            tile_max = tile_max.max(sc);
-                        }
-                        let m_new = m[r].max(tile_max);
-                        let corr = (m[r] - m_new).exp();
-                        let a = &mut acc[r * d..(r + 1) * d];
-                        if corr != 1.0 {
-                            a.iter_mut().for_each(|x| *x *= corr);
-                        }
-                        let mut sum = 0.0;
-                        for j in 0..n {
-                            let p = (s[j] - m_new).exp();
-                            sum += p;
-                            axpy(a, p, &vt[j * d..(j + 1) * d]);
-                        }
-                        l[r] = l[r] * corr + sum;
-                        m[r] = m_new;
-                    }
-                    c0 = c1;
-                }
-                for r in 0..nr {
-                    let (ti, hj) = (t0 + r / g, r % g);
-                    let oo = (c.q_row + ti) * qw + (kh * g + hj) * d;
-                    let inv = 1.0 / l[r];
-                    for (o, a) in out[oo..oo + d].iter_mut().zip(&acc[r * d..(r + 1) * d]) {
-                        *o = a * inv;
-                    }
-                }
-                t0 = t1;
-            }
+    let (d, g, qw) = (shape.head_dim, shape.group(), shape.q_width());
+    // Jobs: (chunk, KV head, first token, end token), query tokens cut into
+    // spans of JOB_TOKENS so that one long prompt still spreads over threads.
+    let jobs: Vec<(usize, usize, usize, usize)> = chunks
+        .iter()
+        .enumerate()
+        .flat_map(|(ci, c)| {
+            (0..shape.n_kv_heads).flat_map(move |kh| {
+                (0..c.n_tokens)
+                    .step_by(JOB_TOKENS)
+                    .map(move |t| (ci, kh, t, (t + JOB_TOKENS).min(c.n_tokens)))
+            })
+        })
+        .collect();
+    // Score evaluations: below this, threads cost more than they save.
+    let work: usize = chunks
+        .iter()
+        .map(|c| c.n_tokens * (c.start_pos + c.n_tokens) * shape.n_heads)
+        .sum();
+    let threads = cfg.threads.clamp(1, jobs.len().max(1));
+    let run = |jobs: &[(usize, usize, usize, usize)]| -> Vec<Vec<f32>> {
+        let mut scratch = Scratch::new(cfg, g, d);
+        jobs.iter()
+            .map(|&(c, kh, t_start, t_end)| {
+                let mut local = vec![0f32; (t_end - t_start) * g * d];
+                let span = (t_start, t_end);
+                chunk_head(
+                    q,
+                    kv,
+                    shape,
+                    &chunks[c],
+                    kh,
+                    span,
+                    scale,
+                    cfg,
+                    &mut scratch,
+                    &mut local,
+                );
+                local
+            })
+            .collect()
+    };
+    let results: Vec<Vec<f32>> = if threads <= 1 || work < PARALLEL_MIN_WORK {
+        run(&jobs)
+    } else {
+        let per = jobs.len().div_ceil(threads);
+        std::thread::scope(|s| {
+            let handles: Vec<_> = jobs
+                .chunks(per)
+                .map(|part| s.spawn(move || run(part)))
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                .collect()
+        })
+    };
+    for (&(c, kh, t_start, t_end), local) in jobs.iter().zip(&results) {
+        let c = &chunks[c];
+        for (i, t) in (t_start..t_end).enumerate() {
+            let o = (c.q_row + t) * qw + kh * g * d;
+            out[o..o + g * d].copy_from_slice(&local[i * g * d..(i + 1) * g * d]);
         }
     }
     Ok(())
+}
+
+/// Query tokens per job of the threaded flash kernel.
+const JOB_TOKENS: usize = 32;
+
+/// Below this many score evaluations a call stays on the calling thread.
+const PARALLEL_MIN_WORK: usize = 1 << 16;
+
+/// Per-thread buffers of the flash kernel.
+struct Scratch {
+    m: Vec<f32>,
+    l: Vec<f32>,
+    acc: Vec<f32>,
+    kt: Vec<f32>,
+    vt: Vec<f32>,
+    s: Vec<f32>,
+}
+
+impl Scratch {
+    fn new(cfg: FlashConfig, g: usize, d: usize) -> Self {
+        let rows = cfg.q_tile * g;
+        Self {
+            m: vec![0.0; rows],
+            l: vec![0.0; rows],
+            acc: vec![0.0; rows * d],
+            kt: vec![0.0; cfg.kv_tile * d],
+            vt: vec![0.0; cfg.kv_tile * d],
+            s: vec![0.0; cfg.kv_tile],
+        }
+    }
+}
+
+/// Attention of the query heads sharing KV head `kh` for the chunk's tokens
+/// `span.0 .. span.1`; writes `local` as `[span tokens, group, head_dim]`.
+#[allow(clippy::too_many_arguments)]
+fn chunk_head(
+    q: &[f32],
+    kv: &PagedKv,
+    shape: AttnShape,
+    c: &SeqChunk<'_>,
+    kh: usize,
+    span: (usize, usize),
+    scale: f32,
+    cfg: FlashConfig,
+    sc: &mut Scratch,
+    local: &mut [f32],
+) {
+    let (d, g, qw) = (shape.head_dim, shape.group(), shape.q_width());
+    let Scratch {
+        m,
+        l,
+        acc,
+        kt,
+        vt,
+        s,
+    } = sc;
+    let mut t0 = span.0;
+    while t0 < span.1 {
+        let t1 = (t0 + cfg.q_tile).min(span.1);
+        let nr = (t1 - t0) * g;
+        m[..nr].fill(f32::NEG_INFINITY);
+        l[..nr].fill(0.0);
+        acc[..nr * d].fill(0.0);
+        let kv_end = c.start_pos + t1;
+        let mut c0 = 0;
+        while c0 < kv_end {
+            let c1 = (c0 + cfg.kv_tile).min(kv_end);
+            for p in c0..c1 {
+                let j = p - c0;
+                let ko = kh * d;
+                kt[j * d..(j + 1) * d].copy_from_slice(&kv.k_at(c.block_table, p)[ko..ko + d]);
+                vt[j * d..(j + 1) * d].copy_from_slice(&kv.v_at(c.block_table, p)[ko..ko + d]);
+            }
+            for r in 0..nr {
+                let (ti, hj) = (t0 + r / g, r % g);
+                let qpos = c.start_pos + ti;
+                if c0 > qpos {
+                    continue;
+                }
+                let last = c1.min(qpos + 1);
+                let qo = (c.q_row + ti) * qw + (kh * g + hj) * d;
+                let qv = &q[qo..qo + d];
+                let n = last - c0;
+                let mut tile_max = f32::NEG_INFINITY;
+                for j in 0..n {
+                    let v = dot(qv, &kt[j * d..(j + 1) * d]) * scale;
+                    s[j] = v;
+                    tile_max = tile_max.max(v);
+                }
+                let m_new = m[r].max(tile_max);
+                let corr = (m[r] - m_new).exp();
+                let a = &mut acc[r * d..(r + 1) * d];
+                if corr != 1.0 {
+                    a.iter_mut().for_each(|x| *x *= corr);
+                }
+                let mut sum = 0.0;
+                for j in 0..n {
+                    let p = (s[j] - m_new).exp();
+                    sum += p;
+                    axpy(a, p, &vt[j * d..(j + 1) * d]);
+                }
+                l[r] = l[r] * corr + sum;
+                m[r] = m_new;
+            }
+            c0 = c1;
+        }
+        for r in 0..nr {
+            let inv = 1.0 / l[r];
+            let o = ((t0 - span.0) * g + r) * d;
+            for (x, a) in local[o..o + d].iter_mut().zip(&acc[r * d..(r + 1) * d]) {
+                *x = a * inv;
+            }
+        }
+        t0 = t1;
+    }
 }
 
 #[inline]

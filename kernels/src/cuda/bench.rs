@@ -413,6 +413,9 @@ fn attn_flops_causal(s: usize, heads: usize) -> f64 {
     2.0 * 2.0 * (s as f64) * (s as f64) * heads as f64 * HEAD_DIM as f64 / 2.0
 }
 
+/// Host copies of a paged cache's K and V.
+type HostKv = Option<(Vec<f32>, Vec<f32>)>;
+
 /// A paged cache with random contents and random block tables.
 struct PagedSetup {
     k: CudaSlice<bf16>,
@@ -429,7 +432,7 @@ impl PagedSetup {
         rng: &mut SplitMix,
         ctx_lens: &[usize],
         fill_host: bool,
-    ) -> Result<(Self, Option<(Vec<f32>, Vec<f32>)>), CudaError> {
+    ) -> Result<(Self, HostKv), CudaError> {
         let max_blocks = ctx_lens
             .iter()
             .map(|c| c.div_ceil(BLOCK_SIZE))
@@ -1162,6 +1165,7 @@ mod tests {
             quick: true,
             seed: 1,
             baseline: Baseline::default(),
+            only: None,
         })
         .unwrap();
         let kernels: Vec<&str> = r.rows.iter().map(|r| r.kernel.as_str()).collect();

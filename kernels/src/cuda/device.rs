@@ -84,6 +84,7 @@ pub(crate) struct Kernels {
     pub(crate) flash_prefill_r64: CudaFunction,
     pub(crate) flash_prefill_r128: CudaFunction,
     pub(crate) flash_prefill_r128w8: CudaFunction,
+    pub(crate) flash_prefill_r128p: CudaFunction,
     pub(crate) paged_decode: CudaFunction,
     pub(crate) decode_merge: CudaFunction,
 }
@@ -94,6 +95,8 @@ pub struct CudaDevice {
     pub(crate) stream: Arc<CudaStream>,
     pub(crate) blas: CudaBlas,
     pub(crate) k: Kernels,
+    /// Work counter of the persistent prefill kernel (one i32).
+    pub(crate) counter: std::sync::Mutex<cudarc::driver::CudaSlice<i32>>,
     info: DeviceInfo,
 }
 
@@ -208,11 +211,15 @@ impl CudaDevice {
             context: "creating the cuBLAS handle".into(),
             source,
         })?;
+        let counter = stream
+            .alloc_zeros::<i32>(1)
+            .map_err(CudaError::driver("allocating the prefill work counter"))?;
         Ok(Self {
             ctx,
             stream,
             blas,
             k,
+            counter: std::sync::Mutex::new(counter),
             info,
         })
     }
@@ -302,6 +309,7 @@ fn compile_kernels(ctx: &Arc<CudaContext>, arch: &str) -> Result<Kernels, CudaEr
         flash_prefill_r64: f("flash_prefill_r64")?,
         flash_prefill_r128: f("flash_prefill_r128")?,
         flash_prefill_r128w8: f("flash_prefill_r128w8")?,
+        flash_prefill_r128p: f("flash_prefill_r128p")?,
         paged_decode: f("paged_decode")?,
         decode_merge: f("decode_merge")?,
     };
@@ -309,6 +317,10 @@ fn compile_kernels(ctx: &Arc<CudaContext>, arch: &str) -> Result<Kernels, CudaEr
         (&k.flash_prefill_r64, PrefillTile::Rows64.smem_bytes()),
         (&k.flash_prefill_r128, PrefillTile::Rows128.smem_bytes()),
         (&k.flash_prefill_r128w8, PrefillTile::Rows128W8.smem_bytes()),
+        (
+            &k.flash_prefill_r128p,
+            PrefillTile::Rows128Persistent.smem_bytes(),
+        ),
         (&k.paged_decode, super::ops::DECODE_SMEM_BYTES),
     ];
     for (func, bytes) in big_smem {

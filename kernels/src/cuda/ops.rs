@@ -23,28 +23,32 @@ pub enum PrefillTile {
     Rows128,
     /// 128 query rows per block: 8 warps of 16 rows.
     Rows128W8,
+    /// As [`PrefillTile::Rows128`], in a persistent grid of two blocks per SM taking
+    /// tiles heaviest-first from an atomic counter.
+    Rows128Persistent,
 }
 
 impl PrefillTile {
     /// Every variant, for benchmarks and checks.
-    pub const ALL: [PrefillTile; 3] = [
+    pub const ALL: [PrefillTile; 4] = [
         PrefillTile::Rows64,
         PrefillTile::Rows128,
         PrefillTile::Rows128W8,
+        PrefillTile::Rows128Persistent,
     ];
 
     /// Query rows per block.
     pub const fn rows(self) -> usize {
         match self {
             PrefillTile::Rows64 => 64,
-            PrefillTile::Rows128 | PrefillTile::Rows128W8 => 128,
+            PrefillTile::Rows128 | PrefillTile::Rows128W8 | PrefillTile::Rows128Persistent => 128,
         }
     }
 
     /// Threads per block.
     pub const fn threads(self) -> usize {
         match self {
-            PrefillTile::Rows64 | PrefillTile::Rows128 => 128,
+            PrefillTile::Rows64 | PrefillTile::Rows128 | PrefillTile::Rows128Persistent => 128,
             PrefillTile::Rows128W8 => 256,
         }
     }
@@ -60,6 +64,7 @@ impl PrefillTile {
             PrefillTile::Rows64 => "r64",
             PrefillTile::Rows128 => "r128",
             PrefillTile::Rows128W8 => "r128w8",
+            PrefillTile::Rows128Persistent => "r128p",
         }
     }
 }
@@ -99,7 +104,7 @@ impl PagedAttention<'_> {
         if self.batch == 0 {
             return Err(CudaError::invalid("batch", "must be at least 1"));
         }
-        if self.num_kv_heads == 0 || self.num_q_heads % self.num_kv_heads != 0 {
+        if self.num_kv_heads == 0 || !self.num_q_heads.is_multiple_of(self.num_kv_heads) {
             return Err(CudaError::invalid(
                 "num_kv_heads",
                 format!(
@@ -119,7 +124,7 @@ impl PagedAttention<'_> {
         }
         let row = self.block_size * self.num_kv_heads * HEAD_DIM;
         for (name, c) in [("k_cache", k_cache), ("v_cache", v_cache)] {
-            if c.len() % row != 0 || c.is_empty() {
+            if !c.len().is_multiple_of(row) || c.is_empty() {
                 return Err(CudaError::invalid(
                     name,
                     format!(
@@ -251,7 +256,7 @@ impl CudaDevice {
 
     /// Copies `src` into `dst` with a grid-stride float4 kernel (the bandwidth probe).
     pub fn copy(&self, src: &CudaSlice<bf16>, dst: &mut CudaSlice<bf16>) -> Result<(), CudaError> {
-        if src.len() != dst.len() || src.len() % 8 != 0 {
+        if src.len() != dst.len() || !src.len().is_multiple_of(8) {
             return Err(CudaError::invalid(
                 "dst",
                 format!(
@@ -283,7 +288,7 @@ impl CudaDevice {
         hidden: usize,
         eps: f32,
     ) -> Result<(), CudaError> {
-        if hidden == 0 || hidden % 8 != 0 {
+        if hidden == 0 || !hidden.is_multiple_of(8) {
             return Err(CudaError::invalid(
                 "hidden",
                 format!("{hidden} must be a positive multiple of 8"),
@@ -352,7 +357,7 @@ impl CudaDevice {
         tokens: usize,
         ffn: usize,
     ) -> Result<(), CudaError> {
-        if ffn == 0 || ffn % 8 != 0 {
+        if ffn == 0 || !ffn.is_multiple_of(8) {
             return Err(CudaError::invalid(
                 "ffn",
                 format!("{ffn} must be a positive multiple of 8"),
@@ -395,7 +400,7 @@ impl CudaDevice {
         check_len("k", k.len(), tokens * w)?;
         check_len("v", v.len(), tokens * w)?;
         check_len("slots", slots.len(), tokens)?;
-        if k_cache.len() % w.max(1) != 0 || v_cache.len() != k_cache.len() {
+        if !k_cache.len().is_multiple_of(w.max(1)) || v_cache.len() != k_cache.len() {
             return Err(CudaError::invalid(
                 "k_cache",
                 format!(
@@ -475,6 +480,7 @@ impl CudaDevice {
             PrefillTile::Rows64 => &self.k.flash_prefill_r64,
             PrefillTile::Rows128 => &self.k.flash_prefill_r128,
             PrefillTile::Rows128W8 => &self.k.flash_prefill_r128w8,
+            PrefillTile::Rows128Persistent => &self.k.flash_prefill_r128p,
         };
         check_len("q", q.len(), total_tokens * p.num_q_heads * HEAD_DIM)?;
         check_len("out", out.len(), total_tokens * p.num_q_heads * HEAD_DIM)?;
@@ -490,15 +496,32 @@ impl CudaDevice {
             to_i32("num_kv_heads", p.num_kv_heads)?,
         );
         let scale_log2 = p.scale * std::f32::consts::LOG2_E;
-        let cfg = LaunchConfig {
-            grid_dim: (
-                grid(max_q_len.div_ceil(rows).div_ceil(2), "max_q_len")?,
+        let max_tiles = max_q_len.div_ceil(rows);
+        let persistent = tile == PrefillTile::Rows128Persistent;
+        let grid_dim = if persistent {
+            let items = max_tiles * p.num_q_heads * p.batch;
+            (grid(items.min(2 * self.info().sm_count), "batch")?, 1, 1)
+        } else {
+            (
+                grid(max_tiles.div_ceil(2), "max_q_len")?,
                 grid(p.num_q_heads, "num_q_heads")?,
                 grid(p.batch, "batch")?,
-            ),
+            )
+        };
+        let cfg = LaunchConfig {
+            grid_dim,
             block_dim: (tile.threads() as u32, 1, 1),
             shared_mem_bytes: tile.smem_bytes() as u32,
         };
+        let (batch_i, tiles_i) = (to_i32("batch", p.batch)?, to_i32("max_q_len", max_tiles)?);
+        let mut counter = self.counter.lock().map_err(|_| {
+            CudaError::invalid("device", "the work-counter lock was poisoned by a panic")
+        })?;
+        if persistent {
+            self.stream
+                .memset_zeros(&mut *counter)
+                .map_err(CudaError::driver("zeroing the prefill work counter"))?;
+        }
         let mut b = self.stream.launch_builder(func);
         b.arg(q)
             .arg(k_cache)
@@ -512,8 +535,12 @@ impl CudaDevice {
             .arg(&hq)
             .arg(&hkv)
             .arg(&scale_log2);
+        if persistent {
+            b.arg(&mut *counter).arg(&batch_i).arg(&tiles_i);
+        }
         // SAFETY: shapes checked above; cu_q, ctx_lens and block tables index valid rows
-        // and blocks by the documented contract of `PagedAttention`.
+        // and blocks by the documented contract of `PagedAttention`; the persistent
+        // variant's counter is one zeroed i32 on this stream.
         self.launched(unsafe { b.launch(cfg) }, "flash_prefill")
     }
 

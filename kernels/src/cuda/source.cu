@@ -214,7 +214,7 @@ __device__ __noinline__ void flash_prefill_impl(const bf16* __restrict__ q, cons
                                                    const bf16* __restrict__ vc, bf16* __restrict__ out,
                                                    const int* __restrict__ cu_q, const int* __restrict__ ctx_lens,
                                                    const int* __restrict__ block_tables, int max_blocks, int block_shift,
-                                                   int hq, int hkv, float scale_log2, int tile) {
+                                                   int hq, int hkv, float scale_log2, int b, int h, int tile) {
     constexpr int WR = 16 * MT;  // rows per warp
     constexpr int BR = WR * NW;
     constexpr int NT = 32 * NW;
@@ -223,7 +223,6 @@ __device__ __noinline__ void flash_prefill_impl(const bf16* __restrict__ q, cons
     bf16* sK = sQ + BR * D;
     bf16* sV = sK + 2 * KV_TILE * D;
 
-    const int b = blockIdx.z, h = blockIdx.y;
     const int q0 = cu_q[b], q_len = cu_q[b + 1] - q0;
     const int row0 = tile * BR;
     if (row0 >= q_len) return;
@@ -442,7 +441,31 @@ __device__ __forceinline__ void flash_prefill_pairs(FLASH_PREFILL_ARGS) {
             if (hi == lo) break;
             __syncthreads();  // shared memory is reused by the second tile
         }
-        flash_prefill_impl<NW, MT>(FLASH_PREFILL_PASS, pass == 0 ? hi : lo);
+        flash_prefill_impl<NW, MT>(FLASH_PREFILL_PASS, (int)blockIdx.z, (int)blockIdx.y, pass == 0 ? hi : lo);
+    }
+}
+
+// Persistent variant: a grid of about two blocks per SM takes (q tile, head, sequence)
+// items from an atomic counter (zeroed before the launch), heaviest tiles first, so the
+// greedy longest-first order leaves almost no tail and no partial last wave.
+template <int NW, int MT>
+__device__ __forceinline__ void flash_prefill_dynamic(FLASH_PREFILL_ARGS, int* __restrict__ counter, int batch,
+                                                      int max_tiles) {
+    constexpr int BR = 16 * MT * NW;
+    __shared__ int s_item;
+    const int per_round = hq * batch;
+    const int total = max_tiles * per_round;
+    while (true) {
+        if (threadIdx.x == 0) s_item = atomicAdd(counter, 1);
+        __syncthreads();
+        const int item = s_item;
+        __syncthreads();  // every thread has read s_item and finished the previous item
+        if (item >= total) break;
+        const int k = item / per_round, rem = item - k * per_round;
+        const int b = rem / hq, h = rem - b * hq;
+        const int n = (cu_q[b + 1] - cu_q[b] + BR - 1) / BR;
+        const int tile = n - 1 - k;
+        if (tile >= 0) flash_prefill_impl<NW, MT>(FLASH_PREFILL_PASS, b, h, tile);
     }
 }
 
@@ -453,6 +476,11 @@ extern "C" __global__ void __launch_bounds__(128) flash_prefill_r64(FLASH_PREFIL
 // 128 query rows: 4 warps of two m16 tiles.
 extern "C" __global__ void __launch_bounds__(128) flash_prefill_r128(FLASH_PREFILL_ARGS) {
     flash_prefill_pairs<4, 2>(FLASH_PREFILL_PASS);
+}
+// 128 query rows: 4 warps of two m16 tiles, persistent with dynamic tile order.
+extern "C" __global__ void __launch_bounds__(128) flash_prefill_r128p(FLASH_PREFILL_ARGS, int* __restrict__ counter,
+                                                                    int batch, int max_tiles) {
+    flash_prefill_dynamic<4, 2>(FLASH_PREFILL_PASS, counter, batch, max_tiles);
 }
 // 128 query rows: 8 warps of one m16 tile.
 extern "C" __global__ void __launch_bounds__(256) flash_prefill_r128w8(FLASH_PREFILL_ARGS) {

@@ -146,16 +146,25 @@ mod tests {
         let store = tmp.path().join("store");
         let saved = save_baseline(std::slice::from_ref(&run), "main", &store).unwrap();
         assert!(saved.join("sub/x").is_file());
-        assert_eq!(resolve_baseline("main", &store).unwrap(), vec![saved.clone()]);
+        assert_eq!(
+            resolve_baseline("main", &store).unwrap(),
+            vec![saved.clone()]
+        );
         // Saving again replaces, and several runs become run-0, run-1.
         save_baseline(&[run.clone(), run.clone()], "main", &store).unwrap();
         let runs = resolve_baseline("main", &store).unwrap();
         assert_eq!(runs.len(), 2);
         assert!(runs[1].ends_with("run-1"));
         // A folder path resolves to itself.
-        assert_eq!(resolve_baseline(run.to_str().unwrap(), &store).unwrap(), vec![run]);
+        assert_eq!(
+            resolve_baseline(run.to_str().unwrap(), &store).unwrap(),
+            vec![run]
+        );
         let err = resolve_baseline("nope", &store).unwrap_err().to_string();
-        assert!(err.contains("nope") && err.contains("--save-baseline"), "{err}");
+        assert!(
+            err.contains("nope") && err.contains("--save-baseline"),
+            "{err}"
+        );
         assert!(validate_name("../x").is_err());
     }
 }

@@ -230,14 +230,20 @@ pub fn check_compatible(
         );
         let real_cpu = matches!(b.0.as_str(), "cpu");
         if ca != cb && real_cpu {
-            let msg = format!("{} ran on CPU {ca:?} but {} on {cb:?}", base.name(), r.name());
+            let msg = format!(
+                "{} ran on CPU {ca:?} but {} on {cb:?}",
+                base.name(),
+                r.name()
+            );
             if allow_hardware_mismatch {
                 warnings.push(format!("different hardware: {msg}"));
             } else {
                 return Err(Error::Incompatible {
                     what: "hardware".into(),
                     problem: msg,
-                    hint: "gate CPU-engine runs from the same host, or pass --allow-hardware-mismatch".into(),
+                    hint:
+                        "gate CPU-engine runs from the same host, or pass --allow-hardware-mismatch"
+                            .into(),
                 });
             }
         }
@@ -328,10 +334,7 @@ pub fn compare(
     };
     let base = mk("baseline", baseline)?;
     let cand = mk("candidate", candidate)?;
-    let paired = base
-        .iter()
-        .chain(&cand)
-        .all(|s| s.ids == base[0].ids);
+    let paired = base.iter().chain(&cand).all(|s| s.ids == base[0].ids);
 
     let metrics = GateMetric::ALL;
     let n_metrics = metrics.len();

@@ -87,14 +87,25 @@ impl Clustered {
     /// the same as `fuselab_metrics::percentile`). `total` is the resample's
     /// weight (Σ counts × owner weight) and `below` its weight before
     /// `start.lo`. `None` when empty.
-    fn quantile_with(&self, counts: &[u32], q: f64, start: &ScanStart, total: u64, below: u64) -> Option<f64> {
+    fn quantile_with(
+        &self,
+        counts: &[u32],
+        q: f64,
+        start: &ScanStart,
+        total: u64,
+        below: u64,
+    ) -> Option<f64> {
         if total == 0 {
             return None;
         }
         let h = q.clamp(0.0, 1.0) * (total - 1) as f64;
         let k = h.floor() as u64;
         let frac = h - k as f64;
-        let (mut i, mut cum) = if below <= k { (start.lo, below) } else { (0, 0) };
+        let (mut i, mut cum) = if below <= k {
+            (start.lo, below)
+        } else {
+            (0, 0)
+        };
         // Find the value at expanded rank k, then the one at rank k + 1.
         let mut lo_val: Option<f64> = None;
         let n = self.values.len();
@@ -120,8 +131,18 @@ impl Clustered {
     /// [`Self::quantile_with`], computing the totals itself.
     #[cfg(test)]
     fn quantile(&self, counts: &[u32], q: f64, start: &ScanStart) -> Option<f64> {
-        let total = self.owner_weight.iter().zip(counts).map(|(&w, &c)| w * u64::from(c)).sum();
-        let below = start.below.iter().zip(counts).map(|(&w, &c)| w * u64::from(c)).sum();
+        let total = self
+            .owner_weight
+            .iter()
+            .zip(counts)
+            .map(|(&w, &c)| w * u64::from(c))
+            .sum();
+        let below = start
+            .below
+            .iter()
+            .zip(counts)
+            .map(|(&w, &c)| w * u64::from(c))
+            .sum();
         self.quantile_with(counts, q, start, total, below)
     }
 
@@ -148,7 +169,7 @@ fn radix_sort(items: &mut Vec<(u64, u32, u32)>) {
         for it in items.iter() {
             counts[((it.0 >> shift) & 0xffff) as usize] += 1;
         }
-        if counts.iter().any(|&c| c == n) {
+        if counts.contains(&n) {
             continue;
         }
         let mut sum = 0;
@@ -244,7 +265,13 @@ impl RunSamples {
                 if within(slo.ttft_s, m.ttft_s)
                     && within(slo.tpot_s, m.tpot_s.unwrap_or(0.0))
                     && within(slo.e2e_s, m.e2e_s)
-                    && slo.fastgen_rate.is_none_or(|g| if g == fastgen_rate { fastgen_ok_here } else { meets_fastgen_sla(r, g) })
+                    && slo.fastgen_rate.is_none_or(|g| {
+                        if g == fastgen_rate {
+                            fastgen_ok_here
+                        } else {
+                            meets_fastgen_sla(r, g)
+                        }
+                    })
                 {
                     good[i] = 1.0;
                 }
@@ -310,8 +337,10 @@ impl RunSamples {
         let mut totals = [0u64; 4];
         let mut belows = [0u64; 8];
         let mut sums = [0.0f64; 6];
-        let n = counts.len();
-        for i in 0..n {
+        // Indexed loops: this is the bootstrap's hot loop, and plain indexing
+        // stays cheap in unoptimised test builds.
+        #[allow(clippy::needless_range_loop)]
+        for i in 0..counts.len() {
             let c = counts[i];
             if c == 0 {
                 continue;
@@ -322,8 +351,8 @@ impl RunSamples {
             totals[1] += self.tpot.owner_weight[i] * c64;
             totals[2] += self.itl.owner_weight[i] * c64;
             totals[3] += self.e2e.owner_weight[i] * c64;
-            for s in 0..8 {
-                belows[s] += self.starts[s].below[i] * c64;
+            for (b, st) in belows.iter_mut().zip(&self.starts) {
+                *b += st.below[i] * c64;
             }
             sums[0] += self.completed[i] * cf;
             sums[1] += self.output_tokens[i] * cf;
@@ -333,7 +362,9 @@ impl RunSamples {
             sums[5] += self.share[i] * cf;
         }
         // starts: ttft 50/99, tpot 50/99, itl 50/99, e2e 50/99.
-        let q = |s: usize, p: f64| clustered[s / 2].quantile_with(counts, p, &self.starts[s], totals[s / 2], belows[s]);
+        let q = |s: usize, p: f64| {
+            clustered[s / 2].quantile_with(counts, p, &self.starts[s], totals[s / 2], belows[s])
+        };
         let window = sums[5] + self.idle;
         let rate = |num: f64, w: f64| (w > 0.0).then(|| num / w);
         [
@@ -451,10 +482,7 @@ mod tests {
 
     #[test]
     fn weighted_quantile_matches_expanded_linear_interpolation() {
-        let c = Clustered::new(
-            3,
-            vec![(0, 1.0, 1), (1, 2.0, 2), (2, 4.0, 1), (0, 3.0, 1)],
-        );
+        let c = Clustered::new(3, vec![(0, 1.0, 1), (1, 2.0, 2), (2, 4.0, 1), (0, 3.0, 1)]);
         let start = c.scan_start(0.5);
         // Expanded with counts [1, 2, 1]: [1, 2, 2, 2, 2, 3, 4].
         let counts = [1, 2, 1];
@@ -463,7 +491,10 @@ mod tests {
         for q in [0.0, 0.1, 0.33, 0.5, 0.77, 0.9, 0.99, 1.0] {
             let want = fuselab_metrics::percentile(&expanded, q * 100.0);
             let got = c.quantile(&counts, q, &start);
-            assert!((want.unwrap() - got.unwrap()).abs() < 1e-12, "q={q}: {want:?} vs {got:?}");
+            assert!(
+                (want.unwrap() - got.unwrap()).abs() < 1e-12,
+                "q={q}: {want:?} vs {got:?}"
+            );
         }
         assert_eq!(c.quantile(&[0, 0, 0], 0.5, &start), None);
     }
@@ -497,16 +528,45 @@ mod tests {
         let m = fuselab_metrics::compute_metrics(&reqs, None, &Slo::default(), 1);
         let ones = vec![1; reqs.len()];
         let close = |a: f64, b: f64| (a - b).abs() < 1e-9 * b.abs().max(1.0);
-        assert!(close(s.eval(GateMetric::RequestThroughput, &ones).unwrap(), m.request_throughput));
-        assert!(close(s.eval(GateMetric::OutputThroughput, &ones).unwrap(), m.output_token_throughput));
-        assert!(close(s.eval(GateMetric::TotalThroughput, &ones).unwrap(), m.total_token_throughput));
-        assert!(close(s.eval(GateMetric::Goodput, &ones).unwrap(), m.goodput));
-        assert!(close(s.eval(GateMetric::EffectiveThroughput, &ones).unwrap(), m.effective_throughput["4"]));
-        assert!(close(s.eval(GateMetric::TtftP99, &ones).unwrap(), m.ttft_s.p99));
-        assert!(close(s.eval(GateMetric::ItlP50, &ones).unwrap(), m.itl_s.p50));
-        assert!(close(s.eval(GateMetric::E2eP50, &ones).unwrap(), m.e2e_s.p50));
+        assert!(close(
+            s.eval(GateMetric::RequestThroughput, &ones).unwrap(),
+            m.request_throughput
+        ));
+        assert!(close(
+            s.eval(GateMetric::OutputThroughput, &ones).unwrap(),
+            m.output_token_throughput
+        ));
+        assert!(close(
+            s.eval(GateMetric::TotalThroughput, &ones).unwrap(),
+            m.total_token_throughput
+        ));
+        assert!(close(
+            s.eval(GateMetric::Goodput, &ones).unwrap(),
+            m.goodput
+        ));
+        assert!(close(
+            s.eval(GateMetric::EffectiveThroughput, &ones).unwrap(),
+            m.effective_throughput["4"]
+        ));
+        assert!(close(
+            s.eval(GateMetric::TtftP99, &ones).unwrap(),
+            m.ttft_s.p99
+        ));
+        assert!(close(
+            s.eval(GateMetric::ItlP50, &ones).unwrap(),
+            m.itl_s.p50
+        ));
+        assert!(close(
+            s.eval(GateMetric::E2eP50, &ones).unwrap(),
+            m.e2e_s.p50
+        ));
         // With an SLO that some requests miss, goodput still matches.
-        let slo = Slo { ttft_s: Some(0.22), tpot_s: Some(0.4), e2e_s: None, fastgen_rate: None };
+        let slo = Slo {
+            ttft_s: Some(0.22),
+            tpot_s: Some(0.4),
+            e2e_s: None,
+            fastgen_rate: None,
+        };
         let mut reqs = reqs;
         for r in reqs.iter_mut().step_by(3) {
             for c in &mut r.tokens {
@@ -515,16 +575,34 @@ mod tests {
         }
         let s = RunSamples::new(&reqs, &slo, 2.0);
         let m = fuselab_metrics::compute_metrics(&reqs, None, &slo, 1);
-        assert!(m.slo_attainment > 0.0 && m.slo_attainment < 1.0, "{}", m.slo_attainment);
-        assert!(close(s.eval(GateMetric::Goodput, &ones).unwrap(), m.goodput));
+        assert!(
+            m.slo_attainment > 0.0 && m.slo_attainment < 1.0,
+            "{}",
+            m.slo_attainment
+        );
+        assert!(close(
+            s.eval(GateMetric::Goodput, &ones).unwrap(),
+            m.goodput
+        ));
     }
 
     #[test]
     fn radix_sort_orders_keys() {
-        let mut v: Vec<(u64, u32, u32)> = (0..1000u32).map(|i| ((u64::from(i) * 7919) % 1009 << 20 | u64::from(i % 3), i, 1)).collect();
+        let mut v: Vec<(u64, u32, u32)> = (0..1000u32)
+            .map(|i| {
+                (
+                    ((u64::from(i) * 7919) % 1009) << 20 | u64::from(i % 3),
+                    i,
+                    1,
+                )
+            })
+            .collect();
         let mut w = v.clone();
         radix_sort(&mut v);
         w.sort_by_key(|t| t.0);
-        assert_eq!(v.iter().map(|t| t.0).collect::<Vec<_>>(), w.iter().map(|t| t.0).collect::<Vec<_>>());
+        assert_eq!(
+            v.iter().map(|t| t.0).collect::<Vec<_>>(),
+            w.iter().map(|t| t.0).collect::<Vec<_>>()
+        );
     }
 }

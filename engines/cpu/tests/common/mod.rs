@@ -31,9 +31,12 @@ impl UnderTest for CpuBackend {
     }
 }
 
+/// Makes a fresh backend: `(kv_budget_bytes, decode_splits)`.
+pub type MakeBackend = fn(u64, usize) -> Box<dyn UnderTestDyn>;
+
 /// The backends available in this build, by name; each call makes a fresh
 /// one with the same weights, keeping logits, with `kv_budget_bytes` of KV.
-pub fn backends() -> Vec<(&'static str, fn(u64, usize) -> Box<dyn UnderTestDyn>)> {
+pub fn backends() -> Vec<(&'static str, MakeBackend)> {
     vec![("cpu", |kv_budget, decode_splits| {
         // Building random weights is the slow part in dev builds: do it once.
         static MODEL: std::sync::OnceLock<Model> = std::sync::OnceLock::new();

@@ -17,11 +17,13 @@ use crate::config;
 /// Arguments of `fuselab gate`.
 #[derive(Debug, Clone, Default, clap::Args, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
-#[command(after_help = "Metrics and default thresholds: ttft/tpot/itl/e2e p50 5%, p99 10%; \
+#[command(
+    after_help = "Metrics and default thresholds: ttft/tpot/itl/e2e p50 5%, p99 10%; \
 request/output/total throughput 3%; goodput and effective_throughput 5%. \
 A metric regresses only when the whole confidence interval of its relative change \
 lies beyond its threshold in the bad direction.\n\
-Exit codes: 0 pass, 1 regression, 2 error.")]
+Exit codes: 0 pass, 1 regression, 2 error."
+)]
 pub struct GateArgs {
     /// Read flags from this TOML file (keys are flag names); flags given here win.
     #[arg(long, value_name = "FILE")]
@@ -75,15 +77,22 @@ pub fn run(args: GateArgs) -> anyhow::Result<Outcome> {
         thresholds.insert(m, v);
     }
     if args.candidate.is_empty() {
-        bail!("--candidate RUN is required (the run folder to judge, or to store with --save-baseline)");
+        bail!(
+            "--candidate RUN is required (the run folder to judge, or to store with --save-baseline)"
+        );
     }
     if args.baseline.is_empty() && args.save_baseline.is_none() {
-        bail!("give --baseline RUN|NAME to compare against, or --save-baseline NAME to store the candidate");
+        bail!(
+            "give --baseline RUN|NAME to compare against, or --save-baseline NAME to store the candidate"
+        );
     }
     if let Some(name) = &args.save_baseline {
         gate::validate_name(name)?;
     }
-    let dir = args.baselines_dir.clone().unwrap_or_else(gate::baselines_dir);
+    let dir = args
+        .baselines_dir
+        .clone()
+        .unwrap_or_else(gate::baselines_dir);
     let mut candidates = Vec::new();
     for path in &args.candidate {
         candidates.push(

@@ -95,17 +95,29 @@ pub fn run(args: KernelsArgs) -> anyhow::Result<Outcome> {
             .with_context(|| format!("writing --json {}", path.display()))?;
     }
     if let Some(path) = &args.markdown {
-        let md = format!("command: `{command}`\n\ndate: {}\n\n{table}", bench::utc_now());
-        std::fs::write(path, md).with_context(|| format!("writing --markdown {}", path.display()))?;
+        let md = format!(
+            "command: `{command}`\n\ndate: {}\n\n{table}",
+            bench::utc_now()
+        );
+        std::fs::write(path, md)
+            .with_context(|| format!("writing --markdown {}", path.display()))?;
     }
     if !report.all_checks_passed() {
         let failed: Vec<String> = report
             .checks
             .iter()
             .filter(|c| !c.passed())
-            .map(|c| format!("{} ({}): relative error {:.2e} > {:.0e}", c.kernel, c.shape, c.rel_err, c.tolerance))
+            .map(|c| {
+                format!(
+                    "{} ({}): relative error {:.2e} > {:.0e}",
+                    c.kernel, c.shape, c.rel_err, c.tolerance
+                )
+            })
             .collect();
-        anyhow::bail!("kernels failed their correctness checks: {}", failed.join("; "));
+        anyhow::bail!(
+            "kernels failed their correctness checks: {}",
+            failed.join("; ")
+        );
     }
     Ok(Outcome::Success)
 }

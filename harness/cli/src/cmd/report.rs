@@ -49,10 +49,14 @@ pub struct ReportArgs {
 pub fn run(args: ReportArgs) -> anyhow::Result<Outcome> {
     let args = config::merge(args.clone(), args.config.as_deref())?;
     if args.runs.is_empty() {
-        bail!("give at least one run or sweep folder, e.g. `fuselab report runs/demo -o report.html`");
+        bail!(
+            "give at least one run or sweep folder, e.g. `fuselab report runs/demo -o report.html`"
+        );
     }
     if args.format.is_some() && args.charts.is_none() {
-        bail!("--format applies to --charts DIR; add --charts DIR to write the charts on their own");
+        bail!(
+            "--format applies to --charts DIR; add --charts DIR to write the charts on their own"
+        );
     }
     let mut inputs = Vec::with_capacity(args.runs.len());
     for path in &args.runs {
@@ -61,23 +65,36 @@ pub fn run(args: ReportArgs) -> anyhow::Result<Outcome> {
         inputs.push(input);
     }
     let title = args.title.as_deref().unwrap_or("fuselab report");
-    let html = fuselab_reports::render_report(&inputs, title).context("cannot render the report")?;
-    let output = args.output.clone().unwrap_or_else(|| PathBuf::from("report.html"));
+    let html =
+        fuselab_reports::render_report(&inputs, title).context("cannot render the report")?;
+    let output = args
+        .output
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("report.html"));
     if let Some(parent) = output.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("cannot create {}", parent.display()))?;
     }
     std::fs::write(&output, &html).with_context(|| format!("cannot write {}", output.display()))?;
-    println!("report: {} ({} KiB)", output.display(), html.len().div_ceil(1024));
+    println!(
+        "report: {} ({} KiB)",
+        output.display(),
+        html.len().div_ceil(1024)
+    );
     if let Some(dir) = &args.charts {
         let format = args.format.unwrap_or(ChartFormat::Svg);
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         let charts = fuselab_reports::report_charts(&inputs);
         for chart in &charts {
             let (path, bytes) = match format {
-                ChartFormat::Svg => (dir.join(format!("{}.svg", chart.id)), chart.to_svg()?.into_bytes()),
+                ChartFormat::Svg => (
+                    dir.join(format!("{}.svg", chart.id)),
+                    chart.to_svg()?.into_bytes(),
+                ),
                 ChartFormat::Png => (dir.join(format!("{}.png", chart.id)), chart.to_png()?),
             };
-            std::fs::write(&path, bytes).with_context(|| format!("cannot write {}", path.display()))?;
+            std::fs::write(&path, bytes)
+                .with_context(|| format!("cannot write {}", path.display()))?;
         }
         println!(
             "charts: {} {} files in {}",

@@ -3,6 +3,7 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
+use anyhow::Context as _;
 use fuselab_core::{Error, SweepSummary};
 use serde::{Deserialize, Serialize};
 
@@ -124,7 +125,15 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
     print!("{}", sweep::curve_table(&sweep));
     println!();
     print!("{}", comparison_table(&sweep));
-    println!("\nresults in {}", out.display());
+
+    let report = out.join("report.html");
+    let inputs = [fuselab_reports::load_input(&sim_dir)?];
+    let html = fuselab_reports::render_report(
+        &inputs,
+        &format!("fuselab run: {} experiment", experiment.name),
+    )?;
+    std::fs::write(&report, html).with_context(|| format!("writing {}", report.display()))?;
+    println!("\nresults in {}\nreport  {}", out.display(), report.display());
     Ok(Outcome::Success)
 }
 

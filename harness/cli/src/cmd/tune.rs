@@ -10,9 +10,9 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use fuselab_core::Error;
 use fuselab_tune::{
-    CampaignEnd, CommandObjective, Config, Direction, Objective, ObjectiveDef, Outcome, OutcomeConstraint, Problem,
-    SearchSpace, Status, Trial, TrialContext, TunerKind, campaign_meta, open_campaign, pareto_trials, recommend,
-    run_campaign,
+    CampaignEnd, CommandObjective, Config, Direction, Objective, ObjectiveDef, Outcome,
+    OutcomeConstraint, Problem, SearchSpace, Status, Trial, TrialContext, TunerKind, campaign_meta,
+    open_campaign, pareto_trials, recommend, run_campaign,
 };
 use serde::{Deserialize, Serialize};
 
@@ -85,6 +85,11 @@ pub struct TuneArgs {
     #[serde(default)]
     pub resume: bool,
 
+    /// Seed of the tuner's suggestions [default: the workload's `--seed`, 42].
+    /// The same seed replays the same suggestions.
+    #[arg(long, value_name = "S")]
+    pub tune_seed: Option<u64>,
+
     /// Tuner: bo, random or grid [default: bo].
     #[arg(long, value_name = "NAME")]
     pub tuner: Option<String>,
@@ -132,7 +137,12 @@ fn parse_duration(s: &str) -> anyhow::Result<Duration> {
     };
     match num.trim().parse::<f64>() {
         Ok(v) if v > 0.0 && v.is_finite() => Ok(Duration::from_secs_f64(v * mult)),
-        _ => Err(Error::invalid("--timeout", format!("`{s}` is not a positive duration"), "e.g. 30s, 500ms, 2m").into()),
+        _ => Err(Error::invalid(
+            "--timeout",
+            format!("`{s}` is not a positive duration"),
+            "e.g. 30s, 500ms, 2m",
+        )
+        .into()),
     }
 }
 
@@ -149,7 +159,8 @@ enum Metric {
 }
 
 impl Metric {
-    const ALL: &'static str = "goodput, throughput, output-throughput, effective-throughput, p99-e2e, p99-ttft, p99-tpot";
+    const ALL: &'static str =
+        "goodput, throughput, output-throughput, effective-throughput, p99-e2e, p99-ttft, p99-tpot";
 
     fn parse(s: &str, flag: &str) -> anyhow::Result<Self> {
         Ok(match s.trim() {
@@ -160,7 +171,14 @@ impl Metric {
             "p99-e2e" => Self::P99E2e,
             "p99-ttft" => Self::P99Ttft,
             "p99-tpot" => Self::P99Tpot,
-            other => return Err(Error::invalid(flag, format!("unknown metric `{other}`"), format!("use one of {}", Self::ALL)).into()),
+            other => {
+                return Err(Error::invalid(
+                    flag,
+                    format!("unknown metric `{other}`"),
+                    format!("use one of {}", Self::ALL),
+                )
+                .into());
+            }
         })
     }
 
@@ -189,7 +207,12 @@ impl Metric {
             Self::Throughput => m.request_throughput,
             Self::OutputThroughput => m.output_token_throughput,
             // The FastGen SLA at 4 tok/s is the paper's headline; fall back to the first one.
-            Self::EffectiveThroughput => m.effective_throughput.get("4").or_else(|| m.effective_throughput.values().next()).copied().unwrap_or(0.0),
+            Self::EffectiveThroughput => m
+                .effective_throughput
+                .get("4")
+                .or_else(|| m.effective_throughput.values().next())
+                .copied()
+                .unwrap_or(0.0),
             Self::P99E2e => m.e2e_s.p99,
             Self::P99Ttft => m.ttft_s.p99,
             Self::P99Tpot => m.tpot_s.p99,
@@ -210,7 +233,13 @@ struct SimObjective {
 impl SimObjective {
     fn knobs(&self, space: &SearchSpace, config: &Config) -> Vec<String> {
         let mut k = self.fixed.clone();
-        k.extend(space.params().iter().zip(&config.0).map(|(p, v)| format!("{}={v}", p.name)));
+        k.extend(
+            space
+                .params()
+                .iter()
+                .zip(&config.0)
+                .map(|(p, v)| format!("{}={v}", p.name)),
+        );
         k
     }
 }
@@ -221,16 +250,32 @@ impl Objective for SimObjective {
             Ok(p) => p,
             Err(e) => return Outcome::failed(Status::Failed, format!("{e:#}")),
         };
-        let point = Point { policy, ..self.base.clone() };
+        let point = Point {
+            policy,
+            ..self.base.clone()
+        };
         match exec::run_point(&point) {
             Ok(r) => {
-                if let Err(e) = exec::write_point(&ctx.run_dir, true, &format!("trial-{:04}", ctx.slot), &point, &r) {
+                if let Err(e) = exec::write_point(
+                    &ctx.run_dir,
+                    true,
+                    &format!("trial-{:04}", ctx.slot),
+                    &point,
+                    &r,
+                ) {
                     tracing::warn!("trial {}: {e:#}", ctx.slot);
                 }
-                let vals: Vec<f64> = self.objectives.iter().map(|m| m.value(&r.metrics)).collect();
+                let vals: Vec<f64> = self
+                    .objectives
+                    .iter()
+                    .map(|m| m.value(&r.metrics))
+                    .collect();
                 let cons: Vec<f64> = self.outcomes.iter().map(|m| m.value(&r.metrics)).collect();
                 if vals.iter().chain(&cons).any(|v| !v.is_finite()) {
-                    return Outcome::failed(Status::Failed, "the run produced a non-finite metric (no request completed?)");
+                    return Outcome::failed(
+                        Status::Failed,
+                        "the run produced a non-finite metric (no request completed?)",
+                    );
                 }
                 Outcome::ok(vals, cons)
             }
@@ -258,15 +303,29 @@ fn parse_outcome(s: &str) -> anyhow::Result<(Metric, OutcomeConstraint)> {
     } else if let Some((a, b)) = s.split_once(">=") {
         (a, false, b)
     } else {
-        return Err(Error::invalid("--outcome", format!("`{s}` has no <= or >="), "e.g. --outcome 'p99-e2e<=30'").into());
+        return Err(Error::invalid(
+            "--outcome",
+            format!("`{s}` has no <= or >="),
+            "e.g. --outcome 'p99-e2e<=30'",
+        )
+        .into());
     };
     let m = Metric::parse(name, "--outcome")?;
-    let threshold: f64 = thr
-        .trim()
-        .trim_end_matches('s')
-        .parse()
-        .map_err(|_| Error::invalid("--outcome", format!("threshold `{thr}` is not a number"), "e.g. --outcome 'p99-e2e<=30'"))?;
-    Ok((m, OutcomeConstraint { name: m.name().into(), upper, threshold }))
+    let threshold: f64 = thr.trim().trim_end_matches('s').parse().map_err(|_| {
+        Error::invalid(
+            "--outcome",
+            format!("threshold `{thr}` is not a number"),
+            "e.g. --outcome 'p99-e2e<=30'",
+        )
+    })?;
+    Ok((
+        m,
+        OutcomeConstraint {
+            name: m.name().into(),
+            upper,
+            threshold,
+        },
+    ))
 }
 
 /// Runs `fuselab tune`.
@@ -276,7 +335,11 @@ pub fn run(args: TuneArgs) -> anyhow::Result<CliOutcome> {
         args.workload.preset.get_or_insert(p);
     }
     let Some(space_spec) = args.space.as_deref() else {
-        bail!(Error::invalid("--space", "missing", "e.g. --space 'x1=-3.0..3,x2=-2.0..2'"));
+        bail!(Error::invalid(
+            "--space",
+            "missing",
+            "e.g. --space 'x1=-3.0..3,x2=-2.0..2'"
+        ));
     };
     let mut space = SearchSpace::parse(space_spec).context("--space")?;
     for c in &args.constraint {
@@ -291,82 +354,152 @@ pub fn run(args: TuneArgs) -> anyhow::Result<CliOutcome> {
         bail!(Error::invalid("--parallel", "0", "give at least 1"));
     }
     let tuner_kind: TunerKind = args.tuner.as_deref().unwrap_or("bo").parse()?;
-    // `--seed` (a workload flag) seeds the tuner too.
-    let seed = args.workload.seed.unwrap_or(42);
+    // Without `--tune-seed`, `--seed` (a workload flag) seeds the tuner too.
+    let seed = args.tune_seed.or(args.workload.seed).unwrap_or(42);
     let timeout = args.timeout.as_deref().map(parse_duration).transpose()?;
 
-    let (problem, objective): (Problem, Box<dyn Objective>) = if let Some(cmd) = args.objective_cmd.as_deref() {
-        if args.policy.is_some() || args.objective.is_some() || !args.knob.is_empty() || !args.outcome.is_empty() {
-            bail!(Error::invalid(
-                "--objective-cmd",
-                "given together with engine flags (--policy/--objective/--knob/--outcome)",
-                "tune either a command or the engine"
-            ));
-        }
-        let dir = if args.minimize { Direction::Minimize } else { Direction::Maximize };
-        let problem = Problem::single(space.clone(), "value", dir);
-        let obj = CommandObjective::new(cmd, &space, timeout, 1, 0)?;
-        (problem, Box::new(obj))
-    } else {
-        let policy = args.policy.clone().unwrap_or_else(|| "splitfuse".into());
-        // A knob the policy does not have (or a bad fixed knob) is a usage error, found
-        // before any trial runs: try the fixed knobs plus one sample of the space.
-        let mut rng = fuselab_tune::trial_rng(seed, 0);
-        let probe = space.sample(&mut rng).context("--constraint: no configuration satisfies the constraints")?;
-        let mut knobs = args.knob.clone();
-        knobs.extend(space.params().iter().zip(&probe.0).map(|(p, v)| format!("{}={v}", p.name)));
-        policy_config(&policy, &knobs).with_context(|| format!("--space: the knobs of policy `{policy}`"))?;
-        let objectives: Vec<Metric> = args
-            .objective
-            .as_deref()
-            .unwrap_or("goodput")
-            .split(',')
-            .map(|s| Metric::parse(s, "--objective"))
-            .collect::<anyhow::Result<_>>()?;
-        if objectives.len() > 2 {
-            bail!(Error::invalid("--objective", "more than two objectives", "give one, or two for a Pareto front"));
-        }
-        let mut outcomes = Vec::new();
-        let mut cons = Vec::new();
-        for o in &args.outcome {
-            let (m, c) = parse_outcome(o)?;
-            outcomes.push(m);
-            cons.push(c);
-        }
-        let (workload, requests) = args.workload.resolve()?;
-        let base = Point { engine: args.engine.resolve(), policy: policy_config(&policy, &args.knob)?, workload, requests, slo: slo(args.slo.as_deref())? };
-        let problem = Problem {
-            space: space.clone(),
-            objectives: objectives.iter().map(|m| ObjectiveDef { name: m.name().into(), direction: m.direction() }).collect(),
-            constraints: cons,
+    let (problem, objective): (Problem, Box<dyn Objective>) =
+        if let Some(cmd) = args.objective_cmd.as_deref() {
+            if args.policy.is_some()
+                || args.objective.is_some()
+                || !args.knob.is_empty()
+                || !args.outcome.is_empty()
+            {
+                bail!(Error::invalid(
+                    "--objective-cmd",
+                    "given together with engine flags (--policy/--objective/--knob/--outcome)",
+                    "tune either a command or the engine"
+                ));
+            }
+            let dir = if args.minimize {
+                Direction::Minimize
+            } else {
+                Direction::Maximize
+            };
+            let problem = Problem::single(space.clone(), "value", dir);
+            let obj = CommandObjective::new(cmd, &space, timeout, 1, 0)?;
+            (problem, Box::new(obj))
+        } else {
+            let policy = args.policy.clone().unwrap_or_else(|| "splitfuse".into());
+            // A knob the policy does not have (or a bad fixed knob) is a usage error, found
+            // before any trial runs: try the fixed knobs plus one sample of the space.
+            let mut rng = fuselab_tune::trial_rng(seed, 0);
+            let probe = space
+                .sample(&mut rng)
+                .context("--constraint: no configuration satisfies the constraints")?;
+            let mut knobs = args.knob.clone();
+            knobs.extend(
+                space
+                    .params()
+                    .iter()
+                    .zip(&probe.0)
+                    .map(|(p, v)| format!("{}={v}", p.name)),
+            );
+            policy_config(&policy, &knobs)
+                .with_context(|| format!("--space: the knobs of policy `{policy}`"))?;
+            let objectives: Vec<Metric> = args
+                .objective
+                .as_deref()
+                .unwrap_or("goodput")
+                .split(',')
+                .map(|s| Metric::parse(s, "--objective"))
+                .collect::<anyhow::Result<_>>()?;
+            if objectives.len() > 2 {
+                bail!(Error::invalid(
+                    "--objective",
+                    "more than two objectives",
+                    "give one, or two for a Pareto front"
+                ));
+            }
+            let mut outcomes = Vec::new();
+            let mut cons = Vec::new();
+            for o in &args.outcome {
+                let (m, c) = parse_outcome(o)?;
+                outcomes.push(m);
+                cons.push(c);
+            }
+            let (workload, requests) = args.workload.resolve()?;
+            let base = Point {
+                engine: args.engine.resolve(),
+                policy: policy_config(&policy, &args.knob)?,
+                workload,
+                requests,
+                slo: slo(args.slo.as_deref())?,
+            };
+            let problem = Problem {
+                space: space.clone(),
+                objectives: objectives
+                    .iter()
+                    .map(|m| ObjectiveDef {
+                        name: m.name().into(),
+                        direction: m.direction(),
+                    })
+                    .collect(),
+                constraints: cons,
+            };
+            (
+                problem,
+                Box::new(SimObjective {
+                    base,
+                    policy,
+                    fixed: args.knob.clone(),
+                    objectives,
+                    outcomes,
+                }),
+            )
         };
-        (problem, Box::new(SimObjective { base, policy, fixed: args.knob.clone(), objectives, outcomes }))
-    };
 
-    let out = args.out.clone().unwrap_or_else(|| PathBuf::from(format!("campaigns/tune-{}-s{seed}", tuner_kind.name())));
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("campaigns/tune-{}-s{seed}", tuner_kind.name())));
     let meta = campaign_meta(&problem, tuner_kind, seed, objective.as_ref());
     let (mut journal, done) = open_campaign(&out, &meta, args.resume)?;
     let mut tuner = tuner_kind.build(problem.clone(), seed, budget);
     if !done.is_empty() {
-        eprintln!("resuming {}: {} trial(s) already done", out.display(), done.len());
+        eprintln!(
+            "resuming {}: {} trial(s) already done",
+            out.display(),
+            done.len()
+        );
     }
     for t in done {
         tuner.tell(t);
     }
-    eprintln!("tuning {space} with {} ({} trials, {parallel} at a time) → {}", tuner_kind.name(), budget, out.display());
-    let end = run_campaign(&problem, tuner.as_mut(), objective.as_ref(), &mut journal, budget, parallel, |t| {
-        eprintln!("[{}/{budget}] {}", t.index + 1, trial_line(&problem, t));
-    })?;
+    eprintln!(
+        "tuning {space} with {} ({} trials, {parallel} at a time) → {}",
+        tuner_kind.name(),
+        budget,
+        out.display()
+    );
+    let end = run_campaign(
+        &problem,
+        tuner.as_mut(),
+        objective.as_ref(),
+        &mut journal,
+        budget,
+        parallel,
+        |t| {
+            eprintln!("[{}/{budget}] {}", t.index + 1, trial_line(&problem, t));
+        },
+    )?;
     if end == CampaignEnd::Exhausted {
         eprintln!("the tuner has no configuration left to try (space or grid exhausted)");
     }
     print!("{}", report(&problem, tuner.trials(), seed));
-    println!("journal: {}", fuselab_tune::Journal::path_in(&out).display());
+    println!(
+        "journal: {}",
+        fuselab_tune::Journal::path_in(&out).display()
+    );
     Ok(CliOutcome::Success)
 }
 
 fn fmt_num(v: f64) -> String {
-    if v == 0.0 || (1e-3..1e6).contains(&v.abs()) { format!("{v:.4}") } else { format!("{v:.3e}") }
+    if v == 0.0 || (1e-3..1e6).contains(&v.abs()) {
+        format!("{v:.4}")
+    } else {
+        format!("{v:.3e}")
+    }
 }
 
 fn trial_line(problem: &Problem, t: &Trial) -> String {
@@ -376,7 +509,10 @@ fn trial_line(problem: &Problem, t: &Trial) -> String {
             let vals: Vec<String> = t.outcome.objectives.iter().map(|v| fmt_num(*v)).collect();
             format!("{knobs} → {} ({:?})", vals.join(", "), t.outcome.status)
         }
-        s => format!("{knobs} → {s:?}: {}", t.outcome.message.as_deref().unwrap_or("")),
+        s => format!(
+            "{knobs} → {s:?}: {}",
+            t.outcome.message.as_deref().unwrap_or("")
+        ),
     }
 }
 
@@ -395,10 +531,20 @@ fn report(problem: &Problem, trials: &[Trial], seed: u64) -> String {
         let mut r = vec![t.index.to_string()];
         r.extend(t.config.0.iter().map(fuselab_tune::campaign::fmt_value));
         for i in 0..problem.objectives.len() {
-            r.push(t.outcome.objectives.get(i).map_or("-".into(), |v| fmt_num(*v)));
+            r.push(
+                t.outcome
+                    .objectives
+                    .get(i)
+                    .map_or("-".into(), |v| fmt_num(*v)),
+            );
         }
         for i in 0..problem.constraints.len() {
-            r.push(t.outcome.constraints.get(i).map_or("-".into(), |v| fmt_num(*v)));
+            r.push(
+                t.outcome
+                    .constraints
+                    .get(i)
+                    .map_or("-".into(), |v| fmt_num(*v)),
+            );
         }
         r.push(format!("{:?}", t.outcome.status).to_lowercase());
         r.push(exec::secs(t.outcome.duration_s));
@@ -406,13 +552,23 @@ fn report(problem: &Problem, trials: &[Trial], seed: u64) -> String {
     }
     s.push_str(&exec::render_table(&rows));
     let failed = trials.iter().filter(|t| !t.outcome.status.ran()).count();
-    let infeasible = trials.iter().filter(|t| t.outcome.status == Status::Infeasible).count();
-    let _ = writeln!(s, "{} trials: {} ok, {infeasible} infeasible, {failed} failed", trials.len(), trials.len() - failed - infeasible);
+    let infeasible = trials
+        .iter()
+        .filter(|t| t.outcome.status == Status::Infeasible)
+        .count();
+    let _ = writeln!(
+        s,
+        "{} trials: {} ok, {infeasible} infeasible, {failed} failed",
+        trials.len(),
+        trials.len() - failed - infeasible
+    );
     if problem.objectives.len() == 1 {
         match recommend(problem, trials, seed) {
             Some(r) => {
                 let unc = match (r.mean, r.sd) {
-                    (Some(m), Some(sd)) => format!(" (GP posterior {} ± {})", fmt_num(m), fmt_num(sd)),
+                    (Some(m), Some(sd)) => {
+                        format!(" (GP posterior {} ± {})", fmt_num(m), fmt_num(sd))
+                    }
                     _ => String::new(),
                 };
                 let _ = writeln!(
@@ -431,12 +587,23 @@ fn report(problem: &Problem, trials: &[Trial], seed: u64) -> String {
     } else {
         let front = pareto_trials(problem, trials);
         let names: Vec<&str> = problem.objectives.iter().map(|o| o.name.as_str()).collect();
-        let _ = writeln!(s, "Pareto front ({}), {} point(s):", names.join(" vs "), front.len());
+        let _ = writeln!(
+            s,
+            "Pareto front ({}), {} point(s):",
+            names.join(" vs "),
+            front.len()
+        );
         let mut front: Vec<&Trial> = front.iter().map(|&i| &trials[i]).collect();
         front.sort_by(|a, b| a.outcome.objectives[0].total_cmp(&b.outcome.objectives[0]));
         for t in front {
             let vals: Vec<String> = t.outcome.objectives.iter().map(|v| fmt_num(*v)).collect();
-            let _ = writeln!(s, "  {} → {} [trial {}]", problem.space.describe(&t.config), vals.join(", "), t.index);
+            let _ = writeln!(
+                s,
+                "  {} → {} [trial {}]",
+                problem.space.describe(&t.config),
+                vals.join(", "),
+                t.index
+            );
         }
     }
     s
@@ -462,6 +629,11 @@ mod tests {
         assert_eq!(m, Metric::P99E2e);
         assert!(c.upper && c.threshold == 30.0);
         assert!(parse_outcome("p99-e2e<30").is_err());
-        assert!(parse_outcome("latency<=3").unwrap_err().to_string().contains("unknown metric"));
+        assert!(
+            parse_outcome("latency<=3")
+                .unwrap_err()
+                .to_string()
+                .contains("unknown metric")
+        );
     }
 }
