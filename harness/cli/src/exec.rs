@@ -2,7 +2,7 @@
 //! a run folder. Shared by `bench`, `sweep` and `run`.
 
 use std::fmt::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use fuselab_core::{
@@ -10,6 +10,9 @@ use fuselab_core::{
     SCHEMA_VERSION, Slo, StepRecord, WorkloadSpec,
 };
 use fuselab_engine::{NativeEngine, PolicyConfig, simulate};
+use fuselab_harness::{
+    EngineHandle, NativeEngineHandle, NullEngine, RealtimePlan, run_realtime_blocking,
+};
 use fuselab_sim::{SimBackend, SimConfig};
 use serde::{Deserialize, Serialize};
 
@@ -19,6 +22,10 @@ use serde::{Deserialize, Serialize};
 pub enum EngineKind {
     /// The simulated backend: a calibrated cost model on a virtual clock.
     Sim,
+    /// The CPU backend: real numerics of a Llama-architecture model, in real time.
+    Cpu,
+    /// Answers every request at once: measures the harness's own overhead.
+    Null,
 }
 
 impl EngineKind {
@@ -26,6 +33,16 @@ impl EngineKind {
     pub fn name(self) -> &'static str {
         match self {
             Self::Sim => "sim",
+            Self::Cpu => "cpu",
+            Self::Null => "null",
+        }
+    }
+
+    /// The model shape used when none is given.
+    pub fn default_model(self) -> &'static str {
+        match self {
+            Self::Sim => "llama3-8b",
+            Self::Cpu | Self::Null => "tiny",
         }
     }
 }
@@ -41,6 +58,10 @@ pub struct EngineSpec {
     pub model: String,
     /// Tensor-parallel degree.
     pub tp: u32,
+    /// Safetensors weights for the CPU engine (seeded random when `None`).
+    pub weights: Option<PathBuf>,
+    /// Per-request timeout for real-time engines, seconds.
+    pub timeout_s: Option<f64>,
 }
 
 /// One benchmark point, fully resolved.
@@ -77,7 +98,14 @@ pub fn run_point(point: &Point) -> anyhow::Result<PointResult> {
         Arrivals::ClosedLoop { clients } => Some(clients),
         _ => None,
     };
-    let (records, steps, info) = match point.engine.kind {
+    let mut info = EngineInfo {
+        engine: point.engine.kind.name().into(),
+        hardware: None,
+        model: Some(point.engine.model.clone()),
+        policy: Some(point.policy.kind.name().into()),
+        knobs: point.policy.knobs(),
+    };
+    let (records, steps) = match point.engine.kind {
         EngineKind::Sim => {
             let backend = SimBackend::new(&SimConfig {
                 hardware: point.engine.hardware.clone(),
@@ -88,20 +116,58 @@ pub fn run_point(point: &Point) -> anyhow::Result<PointResult> {
             let mut engine = NativeEngine::new(backend, point.policy.clone())?;
             let run = simulate(&point.requests, clients, &mut engine)
                 .with_context(|| format!("simulating policy {}", point.policy.kind))?;
-            let mut knobs = engine.knobs();
-            knobs.insert("tp".into(), point.engine.tp.into());
-            let info = EngineInfo {
-                engine: point.engine.kind.name().into(),
-                hardware: Some(point.engine.hardware.clone()),
-                model: Some(point.engine.model.clone()),
-                policy: Some(point.policy.kind.name().into()),
-                knobs,
+            info.knobs = engine.knobs();
+            info.knobs.insert("tp".into(), point.engine.tp.into());
+            info.hardware = Some(point.engine.hardware.clone());
+            (run.records, run.steps)
+        }
+        EngineKind::Cpu | EngineKind::Null => {
+            let engine: Box<dyn EngineHandle> = if point.engine.kind == EngineKind::Cpu {
+                let backend = fuselab_cpu::CpuBackend::load(
+                    &point.engine.model,
+                    point.engine.weights.as_deref(),
+                    point.workload.seed,
+                )?;
+                let policy = point.policy.clone();
+                info.hardware = Some(fuselab_store::host_cpu());
+                info.knobs.insert(
+                    "weights".into(),
+                    point
+                        .engine
+                        .weights
+                        .as_ref()
+                        .map_or_else(|| "random".into(), |p| p.display().to_string().into()),
+                );
+                Box::new(NativeEngineHandle::new("cpu", move || {
+                    Ok(NativeEngine::new(backend, policy)?)
+                }))
+            } else {
+                info.policy = None;
+                info.model = None;
+                info.knobs.clear();
+                Box::new(NullEngine::default())
             };
-            (run.records, run.steps, info)
+            let mut plan = match clients {
+                Some(c) => RealtimePlan::closed_loop(point.requests.clone(), c),
+                None => RealtimePlan::open_loop(point.requests.clone()),
+            };
+            plan.timeout_s = point.engine.timeout_s;
+            let run = run_realtime_blocking(plan, engine, true)?;
+            if let Some(err) = &run.engine_error {
+                tracing::error!("engine failed: {err}");
+            }
+            if run.cancelled {
+                tracing::warn!(
+                    "cancelled: keeping the {} requests measured",
+                    run.records.len()
+                );
+            }
+            (run.records, run.steps)
         }
     };
+    let step_records = (!steps.is_empty()).then_some(steps.as_slice());
     let metrics =
-        fuselab_metrics::compute_metrics(&records, Some(&steps), &point.slo, point.workload.seed);
+        fuselab_metrics::compute_metrics(&records, step_records, &point.slo, point.workload.seed);
     Ok(PointResult {
         records,
         steps,
@@ -161,8 +227,20 @@ pub fn command_line() -> String {
 /// A terminal table comparing labelled metrics, one row each.
 pub fn metrics_table(rows: &[(String, &Metrics)]) -> String {
     let header = [
-        "policy", "load", "req/s", "out tok/s", "TTFT p50", "TTFT p99", "TPOT p50", "TPOT p99",
-        "E2E p50", "goodput", "SLO att", "eff@4", "preempt", "pad %",
+        "policy",
+        "load",
+        "req/s",
+        "out tok/s",
+        "TTFT p50",
+        "TTFT p99",
+        "TPOT p50",
+        "TPOT p99",
+        "E2E p50",
+        "goodput",
+        "SLO att",
+        "eff@4",
+        "preempt",
+        "pad %",
     ];
     let mut cells: Vec<Vec<String>> = vec![header.iter().map(ToString::to_string).collect()];
     for (label, m) in rows {

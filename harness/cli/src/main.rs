@@ -14,7 +14,9 @@ use clap::{Parser, Subcommand};
 /// fuselab: a laboratory for LLM inference performance.
 #[derive(Debug, Parser)]
 #[command(name = "fuselab", version, about, long_about = None)]
-#[command(after_help = "Exit codes: 0 success, 1 regression found by `gate`, 2 usage/config/runtime error.")]
+#[command(
+    after_help = "Exit codes: 0 success, 1 regression found by `gate`, 2 usage/config/runtime error."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -24,15 +24,35 @@ const SMALL: [&str; 6] = ["--preset", "fastgen-2600", "--n", "48", "--seed", "3"
 fn bench_writes_a_complete_run_folder_with_the_documented_metrics() {
     let tmp = tempfile::tempdir().unwrap();
     fuselab(tmp.path())
-        .args(["bench", "--engine", "sim", "--hardware", "h200", "--model", "llama3-8b"])
-        .args(["--policy", "splitfuse", "--knob", "budget=1024", "--rate", "2"])
+        .args([
+            "bench",
+            "--engine",
+            "sim",
+            "--hardware",
+            "h200",
+            "--model",
+            "llama3-8b",
+        ])
+        .args([
+            "--policy",
+            "splitfuse",
+            "--knob",
+            "budget=1024",
+            "--rate",
+            "2",
+        ])
         .args(SMALL)
         .args(["--slo", "fastgen:4", "--out", "runs/sf"])
         .assert()
         .success()
         .stdout(contains("splitfuse").and(contains("TTFT p99")));
     let run = tmp.path().join("runs/sf");
-    for f in ["summary.json", "requests.parquet", "tokens.parquet", "steps.parquet"] {
+    for f in [
+        "summary.json",
+        "requests.parquet",
+        "tokens.parquet",
+        "steps.parquet",
+    ] {
         assert!(run.join(f).is_file(), "{f} missing");
     }
     let s = summary(&run);
@@ -58,7 +78,10 @@ fn bench_writes_a_complete_run_folder_with_the_documented_metrics() {
         assert!(m[key].as_f64().unwrap() > 0.0, "{key}");
     }
     for k in ["2", "4", "6"] {
-        assert!(m["effective_throughput"][k].as_f64().is_some(), "effective_throughput.{k}");
+        assert!(
+            m["effective_throughput"][k].as_f64().is_some(),
+            "effective_throughput.{k}"
+        );
     }
     let engine = &m["engine"];
     assert!(engine["steps"].as_u64().unwrap() > 0);
@@ -76,7 +99,10 @@ fn the_same_seed_gives_the_same_metrics_and_static_pads() {
             .assert()
             .success();
     }
-    let (a, b) = (summary(&tmp.path().join("a")), summary(&tmp.path().join("b")));
+    let (a, b) = (
+        summary(&tmp.path().join("a")),
+        summary(&tmp.path().join("b")),
+    );
     assert_eq!(a["metrics"], b["metrics"]);
     assert!(a["metrics"]["engine"]["padding_tokens"].as_u64().unwrap() > 0);
 }
@@ -85,7 +111,11 @@ fn the_same_seed_gives_the_same_metrics_and_static_pads() {
 fn bench_refuses_an_existing_run_folder_unless_forced() {
     let tmp = tempfile::tempdir().unwrap();
     let args = ["bench", "--rate", "4", "--out", "r"];
-    fuselab(tmp.path()).args(args).args(SMALL).assert().success();
+    fuselab(tmp.path())
+        .args(args)
+        .args(SMALL)
+        .assert()
+        .success();
     fuselab(tmp.path())
         .args(args)
         .args(SMALL)
@@ -129,7 +159,10 @@ fn bench_reads_its_flags_from_toml_and_rejects_unknown_keys() {
 fn bad_engine_input_exits_2_with_a_clear_message() {
     let tmp = tempfile::tempdir().unwrap();
     let cases: [(&[&str], &str); 5] = [
-        (&["--policy", "vllm"], "valid policies: static, continuous, chunked, splitfuse, prepack"),
+        (
+            &["--policy", "vllm"],
+            "valid policies: static, continuous, chunked, splitfuse, prepack",
+        ),
         (&["--knob", "budgett=5"], "budgett"),
         (&["--knob", "budget=-5"], "budget"),
         (&["--hardware", "tpu"], "h200"),
@@ -158,10 +191,9 @@ fn sweep_writes_a_curve_per_policy_and_finds_the_max_rate_under_the_slo() {
         .assert()
         .success()
         .stdout(contains("max rate under SLO").and(contains("ITL p99")));
-    let sweep: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(tmp.path().join("sw/sweep.json")).unwrap(),
-    )
-    .unwrap();
+    let sweep: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(tmp.path().join("sw/sweep.json")).unwrap())
+            .unwrap();
     let points = sweep["points"].as_array().unwrap();
     assert_eq!(points.len(), 4);
     for p in points {
@@ -181,7 +213,10 @@ fn sweep_input_errors() {
     let tmp = tempfile::tempdir().unwrap();
     let cases: [(&[&str], &str); 4] = [
         (&["--policies", "all"], "no loads given"),
-        (&["--rates", "1,2", "--clients", "2"], "cannot be combined with --rates"),
+        (
+            &["--rates", "1,2", "--clients", "2"],
+            "cannot be combined with --rates",
+        ),
         (&["--rates", "1,-2"], "-2 is not a positive load"),
         (&["--rates", "1", "--find-max-under-slo"], "needs an SLO"),
     ];
@@ -209,9 +244,15 @@ fn run_prints_its_embedded_config_and_runs_an_edited_copy() {
         .clone();
     let text = String::from_utf8(out).unwrap();
     assert!(text.contains("[sim]") && text.contains("fastgen-2600"));
-    let small = text
-        .replace("n = 300", "n = 24")
-        .replace("rates = [1, 2, 4, 8, 16]", "rates = [1, 8]");
+    let cpu_at = text
+        .find("\n[cpu]")
+        .expect("the default experiment has a [cpu] part");
+    let small = format!(
+        "{}\n[cpu]\npolicies = \"static,splitfuse\"\nrate = 8.0\n[cpu.workload]\npreset = \"sharegpt-like\"\nn = 3\n",
+        &text[..cpu_at]
+    )
+    .replace("n = 300", "n = 24")
+    .replace("rates = [1, 2, 4, 8, 16]", "rates = [1, 8]");
     std::fs::write(tmp.path().join("exp.toml"), small).unwrap();
     fuselab(tmp.path())
         .args(["run", "--config", "exp.toml", "--out", "out"])
@@ -219,6 +260,12 @@ fn run_prints_its_embedded_config_and_runs_an_edited_copy() {
         .success()
         .stdout(contains("best eff@4").and(contains("splitfuse")));
     assert!(tmp.path().join("out/sim/sweep.json").is_file());
+    let cpu: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(tmp.path().join("out/cpu/sweep.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(cpu["points"].as_array().unwrap().len(), 2);
+    assert_eq!(cpu["points"][0]["metrics"]["completed"], 3);
     let html = std::fs::read_to_string(tmp.path().join("out/report.html")).unwrap();
     assert!(html.contains("<svg") && !html.contains("http://") && !html.contains("https://"));
 }

@@ -37,7 +37,9 @@ pub enum Error {
         source: std::io::Error,
     },
     /// A stored file was written by an incompatible version of fuselab.
-    #[error("{path} has schema version {found}, but this fuselab reads version {expected}; re-run it with this version")]
+    #[error(
+        "{path} has schema version {found}, but this fuselab reads version {expected}; re-run it with this version"
+    )]
     SchemaMismatch {
         /// The file.
         path: PathBuf,

@@ -60,7 +60,7 @@ pub struct SearchResult {
 /// let eval = |load: f64| -> Result<f64, ()> { Ok(if load <= 3.0 { 1.0 } else { 0.5 }) };
 /// let r = find_max_load(eval, 1.0, &[], &SearchSettings::default()).unwrap();
 /// let found = r.max_load.unwrap();
-/// assert!(found <= 3.0 && found > 3.0 / 1.05);
+/// assert!((3.0 / 1.05..=3.0).contains(&found));
 /// ```
 pub fn find_max_load<E>(
     mut eval: impl FnMut(f64) -> Result<f64, E>,
@@ -153,15 +153,18 @@ mod tests {
     fn brackets_upwards_then_bisects() {
         let r = find_max_load(cliff(5.3), 1.0, &[], &SearchSettings::default()).unwrap();
         let m = r.max_load.unwrap();
-        assert!(m <= 5.3 && m >= 5.3 / 1.05, "{m}");
-        assert_eq!(r.probes[..4].iter().map(|p| p.0).collect::<Vec<_>>(), [1.0, 2.0, 4.0, 8.0]);
+        assert!((5.3 / 1.05..=5.3).contains(&m), "{m}");
+        assert_eq!(
+            r.probes[..4].iter().map(|p| p.0).collect::<Vec<_>>(),
+            [1.0, 2.0, 4.0, 8.0]
+        );
     }
 
     #[test]
     fn brackets_downwards() {
         let r = find_max_load(cliff(0.3), 4.0, &[], &SearchSettings::default()).unwrap();
         let m = r.max_load.unwrap();
-        assert!(m <= 0.3 && m >= 0.3 / 1.05, "{m}");
+        assert!((0.3 / 1.05..=0.3).contains(&m), "{m}");
     }
 
     #[test]
@@ -175,7 +178,7 @@ mod tests {
         let r = find_max_load(eval, 1.0, &known, &SearchSettings::default()).unwrap();
         assert!(seen.iter().all(|l| *l > 2.0 && *l < 4.0), "{seen:?}");
         let m = r.max_load.unwrap();
-        assert!(m <= 3.0 && m >= 3.0 / 1.05);
+        assert!((3.0 / 1.05..=3.0).contains(&m), "{m}");
     }
 
     #[test]
@@ -201,7 +204,12 @@ mod tests {
 
     #[test]
     fn errors_propagate() {
-        let r = find_max_load(|_| Err::<f64, _>("boom"), 1.0, &[], &SearchSettings::default());
+        let r = find_max_load(
+            |_| Err::<f64, _>("boom"),
+            1.0,
+            &[],
+            &SearchSettings::default(),
+        );
         assert_eq!(r, Err("boom"));
     }
 }

@@ -87,6 +87,10 @@ pub(crate) struct Kernels {
     pub(crate) flash_prefill_r128p: CudaFunction,
     pub(crate) paged_decode: CudaFunction,
     pub(crate) decode_merge: CudaFunction,
+    pub(crate) embed_gather: CudaFunction,
+    pub(crate) gather_rows: CudaFunction,
+    pub(crate) add_inplace: CudaFunction,
+    pub(crate) argmax_rows: CudaFunction,
 }
 
 /// One GPU with its stream, cuBLAS handle and compiled kernels.
@@ -312,6 +316,10 @@ fn compile_kernels(ctx: &Arc<CudaContext>, arch: &str) -> Result<Kernels, CudaEr
         flash_prefill_r128p: f("flash_prefill_r128p")?,
         paged_decode: f("paged_decode")?,
         decode_merge: f("decode_merge")?,
+        embed_gather: f("embed_gather")?,
+        gather_rows: f("gather_rows")?,
+        add_inplace: f("add_inplace")?,
+        argmax_rows: f("argmax_rows")?,
     };
     let big_smem = [
         (&k.flash_prefill_r64, PrefillTile::Rows64.smem_bytes()),

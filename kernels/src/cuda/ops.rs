@@ -674,3 +674,132 @@ impl CudaDevice {
         })
     }
 }
+
+/// Engine helpers: embedding gather, row gather, residual add, greedy argmax.
+impl CudaDevice {
+    /// `x[t, :] = table[tokens[t], :]` (`table`: `[vocab, hidden]`, `x`: `[n, hidden]`).
+    ///
+    /// Every token id must be below `vocab` (the caller checks it on the host).
+    pub fn embed_gather(
+        &self,
+        table: &CudaSlice<bf16>,
+        tokens: &CudaSlice<i32>,
+        x: &mut CudaSlice<bf16>,
+        n: usize,
+        hidden: usize,
+    ) -> Result<(), CudaError> {
+        self.gather_impl(table, tokens, x, n, hidden, true)
+    }
+
+    /// `out[r, :] = x[rows[r], :]` for `n` rows of `width` values; every row id
+    /// must index a row of `x` (the caller checks it on the host).
+    pub fn gather_rows(
+        &self,
+        x: &CudaSlice<bf16>,
+        rows: &CudaSlice<i32>,
+        out: &mut CudaSlice<bf16>,
+        n: usize,
+        width: usize,
+    ) -> Result<(), CudaError> {
+        self.gather_impl(x, rows, out, n, width, false)
+    }
+
+    fn gather_impl(
+        &self,
+        src: &CudaSlice<bf16>,
+        idx: &CudaSlice<i32>,
+        out: &mut CudaSlice<bf16>,
+        n: usize,
+        width: usize,
+        embed: bool,
+    ) -> Result<(), CudaError> {
+        if width == 0 || !width.is_multiple_of(8) {
+            return Err(CudaError::invalid(
+                "width",
+                format!("{width} must be a positive multiple of 8"),
+            ));
+        }
+        check_len("indices", idx.len(), n)?;
+        check_len("out", out.len(), n * width)?;
+        check_len("src", src.len(), width)?;
+        if n == 0 {
+            return Ok(());
+        }
+        let w = to_i32("width", width)?;
+        let cfg = LaunchConfig {
+            grid_dim: (grid(n, "rows")?, 1, 1),
+            block_dim: (128, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let (func, name) = if embed {
+            (&self.k.embed_gather, "embed_gather")
+        } else {
+            (&self.k.gather_rows, "gather_rows")
+        };
+        let mut b = self.stream.launch_builder(func);
+        b.arg(src).arg(idx).arg(out).arg(&w);
+        // SAFETY: one block per output row (n rows of `width`, checked); the caller
+        // guarantees every index addresses a whole row of `src` (documented contract).
+        self.launched(unsafe { b.launch(cfg) }, name)
+    }
+
+    /// `x[i] += y[i]` for the first `n` elements (`n` a multiple of 8).
+    pub fn add_inplace(
+        &self,
+        x: &mut CudaSlice<bf16>,
+        y: &CudaSlice<bf16>,
+        n: usize,
+    ) -> Result<(), CudaError> {
+        if !n.is_multiple_of(8) {
+            return Err(CudaError::invalid(
+                "n",
+                format!("{n} must be a multiple of 8"),
+            ));
+        }
+        check_len("x", x.len(), n)?;
+        check_len("y", y.len(), n)?;
+        if n == 0 {
+            return Ok(());
+        }
+        let n8 = (n / 8) as u64;
+        let blocks = (n / 8).div_ceil(256).min(self.info().sm_count * 16);
+        let cfg = LaunchConfig {
+            grid_dim: (grid(blocks, "n")?, 1, 1),
+            block_dim: (256, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let mut b = self.stream.launch_builder(&self.k.add_inplace);
+        b.arg(x).arg(y).arg(&n8);
+        // SAFETY: grid-stride over n/8 vectors of both buffers (lengths checked).
+        self.launched(unsafe { b.launch(cfg) }, "add_inplace")
+    }
+
+    /// Greedy sampling: `out[r]` = index of the largest of `logits[r, 0..vocab)`
+    /// (the first on ties) for `rows` rows.
+    pub fn argmax_rows(
+        &self,
+        logits: &CudaSlice<bf16>,
+        out: &mut CudaSlice<i32>,
+        rows: usize,
+        vocab: usize,
+    ) -> Result<(), CudaError> {
+        if vocab == 0 {
+            return Err(CudaError::invalid("vocab", "must be positive"));
+        }
+        check_len("logits", logits.len(), rows * vocab)?;
+        check_len("out", out.len(), rows)?;
+        if rows == 0 {
+            return Ok(());
+        }
+        let v = to_i32("vocab", vocab)?;
+        let cfg = LaunchConfig {
+            grid_dim: (grid(rows, "rows")?, 1, 1),
+            block_dim: (1024, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let mut b = self.stream.launch_builder(&self.k.argmax_rows);
+        b.arg(logits).arg(out).arg(&v);
+        // SAFETY: one block per row, reading `vocab` values of it and writing out[row].
+        self.launched(unsafe { b.launch(cfg) }, "argmax_rows")
+    }
+}

@@ -671,3 +671,92 @@ extern "C" __global__ void decode_merge(const float* __restrict__ o_part, const 
     }
     out[bh * HEAD_DIM + d] = __float2bfloat16(den > 0.f ? acc / den : 0.f);
 }
+
+// ---------------------------------------------------------------- engine helpers
+// Used by the CUDA backend (engines/cuda) around the kernels above.
+
+// x[t, :] = table[tok[t], :]; one block per token; hidden % 8 == 0.
+extern "C" __global__ void embed_gather(const bf16* __restrict__ table, const int* __restrict__ tok,
+                                        bf16* __restrict__ x, int hidden) {
+    const size_t t = blockIdx.x;
+    const int nv = hidden >> 3;
+    const uint4* src = reinterpret_cast<const uint4*>(table + (size_t)tok[t] * hidden);
+    uint4* dst = reinterpret_cast<uint4*>(x + t * hidden);
+    for (int i = threadIdx.x; i < nv; i += blockDim.x) dst[i] = src[i];
+}
+
+// out[r, :] = x[rows[r], :]; one block per output row; width % 8 == 0.
+extern "C" __global__ void gather_rows(const bf16* __restrict__ x, const int* __restrict__ rows,
+                                       bf16* __restrict__ out, int width) {
+    const size_t r = blockIdx.x;
+    const int nv = width >> 3;
+    const uint4* src = reinterpret_cast<const uint4*>(x + (size_t)rows[r] * width);
+    uint4* dst = reinterpret_cast<uint4*>(out + r * width);
+    for (int i = threadIdx.x; i < nv; i += blockDim.x) dst[i] = src[i];
+}
+
+// x += y over n8 vectors of 8 bf16 (f32 arithmetic, rounded once).
+extern "C" __global__ void add_inplace(bf16* __restrict__ x, const bf16* __restrict__ y, unsigned long long n8) {
+    const unsigned long long stride = (unsigned long long)gridDim.x * blockDim.x;
+    for (unsigned long long i = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x; i < n8; i += stride) {
+        uint4 a = reinterpret_cast<const uint4*>(x)[i], b = reinterpret_cast<const uint4*>(y)[i], o;
+        const bf162* ap = reinterpret_cast<const bf162*>(&a);
+        const bf162* bp = reinterpret_cast<const bf162*>(&b);
+        bf162* op = reinterpret_cast<bf162*>(&o);
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+            float2 fa = __bfloat1622float2(ap[j]);
+            float2 fb = __bfloat1622float2(bp[j]);
+            op[j] = __floats2bfloat162_rn(fa.x + fb.x, fa.y + fb.y);
+        }
+        reinterpret_cast<uint4*>(x)[i] = o;
+    }
+}
+
+// Greedy sampling: out[r] = argmax over logits[r, 0..vocab) (the first index on ties).
+// One block of 1024 threads per row.
+extern "C" __global__ void __launch_bounds__(1024) argmax_rows(const bf16* __restrict__ logits, int* __restrict__ out,
+                                                               int vocab) {
+    const bf16* row = logits + (size_t)blockIdx.x * vocab;
+    float best = NEG_INF;
+    int idx = 0x7fffffff;
+    for (int i = threadIdx.x; i < vocab; i += blockDim.x) {
+        const float v = __bfloat162float(row[i]);
+        if (v > best) {  // strided scan: a later i of this thread never wins a tie
+            best = v;
+            idx = i;
+        }
+    }
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) {
+        const float ov = __shfl_xor_sync(0xffffffffu, best, o);
+        const int oi = __shfl_xor_sync(0xffffffffu, idx, o);
+        if (ov > best || (ov == best && oi < idx)) {
+            best = ov;
+            idx = oi;
+        }
+    }
+    __shared__ float s_v[32];
+    __shared__ int s_i[32];
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    if (lane == 0) {
+        s_v[warp] = best;
+        s_i[warp] = idx;
+    }
+    __syncthreads();
+    if (warp == 0) {
+        const int nw = blockDim.x >> 5;
+        best = lane < nw ? s_v[lane] : NEG_INF;
+        idx = lane < nw ? s_i[lane] : 0x7fffffff;
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) {
+            const float ov = __shfl_xor_sync(0xffffffffu, best, o);
+            const int oi = __shfl_xor_sync(0xffffffffu, idx, o);
+            if (ov > best || (ov == best && oi < idx)) {
+                best = ov;
+                idx = oi;
+            }
+        }
+        if (lane == 0) out[blockIdx.x] = idx == 0x7fffffff ? 0 : idx;
+    }
+}

@@ -67,24 +67,77 @@ pub struct EngineOpts {
     #[arg(long, value_name = "NAME")]
     pub hardware: Option<String>,
 
-    /// Model shape: llama3-8b, llama2-7b, llama2-13b, llama3-70b, tiny [default: llama3-8b].
+    /// Model shape: llama3-8b, llama2-7b, llama2-13b, llama3-70b, tiny for the
+    /// simulator; tiny or small for the CPU engine [default: llama3-8b; tiny for cpu].
     #[arg(long, value_name = "NAME")]
     pub model: Option<String>,
 
     /// Tensor-parallel degree [default: 1].
     #[arg(long, value_name = "N")]
     pub tp: Option<u32>,
+
+    /// Safetensors weights (Hugging Face Llama names) for the CPU engine
+    /// [default: seeded random weights].
+    #[arg(long, value_name = "FILE")]
+    pub weights: Option<PathBuf>,
+
+    /// Per-request timeout in seconds for real-time engines (cpu, null) [default: none].
+    #[arg(long, value_name = "SECONDS", allow_negative_numbers = true)]
+    pub timeout: Option<f64>,
 }
 
 impl EngineOpts {
     /// Applies the defaults.
-    pub fn resolve(&self) -> EngineSpec {
-        EngineSpec {
-            kind: self.engine.unwrap_or(EngineKind::Sim),
-            hardware: self.hardware.clone().unwrap_or_else(|| "h200".into()),
-            model: self.model.clone().unwrap_or_else(|| "llama3-8b".into()),
-            tp: self.tp.unwrap_or(1),
+    pub fn resolve(&self) -> anyhow::Result<EngineSpec> {
+        let kind = self.engine.unwrap_or(EngineKind::Sim);
+        let only_for = |flag: &str, set: bool, engines: &str| -> anyhow::Result<()> {
+            if set {
+                return Err(Error::invalid(
+                    flag,
+                    format!("does not apply to --engine {}", kind.name()),
+                    format!("it applies to --engine {engines}; drop it"),
+                )
+                .into());
+            }
+            Ok(())
+        };
+        only_for(
+            "--hardware",
+            self.hardware.is_some() && kind != EngineKind::Sim,
+            "sim",
+        )?;
+        only_for("--tp", self.tp.is_some() && kind != EngineKind::Sim, "sim")?;
+        only_for(
+            "--weights",
+            self.weights.is_some() && kind != EngineKind::Cpu,
+            "cpu",
+        )?;
+        only_for(
+            "--timeout",
+            self.timeout.is_some() && kind == EngineKind::Sim,
+            "cpu or null",
+        )?;
+        if let Some(t) = self.timeout
+            && !(t.is_finite() && t > 0.0)
+        {
+            return Err(Error::invalid(
+                "--timeout",
+                format!("{t} is not positive"),
+                "give seconds > 0",
+            )
+            .into());
         }
+        Ok(EngineSpec {
+            kind,
+            hardware: self.hardware.clone().unwrap_or_else(|| "h200".into()),
+            model: self
+                .model
+                .clone()
+                .unwrap_or_else(|| kind.default_model().into()),
+            tp: self.tp.unwrap_or(1),
+            weights: self.weights.clone(),
+            timeout_s: self.timeout,
+        })
     }
 }
 
@@ -117,7 +170,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<Outcome> {
     let policy = policy_config(&policy_name, &args.knob)?;
     let (workload, requests) = args.workload.resolve()?;
     let point = Point {
-        engine: args.engine.resolve(),
+        engine: args.engine.resolve()?,
         policy,
         workload,
         requests,

@@ -1,10 +1,10 @@
 //! One module per subcommand.
 
 pub mod bench;
-pub mod run;
-pub mod sweep;
-pub mod workload;
+pub mod gate;
 pub mod kernels;
 pub mod report;
-pub mod gate;
+pub mod run;
+pub mod sweep;
 pub mod tune;
+pub mod workload;

@@ -12,7 +12,7 @@ use crate::cmd::bench::EngineOpts;
 use crate::cmd::sweep::{self, SweepArgs};
 use crate::cmd::workload::WorkloadOpts;
 use crate::config;
-use crate::exec;
+use crate::exec::{self, EngineKind};
 
 /// The embedded default experiment.
 pub const DEFAULT_EXPERIMENT: &str = include_str!("../default-experiment.toml");
@@ -48,6 +48,26 @@ pub struct Experiment {
     /// The simulated-engine sweep.
     #[serde(default)]
     pub sim: Option<SimPart>,
+    /// A short real-time run of the CPU engine.
+    #[serde(default)]
+    pub cpu: Option<CpuPart>,
+}
+
+/// The CPU part of an experiment: every policy once, in real time, on a small
+/// workload of its own (the CPU engine runs a tiny model with real numerics).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct CpuPart {
+    /// Model preset (`tiny` or `small`).
+    pub model: Option<String>,
+    /// `all` or a comma-separated list.
+    pub policies: Option<String>,
+    /// Open-loop request rate.
+    pub rate: f64,
+    /// SLO for goodput.
+    pub slo: Option<String>,
+    /// The CPU part's own workload.
+    pub workload: WorkloadOpts,
 }
 
 /// The simulated part of an experiment: a rate sweep of several policies.
@@ -84,57 +104,97 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
     }
     let experiment: Experiment = match &args.config {
         Some(path) => config::load(path)?,
-        None => config::parse(DEFAULT_EXPERIMENT, Path::new("<embedded default experiment>"))?,
+        None => config::parse(
+            DEFAULT_EXPERIMENT,
+            Path::new("<embedded default experiment>"),
+        )?,
     };
-    let Some(sim) = &experiment.sim else {
+    if experiment.sim.is_none() && experiment.cpu.is_none() {
         return Err(Error::invalid(
             "[sim]",
             "the experiment has nothing to run",
-            "add a [sim] table (see `fuselab run --print-config`)",
+            "add a [sim] or [cpu] table (see `fuselab run --print-config`)",
         )
         .into());
-    };
+    }
     let out = args
         .out
         .clone()
         .unwrap_or_else(|| PathBuf::from(format!("runs/{}-{}", experiment.name, utc_stamp())));
     fuselab_store::create_folder(&out, args.force)?;
 
-    eprintln!("== simulated sweep ({})", sim.hardware.as_deref().unwrap_or("h200"));
-    let sweep_args = SweepArgs {
-        engine: EngineOpts {
-            engine: None,
-            hardware: sim.hardware.clone(),
-            model: sim.model.clone(),
-            tp: sim.tp,
-        },
-        policies: sim.policies.clone(),
-        rates: sim.rates.clone(),
-        knob: sim.knob.clone(),
-        slo: sim.slo.clone(),
-        find_max_under_slo: sim.find_max_under_slo,
-        attainment: sim.attainment,
-        workload: experiment.workload.clone(),
-        ..SweepArgs::default()
-    };
-    let plan = sweep::plan(&sweep_args)?;
-    let sim_dir = out.join("sim");
-    fuselab_store::create_folder(&sim_dir, true)?;
-    let sweep = sweep::execute(&plan, &sim_dir, &format!("{}-sim", experiment.name))?;
-
-    print!("{}", sweep::curve_table(&sweep));
-    println!();
-    print!("{}", comparison_table(&sweep));
+    let mut inputs = Vec::new();
+    if let Some(sim) = &experiment.sim {
+        eprintln!(
+            "== simulated sweep ({})",
+            sim.hardware.as_deref().unwrap_or("h200")
+        );
+        let sweep_args = SweepArgs {
+            engine: EngineOpts {
+                engine: None,
+                hardware: sim.hardware.clone(),
+                model: sim.model.clone(),
+                tp: sim.tp,
+                ..EngineOpts::default()
+            },
+            policies: sim.policies.clone(),
+            rates: sim.rates.clone(),
+            knob: sim.knob.clone(),
+            slo: sim.slo.clone(),
+            find_max_under_slo: sim.find_max_under_slo,
+            attainment: sim.attainment,
+            workload: experiment.workload.clone(),
+            ..SweepArgs::default()
+        };
+        let sim_dir = out.join("sim");
+        let sweep = run_sweep(&sweep_args, &sim_dir, &format!("{}-sim", experiment.name))?;
+        print!("{}", sweep::curve_table(&sweep));
+        println!();
+        print!("{}", comparison_table(&sweep));
+        inputs.push(fuselab_reports::load_input(&sim_dir)?);
+    }
+    if let Some(cpu) = &experiment.cpu {
+        eprintln!(
+            "== CPU engine, real time ({})",
+            cpu.model.as_deref().unwrap_or("tiny")
+        );
+        let sweep_args = SweepArgs {
+            engine: EngineOpts {
+                engine: Some(EngineKind::Cpu),
+                model: cpu.model.clone(),
+                ..EngineOpts::default()
+            },
+            policies: cpu.policies.clone(),
+            rates: vec![cpu.rate],
+            slo: cpu.slo.clone(),
+            workload: cpu.workload.clone(),
+            ..SweepArgs::default()
+        };
+        let cpu_dir = out.join("cpu");
+        let sweep = run_sweep(&sweep_args, &cpu_dir, &format!("{}-cpu", experiment.name))?;
+        println!();
+        print!("{}", sweep::curve_table(&sweep));
+        inputs.push(fuselab_reports::load_input(&cpu_dir)?);
+    }
 
     let report = out.join("report.html");
-    let inputs = [fuselab_reports::load_input(&sim_dir)?];
     let html = fuselab_reports::render_report(
         &inputs,
         &format!("fuselab run: {} experiment", experiment.name),
     )?;
     std::fs::write(&report, html).with_context(|| format!("writing {}", report.display()))?;
-    println!("\nresults in {}\nreport  {}", out.display(), report.display());
+    println!(
+        "\nresults in {}\nreport  {}",
+        out.display(),
+        report.display()
+    );
     Ok(Outcome::Success)
+}
+
+fn run_sweep(args: &SweepArgs, dir: &Path, name: &str) -> anyhow::Result<SweepSummary> {
+    let plan = sweep::plan(args)?;
+    fuselab_store::create_folder(dir, true)?;
+    sweep::execute(&plan, dir, name)
 }
 
 /// One row per policy: its best effective throughput, its peak throughput and
@@ -175,7 +235,10 @@ pub fn comparison_table(sweep: &SweepSummary) -> String {
             .find(|m| m.policy == policy)
             .map_or_else(
                 || "-".to_string(),
-                |m| m.max_load.map_or_else(|| "none".into(), |l| format!("{l:.2} req/s")),
+                |m| {
+                    m.max_load
+                        .map_or_else(|| "none".into(), |l| format!("{l:.2} req/s"))
+                },
             );
         cells.push(vec![
             policy.to_string(),
@@ -191,7 +254,11 @@ pub fn comparison_table(sweep: &SweepSummary) -> String {
         .max_under_slo
         .iter()
         .filter(|m| m.max_load.is_some())
-        .max_by(|a, b| a.max_load.partial_cmp(&b.max_load).unwrap_or(std::cmp::Ordering::Equal))
+        .max_by(|a, b| {
+            a.max_load
+                .partial_cmp(&b.max_load)
+                .unwrap_or(std::cmp::Ordering::Equal)
+        })
     {
         let _ = writeln!(
             s,

@@ -4,7 +4,9 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
-use fuselab_core::{Error, LoadKind, MaxLoadUnderSlo, SCHEMA_VERSION, Slo, SweepPoint, SweepSummary};
+use fuselab_core::{
+    Error, LoadKind, MaxLoadUnderSlo, SCHEMA_VERSION, Slo, SweepPoint, SweepSummary,
+};
 use fuselab_engine::{PolicyConfig, PolicyKind};
 use fuselab_harness::search::{SearchSettings, find_max_load};
 use serde::{Deserialize, Serialize};
@@ -96,8 +98,15 @@ pub fn run(args: SweepArgs) -> anyhow::Result<Outcome> {
     // Check the workload flags before creating anything.
     point_at(&plan, &plan.policies[0], plan.loads[0])?;
     let out = args.out.clone().unwrap_or_else(|| {
-        let w = plan.workload.preset.clone().unwrap_or_else(|| "trace".into());
-        PathBuf::from(format!("runs/sweep-{w}-s{}", plan.workload.seed.unwrap_or(42)))
+        let w = plan
+            .workload
+            .preset
+            .clone()
+            .unwrap_or_else(|| "trace".into());
+        PathBuf::from(format!(
+            "runs/sweep-{w}-s{}",
+            plan.workload.seed.unwrap_or(42)
+        ))
     });
     fuselab_store::create_folder(&out, args.force)?;
     let sweep = execute(&plan, &out, "sweep")?;
@@ -249,7 +258,7 @@ fn point_at(plan: &SweepPlan, policy: &PolicyConfig, load: f64) -> anyhow::Resul
     }
     let (workload, requests) = w.resolve()?;
     Ok(Point {
-        engine: plan.engine.resolve(),
+        engine: plan.engine.resolve()?,
         policy: policy.clone(),
         workload,
         requests,
@@ -292,7 +301,10 @@ pub fn execute(plan: &SweepPlan, out: &Path, name: &str) -> anyhow::Result<Sweep
             });
         }
         if let Some(settings) = &plan.search {
-            eprintln!("searching the highest rate meeting the SLO for {}", policy.kind);
+            eprintln!(
+                "searching the highest rate meeting the SLO for {}",
+                policy.kind
+            );
             let eval = |rate: f64| -> anyhow::Result<f64> {
                 let point = point_at(plan, policy, rate)?;
                 Ok(exec::run_point(&point)?.metrics.slo_attainment)
@@ -331,15 +343,33 @@ fn unit(kind: LoadKind) -> &'static str {
 pub fn curve_table(sweep: &SweepSummary) -> String {
     let mut cells = vec![
         [
-            "policy", "load", "req/s", "out tok/s", "TTFT p50", "TTFT p90", "TTFT p99", "ITL p50",
-            "ITL p90", "ITL p99", "TPOT p99", "eff@2", "eff@4", "eff@6", "SLO att",
+            "policy",
+            "load",
+            "req/s",
+            "out tok/s",
+            "TTFT p50",
+            "TTFT p90",
+            "TTFT p99",
+            "ITL p50",
+            "ITL p90",
+            "ITL p99",
+            "TPOT p99",
+            "eff@2",
+            "eff@4",
+            "eff@6",
+            "SLO att",
         ]
         .map(String::from)
         .to_vec(),
     ];
     for p in &sweep.points {
         let m = &p.metrics;
-        let eff = |k: &str| format!("{:.3}", m.effective_throughput.get(k).copied().unwrap_or(0.0));
+        let eff = |k: &str| {
+            format!(
+                "{:.3}",
+                m.effective_throughput.get(k).copied().unwrap_or(0.0)
+            )
+        };
         cells.push(vec![
             p.policy.clone(),
             format!("{}", p.load),
@@ -364,9 +394,15 @@ pub fn curve_table(sweep: &SweepSummary) -> String {
 /// The table of max-load-under-SLO results.
 pub fn max_load_table(found: &[MaxLoadUnderSlo]) -> String {
     let mut cells = vec![
-        ["policy", "max rate under SLO", "SLO", "attainment ≥", "probes"]
-            .map(String::from)
-            .to_vec(),
+        [
+            "policy",
+            "max rate under SLO",
+            "SLO",
+            "attainment ≥",
+            "probes",
+        ]
+        .map(String::from)
+        .to_vec(),
     ];
     for m in found {
         cells.push(vec![

@@ -76,9 +76,10 @@ pub struct TuneArgs {
     #[arg(long, value_name = "K")]
     pub parallel: Option<usize>,
 
-    /// Per-trial time limit of `--objective-cmd`, e.g. `30s`, `500ms`, `2m` [default: none].
+    /// Per-trial time limit of `--objective-cmd`, e.g. `30s`, `500ms`, `2m`
+    /// [default: none]. With `--objective-cmd`, `--timeout SECONDS` means the same.
     #[arg(long, value_name = "DURATION")]
-    pub timeout: Option<String>,
+    pub trial_timeout: Option<String>,
 
     /// Continue the campaign in `--out` from its journal.
     #[arg(long)]
@@ -138,7 +139,7 @@ fn parse_duration(s: &str) -> anyhow::Result<Duration> {
     match num.trim().parse::<f64>() {
         Ok(v) if v > 0.0 && v.is_finite() => Ok(Duration::from_secs_f64(v * mult)),
         _ => Err(Error::invalid(
-            "--timeout",
+            "--trial-timeout",
             format!("`{s}` is not a positive duration"),
             "e.g. 30s, 500ms, 2m",
         )
@@ -356,7 +357,11 @@ pub fn run(args: TuneArgs) -> anyhow::Result<CliOutcome> {
     let tuner_kind: TunerKind = args.tuner.as_deref().unwrap_or("bo").parse()?;
     // Without `--tune-seed`, `--seed` (a workload flag) seeds the tuner too.
     let seed = args.tune_seed.or(args.workload.seed).unwrap_or(42);
-    let timeout = args.timeout.as_deref().map(parse_duration).transpose()?;
+    let timeout = args
+        .trial_timeout
+        .as_deref()
+        .map(parse_duration)
+        .transpose()?;
 
     let (problem, objective): (Problem, Box<dyn Objective>) =
         if let Some(cmd) = args.objective_cmd.as_deref() {
@@ -377,6 +382,18 @@ pub fn run(args: TuneArgs) -> anyhow::Result<CliOutcome> {
                 Direction::Maximize
             };
             let problem = Problem::single(space.clone(), "value", dir);
+            // The engine flag `--timeout SECONDS` (per request) reads as the
+            // per-trial limit when there is no engine.
+            let timeout = match (timeout, args.engine.timeout) {
+                (Some(t), _) => Some(t),
+                (None, Some(s)) if s.is_finite() && s > 0.0 => Some(Duration::from_secs_f64(s)),
+                (None, Some(s)) => bail!(Error::invalid(
+                    "--timeout",
+                    format!("{s} is not positive"),
+                    "give seconds > 0"
+                )),
+                (None, None) => None,
+            };
             let obj = CommandObjective::new(cmd, &space, timeout, 1, 0)?;
             (problem, Box::new(obj))
         } else {
@@ -420,7 +437,7 @@ pub fn run(args: TuneArgs) -> anyhow::Result<CliOutcome> {
             }
             let (workload, requests) = args.workload.resolve()?;
             let base = Point {
-                engine: args.engine.resolve(),
+                engine: args.engine.resolve()?,
                 policy: policy_config(&policy, &args.knob)?,
                 workload,
                 requests,

@@ -1,0 +1,99 @@
+//! `fuselab bench` on the real-time engines (issue 4): the CPU engine runs
+//! every policy through the same scheduler, the null engine measures the
+//! harness, and bad weights exit 2 naming the tensor.
+
+use std::path::Path;
+
+use assert_cmd::Command;
+use predicates::prelude::*;
+use predicates::str::contains;
+
+fn fuselab(dir: &Path) -> Command {
+    let mut c = Command::cargo_bin("fuselab").expect("the fuselab binary is built");
+    c.current_dir(dir);
+    c
+}
+
+fn metrics(dir: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(dir.join("summary.json")).expect("summary.json written");
+    serde_json::from_str::<serde_json::Value>(&text).expect("JSON")["metrics"].clone()
+}
+
+#[test]
+fn the_cpu_engine_runs_every_policy_and_writes_the_same_run_folder() {
+    let tmp = tempfile::tempdir().unwrap();
+    for policy in ["static", "continuous", "chunked", "splitfuse", "prepack"] {
+        fuselab(tmp.path())
+            .args(["bench", "--engine", "cpu", "--policy", policy])
+            .args([
+                "--preset",
+                "sharegpt-like",
+                "--n",
+                "3",
+                "--rate",
+                "20",
+                "--seed",
+                "5",
+            ])
+            .args(["--out", policy])
+            .assert()
+            .success();
+        let m = metrics(&tmp.path().join(policy));
+        assert_eq!(m["completed"], 3, "{policy}");
+        assert!(m["engine"]["steps"].as_u64().unwrap() > 0, "{policy}");
+        for f in ["requests.parquet", "tokens.parquet", "steps.parquet"] {
+            assert!(tmp.path().join(policy).join(f).is_file());
+        }
+    }
+    let text = std::fs::read_to_string(tmp.path().join("static/summary.json")).unwrap();
+    assert!(text.contains("\"weights\": \"random\""));
+}
+
+#[test]
+fn the_null_engine_answers_every_request_with_its_token_count() {
+    let tmp = tempfile::tempdir().unwrap();
+    fuselab(tmp.path())
+        .args(["bench", "--engine", "null", "--preset", "fastgen-1200"])
+        .args(["--n", "200", "--rate", "2000", "--out", "null"])
+        .assert()
+        .success();
+    let m = metrics(&tmp.path().join("null"));
+    assert_eq!(m["completed"], 200);
+    assert!(m["engine"].is_null(), "the null engine has no steps");
+}
+
+#[test]
+fn mis_shaped_weights_exit_2_naming_the_tensor_and_both_shapes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("small.safetensors");
+    fuselab_cpu::write_random_safetensors(&fuselab_cpu::ModelConfig::small(), 1, &file).unwrap();
+    fuselab(tmp.path())
+        .args(["bench", "--engine", "cpu", "--model", "tiny", "--weights"])
+        .arg(&file)
+        .args(["--preset", "sharegpt-like", "--n", "1", "--out", "never"])
+        .assert()
+        .code(2)
+        .stderr(contains("tensor model.").and(contains("has shape")));
+    assert!(!tmp.path().join("never/summary.json").exists());
+}
+
+#[test]
+fn engine_flags_that_do_not_apply_are_rejected() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (args, msg) in [
+        (&["--engine", "cpu", "--hardware", "h200"][..], "--hardware"),
+        (
+            &["--engine", "sim", "--weights", "w.safetensors"][..],
+            "--weights",
+        ),
+        (&["--engine", "cpu", "--timeout", "-1"][..], "--timeout"),
+    ] {
+        fuselab(tmp.path())
+            .arg("bench")
+            .args(args)
+            .args(["--preset", "sharegpt-like", "--n", "1", "--out", "never"])
+            .assert()
+            .code(2)
+            .stderr(contains(msg));
+    }
+}
