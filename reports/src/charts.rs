@@ -9,6 +9,7 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::FontStyle;
 
+use crate::campaign::{CampaignData, ObjectiveInfo, TrialStatus};
 use crate::gate::DEFAULT_FASTGEN_RATE;
 use crate::{Error, ReportInput, Result, RunData};
 
@@ -45,6 +46,9 @@ pub enum ChartKind {
     Lines,
     /// Series stacked on top of each other as filled areas (same x values).
     StackedArea,
+    /// Lines and markers on axes fitted to the data, the y axis not anchored
+    /// at zero (tuning objectives, Pareto fronts).
+    Scatter,
 }
 
 /// How one series is drawn.
@@ -58,6 +62,10 @@ pub enum LineStyle {
     Markers,
     /// A plain line (for dense series: CDFs, time series).
     Plain,
+    /// Open circles (e.g. infeasible or dominated trials).
+    Hollow,
+    /// × markers (e.g. failed trials).
+    Cross,
 }
 
 /// Where the legend goes.
@@ -169,8 +177,9 @@ impl Chart {
 
     fn ranges(&self) -> ((f64, f64), (f64, f64)) {
         let stacked = self.kind == ChartKind::StackedArea;
+        let fit = self.kind == ChartKind::Scatter;
         let mut xs = (f64::INFINITY, f64::NEG_INFINITY);
-        let mut ys = (0.0f64, f64::NEG_INFINITY);
+        let mut ys = (if fit { f64::INFINITY } else { 0.0 }, f64::NEG_INFINITY);
         let mut tops: Vec<f64> = Vec::new();
         for s in &self.series {
             for (i, &(x, y)) in s.points.iter().enumerate() {
@@ -209,7 +218,12 @@ impl Chart {
                 hi + p,
             )
         };
-        (pad(xs, false), pad(ys, true))
+        let (y0, mut y1) = pad(ys, !fit);
+        if fit && matches!(self.legend, LegendPos::UpperLeft | LegendPos::UpperRight) {
+            // Headroom for the legend, so that it hides no point.
+            y1 += 0.3 * (y1 - y0);
+        }
+        (pad(xs, false), (y0, y1))
     }
 
     fn draw<DB: DrawingBackend>(&self, root: DrawingArea<DB, Shift>) -> Result<()> {
@@ -254,7 +268,7 @@ impl Chart {
             .draw()
             .map_err(e)?;
         match self.kind {
-            ChartKind::Lines => {
+            ChartKind::Lines | ChartKind::Scatter => {
                 for s in &self.series {
                     let color = PALETTE[s.color % PALETTE.len()];
                     let pts = s
@@ -277,9 +291,36 @@ impl Chart {
                         LineStyle::Markers => chart
                             .draw_series(pts.clone().map(|p| Circle::new(p, 5, color.filled())))
                             .map_err(e)?,
+                        LineStyle::Hollow => chart
+                            .draw_series(
+                                pts.clone()
+                                    .map(|p| Circle::new(p, 5, color.stroke_width(2))),
+                            )
+                            .map_err(e)?,
+                        LineStyle::Cross => chart
+                            .draw_series(
+                                pts.clone().map(|p| Cross::new(p, 5, color.stroke_width(2))),
+                            )
+                            .map_err(e)?,
                     };
                     let style = s.style;
-                    anno.label(s.label.as_str()).legend(move |(x, y)| {
+                    let anno = anno.label(s.label.as_str());
+                    match style {
+                        LineStyle::Hollow => {
+                            anno.legend(move |(x, y)| {
+                                Circle::new((x + 10, y), 5, color.stroke_width(2))
+                            });
+                            continue;
+                        }
+                        LineStyle::Cross => {
+                            anno.legend(move |(x, y)| {
+                                Cross::new((x + 10, y), 5, color.stroke_width(2))
+                            });
+                            continue;
+                        }
+                        _ => {}
+                    }
+                    anno.legend(move |(x, y)| {
                         let path =
                             PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2));
                         let dot = Circle::new((x + 10, y), 3, color.filled());
@@ -395,6 +436,9 @@ pub(crate) fn detail_runs(inputs: &[ReportInput]) -> Vec<(String, &RunData)> {
                     out.push((label, r));
                 }
             }
+            // Trial run folders are not loaded: the Tuning section draws
+            // the campaign from its journal.
+            ReportInput::Campaign(_) => {}
         }
     }
     let mut seen: Vec<String> = Vec::new();
@@ -505,6 +549,7 @@ pub(crate) fn effective_rate(inputs: &[ReportInput]) -> f64 {
                 .points
                 .first()
                 .and_then(|p| p.metrics.slo.fastgen_rate),
+            ReportInput::Campaign(_) => None,
         })
         .unwrap_or(DEFAULT_FASTGEN_RATE)
 }
@@ -654,7 +699,214 @@ pub fn report_charts(inputs: &[ReportInput]) -> Vec<Chart> {
             caption: format!("KV blocks in use after each step, as a share of the cache (bin mean past {MAX_STEP_POINTS} steps).{note}"),
         });
     }
+    charts.extend(tuning_charts(inputs));
     charts
+}
+
+/// The id of a campaign's chart: `{base}-{campaign}` with the campaign's
+/// 1-based number among the report's campaigns, and `-{objective}` (1-based)
+/// for per-objective charts of multi-objective campaigns.
+pub(crate) fn campaign_chart_id(base: &str, campaign: usize, objective: Option<usize>) -> String {
+    match objective {
+        Some(k) => format!("{base}-{}-{}", campaign + 1, k + 1),
+        None => format!("{base}-{}", campaign + 1),
+    }
+}
+
+/// The charts of every tuning campaign: convergence per objective, and the
+/// Pareto front of multi-objective campaigns.
+fn tuning_charts(inputs: &[ReportInput]) -> Vec<Chart> {
+    let campaigns = inputs.iter().filter_map(|i| match i {
+        ReportInput::Campaign(c) => Some(c),
+        _ => None,
+    });
+    let mut charts = Vec::new();
+    for (ci, c) in campaigns.enumerate() {
+        let objs = &c.settings.objectives;
+        for (k, o) in objs.iter().enumerate() {
+            charts.extend(convergence_chart(c, ci, k, o));
+        }
+        if objs.len() >= 2 {
+            charts.extend(pareto_chart(c, ci));
+        }
+    }
+    charts
+}
+
+fn convergence_chart(c: &CampaignData, ci: usize, k: usize, o: &ObjectiveInfo) -> Option<Chart> {
+    let value = |t: &crate::TrialData| t.objectives.get(k).copied().filter(|v| v.is_finite());
+    let pick = |status: TrialStatus| -> Vec<(f64, f64)> {
+        c.trials
+            .iter()
+            .filter(|t| t.status == status)
+            .filter_map(|t| Some((t.trial as f64, value(t)?)))
+            .collect()
+    };
+    let ok = pick(TrialStatus::Ok);
+    let infeasible = pick(TrialStatus::Infeasible);
+    if c.trials.is_empty() {
+        return None;
+    }
+    // Trials without a value are drawn on the worst value shown (or 0).
+    let worst = ok
+        .iter()
+        .chain(&infeasible)
+        .map(|p| p.1)
+        .reduce(|a, b| if o.direction.better(a, b) { b } else { a });
+    let floor = worst.unwrap_or(0.0);
+    let failed: Vec<(f64, f64)> = c
+        .trials
+        .iter()
+        .filter(|t| !t.status.ran() || value(t).is_none())
+        .map(|t| (t.trial as f64, floor))
+        .collect();
+    // Best so far as a staircase: a step up (or down) at each improvement.
+    let mut best: Vec<(f64, f64)> = Vec::new();
+    for (trial, b) in c.best_so_far(k) {
+        let x = trial as f64;
+        if let Some(&(_, prev)) = best.last()
+            && prev != b
+        {
+            best.push((x, prev));
+        }
+        best.push((x, b));
+    }
+    let mut series = Vec::new();
+    if !ok.is_empty() {
+        series.push(Series {
+            label: "ok".into(),
+            color: 0,
+            style: LineStyle::Markers,
+            points: ok,
+        });
+    }
+    if !infeasible.is_empty() {
+        series.push(Series {
+            label: "infeasible".into(),
+            color: 1,
+            style: LineStyle::Hollow,
+            points: infeasible,
+        });
+    }
+    let n_failed = failed.len();
+    if !failed.is_empty() {
+        series.push(Series {
+            label: "failed / timeout / crashed".into(),
+            color: 7,
+            style: LineStyle::Cross,
+            points: failed,
+        });
+    }
+    if !best.is_empty() {
+        series.push(Series {
+            label: "best so far".into(),
+            color: 2,
+            style: LineStyle::Plain,
+            points: best,
+        });
+    }
+    let multi = c.settings.objectives.len() > 1;
+    Some(Chart {
+        id: campaign_chart_id("convergence", ci, multi.then_some(k)),
+        title: format!("Convergence: {} ({})", c.name, o.name),
+        x_label: "trial".into(),
+        y_label: format!("{} ({})", o.name, o.direction.verb()),
+        kind: ChartKind::Scatter,
+        legend: LegendPos::UpperRight,
+        series,
+        caption: format!(
+            "Objective {} ({}) of each of the {} trials in journal order, and the best feasible value so far.{}{}",
+            o.name,
+            o.direction.verb(),
+            c.trials.len(),
+            if c.trials.iter().any(|t| t.status == TrialStatus::Infeasible) {
+                " Open circles missed an outcome constraint and do not count as best."
+            } else {
+                ""
+            },
+            if n_failed > 0 {
+                format!(" {n_failed} trial(s) produced no value: crosses on the worst value shown.")
+            } else {
+                String::new()
+            }
+        ),
+    })
+}
+
+fn pareto_chart(c: &CampaignData, ci: usize) -> Option<Chart> {
+    let objs = &c.settings.objectives;
+    let front = c.pareto_front();
+    let xy = |t: &crate::TrialData| -> Option<(f64, f64)> {
+        let (x, y) = (*t.objectives.first()?, *t.objectives.get(1)?);
+        (x.is_finite() && y.is_finite()).then_some((x, y))
+    };
+    let dominated: Vec<(f64, f64)> = c
+        .trials
+        .iter()
+        .enumerate()
+        .filter(|(i, t)| t.status == TrialStatus::Ok && !front.contains(i))
+        .filter_map(|(_, t)| xy(t))
+        .collect();
+    let infeasible: Vec<(f64, f64)> = c
+        .trials
+        .iter()
+        .filter(|t| t.status == TrialStatus::Infeasible)
+        .filter_map(xy)
+        .collect();
+    let mut front_pts: Vec<(f64, f64)> = front.iter().filter_map(|&i| xy(&c.trials[i])).collect();
+    front_pts.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.total_cmp(&b.1)));
+    if front_pts.is_empty() && dominated.is_empty() && infeasible.is_empty() {
+        return None;
+    }
+    let mut series = Vec::new();
+    if !dominated.is_empty() {
+        series.push(Series {
+            label: "dominated".into(),
+            color: 6,
+            style: LineStyle::Hollow,
+            points: dominated,
+        });
+    }
+    if !infeasible.is_empty() {
+        series.push(Series {
+            label: "infeasible".into(),
+            color: 1,
+            style: LineStyle::Cross,
+            points: infeasible,
+        });
+    }
+    let n_front = front_pts.len();
+    if !front_pts.is_empty() {
+        series.push(Series {
+            label: "Pareto front".into(),
+            color: 0,
+            // With exactly two objectives the front is a curve; with more, its
+            // projection on the first two is only a set of points.
+            style: if objs.len() == 2 {
+                LineStyle::Solid
+            } else {
+                LineStyle::Markers
+            },
+            points: front_pts,
+        });
+    }
+    Some(Chart {
+        id: campaign_chart_id("pareto", ci, None),
+        title: format!("Pareto front: {}", c.name),
+        x_label: format!("{} ({})", objs[0].name, objs[0].direction.verb()),
+        y_label: format!("{} ({})", objs[1].name, objs[1].direction.verb()),
+        kind: ChartKind::Scatter,
+        legend: LegendPos::UpperRight,
+        series,
+        caption: format!(
+            "Each feasible trial by its first two objectives; the {n_front} non-dominated trial(s) (no other feasible trial is at least as good in every objective and better in one{}) form the Pareto front.",
+            if objs.len() > 2 {
+                format!(", over all {} objectives", objs.len())
+            } else {
+                String::new()
+            }
+        ),
+    })
 }
 
 /// A curve owner: a sweep's policy or a single run.
@@ -705,6 +957,7 @@ fn curves(inputs: &[ReportInput]) -> Vec<(String, bool, Vec<CurvePoint>)> {
                     metrics: r.summary.metrics.clone(),
                 }],
             )),
+            ReportInput::Campaign(_) => {}
         }
     }
     out
@@ -796,6 +1049,7 @@ fn effective_vs_load(inputs: &[ReportInput]) -> Option<Chart> {
                 fuselab_core::Arrivals::ClosedLoop { .. } => clients = true,
                 _ => rates = true,
             },
+            ReportInput::Campaign(_) => {}
         }
     }
     for (i, (label, is_curve, pts)) in cs.iter().take(MAX_OVERLAY).enumerate() {

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use fuselab_core::{Arrivals, RequestRecord, RunSummary, StepRecord, SweepSummary};
 
 use crate::Result;
+use crate::campaign::{CampaignData, is_campaign_folder, load_campaign};
 
 /// One run folder's contents: its `summary.json` and its request and step
 /// tables.
@@ -97,6 +98,8 @@ pub enum ReportInput {
     Run(RunData),
     /// A sweep folder.
     Sweep(SweepData),
+    /// A tuning campaign folder (`fuselab tune --out DIR`).
+    Campaign(CampaignData),
 }
 
 impl ReportInput {
@@ -105,6 +108,7 @@ impl ReportInput {
         match self {
             Self::Run(r) => r.name(),
             Self::Sweep(s) => &s.summary.name,
+            Self::Campaign(c) => &c.name,
         }
     }
 }
@@ -122,10 +126,15 @@ pub fn load_run(path: &Path) -> Result<RunData> {
     Ok(run)
 }
 
-/// Reads a run folder or a sweep folder. For a sweep, only each policy's
-/// highest-load point run is read (the one whose distributions the report
-/// draws); every point's metrics come from `sweep.json`.
+/// Reads a run folder, a sweep folder or a tuning campaign folder (one that
+/// holds `trials.jsonl`). For a sweep, only each policy's highest-load point
+/// run is read (the one whose distributions the report draws); every point's
+/// metrics come from `sweep.json`. For a campaign, `campaign.json` and the
+/// journal are read (a torn last journal line is dropped and noted).
 pub fn load_input(path: &Path) -> Result<ReportInput> {
+    if is_campaign_folder(path) {
+        return Ok(ReportInput::Campaign(load_campaign(path)?));
+    }
     match fuselab_store::folder_kind(path)? {
         fuselab_store::FolderKind::Run => Ok(ReportInput::Run(load_run(path)?)),
         fuselab_store::FolderKind::Sweep => {

@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 use fuselab_core::{Metrics, RunSummary};
 use fuselab_metrics::fastgen_key;
 
+use crate::campaign::{Direction, KnobValue};
 use crate::charts::{Chart, detail_runs, effective_rate, report_charts};
 pub use crate::charts::{MAX_CDF_POINTS, MAX_STEP_POINTS};
 use crate::{ReportInput, Result, RunData, escape_html as esc};
@@ -60,16 +61,17 @@ fn num(v: f64) -> String {
     }
 }
 
-/// A table with a header row; every cell is already-escaped HTML.
+/// A table with a header row (escaped when written); every cell is
+/// already-escaped HTML.
 struct Table {
-    head: Vec<&'static str>,
+    head: Vec<String>,
     rows: Vec<Vec<(String, bool)>>,
 }
 
 impl Table {
-    fn new(head: Vec<&'static str>) -> Self {
+    fn new<S: AsRef<str>>(head: Vec<S>) -> Self {
         Self {
-            head,
+            head: head.iter().map(|h| esc(h.as_ref())).collect(),
             rows: Vec::new(),
         }
     }
@@ -171,6 +173,29 @@ fn notes(inputs: &[ReportInput], runs: &[(String, &RunData)]) -> Vec<(bool, Stri
             ReportInput::Sweep(s) => {
                 for r in s.runs.values() {
                     all.push((format!("{}/{}", s.summary.name, r.name()), &r.summary));
+                }
+            }
+            ReportInput::Campaign(c) => {
+                if c.torn_bytes > 0 {
+                    out.push((
+                        false,
+                        format!(
+                            "Campaign <code>{}</code>: the last journal line was torn ({} bytes without a newline, from a kill mid-write) and is left out; <code>fuselab tune --resume</code> drops it too.",
+                            esc(&c.name),
+                            c.torn_bytes
+                        ),
+                    ));
+                }
+                let no_value = c.trials.iter().filter(|t| !t.status.ran()).count();
+                if no_value > 0 {
+                    out.push((
+                        true,
+                        format!(
+                            "Campaign <code>{}</code>: {no_value} of {} trials failed, timed out or crashed and produced no value.",
+                            esc(&c.name),
+                            c.trials.len()
+                        ),
+                    ));
                 }
             }
         }
@@ -315,7 +340,11 @@ pub fn render_report(inputs: &[ReportInput], title: &str) -> Result<String> {
         .iter()
         .filter(|i| matches!(i, ReportInput::Run(_)))
         .count();
-    let n_sweeps = inputs.len() - n_runs;
+    let n_campaigns = inputs
+        .iter()
+        .filter(|i| matches!(i, ReportInput::Campaign(_)))
+        .count();
+    let n_sweeps = inputs.len() - n_runs - n_campaigns;
 
     let mut out = String::with_capacity(256 * 1024);
     let _ = write!(
@@ -329,12 +358,17 @@ pub fn render_report(inputs: &[ReportInput], title: &str) -> Result<String> {
     let _ = writeln!(out, "<header>\n<h1>{}</h1>", esc(title));
     let _ = writeln!(
         out,
-        "<p class=\"meta\">fuselab {} report · {} run{} · {} sweep{} · inputs: {}</p>",
+        "<p class=\"meta\">fuselab {} report · {} run{} · {} sweep{}{} · inputs: {}</p>",
         env!("CARGO_PKG_VERSION"),
         n_runs,
         if n_runs == 1 { "" } else { "s" },
         n_sweeps,
         if n_sweeps == 1 { "" } else { "s" },
+        match n_campaigns {
+            0 => String::new(),
+            1 => " · 1 campaign".into(),
+            k => format!(" · {k} campaigns"),
+        },
         inputs
             .iter()
             .map(|i| format!("<code>{}</code>", esc(i.name())))
@@ -355,6 +389,9 @@ pub fn render_report(inputs: &[ReportInput], title: &str) -> Result<String> {
     }
     if has_steps {
         toc.push(("engine-steps", "Engine steps"));
+    }
+    if n_campaigns > 0 {
+        toc.push(("tuning", "Tuning"));
     }
     toc.push(("provenance", "Provenance"));
     out.push_str("<nav><ul>");
@@ -402,7 +439,7 @@ pub fn render_report(inputs: &[ReportInput], title: &str) -> Result<String> {
         table.rows.push(row);
     }
     if table.rows.is_empty() {
-        out.push_str("<p>No run data loaded (sweeps are summarised below).</p>\n");
+        out.push_str("<p>No run data loaded (sweeps and campaigns are summarised below).</p>\n");
     } else {
         table.write(&mut out, "summary-table");
     }
@@ -518,6 +555,10 @@ pub fn render_report(inputs: &[ReportInput], title: &str) -> Result<String> {
         out.push_str("</section>\n");
     }
 
+    if n_campaigns > 0 {
+        tuning_section(&mut out, inputs, &charts)?;
+    }
+
     // Provenance.
     out.push_str("<section id=\"provenance\">\n<h2>Provenance</h2>\n");
     let mut table = Table::new(vec![
@@ -589,9 +630,13 @@ pub fn render_report(inputs: &[ReportInput], title: &str) -> Result<String> {
             ),
         ]);
     }
-    table.write(&mut out, "provenance-table");
-    out.push_str("<h3>Configuration</h3>\n");
-    config.write(&mut out, "config-table");
+    if runs.is_empty() {
+        out.push_str("<p>No run folders loaded.</p>\n");
+    } else {
+        table.write(&mut out, "provenance-table");
+        out.push_str("<h3>Configuration</h3>\n");
+        config.write(&mut out, "config-table");
+    }
     for input in inputs {
         if let ReportInput::Sweep(s) = input {
             let _ = writeln!(
@@ -610,6 +655,20 @@ pub fn render_report(inputs: &[ReportInput], title: &str) -> Result<String> {
                     .unwrap_or_default()
             );
         }
+        if let ReportInput::Campaign(c) = input {
+            let _ = writeln!(
+                out,
+                "<p class=\"meta\">Campaign <code>{}</code>: {} trials, tuner {}, seed {}{}.</p>",
+                esc(&c.name),
+                c.trials.len(),
+                esc(&c.settings.tuner),
+                c.settings.seed,
+                c.source
+                    .as_ref()
+                    .map(|p| format!(", from <code>{}</code>", esc(&p.display().to_string())))
+                    .unwrap_or_default()
+            );
+        }
     }
     out.push_str("</section>\n");
     let _ = writeln!(
@@ -618,4 +677,240 @@ pub fn render_report(inputs: &[ReportInput], title: &str) -> Result<String> {
         env!("CARGO_PKG_VERSION")
     );
     Ok(out)
+}
+
+/// A number with `digits` significant digits, without float noise.
+fn sig(v: f64, digits: i32) -> String {
+    let a = v.abs();
+    if !v.is_finite() {
+        return "–".into();
+    }
+    if a == 0.0 {
+        return "0".into();
+    }
+    let mag = a.log10().floor() as i32;
+    if !(-3..6).contains(&mag) {
+        return format!("{v:.*e}", (digits - 1).max(0) as usize);
+    }
+    let decimals = (digits - 1 - mag).max(0) as usize;
+    let s = format!("{v:.decimals$}");
+    if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        s
+    }
+}
+
+fn knob_text(v: &KnobValue) -> String {
+    match v {
+        KnobValue::Float(x) => sig(*x, 5),
+        other => other.to_string(),
+    }
+}
+
+/// How many trials the best-trials table lists at most.
+const MAX_BEST_TRIALS: usize = 10;
+/// How many failed trials are listed with their reason at most.
+const MAX_FAILED_TRIALS: usize = 10;
+
+/// The Tuning section: per campaign its settings, convergence chart(s), the
+/// Pareto front, the trial counts by status and the best trials.
+fn tuning_section(out: &mut String, inputs: &[ReportInput], charts: &[Chart]) -> Result<()> {
+    out.push_str("<section id=\"tuning\">\n<h2>Tuning</h2>\n");
+    let campaigns = inputs.iter().filter_map(|i| match i {
+        ReportInput::Campaign(c) => Some(c),
+        _ => None,
+    });
+    for (ci, c) in campaigns.enumerate() {
+        let st = &c.settings;
+        let multi = st.objectives.len() > 1;
+        let _ = writeln!(out, "<h3>Campaign {}</h3>", esc(&c.name));
+        let objectives = st
+            .objectives
+            .iter()
+            .map(|o| format!("<code>{}</code> ({})", esc(&o.name), o.direction.verb()))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let constraints = st
+            .constraints
+            .iter()
+            .map(|k| {
+                format!(
+                    "<code>{} {} {}</code>",
+                    esc(&k.name),
+                    if k.upper { "≤" } else { "≥" },
+                    sig(k.threshold, 6)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        let _ = writeln!(
+            out,
+            "<p class=\"meta\">{} trials · tuner {} · seed {} · objective{} {}{} · evaluates <code>{}</code></p>",
+            c.trials.len(),
+            esc(&st.tuner),
+            st.seed,
+            if multi { "s" } else { "" },
+            objectives,
+            if constraints.is_empty() {
+                String::new()
+            } else {
+                format!(" · outcome constraints {constraints}")
+            },
+            esc(&st.evaluates)
+        );
+        if !st.knobs.is_empty() {
+            let mut knobs = Table::new(vec!["knob", "domain"]);
+            for k in &st.knobs {
+                knobs.rows.push(vec![
+                    (format!("<code>{}</code>", esc(&k.name)), false),
+                    t(&k.domain),
+                ]);
+            }
+            knobs.write(out, &format!("campaign-{}-knobs", ci + 1));
+            if !st.knob_constraints.is_empty() {
+                let _ = writeln!(
+                    out,
+                    "<p class=\"meta\">Knob constraints: {}</p>",
+                    st.knob_constraints
+                        .iter()
+                        .map(|k| format!("<code>{}</code>", esc(k)))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+            }
+        }
+        if c.trials.is_empty() {
+            out.push_str("<p>The journal holds no finished trial yet.</p>\n");
+            continue;
+        }
+        let conv = crate::charts::campaign_chart_id("convergence", ci, None);
+        for chart in charts
+            .iter()
+            .filter(|ch| ch.id == conv || ch.id.starts_with(&format!("{conv}-")))
+        {
+            figure(out, chart)?;
+        }
+        let pareto = crate::charts::campaign_chart_id("pareto", ci, None);
+        if let Some(chart) = charts.iter().find(|ch| ch.id == pareto) {
+            figure(out, chart)?;
+        }
+        // Counts by status.
+        let mut counts = Table::new(vec!["status", "trials", "share"]);
+        for (status, k) in c.status_counts() {
+            counts.rows.push(vec![
+                t(status.as_str()),
+                n(k.to_string()),
+                n(format!("{:.0}%", 100.0 * k as f64 / c.trials.len() as f64)),
+            ]);
+        }
+        out.push_str("<h3>Trials by status</h3>\n");
+        counts.write(out, &format!("campaign-{}-status", ci + 1));
+        // Best trials.
+        let best = c.best_trials(MAX_BEST_TRIALS);
+        let front_len = if multi { c.pareto_front().len() } else { 0 };
+        if multi {
+            let _ = writeln!(
+                out,
+                "<h3>Pareto-optimal trials</h3>\n<p class=\"meta\">{front_len} non-dominated feasible trial(s){}, by {}.</p>",
+                if front_len > best.len() {
+                    format!(", the first {} shown", best.len())
+                } else {
+                    String::new()
+                },
+                esc(&st.objectives[0].name)
+            );
+        } else {
+            let _ = writeln!(
+                out,
+                "<h3>Best trials</h3>\n<p class=\"meta\">The {} best feasible trial(s), best first.</p>",
+                best.len()
+            );
+        }
+        if best.is_empty() {
+            out.push_str("<p>No trial ran and met every outcome constraint.</p>\n");
+        } else {
+            let mut head: Vec<String> = vec!["trial".into(), "status".into()];
+            head.extend(st.objectives.iter().map(|o| {
+                format!(
+                    "{} {}",
+                    o.name,
+                    match o.direction {
+                        Direction::Maximize => "↑",
+                        Direction::Minimize => "↓",
+                    }
+                )
+            }));
+            head.extend(st.constraints.iter().map(|k| k.name.clone()));
+            // Knobs in the space's order, then any the journal has beyond it.
+            let mut knob_names: Vec<&str> = st.knobs.iter().map(|k| k.name.as_str()).collect();
+            for t in &best {
+                for name in t.knobs.keys() {
+                    if !knob_names.contains(&name.as_str()) {
+                        knob_names.push(name);
+                    }
+                }
+            }
+            head.extend(knob_names.iter().map(|k| k.to_string()));
+            head.extend(["duration (s)".to_string(), "run".to_string()]);
+            let mut table = Table::new(head);
+            for tr in &best {
+                let mut row = vec![n(tr.trial.to_string()), t(tr.status.as_str())];
+                row.extend(tr.objectives.iter().map(|v| n(sig(*v, 5))));
+                row.extend(st.constraints.iter().map(|k| {
+                    n(tr.constraints
+                        .get(&k.name)
+                        .map(|v| sig(*v, 5))
+                        .unwrap_or_else(|| "–".into()))
+                }));
+                row.extend(knob_names.iter().map(|k| {
+                    tr.knobs
+                        .get(*k)
+                        .map(|v| {
+                            (
+                                esc(&knob_text(v)),
+                                matches!(v, KnobValue::Int(_) | KnobValue::Float(_)),
+                            )
+                        })
+                        .unwrap_or_else(|| t("–"))
+                }));
+                row.push(n(sig(tr.duration_s, 3)));
+                row.push((
+                    tr.run
+                        .as_ref()
+                        .map(|r| format!("<code>{}</code>", esc(r)))
+                        .unwrap_or_else(|| "–".into()),
+                    false,
+                ));
+                table.rows.push(row);
+            }
+            table.write(out, &format!("campaign-{}-best", ci + 1));
+        }
+        // Why trials failed.
+        let failed: Vec<_> = c.trials.iter().filter(|t| !t.status.ran()).collect();
+        if !failed.is_empty() {
+            let _ = writeln!(
+                out,
+                "<h3>Failed trials</h3>\n<p class=\"meta\">{} trial(s) produced no value{}.</p>",
+                failed.len(),
+                if failed.len() > MAX_FAILED_TRIALS {
+                    format!("; the first {MAX_FAILED_TRIALS} are listed")
+                } else {
+                    String::new()
+                }
+            );
+            let mut table = Table::new(vec!["trial", "status", "duration (s)", "reason"]);
+            for tr in failed.iter().take(MAX_FAILED_TRIALS) {
+                table.rows.push(vec![
+                    n(tr.trial.to_string()),
+                    t(tr.status.as_str()),
+                    n(sig(tr.duration_s, 3)),
+                    t(tr.message.as_deref().unwrap_or("–")),
+                ]);
+            }
+            table.write(out, &format!("campaign-{}-failed", ci + 1));
+        }
+    }
+    out.push_str("</section>\n");
+    Ok(())
 }

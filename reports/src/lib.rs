@@ -7,6 +7,9 @@
 //!   folders, with latency–throughput curves, latency CDFs, effective
 //!   throughput against load, per-step batch composition, KV utilisation,
 //!   summary and provenance tables. Several inputs overlay for comparison.
+//!   Tuning campaigns (`fuselab tune --out DIR`) add a Tuning section: the
+//!   convergence curve, the Pareto front of multi-objective campaigns, the
+//!   best trials and the trial counts by status.
 //! * [`report_charts`] and [`Chart::to_svg`] / [`Chart::to_png`]: the same
 //!   charts, each on its own, for papers and pull-request comments.
 //! * [`gate`]: the CI regression gate. Candidate against baseline per metric,
@@ -14,9 +17,9 @@
 //!   metric (improved, regressed, no change); Markdown and JUnit XML output;
 //!   a small store of named baselines.
 //!
-//! The inputs are plain data ([`RunData`], [`SweepData`]) built from the run
-//! store's folders by the caller, so this crate does no Parquet I/O itself
-//! (the baselines store only copies folders).
+//! The inputs are plain data ([`RunData`], [`SweepData`], [`CampaignData`])
+//! built from the run store's folders and campaign journals, so this crate
+//! does no Parquet I/O itself (the baselines store only copies folders).
 //!
 //! ## Design notes
 //!
@@ -29,6 +32,7 @@
 //! which needs real glyph outlines. DejaVu Sans (free license, shipped by the
 //! `dejavu` crate) is embedded so PNG output never depends on system fonts.
 
+mod campaign;
 mod charts;
 mod data;
 mod error;
@@ -38,6 +42,11 @@ mod html;
 #[doc(hidden)]
 pub mod synth;
 
+pub use campaign::{
+    CAMPAIGN_FILE, CAMPAIGN_SCHEMA, CampaignData, CampaignSettings, Direction, KnobInfo, KnobValue,
+    ObjectiveInfo, OutcomeConstraintInfo, TRIALS_FILE, TrialData, TrialStatus, is_campaign_folder,
+    load_campaign,
+};
 pub use charts::{Chart, ChartKind, LineStyle, Series, report_charts};
 pub use data::{ReportInput, RunData, SweepData, load_input, load_run};
 pub use error::{Error, Result};

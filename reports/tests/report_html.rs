@@ -2,10 +2,14 @@
 //! escaped, bounded in size, with the expected charts.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
 use fuselab_core::{LoadKind, SCHEMA_VERSION, SweepPoint, SweepSummary};
 use fuselab_reports::synth::{SynthConfig, synth_run};
-use fuselab_reports::{ReportInput, SweepData, render_report, report_charts};
+use fuselab_reports::{
+    CampaignData, LineStyle, ReportInput, SweepData, TrialStatus, load_input, render_report,
+    report_charts,
+};
 
 fn run(name: &str, policy: &str, clients: usize, tpot: f64) -> fuselab_reports::RunData {
     synth_run(
@@ -67,7 +71,65 @@ fn inputs() -> Vec<ReportInput> {
         ReportInput::Run(run("baseline-run", "splitfuse", 8, 0.02)),
         ReportInput::Run(evil),
         ReportInput::Sweep(sweep()),
+        ReportInput::Campaign(
+            CampaignData::parse("tune-bo", CAMPAIGN_1, &trials_1(true), Path::new("tune-bo"))
+                .unwrap(),
+        ),
     ]
+}
+
+/// `campaign.json` of a one-objective campaign with an outcome constraint and
+/// a knob named `<b>` (names are user input).
+const CAMPAIGN_1: &str = r#"{
+  "schema": 1,
+  "problem": {
+    "space": {
+      "params": [
+        {"name": "<b>", "domain": {"kind": "int", "lo": 1, "hi": 9, "log": false}},
+        {"name": "x", "domain": {"kind": "float", "lo": 0.0, "hi": 1.0, "log": false}}
+      ],
+      "constraints": []
+    },
+    "objectives": [{"name": "goodput", "direction": "maximize"}],
+    "constraints": [{"name": "p99_e2e_s", "upper": true, "threshold": 2.0}]
+  },
+  "tuner": "bo",
+  "seed": 7,
+  "objective": "command: ./bench.sh {<b>} {x}"
+}"#;
+
+/// Six trials (ok, infeasible, failed, timeout), optionally followed by a
+/// torn line as a kill mid-write leaves it.
+fn trials_1(torn: bool) -> String {
+    let mut s = String::new();
+    let rows: [(u32, f64, &str, &str, &str); 6] = [
+        (2, 0.5, "1.5", r#"{"p99_e2e_s":1.2}"#, "ok"),
+        (4, 0.25, "2.5", r#"{"p99_e2e_s":1.5}"#, "ok"),
+        (8, 0.9, "4.0", r#"{"p99_e2e_s":3.1}"#, "infeasible"),
+        (3, 0.1, "null", "{}", "failed"),
+        (5, 0.75, "3.25", r#"{"p99_e2e_s":1.9}"#, "ok"),
+        (9, 0.0, "null", "{}", "timeout"),
+    ];
+    for (i, (b, x, obj, cons, status)) in rows.iter().enumerate() {
+        let message = match *status {
+            "failed" => r#","message":"exit status 1: <oops>""#,
+            "timeout" => r#","message":"passed 1s""#,
+            _ => "",
+        };
+        s.push_str(&format!(
+            "{{\"trial\":{i},\"knobs\":{{\"<b>\":{b},\"x\":{x}}},\"objective\":{obj},\"constraints\":{cons},\"status\":\"{status}\",\"run\":\"runs/{i:04}\",\"duration_s\":0.5{message}}}\n"
+        ));
+    }
+    if torn {
+        s.push_str(r#"{"trial":6,"knobs":{"<b>":"#);
+    }
+    s
+}
+
+fn write_campaign(dir: &Path, campaign: &str, trials: &str) {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join("campaign.json"), campaign).unwrap();
+    std::fs::write(dir.join("trials.jsonl"), trials).unwrap();
 }
 
 /// The page's structure: headings, figures and table rows (tags stripped).
@@ -135,6 +197,7 @@ fn report_is_self_contained_escaped_and_has_every_chart() {
         "e2e-cdf",
         "batch-composition-1",
         "kv-utilisation",
+        "convergence-1",
     ] {
         assert!(
             html.contains(&format!("<figure id=\"chart-{id}\">")),
@@ -179,4 +242,178 @@ fn charts_render_as_standalone_svg_and_png() {
         // A chart with text and lines compresses, but not to nothing.
         assert!(png.len() > 5_000, "{} bytes", png.len());
     }
+}
+
+#[test]
+fn a_campaign_folder_renders_its_convergence_escaped_and_tolerates_a_torn_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("tune-bo");
+    write_campaign(&dir, CAMPAIGN_1, &trials_1(true));
+    let input = load_input(&dir).unwrap();
+    let ReportInput::Campaign(c) = &input else {
+        panic!("a folder with trials.jsonl is a campaign: {input:?}");
+    };
+    assert_eq!(c.name, "tune-bo");
+    assert_eq!(c.trials.len(), 6, "the torn 7th line is left out");
+    assert_eq!(c.torn_bytes, r#"{"trial":6,"knobs":{"<b>":"#.len());
+    assert_eq!(c.trials[2].status, TrialStatus::Infeasible);
+    // Best feasible so far: the infeasible 4.0 does not count.
+    assert_eq!(
+        c.best_so_far(0),
+        vec![(0, 1.5), (1, 2.5), (2, 2.5), (3, 2.5), (4, 3.25), (5, 3.25)]
+    );
+    let best: Vec<usize> = c.best_trials(10).iter().map(|t| t.trial).collect();
+    assert_eq!(best, vec![4, 1, 0]);
+
+    let charts = report_charts(std::slice::from_ref(&input));
+    let ids: Vec<&str> = charts.iter().map(|c| c.id.as_str()).collect();
+    assert_eq!(ids, vec!["convergence-1"], "one objective: no Pareto chart");
+    let conv = &charts[0];
+    let styles: Vec<(&str, LineStyle, usize)> = conv
+        .series
+        .iter()
+        .map(|s| (s.label.as_str(), s.style, s.points.len()))
+        .collect();
+    assert_eq!(
+        styles,
+        vec![
+            ("ok", LineStyle::Markers, 3),
+            ("infeasible", LineStyle::Hollow, 1),
+            ("failed / timeout / crashed", LineStyle::Cross, 2),
+            // 6 trials plus one extra corner per improvement (2).
+            ("best so far", LineStyle::Plain, 8),
+        ]
+    );
+    // Failed trials sit on the lowest value drawn.
+    assert!(conv.series[2].points.iter().all(|p| p.1 == 1.5));
+    assert!(conv.to_svg().unwrap().contains("best so far"));
+
+    let html = render_report(&[input], "campaign").unwrap();
+    assert!(html.contains("<figure id=\"chart-convergence-1\">"));
+    assert!(html.contains("<a href=\"#tuning\">Tuning</a>"));
+    assert!(!html.contains("<b>"), "raw knob name in the report");
+    assert!(
+        !html.contains("<oops>"),
+        "raw failure message in the report"
+    );
+    assert!(html.contains("<th>&lt;b&gt;</th>"));
+    assert!(html.contains("<code>&lt;b&gt;</code>"));
+    assert!(html.contains("exit status 1: &lt;oops&gt;"));
+    assert!(html.contains("last journal line was torn"));
+    assert!(html.contains("<table id=\"campaign-1-best\">"));
+    assert!(!html.contains("chart-pareto"));
+    assert_eq!(
+        html.matches("<svg ").count(),
+        html.matches("</svg>").count()
+    );
+}
+
+#[test]
+fn a_two_objective_campaign_gets_a_pareto_chart_with_the_front_highlighted() {
+    let meta = CAMPAIGN_1
+        .replace(
+            r#"[{"name": "goodput", "direction": "maximize"}]"#,
+            r#"[{"name": "throughput", "direction": "maximize"}, {"name": "p99 <latency>", "direction": "minimize"}]"#,
+        )
+        .replace(
+            r#"[{"name": "p99_e2e_s", "upper": true, "threshold": 2.0}]"#,
+            "[]",
+        );
+    // (throughput ↑, latency ↓): 0, 1 and 4 trade off; 2 is dominated by 1;
+    // 3 by 4; 5 failed.
+    let pts = [
+        ("[10.0,1.0]", "ok"),
+        ("[20.0,2.0]", "ok"),
+        ("[15.0,2.5]", "ok"),
+        ("[25.0,4.0]", "ok"),
+        ("[30.0,3.0]", "ok"),
+        ("null", "crashed"),
+    ];
+    let mut journal = String::new();
+    for (i, (obj, status)) in pts.iter().enumerate() {
+        let (objective, objectives) = if *obj == "null" {
+            ("null".to_string(), String::new())
+        } else {
+            (
+                obj.trim_start_matches('[')
+                    .split(',')
+                    .next()
+                    .unwrap()
+                    .to_string(),
+                format!(",\"objectives\":{obj}"),
+            )
+        };
+        journal.push_str(&format!(
+            "{{\"trial\":{i},\"knobs\":{{\"<b>\":{},\"x\":0.5}},\"objective\":{objective}{objectives},\"constraints\":{{}},\"status\":\"{status}\",\"run\":null,\"duration_s\":1.0}}\n",
+            i + 1
+        ));
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("pareto");
+    write_campaign(&dir, &meta, &journal);
+    let input = load_input(&dir).unwrap();
+    let ReportInput::Campaign(c) = &input else {
+        panic!("not a campaign");
+    };
+    assert_eq!(c.pareto_front(), vec![0, 1, 4]);
+    let charts = report_charts(std::slice::from_ref(&input));
+    let ids: Vec<&str> = charts.iter().map(|c| c.id.as_str()).collect();
+    assert_eq!(ids, vec!["convergence-1-1", "convergence-1-2", "pareto-1"]);
+    let pareto = &charts[2];
+    let front = pareto
+        .series
+        .iter()
+        .find(|s| s.label == "Pareto front")
+        .unwrap();
+    assert_eq!(front.style, LineStyle::Solid);
+    assert_eq!(front.points, vec![(10.0, 1.0), (20.0, 2.0), (30.0, 3.0)]);
+    let dominated = pareto
+        .series
+        .iter()
+        .find(|s| s.label == "dominated")
+        .unwrap();
+    assert_eq!(dominated.points, vec![(15.0, 2.5), (25.0, 4.0)]);
+    // The minimised objective's best so far goes down, never up.
+    let best = c.best_so_far(1);
+    assert!(best.windows(2).all(|w| w[1].1 <= w[0].1));
+    assert_eq!(best.last(), Some(&(5, 1.0)));
+
+    let html = render_report(&[input], "pareto").unwrap();
+    assert!(html.contains("<figure id=\"chart-pareto-1\">"));
+    assert!(html.contains("<h3>Pareto-optimal trials</h3>"));
+    assert!(html.contains("p99 &lt;latency&gt; ↓"));
+    assert!(!html.contains("<latency>"));
+    // Three front rows in the best-trials table.
+    let table = html.split("<table id=\"campaign-1-best\">").nth(1).unwrap();
+    let table = table.split("</table>").next().unwrap();
+    assert_eq!(table.matches("<tr>").count(), 1 + 3);
+}
+
+#[test]
+fn a_damaged_journal_is_an_error_naming_the_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("bad");
+    let good = trials_1(false);
+    let mut lines: Vec<&str> = good.lines().collect();
+    lines.insert(2, "{not json");
+    write_campaign(&dir, CAMPAIGN_1, &(lines.join("\n") + "\n"));
+    let e = load_input(&dir).unwrap_err().to_string();
+    assert!(e.contains("trials.jsonl:3"), "{e}");
+    // A journal without its campaign.json cannot say what is maximised.
+    std::fs::remove_file(dir.join("campaign.json")).unwrap();
+    let e = load_input(&dir).unwrap_err().to_string();
+    assert!(e.contains("campaign.json"), "{e}");
+}
+
+#[test]
+fn a_campaign_without_trials_yet_renders_without_charts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("fresh");
+    write_campaign(&dir, CAMPAIGN_1, "");
+    let input = load_input(&dir).unwrap();
+    assert!(report_charts(std::slice::from_ref(&input)).is_empty());
+    let html = render_report(&[input], "fresh").unwrap();
+    assert!(html.contains("<h3>Campaign fresh</h3>"));
+    assert!(html.contains("The journal holds no finished trial yet."));
+    assert!(!html.contains("<figure"));
 }

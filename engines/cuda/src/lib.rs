@@ -1,1 +1,41 @@
-//! The CUDA backend: cudarc, NVRTC kernels and cuBLAS on NVIDIA GPUs.
+//! # fuselab-cuda
+//!
+//! The CUDA backend: a Llama-architecture model in bf16 on one NVIDIA GPU,
+//! behind the engine's [`fuselab_engine::Backend`] trait.
+//!
+//! * Kernels come from [`fuselab_kernels::cuda`] (NVRTC at start-up): RMSNorm,
+//!   RoPE, SiLU·mul, the paged KV write, ragged flash prefill attention and
+//!   split-KV paged decode attention through block tables; GEMMs on cuBLAS.
+//! * The paged KV cache lives on the device, sized in
+//!   [`fuselab_engine::Backend::init_kv`] from the budget
+//!   `free memory × 0.9 − weights`.
+//! * A step uploads its metadata (token ids, positions, KV slots, `cu_seqlens`,
+//!   block tables) built on the host, runs every layer over all the step's
+//!   rows (padding rows too, for padded batches), applies `lm_head` only to the
+//!   sampled rows, samples greedily on the device and copies back only the
+//!   token ids; it synchronises the stream before returning, so the engine's
+//!   wall-clock step time is the real one.
+//! * Shapes: [`CudaModelConfig::llama3_8b`] and [`CudaModelConfig::tiny`]
+//!   (heads of 128, which the attention kernels require). Weights are seeded
+//!   random (filled on the GPU) or uploaded from a safetensors file.
+//!
+//! Without a driver every constructor fails with `no CUDA driver found (...)`;
+//! call [`probe`] first to check cheaply (cudarc panics when `libcuda` is missing,
+//! the probe does not).
+
+mod backend;
+mod config;
+mod error;
+mod weights;
+
+pub use backend::{CudaBackend, CudaOptions};
+pub use config::CudaModelConfig;
+pub use error::CudaBackendError;
+
+/// Checks, without panicking, that the CUDA driver, NVRTC and cuBLAS libraries load.
+///
+/// # Errors
+/// `no CUDA driver found (...)` or a missing-library error naming the fix.
+pub fn probe() -> Result<(), CudaBackendError> {
+    Ok(fuselab_kernels::cuda::probe_driver()?)
+}

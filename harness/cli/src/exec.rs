@@ -26,6 +26,8 @@ pub enum EngineKind {
     Cpu,
     /// Answers every request at once: measures the harness's own overhead.
     Null,
+    /// The CUDA backend: bf16 Llama on an NVIDIA GPU (random weights), in real time.
+    Cuda,
 }
 
 impl EngineKind {
@@ -35,13 +37,14 @@ impl EngineKind {
             Self::Sim => "sim",
             Self::Cpu => "cpu",
             Self::Null => "null",
+            Self::Cuda => "cuda",
         }
     }
 
     /// The model shape used when none is given.
     pub fn default_model(self) -> &'static str {
         match self {
-            Self::Sim => "llama3-8b",
+            Self::Sim | Self::Cuda => "llama3-8b",
             Self::Cpu | Self::Null => "tiny",
         }
     }
@@ -62,6 +65,10 @@ pub struct EngineSpec {
     pub weights: Option<PathBuf>,
     /// Per-request timeout for real-time engines, seconds.
     pub timeout_s: Option<f64>,
+    /// Warm-up for real-time engines: requests due before it run but are not measured.
+    pub warmup_s: Option<f64>,
+    /// Measurement window after the warm-up for real-time engines, seconds.
+    pub window_s: Option<f64>,
 }
 
 /// One benchmark point, fully resolved.
@@ -90,9 +97,11 @@ pub struct PointResult {
     pub info: EngineInfo,
     /// Computed metrics.
     pub metrics: Metrics,
+    /// The run was cancelled (Ctrl-C): the records hold what was measured.
+    pub cancelled: bool,
 }
 
-/// Runs a point to completion.
+/// Runs a point to completion (or until Ctrl-C for real-time engines).
 pub fn run_point(point: &Point) -> anyhow::Result<PointResult> {
     let clients = match point.workload.arrivals {
         Arrivals::ClosedLoop { clients } => Some(clients),
@@ -105,6 +114,7 @@ pub fn run_point(point: &Point) -> anyhow::Result<PointResult> {
         policy: Some(point.policy.kind.name().into()),
         knobs: point.policy.knobs(),
     };
+    let mut cancelled = false;
     let (records, steps) = match point.engine.kind {
         EngineKind::Sim => {
             let backend = SimBackend::new(&SimConfig {
@@ -121,8 +131,24 @@ pub fn run_point(point: &Point) -> anyhow::Result<PointResult> {
             info.hardware = Some(point.engine.hardware.clone());
             (run.records, run.steps)
         }
-        EngineKind::Cpu | EngineKind::Null => {
-            let engine: Box<dyn EngineHandle> = if point.engine.kind == EngineKind::Cpu {
+        EngineKind::Cpu | EngineKind::Null | EngineKind::Cuda => {
+            let engine: Box<dyn EngineHandle> = if point.engine.kind == EngineKind::Cuda {
+                // Probe first: without a driver this is a clean error (exit 2), never a panic.
+                fuselab_cuda::probe()?;
+                let cfg = fuselab_cuda::CudaModelConfig::preset(&point.engine.model)?;
+                let (policy, seed) = (point.policy.clone(), point.workload.seed);
+                info.hardware = Some("cuda:0".into());
+                info.knobs.insert("weights".into(), "random".into());
+                // The device is opened on the engine's own thread (CUDA contexts are per thread).
+                Box::new(NativeEngineHandle::new("cuda", move || {
+                    let backend = fuselab_cuda::CudaBackend::random(
+                        cfg,
+                        seed,
+                        fuselab_cuda::CudaOptions::default(),
+                    )?;
+                    Ok(NativeEngine::new(backend, policy)?)
+                }))
+            } else if point.engine.kind == EngineKind::Cpu {
                 let backend = fuselab_cpu::CpuBackend::load(
                     &point.engine.model,
                     point.engine.weights.as_deref(),
@@ -152,16 +178,13 @@ pub fn run_point(point: &Point) -> anyhow::Result<PointResult> {
                 None => RealtimePlan::open_loop(point.requests.clone()),
             };
             plan.timeout_s = point.engine.timeout_s;
+            plan.warmup_s = point.engine.warmup_s.unwrap_or(0.0);
+            plan.window_s = point.engine.window_s;
             let run = run_realtime_blocking(plan, engine, true)?;
             if let Some(err) = &run.engine_error {
                 tracing::error!("engine failed: {err}");
             }
-            if run.cancelled {
-                tracing::warn!(
-                    "cancelled: keeping the {} requests measured",
-                    run.records.len()
-                );
-            }
+            cancelled = run.cancelled;
             (run.records, run.steps)
         }
     };
@@ -173,6 +196,7 @@ pub fn run_point(point: &Point) -> anyhow::Result<PointResult> {
         steps,
         info,
         metrics,
+        cancelled,
     })
 }
 
@@ -217,6 +241,15 @@ pub fn write_point(
     )
     .with_context(|| format!("writing the run folder {}", dir.display()))?;
     Ok(())
+}
+
+/// The error returned after a cancelled point's measurements were written.
+pub fn cancelled_error(result: &PointResult, dir: &Path) -> anyhow::Error {
+    anyhow::anyhow!(
+        "cancelled by Ctrl-C: the {} requests measured so far are in {}",
+        result.records.len(),
+        dir.display()
+    )
 }
 
 /// The command line of this process, for provenance.

@@ -13,7 +13,10 @@ use clap::{Parser, Subcommand};
 
 /// fuselab: a laboratory for LLM inference performance.
 #[derive(Debug, Parser)]
-#[command(name = "fuselab", version, about, long_about = None)]
+#[command(name = "fuselab", version, long_about = None)]
+#[command(
+    about = "fuselab: a laboratory for LLM inference performance (workloads, engines, sweeps, tuning, reports, CI gate)."
+)]
 #[command(
     after_help = "Exit codes: 0 success, 1 regression found by `gate`, 2 usage/config/runtime error."
 )]

@@ -200,6 +200,8 @@ fn sweep_writes_a_curve_per_policy_and_finds_the_max_rate_under_the_slo() {
         let run = tmp.path().join("sw").join(p["run"].as_str().unwrap());
         assert!(run.join("summary.json").is_file());
     }
+    let curve = std::fs::read_to_string(tmp.path().join("sw/curve.txt")).unwrap();
+    assert!(curve.contains("TTFT p90") && curve.contains("max rate under SLO"));
     let found = sweep["max_under_slo"].as_array().unwrap();
     assert_eq!(found.len(), 2);
     for f in found {

@@ -97,3 +97,83 @@ fn engine_flags_that_do_not_apply_are_rejected() {
             .stderr(contains(msg));
     }
 }
+
+#[test]
+fn the_cuda_engine_without_a_driver_exits_2_saying_so() {
+    if fuselab_cuda::probe().is_ok() {
+        eprintln!("skipping: a CUDA driver is present, so `--engine cuda` would run");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    fuselab(tmp.path())
+        .args(["bench", "--engine", "cuda", "--model", "tiny"])
+        .args(["--preset", "sharegpt-like", "--n", "2", "--out", "never"])
+        .assert()
+        .code(2)
+        .stderr(contains("no CUDA driver found (").and(contains("panicked").not()));
+    assert!(!tmp.path().join("never/summary.json").exists());
+}
+
+#[test]
+fn ctrl_c_writes_what_was_measured_then_exits_2() {
+    let tmp = tempfile::tempdir().unwrap();
+    let child = std::process::Command::new(assert_cmd::cargo::cargo_bin("fuselab"))
+        .current_dir(tmp.path())
+        .args(["bench", "--engine", "null", "--preset", "sharegpt-like"])
+        .args([
+            "--n",
+            "2000",
+            "--rate",
+            "20",
+            "--arrivals",
+            "constant",
+            "--out",
+            "cut",
+        ])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Interrupt once the run is under way (the schedule spans 100 s).
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let status = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cancelled by Ctrl-C"));
+    let m = metrics(&tmp.path().join("cut"));
+    let n = m["requests"].as_u64().unwrap();
+    assert!(n > 0 && n < 2000, "{n} requests kept");
+}
+
+#[test]
+fn warmup_and_window_select_the_measured_requests() {
+    let tmp = tempfile::tempdir().unwrap();
+    fuselab(tmp.path())
+        .args(["bench", "--engine", "null", "--preset", "sharegpt-like"])
+        .args(["--n", "1000", "--rate", "100", "--arrivals", "constant"])
+        .args(["--warmup", "0.5", "--window", "1", "--out", "w"])
+        .assert()
+        .success();
+    let n = metrics(&tmp.path().join("w"))["requests"].as_u64().unwrap();
+    assert!(
+        (99..=101).contains(&n),
+        "{n} measured requests, expected the 100 due in [0.5 s, 1.5 s)"
+    );
+    fuselab(tmp.path())
+        .args([
+            "bench",
+            "--engine",
+            "sim",
+            "--warmup",
+            "1",
+            "--preset",
+            "sharegpt-like",
+        ])
+        .args(["--n", "1", "--out", "never"])
+        .assert()
+        .code(2)
+        .stderr(contains("--warmup"));
+}

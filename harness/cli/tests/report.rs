@@ -118,7 +118,83 @@ fn a_missing_folder_exits_2() {
         .assert()
         .code(2)
         .stderr(
-            predicate::str::contains("cannot read run or sweep folder")
+            predicate::str::contains("cannot read run, sweep or campaign folder")
                 .and(predicate::str::contains("nope")),
         );
+}
+
+/// `fuselab tune --objective-cmd` writes a campaign folder; `fuselab report`
+/// draws its convergence, counts its trials by status (the command fails on
+/// one knob value, so failures are data) and lists the best trials.
+#[test]
+fn report_of_a_tuning_campaign() {
+    let tmp = tempfile::tempdir().unwrap();
+    let campaign = tmp.path().join("campaigns/quad");
+    Command::cargo_bin("fuselab")
+        .unwrap()
+        .args([
+            "tune",
+            "--objective-cmd",
+            r#"if [ {blk} -eq 64 ]; then exit 3; fi; awk "BEGIN{print -({x1}-1)^2}""#,
+            "--space",
+            "x1=-3.0..3,blk=16|32|64",
+            "--budget",
+            "6",
+            "--seed",
+            "5",
+        ])
+        .arg("--out")
+        .arg(&campaign)
+        .assert()
+        .success();
+    let journal: Vec<serde_json::Value> = std::fs::read_to_string(campaign.join("trials.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(journal.len(), 6);
+    let count = |s: &str| journal.iter().filter(|r| r["status"] == s).count();
+    let best = journal
+        .iter()
+        .filter(|r| r["status"] == "ok")
+        .max_by(|a, b| {
+            let (x, y) = (a["objective"].as_f64(), b["objective"].as_f64());
+            x.unwrap().total_cmp(&y.unwrap())
+        })
+        .map(|r| r["trial"].as_u64().unwrap());
+
+    let out = tmp.path().join("r.html");
+    let charts = tmp.path().join("charts");
+    Command::cargo_bin("fuselab")
+        .unwrap()
+        .arg("report")
+        .arg(&campaign)
+        .arg("-o")
+        .arg(&out)
+        .arg("--charts")
+        .arg(&charts)
+        .assert()
+        .code(0)
+        .stdout(predicate::str::contains("charts: 1 SVG files"));
+    let html = std::fs::read_to_string(&out).unwrap();
+    assert!(html.contains("<h2>Tuning</h2>"));
+    assert!(html.contains("<h3>Campaign quad</h3>"));
+    assert!(html.contains("<figure id=\"chart-convergence-1\">"));
+    for status in ["ok", "failed"] {
+        let row = format!(
+            "<tr><td>{status}</td><td class=\"num\">{}</td>",
+            count(status)
+        );
+        assert!(html.contains(&row), "missing {row}");
+    }
+    if let Some(best) = best {
+        let table = html.split("<table id=\"campaign-1-best\">").nth(1).unwrap();
+        let first_row = table.split("<tr>").nth(2).unwrap();
+        assert!(
+            first_row.starts_with(&format!("<td class=\"num\">{best}</td><td>ok</td>")),
+            "best trial {best} first: {first_row}"
+        );
+    }
+    let svg = std::fs::read_to_string(charts.join("convergence-1.svg")).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("best so far"));
 }

@@ -27,6 +27,7 @@ mod error;
 mod record;
 mod request;
 mod summary;
+mod time;
 mod workload;
 
 pub use error::{Error, Result};
@@ -36,4 +37,5 @@ pub use summary::{
     EngineInfo, EngineStats, LatencyStats, LoadKind, MaxLoadUnderSlo, Metrics, Provenance,
     RunSummary, SCHEMA_VERSION, Slo, SweepPoint, SweepSummary,
 };
+pub use time::{utc_from_unix, utc_now};
 pub use workload::{Arrivals, LengthDist, PrefixSpec, WorkloadSpec};

@@ -349,29 +349,7 @@ impl Report {
     }
 }
 
-/// The current UTC time as `YYYY-MM-DDTHH:MM:SSZ`.
-pub fn utc_now() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        (rem / 60) % 60,
-        rem % 60
-    )
-}
+pub use fuselab_core::utc_now;
 
 fn jstr(s: &str) -> String {
     let mut o = String::with_capacity(s.len() + 2);
@@ -1137,16 +1115,6 @@ pub fn run_cpu(opts: &BenchOptions) -> Result<Report, CudaError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn utc_now_is_an_iso_timestamp() {
-        let t = utc_now();
-        assert_eq!(t.len(), 20, "{t}");
-        assert!(
-            t.starts_with("20") && t.ends_with('Z') && &t[10..11] == "T",
-            "{t}"
-        );
-    }
 
     #[test]
     fn baseline_parses_pairs_and_names_bad_lines() {

@@ -68,7 +68,8 @@ pub struct EngineOpts {
     pub hardware: Option<String>,
 
     /// Model shape: llama3-8b, llama2-7b, llama2-13b, llama3-70b, tiny for the
-    /// simulator; tiny or small for the CPU engine [default: llama3-8b; tiny for cpu].
+    /// simulator; tiny or small for the CPU engine; llama3-8b or tiny for the CUDA
+    /// engine [default: llama3-8b; tiny for cpu].
     #[arg(long, value_name = "NAME")]
     pub model: Option<String>,
 
@@ -81,9 +82,19 @@ pub struct EngineOpts {
     #[arg(long, value_name = "FILE")]
     pub weights: Option<PathBuf>,
 
-    /// Per-request timeout in seconds for real-time engines (cpu, null) [default: none].
+    /// Per-request timeout in seconds for real-time engines (cpu, cuda, null) [default: none].
     #[arg(long, value_name = "SECONDS", allow_negative_numbers = true)]
     pub timeout: Option<f64>,
+
+    /// Warm-up in seconds for real-time engines: requests due before it run but
+    /// are not measured [default: 0].
+    #[arg(long, value_name = "SECONDS", allow_negative_numbers = true)]
+    pub warmup: Option<f64>,
+
+    /// Measurement window in seconds after the warm-up for real-time engines;
+    /// requests due after it are not sent [default: every request].
+    #[arg(long, value_name = "SECONDS", allow_negative_numbers = true)]
+    pub window: Option<f64>,
 }
 
 impl EngineOpts {
@@ -115,17 +126,34 @@ impl EngineOpts {
         only_for(
             "--timeout",
             self.timeout.is_some() && kind == EngineKind::Sim,
-            "cpu or null",
+            "cpu, cuda or null",
         )?;
-        if let Some(t) = self.timeout
-            && !(t.is_finite() && t > 0.0)
-        {
-            return Err(Error::invalid(
-                "--timeout",
-                format!("{t} is not positive"),
-                "give seconds > 0",
-            )
-            .into());
+        only_for(
+            "--warmup",
+            self.warmup.is_some() && kind == EngineKind::Sim,
+            "cpu, cuda or null",
+        )?;
+        only_for(
+            "--window",
+            self.window.is_some() && kind == EngineKind::Sim,
+            "cpu, cuda or null",
+        )?;
+        for (flag, value, zero_ok) in [
+            ("--timeout", self.timeout, false),
+            ("--warmup", self.warmup, true),
+            ("--window", self.window, false),
+        ] {
+            if let Some(t) = value
+                && !(t.is_finite() && (t > 0.0 || (zero_ok && t == 0.0)))
+            {
+                let bound = if zero_ok { ">= 0" } else { "> 0" };
+                return Err(Error::invalid(
+                    flag,
+                    format!("{t} is not a valid number of seconds"),
+                    format!("give seconds {bound}"),
+                )
+                .into());
+            }
         }
         Ok(EngineSpec {
             kind,
@@ -137,6 +165,8 @@ impl EngineOpts {
             tp: self.tp.unwrap_or(1),
             weights: self.weights.clone(),
             timeout_s: self.timeout,
+            warmup_s: self.warmup,
+            window_s: self.window,
         })
     }
 }
@@ -189,6 +219,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<Outcome> {
         .file_name()
         .map_or_else(|| "bench".into(), |n| n.to_string_lossy().into_owned());
     exec::write_point(&out, true, &name, &point, &result)?;
+    if result.cancelled {
+        return Err(exec::cancelled_error(&result, &out));
+    }
     let label = format!("{}@{}", policy_name, load_label(&point.workload.arrivals));
     print!("{}", exec::metrics_table(&[(label, &result.metrics)]));
     println!(

@@ -1,5 +1,6 @@
-//! `fuselab report`: one self-contained HTML file from run and sweep folders,
-//! and optionally every chart on its own (`--charts DIR --format svg|png`).
+//! `fuselab report`: one self-contained HTML file from run, sweep and tuning
+//! campaign folders, and optionally every chart on its own
+//! (`--charts DIR --format svg|png`).
 
 use std::path::PathBuf;
 
@@ -27,7 +28,7 @@ pub struct ReportArgs {
     #[arg(long, value_name = "FILE")]
     #[serde(skip)]
     pub config: Option<PathBuf>,
-    /// Run folders and sweep folders; several are overlaid for comparison.
+    /// Run folders, sweep folders and tuning campaign folders (`fuselab tune --out`); several are overlaid for comparison.
     #[arg(value_name = "RUN")]
     #[serde(default)]
     pub runs: Vec<PathBuf>,
@@ -50,7 +51,7 @@ pub fn run(args: ReportArgs) -> anyhow::Result<Outcome> {
     let args = config::merge(args.clone(), args.config.as_deref())?;
     if args.runs.is_empty() {
         bail!(
-            "give at least one run or sweep folder, e.g. `fuselab report runs/demo -o report.html`"
+            "give at least one run, sweep or campaign folder, e.g. `fuselab report runs/demo -o report.html`"
         );
     }
     if args.format.is_some() && args.charts.is_none() {
@@ -60,8 +61,12 @@ pub fn run(args: ReportArgs) -> anyhow::Result<Outcome> {
     }
     let mut inputs = Vec::with_capacity(args.runs.len());
     for path in &args.runs {
-        let input = fuselab_reports::load_input(path)
-            .with_context(|| format!("cannot read run or sweep folder {}", path.display()))?;
+        let input = fuselab_reports::load_input(path).with_context(|| {
+            format!(
+                "cannot read run, sweep or campaign folder {}",
+                path.display()
+            )
+        })?;
         inputs.push(input);
     }
     let title = args.title.as_deref().unwrap_or("fuselab report");

@@ -72,6 +72,9 @@ pub struct SweepArgs {
     pub workload: WorkloadOpts,
 }
 
+/// The sweep folder's plain-text curve table (the one printed at the end).
+pub const CURVE_FILE: &str = "curve.txt";
+
 /// A fully resolved sweep.
 #[derive(Debug, Clone)]
 pub struct SweepPlan {
@@ -293,12 +296,28 @@ pub fn execute(plan: &SweepPlan, out: &Path, name: &str) -> anyhow::Result<Sweep
             let rel = format!("{}/{}", policy.kind, load_dir(plan.load_kind, load));
             exec::write_point(&out.join(&rel), true, &rel, &point, &result)?;
             known.push((load, result.metrics.slo_attainment));
+            let cancelled = result
+                .cancelled
+                .then(|| exec::cancelled_error(&result, &out.join(&rel)));
             points.push(SweepPoint {
                 policy: policy.kind.name().into(),
                 load,
                 run: rel,
                 metrics: result.metrics,
             });
+            if let Some(err) = cancelled {
+                // Keep every finished point findable before stopping.
+                let partial = SweepSummary {
+                    schema_version: SCHEMA_VERSION,
+                    name: name.into(),
+                    load_kind: plan.load_kind,
+                    points,
+                    max_under_slo,
+                };
+                fuselab_store::write_sweep(out, &partial)
+                    .with_context(|| format!("writing {}", out.display()))?;
+                return Err(err);
+            }
         }
         if let Some(settings) = &plan.search {
             eprintln!(
@@ -329,6 +348,13 @@ pub fn execute(plan: &SweepPlan, out: &Path, name: &str) -> anyhow::Result<Sweep
     };
     fuselab_store::write_sweep(out, &sweep)
         .with_context(|| format!("writing {}", out.display()))?;
+    let mut tables = curve_table(&sweep);
+    if !sweep.max_under_slo.is_empty() {
+        tables.push('\n');
+        tables.push_str(&max_load_table(&sweep.max_under_slo));
+    }
+    let curve = out.join(CURVE_FILE);
+    std::fs::write(&curve, tables).with_context(|| format!("writing {}", curve.display()))?;
     Ok(sweep)
 }
 

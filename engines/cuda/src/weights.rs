@@ -1,0 +1,199 @@
+//! Device weights: seeded random (filled on the GPU) or uploaded from
+//! Hugging Face layout tensors (a safetensors file), all bf16.
+//!
+//! Projections keep the Hugging Face `[out, in]` layout, which is what
+//! [`CudaDevice::gemm`] takes; Q, K and V stay separate (the RoPE and KV-write
+//! kernels take separate buffers) and gate/up are fused into one `[2·ffn,
+//! hidden]` matrix (gate rows first), the layout [`CudaDevice::silu_mul`] reads.
+
+use std::path::Path;
+
+use cudarc::driver::CudaSlice;
+use fuselab_kernels::cuda::CudaDevice;
+use half::bf16;
+use safetensors::{Dtype, SafeTensors};
+
+use crate::{CudaBackendError, CudaModelConfig};
+
+/// One transformer layer on the device.
+#[derive(Debug)]
+pub(crate) struct LayerWeights {
+    pub(crate) attn_norm: CudaSlice<bf16>,
+    pub(crate) wq: CudaSlice<bf16>,
+    pub(crate) wk: CudaSlice<bf16>,
+    pub(crate) wv: CudaSlice<bf16>,
+    pub(crate) wo: CudaSlice<bf16>,
+    pub(crate) mlp_norm: CudaSlice<bf16>,
+    pub(crate) w_gate_up: CudaSlice<bf16>,
+    pub(crate) w_down: CudaSlice<bf16>,
+}
+
+/// Every weight of the model on the device.
+#[derive(Debug)]
+pub(crate) struct DeviceWeights {
+    /// `[vocab, hidden]`.
+    pub(crate) embed: CudaSlice<bf16>,
+    pub(crate) layers: Vec<LayerWeights>,
+    pub(crate) norm: CudaSlice<bf16>,
+    /// `[vocab, hidden]`.
+    pub(crate) lm_head: CudaSlice<bf16>,
+}
+
+/// SplitMix64 step: per-tensor seeds and host-side norm weights.
+fn mix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+impl DeviceWeights {
+    /// Seeded random weights filled on the device, scaled as the CPU engine's
+    /// random weights: projections uniform in ±√(3/in) (unit output variance),
+    /// embeddings in ±1, norm weights 1 ± 0.1 — activations stay O(1) through
+    /// every layer, so bf16 never overflows.
+    pub(crate) fn random(
+        dev: &CudaDevice,
+        cfg: &CudaModelConfig,
+        seed: u64,
+    ) -> Result<Self, CudaBackendError> {
+        let mut counter = 0u64;
+        let mut next_seed = || {
+            counter += 1;
+            mix(seed ^ mix(counter))
+        };
+        let mut fill = |n: usize, scale: f32| -> Result<CudaSlice<bf16>, CudaBackendError> {
+            let mut b = dev.alloc_bf16(n)?;
+            dev.fill_uniform(&mut b, next_seed(), scale)?;
+            Ok(b)
+        };
+        let proj = |fan_in: usize| (3.0 / fan_in as f32).sqrt();
+        let (h, q, kv, f, v) = (
+            cfg.hidden,
+            cfg.q_width(),
+            cfg.kv_width(),
+            cfg.ffn,
+            cfg.vocab,
+        );
+        let embed = fill(v * h, 1.0)?;
+        let mut layers = Vec::with_capacity(cfg.n_layers);
+        let mut norm_seed = seed;
+        let mut norm = |dev: &CudaDevice| -> Result<CudaSlice<bf16>, CudaBackendError> {
+            norm_seed = mix(norm_seed);
+            let host: Vec<bf16> = (0..h as u64)
+                .map(|i| {
+                    let u = (mix(norm_seed ^ i) >> 40) as f32 / 16_777_216.0;
+                    bf16::from_f32(1.0 + 0.2 * (u - 0.5))
+                })
+                .collect();
+            Ok(dev.upload(&host)?)
+        };
+        for _ in 0..cfg.n_layers {
+            layers.push(LayerWeights {
+                attn_norm: norm(dev)?,
+                wq: fill(q * h, proj(h))?,
+                wk: fill(kv * h, proj(h))?,
+                wv: fill(kv * h, proj(h))?,
+                wo: fill(h * q, proj(q))?,
+                mlp_norm: norm(dev)?,
+                w_gate_up: fill(2 * f * h, proj(h))?,
+                w_down: fill(h * f, proj(f))?,
+            });
+        }
+        let final_norm = norm(dev)?;
+        let lm_head = fill(v * h, proj(h))?;
+        Ok(Self {
+            embed,
+            layers,
+            norm: final_norm,
+            lm_head,
+        })
+    }
+
+    /// Uploads the tensors of a safetensors file with Hugging Face Llama names
+    /// (F32, F16 or BF16), rounding to bf16. `lm_head.weight` may be absent
+    /// (tied embeddings).
+    pub(crate) fn from_safetensors(
+        dev: &CudaDevice,
+        cfg: &CudaModelConfig,
+        path: &Path,
+    ) -> Result<Self, CudaBackendError> {
+        let file_err = |message: String| CudaBackendError::File {
+            path: path.to_path_buf(),
+            message,
+        };
+        let bytes = std::fs::read(path).map_err(|e| file_err(format!("cannot read: {e}")))?;
+        let st = SafeTensors::deserialize(&bytes)
+            .map_err(|e| file_err(format!("not a valid safetensors file: {e}")))?;
+        let get = |name: &str, shape: &[usize]| -> Result<Vec<bf16>, CudaBackendError> {
+            let view = st.tensor(name).map_err(|_| {
+                file_err(format!(
+                    "tensor {name} is missing (expected shape {shape:?}); the file must use Hugging Face Llama names"
+                ))
+            })?;
+            if view.shape() != shape {
+                return Err(file_err(format!(
+                    "tensor {name} has shape {:?} but the model config needs {shape:?}",
+                    view.shape()
+                )));
+            }
+            let d = view.data();
+            match view.dtype() {
+                Dtype::F32 => Ok(d
+                    .chunks_exact(4)
+                    .map(|b| bf16::from_f32(f32::from_le_bytes([b[0], b[1], b[2], b[3]])))
+                    .collect()),
+                Dtype::F16 => Ok(d
+                    .chunks_exact(2)
+                    .map(|b| bf16::from_f32(half::f16::from_le_bytes([b[0], b[1]]).to_f32()))
+                    .collect()),
+                Dtype::BF16 => Ok(d
+                    .chunks_exact(2)
+                    .map(|b| bf16::from_le_bytes([b[0], b[1]]))
+                    .collect()),
+                other => Err(file_err(format!(
+                    "tensor {name} has dtype {other:?}; use F32, F16 or BF16"
+                ))),
+            }
+        };
+        let up = |name: &str, shape: &[usize]| -> Result<CudaSlice<bf16>, CudaBackendError> {
+            Ok(dev.upload(&get(name, shape)?)?)
+        };
+        let (h, q, kv, f, v) = (
+            cfg.hidden,
+            cfg.q_width(),
+            cfg.kv_width(),
+            cfg.ffn,
+            cfg.vocab,
+        );
+        let embed = up("model.embed_tokens.weight", &[v, h])?;
+        let mut layers = Vec::with_capacity(cfg.n_layers);
+        for l in 0..cfg.n_layers {
+            let p = format!("model.layers.{l}");
+            let mut gate_up = get(&format!("{p}.mlp.gate_proj.weight"), &[f, h])?;
+            gate_up.extend(get(&format!("{p}.mlp.up_proj.weight"), &[f, h])?);
+            layers.push(LayerWeights {
+                attn_norm: up(&format!("{p}.input_layernorm.weight"), &[h])?,
+                wq: up(&format!("{p}.self_attn.q_proj.weight"), &[q, h])?,
+                wk: up(&format!("{p}.self_attn.k_proj.weight"), &[kv, h])?,
+                wv: up(&format!("{p}.self_attn.v_proj.weight"), &[kv, h])?,
+                wo: up(&format!("{p}.self_attn.o_proj.weight"), &[h, q])?,
+                mlp_norm: up(&format!("{p}.post_attention_layernorm.weight"), &[h])?,
+                w_gate_up: dev.upload(&gate_up)?,
+                w_down: up(&format!("{p}.mlp.down_proj.weight"), &[h, f])?,
+            });
+        }
+        let norm = up("model.norm.weight", &[h])?;
+        let lm_head = if st.tensor("lm_head.weight").is_ok() {
+            up("lm_head.weight", &[v, h])?
+        } else {
+            up("model.embed_tokens.weight", &[v, h])?
+        };
+        Ok(Self {
+            embed,
+            layers,
+            norm,
+            lm_head,
+        })
+    }
+}

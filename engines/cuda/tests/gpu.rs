@@ -1,0 +1,344 @@
+//! GPU tests of the CUDA backend. Where there is no CUDA driver (CPU CI) each
+//! test prints why it is skipped and returns: the project's rule for GPU tests.
+//!
+//! * `tiny` logits on CUDA match the CPU backend (same bf16-exact weights,
+//!   uploaded from the host) within bf16 tolerance, through prompt chunks,
+//!   mixed prefill + decode steps and a padded step;
+//! * the engine runs all five policies on `tiny` on CUDA to completion.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use fuselab_core::{RequestId, RequestSpec};
+use fuselab_cpu::{CpuBackend, CpuOptions, ModelConfig};
+use fuselab_cuda::{CudaBackend, CudaModelConfig, CudaOptions};
+use fuselab_engine::{
+    Backend, BatchEntry, BatchShape, ForwardBatch, KvGeometry, NativeEngine, PolicyConfig,
+    PolicyKind,
+};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use safetensors::{Dtype, SafeTensors, tensor::TensorView};
+
+/// True when a GPU is usable; otherwise prints the reason to skip.
+fn gpu_or_skip(test: &str) -> bool {
+    match fuselab_cuda::probe() {
+        Ok(()) => true,
+        Err(e) => {
+            eprintln!("skipping {test}: {e}");
+            false
+        }
+    }
+}
+
+/// Builds a backend, or prints why the test is skipped when the device is unusable.
+fn cuda_or_skip(
+    test: &str,
+    make: impl FnOnce() -> Result<CudaBackend, fuselab_cuda::CudaBackendError>,
+) -> Option<CudaBackend> {
+    match make() {
+        Ok(b) => Some(b),
+        Err(e) if e.to_string().contains("no CUDA driver found") => {
+            eprintln!("skipping {test}: {e}");
+            None
+        }
+        Err(e) => panic!("{test}: building the CUDA backend failed: {e}"),
+    }
+}
+
+/// The CPU model with the CUDA `tiny` shape (heads of 128).
+fn cpu_twin(c: &CudaModelConfig) -> ModelConfig {
+    ModelConfig {
+        name: "tiny-cuda".into(),
+        n_layers: c.n_layers,
+        hidden: c.hidden,
+        n_heads: c.n_heads,
+        n_kv_heads: c.n_kv_heads,
+        head_dim: c.head_dim(),
+        ffn: c.ffn,
+        vocab: c.vocab,
+        rope_theta: c.rope_theta,
+        rope_scaling: None,
+        rms_eps: c.rms_eps,
+        tie_embeddings: false,
+    }
+}
+
+/// Writes the CPU crate's random weights for `cfg`, rounded to bf16, as a BF16
+/// safetensors file: both backends then hold exactly the same weights.
+fn write_bf16_weights(cfg: &ModelConfig, seed: u64, dir: &Path) -> std::path::PathBuf {
+    let f32_path = dir.join("f32.safetensors");
+    fuselab_cpu::write_random_safetensors(cfg, seed, &f32_path).unwrap();
+    let bytes = std::fs::read(&f32_path).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let converted: Vec<(String, Vec<usize>, Vec<u8>)> = st
+        .tensors()
+        .into_iter()
+        .map(|(name, view)| {
+            assert_eq!(view.dtype(), Dtype::F32);
+            let data = view
+                .data()
+                .chunks_exact(4)
+                .flat_map(|b| {
+                    half::bf16::from_f32(f32::from_le_bytes([b[0], b[1], b[2], b[3]])).to_le_bytes()
+                })
+                .collect();
+            (name, view.shape().to_vec(), data)
+        })
+        .collect();
+    let views: Vec<(String, TensorView<'_>)> = converted
+        .iter()
+        .map(|(n, s, d)| {
+            (
+                n.clone(),
+                TensorView::new(Dtype::BF16, s.clone(), d).unwrap(),
+            )
+        })
+        .collect();
+    let path = dir.join("bf16.safetensors");
+    safetensors::serialize_to_file(views, None, &path).unwrap();
+    path
+}
+
+fn entry(
+    request: RequestId,
+    start: u32,
+    tokens: &[u32],
+    table: &[u32],
+    sample: bool,
+    decode: bool,
+) -> BatchEntry {
+    BatchEntry {
+        request,
+        start_pos: start,
+        n_tokens: tokens.len() as u32,
+        sample,
+        is_decode: decode,
+        tokens: tokens.to_vec(),
+        block_table: table.to_vec(),
+        row: None,
+    }
+}
+
+fn argmax(v: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, x) in v.iter().enumerate() {
+        if *x > v[best] {
+            best = i;
+        }
+    }
+    best as u32
+}
+
+#[test]
+fn tiny_logits_on_cuda_match_the_cpu_backend_within_bf16_tolerance() {
+    let test = "tiny_logits_on_cuda_match_the_cpu_backend";
+    if !gpu_or_skip(test) {
+        return;
+    }
+    let cuda_cfg = CudaModelConfig::tiny();
+    let cpu_cfg = cpu_twin(&cuda_cfg);
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_bf16_weights(&cpu_cfg, 11, dir.path());
+    let opts = CudaOptions {
+        keep_logits: true,
+        kv_budget_bytes: Some(64 << 20),
+        ..CudaOptions::default()
+    };
+    let Some(mut cuda) = cuda_or_skip(test, || {
+        CudaBackend::from_safetensors(cuda_cfg.clone(), &path, opts)
+    }) else {
+        return;
+    };
+    let mut cpu = CpuBackend::from_safetensors(cpu_cfg, &path)
+        .unwrap()
+        .with_options(CpuOptions {
+            keep_logits: true,
+            ..CpuOptions::default()
+        });
+    let geo = KvGeometry {
+        block_size: 16,
+        num_blocks: 16,
+    };
+    cuda.init_kv(geo).unwrap();
+    cpu.init_kv(geo).unwrap();
+
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    let prompt_a: Vec<u32> = (0..37).map(|_| rng.random_range(0..4096)).collect();
+    let prompt_b: Vec<u32> = (0..5).map(|_| rng.random_range(0..4096)).collect();
+    let (ta, tb) = ([3u32, 0, 5], [9u32]);
+    // Step 1: A's first chunk (not sampled) and B's whole prompt.
+    let mut steps = vec![ForwardBatch {
+        entries: vec![
+            entry(1, 0, &prompt_a[..20], &ta[..2], false, false),
+            entry(2, 0, &prompt_b, &tb, true, false),
+        ],
+        shape: BatchShape::Ragged,
+    }];
+    let mut compared = 0;
+    let mut next: BTreeMap<RequestId, u32> = BTreeMap::new();
+    for step in 0..4 {
+        if step == 1 {
+            // A's last chunk next to B's first decode (a mixed step).
+            steps.push(ForwardBatch {
+                entries: vec![
+                    entry(1, 20, &prompt_a[20..], &ta, true, false),
+                    entry(2, 5, &[next[&2]], &tb, true, true),
+                ],
+                shape: BatchShape::Ragged,
+            });
+        } else if step >= 2 {
+            // Two decodes; the last step is padded (rows × row_len > real tokens).
+            let s = (step - 2) as u32;
+            steps.push(ForwardBatch {
+                entries: vec![
+                    entry(1, 37 + s, &[next[&1]], &ta, true, true),
+                    entry(2, 6 + s, &[next[&2]], &tb, true, true),
+                ],
+                shape: if step == 3 {
+                    BatchShape::Padded {
+                        rows: 4,
+                        row_len: 3,
+                    }
+                } else {
+                    BatchShape::Ragged
+                },
+            });
+        }
+        let batch = &steps[step];
+        let c = cpu.forward(batch).unwrap();
+        let g = cuda.forward(batch).unwrap();
+        assert_eq!(c.logits.len(), g.logits.len(), "step {step}");
+        assert_eq!(g.sampled.len(), g.logits.len(), "step {step}");
+        assert!(g.duration_s.is_none());
+        for (((rc, lc), (rg, lg)), (rs, tok)) in c.logits.iter().zip(&g.logits).zip(&g.sampled) {
+            assert_eq!((rc, rg), (rs, rs), "step {step}: entry order");
+            assert_eq!(lg.len(), 4096);
+            assert!(
+                lg.iter().all(|v| v.is_finite()),
+                "step {step}: non-finite logits"
+            );
+            let norm = lc.iter().map(|v| v * v).sum::<f32>().sqrt();
+            let diff = lc
+                .iter()
+                .zip(lg)
+                .map(|(a, b)| (a - b) * (a - b))
+                .sum::<f32>()
+                .sqrt();
+            let max_ref = lc.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let max_diff = lc
+                .iter()
+                .zip(lg)
+                .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+            eprintln!(
+                "step {step} request {rc}: relative L2 error {:.2e}, max |diff| {max_diff:.3} of max |logit| {max_ref:.2}",
+                diff / norm
+            );
+            assert!(
+                diff / norm < 3e-2,
+                "step {step} request {rc}: rel err {}",
+                diff / norm
+            );
+            assert!(
+                max_diff < 0.08 * max_ref,
+                "step {step} request {rc}: max diff {max_diff}"
+            );
+            // The device argmax is exactly the argmax of the device's own logits.
+            assert_eq!(*tok, argmax(lg), "step {step} request {rc}: greedy sample");
+            // Both continue with the CPU's token so that the inputs stay identical.
+            next.insert(*rc, argmax(lc));
+            compared += 1;
+        }
+    }
+    assert_eq!(compared, 7);
+}
+
+fn requests() -> Vec<RequestSpec> {
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    (0..10)
+        .map(|id| RequestSpec {
+            id,
+            arrival_s: 0.0,
+            prompt_len: rng.random_range(3..300),
+            output_len: rng.random_range(4..24),
+            prefix_group: None,
+            prefix_len: 0,
+        })
+        .collect()
+}
+
+#[test]
+fn the_engine_runs_all_five_policies_on_tiny_on_cuda() {
+    let test = "the_engine_runs_all_five_policies_on_tiny_on_cuda";
+    if !gpu_or_skip(test) {
+        return;
+    }
+    let reqs = requests();
+    let mut sequences: BTreeMap<&str, BTreeMap<RequestId, u32>> = BTreeMap::new();
+    for kind in [
+        PolicyKind::Static,
+        PolicyKind::Continuous,
+        PolicyKind::Chunked,
+        PolicyKind::SplitFuse,
+        PolicyKind::Prepack,
+    ] {
+        let opts = CudaOptions {
+            kv_budget_bytes: Some(32 << 20),
+            ..CudaOptions::default()
+        };
+        let Some(backend) = cuda_or_skip(test, || {
+            CudaBackend::random(CudaModelConfig::tiny(), 42, opts)
+        }) else {
+            return;
+        };
+        let knobs: &[&str] = match kind {
+            PolicyKind::Static | PolicyKind::Prepack => &["batch=4"],
+            // A small budget forces prompt chunks next to decodes (mixed steps).
+            PolicyKind::Chunked | PolicyKind::SplitFuse => &["budget=128"],
+            _ => &[],
+        };
+        let policy = PolicyConfig::with_knobs(kind, knobs.iter().copied()).unwrap();
+        let mut engine = NativeEngine::new(backend, policy).unwrap();
+        for r in &reqs {
+            engine.submit(r, 0.0);
+        }
+        let (mut now, mut finished, mut steps) = (0.0, 0, 0);
+        let mut tokens: BTreeMap<RequestId, u32> = BTreeMap::new();
+        while engine.has_work() {
+            let report = engine.step(now).unwrap();
+            now += report.duration_s();
+            steps += 1;
+            for e in &report.events {
+                *tokens.entry(e.request).or_default() += e.n_tokens;
+            }
+            for f in &report.finished {
+                assert_eq!(f.status, fuselab_core::RequestStatus::Ok, "{kind}: {f:?}");
+                finished += 1;
+            }
+            engine.check_kv().unwrap();
+        }
+        engine.check_drained().unwrap();
+        assert_eq!(finished, reqs.len(), "{kind}");
+        for r in &reqs {
+            assert_eq!(tokens[&r.id], r.output_len, "{kind}: request {}", r.id);
+        }
+        assert!(now > 0.0, "{kind}: the engine measured wall time");
+        eprintln!("{kind}: {steps} steps, {now:.3} s of device time");
+        sequences.insert(kind.name(), tokens);
+    }
+    assert_eq!(sequences.len(), 5);
+}
+
+#[test]
+fn without_a_driver_the_backend_says_so_and_does_not_panic() {
+    if fuselab_cuda::probe().is_ok() {
+        eprintln!("skipping: a CUDA driver is present");
+        return;
+    }
+    let e = CudaBackend::random(CudaModelConfig::tiny(), 1, CudaOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("no CUDA driver found ("), "{e}");
+    let e = CudaBackend::load("llama3-8b", 1).unwrap_err().to_string();
+    assert!(e.contains("no CUDA driver found ("), "{e}");
+}
