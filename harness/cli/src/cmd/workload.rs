@@ -33,7 +33,7 @@ pub struct WorkloadArgs {
 #[derive(Debug, Clone, Default, clap::Args, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct WorkloadOpts {
-    /// Preset to generate (see --list).
+    /// Workload preset to generate (`fuselab workload --list` shows them).
     #[arg(long, value_name = "NAME")]
     pub preset: Option<String>,
 
