@@ -85,6 +85,8 @@ pub(crate) struct Kernels {
     pub(crate) flash_prefill_r128: CudaFunction,
     pub(crate) flash_prefill_r128w8: CudaFunction,
     pub(crate) flash_prefill_r128p: CudaFunction,
+    pub(crate) flash_prefill_r256: CudaFunction,
+    pub(crate) flash_prefill_r256s3: CudaFunction,
     pub(crate) paged_decode: CudaFunction,
     pub(crate) decode_merge: CudaFunction,
     pub(crate) embed_gather: CudaFunction,
@@ -314,6 +316,8 @@ fn compile_kernels(ctx: &Arc<CudaContext>, arch: &str) -> Result<Kernels, CudaEr
         flash_prefill_r128: f("flash_prefill_r128")?,
         flash_prefill_r128w8: f("flash_prefill_r128w8")?,
         flash_prefill_r128p: f("flash_prefill_r128p")?,
+        flash_prefill_r256: f("flash_prefill_r256")?,
+        flash_prefill_r256s3: f("flash_prefill_r256s3")?,
         paged_decode: f("paged_decode")?,
         decode_merge: f("decode_merge")?,
         embed_gather: f("embed_gather")?,
@@ -328,6 +332,11 @@ fn compile_kernels(ctx: &Arc<CudaContext>, arch: &str) -> Result<Kernels, CudaEr
         (
             &k.flash_prefill_r128p,
             PrefillTile::Rows128Persistent.smem_bytes(),
+        ),
+        (&k.flash_prefill_r256, PrefillTile::Rows256.smem_bytes()),
+        (
+            &k.flash_prefill_r256s3,
+            PrefillTile::Rows256Stages3.smem_bytes(),
         ),
         (&k.paged_decode, super::ops::DECODE_SMEM_BYTES),
     ];

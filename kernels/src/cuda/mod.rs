@@ -21,7 +21,10 @@ pub mod reference;
 pub(crate) mod rng;
 
 pub use device::{CudaDevice, DeviceInfo, driver_present, probe_driver};
-pub use ops::{DEFAULT_PREFILL_TILE, DecodeWorkspace, PagedAttention, PrefillTile};
+pub use ops::{
+    DEFAULT_PREFILL_TILE, DecodeWorkspace, LARGE_PREFILL_MIN_Q_LEN, LARGE_PREFILL_TILE,
+    PagedAttention, PrefillTile,
+};
 
 /// The CUDA C source of every kernel (compiled by NVRTC at start-up).
 pub const KERNEL_SOURCE: &str = include_str!("source.cu");

@@ -26,15 +26,21 @@ pub enum PrefillTile {
     /// As [`PrefillTile::Rows128`], in a persistent grid of two blocks per SM taking
     /// tiles heaviest-first from an atomic counter.
     Rows128Persistent,
+    /// 256 query rows per block: 8 warps of 32 rows (two m16 tiles each).
+    Rows256,
+    /// As [`PrefillTile::Rows256`], with three K/V stages in shared memory.
+    Rows256Stages3,
 }
 
 impl PrefillTile {
     /// Every variant, for benchmarks and checks.
-    pub const ALL: [PrefillTile; 4] = [
+    pub const ALL: [PrefillTile; 6] = [
         PrefillTile::Rows64,
         PrefillTile::Rows128,
         PrefillTile::Rows128W8,
         PrefillTile::Rows128Persistent,
+        PrefillTile::Rows256,
+        PrefillTile::Rows256Stages3,
     ];
 
     /// Query rows per block.
@@ -42,6 +48,7 @@ impl PrefillTile {
         match self {
             PrefillTile::Rows64 => 64,
             PrefillTile::Rows128 | PrefillTile::Rows128W8 | PrefillTile::Rows128Persistent => 128,
+            PrefillTile::Rows256 | PrefillTile::Rows256Stages3 => 256,
         }
     }
 
@@ -49,13 +56,21 @@ impl PrefillTile {
     pub const fn threads(self) -> usize {
         match self {
             PrefillTile::Rows64 | PrefillTile::Rows128 | PrefillTile::Rows128Persistent => 128,
-            PrefillTile::Rows128W8 => 256,
+            PrefillTile::Rows128W8 | PrefillTile::Rows256 | PrefillTile::Rows256Stages3 => 256,
         }
     }
 
-    /// Dynamic shared memory: the Q tile and two K and two V tiles.
+    /// K/V stages in shared memory.
+    const fn stages(self) -> usize {
+        match self {
+            PrefillTile::Rows256Stages3 => 3,
+            _ => 2,
+        }
+    }
+
+    /// Dynamic shared memory: the Q tile and `stages` K and V tiles.
     pub(crate) const fn smem_bytes(self) -> usize {
-        (self.rows() * HEAD_DIM + 4 * KV_TILE * HEAD_DIM) * 2
+        (self.rows() * HEAD_DIM + 2 * self.stages() * KV_TILE * HEAD_DIM) * 2
     }
 
     /// Short label, e.g. `r128`.
@@ -65,12 +80,35 @@ impl PrefillTile {
             PrefillTile::Rows128 => "r128",
             PrefillTile::Rows128W8 => "r128w8",
             PrefillTile::Rows128Persistent => "r128p",
+            PrefillTile::Rows256 => "r256",
+            PrefillTile::Rows256Stages3 => "r256s3",
         }
     }
 }
 
-/// The tile shape [`CudaDevice::prefill_attention`] uses (fastest on the H200).
+/// The tile shape [`CudaDevice::prefill_attention`] uses below
+/// [`LARGE_PREFILL_MIN_Q_LEN`] query rows (fastest of the 128-row tiles on the H200).
 pub const DEFAULT_PREFILL_TILE: PrefillTile = PrefillTile::Rows128;
+
+/// The tile shape [`CudaDevice::prefill_attention`] uses from [`LARGE_PREFILL_MIN_Q_LEN`]
+/// query rows on (H200, causal 8k: 309–311 TFLOP/s against r128's 289–293).
+pub const LARGE_PREFILL_TILE: PrefillTile = PrefillTile::Rows256;
+
+/// The longest sequence's new tokens from which [`LARGE_PREFILL_TILE`] is used (it was
+/// measured faster from 2k causal up; below, most of its 256-row blocks would be padding).
+pub const LARGE_PREFILL_MIN_Q_LEN: usize = 2048;
+
+impl PrefillTile {
+    /// The tile [`CudaDevice::prefill_attention`] uses when the longest sequence has
+    /// `max_q_len` new tokens.
+    pub const fn for_max_q_len(max_q_len: usize) -> PrefillTile {
+        if max_q_len >= LARGE_PREFILL_MIN_Q_LEN {
+            LARGE_PREFILL_TILE
+        } else {
+            DEFAULT_PREFILL_TILE
+        }
+    }
+}
 
 /// Shape and index buffers shared by the paged attention kernels.
 #[derive(Clone, Copy, Debug)]
@@ -436,6 +474,7 @@ impl CudaDevice {
     /// `q`, `out`: `[total_tokens, hq, 128]`; `cu_q`: `[batch + 1]` offsets of each
     /// sequence's new tokens; sequence `b`'s queries sit at positions
     /// `ctx_lens[b] - q_len .. ctx_lens[b]` and attend keys `0 ..= position`.
+    /// The tile shape follows `max_q_len` ([`PrefillTile::for_max_q_len`]).
     #[allow(clippy::too_many_arguments)]
     pub fn prefill_attention(
         &self,
@@ -457,7 +496,7 @@ impl CudaDevice {
             cu_q,
             total_tokens,
             max_q_len,
-            DEFAULT_PREFILL_TILE,
+            PrefillTile::for_max_q_len(max_q_len),
         )
     }
 
@@ -481,6 +520,8 @@ impl CudaDevice {
             PrefillTile::Rows128 => &self.k.flash_prefill_r128,
             PrefillTile::Rows128W8 => &self.k.flash_prefill_r128w8,
             PrefillTile::Rows128Persistent => &self.k.flash_prefill_r128p,
+            PrefillTile::Rows256 => &self.k.flash_prefill_r256,
+            PrefillTile::Rows256Stages3 => &self.k.flash_prefill_r256s3,
         };
         check_len("q", q.len(), total_tokens * p.num_q_heads * HEAD_DIM)?;
         check_len("out", out.len(), total_tokens * p.num_q_heads * HEAD_DIM)?;
@@ -801,5 +842,27 @@ impl CudaDevice {
         b.arg(logits).arg(out).arg(&v);
         // SAFETY: one block per row, reading `vocab` values of it and writing out[row].
         self.launched(unsafe { b.launch(cfg) }, "argmax_rows")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn large_prompts_take_the_256_row_tile() {
+        assert_eq!(PrefillTile::for_max_q_len(1), DEFAULT_PREFILL_TILE);
+        assert_eq!(
+            PrefillTile::for_max_q_len(LARGE_PREFILL_MIN_Q_LEN - 1),
+            DEFAULT_PREFILL_TILE
+        );
+        assert_eq!(PrefillTile::for_max_q_len(8192), PrefillTile::Rows256);
+        for tile in PrefillTile::ALL {
+            // Every tile's dynamic shared memory fits the H200's 227 KiB per block.
+            assert!(tile.smem_bytes() <= 227 * 1024, "{}", tile.label());
+            assert_eq!(tile.threads() % 32, 0);
+            assert_eq!(tile.rows() % (16 * (tile.threads() / 32)), 0);
+        }
+        assert_eq!(PrefillTile::Rows256Stages3.smem_bytes(), 160 * 1024);
     }
 }

@@ -204,13 +204,13 @@ extern "C" __global__ void kv_write(const bf16* __restrict__ k, const bf16* __re
 
 // ---------------------------------------------------------------- flash prefill
 // Ragged causal attention over paged K/V. Grid (q tile pairs, hq, batch); NW warps, each owning
-// MT m16 tiles (16·MT query rows); KV tiles of 64 keys double-buffered with cp.async, one
+// MT m16 tiles (16·MT query rows); KV tiles of 64 keys in ST (2 or 3) cp.async stages, one
 // barrier per tile. Q fragments are re-read from shared memory at every k-step so that
 // each K/V fragment read by ldmatrix feeds MT tensor-core instructions.
 // Sequence b has q_len = cu_q[b+1]-cu_q[b] new queries at positions ctx_len-q_len ..
 // ctx_len-1 and attends keys 0..pos (its K/V already written into the cache).
-template <int NW, int MT>
-__device__ __noinline__ void flash_prefill_impl(const bf16* __restrict__ q, const bf16* __restrict__ kc,
+template <int NW, int MT, int ST>
+__device__ __forceinline__ void flash_prefill_body(const bf16* __restrict__ q, const bf16* __restrict__ kc,
                                                    const bf16* __restrict__ vc, bf16* __restrict__ out,
                                                    const int* __restrict__ cu_q, const int* __restrict__ ctx_lens,
                                                    const int* __restrict__ block_tables, int max_blocks, int block_shift,
@@ -221,7 +221,8 @@ __device__ __noinline__ void flash_prefill_impl(const bf16* __restrict__ q, cons
     constexpr int D = HEAD_DIM;
     bf16* sQ = reinterpret_cast<bf16*>(smem_raw);
     bf16* sK = sQ + BR * D;
-    bf16* sV = sK + 2 * KV_TILE * D;
+    bf16* sV = sK + ST * KV_TILE * D;
+    static_assert(ST == 2 || ST == 3, "two or three K/V stages");
 
     const int q0 = cu_q[b], q_len = cu_q[b + 1] - q0;
     const int row0 = tile * BR;
@@ -263,6 +264,10 @@ __device__ __noinline__ void flash_prefill_impl(const bf16* __restrict__ q, cons
     };
     load_kv(0, 0);
     cp_commit();
+    if constexpr (ST == 3) {
+        if (1 < n_tiles) load_kv(1, 1);
+        cp_commit();
+    }
 
     float o[MT][16][4];
 #pragma unroll
@@ -282,12 +287,12 @@ __device__ __noinline__ void flash_prefill_impl(const bf16* __restrict__ q, cons
     const int lm = lane >> 3, lr = lane & 7;
 
     for (int kt = 0; kt < n_tiles; ++kt) {
-        const int buf = kt & 1;
+        const int buf = kt % ST;
         const bf16* cK = sK + buf * KV_TILE * D;
         const bf16* cV = sV + buf * KV_TILE * D;
-        cp_wait<0>();
-        __syncthreads();
-        if (kt + 1 < n_tiles) load_kv(buf ^ 1, kt + 1);
+        cp_wait<ST - 2>();  // tile kt has landed (ST - 2 younger groups may be in flight)
+        __syncthreads();    // ... for every thread, and everyone is done with tile kt - 1's buffer
+        if (kt + ST - 1 < n_tiles) load_kv((kt + ST - 1) % ST, kt + ST - 1);
         cp_commit();
 
         const int kbase = kt * KV_TILE;
@@ -420,6 +425,18 @@ __device__ __noinline__ void flash_prefill_impl(const bf16* __restrict__ q, cons
     }
 }
 
+// The body as a called (not inlined) function, as every flash_prefill kernel uses it: force-inlining
+// it into the kernel measured 5-8 % slower for r128 and r256 on the H200 (NOTES.md, v6a/v6b).
+template <int NW, int MT, int ST = 2>
+__device__ __noinline__ void flash_prefill_impl(const bf16* __restrict__ q, const bf16* __restrict__ kc,
+                                                   const bf16* __restrict__ vc, bf16* __restrict__ out,
+                                                   const int* __restrict__ cu_q, const int* __restrict__ ctx_lens,
+                                                   const int* __restrict__ block_tables, int max_blocks, int block_shift,
+                                                   int hq, int hkv, float scale_log2, int b, int h, int tile) {
+    flash_prefill_body<NW, MT, ST>(q, kc, vc, out, cu_q, ctx_lens, block_tables, max_blocks, block_shift, hq, hkv,
+                               scale_log2, b, h, tile);
+}
+
 #define FLASH_PREFILL_ARGS                                                                                       \
     const bf16 *__restrict__ q, const bf16 *__restrict__ kc, const bf16 *__restrict__ vc, bf16 *__restrict__ out, \
         const int *__restrict__ cu_q, const int *__restrict__ ctx_lens, const int *__restrict__ block_tables,       \
@@ -429,7 +446,7 @@ __device__ __noinline__ void flash_prefill_impl(const bf16* __restrict__ q, cons
 // Causal balance: block x of a sequence with n query tiles handles tile n-1-x (the
 // heaviest left) and then tile x (the lightest), so every block does about n+1 KV tiles
 // of work and no SM idles behind a few long blocks. Grid x = ceil(max tiles / 2).
-template <int NW, int MT>
+template <int NW, int MT, int ST = 2>
 __device__ __forceinline__ void flash_prefill_pairs(FLASH_PREFILL_ARGS) {
     constexpr int BR = 16 * MT * NW;
     const int b = blockIdx.z;
@@ -441,7 +458,7 @@ __device__ __forceinline__ void flash_prefill_pairs(FLASH_PREFILL_ARGS) {
             if (hi == lo) break;
             __syncthreads();  // shared memory is reused by the second tile
         }
-        flash_prefill_impl<NW, MT>(FLASH_PREFILL_PASS, (int)blockIdx.z, (int)blockIdx.y, pass == 0 ? hi : lo);
+        flash_prefill_impl<NW, MT, ST>(FLASH_PREFILL_PASS, (int)blockIdx.z, (int)blockIdx.y, pass == 0 ? hi : lo);
     }
 }
 
@@ -485,6 +502,14 @@ extern "C" __global__ void __launch_bounds__(128) flash_prefill_r128p(FLASH_PREF
 // 128 query rows: 8 warps of one m16 tile.
 extern "C" __global__ void __launch_bounds__(256) flash_prefill_r128w8(FLASH_PREFILL_ARGS) {
     flash_prefill_pairs<8, 1>(FLASH_PREFILL_PASS);
+}
+// 256 query rows: 8 warps of two m16 tiles (one block per SM; each K/V tile feeds 256 rows).
+extern "C" __global__ void __launch_bounds__(256, 1) flash_prefill_r256(FLASH_PREFILL_ARGS) {
+    flash_prefill_pairs<8, 2>(FLASH_PREFILL_PASS);
+}
+// As r256 with three K/V stages (two tiles in flight while one is computed).
+extern "C" __global__ void __launch_bounds__(256, 1) flash_prefill_r256s3(FLASH_PREFILL_ARGS) {
+    flash_prefill_pairs<8, 2, 3>(FLASH_PREFILL_PASS);
 }
 
 // ---------------------------------------------------------------- paged decode (split-KV)
