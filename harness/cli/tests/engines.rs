@@ -133,8 +133,16 @@ fn ctrl_c_writes_what_was_measured_then_exits_2() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    // Interrupt once the run is under way (the schedule spans 100 s).
-    std::thread::sleep(std::time::Duration::from_millis(1500));
+    // Interrupt once the run is under way: the output folder is created just
+    // before the harness starts, and the schedule spans 100 s.
+    let cut = tmp.path().join("cut");
+    for _ in 0..600 {
+        if cut.is_dir() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(1000));
     let status = std::process::Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()
