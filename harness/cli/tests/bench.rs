@@ -188,6 +188,7 @@ fn sweep_writes_a_curve_per_policy_and_finds_the_max_rate_under_the_slo() {
         .args(["sweep", "--policies", "static,splitfuse", "--rates", "1,4"])
         .args(SMALL)
         .args(["--slo", "ttft=1s", "--find-max-under-slo", "--out", "sw"])
+        .args(["--export", "w.jsonl"])
         .assert()
         .success()
         .stdout(contains("max rate under SLO").and(contains("ITL p99")));
@@ -200,6 +201,12 @@ fn sweep_writes_a_curve_per_policy_and_finds_the_max_rate_under_the_slo() {
         let run = tmp.path().join("sw").join(p["run"].as_str().unwrap());
         assert!(run.join("summary.json").is_file());
     }
+    let exported = std::fs::read_to_string(tmp.path().join("w.jsonl")).unwrap();
+    assert_eq!(
+        exported.lines().count(),
+        48,
+        "the first load's workload, written once"
+    );
     let curve = std::fs::read_to_string(tmp.path().join("sw/curve.txt")).unwrap();
     assert!(curve.contains("TTFT p90") && curve.contains("max rate under SLO"));
     let found = sweep["max_under_slo"].as_array().unwrap();

@@ -92,6 +92,8 @@ pub struct SweepPlan {
     pub slo: Slo,
     /// Search settings when the max-load search runs.
     pub search: Option<SearchSettings>,
+    /// `--export`: where to write the workload of the first load, once.
+    pub export: Option<PathBuf>,
 }
 
 /// Runs `fuselab sweep`.
@@ -207,14 +209,18 @@ pub fn plan(args: &SweepArgs) -> anyhow::Result<SweepPlan> {
     } else {
         None
     };
+    // Points resolve the workload once each; the export is written once, by `execute`.
+    let mut workload = args.workload.clone();
+    let export = workload.export.take();
     Ok(SweepPlan {
         engine: args.engine.clone(),
         policies,
         load_kind,
         loads,
-        workload: args.workload.clone(),
+        workload,
         slo,
         search,
+        export,
     })
 }
 
@@ -278,6 +284,11 @@ fn load_dir(kind: LoadKind, load: f64) -> String {
 
 /// Runs every point of `plan` into `out` (which must exist) and writes `sweep.json`.
 pub fn execute(plan: &SweepPlan, out: &Path, name: &str) -> anyhow::Result<SweepSummary> {
+    if let Some(path) = &plan.export {
+        let first = point_at(plan, &plan.policies[0], plan.loads[0])?;
+        fuselab_workloads::export_to_file(&first.requests, path)
+            .with_context(|| format!("exporting the workload to {}", path.display()))?;
+    }
     let total = plan.policies.len() * plan.loads.len();
     let mut points = Vec::new();
     let mut max_under_slo = Vec::new();

@@ -80,7 +80,7 @@ pub struct WorkloadOpts {
     #[arg(long, value_name = "FILE")]
     pub trace: Option<PathBuf>,
 
-    /// Write the requests as JSONL, one a line.
+    /// Write the requests as JSONL, one a line (a sweep writes those of its first load).
     #[arg(long, value_name = "FILE")]
     pub export: Option<PathBuf>,
 }
