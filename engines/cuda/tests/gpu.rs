@@ -10,8 +10,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use fuselab_core::{RequestId, RequestSpec};
-use fuselab_cpu::{CpuBackend, CpuOptions, ModelConfig};
-use fuselab_cuda::{CudaBackend, CudaModelConfig, CudaOptions};
+use fuselab_cpu::{CpuBackend, CpuOptions};
+use fuselab_cuda::{CudaBackend, CudaOptions, ModelShape};
 use fuselab_engine::{
     Backend, BatchEntry, BatchShape, ForwardBatch, KvGeometry, NativeEngine, PolicyConfig,
     PolicyKind,
@@ -46,27 +46,9 @@ fn cuda_or_skip(
     }
 }
 
-/// The CPU model with the CUDA `tiny` shape (heads of 128).
-fn cpu_twin(c: &CudaModelConfig) -> ModelConfig {
-    ModelConfig {
-        name: "tiny-cuda".into(),
-        n_layers: c.n_layers,
-        hidden: c.hidden,
-        n_heads: c.n_heads,
-        n_kv_heads: c.n_kv_heads,
-        head_dim: c.head_dim(),
-        ffn: c.ffn,
-        vocab: c.vocab,
-        rope_theta: c.rope_theta,
-        rope_scaling: None,
-        rms_eps: c.rms_eps,
-        tie_embeddings: false,
-    }
-}
-
 /// Writes the CPU crate's random weights for `cfg`, rounded to bf16, as a BF16
 /// safetensors file: both backends then hold exactly the same weights.
-fn write_bf16_weights(cfg: &ModelConfig, seed: u64, dir: &Path) -> std::path::PathBuf {
+fn write_bf16_weights(cfg: &ModelShape, seed: u64, dir: &Path) -> std::path::PathBuf {
     let f32_path = dir.join("f32.safetensors");
     fuselab_cpu::write_random_safetensors(cfg, seed, &f32_path).unwrap();
     let bytes = std::fs::read(&f32_path).unwrap();
@@ -136,8 +118,8 @@ fn tiny_logits_on_cuda_match_the_cpu_backend_within_bf16_tolerance() {
     if !gpu_or_skip(test) {
         return;
     }
-    let cuda_cfg = CudaModelConfig::tiny();
-    let cpu_cfg = cpu_twin(&cuda_cfg);
+    let cuda_cfg = ModelShape::tiny_128();
+    let cpu_cfg = cuda_cfg.clone();
     let dir = tempfile::tempdir().unwrap();
     let path = write_bf16_weights(&cpu_cfg, 11, dir.path());
     let opts = CudaOptions {
@@ -287,7 +269,7 @@ fn the_engine_runs_all_five_policies_on_tiny_on_cuda() {
             ..CudaOptions::default()
         };
         let Some(backend) = cuda_or_skip(test, || {
-            CudaBackend::random(CudaModelConfig::tiny(), 42, opts)
+            CudaBackend::random(ModelShape::tiny_128(), 42, opts)
         }) else {
             return;
         };
@@ -335,7 +317,7 @@ fn without_a_driver_the_backend_says_so_and_does_not_panic() {
         eprintln!("skipping: a CUDA driver is present");
         return;
     }
-    let e = CudaBackend::random(CudaModelConfig::tiny(), 1, CudaOptions::default())
+    let e = CudaBackend::random(ModelShape::tiny_128(), 1, CudaOptions::default())
         .unwrap_err()
         .to_string();
     assert!(e.contains("no CUDA driver found ("), "{e}");

@@ -135,7 +135,7 @@ pub fn run_point(point: &Point) -> anyhow::Result<PointResult> {
             let engine: Box<dyn EngineHandle> = if point.engine.kind == EngineKind::Cuda {
                 // Probe first: without a driver this is a clean error (exit 2), never a panic.
                 fuselab_cuda::probe()?;
-                let cfg = fuselab_cuda::CudaModelConfig::preset(&point.engine.model)?;
+                let cfg = fuselab_engine::ModelShape::preset(&point.engine.model)?;
                 let (policy, seed) = (point.policy.clone(), point.workload.seed);
                 info.hardware = Some("cuda:0".into());
                 info.knobs.insert("weights".into(), "random".into());

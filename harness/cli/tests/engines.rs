@@ -19,28 +19,51 @@ fn metrics(dir: &Path) -> serde_json::Value {
     serde_json::from_str::<serde_json::Value>(&text).expect("JSON")["metrics"].clone()
 }
 
+/// Σ prompt tokens and Σ (output tokens − 1) of a workload, from its JSONL export.
+fn implied_tokens(dir: &Path, workload: &[&str]) -> (u64, u64) {
+    fuselab(dir)
+        .arg("workload")
+        .args(workload)
+        .args(["--export", "implied.jsonl"])
+        .assert()
+        .success();
+    let text = std::fs::read_to_string(dir.join("implied.jsonl")).unwrap();
+    text.lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .fold((0, 0), |(p, d), r| {
+            let out = r["output_len"].as_u64().unwrap();
+            (p + r["prompt_len"].as_u64().unwrap(), d + out - 1)
+        })
+}
+
 #[test]
 fn the_cpu_engine_runs_every_policy_and_writes_the_same_run_folder() {
     let tmp = tempfile::tempdir().unwrap();
+    let workload = [
+        "--preset",
+        "sharegpt-like",
+        "--n",
+        "3",
+        "--rate",
+        "20",
+        "--seed",
+        "5",
+    ];
+    let (prompt_tokens, decode_tokens) = implied_tokens(tmp.path(), &workload);
     for policy in ["static", "continuous", "chunked", "splitfuse", "prepack"] {
         fuselab(tmp.path())
             .args(["bench", "--engine", "cpu", "--policy", policy])
-            .args([
-                "--preset",
-                "sharegpt-like",
-                "--n",
-                "3",
-                "--rate",
-                "20",
-                "--seed",
-                "5",
-            ])
+            .args(workload)
             .args(["--out", policy])
             .assert()
             .success();
         let m = metrics(&tmp.path().join(policy));
         assert_eq!(m["completed"], 3, "{policy}");
         assert!(m["engine"]["steps"].as_u64().unwrap() > 0, "{policy}");
+        // Every step is recorded, the last one too (it was once dropped).
+        assert_eq!(m["engine"]["preemptions"], 0, "{policy}");
+        assert_eq!(m["engine"]["decode_tokens"], decode_tokens, "{policy}");
+        assert_eq!(m["engine"]["prefill_tokens"], prompt_tokens, "{policy}");
         for f in ["requests.parquet", "tokens.parquet", "steps.parquet"] {
             assert!(tmp.path().join(policy).join(f).is_file());
         }
@@ -66,7 +89,7 @@ fn the_null_engine_answers_every_request_with_its_token_count() {
 fn mis_shaped_weights_exit_2_naming_the_tensor_and_both_shapes() {
     let tmp = tempfile::tempdir().unwrap();
     let file = tmp.path().join("small.safetensors");
-    fuselab_cpu::write_random_safetensors(&fuselab_cpu::ModelConfig::small(), 1, &file).unwrap();
+    fuselab_cpu::write_random_safetensors(&fuselab_cpu::ModelShape::small(), 1, &file).unwrap();
     fuselab(tmp.path())
         .args(["bench", "--engine", "cpu", "--model", "tiny", "--weights"])
         .arg(&file)

@@ -564,6 +564,12 @@ pub async fn run_realtime(
         let _ = tokio::task::spawn_blocking(move || t.join()).await;
     }
     c.bar.finish_and_clear();
+    // Steps the engine ran after the loop stopped (it has shut down by now).
+    while let Ok(msg) = inbox.try_recv() {
+        if let Inbox::Engine(EngineEvent::Step(s)) = msg {
+            c.steps.push(s);
+        }
+    }
 
     let mut records = Vec::new();
     let mut warmup = Vec::new();

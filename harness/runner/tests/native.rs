@@ -2,6 +2,7 @@
 //! backend reports each step's duration, so nothing here depends on how fast
 //! the machine is; assertions are about counts, order and consistency only.
 
+use fuselab_core::StepRecord;
 use fuselab_core::{RequestSpec, RequestStatus};
 use fuselab_engine::{
     Backend, BackendError, ForwardBatch, KvGeometry, NativeEngine, PolicyConfig, PolicyKind,
@@ -83,7 +84,28 @@ async fn native_engine_serves_every_request_from_its_thread() {
             "{kind:?}"
         );
         assert!(run.steps.windows(2).all(|w| w[0].step < w[1].step));
+        assert_every_step_recorded(&run.steps, &specs(12), &format!("{kind:?}"));
     }
+}
+
+/// Every step the engine ran is in the run, the last one included: step
+/// numbers are 0, 1, …, n−1 and the decode tokens add up to what the workload
+/// implies (every output token after the first is one decode; nothing here
+/// is preempted).
+fn assert_every_step_recorded(steps: &[StepRecord], specs: &[RequestSpec], what: &str) {
+    let numbers: Vec<u64> = steps.iter().map(|s| s.step).collect();
+    assert_eq!(
+        numbers,
+        (0..steps.len() as u64).collect::<Vec<_>>(),
+        "{what}: steps missing"
+    );
+    assert!(steps.iter().all(|s| s.preemptions == 0), "{what}");
+    let decode: u64 = steps.iter().map(|s| u64::from(s.decode_tokens)).sum();
+    let implied: u64 = specs.iter().map(|s| u64::from(s.output_len) - 1).sum();
+    assert_eq!(decode, implied, "{what}: Σ decode tokens");
+    let prefill: u64 = steps.iter().map(|s| u64::from(s.prefill_tokens)).sum();
+    let prompts: u64 = specs.iter().map(|s| u64::from(s.prompt_len)).sum();
+    assert_eq!(prefill, prompts, "{what}: Σ prefill tokens");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
