@@ -159,6 +159,21 @@ pub fn preset_names() -> Vec<&'static str> {
     presets().iter().map(|p| p.name).collect()
 }
 
+/// The model shape a preset is meant for, when the engine's default model
+/// cannot serve it: the long presets need a long-context model (Llama-3.1,
+/// 131072 tokens), since Llama-3's 8192 tokens reject most or all of them.
+///
+/// ```
+/// assert_eq!(fuselab_workloads::preset_model("long-32k"), Some("llama3.1-8b"));
+/// assert_eq!(fuselab_workloads::preset_model("fastgen-2600"), None);
+/// ```
+pub fn preset_model(name: &str) -> Option<&'static str> {
+    match name {
+        "long-8k" | "long-32k" => Some("llama3.1-8b"),
+        _ => None,
+    }
+}
+
 /// The spec of a preset with its defaults.
 ///
 /// # Errors

@@ -95,7 +95,10 @@ impl<B: Backend> NativeEngine<B> {
     /// [`EngineError::KvTooSmall`] when not one block fits; backend errors from
     /// [`Backend::init_kv`]; an input error when the backend needs tokens but
     /// reports no vocabulary.
-    pub fn new(mut backend: B, policy: PolicyConfig) -> Result<Self> {
+    pub fn new(mut backend: B, mut policy: PolicyConfig) -> Result<Self> {
+        if let Some(context) = backend.context_len() {
+            policy.default_max_len(context);
+        }
         let geometry = BlockManager::geometry_for_budget(
             backend.kv_budget_bytes(),
             backend.kv_bytes_per_token(),

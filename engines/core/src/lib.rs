@@ -23,8 +23,9 @@
 //! | `splitfuse` | decodes, then prompts split exactly at the budget; whole remaining prompt must fit in KV | budget 768, max_seqs 512, max_tracked 2048, block 64 |
 //! | `prepack` | prompts packed best-fit-decreasing into rows of the longest prompt, then decode as static | batch 16, block 16 |
 //!
-//! Every policy accepts `max_len` (8192): requests with more prompt + output
-//! tokens are rejected.
+//! Every policy accepts `max_len` (default: the model's context length, as
+//! vLLM's `max_model_len`): requests with more prompt + output tokens are
+//! rejected.
 
 mod backend;
 mod batch;
@@ -45,5 +46,5 @@ pub use error::{EngineError, Result};
 pub use kv::BlockManager;
 pub use model::{MODEL_NAMES, ModelShape, RopeScaling};
 pub use pack::best_fit_decreasing;
-pub use policy::{PolicyConfig, PolicyKind, parse_knob};
+pub use policy::{DEFAULT_MAX_LEN, PolicyConfig, PolicyKind, parse_knob};
 pub use sched::StepAudit;

@@ -164,9 +164,15 @@ pub struct PolicyConfig {
     pub watermark: f64,
     /// Requests per batch for static and prepack (16).
     pub batch: u32,
-    /// Longest request (prompt + output) the engine accepts (8192); longer ones are rejected.
-    pub max_len: u32,
+    /// Longest request (prompt + output) the engine accepts; longer ones are
+    /// rejected. `None` means the model's context length (vLLM's
+    /// `max_model_len` default), filled in by [`crate::NativeEngine::new`]
+    /// from the backend, or [`DEFAULT_MAX_LEN`] when the backend has no model.
+    pub max_len: Option<u32>,
 }
+
+/// `max_len` of a backend that knows no context length.
+pub const DEFAULT_MAX_LEN: u32 = 8192;
 
 impl PolicyConfig {
     /// The policy with its default knobs.
@@ -183,8 +189,18 @@ impl PolicyConfig {
             block,
             watermark: 0.01,
             batch: 16,
-            max_len: 8192,
+            max_len: None,
         }
+    }
+
+    /// The longest request accepted: the `max_len` knob, else [`DEFAULT_MAX_LEN`].
+    pub fn max_len(&self) -> u32 {
+        self.max_len.unwrap_or(DEFAULT_MAX_LEN)
+    }
+
+    /// Sets `max_len` to the model's context length unless the knob was given.
+    pub fn default_max_len(&mut self, context_len: u32) {
+        self.max_len.get_or_insert(context_len);
     }
 
     /// The policy with its defaults overridden by `name=value` knob strings.
@@ -236,7 +252,7 @@ impl PolicyConfig {
             "max_tracked" => self.max_tracked = int_knob(name, value, 1, 1 << 20)?,
             "block" => self.block = int_knob(name, value, 1, 4096)?,
             "batch" => self.batch = int_knob(name, value, 1, 1 << 16)?,
-            "max_len" => self.max_len = int_knob(name, value, 2, 1 << 24)?,
+            "max_len" => self.max_len = Some(int_knob(name, value, 2, 1 << 24)?),
             "watermark" => {
                 let w: f64 = value.parse().map_err(|_| {
                     Error::invalid(
@@ -265,7 +281,7 @@ impl PolicyConfig {
     pub fn token_budget(&self) -> Option<u32> {
         match self.kind {
             PolicyKind::Static | PolicyKind::Prepack => None,
-            PolicyKind::Continuous => Some(self.budget.unwrap_or(self.max_len.max(2048))),
+            PolicyKind::Continuous => Some(self.budget.unwrap_or(self.max_len().max(2048))),
             PolicyKind::Chunked => Some(self.budget.unwrap_or(2048)),
             PolicyKind::SplitFuse => Some(self.budget.unwrap_or(768)),
         }
@@ -293,7 +309,7 @@ impl PolicyConfig {
                     "block" => serde_json::json!(self.block),
                     "watermark" => serde_json::json!(self.watermark),
                     "batch" => serde_json::json!(self.batch),
-                    _ => serde_json::json!(self.max_len),
+                    _ => serde_json::json!(self.max_len()),
                 };
                 (k.to_string(), v)
             })

@@ -272,7 +272,7 @@ fn run_checked(
     // Every request ends: rejected for a stated reason, or with exactly output_len tokens.
     for s in specs {
         let st = status.get(&s.id).copied();
-        let must_reject = s.prompt_len + s.output_len > policy.max_len
+        let must_reject = s.prompt_len + s.output_len > policy.max_len()
             || (s.prompt_len + s.output_len).div_ceil(geometry.block_size) > usable
             || (policy.kind == PolicyKind::Continuous
                 && s.prompt_len + s.output_len - 1 > budget.unwrap_or(u32::MAX));

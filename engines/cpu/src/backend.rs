@@ -183,6 +183,10 @@ impl Backend for CpuBackend {
         true
     }
 
+    fn context_len(&self) -> Option<u32> {
+        Some(self.model.config().context_len)
+    }
+
     fn kv_bytes_per_token(&self) -> u64 {
         self.model
             .config()

@@ -526,6 +526,10 @@ impl Backend for CudaBackend {
         true
     }
 
+    fn context_len(&self) -> Option<u32> {
+        Some(self.cfg.context_len)
+    }
+
     fn kv_bytes_per_token(&self) -> u64 {
         self.cfg.kv_bytes_per_token(1, crate::config::ELEM_BYTES)
     }

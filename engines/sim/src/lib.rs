@@ -405,6 +405,10 @@ impl Backend for SimBackend {
         self.model.vocab as u32
     }
 
+    fn context_len(&self) -> Option<u32> {
+        Some(self.model.context_len)
+    }
+
     fn kv_bytes_per_token(&self) -> u64 {
         self.model.kv_bytes_per_token(self.cfg.tp, 2)
     }

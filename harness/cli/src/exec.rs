@@ -6,10 +6,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use fuselab_core::{
-    Arrivals, EngineInfo, Metrics, Provenance, RequestRecord, RequestSpec, RunSummary,
+    Arrivals, EngineInfo, Error, Metrics, Provenance, RequestRecord, RequestSpec, RequestStatus,
+    RunSummary,
     SCHEMA_VERSION, Slo, StepRecord, WorkloadSpec,
 };
-use fuselab_engine::{NativeEngine, PolicyConfig, simulate};
+use fuselab_engine::{ModelShape, NativeEngine, PolicyConfig, simulate};
 use fuselab_harness::{
     EngineHandle, NativeEngineHandle, NullEngine, RealtimePlan, run_realtime_blocking,
 };
@@ -84,6 +85,121 @@ pub struct Point {
     pub requests: Vec<RequestSpec>,
     /// SLOs for goodput.
     pub slo: Slo,
+}
+
+impl Point {
+    /// A point of `engine` × `policy` × `workload`, with the model-dependent
+    /// defaults resolved: a preset meant for a long-context model picks it
+    /// when `--model` was not given, and `max_len` defaults to the model's
+    /// context length.
+    ///
+    /// # Errors
+    /// When no request fits the model's context (or `max_len`), naming a
+    /// model that fits, before anything runs. Some requests that do not fit
+    /// are a warning: they will be rejected.
+    pub fn new(
+        engine: &crate::cmd::bench::EngineOpts,
+        mut policy: PolicyConfig,
+        workload: WorkloadSpec,
+        requests: Vec<RequestSpec>,
+        slo: Slo,
+    ) -> anyhow::Result<Self> {
+        let mut engine_spec = engine.resolve()?;
+        if engine_spec.kind == EngineKind::Null {
+            return Ok(Self {
+                engine: engine_spec,
+                policy,
+                workload,
+                requests,
+                slo,
+            });
+        }
+        if engine.model.is_none()
+            && engine_spec.kind != EngineKind::Cpu
+            && let Some(model) = fuselab_workloads::preset_model(&workload.name)
+        {
+            warn_once(format!(
+                "model {model}: the {} preset's model (pass --model to choose another)",
+                workload.name
+            ));
+            engine_spec.model = model.into();
+        }
+        let shape = ModelShape::preset(&engine_spec.model)?;
+        policy.default_max_len(shape.context_len);
+        check_fit(&engine_spec, &shape, &policy, &requests)?;
+        Ok(Self {
+            engine: engine_spec,
+            policy,
+            workload,
+            requests,
+            slo,
+        })
+    }
+}
+
+/// Refuses a workload none of whose requests fit `max_len`; warns when some do not.
+fn check_fit(
+    engine: &EngineSpec,
+    shape: &ModelShape,
+    policy: &PolicyConfig,
+    requests: &[RequestSpec],
+) -> anyhow::Result<()> {
+    let max_len = policy.max_len();
+    let len = |r: &RequestSpec| u64::from(r.prompt_len) + u64::from(r.output_len);
+    let over = requests.iter().filter(|r| len(r) > u64::from(max_len)).count();
+    if over == 0 {
+        return Ok(());
+    }
+    let longest = requests.iter().map(len).max().unwrap_or(0);
+    let limit = if policy.max_len == Some(shape.context_len) {
+        format!("the {}-token context of {}", shape.context_len, engine.model)
+    } else {
+        format!("max_len {max_len} ({}'s context: {})", engine.model, shape.context_len)
+    };
+    let fits: Vec<String> = fuselab_engine::MODEL_NAMES
+        .iter()
+        .filter_map(|n| ModelShape::preset(n).ok())
+        .filter(|m| u64::from(m.context_len) >= longest)
+        .map(|m| format!("{} ({} tokens)", m.name, m.context_len))
+        .collect();
+    let hint = if fits.is_empty() {
+        format!("no model shape has a context of {longest} tokens: shorten the workload")
+    } else if policy.max_len.is_some_and(|m| m < shape.context_len) {
+        format!("raise --knob max_len to {longest} or more, or pick one of: --model {}", fits.join(", "))
+    } else {
+        format!("pick a model that fits: --model {}", fits.join(", "))
+    };
+    if over == requests.len() {
+        let field = if policy.max_len.is_some_and(|m| m < shape.context_len) {
+            "--knob max_len"
+        } else {
+            "--model"
+        };
+        return Err(Error::invalid(
+            field,
+            format!(
+                "none of the {} requests fits {limit}: prompt + output up to {longest} tokens",
+                requests.len()
+            ),
+            hint,
+        )
+        .into());
+    }
+    warn_once(format!(
+        "{over} of {} requests need more than {limit} (up to {longest} tokens) and will be rejected; {hint}",
+        requests.len()
+    ));
+    Ok(())
+}
+
+/// Prints a warning on stderr once per process (a sweep builds many points).
+fn warn_once(message: String) {
+    static SEEN: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let mut seen = SEEN.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if !seen.contains(&message) {
+        eprintln!("warning: {message}");
+        seen.push(message);
+    }
 }
 
 /// What a point produced.
@@ -241,6 +357,51 @@ pub fn write_point(
     )
     .with_context(|| format!("writing the run folder {}", dir.display()))?;
     Ok(())
+}
+
+/// How many requests did not complete and the most common reason, e.g.
+/// `12 of 64 requests failed (12 rejected): most common reason (12×): prompt
+/// (9000) + output (200) = 9200 tokens exceed max_len 8192; …`. `None` when
+/// every request completed.
+pub fn failure_note(records: &[RequestRecord]) -> Option<String> {
+    let failed: Vec<&RequestRecord> = records
+        .iter()
+        .filter(|r| r.status != RequestStatus::Ok)
+        .collect();
+    if failed.is_empty() {
+        return None;
+    }
+    let mut by_status: std::collections::BTreeMap<&str, usize> = Default::default();
+    // Messages differ only in their numbers when they share a reason.
+    let mut by_reason: std::collections::BTreeMap<String, (usize, &RequestRecord)> =
+        Default::default();
+    for r in &failed {
+        *by_status.entry(r.status.as_str()).or_default() += 1;
+        let shape: String = r
+            .error
+            .as_deref()
+            .unwrap_or("no reason given")
+            .chars()
+            .filter(|c| !c.is_ascii_digit())
+            .collect();
+        by_reason
+            .entry(format!("{}: {shape}", r.status.as_str()))
+            .or_insert((0, r))
+            .0 += 1;
+    }
+    let statuses: Vec<String> = by_status.iter().map(|(s, n)| format!("{n} {s}")).collect();
+    let (count, example) = by_reason
+        .values()
+        .max_by_key(|(n, _)| *n)
+        .copied()
+        .expect("failed is not empty");
+    Some(format!(
+        "{} of {} requests did not complete ({}); most common reason ({count}×): {}",
+        failed.len(),
+        records.len(),
+        statuses.join(", "),
+        example.error.as_deref().unwrap_or("no reason given")
+    ))
 }
 
 /// The error returned after a cancelled point's measurements were written.

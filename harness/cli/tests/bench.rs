@@ -278,3 +278,86 @@ fn run_prints_its_embedded_config_and_runs_an_edited_copy() {
     let html = std::fs::read_to_string(tmp.path().join("out/report.html")).unwrap();
     assert!(html.contains("<svg") && !html.contains("http://") && !html.contains("https://"));
 }
+
+#[test]
+fn long_presets_run_on_a_long_context_model_and_say_so() {
+    let tmp = tempfile::tempdir().unwrap();
+    let long = ["--preset", "long-32k", "--n", "16", "--seed", "1"];
+    fuselab(tmp.path())
+        .args(["bench", "--engine", "sim", "--model", "llama3.1-8b"])
+        .args(long)
+        .args(["--out", "given"])
+        .assert()
+        .success()
+        .stdout(contains("16 requests (16 ok)"));
+    let s = summary(&tmp.path().join("given"));
+    assert_eq!(s["metrics"]["completed"], 16);
+    assert_eq!(s["provenance"]["engine"]["knobs"]["max_len"], 131_072);
+    // Without --model the preset picks its model, and says so.
+    fuselab(tmp.path())
+        .args(["bench", "--engine", "sim"])
+        .args(long)
+        .args(["--out", "picked"])
+        .assert()
+        .success()
+        .stdout(contains("16 requests (16 ok)"))
+        .stderr(contains("model llama3.1-8b: the long-32k preset's model"));
+    assert_eq!(
+        summary(&tmp.path().join("picked"))["provenance"]["engine"]["model"],
+        "llama3.1-8b"
+    );
+}
+
+#[test]
+fn a_workload_no_request_of_which_fits_exits_2_before_running_naming_a_model_that_fits() {
+    let tmp = tempfile::tempdir().unwrap();
+    fuselab(tmp.path())
+        .args(["bench", "--engine", "sim", "--model", "llama3-8b"])
+        .args(["--preset", "long-32k", "--n", "16", "--out", "r"])
+        .assert()
+        .code(2)
+        .stderr(contains("none of the 16 requests fits the 8192-token context of llama3-8b"))
+        .stderr(contains("--model llama3.1-8b (131072 tokens)"));
+    assert!(
+        !tmp.path().join("r/summary.json").exists(),
+        "refused before running"
+    );
+    fuselab(tmp.path())
+        .args(["bench", "--engine", "sim", "--knob", "max_len=1000"])
+        .args(SMALL)
+        .args(["--out", "k"])
+        .assert()
+        .code(2)
+        .stderr(contains("invalid --knob max_len"))
+        .stderr(contains("raise --knob max_len to"));
+}
+
+#[test]
+fn rejected_requests_are_counted_with_their_most_common_reason() {
+    let tmp = tempfile::tempdir().unwrap();
+    // long-8k on Llama-3's 8192-token context: most requests do not fit.
+    fuselab(tmp.path())
+        .args(["bench", "--engine", "sim", "--model", "llama3-8b"])
+        .args(["--preset", "long-8k", "--n", "50", "--seed", "1", "--out", "r"])
+        .assert()
+        .success()
+        .stderr(contains("requests need more than the 8192-token context of llama3-8b"))
+        .stdout(contains("of 50 requests did not complete ("))
+        .stdout(contains(" rejected); most common reason ("))
+        .stdout(contains("exceed max_len 8192"));
+}
+
+#[test]
+fn bench_exits_2_when_no_request_succeeds_and_keeps_the_run_folder() {
+    let tmp = tempfile::tempdir().unwrap();
+    // vLLM v0 without chunking cannot prefill a prompt longer than its budget.
+    fuselab(tmp.path())
+        .args(["bench", "--engine", "sim", "--policy", "continuous"])
+        .args(["--knob", "budget=100"])
+        .args(["--preset", "fastgen-2600", "--n", "5", "--out", "r"])
+        .assert()
+        .code(2)
+        .stdout(contains("5 of 5 requests did not complete (5 rejected)"))
+        .stderr(contains("none of the 5 requests succeeded"));
+    assert_eq!(summary(&tmp.path().join("r"))["metrics"]["failed"], 5);
+}

@@ -266,13 +266,13 @@ fn point_at(plan: &SweepPlan, policy: &PolicyConfig, load: f64) -> anyhow::Resul
         LoadKind::Clients => w.clients = vec![load.round() as u32],
     }
     let (workload, requests) = w.resolve()?;
-    Ok(Point {
-        engine: plan.engine.resolve()?,
-        policy: policy.clone(),
+    Point::new(
+        &plan.engine,
+        policy.clone(),
         workload,
         requests,
-        slo: plan.slo.clone(),
-    })
+        plan.slo.clone(),
+    )
 }
 
 fn load_dir(kind: LoadKind, load: f64) -> String {
@@ -306,6 +306,9 @@ pub fn execute(plan: &SweepPlan, out: &Path, name: &str) -> anyhow::Result<Sweep
             let result = exec::run_point(&point)?;
             let rel = format!("{}/{}", policy.kind, load_dir(plan.load_kind, load));
             exec::write_point(&out.join(&rel), true, &rel, &point, &result)?;
+            if let Some(note) = exec::failure_note(&result.records) {
+                eprintln!("  {note}");
+            }
             known.push((load, result.metrics.slo_attainment));
             let cancelled = result
                 .cancelled

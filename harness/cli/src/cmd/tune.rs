@@ -436,13 +436,13 @@ pub fn run(args: TuneArgs) -> anyhow::Result<CliOutcome> {
                 cons.push(c);
             }
             let (workload, requests) = args.workload.resolve()?;
-            let base = Point {
-                engine: args.engine.resolve()?,
-                policy: policy_config(&policy, &args.knob)?,
+            let base = Point::new(
+                &args.engine,
+                policy_config(&policy, &args.knob)?,
                 workload,
                 requests,
-                slo: slo(args.slo.as_deref())?,
-            };
+                slo(args.slo.as_deref())?,
+            )?;
             let problem = Problem {
                 space: space.clone(),
                 objectives: objectives
