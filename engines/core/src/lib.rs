@@ -41,7 +41,7 @@ mod sched;
 pub use backend::{Backend, BackendError, KvGeometry, StepOutput};
 pub use batch::{BatchEntry, BatchShape, ForwardBatch};
 pub use driver::{SimRun, simulate};
-pub use engine::{FinishedRequest, NativeEngine, StepReport};
+pub use engine::{FinishedRequest, NativeEngine, RequestState, StepReport};
 pub use error::{EngineError, Result};
 pub use kv::BlockManager;
 pub use model::{MODEL_NAMES, ModelShape, RopeScaling};

@@ -68,11 +68,23 @@ impl PolicyKind {
     /// The knobs this policy accepts.
     pub fn knob_names(self) -> &'static [&'static str] {
         match self {
-            Self::Static | Self::Prepack => &["batch", "block", "max_len"],
-            Self::Continuous | Self::Chunked => {
-                &["budget", "max_seqs", "block", "watermark", "max_len"]
-            }
-            Self::SplitFuse => &["budget", "max_seqs", "max_tracked", "block", "max_len"],
+            Self::Static | Self::Prepack => &["batch", "block", "max_len", "stream"],
+            Self::Continuous | Self::Chunked => &[
+                "budget",
+                "max_seqs",
+                "block",
+                "watermark",
+                "max_len",
+                "stream",
+            ],
+            Self::SplitFuse => &[
+                "budget",
+                "max_seqs",
+                "max_tracked",
+                "block",
+                "max_len",
+                "stream",
+            ],
         }
     }
 
@@ -169,6 +181,12 @@ pub struct PolicyConfig {
     /// `max_model_len` default), filled in by [`crate::NativeEngine::new`]
     /// from the backend, or [`DEFAULT_MAX_LEN`] when the backend has no model.
     pub max_len: Option<u32>,
+    /// Whether tokens reach the client as they are generated. `None` means
+    /// the policy's default: off for static and prepack, which model HF
+    /// `generate`/pipelines (the whole batch is returned when its last row
+    /// ends, so TTFT = E2E = the batch's end), on for the serving engines.
+    /// Off, a request's tokens arrive together when its result is returned.
+    pub stream: Option<bool>,
 }
 
 /// `max_len` of a backend that knows no context length.
@@ -190,7 +208,16 @@ impl PolicyConfig {
             watermark: 0.01,
             batch: 16,
             max_len: None,
+            stream: None,
         }
+    }
+
+    /// Whether tokens are streamed (the `stream` knob or the policy's default).
+    pub fn streams(&self) -> bool {
+        self.stream.unwrap_or(!matches!(
+            self.kind,
+            PolicyKind::Static | PolicyKind::Prepack
+        ))
     }
 
     /// The longest request accepted: the `max_len` knob, else [`DEFAULT_MAX_LEN`].
@@ -216,7 +243,7 @@ impl PolicyConfig {
     /// assert_eq!(p.token_budget(), Some(1024));
     /// assert_eq!(p.knobs()["block"], 64);
     /// let e = PolicyConfig::with_knobs(PolicyKind::Static, ["budget=1"]).unwrap_err();
-    /// assert!(e.to_string().contains("valid knobs: batch, block, max_len"));
+    /// assert!(e.to_string().contains("valid knobs: batch, block, max_len, stream"));
     /// ```
     pub fn with_knobs<I, S>(kind: PolicyKind, knobs: I) -> Result<Self>
     where
@@ -253,6 +280,20 @@ impl PolicyConfig {
             "block" => self.block = int_knob(name, value, 1, 4096)?,
             "batch" => self.batch = int_knob(name, value, 1, 1 << 16)?,
             "max_len" => self.max_len = Some(int_knob(name, value, 2, 1 << 24)?),
+            "stream" => {
+                self.stream = Some(match value {
+                    "true" | "on" | "1" => true,
+                    "false" | "off" | "0" => false,
+                    _ => {
+                        return Err(Error::invalid(
+                            "--knob stream",
+                            format!("`{value}` is not on or off"),
+                            "give stream=on or stream=off",
+                        )
+                        .into());
+                    }
+                });
+            }
             "watermark" => {
                 let w: f64 = value.parse().map_err(|_| {
                     Error::invalid(
@@ -309,6 +350,7 @@ impl PolicyConfig {
                     "block" => serde_json::json!(self.block),
                     "watermark" => serde_json::json!(self.watermark),
                     "batch" => serde_json::json!(self.batch),
+                    "stream" => serde_json::json!(self.streams()),
                     _ => serde_json::json!(self.max_len()),
                 };
                 (k.to_string(), v)

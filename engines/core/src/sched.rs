@@ -626,6 +626,11 @@ impl Scheduler {
         false
     }
 
+    /// Whether a static or prepacked batch is still running.
+    pub(crate) fn in_padded_batch(&self) -> bool {
+        !self.rows.is_empty()
+    }
+
     /// The state of a request the engine still holds.
     pub fn tokens_of(&self, id: RequestId) -> Option<&Seq> {
         self.seqs.get(&id)

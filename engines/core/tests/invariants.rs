@@ -184,7 +184,18 @@ fn run_checked(
             }
         }
         for ev in &r.events {
-            assert_eq!(ev.n_tokens, 1);
+            // Streaming policies deliver one token an event; with streaming
+            // off a request's tokens come at once, with its result.
+            if policy.streams() {
+                assert_eq!(ev.n_tokens, 1);
+            } else {
+                assert!(
+                    r.finished.iter().any(|f| f.id == ev.request),
+                    "{}: request {} streamed a token before its result",
+                    policy.kind,
+                    ev.request
+                );
+            }
             let v = tokens.entry(ev.request).or_default();
             assert_eq!(
                 ev.index as usize,
@@ -192,7 +203,7 @@ fn run_checked(
                 "request {} token index out of order",
                 ev.request
             );
-            v.push(ev.index);
+            v.extend(ev.index..ev.index + ev.n_tokens);
         }
         let Some(rec) = r.record else { continue };
         out.steps += 1;

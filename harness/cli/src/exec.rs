@@ -7,8 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 use fuselab_core::{
     Arrivals, EngineInfo, Error, Metrics, Provenance, RequestRecord, RequestSpec, RequestStatus,
-    RunSummary,
-    SCHEMA_VERSION, Slo, StepRecord, WorkloadSpec,
+    RunSummary, SCHEMA_VERSION, Slo, StepRecord, WorkloadSpec,
 };
 use fuselab_engine::{ModelShape, NativeEngine, PolicyConfig, simulate};
 use fuselab_harness::{
@@ -146,15 +145,24 @@ fn check_fit(
 ) -> anyhow::Result<()> {
     let max_len = policy.max_len();
     let len = |r: &RequestSpec| u64::from(r.prompt_len) + u64::from(r.output_len);
-    let over = requests.iter().filter(|r| len(r) > u64::from(max_len)).count();
+    let over = requests
+        .iter()
+        .filter(|r| len(r) > u64::from(max_len))
+        .count();
     if over == 0 {
         return Ok(());
     }
     let longest = requests.iter().map(len).max().unwrap_or(0);
     let limit = if policy.max_len == Some(shape.context_len) {
-        format!("the {}-token context of {}", shape.context_len, engine.model)
+        format!(
+            "the {}-token context of {}",
+            shape.context_len, engine.model
+        )
     } else {
-        format!("max_len {max_len} ({}'s context: {})", engine.model, shape.context_len)
+        format!(
+            "max_len {max_len} ({}'s context: {})",
+            engine.model, shape.context_len
+        )
     };
     let fits: Vec<String> = fuselab_engine::MODEL_NAMES
         .iter()
@@ -165,7 +173,10 @@ fn check_fit(
     let hint = if fits.is_empty() {
         format!("no model shape has a context of {longest} tokens: shorten the workload")
     } else if policy.max_len.is_some_and(|m| m < shape.context_len) {
-        format!("raise --knob max_len to {longest} or more, or pick one of: --model {}", fits.join(", "))
+        format!(
+            "raise --knob max_len to {longest} or more, or pick one of: --model {}",
+            fits.join(", ")
+        )
     } else {
         format!("pick a model that fits: --model {}", fits.join(", "))
     };
@@ -195,7 +206,9 @@ fn check_fit(
 /// Prints a warning on stderr once per process (a sweep builds many points).
 fn warn_once(message: String) {
     static SEEN: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
-    let mut seen = SEEN.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut seen = SEEN
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     if !seen.contains(&message) {
         eprintln!("warning: {message}");
         seen.push(message);

@@ -316,7 +316,9 @@ fn a_workload_no_request_of_which_fits_exits_2_before_running_naming_a_model_tha
         .args(["--preset", "long-32k", "--n", "16", "--out", "r"])
         .assert()
         .code(2)
-        .stderr(contains("none of the 16 requests fits the 8192-token context of llama3-8b"))
+        .stderr(contains(
+            "none of the 16 requests fits the 8192-token context of llama3-8b",
+        ))
         .stderr(contains("--model llama3.1-8b (131072 tokens)"));
     assert!(
         !tmp.path().join("r/summary.json").exists(),
@@ -338,10 +340,14 @@ fn rejected_requests_are_counted_with_their_most_common_reason() {
     // long-8k on Llama-3's 8192-token context: most requests do not fit.
     fuselab(tmp.path())
         .args(["bench", "--engine", "sim", "--model", "llama3-8b"])
-        .args(["--preset", "long-8k", "--n", "50", "--seed", "1", "--out", "r"])
+        .args([
+            "--preset", "long-8k", "--n", "50", "--seed", "1", "--out", "r",
+        ])
         .assert()
         .success()
-        .stderr(contains("requests need more than the 8192-token context of llama3-8b"))
+        .stderr(contains(
+            "requests need more than the 8192-token context of llama3-8b",
+        ))
         .stdout(contains("of 50 requests did not complete ("))
         .stdout(contains(" rejected); most common reason ("))
         .stdout(contains("exceed max_len 8192"));
