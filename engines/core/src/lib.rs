@@ -17,13 +17,19 @@
 //! ## Policies (exact rules in research/engine.md §a)
 //! | policy | step rule | default knobs |
 //! |---|---|---|
-//! | `static` | `batch` requests padded to the longest prompt, decode until all rows finish | batch 16, block 16 |
+//! | `static` | `batch` requests padded to the longest prompt, decode until all rows finish; tokens returned when the batch ends (HF `generate`) | batch 16, block 16, stream off |
 //! | `continuous` | all-prefill step when prompts fit, else all-decode; preempt newest | budget max(max_len, 2048), max_seqs 256, block 16, watermark 0.01 |
-//! | `chunked` | every running decode, then partial prefills, then new prompts, chunked to the budget | budget 2048, max_seqs 256, block 16, watermark 0.01 |
+//! | `chunked` | every running decode, then partial prefills, then new prompts, chunked to the budget | budget 2048, max_seqs 256 (vLLM v0.6's chunked-prefill defaults; `--knobs-from sarathi` or `vllm-v1` for those systems'), block 16, watermark 0.01 |
 //! | `splitfuse` | decodes, then prompts split exactly at the budget; whole remaining prompt must fit in KV | budget 768, max_seqs 512, max_tracked 2048, block 64 |
-//! | `prepack` | prompts packed best-fit-decreasing into rows of the longest prompt, then decode as static | batch 16, block 16 |
+//! | `prepack` | prompts packed best-fit-decreasing into rows of the longest prompt, then decode as static | batch 16, block 16, stream off |
 //!
-//! Every policy accepts `max_len` (default: the model's context length, as
+//! Sources of the defaults: vLLM v0 `EngineArgs` (continuous), vLLM v0.6
+//! chunked prefill (chunked), DeepSpeed-MII `DSStateManagerConfig`
+//! (splitfuse), HF pipelines (static, prepack); research/engine.md §a.
+//!
+//! Every policy accepts `stream` (off for static and prepack, whose tokens
+//! reach the client together when the batch ends, as HF `generate` returns
+//! them; on elsewhere) and `max_len` (default: the model's context length, as
 //! vLLM's `max_model_len`): requests with more prompt + output tokens are
 //! rejected.
 
@@ -46,5 +52,7 @@ pub use error::{EngineError, Result};
 pub use kv::BlockManager;
 pub use model::{MODEL_NAMES, ModelShape, RopeScaling};
 pub use pack::best_fit_decreasing;
-pub use policy::{DEFAULT_MAX_LEN, PolicyConfig, PolicyKind, parse_knob};
+pub use policy::{
+    DEFAULT_MAX_LEN, DeviceClass, KNOB_SETS, PolicyConfig, PolicyKind, knob_set, parse_knob,
+};
 pub use sched::StepAudit;

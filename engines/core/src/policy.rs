@@ -189,6 +189,64 @@ pub struct PolicyConfig {
     pub stream: Option<bool>,
 }
 
+/// The knob sets `--knobs-from` accepts: a published system's defaults, with
+/// where they come from.
+pub const KNOB_SETS: [(&str, &str); 2] = [
+    (
+        "sarathi",
+        "Sarathi-Serve: budget 512, max_seqs 128 (SarathiSchedulerConfig chunk_size, max_num_seqs)",
+    ),
+    (
+        "vllm-v1",
+        "vLLM v1 API server: budget 8192, max_seqs 1024 on GPUs of at least 70 GiB other than \
+         the A100, else 2048 and 256 (EngineArgs.get_batch_defaults)",
+    ),
+];
+
+/// The device a knob set is chosen for: its name and memory in GiB.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DeviceClass {
+    /// Hardware name, e.g. `h200`, `a100-80g`.
+    pub name: String,
+    /// Device memory, GiB.
+    pub memory_gib: f64,
+}
+
+/// The knobs of the named set (see [`KNOB_SETS`]) as `name=value` strings,
+/// for `device` (`None`: no GPU).
+///
+/// # Errors
+/// An [`Error::Invalid`] for `--knobs-from` listing the valid sets.
+///
+/// # Example
+/// ```
+/// use fuselab_engine::{DeviceClass, knob_set};
+/// let h200 = DeviceClass { name: "h200".into(), memory_gib: 140.4 };
+/// assert_eq!(knob_set("vllm-v1", Some(&h200)).unwrap(), ["budget=8192", "max_seqs=1024"]);
+/// let a100 = DeviceClass { name: "a100-80g".into(), memory_gib: 80.0 };
+/// assert_eq!(knob_set("vllm-v1", Some(&a100)).unwrap(), ["budget=2048", "max_seqs=256"]);
+/// assert_eq!(knob_set("sarathi", None).unwrap(), ["budget=512", "max_seqs=128"]);
+/// ```
+pub fn knob_set(name: &str, device: Option<&DeviceClass>) -> Result<Vec<String>> {
+    let (budget, seqs) = match name.trim() {
+        "sarathi" => (512, 128),
+        "vllm-v1" => {
+            let large = device
+                .is_some_and(|d| d.memory_gib >= 70.0 && !d.name.to_lowercase().contains("a100"));
+            if large { (8192, 1024) } else { (2048, 256) }
+        }
+        other => {
+            return Err(Error::invalid(
+                "--knobs-from",
+                format!("unknown knob set `{other}`"),
+                format!("valid sets: {}", KNOB_SETS.map(|(n, _)| n).join(", ")),
+            )
+            .into());
+        }
+    };
+    Ok(vec![format!("budget={budget}"), format!("max_seqs={seqs}")])
+}
+
 /// `max_len` of a backend that knows no context length.
 pub const DEFAULT_MAX_LEN: u32 = 8192;
 

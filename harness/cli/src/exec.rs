@@ -136,6 +136,43 @@ impl Point {
     }
 }
 
+/// `knobs` with the knobs of the `--knobs-from` set in front, so that
+/// `--knob` wins. The set is chosen for the engine's device: the simulated
+/// hardware profile; for `cuda` a GPU of at least 70 GiB other than an A100
+/// (the H200 this lab measures on) is assumed, and said.
+pub fn with_knob_set(
+    set: Option<&str>,
+    engine: &crate::cmd::bench::EngineOpts,
+    knobs: &[String],
+) -> anyhow::Result<Vec<String>> {
+    let Some(set) = set else {
+        return Ok(knobs.to_vec());
+    };
+    let spec = engine.resolve()?;
+    let device = match spec.kind {
+        EngineKind::Sim => {
+            let hw = fuselab_sim::hardware(&spec.hardware)?;
+            Some(fuselab_engine::DeviceClass {
+                name: hw.name.into(),
+                memory_gib: hw.memory_bytes / f64::from(1u32 << 30),
+            })
+        }
+        EngineKind::Cuda => {
+            warn_once(format!(
+                "--knobs-from {set} on --engine cuda assumes a GPU of at least 70 GiB that is not an A100"
+            ));
+            Some(fuselab_engine::DeviceClass {
+                name: "cuda".into(),
+                memory_gib: 70.0,
+            })
+        }
+        EngineKind::Cpu | EngineKind::Null => None,
+    };
+    let mut all = fuselab_engine::knob_set(set, device.as_ref())?;
+    all.extend_from_slice(knobs);
+    Ok(all)
+}
+
 /// Refuses a workload none of whose requests fit `max_len`; warns when some do not.
 fn check_fit(
     engine: &EngineSpec,

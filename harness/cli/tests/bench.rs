@@ -367,3 +367,47 @@ fn bench_exits_2_when_no_request_succeeds_and_keeps_the_run_folder() {
         .stderr(contains("none of the 5 requests succeeded"));
     assert_eq!(summary(&tmp.path().join("r"))["metrics"]["failed"], 5);
 }
+
+#[test]
+fn knob_sets_start_from_a_published_systems_knobs_and_knob_wins() {
+    let tmp = tempfile::tempdir().unwrap();
+    let knobs = |dir: &str| summary(&tmp.path().join(dir))["provenance"]["engine"]["knobs"].clone();
+    let run = |extra: &[&str], out: &str| {
+        fuselab(tmp.path())
+            .args(["bench", "--engine", "sim", "--policy", "chunked"])
+            .args(extra)
+            .args(["--preset", "fastgen-2600", "--n", "8", "--out", out])
+            .assert()
+            .success();
+    };
+    run(&["--knobs-from", "sarathi"], "sarathi");
+    assert_eq!(
+        (
+            knobs("sarathi")["budget"].clone(),
+            knobs("sarathi")["max_seqs"].clone()
+        ),
+        (512.into(), 128.into())
+    );
+    run(&["--knobs-from", "vllm-v1"], "v1-h200");
+    assert_eq!(knobs("v1-h200")["budget"], 8192);
+    assert_eq!(knobs("v1-h200")["max_seqs"], 1024);
+    run(
+        &["--knobs-from", "vllm-v1", "--hardware", "a100-80g"],
+        "v1-a100",
+    );
+    assert_eq!(knobs("v1-a100")["budget"], 2048);
+    run(
+        &["--knobs-from", "sarathi", "--knob", "budget=1024"],
+        "override",
+    );
+    assert_eq!(knobs("override")["budget"], 1024);
+    assert_eq!(knobs("override")["max_seqs"], 128);
+    // The default is vLLM v0.6's chunked prefill.
+    run(&[], "default");
+    assert_eq!(knobs("default")["budget"], 2048);
+    fuselab(tmp.path())
+        .args(["bench", "--knobs-from", "orca", "--out", "bad"])
+        .assert()
+        .code(2)
+        .stderr(contains("--knobs-from").and(contains("valid sets: sarathi, vllm-v1")));
+}

@@ -36,6 +36,12 @@ pub struct BenchArgs {
     #[serde(default)]
     pub knob: Vec<String>,
 
+    /// Start from a published system's knobs, `--knob` still winning: `sarathi`
+    /// (budget 512, max_seqs 128) or `vllm-v1` (8192 / 1024 on GPUs of ≥ 70 GiB
+    /// other than the A100, else 2048 / 256).
+    #[arg(long, value_name = "SET")]
+    pub knobs_from: Option<String>,
+
     /// SLOs for goodput: `ttft=2s,tpot=100ms,e2e=30s` or `fastgen:4` [default: none].
     #[arg(long, value_name = "SLO")]
     pub slo: Option<String>,
@@ -199,7 +205,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<Outcome> {
         )
         .into());
     }
-    let policy = policy_config(&policy_name, &args.knob)?;
+    let knobs = exec::with_knob_set(args.knobs_from.as_deref(), &args.engine, &args.knob)?;
+    let policy = policy_config(&policy_name, &knobs)?;
     let (workload, requests) = args.workload.resolve()?;
     let point = Point::new(
         &args.engine,

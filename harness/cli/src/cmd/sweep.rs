@@ -45,6 +45,11 @@ pub struct SweepArgs {
     #[serde(default)]
     pub knob: Vec<String>,
 
+    /// Start every policy that has these knobs from a published system's:
+    /// `sarathi` or `vllm-v1` (see `fuselab bench --help`); `--knob` wins.
+    #[arg(long, value_name = "SET")]
+    pub knobs_from: Option<String>,
+
     /// SLOs for goodput and the search: `ttft=2s,tpot=100ms` or `fastgen:4`.
     #[arg(long, value_name = "SLO")]
     pub slo: Option<String>,
@@ -126,7 +131,8 @@ pub fn run(args: SweepArgs) -> anyhow::Result<Outcome> {
 /// Checks the flags and resolves them into a plan.
 pub fn plan(args: &SweepArgs) -> anyhow::Result<SweepPlan> {
     let kinds = PolicyKind::parse_list(args.policies.as_deref().unwrap_or("all"))?;
-    let policies = policies_with_knobs(&kinds, &args.knob)?;
+    let knobs = exec::with_knob_set(args.knobs_from.as_deref(), &args.engine, &args.knob)?;
+    let policies = policies_with_knobs(&kinds, &knobs)?;
     let clients = &args.workload.clients;
     let (load_kind, loads) = match (args.rates.is_empty(), clients.is_empty()) {
         (false, true) => (LoadKind::Rate, args.rates.clone()),

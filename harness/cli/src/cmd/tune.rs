@@ -108,6 +108,11 @@ pub struct TuneArgs {
     #[serde(default)]
     pub knob: Vec<String>,
 
+    /// Fixed knobs from a published system's defaults: `sarathi` or `vllm-v1`
+    /// (see `fuselab bench --help`); `--knob` and the space win.
+    #[arg(long, value_name = "SET")]
+    pub knobs_from: Option<String>,
+
     /// SLOs for goodput: `ttft=2s,tpot=100ms,e2e=30s` or `fastgen:4`.
     #[arg(long, value_name = "SLO")]
     pub slo: Option<String>,
@@ -363,108 +368,111 @@ pub fn run(args: TuneArgs) -> anyhow::Result<CliOutcome> {
         .map(parse_duration)
         .transpose()?;
 
-    let (problem, objective): (Problem, Box<dyn Objective>) =
-        if let Some(cmd) = args.objective_cmd.as_deref() {
-            if args.policy.is_some()
-                || args.objective.is_some()
-                || !args.knob.is_empty()
-                || !args.outcome.is_empty()
-            {
-                bail!(Error::invalid(
-                    "--objective-cmd",
-                    "given together with engine flags (--policy/--objective/--knob/--outcome)",
-                    "tune either a command or the engine"
-                ));
-            }
-            let dir = if args.minimize {
-                Direction::Minimize
-            } else {
-                Direction::Maximize
-            };
-            let problem = Problem::single(space.clone(), "value", dir);
-            // The engine flag `--timeout SECONDS` (per request) reads as the
-            // per-trial limit when there is no engine.
-            let timeout = match (timeout, args.engine.timeout) {
-                (Some(t), _) => Some(t),
-                (None, Some(s)) if s.is_finite() && s > 0.0 => Some(Duration::from_secs_f64(s)),
-                (None, Some(s)) => bail!(Error::invalid(
-                    "--timeout",
-                    format!("{s} is not positive"),
-                    "give seconds > 0"
-                )),
-                (None, None) => None,
-            };
-            let obj = CommandObjective::new(cmd, &space, timeout, 1, 0)?;
-            (problem, Box::new(obj))
+    let (problem, objective): (Problem, Box<dyn Objective>) = if let Some(cmd) =
+        args.objective_cmd.as_deref()
+    {
+        if args.policy.is_some()
+            || args.objective.is_some()
+            || !args.knob.is_empty()
+            || args.knobs_from.is_some()
+            || !args.outcome.is_empty()
+        {
+            bail!(Error::invalid(
+                "--objective-cmd",
+                "given together with engine flags (--policy/--objective/--knob/--knobs-from/--outcome)",
+                "tune either a command or the engine"
+            ));
+        }
+        let dir = if args.minimize {
+            Direction::Minimize
         } else {
-            let policy = args.policy.clone().unwrap_or_else(|| "splitfuse".into());
-            // A knob the policy does not have (or a bad fixed knob) is a usage error, found
-            // before any trial runs: try the fixed knobs plus one sample of the space.
-            let mut rng = fuselab_tune::trial_rng(seed, 0);
-            let probe = space
-                .sample(&mut rng)
-                .context("--constraint: no configuration satisfies the constraints")?;
-            let mut knobs = args.knob.clone();
-            knobs.extend(
-                space
-                    .params()
-                    .iter()
-                    .zip(&probe.0)
-                    .map(|(p, v)| format!("{}={v}", p.name)),
-            );
-            policy_config(&policy, &knobs)
-                .with_context(|| format!("--space: the knobs of policy `{policy}`"))?;
-            let objectives: Vec<Metric> = args
-                .objective
-                .as_deref()
-                .unwrap_or("goodput")
-                .split(',')
-                .map(|s| Metric::parse(s, "--objective"))
-                .collect::<anyhow::Result<_>>()?;
-            if objectives.len() > 2 {
-                bail!(Error::invalid(
-                    "--objective",
-                    "more than two objectives",
-                    "give one, or two for a Pareto front"
-                ));
-            }
-            let mut outcomes = Vec::new();
-            let mut cons = Vec::new();
-            for o in &args.outcome {
-                let (m, c) = parse_outcome(o)?;
-                outcomes.push(m);
-                cons.push(c);
-            }
-            let (workload, requests) = args.workload.resolve()?;
-            let base = Point::new(
-                &args.engine,
-                policy_config(&policy, &args.knob)?,
-                workload,
-                requests,
-                slo(args.slo.as_deref())?,
-            )?;
-            let problem = Problem {
-                space: space.clone(),
-                objectives: objectives
-                    .iter()
-                    .map(|m| ObjectiveDef {
-                        name: m.name().into(),
-                        direction: m.direction(),
-                    })
-                    .collect(),
-                constraints: cons,
-            };
-            (
-                problem,
-                Box::new(SimObjective {
-                    base,
-                    policy,
-                    fixed: args.knob.clone(),
-                    objectives,
-                    outcomes,
-                }),
-            )
+            Direction::Maximize
         };
+        let problem = Problem::single(space.clone(), "value", dir);
+        // The engine flag `--timeout SECONDS` (per request) reads as the
+        // per-trial limit when there is no engine.
+        let timeout = match (timeout, args.engine.timeout) {
+            (Some(t), _) => Some(t),
+            (None, Some(s)) if s.is_finite() && s > 0.0 => Some(Duration::from_secs_f64(s)),
+            (None, Some(s)) => bail!(Error::invalid(
+                "--timeout",
+                format!("{s} is not positive"),
+                "give seconds > 0"
+            )),
+            (None, None) => None,
+        };
+        let obj = CommandObjective::new(cmd, &space, timeout, 1, 0)?;
+        (problem, Box::new(obj))
+    } else {
+        let policy = args.policy.clone().unwrap_or_else(|| "splitfuse".into());
+        let fixed = exec::with_knob_set(args.knobs_from.as_deref(), &args.engine, &args.knob)?;
+        // A knob the policy does not have (or a bad fixed knob) is a usage error, found
+        // before any trial runs: try the fixed knobs plus one sample of the space.
+        let mut rng = fuselab_tune::trial_rng(seed, 0);
+        let probe = space
+            .sample(&mut rng)
+            .context("--constraint: no configuration satisfies the constraints")?;
+        let mut knobs = fixed.clone();
+        knobs.extend(
+            space
+                .params()
+                .iter()
+                .zip(&probe.0)
+                .map(|(p, v)| format!("{}={v}", p.name)),
+        );
+        policy_config(&policy, &knobs)
+            .with_context(|| format!("--space: the knobs of policy `{policy}`"))?;
+        let objectives: Vec<Metric> = args
+            .objective
+            .as_deref()
+            .unwrap_or("goodput")
+            .split(',')
+            .map(|s| Metric::parse(s, "--objective"))
+            .collect::<anyhow::Result<_>>()?;
+        if objectives.len() > 2 {
+            bail!(Error::invalid(
+                "--objective",
+                "more than two objectives",
+                "give one, or two for a Pareto front"
+            ));
+        }
+        let mut outcomes = Vec::new();
+        let mut cons = Vec::new();
+        for o in &args.outcome {
+            let (m, c) = parse_outcome(o)?;
+            outcomes.push(m);
+            cons.push(c);
+        }
+        let (workload, requests) = args.workload.resolve()?;
+        let base = Point::new(
+            &args.engine,
+            policy_config(&policy, &fixed)?,
+            workload,
+            requests,
+            slo(args.slo.as_deref())?,
+        )?;
+        let problem = Problem {
+            space: space.clone(),
+            objectives: objectives
+                .iter()
+                .map(|m| ObjectiveDef {
+                    name: m.name().into(),
+                    direction: m.direction(),
+                })
+                .collect(),
+            constraints: cons,
+        };
+        (
+            problem,
+            Box::new(SimObjective {
+                base,
+                policy,
+                fixed,
+                objectives,
+                outcomes,
+            }),
+        )
+    };
 
     let out = args
         .out
