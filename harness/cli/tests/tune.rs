@@ -89,20 +89,32 @@ fn tunes_a_command_and_reports_the_best_with_uncertainty() {
     assert_eq!(journal(&out2).len(), 12);
 }
 
-/// k = 0: killed by a signal; 1: prints nothing; 2: exits 3; 3: sleeps past the
-/// timeout; 4, 5: prints a number. The grid visits every k twice.
-const FAULTY: &str = r#"case {k} in 0) kill -9 $$;; 1) true;; 2) echo oops >&2; exit 3;; 3) sleep 5; echo 1;; *) echo {k};; esac"#;
+/// k = 0: killed by a signal; 1: prints nothing; 2: exits 3; 3: starts a
+/// grandchild that sleeps past the timeout (its pid appended to PIDS); 4, 5:
+/// prints a number. The grid visits every k twice.
+const FAULTY: &str = r#"case {k} in 0) kill -9 $$;; 1) true;; 2) echo oops >&2; exit 3;; 3) sleep 30 & echo $! >> PIDS; wait; echo 1;; *) echo {k};; esac"#;
+
+/// Whether process `pid` has ended (gone, or a zombie awaiting its reaper).
+fn ended(pid: &str) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+    }
+}
 
 #[test]
 fn failed_trials_are_recorded_and_the_campaign_goes_on() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("faults");
-    let start = Instant::now();
+    let pids = dir.path().join("pids");
+    let faulty = FAULTY.replace("PIDS", &pids.display().to_string());
     fuselab()
         .args([
             "tune",
             "--objective-cmd",
-            FAULTY,
+            &faulty,
             "--space",
             "k=0..5,x=a|b",
             "--budget",
@@ -120,8 +132,16 @@ fn failed_trials_are_recorded_and_the_campaign_goes_on() {
             predicate::str::contains("12 trials: 4 ok, 0 infeasible, 8 failed")
                 .and(predicate::str::contains("best: k=5")),
         );
-    // The sleeping grandchild was killed with its process group, not waited for.
-    assert!(start.elapsed() < Duration::from_secs(5 * 2));
+    // The sleeping grandchildren were killed with their process group, not
+    // left running or waited for.
+    let pids = std::fs::read_to_string(&pids).unwrap();
+    assert_eq!(pids.lines().count(), 2, "{pids}");
+    for pid in pids.lines() {
+        assert!(
+            ended(pid),
+            "the timed-out trial's grandchild {pid} still runs"
+        );
+    }
     let j = journal(&out);
     assert_eq!(j.len(), 12);
     let status_of = |k: i64| -> Vec<String> {

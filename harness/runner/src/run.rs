@@ -206,6 +206,7 @@ struct Collector {
 
 impl Collector {
     fn register(&mut self, spec: RequestSpec, t_scheduled: f64, t_sent: f64) {
+        tracing::debug!(request = spec.id, t_scheduled, t_sent, "request sent");
         let key = if self.closed { t_sent } else { t_scheduled };
         let warm = key < self.warmup_s;
         if let Some(t) = self.plan_timeout {
