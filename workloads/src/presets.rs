@@ -74,6 +74,9 @@ const DEFAULT_N: u64 = 1000;
 /// - `h200-64`: the reference workload of DESIGN.md §8, measured on the H200:
 ///   64 requests, prompt N(2600, 780) clamped to [256, 4096], 128 output
 ///   tokens, all arriving at once.
+/// - `cpu-small`: the FastGen shape, N(μ, 0.3μ), at μ = 512 prompt and 32
+///   output tokens, so that the tiny CPU model serves a few of them a second
+///   (the CPU part of `fuselab run`).
 ///
 /// Synthetic presets default to 1000 requests and Poisson arrivals at 1 request/s.
 ///
@@ -149,6 +152,17 @@ pub fn presets() -> Vec<Preset> {
                 normal(2600.0, 780.0, 256, 4096),
                 LengthDist::Fixed { value: 128 },
                 Arrivals::Burst,
+            ),
+        },
+        Preset {
+            name: "cpu-small",
+            description: "the FastGen shape sized for the tiny CPU model: prompt N(512, 154) in [16, 1536], output N(32, 9.6) in [1, 96]",
+            spec: spec(
+                "cpu-small",
+                DEFAULT_N,
+                normal(512.0, 153.6, 16, 1536),
+                normal(32.0, 9.6, 1, 96),
+                poisson(),
             ),
         },
     ]

@@ -277,6 +277,15 @@ fn run_prints_its_embedded_config_and_runs_an_edited_copy() {
     assert_eq!(cpu["points"][0]["metrics"]["completed"], 3);
     let html = std::fs::read_to_string(tmp.path().join("out/report.html")).unwrap();
     assert!(html.contains("<svg") && !html.contains("http://") && !html.contains("https://"));
+    // The embedded CPU part is a closed loop; giving it a rate as well is refused.
+    assert!(text.contains("clients = 4") && text.contains("preset = \"cpu-small\""));
+    let both = text.replace("clients = 4", "clients = 4\nrate = 2.0");
+    std::fs::write(tmp.path().join("both.toml"), both).unwrap();
+    fuselab(tmp.path())
+        .args(["run", "--config", "both.toml", "--out", "both"])
+        .assert()
+        .code(2)
+        .stderr(contains("[cpu]").and(contains("exactly one of `rate`")));
 }
 
 #[test]
