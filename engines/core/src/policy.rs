@@ -69,10 +69,22 @@ impl PolicyKind {
     pub fn knob_names(self) -> &'static [&'static str] {
         match self {
             Self::Static | Self::Prepack => &["batch", "block", "max_len"],
-            Self::Continuous | Self::Chunked => {
-                &["budget", "max_seqs", "block", "watermark", "max_len"]
-            }
-            Self::SplitFuse => &["budget", "max_seqs", "max_tracked", "block", "max_len"],
+            Self::Continuous | Self::Chunked => &[
+                "budget",
+                "max_seqs",
+                "block",
+                "watermark",
+                "max_len",
+                "prefix_cache",
+            ],
+            Self::SplitFuse => &[
+                "budget",
+                "max_seqs",
+                "max_tracked",
+                "block",
+                "max_len",
+                "prefix_cache",
+            ],
         }
     }
 
@@ -166,6 +178,13 @@ pub struct PolicyConfig {
     pub batch: u32,
     /// Longest request (prompt + output) the engine accepts (8192); longer ones are rejected.
     pub max_len: u32,
+    /// Automatic prefix caching: full KV blocks are kept, hashed by their
+    /// tokens and prefix, and reused by later requests with the same prefix.
+    /// On for continuous and chunked (vLLM v1 enables it by default), off for
+    /// splitfuse (DeepSpeed-FastGen has no prefix cache). Static and prepack
+    /// have no such knob: they model Hugging Face `generate` pipelines, which
+    /// keep no KV across batches.
+    pub prefix_cache: bool,
 }
 
 impl PolicyConfig {
@@ -184,6 +203,7 @@ impl PolicyConfig {
             watermark: 0.01,
             batch: 16,
             max_len: 8192,
+            prefix_cache: matches!(kind, PolicyKind::Continuous | PolicyKind::Chunked),
         }
     }
 
@@ -237,6 +257,7 @@ impl PolicyConfig {
             "block" => self.block = int_knob(name, value, 1, 4096)?,
             "batch" => self.batch = int_knob(name, value, 1, 1 << 16)?,
             "max_len" => self.max_len = int_knob(name, value, 2, 1 << 24)?,
+            "prefix_cache" => self.prefix_cache = bool_knob(name, value)?,
             "watermark" => {
                 let w: f64 = value.parse().map_err(|_| {
                     Error::invalid(
@@ -280,6 +301,11 @@ impl PolicyConfig {
         }
     }
 
+    /// Whether the policy runs with the prefix cache on.
+    pub fn prefix_caching(&self) -> bool {
+        self.prefix_cache && self.kind.knob_names().contains(&"prefix_cache")
+    }
+
     /// Every knob in effect, defaults resolved, keyed by knob name.
     pub fn knobs(&self) -> BTreeMap<String, serde_json::Value> {
         self.kind
@@ -293,6 +319,7 @@ impl PolicyConfig {
                     "block" => serde_json::json!(self.block),
                     "watermark" => serde_json::json!(self.watermark),
                     "batch" => serde_json::json!(self.batch),
+                    "prefix_cache" => serde_json::json!(self.prefix_cache),
                     _ => serde_json::json!(self.max_len),
                 };
                 (k.to_string(), v)
@@ -312,6 +339,19 @@ pub fn parse_knob(s: &str) -> Result<(&str, &str)> {
             "--knob",
             format!("`{s}` is not of the form name=value"),
             "write e.g. --knob budget=768",
+        )
+        .into()),
+    }
+}
+
+fn bool_knob(name: &str, value: &str) -> Result<bool> {
+    match value.to_ascii_lowercase().as_str() {
+        "true" | "on" | "1" | "yes" => Ok(true),
+        "false" | "off" | "0" | "no" => Ok(false),
+        _ => Err(Error::invalid(
+            format!("--knob {name}"),
+            format!("`{value}` is not a boolean"),
+            format!("give {name}=true or {name}=false (also on/off, 1/0)"),
         )
         .into()),
     }
@@ -362,6 +402,14 @@ mod tests {
             (k["max_tracked"].clone(), k["block"].clone()),
             (2048.into(), 64.into())
         );
+        let caching: Vec<bool> = PolicyKind::ALL
+            .map(|k| PolicyConfig::new(k).prefix_caching())
+            .to_vec();
+        assert_eq!(caching, [false, true, true, false, false]);
+        let p = PolicyConfig::with_knobs(PolicyKind::Chunked, ["prefix_cache=off"]).unwrap();
+        assert_eq!(p.knobs()["prefix_cache"], false);
+        let p = PolicyConfig::with_knobs(PolicyKind::SplitFuse, ["prefix_cache=true"]).unwrap();
+        assert!(p.prefix_caching());
         let c = PolicyConfig::with_knobs(PolicyKind::Continuous, ["max_len=1024"]).unwrap();
         assert_eq!(c.token_budget(), Some(2048));
         assert_eq!(PolicyConfig::new(PolicyKind::Static).token_budget(), None);
@@ -382,6 +430,14 @@ mod tests {
         );
         let e = PolicyConfig::with_knobs(PolicyKind::Chunked, ["watermark=x"]).unwrap_err();
         assert!(e.to_string().contains("not a number"), "{e}");
+        let e = PolicyConfig::with_knobs(PolicyKind::Chunked, ["prefix_cache=maybe"]).unwrap_err();
+        assert!(
+            e.to_string().contains("--knob prefix_cache")
+                && e.to_string().contains("not a boolean"),
+            "{e}"
+        );
+        let e = PolicyConfig::with_knobs(PolicyKind::Static, ["prefix_cache=true"]).unwrap_err();
+        assert!(e.to_string().contains("no knob `prefix_cache`"), "{e}");
         let e = PolicyConfig::with_knobs(PolicyKind::Chunked, ["budget"]).unwrap_err();
         assert!(e.to_string().contains("name=value"), "{e}");
         let e = "fastgen".parse::<PolicyKind>().unwrap_err();

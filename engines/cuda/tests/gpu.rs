@@ -263,6 +263,7 @@ fn requests() -> Vec<RequestSpec> {
             output_len: rng.random_range(4..24),
             prefix_group: None,
             prefix_len: 0,
+            conversation: None,
         })
         .collect()
 }

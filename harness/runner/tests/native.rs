@@ -44,6 +44,7 @@ fn specs(n: u64) -> Vec<RequestSpec> {
             output_len: 3 + (id % 4) as u32,
             prefix_group: None,
             prefix_len: 0,
+            conversation: None,
         })
         .collect()
 }
@@ -134,6 +135,7 @@ async fn thread_sender_sends_everything_in_schedule_order() {
             output_len: 2,
             prefix_group: None,
             prefix_len: 0,
+            conversation: None,
         })
         .collect();
     let mut plan = RealtimePlan::open_loop(reqs);
@@ -172,6 +174,7 @@ async fn thread_sender_stops_on_cancellation() {
             output_len: 1,
             prefix_group: None,
             prefix_len: 0,
+            conversation: None,
         })
         .collect();
     let cancel = CancelToken::new();
