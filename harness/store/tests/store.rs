@@ -265,7 +265,16 @@ fn parquet_columns_have_the_documented_types() {
         ["id", "index", "t", "n_tokens"]
     );
     let steps = read("steps.parquet");
-    assert_eq!(steps.width(), 12);
+    assert_eq!(steps.width(), 14);
+    assert_eq!(
+        steps
+            .column("prefix_hit_tokens")
+            .unwrap()
+            .u32()
+            .unwrap()
+            .get(0),
+        Some(132)
+    );
     assert_eq!(
         steps
             .column("kv_blocks_total")
@@ -337,7 +346,10 @@ fn schema_mismatch_names_both_versions() {
         other => panic!("expected SchemaMismatch, got {other:?} ({err})"),
     }
     let msg = err.to_string();
-    assert!(msg.contains("99") && msg.contains('1'), "{msg}");
+    assert!(
+        msg.contains("99") && msg.contains(&SCHEMA_VERSION.to_string()),
+        "{msg}"
+    );
 }
 
 #[test]
