@@ -173,6 +173,7 @@ pub fn synth_run(name: &str, cfg: &SynthConfig) -> RunData {
         },
         prefix: None,
         trace: None,
+        conversation: None,
     };
     let mut knobs = BTreeMap::new();
     knobs.insert("tpot_s".to_string(), serde_json::json!(cfg.tpot_s));
@@ -246,6 +247,8 @@ fn synth_steps(requests: &[RequestRecord], dt: f64) -> Vec<StepRecord> {
             preemptions: 0,
             waiting: 0,
             running: 0,
+            prefix_query_tokens: 0,
+            prefix_hit_tokens: 0,
         })
         .collect()
 }

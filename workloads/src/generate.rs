@@ -1,6 +1,9 @@
 //! Validation of a [`WorkloadSpec`] and seeded generation of its requests.
 
-use fuselab_core::{Arrivals, Error, LengthDist, PrefixSpec, RequestSpec, Result, WorkloadSpec};
+use fuselab_core::{
+    Arrivals, ConversationSpec, Error, LengthDist, PrefixSpec, RequestSpec, Result, Turn,
+    WorkloadSpec,
+};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha12Rng;
 use rand_distr::{Distribution, Exp, Gamma, StandardNormal};
@@ -20,6 +23,10 @@ pub const MAX_RATE: f64 = 1_000_000.0;
 const STREAM_PROMPT: u64 = 1;
 const STREAM_OUTPUT: u64 = 2;
 const STREAM_ARRIVALS: u64 = 3;
+const STREAM_THINK: u64 = 4;
+
+/// Most turns one conversation may have.
+pub const MAX_TURNS: u32 = 1000;
 
 /// Checks a spec without generating anything. Every error names the field,
 /// quotes the bad value and says how to fix it.
@@ -67,6 +74,34 @@ pub fn validate(spec: &WorkloadSpec) -> Result<()> {
     validate_arrivals(&spec.arrivals)?;
     if let Some(prefix) = &spec.prefix {
         validate_prefix(prefix)?;
+    }
+    if let Some(c) = &spec.conversation {
+        validate_conversation(c, &spec.arrivals)?;
+    }
+    Ok(())
+}
+
+fn validate_conversation(c: &ConversationSpec, arrivals: &Arrivals) -> Result<()> {
+    if c.turns == 0 || c.turns > MAX_TURNS {
+        return Err(Error::invalid(
+            "turns",
+            format!("{} turns per conversation", c.turns),
+            format!("give between 1 and {MAX_TURNS} turns (--turns K)"),
+        ));
+    }
+    if !c.think_s.is_finite() || c.think_s < 0.0 {
+        return Err(Error::invalid(
+            "think-time",
+            format!("{} is not a finite number of seconds >= 0", c.think_s),
+            "give the mean think time between turns in seconds, e.g. --think-time 5",
+        ));
+    }
+    if matches!(arrivals, Arrivals::ClosedLoop { .. }) && c.turns > 1 {
+        return Err(Error::invalid(
+            "turns",
+            "multi-turn conversations with closed-loop arrivals",
+            "each turn already waits for the previous one; use an open-loop arrival process (e.g. --arrivals poisson --rate R) for conversation starts",
+        ));
     }
     Ok(())
 }
@@ -244,7 +279,7 @@ fn validate_prefix(prefix: &PrefixSpec) -> Result<()> {
 ///     prompt: LengthDist::Fixed { value: 10 },
 ///     output: LengthDist::Uniform { min: 1, max: 4 },
 ///     arrivals: Arrivals::Constant { rate: 2.0 },
-///     prefix: None, trace: None,
+///     prefix: None, trace: None, conversation: None,
 /// };
 /// let reqs = fuselab_workloads::generate(&spec)?;
 /// let arrivals: Vec<f64> = reqs.iter().map(|r| r.arrival_s).collect();
@@ -263,6 +298,9 @@ pub fn generate(spec: &WorkloadSpec) -> Result<Vec<RequestSpec>> {
             "use fewer requests",
         )
     })?;
+    if let Some(c) = &spec.conversation {
+        return generate_conversations(spec, c, n);
+    }
     let mut prompt_rng = stream(spec.seed, STREAM_PROMPT);
     let mut output_rng = stream(spec.seed, STREAM_OUTPUT);
     let mut arrival_rng = stream(spec.seed, STREAM_ARRIVALS);
@@ -288,7 +326,81 @@ pub fn generate(spec: &WorkloadSpec) -> Result<Vec<RequestSpec>> {
             output_len,
             prefix_group,
             prefix_len,
+            conversation: None,
         });
+    }
+    Ok(requests)
+}
+
+/// Multi-turn conversations: conversation `c` starts at the `c`-th arrival;
+/// turn `k` carries the whole conversation so far (earlier prompts and
+/// outputs) plus a new user message, and its `arrival_s` is the earliest it
+/// could go (the previous turn's arrival plus the think time; the harness
+/// sends it `think_s` after the previous turn completes). Conversation `c` is
+/// in prefix group `c mod groups`, with one prefix length for all its turns.
+/// Ids follow arrival order.
+fn generate_conversations(
+    spec: &WorkloadSpec,
+    c: &ConversationSpec,
+    n: usize,
+) -> Result<Vec<RequestSpec>> {
+    let conversations = spec.n.div_ceil(u64::from(c.turns));
+    let mut prompt_rng = stream(spec.seed, STREAM_PROMPT);
+    let mut output_rng = stream(spec.seed, STREAM_OUTPUT);
+    let mut arrival_rng = stream(spec.seed, STREAM_ARRIVALS);
+    let mut think_rng = stream(spec.seed, STREAM_THINK);
+    let mut arrivals = ArrivalSampler::new(&spec.arrivals, conversations)?;
+    let think =
+        if c.think_s > 0.0 {
+            Some(Exp::new(1.0 / c.think_s).map_err(|e| {
+                Error::invalid("think-time", e.to_string(), "give a think time >= 0")
+            })?)
+        } else {
+            None
+        };
+    let mut requests = Vec::with_capacity(n);
+    for conv in 0..conversations {
+        let start = arrivals.next(conv, &mut arrival_rng);
+        let (mut t, mut context, mut prefix_len) = (start, 0u32, 0u32);
+        let group = spec
+            .prefix
+            .as_ref()
+            .map(|p| u32::try_from(conv % u64::from(p.groups)).unwrap_or(0));
+        for turn in 0..c.turns {
+            if requests.len() == n {
+                break;
+            }
+            let user = sample_length(&spec.prompt, &mut prompt_rng);
+            let output_len = sample_length(&spec.output, &mut output_rng);
+            let think_s = match (&think, turn) {
+                (Some(d), k) if k > 0 => quantise(d.sample(&mut think_rng)),
+                _ => 0.0,
+            };
+            t = quantise(t + think_s);
+            let prompt_len = context.saturating_add(user);
+            if turn == 0 {
+                prefix_len = spec.prefix.as_ref().map_or(0, |p| p.len.min(prompt_len));
+            }
+            requests.push(RequestSpec {
+                id: 0,
+                arrival_s: t,
+                prompt_len,
+                output_len,
+                prefix_group: group,
+                prefix_len,
+                conversation: Some(Turn {
+                    id: conv,
+                    turn,
+                    think_s,
+                }),
+            });
+            context = prompt_len.saturating_add(output_len);
+        }
+    }
+    // Stable: a conversation's turns keep their order at equal times.
+    requests.sort_by(|a, b| a.arrival_s.total_cmp(&b.arrival_s));
+    for (i, r) in requests.iter_mut().enumerate() {
+        r.id = i as u64;
     }
     Ok(requests)
 }
@@ -443,6 +555,7 @@ mod tests {
             arrivals,
             prefix: None,
             trace: None,
+            conversation: None,
         }
     }
 

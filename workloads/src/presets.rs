@@ -1,6 +1,6 @@
 //! Named workloads with documented sources.
 
-use fuselab_core::{Arrivals, Error, LengthDist, Result, WorkloadSpec};
+use fuselab_core::{Arrivals, ConversationSpec, Error, LengthDist, Result, WorkloadSpec};
 
 use crate::generate::DEFAULT_SEED;
 
@@ -50,6 +50,7 @@ fn spec(
         arrivals,
         prefix: None,
         trace: None,
+        conversation: None,
     }
 }
 
@@ -77,6 +78,13 @@ const DEFAULT_N: u64 = 1000;
 /// - `cpu-small`: the FastGen shape, N(μ, 0.3μ), at μ = 512 prompt and 32
 ///   output tokens, so that the tiny CPU model serves a few of them a second
 ///   (the CPU part of `fuselab run`).
+/// - `multiturn-chat`: chat sessions, the traffic prefix caching exists for.
+///   Each conversation has 4 turns; a turn's prompt is the conversation so far
+///   plus a new user message (log-normal, median 60, σ 1.0, in [4, 1024]), the
+///   answer follows the `sharegpt-like` output fit capped at 1024 (so the
+///   fourth turn fits the 8192-token `max_len`); the user thinks an
+///   exponential 10 s on average before the next turn. Conversations start as
+///   Poisson arrivals at 0.5/s; 1000 requests are 250 conversations.
 ///
 /// Synthetic presets default to 1000 requests and Poisson arrivals at 1 request/s.
 ///
@@ -142,6 +150,23 @@ pub fn presets() -> Vec<Preset> {
                 lognormal(120.0, 0.9, 1, 2048),
                 poisson(),
             ),
+        },
+        Preset {
+            name: "multiturn-chat",
+            description: "chat sessions: 4 turns, each prompt = conversation so far + user message lognormal(median 60, sigma 1.0) in [4, 1024], output lognormal(median 120, sigma 0.9) in [1, 1024], think time exp(mean 10 s), conversations poisson 0.5/s",
+            spec: WorkloadSpec {
+                conversation: Some(ConversationSpec {
+                    turns: 4,
+                    think_s: 10.0,
+                }),
+                ..spec(
+                    "multiturn-chat",
+                    DEFAULT_N,
+                    lognormal(60.0, 1.0, 4, 1024),
+                    lognormal(120.0, 0.9, 1, 1024),
+                    Arrivals::Poisson { rate: 0.5 },
+                )
+            },
         },
         Preset {
             name: "h200-64",
@@ -289,6 +314,44 @@ mod tests {
         assert!((pm / 198.0 - 1.0).abs() < 0.05, "prompt mean {pm}");
         assert!((om / 180.0 - 1.0).abs() < 0.05, "output mean {om}");
         assert!((stats::percentile(&p, 50.0) / 120.0 - 1.0).abs() < 0.05);
+    }
+
+    #[test]
+    fn multiturn_chat_turns_extend_the_conversation() {
+        let r = generate(&preset("multiturn-chat").unwrap()).unwrap();
+        assert_eq!(r.len(), 1000);
+        let mut by_conv: std::collections::BTreeMap<u64, Vec<&fuselab_core::RequestSpec>> =
+            Default::default();
+        for x in &r {
+            let c = x.conversation.as_ref().unwrap();
+            by_conv.entry(c.id).or_default().push(x);
+        }
+        assert_eq!(by_conv.len(), 250);
+        let mut thinks = Vec::new();
+        for turns in by_conv.values() {
+            assert_eq!(turns.len(), 4);
+            for w in turns.windows(2) {
+                let (a, b) = (w[0], w[1]);
+                let (ca, cb) = (
+                    a.conversation.as_ref().unwrap(),
+                    b.conversation.as_ref().unwrap(),
+                );
+                assert_eq!(cb.turn, ca.turn + 1);
+                assert!(b.prompt_len > a.prompt_len + a.output_len);
+                assert!(b.prompt_len + b.output_len <= 8192);
+                assert!(b.arrival_s >= a.arrival_s && b.id > a.id);
+                // The next prompt starts with this prompt and its answer.
+                let (ta, tb) = (a.prompt_tokens(5000), b.prompt_tokens(5000));
+                assert_eq!(ta[..], tb[..ta.len()]);
+                let answer: Vec<u32> = (a.prompt_len..a.prompt_len + a.output_len)
+                    .map(|p| a.token_at(p, 5000))
+                    .collect();
+                assert_eq!(answer[..], tb[ta.len()..ta.len() + answer.len()]);
+                thinks.push(cb.think_s);
+            }
+        }
+        let m = stats::mean(&thinks);
+        assert!((m / 10.0 - 1.0).abs() < 0.15, "mean think time {m}");
     }
 
     #[test]

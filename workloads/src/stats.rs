@@ -165,18 +165,55 @@ pub struct Summary {
     pub ks: Option<KsTest>,
     /// Distinct prefix groups.
     pub prefix_groups: usize,
+    /// Distinct multi-turn conversations (0 when there are none).
+    pub conversations: usize,
+    /// Most turns in one conversation.
+    pub max_turns: u32,
+    /// Mean think time before a later turn, seconds (0 when there are none).
+    pub think_mean_s: f64,
+    /// Prompt tokens that repeat the conversation so far (the previous turn's
+    /// prompt and output): the part a prefix cache can serve.
+    pub history_tokens: u64,
 }
 
 impl Summary {
     /// Summarises requests; `arrivals` selects the goodness-of-fit test
-    /// (Poisson arrivals are tested against Exp(rate) at α = 0.01).
+    /// (Poisson arrivals are tested against Exp(rate) at α = 0.01). With
+    /// conversations, inter-arrival statistics are those of conversation
+    /// starts (first turns), which is what the arrival process draws.
     pub fn of(requests: &[RequestSpec], arrivals: &Arrivals) -> Self {
         let prompt: Vec<u32> = requests.iter().map(|r| r.prompt_len).collect();
         let output: Vec<u32> = requests.iter().map(|r| r.output_len).collect();
-        let gaps: Vec<f64> = requests
-            .windows(2)
-            .map(|w| w[1].arrival_s - w[0].arrival_s)
+        let links = fuselab_core::TurnLinks::of(requests);
+        let starts: Vec<f64> = requests
+            .iter()
+            .zip(&links.waits)
+            .filter(|(_, w)| !**w)
+            .map(|(r, _)| r.arrival_s)
             .collect();
+        let gaps: Vec<f64> = starts.windows(2).map(|w| w[1] - w[0]).collect();
+        let mut conversations: Vec<u64> = requests
+            .iter()
+            .filter_map(|r| r.conversation.as_ref().map(|c| c.id))
+            .collect();
+        conversations.sort_unstable();
+        conversations.dedup();
+        let thinks: Vec<f64> = requests
+            .iter()
+            .zip(&links.waits)
+            .filter(|(_, w)| **w)
+            .map(|(r, _)| r.conversation.as_ref().map_or(0.0, |c| c.think_s))
+            .collect();
+        let history_tokens = links
+            .next
+            .iter()
+            .enumerate()
+            .filter_map(|(i, n)| n.map(|j| (i, j)))
+            .map(|(i, j)| {
+                let prior = u64::from(requests[i].prompt_len) + u64::from(requests[i].output_len);
+                prior.min(u64::from(requests[j].prompt_len))
+            })
+            .sum();
         let gap_mean = mean(&gaps);
         let first = requests
             .iter()
@@ -218,6 +255,14 @@ impl Summary {
             },
             ks,
             prefix_groups: groups.len(),
+            conversations: conversations.len(),
+            max_turns: requests
+                .iter()
+                .filter_map(|r| r.conversation.as_ref().map(|c| c.turn + 1))
+                .max()
+                .unwrap_or(0),
+            think_mean_s: mean(&thinks),
+            history_tokens,
         }
     }
 }
@@ -261,6 +306,7 @@ mod tests {
             output_len: o,
             prefix_group: g,
             prefix_len: if g.is_some() { 1 } else { 0 },
+            conversation: None,
         };
         let reqs = [
             r(0, 0.0, 10, 1, Some(0)),

@@ -2,7 +2,9 @@
 //!
 //! One request a line, keys in this order:
 //! `{"id":0,"arrival_s":0.000000,"prompt_len":2600,"output_len":60,"prefix_group":1,"prefix_len":512}`
-//! (`prefix_group` and `prefix_len` only when the request has a prefix group).
+//! (`prefix_group` and `prefix_len` only when the request has a prefix group;
+//! `"conversation_id":4,"turn":1,"think_s":2.500000` only for a turn of a
+//! multi-turn conversation).
 //! `arrival_s` always has six decimals, so the text is stable.
 
 use std::collections::HashSet;
@@ -10,7 +12,7 @@ use std::fmt::Write as _;
 use std::io::Write;
 use std::path::Path;
 
-use fuselab_core::{Arrivals, Error, LengthDist, RequestSpec, Result, WorkloadSpec};
+use fuselab_core::{Arrivals, Error, LengthDist, RequestSpec, Result, Turn, WorkloadSpec};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
@@ -28,6 +30,14 @@ fn push_line(out: &mut String, r: &RequestSpec) {
     );
     if let Some(g) = r.prefix_group {
         let _ = write!(out, ",\"prefix_group\":{g},\"prefix_len\":{}", r.prefix_len);
+    }
+    if let Some(c) = &r.conversation {
+        let _ = write!(
+            out,
+            ",\"conversation_id\":{},\"turn\":{},\"think_s\":",
+            c.id, c.turn
+        );
+        push_seconds(out, c.think_s);
     }
     out.push_str("}\n");
 }
@@ -67,7 +77,7 @@ pub fn write_jsonl<W: Write>(requests: &[RequestSpec], mut w: W) -> std::io::Res
 /// # Example
 /// ```
 /// use fuselab_core::RequestSpec;
-/// let r = RequestSpec { id: 3, arrival_s: 0.25, prompt_len: 10, output_len: 2, prefix_group: None, prefix_len: 0 };
+/// let r = RequestSpec { id: 3, arrival_s: 0.25, prompt_len: 10, output_len: 2, prefix_group: None, prefix_len: 0, conversation: None };
 /// assert_eq!(
 ///     fuselab_workloads::export_jsonl(&[r]),
 ///     b"{\"id\":3,\"arrival_s\":0.250000,\"prompt_len\":10,\"output_len\":2}\n"
@@ -121,7 +131,7 @@ pub fn read_trace(path: &Path) -> Result<Vec<RequestSpec>> {
     parse_trace(&text, path)
 }
 
-const KNOWN_KEYS: [&str; 7] = [
+const KNOWN_KEYS: [&str; 10] = [
     "id",
     "arrival_s",
     "prompt_len",
@@ -129,11 +139,15 @@ const KNOWN_KEYS: [&str; 7] = [
     "output_len",
     "prefix_group",
     "prefix_len",
+    "conversation_id",
+    "turn",
+    "think_s",
 ];
 
 /// Parses a JSONL trace: one object a line,
 /// `{"id"?, "arrival_s", "prompt_len" | "prompt_tokens": [...], "output_len",
-/// "prefix_group"?, "prefix_len"?}`. Blank lines are skipped.
+/// "prefix_group"?, "prefix_len"?, "conversation_id"?, "turn"?, "think_s"?}`.
+/// Blank lines are skipped.
 ///
 /// - `prompt_tokens` only contributes its length: engines synthesise token ids
 ///   from the request id (see `RequestSpec::prompt_tokens`).
@@ -141,6 +155,10 @@ const KNOWN_KEYS: [&str; 7] = [
 ///   in arrival order. Ids must be unique.
 /// - Requests are sorted by `arrival_s` (stable), which must be finite and ≥ 0.
 /// - `prefix_len` needs `prefix_group` and is capped at the prompt length.
+/// - A turn of a multi-turn conversation gives `conversation_id` and its
+///   0-based `turn`, and optionally `think_s` (seconds after the previous turn
+///   completes, default 0); its prompt is the conversation so far. Every turn
+///   `k > 0` needs turn `k − 1` of its conversation in the trace.
 ///
 /// `path` only names the file in error messages.
 ///
@@ -192,6 +210,7 @@ pub fn parse_trace(text: &str, path: &Path) -> Result<Vec<RequestSpec>> {
             "the trace holds no requests; give one JSON object a line".into(),
         ));
     };
+    check_turns(&parsed).map_err(|(line, m)| err(line, m))?;
     let explicit = first_id.is_some();
     let mut seen = HashSet::new();
     for (line_no, id, _) in &parsed {
@@ -228,6 +247,43 @@ pub fn parse_trace(text: &str, path: &Path) -> Result<Vec<RequestSpec>> {
         }
     }
     Ok(requests)
+}
+
+/// Each conversation's turns are unique and start at 0 without gaps.
+fn check_turns(
+    parsed: &[(usize, Option<u64>, RequestSpec)],
+) -> std::result::Result<(), (usize, String)> {
+    let mut turns: std::collections::HashMap<(u64, u32), usize> = Default::default();
+    for (line, _, r) in parsed {
+        if let Some(c) = &r.conversation
+            && let Some(first) = turns.insert((c.id, c.turn), *line)
+        {
+            return Err((
+                *line,
+                format!(
+                    "field `turn`: turn {} of conversation {} already appears on line {first}",
+                    c.turn, c.id
+                ),
+            ));
+        }
+    }
+    for (line, _, r) in parsed {
+        if let Some(c) = &r.conversation
+            && c.turn > 0
+            && !turns.contains_key(&(c.id, c.turn - 1))
+        {
+            return Err((
+                *line,
+                format!(
+                    "field `turn`: turn {} of conversation {} has no turn {} in the trace; number each conversation's turns from 0",
+                    c.turn,
+                    c.id,
+                    c.turn - 1
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn kind(v: &Value) -> &'static str {
@@ -339,6 +395,41 @@ fn parse_object(
                 .into(),
         );
     }
+    let conversation = match obj.get("conversation_id") {
+        None | Some(Value::Null) => {
+            if let Some(k) = ["turn", "think_s"]
+                .into_iter()
+                .find(|k| obj.get(*k).is_some_and(|v| !v.is_null()))
+            {
+                return Err(format!(
+                    "field `{k}` is given without `conversation_id`; add the conversation or drop it"
+                ));
+            }
+            None
+        }
+        Some(v) => {
+            let conv = v.as_u64().ok_or_else(|| {
+                format!("field `conversation_id`: expected a whole number >= 0, found {v}")
+            })?;
+            let turn = get_u32(obj, "turn")?.ok_or_else(|| {
+                format!(
+                    "missing field `turn`: a request of conversation {conv} needs its 0-based turn"
+                )
+            })?;
+            let think_s = match obj.get("think_s") {
+                None | Some(Value::Null) => 0.0,
+                Some(v) => v
+                    .as_f64()
+                    .filter(|t| t.is_finite() && *t >= 0.0)
+                    .ok_or_else(|| format!("field `think_s`: expected seconds >= 0, found {v}"))?,
+            };
+            Some(Turn {
+                id: conv,
+                turn,
+                think_s: quantise(think_s),
+            })
+        }
+    };
     Ok((
         id,
         RequestSpec {
@@ -352,6 +443,7 @@ fn parse_object(
             } else {
                 0
             },
+            conversation,
         },
     ))
 }
@@ -413,6 +505,7 @@ pub fn trace_spec(path: &Path, requests: &[RequestSpec]) -> WorkloadSpec {
         arrivals: Arrivals::Trace,
         prefix: None,
         trace: Some(path.display().to_string()),
+        conversation: None,
     }
 }
 
@@ -579,5 +672,65 @@ mod tests {
                 .contains("holds only 20")
         );
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn conversations_round_trip_and_bad_turns_are_named() {
+        let mut spec = crate::preset("multiturn-chat").unwrap();
+        spec.n = 60;
+        let reqs = crate::generate(&spec).unwrap();
+        let bytes = export_jsonl(&reqs);
+        let text = std::str::from_utf8(&bytes).unwrap();
+        assert!(text.contains("\"conversation_id\":0,\"turn\":1,\"think_s\":"));
+        let back = parse(text).unwrap();
+        assert_eq!(back, reqs);
+        assert_eq!(export_jsonl(&back), bytes);
+
+        let line =
+            |extra: &str| format!("{{\"arrival_s\":0,\"prompt_len\":5,\"output_len\":1{extra}}}\n");
+        let t0 = line(",\"conversation_id\":3,\"turn\":0");
+        let cases = [
+            (
+                format!("{t0}{}", line(",\"conversation_id\":3,\"turn\":2")),
+                "t.jsonl:2: field `turn`: turn 2 of conversation 3 has no turn 1",
+            ),
+            (
+                format!("{t0}{t0}"),
+                "t.jsonl:2: field `turn`: turn 0 of conversation 3 already appears on line 1",
+            ),
+            (
+                line(",\"turn\":1"),
+                "t.jsonl:1: field `turn` is given without `conversation_id`",
+            ),
+            (
+                line(",\"conversation_id\":3"),
+                "t.jsonl:1: missing field `turn`",
+            ),
+            (
+                line(",\"conversation_id\":3,\"turn\":0,\"think_s\":-2"),
+                "t.jsonl:1: field `think_s`: expected seconds >= 0, found -2",
+            ),
+            (
+                line(",\"conversation_id\":\"a\",\"turn\":0"),
+                "t.jsonl:1: field `conversation_id`: expected a whole number",
+            ),
+        ];
+        for (text, want) in cases {
+            let m = msg(&text);
+            assert!(m.starts_with(want), "{m:?} does not start with {want:?}");
+        }
+        let ok = parse(&format!(
+            "{t0}{}",
+            line(",\"conversation_id\":3,\"turn\":1,\"think_s\":1.5")
+        ))
+        .unwrap();
+        assert_eq!(
+            ok[1].conversation,
+            Some(Turn {
+                id: 3,
+                turn: 1,
+                think_s: 1.5
+            })
+        );
     }
 }

@@ -65,6 +65,7 @@ fn spec() -> impl Strategy<Value = WorkloadSpec> {
             arrivals,
             prefix,
             trace: None,
+            conversation: None,
         })
 }
 
@@ -100,6 +101,7 @@ proptest! {
             arrivals: a,
             prefix: None,
             trace: None,
+            conversation: None,
         };
         let other = WorkloadSpec { seed: seed.wrapping_add(1), ..s.clone() };
         prop_assert_ne!(digest(&generate(&s).unwrap()), digest(&generate(&other).unwrap()));

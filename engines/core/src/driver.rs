@@ -2,9 +2,9 @@
 //! virtual clock advanced by each step's duration. Fully deterministic when the
 //! backend reports durations (the simulator does).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use fuselab_core::{RequestRecord, RequestSpec, RequestStatus, StepRecord, TokenChunk};
+use fuselab_core::{RequestRecord, RequestSpec, RequestStatus, StepRecord, TokenChunk, TurnLinks};
 
 use crate::{Backend, EngineError, NativeEngine, Result};
 
@@ -32,14 +32,32 @@ impl SimRun {
 /// each send the next request of `specs` (in order, `arrival_s` ignored) when
 /// their previous one ends; the first `n` go at time 0.
 ///
+/// A later turn of a conversation ([`fuselab_core::Turn`]) is submitted its
+/// `think_s` after the previous turn ended (however it ended), and no earlier
+/// than its `arrival_s`; `t_scheduled` is that instant.
+///
 /// # Errors
-/// Engine errors ([`EngineError::Stalled`], KV invariant violations).
+/// Engine errors ([`EngineError::Stalled`], KV invariant violations); an input
+/// error for conversation turns under closed-loop clients.
 pub fn simulate<B: Backend>(
     specs: &[RequestSpec],
     closed_loop_clients: Option<u32>,
     engine: &mut NativeEngine<B>,
 ) -> Result<SimRun> {
-    let mut order: Vec<usize> = (0..specs.len()).collect();
+    let links = TurnLinks::of(specs);
+    if closed_loop_clients.is_some() && links.any() {
+        return Err(fuselab_core::Error::invalid(
+            "clients",
+            "a multi-turn workload under closed-loop clients",
+            "each turn already waits for the previous one; run conversations open loop",
+        )
+        .into());
+    }
+    let index: HashMap<u64, usize> = specs.iter().enumerate().map(|(i, s)| (s.id, i)).collect();
+    // Follow-up turns released by their predecessor: (send time bits, index).
+    // Times are >= 0, so the bit patterns order like the values.
+    let mut released: BTreeSet<(u64, usize)> = BTreeSet::new();
+    let mut order: Vec<usize> = (0..specs.len()).filter(|&i| !links.waits[i]).collect();
     if closed_loop_clients.is_none() {
         order.sort_by(|&a, &b| {
             specs[a]
@@ -99,12 +117,24 @@ pub fn simulate<B: Backend>(
                 next += 1;
             }
         }
+        while let Some(&(bits, i)) = released.first()
+            && f64::from_bits(bits) <= now
+        {
+            released.pop_first();
+            submit(&specs[i], f64::from_bits(bits), engine, &mut records);
+        }
         if !engine.has_work() {
-            if closed_loop_clients.is_none() && next < order.len() {
-                now = now.max(specs[order[next]].arrival_s);
-                continue;
+            let arrival = (closed_loop_clients.is_none() && next < order.len())
+                .then(|| specs[order[next]].arrival_s);
+            let follow_up = released.first().map(|&(bits, _)| f64::from_bits(bits));
+            match (arrival, follow_up) {
+                (None, None) => break,
+                (a, f) => {
+                    let t = a.unwrap_or(f64::INFINITY).min(f.unwrap_or(f64::INFINITY));
+                    now = now.max(t);
+                    continue;
+                }
             }
-            break;
         }
         let report = engine.step(now)?;
         now += report.duration_s();
@@ -122,6 +152,11 @@ pub fn simulate<B: Backend>(
                 r.status = f.status;
                 r.error = f.error.clone();
                 r.t_done = Some(f.t);
+            }
+            if let Some(j) = index.get(&f.id).and_then(|&i| links.next[i]) {
+                let think = specs[j].conversation.as_ref().map_or(0.0, |c| c.think_s);
+                let at = (f.t + think).max(specs[j].arrival_s).max(0.0);
+                released.insert((at.to_bits(), j));
             }
             if closed_loop_clients.is_some() && next < order.len() {
                 submit(&specs[order[next]], now.max(f.t), engine, &mut records);

@@ -13,6 +13,9 @@ use fuselab_core::{RequestId, RequestSpec, RequestStatus, StepRecord, TokenEvent
 use crate::sched::Scheduler;
 use crate::{Backend, BlockManager, EngineError, KvGeometry, PolicyConfig, Result, StepAudit};
 
+/// Token-id range used when the backend reports no vocabulary.
+const SYNTHETIC_VOCAB: u32 = 1 << 20;
+
 /// A request that left the engine, and how.
 #[derive(Clone, Debug, PartialEq)]
 pub struct FinishedRequest {
@@ -100,7 +103,7 @@ impl RequestState {
 /// }
 /// let mut engine = NativeEngine::new(Fixed, PolicyConfig::new(PolicyKind::SplitFuse)).unwrap();
 /// let spec = fuselab_core::RequestSpec { id: 0, arrival_s: 0.0, prompt_len: 1000, output_len: 3,
-///                                        prefix_group: None, prefix_len: 0 };
+///                                        prefix_group: None, prefix_len: 0, conversation: None };
 /// engine.submit(&spec, 0.0);
 /// let (mut now, mut tokens) = (0.0, 0);
 /// while engine.has_work() {
@@ -117,6 +120,8 @@ pub struct NativeEngine<B: Backend> {
     needs_tokens: bool,
     vocab: u32,
     step_no: u64,
+    prefix_query_tokens: u64,
+    prefix_hit_tokens: u64,
     pending: Vec<FinishedRequest>,
     preemptions: u64,
     /// With streaming off: tokens generated but not yet returned, as
@@ -163,12 +168,17 @@ impl<B: Backend> NativeEngine<B> {
             block_size = geometry.block_size,
             "engine ready"
         );
+        // Without a vocabulary (a backend that only prices steps) token ids
+        // still key the prefix cache; any fixed range will do.
+        let vocab = if vocab == 0 { SYNTHETIC_VOCAB } else { vocab };
         Ok(Self {
             backend,
-            sched: Scheduler::new(policy, geometry),
+            sched: Scheduler::new(policy, geometry, vocab),
             needs_tokens,
             vocab,
             step_no: 0,
+            prefix_query_tokens: 0,
+            prefix_hit_tokens: 0,
             pending: Vec::new(),
             preemptions: 0,
             held: BTreeMap::new(),
@@ -242,6 +252,22 @@ impl<B: Backend> NativeEngine<B> {
         self.preemptions
     }
 
+    /// Tokens looked up in the prefix cache so far and how many of them hit
+    /// (see [`crate::StepAudit::prefix_query_tokens`]).
+    pub fn prefix_cache_tokens(&self) -> (u64, u64) {
+        (self.prefix_query_tokens, self.prefix_hit_tokens)
+    }
+
+    /// Fraction of looked-up tokens served from the prefix cache so far (0
+    /// before any lookup and with the cache off).
+    pub fn prefix_cache_hit_rate(&self) -> f64 {
+        if self.prefix_query_tokens == 0 {
+            0.0
+        } else {
+            self.prefix_hit_tokens as f64 / self.prefix_query_tokens as f64
+        }
+    }
+
     /// Hands a request to the engine at time `now`. A request that can never
     /// be served (prompt + output beyond `max_len` or beyond the whole KV
     /// cache, zero lengths, a duplicate id) is reported as `Rejected` by the
@@ -257,12 +283,7 @@ impl<B: Backend> NativeEngine<B> {
             });
             return;
         }
-        let tokens = if self.needs_tokens {
-            spec.prompt_tokens(self.vocab)
-        } else {
-            Vec::new()
-        };
-        self.sched.add(spec, tokens);
+        self.sched.add(spec, spec.prompt_tokens(self.vocab));
     }
 
     /// Cancels a request (client gone, timeout); `status` is what is reported
@@ -309,6 +330,8 @@ impl<B: Backend> NativeEngine<B> {
         let running = self.sched.running.len() as u32;
         let (mut batch, audit) = self.sched.schedule()?;
         self.preemptions += audit.preempted.len() as u64;
+        self.prefix_query_tokens += u64::from(audit.prefix_query_tokens);
+        self.prefix_hit_tokens += u64::from(audit.prefix_hit_tokens);
         report.audit = audit;
         if batch.is_empty() {
             if self.sched.has_work() {
@@ -320,6 +343,11 @@ impl<B: Backend> NativeEngine<B> {
                 )));
             }
             return Ok(report);
+        }
+        for e in &batch.entries {
+            self.sched
+                .kv
+                .check_writable(e.request, e.start_pos, e.start_pos + e.n_tokens)?;
         }
         if self.needs_tokens {
             for e in &mut batch.entries {
@@ -449,6 +477,8 @@ impl<B: Backend> NativeEngine<B> {
             preemptions: audit.preempted.len() as u32,
             waiting,
             running,
+            prefix_query_tokens: audit.prefix_query_tokens,
+            prefix_hit_tokens: audit.prefix_hit_tokens,
         }
     }
 

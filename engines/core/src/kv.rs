@@ -1,15 +1,68 @@
-//! The paged KV block manager: a free list of fixed-size blocks, reference
-//! counts, a watermark and one block table per sequence.
+//! The paged KV block manager: fixed-size blocks, reference counts, a
+//! watermark, one block table per sequence and an automatic prefix cache.
 //!
 //! The manager does bookkeeping only; the backend owns the storage (it is told
-//! the [`KvGeometry`] once through [`crate::Backend::init_kv`]). Blocks are
-//! handed out from a LIFO free list, so allocation is deterministic.
+//! the [`KvGeometry`] once through [`crate::Backend::init_kv`]).
+//!
+//! ## Prefix cache (vLLM automatic prefix caching)
+//! A block whose every token has been computed is *full* and immutable. When
+//! caching is on, each full block gets a hash of its token ids chained with the
+//! hash of the block before it, so a hash names a whole prefix. Later requests
+//! whose prompt starts with the same full blocks reuse them ([`BlockManager::lookup`],
+//! [`BlockManager::adopt`]) instead of recomputing their KV. Only full blocks
+//! are ever shared, so no sequence writes into a block another one reads.
+//!
+//! A block whose reference count falls to 0 goes back to the never-used free
+//! list when it holds no hash, and otherwise stays cached but *evictable*.
+//! Allocation takes a free-list block first (LIFO, deterministic) and only then
+//! evicts the least recently released cached block. A sequence releases its
+//! blocks tail first, so the tail of a prompt is evicted before its prefix
+//! (vLLM's `free_block_queue` order). Evictable blocks count as free capacity.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use fuselab_core::RequestId;
 
 use crate::{EngineError, KvGeometry, Result};
+
+/// Hash of a full block chained with every block before it.
+type BlockHash = u128;
+
+/// What a cached block holds: its hash, its parent's hash and its token ids
+/// (compared on a hit, so a hash collision is a miss, never wrong KV).
+#[derive(Clone, Debug)]
+struct CachedBlock {
+    hash: BlockHash,
+    parent: BlockHash,
+    tokens: Box<[u32]>,
+}
+
+/// The cached prefix of a token sequence, as found by [`BlockManager::lookup`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PrefixHit {
+    blocks: Vec<u32>,
+    hashes: Vec<BlockHash>,
+    evictable: u32,
+    block_size: u32,
+}
+
+impl PrefixHit {
+    /// Cached blocks, in prefix order.
+    pub fn blocks(&self) -> &[u32] {
+        &self.blocks
+    }
+
+    /// Tokens covered by the cached blocks.
+    pub fn tokens(&self) -> u32 {
+        self.blocks.len() as u32 * self.block_size
+    }
+
+    /// How many of the cached blocks are evictable (reference count 0): taking
+    /// them uses up free capacity.
+    pub fn evictable(&self) -> u32 {
+        self.evictable
+    }
+}
 
 /// Bookkeeping of a paged KV cache.
 #[derive(Clone, Debug)]
@@ -17,26 +70,59 @@ pub struct BlockManager {
     block_size: u32,
     num_blocks: u32,
     watermark_blocks: u32,
+    caching: bool,
     free: Vec<u32>,
     ref_counts: Vec<u32>,
     tables: BTreeMap<RequestId, Vec<u32>>,
+    /// Hash chain of each sequence's full blocks registered so far.
+    chains: BTreeMap<RequestId, Vec<BlockHash>>,
+    /// Per block: what it caches, when it is in the prefix cache.
+    meta: Vec<Option<CachedBlock>>,
+    by_hash: HashMap<BlockHash, u32>,
+    /// Cached blocks with reference count 0, keyed by release stamp (LRU first).
+    evictable: BTreeMap<u64, u32>,
+    stamp: Vec<u64>,
+    clock: u64,
+    /// The first bookkeeping violation seen outside [`Self::check`] (a double free).
+    violation: Option<String>,
 }
 
 impl BlockManager {
     /// A manager for `geometry`, keeping `watermark` (a fraction of all blocks,
-    /// vLLM's 0.01) free when new sequences are admitted.
+    /// vLLM's 0.01) free when new sequences are admitted, with the prefix cache off.
     pub fn new(geometry: KvGeometry, watermark: f64) -> Self {
         let num_blocks = geometry.num_blocks;
         // Truncation is intended: vLLM uses int(watermark * num_blocks).
         let watermark_blocks = (watermark.clamp(0.0, 1.0) * f64::from(num_blocks)) as u32;
+        let n = num_blocks as usize;
         Self {
             block_size: geometry.block_size.max(1),
             num_blocks,
             watermark_blocks,
+            caching: false,
             free: (0..num_blocks).rev().collect(),
-            ref_counts: vec![0; num_blocks as usize],
+            ref_counts: vec![0; n],
             tables: BTreeMap::new(),
+            chains: BTreeMap::new(),
+            meta: vec![None; n],
+            by_hash: HashMap::new(),
+            evictable: BTreeMap::new(),
+            stamp: vec![0; n],
+            clock: 0,
+            violation: None,
         }
+    }
+
+    /// The same manager with the prefix cache on or off.
+    #[must_use]
+    pub fn with_prefix_cache(mut self, on: bool) -> Self {
+        self.caching = on;
+        self
+    }
+
+    /// Whether the prefix cache is on.
+    pub fn prefix_cache(&self) -> bool {
+        self.caching
     }
 
     /// The geometry for a memory budget: `budget_bytes / (kv_bytes_per_token × block_size)` blocks.
@@ -91,12 +177,23 @@ impl BlockManager {
         self.watermark_blocks
     }
 
-    /// Blocks on the free list.
+    /// Blocks available to allocation: never-used or unhashed free blocks plus
+    /// evictable cached ones.
     pub fn free_blocks(&self) -> u32 {
-        self.free.len() as u32
+        (self.free.len() + self.evictable.len()) as u32
     }
 
-    /// Blocks in use.
+    /// Cached blocks nobody references (evicted on demand, LRU first).
+    pub fn evictable_blocks(&self) -> u32 {
+        self.evictable.len() as u32
+    }
+
+    /// Blocks in the prefix cache, referenced or not.
+    pub fn cached_blocks(&self) -> u32 {
+        self.by_hash.len() as u32
+    }
+
+    /// Blocks referenced by at least one sequence.
     pub fn used_blocks(&self) -> u32 {
         self.num_blocks - self.free_blocks()
     }
@@ -129,10 +226,25 @@ impl BlockManager {
         u64::from(self.free_blocks()) >= u64::from(blocks) + u64::from(reserve)
     }
 
+    /// Takes a block: a free-list block first, else the least recently
+    /// released cached one (which leaves the prefix cache).
+    fn take_block(&mut self) -> Option<u32> {
+        if let Some(b) = self.free.pop() {
+            return Some(b);
+        }
+        let (_, b) = self.evictable.pop_first()?;
+        if let Some(m) = self.meta[b as usize].take()
+            && self.by_hash.get(&m.hash) == Some(&b)
+        {
+            self.by_hash.remove(&m.hash);
+        }
+        Some(b)
+    }
+
     /// Grows `seq`'s table to cover `tokens` tokens.
     ///
     /// # Errors
-    /// [`EngineError::KvInvariant`] when the free list runs dry; callers check
+    /// [`EngineError::KvInvariant`] when no block is available; callers check
     /// [`Self::can_allocate`] first, so this is a scheduler bug.
     pub fn ensure(&mut self, seq: RequestId, tokens: u32) -> Result<()> {
         let need = self.extra_blocks(seq, tokens);
@@ -145,45 +257,170 @@ impl BlockManager {
                 self.free_blocks()
             )));
         }
-        let table = self.tables.entry(seq).or_default();
         for _ in 0..need {
-            let b = self.free.pop().unwrap_or_default();
+            let Some(b) = self.take_block() else {
+                return Err(EngineError::KvInvariant(format!(
+                    "sequence {seq}: the free count and the free lists disagree"
+                )));
+            };
             self.ref_counts[b as usize] += 1;
-            table.push(b);
+            self.tables.entry(seq).or_default().push(b);
         }
         Ok(())
     }
 
-    /// Makes `child` share every block of `parent` (reference counts go up);
-    /// the basis for prefix sharing and forks.
+    /// The longest cached prefix of `tokens` in whole blocks (empty when the
+    /// cache is off). Callers pass at most all but the last token of what they
+    /// will compute, so that at least one token is computed and sampled.
+    pub fn lookup(&self, tokens: &[u32]) -> PrefixHit {
+        let bs = self.block_size as usize;
+        let mut hit = PrefixHit {
+            block_size: self.block_size,
+            ..PrefixHit::default()
+        };
+        if !self.caching {
+            return hit;
+        }
+        let mut parent: BlockHash = 0;
+        for chunk in tokens.chunks_exact(bs) {
+            let h = block_hash(parent, chunk);
+            let Some(&b) = self.by_hash.get(&h) else {
+                break;
+            };
+            match &self.meta[b as usize] {
+                Some(m) if m.parent == parent && *m.tokens == *chunk => {}
+                _ => break,
+            }
+            if self.ref_counts[b as usize] == 0 {
+                hit.evictable += 1;
+            }
+            hit.blocks.push(b);
+            hit.hashes.push(h);
+            parent = h;
+        }
+        hit
+    }
+
+    /// Makes `hit` (from [`Self::lookup`], with no allocation in between) the
+    /// start of `seq`'s table: reference counts go up and evictable blocks
+    /// leave the LRU.
     ///
     /// # Errors
-    /// [`EngineError::KvInvariant`] when `child` already holds blocks.
-    pub fn share(&mut self, parent: RequestId, child: RequestId) -> Result<()> {
-        if self.holds(child) {
+    /// [`EngineError::KvInvariant`] when `seq` already holds blocks or a block
+    /// of `hit` is no longer cached.
+    pub fn adopt(&mut self, seq: RequestId, hit: &PrefixHit) -> Result<()> {
+        if hit.blocks.is_empty() {
+            return Ok(());
+        }
+        if self.holds(seq) {
             return Err(EngineError::KvInvariant(format!(
-                "sequence {child} already holds blocks and cannot share {parent}'s"
+                "sequence {seq} already holds blocks and cannot adopt a cached prefix"
             )));
         }
-        let blocks = self.table(parent).to_vec();
-        for &b in &blocks {
-            self.ref_counts[b as usize] += 1;
+        for (&b, h) in hit.blocks.iter().zip(&hit.hashes) {
+            if self.meta[b as usize].as_ref().map(|m| m.hash) != Some(*h) {
+                return Err(EngineError::KvInvariant(format!(
+                    "sequence {seq}: cached block {b} was evicted between lookup and adopt"
+                )));
+            }
         }
-        self.tables.insert(child, blocks);
+        for &b in &hit.blocks {
+            let i = b as usize;
+            if self.ref_counts[i] == 0 {
+                self.evictable.remove(&self.stamp[i]);
+            }
+            self.ref_counts[i] += 1;
+        }
+        self.tables.insert(seq, hit.blocks.clone());
+        self.chains.insert(seq, hit.hashes.clone());
         Ok(())
     }
 
-    /// Releases every block of `seq`; returns how many blocks went back to the free list.
+    /// Registers the blocks of `seq` that `computed` tokens fill completely
+    /// (`tokens` holds at least `computed` token ids of the sequence) in the
+    /// prefix cache. A block whose prefix is already cached in another block
+    /// stays uncached (that copy is freed normally). No-op with the cache off.
+    pub fn register(&mut self, seq: RequestId, tokens: &[u32], computed: u32) {
+        if !self.caching {
+            return;
+        }
+        let bs = self.block_size as usize;
+        let full = (computed as usize).min(tokens.len()) / bs;
+        let table = self.tables.get(&seq).map_or(&[][..], Vec::as_slice);
+        let chain = self.chains.entry(seq).or_default();
+        while chain.len() < full.min(table.len()) {
+            let i = chain.len();
+            let parent = chain.last().copied().unwrap_or(0);
+            let chunk = &tokens[i * bs..(i + 1) * bs];
+            let h = block_hash(parent, chunk);
+            chain.push(h);
+            let b = table[i];
+            if self.meta[b as usize].is_none() && !self.by_hash.contains_key(&h) {
+                self.meta[b as usize] = Some(CachedBlock {
+                    hash: h,
+                    parent,
+                    tokens: chunk.into(),
+                });
+                self.by_hash.insert(h, b);
+            }
+        }
+    }
+
+    /// Checks that positions `start .. end` of `seq` fall in blocks it owns
+    /// alone and that no cached block would be written.
+    ///
+    /// # Errors
+    /// [`EngineError::KvInvariant`] naming the block.
+    pub fn check_writable(&self, seq: RequestId, start: u32, end: u32) -> Result<()> {
+        if end <= start {
+            return Ok(());
+        }
+        let table = self.table(seq);
+        let (first, last) = (start / self.block_size, (end - 1) / self.block_size);
+        for i in first..=last {
+            let Some(&b) = table.get(i as usize) else {
+                return Err(EngineError::KvInvariant(format!(
+                    "sequence {seq} writes position {} past its {} blocks",
+                    (i * self.block_size).max(start),
+                    table.len()
+                )));
+            };
+            if self.ref_counts[b as usize] != 1 || self.meta[b as usize].is_some() {
+                return Err(EngineError::KvInvariant(format!(
+                    "sequence {seq} would write into shared or cached block {b} (reference count {})",
+                    self.ref_counts[b as usize]
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Releases every block of `seq`, tail first; returns how many blocks
+    /// nobody references any more. A release of a block whose reference count
+    /// is already 0 (a double free) is recorded and reported by [`Self::check`].
     pub fn free_seq(&mut self, seq: RequestId) -> u32 {
+        self.chains.remove(&seq);
         let Some(table) = self.tables.remove(&seq) else {
             return 0;
         };
         let mut released = 0;
-        for b in table {
-            let rc = &mut self.ref_counts[b as usize];
-            *rc = rc.saturating_sub(1);
-            if *rc == 0 {
-                self.free.push(b);
+        for b in table.into_iter().rev() {
+            let i = b as usize;
+            if self.ref_counts[i] == 0 {
+                self.violation.get_or_insert_with(|| {
+                    format!("double free: sequence {seq} released block {b}, which had reference count 0")
+                });
+                continue;
+            }
+            self.ref_counts[i] -= 1;
+            if self.ref_counts[i] == 0 {
+                if self.meta[i].is_some() {
+                    self.clock += 1;
+                    self.stamp[i] = self.clock;
+                    self.evictable.insert(self.clock, b);
+                } else {
+                    self.free.push(b);
+                }
                 released += 1;
             }
         }
@@ -195,26 +432,44 @@ impl BlockManager {
         self.tables.keys().copied()
     }
 
-    /// Checks the invariants: every block is either on the free list exactly
-    /// once with reference count 0, or owned, with a reference count equal to
-    /// the number of tables that hold it; no table holds a block twice.
+    /// Checks the invariants: no double free was seen; every block is either
+    /// free (on the free list once, unhashed, or evictable once, cached) with
+    /// reference count 0, or owned, with a reference count equal to the number
+    /// of tables that hold it; no table holds a block twice; the hash index
+    /// and the cached blocks agree; the cache is empty when caching is off.
     ///
     /// # Errors
     /// [`EngineError::KvInvariant`] naming the first violation.
     pub fn check(&self) -> Result<()> {
+        let bad = |m: String| Err(EngineError::KvInvariant(m));
+        if let Some(v) = &self.violation {
+            return bad(v.clone());
+        }
         let n = self.num_blocks as usize;
         let mut on_free = vec![false; n];
         for &b in &self.free {
             let i = b as usize;
             if i >= n {
-                return Err(EngineError::KvInvariant(format!(
-                    "free block {b} out of range"
-                )));
+                return bad(format!("free block {b} out of range"));
             }
             if on_free[i] {
-                return Err(EngineError::KvInvariant(format!(
-                    "block {b} is on the free list twice"
-                )));
+                return bad(format!("block {b} is on the free list twice"));
+            }
+            if self.meta[i].is_some() {
+                return bad(format!("block {b} is on the free list but still cached"));
+            }
+            on_free[i] = true;
+        }
+        for (&stamp, &b) in &self.evictable {
+            let i = b as usize;
+            if i >= n {
+                return bad(format!("evictable block {b} out of range"));
+            }
+            if on_free[i] {
+                return bad(format!("block {b} is both free and evictable"));
+            }
+            if self.meta[i].is_none() || self.stamp[i] != stamp {
+                return bad(format!("evictable block {b} is not cached under its stamp"));
             }
             on_free[i] = true;
         }
@@ -223,36 +478,47 @@ impl BlockManager {
             let mut seen = std::collections::BTreeSet::new();
             for &b in table {
                 if !seen.insert(b) {
-                    return Err(EngineError::KvInvariant(format!(
-                        "sequence {seq} holds block {b} twice"
-                    )));
+                    return bad(format!("sequence {seq} holds block {b} twice"));
                 }
                 if on_free[b as usize] {
-                    return Err(EngineError::KvInvariant(format!(
+                    return bad(format!(
                         "block {b} is owned by sequence {seq} and also free"
-                    )));
+                    ));
                 }
                 owners[b as usize] += 1;
             }
         }
         for i in 0..n {
             if !on_free[i] && owners[i] == 0 {
-                return Err(EngineError::KvInvariant(format!(
-                    "block {i} is leaked (neither free nor owned)"
-                )));
+                return bad(format!("block {i} is leaked (neither free nor owned)"));
             }
             if owners[i] != self.ref_counts[i] {
-                return Err(EngineError::KvInvariant(format!(
+                return bad(format!(
                     "block {i} has reference count {} but {} owners",
                     self.ref_counts[i], owners[i]
-                )));
+                ));
             }
+            if let Some(m) = &self.meta[i]
+                && self.by_hash.get(&m.hash) != Some(&(i as u32))
+            {
+                return bad(format!("cached block {i} is missing from the hash index"));
+            }
+        }
+        for (h, &b) in &self.by_hash {
+            if self.meta[b as usize].as_ref().map(|m| m.hash) != Some(*h) {
+                return bad(format!(
+                    "the hash index names block {b}, which does not cache it"
+                ));
+            }
+        }
+        if !self.caching && !self.by_hash.is_empty() {
+            return bad("the prefix cache is off but holds blocks".into());
         }
         Ok(())
     }
 
     /// [`Self::check`] plus: no sequence holds blocks and every block is free
-    /// (the state at the end of a run).
+    /// or evictable (the state at the end of a run).
     ///
     /// # Errors
     /// [`EngineError::KvInvariant`] naming a leaked block or owner.
@@ -275,6 +541,28 @@ impl BlockManager {
     }
 }
 
+/// The chained hash of one full block: 128 bits from two splitmix64 lanes
+/// over the parent hash and the token ids (stable across platforms).
+fn block_hash(parent: BlockHash, tokens: &[u32]) -> BlockHash {
+    let (mut a, mut b) = (
+        parent as u64 ^ 0x243f_6a88_85a3_08d3,
+        (parent >> 64) as u64 ^ 0x1319_8a2e_0370_7344,
+    );
+    for &t in tokens {
+        a = splitmix(a ^ u64::from(t));
+        b = splitmix(b.rotate_left(29) ^ u64::from(t) ^ 0xa409_3822_299f_31d0);
+    }
+    a = splitmix(a ^ tokens.len() as u64);
+    (u128::from(b) << 64) | u128::from(a)
+}
+
+fn splitmix(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -287,6 +575,19 @@ mod tests {
             },
             0.1,
         )
+    }
+
+    fn cached(blocks: u32) -> BlockManager {
+        mgr(blocks).with_prefix_cache(true)
+    }
+
+    /// Allocates and computes `tokens` for `seq`, registering its full blocks.
+    fn fill(m: &mut BlockManager, seq: RequestId, tokens: &[u32]) {
+        let hit = m.lookup(&tokens[..tokens.len() - 1]);
+        m.adopt(seq, &hit).unwrap();
+        m.ensure(seq, tokens.len() as u32).unwrap();
+        m.register(seq, tokens, tokens.len() as u32);
+        m.check().unwrap();
     }
 
     #[test]
@@ -311,14 +612,109 @@ mod tests {
     }
 
     #[test]
-    fn shared_blocks_are_freed_by_the_last_owner() {
-        let mut m = mgr(4);
-        m.ensure(1, 8).unwrap();
-        m.share(1, 2).unwrap();
+    fn the_hash_chain_matches_whole_prefixes_only() {
+        let mut m = cached(16);
+        let a: Vec<u32> = (1..=12).collect();
+        fill(&mut m, 1, &a);
+        assert_eq!(m.cached_blocks(), 3);
+        // The same 12 tokens and more: three blocks.
+        let mut b = a.clone();
+        b.extend([50, 51]);
+        assert_eq!(m.lookup(&b).blocks(), m.table(1));
+        assert_eq!(m.lookup(&b).tokens(), 12);
+        // A partial last block is never matched.
+        assert_eq!(m.lookup(&a[..10]).blocks(), &m.table(1)[..2]);
+        // Same third block, different first block: the chain breaks at once.
+        let mut c = a.clone();
+        c[0] = 99;
+        assert!(m.lookup(&c).blocks().is_empty());
+        // A different third block: two blocks.
+        let mut d = a.clone();
+        d[9] = 99;
+        assert_eq!(m.lookup(&d).tokens(), 8);
+        // Identical block contents at another depth do not match either.
+        let shifted: Vec<u32> = (5..=12).collect();
+        assert!(m.lookup(&shifted).blocks().is_empty());
+    }
+
+    #[test]
+    fn refcounts_follow_sharers_and_cached_blocks_count_as_free() {
+        let mut m = cached(8);
+        let a: Vec<u32> = (1..=10).collect();
+        fill(&mut m, 1, &a);
+        let mut b: Vec<u32> = (1..=8).collect();
+        b.extend([70, 71, 72]);
+        fill(&mut m, 2, &b);
+        assert_eq!(m.table(2)[..2], m.table(1)[..2]);
+        assert_eq!(m.used_blocks(), 3 + 1);
+        assert_eq!(m.ref_counts[m.table(1)[0] as usize], 2);
+        // The sharer's own blocks are not writable by it where shared.
+        assert!(m.check_writable(2, 7, 8).is_err());
+        assert!(m.check_writable(2, 8, 11).is_ok());
+        assert_eq!(m.free_seq(1), 1);
         m.check().unwrap();
-        assert_eq!(m.free_seq(1), 0);
-        assert_eq!(m.used_blocks(), 2);
-        assert_eq!(m.free_seq(2), 2);
+        assert_eq!(m.free_seq(2), 3);
+        // Everything is free again, and the two shared full blocks stay cached.
+        m.check_drained().unwrap();
+        assert_eq!((m.evictable_blocks(), m.cached_blocks()), (2, 2));
+        assert_eq!(m.free_blocks(), 8);
+        // A later hit takes blocks out of the evictable set.
+        let hit = m.lookup(&a[..9]);
+        assert_eq!((hit.tokens(), hit.evictable()), (8, 2));
+        m.adopt(3, &hit).unwrap();
+        assert_eq!(m.evictable_blocks(), 0);
+        m.check().unwrap();
+        m.free_seq(3);
+        m.check_drained().unwrap();
+    }
+
+    #[test]
+    fn eviction_takes_free_blocks_first_then_the_least_recently_released() {
+        let mut m = cached(6);
+        let a = [1, 2, 3, 4, 5, 6, 7, 8];
+        let b = [11, 12, 13, 14, 15, 16, 17, 18];
+        fill(&mut m, 1, &a);
+        fill(&mut m, 2, &b);
+        let (ta, tb) = (m.table(1).to_vec(), m.table(2).to_vec());
+        m.free_seq(1);
+        m.free_seq(2);
+        assert_eq!(m.evictable_blocks(), 4);
+        // Two never-used blocks go first; the cache is untouched.
+        m.ensure(3, 8).unwrap();
+        assert_eq!(m.cached_blocks(), 4);
+        // Then a's tail block (released first), then a's first block.
+        m.ensure(3, 12).unwrap();
+        assert_eq!(m.table(3)[2], ta[1]);
+        assert_eq!(m.lookup(&a).tokens(), 4);
+        m.ensure(3, 16).unwrap();
+        assert_eq!(m.table(3)[3], ta[0]);
+        assert!(m.lookup(&a).blocks().is_empty());
+        assert_eq!(m.lookup(&b).blocks(), &tb[..]);
+        m.check().unwrap();
+        m.free_seq(3);
+        m.check_drained().unwrap();
+    }
+
+    #[test]
+    fn a_double_free_is_caught_by_check() {
+        let mut m = cached(4);
+        fill(&mut m, 1, &[1, 2, 3, 4, 5]);
+        // Corrupt the count as a bookkeeping bug would: one release too many.
+        let b = m.table(1)[0] as usize;
+        m.ref_counts[b] = 0;
+        m.free_seq(1);
+        let e = m.check().unwrap_err().to_string();
+        assert!(e.contains("double free"), "{e}");
+    }
+
+    #[test]
+    fn without_the_cache_nothing_is_hashed() {
+        let mut m = mgr(4);
+        fill(&mut m, 1, &[1, 2, 3, 4, 5]);
+        assert_eq!(m.cached_blocks(), 0);
+        assert!(m.lookup(&[1, 2, 3, 4, 5]).blocks().is_empty());
+        assert_eq!(m.free_seq(1), 2);
+        assert_eq!(m.evictable_blocks(), 0);
         m.check_drained().unwrap();
     }
 

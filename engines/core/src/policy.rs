@@ -76,6 +76,7 @@ impl PolicyKind {
                 "watermark",
                 "max_len",
                 "stream",
+                "prefix_cache",
             ],
             Self::SplitFuse => &[
                 "budget",
@@ -84,6 +85,7 @@ impl PolicyKind {
                 "block",
                 "max_len",
                 "stream",
+                "prefix_cache",
             ],
         }
     }
@@ -187,6 +189,13 @@ pub struct PolicyConfig {
     /// ends, so TTFT = E2E = the batch's end), on for the serving engines.
     /// Off, a request's tokens arrive together when its result is returned.
     pub stream: Option<bool>,
+    /// Automatic prefix caching: full KV blocks are kept, hashed by their
+    /// tokens and prefix, and reused by later requests with the same prefix.
+    /// On for continuous and chunked (vLLM v1 enables it by default), off for
+    /// splitfuse (DeepSpeed-FastGen has no prefix cache). Static and prepack
+    /// have no such knob: they model Hugging Face `generate` pipelines, which
+    /// keep no KV across batches.
+    pub prefix_cache: bool,
 }
 
 /// The knob sets `--knobs-from` accepts: a published system's defaults, with
@@ -267,6 +276,7 @@ impl PolicyConfig {
             batch: 16,
             max_len: None,
             stream: None,
+            prefix_cache: matches!(kind, PolicyKind::Continuous | PolicyKind::Chunked),
         }
     }
 
@@ -338,20 +348,8 @@ impl PolicyConfig {
             "block" => self.block = int_knob(name, value, 1, 4096)?,
             "batch" => self.batch = int_knob(name, value, 1, 1 << 16)?,
             "max_len" => self.max_len = Some(int_knob(name, value, 2, 1 << 24)?),
-            "stream" => {
-                self.stream = Some(match value {
-                    "true" | "on" | "1" => true,
-                    "false" | "off" | "0" => false,
-                    _ => {
-                        return Err(Error::invalid(
-                            "--knob stream",
-                            format!("`{value}` is not on or off"),
-                            "give stream=on or stream=off",
-                        )
-                        .into());
-                    }
-                });
-            }
+            "stream" => self.stream = Some(bool_knob(name, value)?),
+            "prefix_cache" => self.prefix_cache = bool_knob(name, value)?,
             "watermark" => {
                 let w: f64 = value.parse().map_err(|_| {
                     Error::invalid(
@@ -395,6 +393,11 @@ impl PolicyConfig {
         }
     }
 
+    /// Whether the policy runs with the prefix cache on.
+    pub fn prefix_caching(&self) -> bool {
+        self.prefix_cache && self.kind.knob_names().contains(&"prefix_cache")
+    }
+
     /// Every knob in effect, defaults resolved, keyed by knob name.
     pub fn knobs(&self) -> BTreeMap<String, serde_json::Value> {
         self.kind
@@ -409,6 +412,7 @@ impl PolicyConfig {
                     "watermark" => serde_json::json!(self.watermark),
                     "batch" => serde_json::json!(self.batch),
                     "stream" => serde_json::json!(self.streams()),
+                    "prefix_cache" => serde_json::json!(self.prefix_cache),
                     _ => serde_json::json!(self.max_len()),
                 };
                 (k.to_string(), v)
@@ -428,6 +432,19 @@ pub fn parse_knob(s: &str) -> Result<(&str, &str)> {
             "--knob",
             format!("`{s}` is not of the form name=value"),
             "write e.g. --knob budget=768",
+        )
+        .into()),
+    }
+}
+
+fn bool_knob(name: &str, value: &str) -> Result<bool> {
+    match value.to_ascii_lowercase().as_str() {
+        "true" | "on" | "1" | "yes" => Ok(true),
+        "false" | "off" | "0" | "no" => Ok(false),
+        _ => Err(Error::invalid(
+            format!("--knob {name}"),
+            format!("`{value}` is not a boolean"),
+            format!("give {name}=true or {name}=false (also on/off, 1/0)"),
         )
         .into()),
     }
@@ -478,6 +495,14 @@ mod tests {
             (k["max_tracked"].clone(), k["block"].clone()),
             (2048.into(), 64.into())
         );
+        let caching: Vec<bool> = PolicyKind::ALL
+            .map(|k| PolicyConfig::new(k).prefix_caching())
+            .to_vec();
+        assert_eq!(caching, [false, true, true, false, false]);
+        let p = PolicyConfig::with_knobs(PolicyKind::Chunked, ["prefix_cache=off"]).unwrap();
+        assert_eq!(p.knobs()["prefix_cache"], false);
+        let p = PolicyConfig::with_knobs(PolicyKind::SplitFuse, ["prefix_cache=true"]).unwrap();
+        assert!(p.prefix_caching());
         let c = PolicyConfig::with_knobs(PolicyKind::Continuous, ["max_len=1024"]).unwrap();
         assert_eq!(c.token_budget(), Some(2048));
         assert_eq!(PolicyConfig::new(PolicyKind::Static).token_budget(), None);
@@ -498,6 +523,14 @@ mod tests {
         );
         let e = PolicyConfig::with_knobs(PolicyKind::Chunked, ["watermark=x"]).unwrap_err();
         assert!(e.to_string().contains("not a number"), "{e}");
+        let e = PolicyConfig::with_knobs(PolicyKind::Chunked, ["prefix_cache=maybe"]).unwrap_err();
+        assert!(
+            e.to_string().contains("--knob prefix_cache")
+                && e.to_string().contains("not a boolean"),
+            "{e}"
+        );
+        let e = PolicyConfig::with_knobs(PolicyKind::Static, ["prefix_cache=true"]).unwrap_err();
+        assert!(e.to_string().contains("no knob `prefix_cache`"), "{e}");
         let e = PolicyConfig::with_knobs(PolicyKind::Chunked, ["budget"]).unwrap_err();
         assert!(e.to_string().contains("name=value"), "{e}");
         let e = "fastgen".parse::<PolicyKind>().unwrap_err();

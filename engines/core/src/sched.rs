@@ -6,11 +6,17 @@
 //! its prefill phase while `computed < target`, where `target` is the prompt
 //! length, or prompt + generated after a preemption (the recompute). A chunk
 //! that reaches `num_tokens` samples the next token.
+//!
+//! With the prefix cache on, a request leaving the waiting queue first reuses
+//! the cached full blocks of its tokens (never the last token to compute), so
+//! its prefill starts at `computed = cached tokens`; every block a step
+//! completes is registered in the cache when the step commits.
 
 use std::collections::{BTreeMap, VecDeque};
 
 use fuselab_core::{RequestId, RequestSpec};
 
+use crate::kv::PrefixHit;
 use crate::{
     BatchEntry, BatchShape, BlockManager, EngineError, ForwardBatch, KvGeometry, PolicyConfig,
     PolicyKind, Result, best_fit_decreasing,
@@ -32,10 +38,17 @@ pub struct StepAudit {
     pub blocked_decodes: Vec<RequestId>,
     /// The token budget the step was scheduled under (`None` for static and prepack).
     pub token_budget: Option<u32>,
+    /// Tokens of the requests admitted in this step that were looked up in the
+    /// prefix cache (each admission's whole target: prompt, or prompt +
+    /// generated for a recompute), counted with the cache off too.
+    pub prefix_query_tokens: u32,
+    /// Of those, tokens found in the prefix cache and not recomputed.
+    pub prefix_hit_tokens: u32,
 }
 
 #[derive(Clone, Debug)]
 pub(crate) struct Seq {
+    pub spec: RequestSpec,
     pub prompt_len: u32,
     pub output_len: u32,
     pub generated: u32,
@@ -76,12 +89,16 @@ pub(crate) struct Scheduler {
     pub running: Vec<RequestId>,
     /// The current static/prepack batch, row order; empty when none.
     rows: Vec<RequestId>,
+    /// Vocabulary of the synthetic token ids.
+    vocab: u32,
 }
 
 impl Scheduler {
-    pub fn new(cfg: PolicyConfig, geometry: KvGeometry) -> Self {
-        let kv = BlockManager::new(geometry, cfg.effective_watermark());
+    pub fn new(cfg: PolicyConfig, geometry: KvGeometry, vocab: u32) -> Self {
+        let kv = BlockManager::new(geometry, cfg.effective_watermark())
+            .with_prefix_cache(cfg.prefix_caching());
         Self {
+            vocab,
             budget: cfg.token_budget(),
             cfg,
             kv,
@@ -135,6 +152,7 @@ impl Scheduler {
         self.seqs.insert(
             spec.id,
             Seq {
+                spec: spec.clone(),
                 prompt_len: spec.prompt_len,
                 output_len: spec.output_len,
                 generated: 0,
@@ -165,6 +183,40 @@ impl Scheduler {
             }
             self.running.push(id);
         }
+    }
+
+    /// The cached prefix the waiting request `id` would reuse (empty with the
+    /// cache off): whole blocks of its tokens, all but the last token to compute.
+    fn prefix_hit(&self, id: RequestId) -> PrefixHit {
+        let s = self.seq(id);
+        if s.computed > 0 || self.kv.holds(id) {
+            return PrefixHit::default();
+        }
+        let upto = (s.target.saturating_sub(1) as usize).min(s.tokens.len());
+        self.kv.lookup(&s.tokens[..upto])
+    }
+
+    /// Blocks a waiting request takes from the free capacity to hold `tokens`
+    /// tokens after reusing `hit`: new blocks plus the evictable cached ones.
+    fn blocks_needed(&self, hit: &PrefixHit, tokens: u32) -> u32 {
+        self.kv
+            .blocks_for(tokens)
+            .saturating_sub(hit.blocks().len() as u32)
+            + hit.evictable()
+    }
+
+    /// Starts the waiting request `id` on its cached prefix and counts the
+    /// lookup towards the hit rate.
+    fn take_hit(&mut self, id: RequestId, hit: &PrefixHit, audit: &mut StepAudit) -> Result<()> {
+        self.kv.adopt(id, hit)?;
+        let s = self
+            .seqs
+            .get_mut(&id)
+            .ok_or_else(|| EngineError::Stalled(format!("unknown request {id}")))?;
+        s.computed = hit.tokens();
+        audit.prefix_query_tokens += s.target;
+        audit.prefix_hit_tokens += hit.tokens();
+        Ok(())
     }
 
     /// Preemption by recompute: frees the KV of `id`, which goes back to the
@@ -274,15 +326,16 @@ impl Scheduler {
         let mut entries = Vec::new();
         let mut tokens = 0u32;
         while let Some(&id) = self.waiting.front() {
-            let s = self.seq(id);
-            let n = s.target - s.computed;
+            let hit = self.prefix_hit(id);
+            let target = self.seq(id).target;
+            let n = target - hit.tokens();
             if tokens + n > budget || self.running.len() as u32 >= self.cfg.max_seqs {
                 break;
             }
-            let target = s.target;
-            if !self.kv.can_allocate(self.kv.extra_blocks(id, target), true) {
+            if !self.kv.can_allocate(self.blocks_needed(&hit, target), true) {
                 break;
             }
+            self.take_hit(id, &hit, audit)?;
             self.kv.ensure(id, target)?;
             self.admit_front(audit);
             entries.push(self.entry(id, n, None));
@@ -321,13 +374,15 @@ impl Scheduler {
             let Some(&id) = self.waiting.front() else {
                 break;
             };
+            let hit = self.prefix_hit(id);
             let target = self.seq(id).target;
-            if !self.kv.can_allocate(self.kv.extra_blocks(id, target), true) {
+            if !self.kv.can_allocate(self.blocks_needed(&hit, target), true) {
                 break;
             }
+            self.take_hit(id, &hit, audit)?;
             self.kv.ensure(id, target)?;
             self.admit_front(audit);
-            let n = target.min(left);
+            let n = (target - hit.tokens()).min(left);
             entries.push(self.entry(id, n, None));
             left -= n;
         }
@@ -445,15 +500,22 @@ impl Scheduler {
         if from_waiting && self.running.len() as u32 >= self.cfg.max_tracked {
             return Ok(false);
         }
-        let s = self.seq(id);
-        let (computed, target) = (s.computed, s.target);
+        let target = self.seq(id).target;
+        let (hit, need) = if from_waiting {
+            let hit = self.prefix_hit(id);
+            let need = self.blocks_needed(&hit, target);
+            (hit, need)
+        } else {
+            (PrefixHit::default(), self.kv.extra_blocks(id, target))
+        };
         // Admit only when the cache can hold the whole remaining prompt.
-        if !self
-            .kv
-            .can_allocate(self.kv.extra_blocks(id, target), false)
-        {
+        if !self.kv.can_allocate(need, false) {
             return Ok(false);
         }
+        if from_waiting {
+            self.take_hit(id, &hit, audit)?;
+        }
+        let computed = self.seq(id).computed;
         let n = (target - computed).min(budget - *tokens);
         self.kv.ensure(id, computed + n)?;
         if from_waiting {
@@ -479,6 +541,7 @@ impl Scheduler {
                     break;
                 }
                 reserve += need;
+                audit.prefix_query_tokens += s.prompt_len;
                 self.admit_front(audit);
                 self.rows.push(id);
             }
@@ -538,6 +601,8 @@ impl Scheduler {
     /// Applies a computed step: advances positions, records sampled tokens
     /// (`sampled` gives token ids when the backend produced real ones) and
     /// retires finished requests.
+    /// Requests missing from `sampled` (a backend without real sampling)
+    /// continue with their synthetic continuation ([`RequestSpec::token_at`]).
     pub fn commit(
         &mut self,
         batch: &ForwardBatch,
@@ -552,14 +617,18 @@ impl Scheduler {
             if e.sample {
                 out.emitted.push((e.request, s.generated));
                 s.generated += 1;
-                if !s.tokens.is_empty() {
-                    s.tokens.push(sampled.get(&e.request).copied().unwrap_or(0));
-                }
+                let pos = s.num_tokens() - 1;
+                let token = match sampled.get(&e.request) {
+                    Some(&t) => t,
+                    None => s.spec.token_at(pos, self.vocab),
+                };
+                s.tokens.push(token);
                 if s.generated >= s.output_len {
                     s.done = true;
                     out.finished.push(e.request);
                 }
             }
+            self.kv.register(e.request, &s.tokens, s.computed);
         }
         if self.rows.is_empty() {
             for &id in &out.finished {

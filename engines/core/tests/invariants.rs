@@ -1,9 +1,12 @@
 //! Scheduler invariants over many seeded random workloads, with a fake backend
 //! whose cost is trivial and which checks every batch it receives (token ids
 //! against the prompt and previously sampled tokens, block tables covering the
-//! chunk).
+//! chunk, no block written by one sequence while another one's table holds
+//! it) and keeps a fake KV store: the token id written in every slot, so that
+//! every position a chunk attends to, cached prefix blocks included, is
+//! checked to hold the right token.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use fuselab_core::{RequestId, RequestSpec, RequestStatus};
 use fuselab_engine::{
@@ -23,6 +26,8 @@ struct Fake {
     /// Expected token ids per request: prompt, then every sampled token.
     expected: BTreeMap<RequestId, Vec<u32>>,
     last: ForwardBatch,
+    /// Token id whose KV each (block, offset) slot holds.
+    slots: HashMap<(u32, u32), u32>,
 }
 
 impl Fake {
@@ -36,11 +41,38 @@ impl Fake {
                 .map(|s| (s.id, s.prompt_tokens(VOCAB)))
                 .collect(),
             last: ForwardBatch::default(),
+            slots: HashMap::new(),
         }
     }
 
     fn check(&self, batch: &ForwardBatch) -> Result<(), String> {
-        let mut owned = BTreeSet::new();
+        let bs = self.block_size;
+        let mut written = BTreeMap::new();
+        for e in &batch.entries {
+            let (a, b) = (e.start_pos, e.start_pos + e.n_tokens);
+            if b > a {
+                for blk in &e.block_table[(a / bs) as usize..(b - 1) as usize / bs as usize + 1] {
+                    if let Some(other) = written.insert(*blk, e.request) {
+                        return Err(format!(
+                            "block {blk} written by requests {other} and {}",
+                            e.request
+                        ));
+                    }
+                }
+            }
+        }
+        for e in &batch.entries {
+            for blk in &e.block_table {
+                if let Some(&w) = written.get(blk)
+                    && w != e.request
+                {
+                    return Err(format!(
+                        "block {blk} is written by request {w} but also in request {}'s table",
+                        e.request
+                    ));
+                }
+            }
+        }
         for e in &batch.entries {
             let want = &self.expected[&e.request];
             let (a, b) = (e.start_pos as usize, (e.start_pos + e.n_tokens) as usize);
@@ -56,13 +88,33 @@ impl Fake {
                     e.request
                 ));
             }
-            for &blk in &e.block_table {
-                if !owned.insert(blk) {
-                    return Err(format!("block {blk} appears in two sequences' tables"));
+            // Every earlier position, cached prefix blocks included, holds its token.
+            for pos in 0..e.start_pos {
+                let slot = (e.block_table[(pos / bs) as usize], pos % bs);
+                if self.slots.get(&slot) != Some(&want[pos as usize]) {
+                    return Err(format!(
+                        "request {} reads position {pos} from block {} offset {}: it holds {:?}, not token {}",
+                        e.request,
+                        slot.0,
+                        slot.1,
+                        self.slots.get(&slot),
+                        want[pos as usize]
+                    ));
                 }
             }
         }
         Ok(())
+    }
+
+    fn write(&mut self, batch: &ForwardBatch) {
+        let bs = self.block_size;
+        for e in &batch.entries {
+            for (j, &t) in e.tokens.iter().enumerate() {
+                let pos = e.start_pos + j as u32;
+                self.slots
+                    .insert((e.block_table[(pos / bs) as usize], pos % bs), t);
+            }
+        }
     }
 }
 
@@ -93,6 +145,7 @@ impl Backend for Fake {
     fn forward(&mut self, batch: &ForwardBatch) -> Result<StepOutput, BackendError> {
         if self.needs_tokens {
             self.check(batch).map_err(BackendError::Device)?;
+            self.write(batch);
         }
         let mut sampled = Vec::new();
         for e in batch.entries.iter().filter(|e| e.sample) {
@@ -123,6 +176,9 @@ struct Outcome {
     /// Per step: (prefill tokens, decode tokens, padding tokens, rows).
     shapes: Vec<(u32, u32, u32, Option<u32>)>,
     first_admissions: Vec<RequestId>,
+    /// Prefix-cache lookups and hits, tokens.
+    queries: u64,
+    hits: u64,
 }
 
 /// Runs `specs` (open loop) checking every invariant after every step.
@@ -223,6 +279,12 @@ fn run_checked(
             (batch.prefill_tokens(), batch.decode_tokens())
         );
         out.padding += u64::from(rec.padding_tokens);
+        assert!(rec.prefix_hit_tokens <= rec.prefix_query_tokens);
+        if !policy.prefix_caching() {
+            assert_eq!(rec.prefix_hit_tokens, 0, "a hit with the cache off");
+        }
+        out.queries += u64::from(rec.prefix_query_tokens);
+        out.hits += u64::from(rec.prefix_hit_tokens);
         let rows = match batch.shape {
             BatchShape::Padded { rows, .. } => Some(rows),
             BatchShape::Ragged => None,
@@ -315,19 +377,45 @@ fn run_checked(
     out
 }
 
-fn specs_from(raw: &[(u32, u32, u16)]) -> Vec<RequestSpec> {
+/// How the requests of a random workload share token ids.
+#[derive(Clone, Copy, Debug)]
+enum Sharing {
+    None,
+    /// Two prefix groups sharing their first 40 tokens.
+    Groups,
+    /// Three conversations: request `i` is turn `i / 3` of conversation `i % 3`
+    /// (sent on its arrival here; the ids of the conversation so far are shared).
+    Conversations,
+}
+
+fn specs_from(raw: &[(u32, u32, u16)], sharing: Sharing) -> Vec<RequestSpec> {
     let mut t = 0.0;
     raw.iter()
         .enumerate()
         .map(|(i, &(p, o, gap))| {
             t += f64::from(gap) * 1e-3;
+            let i = i as u64;
+            let (prefix_group, prefix_len, conversation) = match sharing {
+                Sharing::None => (None, 0, None),
+                Sharing::Groups => (Some((i % 2) as u32), 40.min(p), None),
+                Sharing::Conversations => (
+                    None,
+                    0,
+                    Some(fuselab_core::Turn {
+                        id: i % 3,
+                        turn: (i / 3) as u32,
+                        think_s: 0.0,
+                    }),
+                ),
+            };
             RequestSpec {
-                id: i as u64,
+                id: i,
                 arrival_s: t,
                 prompt_len: p,
                 output_len: o,
-                prefix_group: None,
-                prefix_len: 0,
+                prefix_group,
+                prefix_len,
+                conversation,
             }
         })
         .collect()
@@ -341,8 +429,9 @@ fn policy_strategy() -> impl Strategy<Value = PolicyConfig> {
         prop::sample::select(vec![1u32, 4, 16, 64]),
         prop::sample::select(vec![0.0f64, 0.01, 0.1]),
         1u32..6,
+        any::<bool>(),
     )
-        .prop_map(|(k, budget, max_seqs, block, wm, batch)| {
+        .prop_map(|(k, budget, max_seqs, block, wm, batch, cache)| {
             let kind = PolicyKind::ALL[k];
             let mut knobs = vec![format!("block={block}"), "max_len=400".to_string()];
             match kind {
@@ -352,6 +441,7 @@ fn policy_strategy() -> impl Strategy<Value = PolicyConfig> {
                         format!("budget={budget}"),
                         format!("max_seqs={max_seqs}"),
                         format!("watermark={wm}"),
+                        format!("prefix_cache={cache}"),
                     ]);
                 }
                 PolicyKind::SplitFuse => {
@@ -359,6 +449,7 @@ fn policy_strategy() -> impl Strategy<Value = PolicyConfig> {
                         format!("budget={budget}"),
                         format!("max_seqs={max_seqs}"),
                         format!("max_tracked={}", max_seqs * 2),
+                        format!("prefix_cache={cache}"),
                     ]);
                 }
             }
@@ -383,10 +474,49 @@ proptest! {
         policy in policy_strategy(),
         kv_tokens in prop::sample::select(vec![96u64, 256, 1024, 4096]),
         needs_tokens in any::<bool>(),
+        sharing in prop::sample::select(vec![Sharing::None, Sharing::Groups, Sharing::Conversations]),
     ) {
-        let specs = specs_from(&raw);
+        let specs = specs_from(&raw, sharing);
         run_checked(&specs, &policy, kv_tokens, needs_tokens);
     }
+}
+
+#[test]
+fn the_prefix_cache_skips_exactly_the_cached_tokens() {
+    // Six requests in two groups sharing 64 of their 100 prompt tokens, 2 ms
+    // apart: the first of each group computes the prefix, the others hit its
+    // four 16-token blocks. The fake KV store checks every position read.
+    let mut specs = specs_from(&[(100, 8, 2); 6], Sharing::Groups);
+    for s in &mut specs {
+        s.prefix_len = 64;
+    }
+    for kind in [
+        PolicyKind::Continuous,
+        PolicyKind::Chunked,
+        PolicyKind::SplitFuse,
+    ] {
+        let run = |cache: bool| {
+            let policy = PolicyConfig::with_knobs(kind, [format!("prefix_cache={cache}")]).unwrap();
+            run_checked(&specs, &policy, 100_000, true)
+        };
+        let (on, off) = (run(true), run(false));
+        let prefill = |o: &Outcome| o.shapes.iter().map(|s| u64::from(s.0)).sum::<u64>();
+        assert_eq!((off.queries, off.hits), (600, 0), "{kind}");
+        assert_eq!((on.queries, on.hits), (600, 4 * 64), "{kind}");
+        assert_eq!(prefill(&off), 600, "{kind}");
+        assert_eq!(prefill(&on), 600 - 4 * 64, "{kind}");
+    }
+}
+
+#[test]
+fn a_recompute_reuses_its_own_cached_blocks() {
+    let policy = PolicyConfig::with_knobs(PolicyKind::Chunked, ["block=4", "budget=256"]).unwrap();
+    let out = run_checked(&burst(8, 30, 40), &policy, 160, true);
+    assert!(out.preemptions > 0);
+    // Re-admissions after preemption look up prompt + generated tokens and
+    // find at least some of their own blocks still cached.
+    assert!(out.queries > 8 * 30, "{}", out.queries);
+    assert!(out.hits > 0);
 }
 
 fn burst(n: u64, prompt: u32, output: u32) -> Vec<RequestSpec> {
@@ -398,6 +528,7 @@ fn burst(n: u64, prompt: u32, output: u32) -> Vec<RequestSpec> {
             output_len: output,
             prefix_group: None,
             prefix_len: 0,
+            conversation: None,
         })
         .collect()
 }
@@ -433,6 +564,7 @@ fn static_padding_waste_is_hand_computed() {
             output_len: o,
             prefix_group: None,
             prefix_len: 0,
+            conversation: None,
         })
         .collect();
     let policy = PolicyConfig::with_knobs(PolicyKind::Static, ["batch=4"]).unwrap();
@@ -459,6 +591,7 @@ fn prepack_rows_are_best_fit_decreasing() {
             output_len: 2,
             prefix_group: None,
             prefix_len: 0,
+            conversation: None,
         })
         .collect();
     let policy = PolicyConfig::with_knobs(PolicyKind::Prepack, ["batch=8"]).unwrap();
@@ -517,6 +650,7 @@ fn splitfuse_admits_a_prompt_only_when_its_whole_remainder_fits() {
             output_len: 20,
             prefix_group: None,
             prefix_len: 0,
+            conversation: None,
         },
         RequestSpec {
             id: 1,
@@ -525,6 +659,7 @@ fn splitfuse_admits_a_prompt_only_when_its_whole_remainder_fits() {
             output_len: 5,
             prefix_group: None,
             prefix_len: 0,
+            conversation: None,
         },
     ];
     let policy = PolicyConfig::new(PolicyKind::SplitFuse);
@@ -568,6 +703,7 @@ fn continuous_is_prefill_first() {
         output_len: 2,
         prefix_group: None,
         prefix_len: 0,
+        conversation: None,
     });
     let out = run_checked(
         &specs,
@@ -596,6 +732,7 @@ fn rejected_requests_say_why() {
             output_len: 10,
             prefix_group: None,
             prefix_len: 0,
+            conversation: None,
         },
         RequestSpec {
             id: 1,
@@ -604,6 +741,7 @@ fn rejected_requests_say_why() {
             output_len: 0,
             prefix_group: None,
             prefix_len: 0,
+            conversation: None,
         },
         RequestSpec {
             id: 2,
@@ -612,6 +750,7 @@ fn rejected_requests_say_why() {
             output_len: 3,
             prefix_group: None,
             prefix_len: 0,
+            conversation: None,
         },
     ];
     let mut engine = NativeEngine::new(

@@ -1,7 +1,8 @@
 //! Invariance tests through the real engine: the same seeded requests run
 //! under every scheduling policy (static, continuous, chunked at budgets 1, 7
 //! and 64, splitfuse, prepack) and under continuous batching with a KV cache so
-//! small that requests are preempted and recomputed. Every sampled logits
+//! small that requests are preempted and recomputed (with and without the
+//! prefix cache, which lets a recompute reuse its own blocks). Every sampled logits
 //! vector must equal the dense oracle's within 1e-4 relative, and every
 //! schedule must generate the same tokens.
 
@@ -25,6 +26,7 @@ fn requests() -> Vec<RequestSpec> {
             output_len: rng.random_range(6..14),
             prefix_group: None,
             prefix_len: 0,
+            conversation: None,
         })
         .collect()
 }
@@ -138,6 +140,14 @@ fn every_policy_yields_the_oracle_logits() {
             (
                 "continuous preempting",
                 PolicyKind::Continuous,
+                vec!["prefix_cache=false"],
+                6 * 16 * 2048,
+            ),
+            // The same with the prefix cache: a recompute starts after the
+            // blocks of its own that are still cached.
+            (
+                "continuous preempting cached",
+                PolicyKind::Continuous,
                 vec![],
                 6 * 16 * 2048,
             ),
@@ -163,6 +173,7 @@ fn every_policy_yields_the_oracle_logits() {
             p.preemptions,
             p.recomputes
         );
+        assert!(by("continuous preempting cached").preemptions > 0);
         let reference = &outcomes[0].1.sequences;
         for (label, o) in &outcomes {
             assert!(o.checked > 0);

@@ -10,6 +10,9 @@
 //!   backend;
 //! * the engine runs all five policies on `tiny-128` on CUDA to completion,
 //!   every step recorded and every token accounted for.
+//! * prefix-cache hits (a prefix group, a conversation's next turn) give the
+//!   logits of a cold prefill: the hit requests' prefill starts after blocks
+//!   another request wrote and only reads them.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -18,8 +21,8 @@ use fuselab_core::{RequestId, RequestSpec};
 use fuselab_cpu::{CpuBackend, CpuOptions};
 use fuselab_cuda::{CudaBackend, CudaOptions, ModelShape};
 use fuselab_engine::{
-    Backend, BatchEntry, BatchShape, ForwardBatch, KvGeometry, NativeEngine, PolicyConfig,
-    PolicyKind,
+    Backend, BackendError, BatchEntry, BatchShape, ForwardBatch, KvGeometry, NativeEngine,
+    PolicyConfig, PolicyKind, StepOutput,
 };
 use fuselab_kernels::cuda::{gpu_or_skip, skip};
 use rand::{Rng, SeedableRng};
@@ -327,6 +330,7 @@ fn requests() -> Vec<RequestSpec> {
             output_len: rng.random_range(4..24),
             prefix_group: None,
             prefix_len: 0,
+            conversation: None,
         })
         .collect()
 }
@@ -424,4 +428,163 @@ fn without_a_driver_the_backend_says_so_and_does_not_panic() {
     assert!(e.contains("no CUDA driver found ("), "{e}");
     let e = CudaBackend::load("llama3-8b", 1).unwrap_err().to_string();
     assert!(e.contains("no CUDA driver found ("), "{e}");
+}
+
+/// Keeps the logits of each request's first sampled position (the end of its
+/// prompt), which depend on the prompt alone.
+struct FirstLogits<B> {
+    inner: B,
+    first: BTreeMap<RequestId, Vec<f32>>,
+    hit_entries: usize,
+}
+
+impl<B: Backend> Backend for FirstLogits<B> {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+    fn needs_tokens(&self) -> bool {
+        self.inner.needs_tokens()
+    }
+    fn kv_bytes_per_token(&self) -> u64 {
+        self.inner.kv_bytes_per_token()
+    }
+    fn vocab_size(&self) -> u32 {
+        self.inner.vocab_size()
+    }
+    fn kv_budget_bytes(&self) -> u64 {
+        self.inner.kv_budget_bytes()
+    }
+    fn init_kv(&mut self, g: KvGeometry) -> Result<(), BackendError> {
+        self.inner.init_kv(g)
+    }
+    fn forward(&mut self, b: &ForwardBatch) -> Result<StepOutput, BackendError> {
+        for e in &b.entries {
+            if !e.is_decode && e.start_pos > 0 && !self.first.contains_key(&e.request) {
+                self.hit_entries += 1;
+            }
+        }
+        let out = self.inner.forward(b)?;
+        for (id, l) in &out.logits {
+            self.first.entry(*id).or_insert_with(|| l.clone());
+        }
+        Ok(out)
+    }
+}
+
+fn sharing_requests() -> Vec<RequestSpec> {
+    let group = |id, prompt_len| RequestSpec {
+        id,
+        arrival_s: 0.0,
+        prompt_len,
+        output_len: 4,
+        prefix_group: Some(0),
+        prefix_len: 64,
+        conversation: None,
+    };
+    let turn = |id, turn, prompt_len| RequestSpec {
+        id,
+        arrival_s: 0.0,
+        prompt_len,
+        output_len: 6,
+        prefix_group: None,
+        prefix_len: 0,
+        conversation: Some(fuselab_core::Turn {
+            id: 1,
+            turn,
+            think_s: 0.0,
+        }),
+    };
+    // Turn 1 carries turn 0's 70 prompt tokens and 6 answer tokens.
+    vec![
+        group(0, 90),
+        turn(1, 0, 70),
+        group(2, 77),
+        group(3, 120),
+        turn(4, 1, 96),
+    ]
+}
+
+#[test]
+fn prefix_cache_hits_on_cuda_give_the_logits_of_a_cold_prefill() {
+    let test = "prefix_cache_hits_on_cuda_give_the_logits_of_a_cold_prefill";
+    if !gpu_or_skip(test) {
+        return;
+    }
+    let reqs = sharing_requests();
+    for (kind, knobs) in [
+        (PolicyKind::Continuous, &[][..]),
+        (PolicyKind::Chunked, &["budget=48"][..]),
+    ] {
+        let mut firsts = Vec::new();
+        for cache in [false, true] {
+            let opts = CudaOptions {
+                kv_budget_bytes: Some(32 << 20),
+                keep_logits: true,
+                ..CudaOptions::default()
+            };
+            let Some(backend) = cuda_or_skip(test, || {
+                CudaBackend::random(ModelShape::tiny_128(), 42, opts)
+            }) else {
+                return;
+            };
+            let mut knobs: Vec<String> = knobs.iter().map(|k| k.to_string()).collect();
+            knobs.push(format!("prefix_cache={cache}"));
+            let policy = PolicyConfig::with_knobs(kind, knobs).unwrap();
+            let tap = FirstLogits {
+                inner: backend,
+                first: BTreeMap::new(),
+                hit_entries: 0,
+            };
+            let mut engine = NativeEngine::new(tap, policy).unwrap();
+            // Requests 0 and 1 first; the others once those finished.
+            engine.submit(&reqs[0], 0.0);
+            engine.submit(&reqs[1], 0.0);
+            let (mut now, mut finished) = (0.0, 0);
+            while engine.has_work() {
+                let report = engine.step(now).unwrap();
+                now += report.duration_s();
+                for f in &report.finished {
+                    assert_eq!(f.status, fuselab_core::RequestStatus::Ok, "{kind}: {f:?}");
+                    finished += 1;
+                    if f.id == 1 {
+                        for r in &reqs[2..] {
+                            engine.submit(r, now);
+                        }
+                    }
+                }
+                engine.check_kv().unwrap();
+            }
+            engine.check_drained().unwrap();
+            assert_eq!(finished, reqs.len(), "{kind}");
+            let (_, hits) = engine.prefix_cache_tokens();
+            let tap = engine.backend();
+            if cache {
+                // 2 and 3 reuse the group's 64 tokens, turn 1 turn 0's 64 full-block tokens.
+                assert_eq!(hits, 3 * 64, "{kind}");
+                assert_eq!(tap.hit_entries, 3, "{kind}");
+            } else {
+                assert_eq!((hits, tap.hit_entries), (0, 0), "{kind}");
+            }
+            assert_eq!(tap.first.len(), reqs.len(), "{kind}");
+            firsts.push(tap.first.clone());
+        }
+        for r in &reqs {
+            let (cold, hit) = (&firsts[0][&r.id], &firsts[1][&r.id]);
+            let max_ref = cold.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let max_diff = cold
+                .iter()
+                .zip(hit)
+                .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+            eprintln!(
+                "{kind} request {}: max |cold - hit| {max_diff:.3e} of {max_ref:.3e}",
+                r.id
+            );
+            // bf16 activations: the cached K/V were computed in another batch.
+            assert!(
+                max_diff <= 0.02 * max_ref,
+                "{kind} request {}: max diff {max_diff}",
+                r.id
+            );
+        }
+    }
 }

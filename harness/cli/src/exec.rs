@@ -485,6 +485,7 @@ pub fn metrics_table(rows: &[(String, &Metrics)]) -> String {
         "eff@4",
         "preempt",
         "pad %",
+        "cache hit %",
     ];
     let mut cells: Vec<Vec<String>> = vec![header.iter().map(ToString::to_string).collect()];
     for (label, m) in rows {
@@ -514,6 +515,7 @@ pub fn metrics_table(rows: &[(String, &Metrics)]) -> String {
             ),
             engine.preemptions.to_string(),
             format!("{pad:.1}"),
+            format!("{:.1}", 100.0 * engine.prefix_cache_hit_rate),
         ]);
     }
     render_table(&cells)

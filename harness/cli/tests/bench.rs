@@ -56,7 +56,7 @@ fn bench_writes_a_complete_run_folder_with_the_documented_metrics() {
         assert!(run.join(f).is_file(), "{f} missing");
     }
     let s = summary(&run);
-    assert_eq!(s["schema_version"], 1);
+    assert_eq!(s["schema_version"], fuselab_core::SCHEMA_VERSION);
     assert_eq!(s["provenance"]["engine"]["policy"], "splitfuse");
     assert_eq!(s["provenance"]["engine"]["knobs"]["budget"], 1024);
     assert_eq!(s["provenance"]["seed"], 3);

@@ -143,7 +143,11 @@ fn a_schema_version_mismatch_exits_2_naming_both_versions() {
     let text = std::fs::read_to_string(&summary).unwrap();
     std::fs::write(
         &summary,
-        text.replacen("\"schema_version\": 1", "\"schema_version\": 2", 1),
+        text.replacen(
+            &format!("\"schema_version\": {}", fuselab_core::SCHEMA_VERSION),
+            &format!("\"schema_version\": {}", fuselab_core::SCHEMA_VERSION + 1),
+            1,
+        ),
     )
     .unwrap();
     fuselab()
@@ -154,7 +158,14 @@ fn a_schema_version_mismatch_exits_2_naming_both_versions() {
         .assert()
         .code(2)
         .stderr(
-            predicate::str::contains("schema version 2").and(predicate::str::contains("version 1")),
+            predicate::str::contains(format!(
+                "schema version {}",
+                fuselab_core::SCHEMA_VERSION + 1
+            ))
+            .and(predicate::str::contains(format!(
+                "version {}",
+                fuselab_core::SCHEMA_VERSION
+            ))),
         );
 }
 

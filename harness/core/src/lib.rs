@@ -32,10 +32,10 @@ mod workload;
 
 pub use error::{Error, Result};
 pub use record::{RequestRecord, RequestStatus, StepRecord, TokenChunk, TokenEvent};
-pub use request::{RequestId, RequestSpec};
+pub use request::{RequestId, RequestSpec, Turn, TurnLinks};
 pub use summary::{
     EngineInfo, EngineStats, LatencyStats, LoadKind, MaxLoadUnderSlo, Metrics, Provenance,
     RunSummary, SCHEMA_VERSION, Slo, SweepPoint, SweepSummary,
 };
 pub use time::{utc_from_unix, utc_now};
-pub use workload::{Arrivals, LengthDist, PrefixSpec, WorkloadSpec};
+pub use workload::{Arrivals, ConversationSpec, LengthDist, PrefixSpec, WorkloadSpec};

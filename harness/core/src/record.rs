@@ -143,4 +143,11 @@ pub struct StepRecord {
     pub waiting: u32,
     /// Requests running when the step was scheduled.
     pub running: u32,
+    /// Tokens of the requests admitted in this step looked up in the prefix
+    /// cache (prompt, or prompt + generated for a recompute).
+    #[serde(default)]
+    pub prefix_query_tokens: u32,
+    /// Of those, tokens served from the prefix cache (not prefilled).
+    #[serde(default)]
+    pub prefix_hit_tokens: u32,
 }

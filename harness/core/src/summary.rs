@@ -7,8 +7,10 @@ use serde::{Deserialize, Serialize};
 use crate::WorkloadSpec;
 
 /// Version of the run-folder schema (`summary.json` and the Parquet columns).
+/// Version 2 added the prefix-cache columns of `steps.parquet` and figures of
+/// [`EngineStats`].
 /// Readers refuse other versions with [`crate::Error::SchemaMismatch`].
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// Which engine ran, on what, with which knobs.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -125,6 +127,12 @@ pub struct EngineStats {
     pub tokens_per_step_mean: f64,
     /// Total busy time of the engine in seconds.
     pub busy_s: f64,
+    /// Tokens of admitted requests looked up in the prefix cache.
+    pub prefix_query_tokens: u64,
+    /// Of those, tokens served from the prefix cache.
+    pub prefix_hit_tokens: u64,
+    /// `prefix_hit_tokens / prefix_query_tokens` (0 with no lookups or the cache off).
+    pub prefix_cache_hit_rate: f64,
 }
 
 /// The metrics of a run (DESIGN.md §5). Latencies in seconds.

@@ -94,6 +94,20 @@ pub struct PrefixSpec {
     pub len: u32,
 }
 
+/// Multi-turn conversations: conversations start by the arrival process; each
+/// has `turns` turns, turn `k`'s prompt being the conversation so far plus a new
+/// user message drawn from the prompt distribution, and output lengths drawn
+/// from the output distribution. Turn `k + 1` is sent an exponentially
+/// distributed think time (mean `think_s`) after turn `k` completes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConversationSpec {
+    /// Turns per conversation (the last conversation may be cut short by `n`).
+    pub turns: u32,
+    /// Mean think time between turns, seconds (0: the next turn goes at once).
+    pub think_s: f64,
+}
+
 /// A complete, reproducible description of a workload: the same spec gives
 /// byte-identical requests.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -117,4 +131,8 @@ pub struct WorkloadSpec {
     /// Source file for trace replay.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trace: Option<String>,
+    /// Optional multi-turn conversations (`n` counts turns, the arrival rate
+    /// counts conversations).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conversation: Option<ConversationSpec>,
 }

@@ -63,6 +63,8 @@ pub fn engine_stats(steps: &[StepRecord]) -> EngineStats {
         .map(|s| f64::from(s.kv_blocks_used) / f64::from(s.kv_blocks_total))
         .collect();
     let n = steps.len() as u64;
+    let query = sum(|s| s.prefix_query_tokens);
+    let hits = sum(|s| s.prefix_hit_tokens);
     EngineStats {
         steps: n,
         prefill_tokens,
@@ -77,6 +79,13 @@ pub fn engine_stats(steps: &[StepRecord]) -> EngineStats {
             (prefill_tokens + decode_tokens) as f64 / n as f64
         },
         busy_s: steps.iter().map(|s| s.duration_s).sum(),
+        prefix_query_tokens: query,
+        prefix_hit_tokens: hits,
+        prefix_cache_hit_rate: if query == 0 {
+            0.0
+        } else {
+            hits as f64 / query as f64
+        },
     }
 }
 

@@ -12,14 +12,18 @@
 //! thread that mostly sleeps is woken promptly even on a busy machine), or,
 //! with `spin_s = 0`, a tokio task on tokio's timer (what tests under the
 //! paused clock use).
+//!
+//! Later turns of multi-turn conversations are not on the schedule: the
+//! collector sends each one its `think_s` after the previous turn ended (and
+//! no earlier than its `arrival_s`), on tokio's timer.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BTreeSet, BinaryHeap, HashMap};
 use std::io::IsTerminal;
 use std::time::Duration;
 
 use fuselab_core::{
-    Error, RequestId, RequestRecord, RequestSpec, RequestStatus, StepRecord, TokenChunk,
+    Error, RequestId, RequestRecord, RequestSpec, RequestStatus, StepRecord, TokenChunk, TurnLinks,
 };
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio::sync::mpsc;
@@ -87,6 +91,13 @@ impl RealtimePlan {
                 "clients",
                 "0 closed-loop clients",
                 "give at least 1 client",
+            ));
+        }
+        if self.closed_loop_clients.is_some() && TurnLinks::of(&self.requests).any() {
+            return Err(Error::invalid(
+                "clients",
+                "a multi-turn workload under closed-loop clients",
+                "each turn already waits for the previous one; run conversations open loop",
             ));
         }
         let non_neg = |field: &str, v: f64| {
@@ -202,6 +213,11 @@ struct Collector {
     steps: Vec<StepRecord>,
     sent: u64,
     bar: ProgressBar,
+    /// Next turns by the id of the turn they wait for.
+    follow_ups: HashMap<RequestId, RequestSpec>,
+    /// Released next turns: (send instant from the origin, id), and their specs.
+    due: BTreeSet<(Duration, RequestId)>,
+    due_specs: HashMap<RequestId, (f64, RequestSpec)>,
 }
 
 impl Collector {
@@ -266,6 +282,30 @@ impl Collector {
         self.outstanding -= 1;
         self.bar.inc(1);
         self.client_free();
+        if let Some(spec) = self.follow_ups.remove(&id) {
+            let think = spec.conversation.as_ref().map_or(0.0, |c| c.think_s);
+            let at = (t + think).max(spec.arrival_s).max(0.0);
+            if self.window_end.is_none_or(|end| at < end) {
+                self.due.insert((Duration::from_secs_f64(at), spec.id));
+                self.due_specs.insert(spec.id, (at, spec));
+            }
+        }
+    }
+
+    /// Sends the released next turns whose time has come.
+    fn send_due(&mut self) {
+        let now = self.clock.origin().elapsed();
+        while let Some(&(at, id)) = self.due.first() {
+            if at > now {
+                break;
+            }
+            self.due.pop_first();
+            if let Some((t_scheduled, spec)) = self.due_specs.remove(&id) {
+                let t_sent = self.clock.now_s();
+                self.register(spec.clone(), t_scheduled, t_sent);
+                let _ = self.commands.send(EngineCommand::Submit { spec, t_sent });
+            }
+        }
     }
 
     fn on_event(&mut self, ev: EngineEvent) -> Option<String> {
@@ -434,6 +474,13 @@ pub async fn run_realtime(
     let closed = plan.closed_loop_clients.is_some();
     let stop = CancelToken::new();
 
+    let links = TurnLinks::of(&plan.requests);
+    let mut follow_ups = HashMap::new();
+    for (i, next) in links.next.iter().enumerate() {
+        if let Some(j) = *next {
+            follow_ups.insert(plan.requests[i].id, plan.requests[j].clone());
+        }
+    }
     let expected = if closed {
         total
     } else {
@@ -456,6 +503,9 @@ pub async fn run_realtime(
         steps: Vec::new(),
         sent: 0,
         bar: progress_bar(plan.progress, expected),
+        follow_ups,
+        due: BTreeSet::new(),
+        due_specs: HashMap::new(),
     };
 
     let mut sender_done = true;
@@ -469,7 +519,9 @@ pub async fn run_realtime(
         let mut order: Vec<RequestSpec> = plan
             .requests
             .into_iter()
-            .filter(|r| window_end.is_none_or(|e| r.arrival_s < e))
+            .zip(&links.waits)
+            .filter(|(r, waits)| !**waits && window_end.is_none_or(|e| r.arrival_s < e))
+            .map(|(r, _)| r)
             .collect();
         order.sort_by(|a, b| a.arrival_s.total_cmp(&b.arrival_s));
         sender_done = false;
@@ -492,13 +544,14 @@ pub async fn run_realtime(
     let mut cancelled = false;
     let mut engine_error = None;
     loop {
-        if sender_done && c.outstanding == 0 {
+        if sender_done && c.outstanding == 0 && c.due.is_empty() {
             break;
         }
         let next_deadline = c
             .deadlines
             .peek()
             .map(|Reverse((at, _))| clock.origin() + *at);
+        let next_due = c.due.first().map(|(at, _)| clock.origin() + *at);
         tokio::select! {
             biased;
             () = cancel.cancelled() => {
@@ -520,6 +573,7 @@ pub async fn run_realtime(
                 }
             },
             () = tokio::time::sleep_until(next_deadline.unwrap_or_else(Instant::now)), if next_deadline.is_some() => c.expire(),
+            () = tokio::time::sleep_until(next_due.unwrap_or_else(Instant::now)), if next_due.is_some() => c.send_due(),
         }
     }
     stop.cancel();

@@ -22,6 +22,7 @@ fn spec(id: u64, arrival_s: f64, output_len: u32) -> RequestSpec {
         output_len,
         prefix_group: None,
         prefix_len: 0,
+        conversation: None,
     }
 }
 
@@ -373,4 +374,79 @@ async fn invalid_plans_name_the_field() {
             .unwrap_err();
         assert!(e.to_string().contains(field), "{e}");
     }
+}
+
+fn turn(id: u64, conv: u64, turn: u32, arrival_s: f64, think_s: f64) -> RequestSpec {
+    RequestSpec {
+        conversation: Some(fuselab_core::Turn {
+            id: conv,
+            turn,
+            think_s,
+        }),
+        ..spec(id, arrival_s, 1)
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_later_turn_is_sent_its_think_time_after_the_previous_turn_ends() {
+    // Two conversations of three turns; every request takes 0.5 s. Turn k + 1
+    // goes think_s after turn k ended, not at its (earlier) arrival_s.
+    let reqs = vec![
+        turn(0, 7, 0, 0.0, 0.0),
+        turn(1, 8, 0, 0.2, 0.0),
+        turn(2, 7, 1, 1.0, 1.0),
+        turn(3, 8, 1, 1.2, 2.0),
+        turn(4, 7, 2, 1.5, 0.25),
+        turn(5, 8, 2, 9.0, 0.0),
+    ];
+    let run = run_realtime(
+        paused(RealtimePlan::open_loop(reqs)),
+        Box::new(DelayEngine::new(0.5)),
+        CancelToken::new(),
+    )
+    .await
+    .unwrap();
+    let sent: Vec<f64> = run.records.iter().map(|r| r.t_sent).collect();
+    // conversation 7: 0 → done 0.5, +1.0 → 1.5 → done 2.0, +0.25 → 2.25
+    // conversation 8: 0.2 → done 0.7, +2.0 → 2.7 → done 3.2, arrival 9.0 wins
+    let want = [0.0, 0.2, 1.5, 2.7, 2.25, 9.0];
+    for ((r, t), w) in run.records.iter().zip(&sent).zip(want) {
+        assert!(
+            (t - w).abs() < 2e-3,
+            "request {} sent at {t}, want {w}",
+            r.id
+        );
+        assert!(
+            (r.t_scheduled - w).abs() < 1e-9,
+            "request {} scheduled {}",
+            r.id,
+            r.t_scheduled
+        );
+        assert_eq!(r.status, RequestStatus::Ok);
+    }
+    assert_eq!(run.unsent, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn turns_after_the_window_are_not_sent_and_closed_loop_turns_are_refused() {
+    let reqs = vec![turn(0, 1, 0, 0.0, 0.0), turn(1, 1, 1, 0.1, 3.0)];
+    let plan = RealtimePlan {
+        window_s: Some(2.0),
+        ..paused(RealtimePlan::open_loop(reqs.clone()))
+    };
+    let run = run_realtime(plan, Box::new(DelayEngine::new(0.5)), CancelToken::new())
+        .await
+        .unwrap();
+    assert_eq!((run.records.len(), run.unsent), (1, 1));
+    let e = run_realtime(
+        paused(RealtimePlan::closed_loop(reqs, 2)),
+        Box::new(NullEngine::default()),
+        CancelToken::new(),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        e.to_string().contains("clients") && e.to_string().contains("multi-turn"),
+        "{e}"
+    );
 }

@@ -4,7 +4,7 @@
 //! |---|---|
 //! | `requests.parquet` | `id` u64, `prompt_len` u32, `output_len` u32, `t_scheduled` f64, `t_sent` f64, `t_done` f64?, `status` str, `error` str? |
 //! | `tokens.parquet` | `id` u64, `index` u32, `t` f64, `n_tokens` u32 — one row per streamed chunk, in arrival order |
-//! | `steps.parquet` | every [`StepRecord`] field: `step` u64, `t_start` f64, `duration_s` f64, then u32 counts |
+//! | `steps.parquet` | every [`StepRecord`] field: `step` u64, `t_start` f64, `duration_s` f64, then u32 counts (`prefix_query_tokens`, `prefix_hit_tokens` since schema 2) |
 //!
 //! (`?` marks nullable columns.) Times are seconds from the run's start.
 //! Every table is written even when it has no rows, so readers never have to
@@ -277,7 +277,7 @@ pub(crate) fn read_requests(
 /// A u32 column of `steps.parquet`: its name and the field it stores.
 type StepField = (&'static str, fn(&StepRecord) -> u32);
 
-const STEP_U32: [StepField; 9] = [
+const STEP_U32: [StepField; 11] = [
     ("n_seqs", |s| s.n_seqs),
     ("prefill_tokens", |s| s.prefill_tokens),
     ("decode_tokens", |s| s.decode_tokens),
@@ -287,6 +287,8 @@ const STEP_U32: [StepField; 9] = [
     ("preemptions", |s| s.preemptions),
     ("waiting", |s| s.waiting),
     ("running", |s| s.running),
+    ("prefix_query_tokens", |s| s.prefix_query_tokens),
+    ("prefix_hit_tokens", |s| s.prefix_hit_tokens),
 ];
 
 pub(crate) fn write_steps(path: &Path, steps: &[StepRecord]) -> Result<()> {
@@ -336,6 +338,8 @@ pub(crate) fn read_steps(path: &Path) -> Result<Vec<StepRecord>> {
             preemptions: u32s[6][i],
             waiting: u32s[7][i],
             running: u32s[8][i],
+            prefix_query_tokens: u32s[9][i],
+            prefix_hit_tokens: u32s[10][i],
         })
         .collect())
 }

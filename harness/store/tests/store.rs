@@ -50,6 +50,7 @@ fn summary(name: &str) -> RunSummary {
                 arrivals: Arrivals::Poisson { rate: 2.0 },
                 prefix: None,
                 trace: None,
+                conversation: None,
             },
             workload_digest: "00ff".into(),
             seed: u64::MAX,
@@ -149,6 +150,8 @@ fn hand_steps() -> Vec<StepRecord> {
             preemptions: 0,
             waiting: 7,
             running: 2,
+            prefix_query_tokens: 900,
+            prefix_hit_tokens: 132,
         },
         StepRecord {
             step: u64::MAX,
@@ -194,7 +197,10 @@ fn hand_run_round_trips_exactly() {
     assert_eq!(folder_kind(&path).unwrap(), FolderKind::Run);
     // summary.json is pretty JSON.
     let text = std::fs::read_to_string(path.join("summary.json")).unwrap();
-    assert!(text.starts_with("{\n  \"schema_version\": 1,"), "{text}");
+    assert!(
+        text.starts_with(&format!("{{\n  \"schema_version\": {SCHEMA_VERSION},")),
+        "{text}"
+    );
 }
 
 #[test]
@@ -259,7 +265,16 @@ fn parquet_columns_have_the_documented_types() {
         ["id", "index", "t", "n_tokens"]
     );
     let steps = read("steps.parquet");
-    assert_eq!(steps.width(), 12);
+    assert_eq!(steps.width(), 14);
+    assert_eq!(
+        steps
+            .column("prefix_hit_tokens")
+            .unwrap()
+            .u32()
+            .unwrap()
+            .get(0),
+        Some(132)
+    );
     assert_eq!(
         steps
             .column("kv_blocks_total")
@@ -313,7 +328,7 @@ fn schema_mismatch_names_both_versions() {
     let text = std::fs::read_to_string(&file).unwrap();
     // A future version may also have fields this one does not know.
     let newer = text.replacen(
-        "\"schema_version\": 1,",
+        &format!("\"schema_version\": {SCHEMA_VERSION},"),
         "\"schema_version\": 99, \"new_field\": 1,",
         1,
     );
@@ -331,7 +346,10 @@ fn schema_mismatch_names_both_versions() {
         other => panic!("expected SchemaMismatch, got {other:?} ({err})"),
     }
     let msg = err.to_string();
-    assert!(msg.contains("99") && msg.contains('1'), "{msg}");
+    assert!(
+        msg.contains("99") && msg.contains(&SCHEMA_VERSION.to_string()),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -531,7 +549,7 @@ fn arb_step() -> impl Strategy<Value = StepRecord> {
         any::<u64>(),
         any::<f64>(),
         any::<f64>(),
-        prop::array::uniform9(any::<u32>()),
+        prop::array::uniform11(any::<u32>()),
     )
         .prop_map(|(step, t_start, duration_s, u)| StepRecord {
             step,
@@ -546,6 +564,8 @@ fn arb_step() -> impl Strategy<Value = StepRecord> {
             preemptions: u[6],
             waiting: u[7],
             running: u[8],
+            prefix_query_tokens: u[9],
+            prefix_hit_tokens: u[10],
         })
 }
 

@@ -109,6 +109,12 @@ pub struct Recorder<B> {
     pub multi_prefill_steps: usize,
     /// Entries that recomputed an already computed position (after preemption).
     pub recomputes: usize,
+    /// Prompt token ids by request, when the test gives them: a request's first
+    /// entry may then start past position 0 (a prefix-cache hit), and the
+    /// skipped positions are filled from here.
+    pub prompts: BTreeMap<RequestId, Vec<u32>>,
+    /// First entries that started past position 0 (prefix-cache hits).
+    pub cache_hits: usize,
 }
 
 impl<B> Recorder<B> {
@@ -121,6 +127,8 @@ impl<B> Recorder<B> {
             mixed_steps: 0,
             multi_prefill_steps: 0,
             recomputes: 0,
+            prompts: BTreeMap::new(),
+            cache_hits: 0,
         }
     }
 }
@@ -155,6 +163,14 @@ impl<B: Backend> Backend for Recorder<B> {
         }
         for e in &b.entries {
             let seq = self.tokens.entry(e.request).or_default();
+            let start = e.start_pos as usize;
+            if start > seq.len()
+                && let Some(prompt) = self.prompts.get(&e.request)
+                && start <= prompt.len()
+            {
+                seq.extend_from_slice(&prompt[seq.len()..start]);
+                self.cache_hits += 1;
+            }
             for (i, &t) in e.tokens.iter().enumerate() {
                 let p = e.start_pos as usize + i;
                 if p < seq.len() {

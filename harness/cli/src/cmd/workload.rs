@@ -5,7 +5,7 @@ use std::io::Write as _;
 use std::path::PathBuf;
 
 use anyhow::Context as _;
-use fuselab_core::{Arrivals, Error, PrefixSpec, RequestSpec, WorkloadSpec};
+use fuselab_core::{Arrivals, ConversationSpec, Error, PrefixSpec, RequestSpec, WorkloadSpec};
 use fuselab_workloads::stats::Summary;
 use serde::{Deserialize, Serialize};
 
@@ -75,6 +75,18 @@ pub struct WorkloadOpts {
     /// Shared prefix length in tokens, capped at each prompt's length (needs --prefix-groups).
     #[arg(long, value_name = "L")]
     pub prefix_len: Option<u32>,
+
+    /// Multi-turn conversations of K turns: each turn's prompt is the
+    /// conversation so far plus a new user message (the prompt distribution),
+    /// sent a think time after the previous turn completes. The arrival rate
+    /// then counts conversations [default: 4 for multiturn-chat].
+    #[arg(long, value_name = "K")]
+    pub turns: Option<u32>,
+
+    /// Mean think time between turns, seconds, exponentially distributed
+    /// (needs --turns or a multi-turn preset) [default: 10 for multiturn-chat, else 0].
+    #[arg(long, value_name = "S", allow_negative_numbers = true)]
+    pub think_time: Option<f64>,
 
     /// Replay a JSONL trace: one `{"arrival_s", "prompt_len" | "prompt_tokens", "output_len", ...}` a line.
     #[arg(long, value_name = "FILE")]
@@ -191,12 +203,14 @@ fn resolve(a: &WorkloadOpts) -> Result<(WorkloadSpec, Option<Vec<RequestSpec>>),
             ("--clients", !a.clients.is_empty()),
             ("--prefix-groups", a.prefix_groups.is_some()),
             ("--prefix-len", a.prefix_len.is_some()),
+            ("--turns", a.turns.is_some()),
+            ("--think-time", a.think_time.is_some()),
         ];
         if let Some((flag, _)) = given.iter().find(|(_, set)| *set) {
             return Err(conflict(
                 flag,
                 "--trace",
-                "a trace carries its own arrivals, lengths and prefixes; drop one of them",
+                "a trace carries its own arrivals, lengths, prefixes and conversations; drop one of them",
             ));
         }
         let (spec, requests) = fuselab_workloads::replay(trace, a.n)?;
@@ -238,6 +252,26 @@ fn resolve(a: &WorkloadOpts) -> Result<(WorkloadSpec, Option<Vec<RequestSpec>>),
             ));
         }
     };
+    match (a.turns, a.think_time, spec.conversation.as_mut()) {
+        (None, None, _) => {}
+        (turns, think, Some(c)) => {
+            c.turns = turns.unwrap_or(c.turns);
+            c.think_s = think.unwrap_or(c.think_s);
+        }
+        (Some(turns), think, None) => {
+            spec.conversation = Some(ConversationSpec {
+                turns,
+                think_s: think.unwrap_or(0.0),
+            });
+        }
+        (None, Some(_), None) => {
+            return Err(Error::invalid(
+                "--think-time",
+                format!("given, but preset {name} has no conversations"),
+                "add --turns K for multi-turn conversations, or use --preset multiturn-chat",
+            ));
+        }
+    }
     fuselab_workloads::validate(&spec)?;
     Ok((spec, None))
 }
@@ -378,7 +412,7 @@ fn list_presets() -> String {
         );
         s.push('\n');
     }
-    s.push_str("Override with --n, --seed, --rate, --arrivals, --burstiness, --clients, --prefix-groups/--prefix-len.\n");
+    s.push_str("Override with --n, --seed, --rate, --arrivals, --burstiness, --clients, --prefix-groups/--prefix-len, --turns/--think-time.\n");
     s
 }
 
@@ -408,7 +442,23 @@ fn render_summary(
         let _ = writeln!(s, "prompt     {}", describe_length(&spec.prompt));
         let _ = writeln!(s, "output     {}", describe_length(&spec.output));
     }
-    let _ = writeln!(s, "arrivals   {}", describe_arrivals(&spec.arrivals));
+    let starts = if spec.conversation.is_some() {
+        " (conversation starts)"
+    } else {
+        ""
+    };
+    let _ = writeln!(
+        s,
+        "arrivals   {}{starts}",
+        describe_arrivals(&spec.arrivals)
+    );
+    if let Some(c) = &spec.conversation {
+        let _ = writeln!(
+            s,
+            "turns      {} per conversation, think time exp(mean {} s)",
+            c.turns, c.think_s
+        );
+    }
     s.push('\n');
     let _ = writeln!(
         s,
@@ -488,6 +538,26 @@ fn render_summary(
             None => "none".into(),
         },
     );
+    if sum.conversations > 0 {
+        row(
+            &mut s,
+            "conversations",
+            format!(
+                "{} (up to {} turns), think time mean {:.3} s",
+                sum.conversations, sum.max_turns, sum.think_mean_s
+            ),
+        );
+        row(
+            &mut s,
+            "history tokens",
+            format!(
+                "{} of {} prompt tokens ({:.1} %) repeat the conversation so far",
+                sum.history_tokens,
+                sum.prompt.total,
+                100.0 * sum.history_tokens as f64 / (sum.prompt.total.max(1)) as f64
+            ),
+        );
+    }
     row(&mut s, "digest", format!("sha256:{digest}"));
     if let Some(path) = export {
         row(
