@@ -255,6 +255,16 @@ fn notes(inputs: &[ReportInput], runs: &[(String, &RunData)]) -> Vec<(bool, Stri
     }
     for (label, r) in runs {
         let m = &r.summary.metrics;
+        if r.repeats > 1 {
+            out.push((
+                true,
+                format!(
+                    "<code>{}</code>: {} repeated runs of one configuration. Tables show the mean over the runs; distributions pool their requests; engine steps are the first run's.",
+                    esc(label),
+                    r.repeats
+                ),
+            ));
+        }
         if m.failed > 0 {
             out.push((
                 false,

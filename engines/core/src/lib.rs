@@ -35,6 +35,7 @@ mod kv;
 mod pack;
 mod policy;
 mod sched;
+mod slowdown;
 
 pub use backend::{Backend, BackendError, KvGeometry, StepOutput};
 pub use batch::{BatchEntry, BatchShape, ForwardBatch};
@@ -45,3 +46,4 @@ pub use kv::BlockManager;
 pub use pack::best_fit_decreasing;
 pub use policy::{PolicyConfig, PolicyKind, parse_knob};
 pub use sched::StepAudit;
+pub use slowdown::Slowdown;
