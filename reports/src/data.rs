@@ -185,7 +185,13 @@ pub fn load_input(path: &Path) -> Result<ReportInput> {
             let mut runs = BTreeMap::new();
             for (_, run) in top.values() {
                 let dir = path.join(run);
-                runs.insert(run.to_string(), load_run(&dir)?);
+                // A point of `sweep --repeat N` is a repeat folder.
+                let data = if dir.join(fuselab_store::REPEAT_FILE).is_file() {
+                    load_repeat(&dir)?
+                } else {
+                    load_run(&dir)?
+                };
+                runs.insert(run.to_string(), data);
             }
             Ok(ReportInput::Sweep(SweepData {
                 summary,

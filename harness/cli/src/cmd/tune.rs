@@ -86,6 +86,13 @@ pub struct TuneArgs {
     #[serde(default)]
     pub resume: bool,
 
+    /// Run each engine trial N times back to back: the trial's folder becomes
+    /// a repeat folder (rep-1 … rep-N and repeat.json, as `bench --repeat`)
+    /// and the trial's objective and outcome values are the means over the
+    /// runs, so run-to-run noise of real-time engines averages out.
+    #[arg(long, value_name = "N")]
+    pub repeat: Option<u32>,
+
     /// Seed of the tuner's suggestions [default: the workload's `--seed`, 42].
     /// The same seed replays the same suggestions.
     #[arg(long, value_name = "S")]
@@ -225,6 +232,8 @@ impl Metric {
 /// through the policy with the trial's knobs and writes a run folder.
 struct SimObjective {
     base: Point,
+    /// Runs per trial (`--repeat`); `None` writes one plain run folder.
+    repeat: Option<u32>,
     policy: String,
     fixed: Vec<String>,
     objectives: Vec<Metric>,
@@ -255,23 +264,26 @@ impl Objective for SimObjective {
             policy,
             ..self.base.clone()
         };
-        match exec::run_point(&point) {
-            Ok(r) => {
-                if let Err(e) = exec::write_point(
-                    &ctx.run_dir,
-                    true,
-                    &format!("trial-{:04}", ctx.slot),
-                    &point,
-                    &r,
-                ) {
+        let name = format!("trial-{:04}", ctx.slot);
+        let measured = match self.repeat {
+            Some(n) => fuselab_store::create_folder(&ctx.run_dir, true)
+                .map_err(anyhow::Error::from)
+                .and_then(|()| exec::run_repeats(&ctx.run_dir, &name, &point, n))
+                .and_then(|runs| {
+                    fuselab_metrics::mean_metrics(&runs)
+                        .ok_or_else(|| anyhow::anyhow!("the trial produced no run"))
+                }),
+            None => exec::run_point(&point).map(|r| {
+                if let Err(e) = exec::write_point(&ctx.run_dir, true, &name, &point, &r) {
                     tracing::warn!("trial {}: {e:#}", ctx.slot);
                 }
-                let vals: Vec<f64> = self
-                    .objectives
-                    .iter()
-                    .map(|m| m.value(&r.metrics))
-                    .collect();
-                let cons: Vec<f64> = self.outcomes.iter().map(|m| m.value(&r.metrics)).collect();
+                r.metrics
+            }),
+        };
+        match measured {
+            Ok(metrics) => {
+                let vals: Vec<f64> = self.objectives.iter().map(|m| m.value(&metrics)).collect();
+                let cons: Vec<f64> = self.outcomes.iter().map(|m| m.value(&metrics)).collect();
                 if vals.iter().chain(&cons).any(|v| !v.is_finite()) {
                     return Outcome::failed(
                         Status::Failed,
@@ -286,14 +298,17 @@ impl Objective for SimObjective {
 
     fn describe(&self) -> String {
         format!(
-            "sim engine {} {} policy {} workload {} ({} requests, seed {}); fixed knobs [{}]",
+            "sim engine {} {} policy {} workload {} ({} requests, seed {}); fixed knobs [{}]{}",
             self.base.engine.hardware,
             self.base.engine.model,
             self.policy,
             self.base.workload.name,
             self.base.requests.len(),
             self.base.workload.seed,
-            self.fixed.join(", ")
+            self.fixed.join(", "),
+            self.repeat
+                .map(|n| format!("; {n} runs per trial (mean)"))
+                .unwrap_or_default()
         )
     }
 }
@@ -363,108 +378,111 @@ pub fn run(args: TuneArgs) -> anyhow::Result<CliOutcome> {
         .map(parse_duration)
         .transpose()?;
 
-    let (problem, objective): (Problem, Box<dyn Objective>) =
-        if let Some(cmd) = args.objective_cmd.as_deref() {
-            if args.policy.is_some()
-                || args.objective.is_some()
-                || !args.knob.is_empty()
-                || !args.outcome.is_empty()
-            {
-                bail!(Error::invalid(
-                    "--objective-cmd",
-                    "given together with engine flags (--policy/--objective/--knob/--outcome)",
-                    "tune either a command or the engine"
-                ));
-            }
-            let dir = if args.minimize {
-                Direction::Minimize
-            } else {
-                Direction::Maximize
-            };
-            let problem = Problem::single(space.clone(), "value", dir);
-            // The engine flag `--timeout SECONDS` (per request) reads as the
-            // per-trial limit when there is no engine.
-            let timeout = match (timeout, args.engine.timeout) {
-                (Some(t), _) => Some(t),
-                (None, Some(s)) if s.is_finite() && s > 0.0 => Some(Duration::from_secs_f64(s)),
-                (None, Some(s)) => bail!(Error::invalid(
-                    "--timeout",
-                    format!("{s} is not positive"),
-                    "give seconds > 0"
-                )),
-                (None, None) => None,
-            };
-            let obj = CommandObjective::new(cmd, &space, timeout, 1, 0)?;
-            (problem, Box::new(obj))
+    let (problem, objective): (Problem, Box<dyn Objective>) = if let Some(cmd) =
+        args.objective_cmd.as_deref()
+    {
+        if args.policy.is_some()
+            || args.objective.is_some()
+            || !args.knob.is_empty()
+            || !args.outcome.is_empty()
+            || args.repeat.is_some()
+        {
+            bail!(Error::invalid(
+                "--objective-cmd",
+                "given together with engine flags (--policy/--objective/--knob/--outcome/--repeat)",
+                "tune either a command or the engine"
+            ));
+        }
+        let dir = if args.minimize {
+            Direction::Minimize
         } else {
-            let policy = args.policy.clone().unwrap_or_else(|| "splitfuse".into());
-            // A knob the policy does not have (or a bad fixed knob) is a usage error, found
-            // before any trial runs: try the fixed knobs plus one sample of the space.
-            let mut rng = fuselab_tune::trial_rng(seed, 0);
-            let probe = space
-                .sample(&mut rng)
-                .context("--constraint: no configuration satisfies the constraints")?;
-            let mut knobs = args.knob.clone();
-            knobs.extend(
-                space
-                    .params()
-                    .iter()
-                    .zip(&probe.0)
-                    .map(|(p, v)| format!("{}={v}", p.name)),
-            );
-            policy_config(&policy, &knobs)
-                .with_context(|| format!("--space: the knobs of policy `{policy}`"))?;
-            let objectives: Vec<Metric> = args
-                .objective
-                .as_deref()
-                .unwrap_or("goodput")
-                .split(',')
-                .map(|s| Metric::parse(s, "--objective"))
-                .collect::<anyhow::Result<_>>()?;
-            if objectives.len() > 2 {
-                bail!(Error::invalid(
-                    "--objective",
-                    "more than two objectives",
-                    "give one, or two for a Pareto front"
-                ));
-            }
-            let mut outcomes = Vec::new();
-            let mut cons = Vec::new();
-            for o in &args.outcome {
-                let (m, c) = parse_outcome(o)?;
-                outcomes.push(m);
-                cons.push(c);
-            }
-            let (workload, requests) = args.workload.resolve()?;
-            let base = Point {
-                engine: args.engine.resolve()?,
-                policy: policy_config(&policy, &args.knob)?,
-                workload,
-                requests,
-                slo: slo(args.slo.as_deref())?,
-            };
-            let problem = Problem {
-                space: space.clone(),
-                objectives: objectives
-                    .iter()
-                    .map(|m| ObjectiveDef {
-                        name: m.name().into(),
-                        direction: m.direction(),
-                    })
-                    .collect(),
-                constraints: cons,
-            };
-            (
-                problem,
-                Box::new(SimObjective {
-                    base,
-                    policy,
-                    fixed: args.knob.clone(),
-                    objectives,
-                    outcomes,
-                }),
-            )
+            Direction::Maximize
         };
+        let problem = Problem::single(space.clone(), "value", dir);
+        // The engine flag `--timeout SECONDS` (per request) reads as the
+        // per-trial limit when there is no engine.
+        let timeout = match (timeout, args.engine.timeout) {
+            (Some(t), _) => Some(t),
+            (None, Some(s)) if s.is_finite() && s > 0.0 => Some(Duration::from_secs_f64(s)),
+            (None, Some(s)) => bail!(Error::invalid(
+                "--timeout",
+                format!("{s} is not positive"),
+                "give seconds > 0"
+            )),
+            (None, None) => None,
+        };
+        let obj = CommandObjective::new(cmd, &space, timeout, 1, 0)?;
+        (problem, Box::new(obj))
+    } else {
+        let policy = args.policy.clone().unwrap_or_else(|| "splitfuse".into());
+        // A knob the policy does not have (or a bad fixed knob) is a usage error, found
+        // before any trial runs: try the fixed knobs plus one sample of the space.
+        let mut rng = fuselab_tune::trial_rng(seed, 0);
+        let probe = space
+            .sample(&mut rng)
+            .context("--constraint: no configuration satisfies the constraints")?;
+        let mut knobs = args.knob.clone();
+        knobs.extend(
+            space
+                .params()
+                .iter()
+                .zip(&probe.0)
+                .map(|(p, v)| format!("{}={v}", p.name)),
+        );
+        policy_config(&policy, &knobs)
+            .with_context(|| format!("--space: the knobs of policy `{policy}`"))?;
+        let objectives: Vec<Metric> = args
+            .objective
+            .as_deref()
+            .unwrap_or("goodput")
+            .split(',')
+            .map(|s| Metric::parse(s, "--objective"))
+            .collect::<anyhow::Result<_>>()?;
+        if objectives.len() > 2 {
+            bail!(Error::invalid(
+                "--objective",
+                "more than two objectives",
+                "give one, or two for a Pareto front"
+            ));
+        }
+        let mut outcomes = Vec::new();
+        let mut cons = Vec::new();
+        for o in &args.outcome {
+            let (m, c) = parse_outcome(o)?;
+            outcomes.push(m);
+            cons.push(c);
+        }
+        let (workload, requests) = args.workload.resolve()?;
+        let base = Point {
+            engine: args.engine.resolve()?,
+            policy: policy_config(&policy, &args.knob)?,
+            workload,
+            requests,
+            slo: slo(args.slo.as_deref())?,
+        };
+        let problem = Problem {
+            space: space.clone(),
+            objectives: objectives
+                .iter()
+                .map(|m| ObjectiveDef {
+                    name: m.name().into(),
+                    direction: m.direction(),
+                })
+                .collect(),
+            constraints: cons,
+        };
+        (
+            problem,
+            Box::new(SimObjective {
+                base,
+                repeat: crate::cmd::bench::check_repeat(args.repeat)?,
+                policy,
+                fixed: args.knob.clone(),
+                objectives,
+                outcomes,
+            }),
+        )
+    };
 
     let out = args
         .out
