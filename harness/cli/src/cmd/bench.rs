@@ -52,7 +52,8 @@ pub struct BenchArgs {
     /// Run the same configuration N times back to back into OUT/rep-1 …
     /// OUT/rep-N, with OUT/repeat.json marking them as one configuration.
     /// `gate` and `report` accept OUT and pool the runs, so run-to-run noise
-    /// enters their intervals; real-time engines need N ≥ 3 for an honest gate.
+    /// enters their intervals. Real-time engines need N ≥ 3 for an honest
+    /// gate, and more on a noisy machine (README, "Using the CI gate").
     #[arg(long, value_name = "N")]
     pub repeat: Option<u32>,
 
