@@ -13,8 +13,17 @@ use crate::campaign::{CampaignData, ObjectiveInfo, TrialStatus};
 use crate::gate::DEFAULT_FASTGEN_RATE;
 use crate::{Error, ReportInput, Result, RunData};
 
-/// Chart size in pixels.
-pub const CHART_SIZE: (u32, u32) = (820, 440);
+/// Chart size in pixels (the height grows when the legend needs more rows).
+pub const CHART_SIZE: (u32, u32) = (1080, 440);
+
+/// Width of the legend column to the right of the plot, in pixels.
+const LEGEND_W: u32 = 260;
+
+/// Height of one legend row, in pixels.
+const LEGEND_ROW: u32 = 18;
+
+/// Longest legend label in characters; longer ones keep their end.
+const LEGEND_CHARS: usize = 34;
 
 /// At most this many points per CDF series (quantiles evenly spaced in probability).
 pub const MAX_CDF_POINTS: usize = 400;
@@ -68,17 +77,6 @@ pub enum LineStyle {
     Cross,
 }
 
-/// Where the legend goes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LegendPos {
-    /// Upper left corner.
-    UpperLeft,
-    /// Upper right corner.
-    UpperRight,
-    /// Lower right corner.
-    LowerRight,
-}
-
 /// One line (or area) of a chart.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Series {
@@ -105,8 +103,6 @@ pub struct Chart {
     pub y_label: String,
     /// How series are drawn.
     pub kind: ChartKind,
-    /// Legend position.
-    pub legend: LegendPos,
     /// The series.
     pub series: Vec<Series>,
     /// A sentence under the chart in the HTML report.
@@ -131,7 +127,7 @@ impl Chart {
     pub fn to_svg(&self) -> Result<String> {
         let mut s = String::new();
         {
-            let root = SVGBackend::with_string(&mut s, CHART_SIZE).into_drawing_area();
+            let root = SVGBackend::with_string(&mut s, self.size()).into_drawing_area();
             self.draw(root)?;
         }
         Ok(s)
@@ -153,7 +149,7 @@ impl Chart {
     /// A PNG image, rasterised by plotters' bitmap backend with the embedded
     /// DejaVu Sans font.
     pub fn to_png(&self) -> Result<Vec<u8>> {
-        let (w, h) = CHART_SIZE;
+        let (w, h) = self.size();
         let mut buf = vec![255u8; (w * h * 3) as usize];
         {
             let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
@@ -173,6 +169,16 @@ impl Chart {
             writer.finish().map_err(png_err)?;
         }
         Ok(out)
+    }
+
+    /// Pixel size: [`CHART_SIZE`], taller when the legend has many rows.
+    pub fn size(&self) -> (u32, u32) {
+        let rows = self.legend_rows() as u32;
+        (CHART_SIZE.0, CHART_SIZE.1.max(70 + rows * LEGEND_ROW))
+    }
+
+    fn legend_rows(&self) -> usize {
+        self.series.iter().filter(|s| !s.label.is_empty()).count()
     }
 
     fn ranges(&self) -> ((f64, f64), (f64, f64)) {
@@ -218,12 +224,7 @@ impl Chart {
                 hi + p,
             )
         };
-        let (y0, mut y1) = pad(ys, !fit);
-        if fit && matches!(self.legend, LegendPos::UpperLeft | LegendPos::UpperRight) {
-            // Headroom for the legend, so that it hides no point.
-            y1 += 0.3 * (y1 - y0);
-        }
-        (pad(xs, false), (y0, y1))
+        (pad(xs, false), pad(ys, !fit))
     }
 
     fn draw<DB: DrawingBackend>(&self, root: DrawingArea<DB, Shift>) -> Result<()> {
@@ -243,11 +244,22 @@ impl Chart {
         let e = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
         root.fill(&WHITE).map_err(e)?;
         let ((x0, x1), (y0, y1)) = self.ranges();
-        let mut chart = ChartBuilder::on(&root)
-            .caption(
+        // The legend gets a column of its own beside the plot: it never
+        // hides data, however many series there are.
+        let area = root
+            .titled(
                 &self.title,
                 ("sans-serif", 18).into_font().style(FontStyle::Bold),
             )
+            .map_err(e)?;
+        let (w, _) = area.dim_in_pixel();
+        let (plot, legend) = if self.legend_rows() > 0 {
+            let (a, b) = area.split_horizontally(w.saturating_sub(LEGEND_W));
+            (a, Some(b))
+        } else {
+            (area, None)
+        };
+        let mut chart = ChartBuilder::on(&plot)
             .margin(14)
             .x_label_area_size(44)
             .y_label_area_size(70)
@@ -276,7 +288,7 @@ impl Chart {
                         .iter()
                         .copied()
                         .filter(|(x, y)| x.is_finite() && y.is_finite());
-                    let anno = match s.style {
+                    match s.style {
                         LineStyle::Solid | LineStyle::Plain => chart
                             .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
                             .map_err(e)?,
@@ -303,35 +315,6 @@ impl Chart {
                             )
                             .map_err(e)?,
                     };
-                    let style = s.style;
-                    let anno = anno.label(s.label.as_str());
-                    match style {
-                        LineStyle::Hollow => {
-                            anno.legend(move |(x, y)| {
-                                Circle::new((x + 10, y), 5, color.stroke_width(2))
-                            });
-                            continue;
-                        }
-                        LineStyle::Cross => {
-                            anno.legend(move |(x, y)| {
-                                Cross::new((x + 10, y), 5, color.stroke_width(2))
-                            });
-                            continue;
-                        }
-                        _ => {}
-                    }
-                    anno.legend(move |(x, y)| {
-                        let path =
-                            PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2));
-                        let dot = Circle::new((x + 10, y), 3, color.filled());
-                        EmptyElement::at((0, 0))
-                            + path
-                            + if style == LineStyle::Plain {
-                                Circle::new((x + 10, y), 0, color.filled())
-                            } else {
-                                dot
-                            }
-                    });
                     if matches!(s.style, LineStyle::Solid | LineStyle::Dashed) {
                         chart
                             .draw_series(pts.map(|p| Circle::new(p, 3, color.filled())))
@@ -364,31 +347,85 @@ impl Chart {
                             AreaSeries::new(tops[k].iter().copied(), 0.0, color.mix(0.75))
                                 .border_style(color.stroke_width(1)),
                         )
-                        .map_err(e)?
-                        .label(s.label.as_str())
-                        .legend(move |(x, y)| {
-                            Rectangle::new([(x, y - 5), (x + 18, y + 5)], color.mix(0.75).filled())
-                        });
+                        .map_err(e)?;
                 }
             }
         }
-        if self.series.iter().any(|s| !s.label.is_empty()) {
-            chart
-                .configure_series_labels()
-                .position(match self.legend {
-                    LegendPos::UpperLeft => SeriesLabelPosition::UpperLeft,
-                    LegendPos::UpperRight => SeriesLabelPosition::UpperRight,
-                    LegendPos::LowerRight => SeriesLabelPosition::LowerRight,
-                })
-                .background_style(WHITE.mix(0.9))
-                .border_style(RGBColor(180, 180, 180))
-                .label_font(("sans-serif", 12))
-                .draw()
-                .map_err(e)?;
+        if let Some(area) = legend {
+            self.draw_legend(&area).map_err(e)?;
         }
         root.present().map_err(e)?;
         Ok(())
     }
+}
+
+impl Chart {
+    /// The legend column: one row per labelled series, its glyph then its
+    /// label (shortened from the front past [`LEGEND_CHARS`]).
+    fn draw_legend<DB: DrawingBackend>(
+        &self,
+        area: &DrawingArea<DB, Shift>,
+    ) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+        let font = ("sans-serif", 14).into_font().color(&RGBColor(40, 40, 40));
+        let mut y = 24i32;
+        for s in self.series.iter().filter(|s| !s.label.is_empty()) {
+            let color = PALETTE[s.color % PALETTE.len()];
+            let (x, yc) = (8i32, y);
+            match (self.kind, s.style) {
+                (ChartKind::StackedArea, _) => area.draw(&Rectangle::new(
+                    [(x, yc - 5), (x + 18, yc + 5)],
+                    color.mix(0.75).filled(),
+                ))?,
+                (_, LineStyle::Hollow) => {
+                    area.draw(&Circle::new((x + 9, yc), 5, color.stroke_width(2)))?;
+                }
+                (_, LineStyle::Cross) => {
+                    area.draw(&Cross::new((x + 9, yc), 5, color.stroke_width(2)))?;
+                }
+                (_, LineStyle::Markers) => {
+                    area.draw(&Circle::new((x + 9, yc), 4, color.filled()))?;
+                }
+                (_, style) => {
+                    if style == LineStyle::Dashed {
+                        area.draw(&PathElement::new(
+                            vec![(x, yc), (x + 7, yc)],
+                            color.stroke_width(2),
+                        ))?;
+                        area.draw(&PathElement::new(
+                            vec![(x + 12, yc), (x + 19, yc)],
+                            color.stroke_width(2),
+                        ))?;
+                    } else {
+                        area.draw(&PathElement::new(
+                            vec![(x, yc), (x + 19, yc)],
+                            color.stroke_width(2),
+                        ))?;
+                    }
+                    if style != LineStyle::Plain {
+                        area.draw(&Circle::new((x + 9, yc), 3, color.filled()))?;
+                    }
+                }
+            }
+            area.draw(&Text::new(
+                legend_label(&s.label),
+                (x + 28, yc - 7),
+                font.clone(),
+            ))?;
+            y += LEGEND_ROW as i32;
+        }
+        Ok(())
+    }
+}
+
+/// A legend label of at most [`LEGEND_CHARS`] characters: longer ones keep
+/// their end (the policy and percentile) behind an ellipsis.
+fn legend_label(label: &str) -> String {
+    let n = label.chars().count();
+    if n <= LEGEND_CHARS {
+        return label.to_string();
+    }
+    let tail: String = label.chars().skip(n - (LEGEND_CHARS - 1)).collect();
+    format!("…{tail}")
 }
 
 /// Tick labels: short, no float noise.
@@ -416,10 +453,10 @@ fn tick(v: f64) -> String {
 /// The runs whose distributions and steps are drawn: every run input, plus
 /// each sweep's highest-load point per policy that was loaded. Labels are
 /// unique (a `#2` suffix on repeats).
-pub(crate) fn detail_runs(inputs: &[ReportInput]) -> Vec<(String, &RunData)> {
-    let mut out: Vec<(String, &RunData)> = Vec::new();
+pub(crate) fn detail_runs<'a>(inputs: &[&'a ReportInput]) -> Vec<(String, &'a RunData)> {
+    let mut out: Vec<(String, &'a RunData)> = Vec::new();
     for input in inputs {
-        match input {
+        match *input {
             ReportInput::Run(r) => out.push((r.name().to_string(), r)),
             ReportInput::Sweep(s) => {
                 for r in s.representative_runs() {
@@ -539,10 +576,10 @@ pub(crate) fn step_points(steps: &[StepRecord], max: usize) -> Vec<[f64; 5]> {
 }
 
 /// The FastGen rate (tok/s) the effective-throughput chart uses.
-pub(crate) fn effective_rate(inputs: &[ReportInput]) -> f64 {
+pub(crate) fn effective_rate(inputs: &[&ReportInput]) -> f64 {
     inputs
         .iter()
-        .find_map(|i| match i {
+        .find_map(|i| match *i {
             ReportInput::Run(r) => r.summary.metrics.slo.fastgen_rate,
             ReportInput::Sweep(s) => s
                 .summary
@@ -554,8 +591,78 @@ pub(crate) fn effective_rate(inputs: &[ReportInput]) -> f64 {
         .unwrap_or(DEFAULT_FASTGEN_RATE)
 }
 
-/// Every chart of a report, in page order. Charts without data are left out.
+/// The engine and hardware of an input, as a group label: `simulated h200`,
+/// `cpu engine · <host CPU>`. `None` for campaigns and for sweeps with no
+/// point run loaded.
+pub(crate) fn engine_label(input: &ReportInput) -> Option<String> {
+    let run = match input {
+        ReportInput::Run(r) => r,
+        ReportInput::Sweep(s) => s.runs.values().next()?,
+        ReportInput::Campaign(_) => return None,
+    };
+    let e = &run.summary.provenance.engine;
+    let hw = e.hardware.as_deref().unwrap_or("unknown hardware");
+    Some(match e.engine.as_str() {
+        "sim" => format!("simulated {hw}"),
+        other => format!("{other} engine · {hw}"),
+    })
+}
+
+/// Runs and sweeps split by engine and hardware, in order of first
+/// appearance, with each group's label. Charts and tables are drawn per
+/// group, so a simulated H200 and a real CPU never share axes (their scales
+/// differ by orders of magnitude). Campaigns are not grouped.
+pub(crate) fn engine_groups(inputs: &[ReportInput]) -> Vec<(String, Vec<&ReportInput>)> {
+    let mut groups: Vec<(String, Vec<&ReportInput>)> = Vec::new();
+    for input in inputs {
+        if matches!(input, ReportInput::Campaign(_)) {
+            continue;
+        }
+        let label = engine_label(input).unwrap_or_else(|| "other runs".into());
+        match groups.iter_mut().find(|(l, _)| *l == label) {
+            Some((_, members)) => members.push(input),
+            None => groups.push((label, vec![input])),
+        }
+    }
+    groups
+}
+
+/// The id suffix of group `k` (0-based): none for the first, `-2`, `-3`, …
+pub(crate) fn group_suffix(k: usize) -> String {
+    if k == 0 {
+        String::new()
+    } else {
+        format!("-{}", k + 1)
+    }
+}
+
+/// Every chart of a report, in page order: the charts of each engine group
+/// (see [`engine_groups`]; ids of the second group on end in `-2`, and so
+/// on, titles name the group when there are several), then the tuning
+/// charts. Charts without data are left out.
 pub fn report_charts(inputs: &[ReportInput]) -> Vec<Chart> {
+    let groups = engine_groups(inputs);
+    let mut charts = Vec::new();
+    let mut batch = 0;
+    for (k, (label, members)) in groups.iter().enumerate() {
+        let mut cs = group_charts(members, &mut batch);
+        if groups.len() > 1 {
+            for c in &mut cs {
+                if !c.id.starts_with("batch-composition-") {
+                    c.id.push_str(&group_suffix(k));
+                    c.title = format!("{} · {label}", c.title);
+                }
+            }
+        }
+        charts.extend(cs);
+    }
+    charts.extend(tuning_charts(inputs));
+    charts
+}
+
+/// The charts of one engine group; batch-composition charts are numbered
+/// from `batch + 1` on (across groups), and `batch` is advanced.
+fn group_charts(inputs: &[&ReportInput], batch: &mut usize) -> Vec<Chart> {
     let mut charts = Vec::new();
     charts.extend(latency_throughput(inputs));
     charts.extend(effective_vs_load(inputs));
@@ -617,7 +724,6 @@ pub fn report_charts(inputs: &[ReportInput]) -> Vec<Chart> {
                 x_label: x.into(),
                 y_label: "fraction of samples ≤ x".into(),
                 kind: ChartKind::Lines,
-                legend: LegendPos::LowerRight,
                 series,
                 caption: format!(
                     "Empirical CDF over completed requests{}, at most {MAX_CDF_POINTS} points per run.{note}",
@@ -627,10 +733,11 @@ pub fn report_charts(inputs: &[ReportInput]) -> Vec<Chart> {
         }
     }
     // Per-step batch composition, one chart per run.
-    for (i, (label, r)) in shown.iter().enumerate() {
+    for (label, r) in &shown {
         if r.steps.is_empty() {
             continue;
         }
+        *batch += 1;
         let pts = step_points(&r.steps, MAX_STEP_POINTS);
         let col = |j: usize| pts.iter().map(|p| (p[0], p[j])).collect::<Vec<_>>();
         let mut series = vec![
@@ -657,12 +764,11 @@ pub fn report_charts(inputs: &[ReportInput]) -> Vec<Chart> {
         }
         let binned = r.steps.len() > MAX_STEP_POINTS;
         charts.push(Chart {
-            id: format!("batch-composition-{}", i + 1),
+            id: format!("batch-composition-{batch}"),
             title: format!("Batch composition: {label}"),
             x_label: "time since start (s)".into(),
             y_label: if binned { "tokens per step (bin mean)" } else { "tokens per step" }.into(),
             kind: ChartKind::StackedArea,
-            legend: LegendPos::UpperRight,
             series,
             caption: format!(
                 "Prompt (prefill), decode and padding tokens of each forward step over time ({} steps{}).",
@@ -694,12 +800,10 @@ pub fn report_charts(inputs: &[ReportInput]) -> Vec<Chart> {
             x_label: "time since start (s)".into(),
             y_label: "KV blocks in use (%)".into(),
             kind: ChartKind::Lines,
-            legend: LegendPos::UpperRight,
             series: kv,
             caption: format!("KV blocks in use after each step, as a share of the cache (bin mean past {MAX_STEP_POINTS} steps).{note}"),
         });
     }
-    charts.extend(tuning_charts(inputs));
     charts
 }
 
@@ -812,7 +916,6 @@ fn convergence_chart(c: &CampaignData, ci: usize, k: usize, o: &ObjectiveInfo) -
         x_label: "trial".into(),
         y_label: format!("{} ({})", o.name, o.direction.verb()),
         kind: ChartKind::Scatter,
-        legend: LegendPos::UpperRight,
         series,
         caption: format!(
             "Objective {} ({}) of each of the {} trials in journal order, and the best feasible value so far.{}{}",
@@ -896,7 +999,6 @@ fn pareto_chart(c: &CampaignData, ci: usize) -> Option<Chart> {
         x_label: format!("{} ({})", objs[0].name, objs[0].direction.verb()),
         y_label: format!("{} ({})", objs[1].name, objs[1].direction.verb()),
         kind: ChartKind::Scatter,
-        legend: LegendPos::UpperRight,
         series,
         caption: format!(
             "Each feasible trial by its first two objectives; the {n_front} non-dominated trial(s) (no other feasible trial is at least as good in every objective and better in one{}) form the Pareto front.",
@@ -916,10 +1018,10 @@ struct CurvePoint {
     metrics: fuselab_core::Metrics,
 }
 
-fn curves(inputs: &[ReportInput]) -> Vec<(String, bool, Vec<CurvePoint>)> {
+fn curves(inputs: &[&ReportInput]) -> Vec<(String, bool, Vec<CurvePoint>)> {
     let mut out: Vec<(String, bool, Vec<CurvePoint>)> = Vec::new();
     for input in inputs {
-        match input {
+        match *input {
             ReportInput::Sweep(s) => {
                 let mut policies: Vec<&str> = Vec::new();
                 for p in &s.summary.points {
@@ -963,7 +1065,7 @@ fn curves(inputs: &[ReportInput]) -> Vec<(String, bool, Vec<CurvePoint>)> {
     out
 }
 
-fn latency_throughput(inputs: &[ReportInput]) -> Vec<Chart> {
+fn latency_throughput(inputs: &[&ReportInput]) -> Vec<Chart> {
     let cs = curves(inputs);
     if cs.is_empty() {
         return Vec::new();
@@ -1024,7 +1126,6 @@ fn latency_throughput(inputs: &[ReportInput]) -> Vec<Chart> {
             x_label: "output throughput (tok/s)".into(),
             y_label: y.into(),
             kind: ChartKind::Lines,
-            legend: LegendPos::UpperLeft,
             series,
             caption: "Each sweep point is one load; solid lines are p50, dashed lines p99; single runs are dots (p50).".into(),
         });
@@ -1032,7 +1133,7 @@ fn latency_throughput(inputs: &[ReportInput]) -> Vec<Chart> {
     charts
 }
 
-fn effective_vs_load(inputs: &[ReportInput]) -> Option<Chart> {
+fn effective_vs_load(inputs: &[&ReportInput]) -> Option<Chart> {
     let rate = effective_rate(inputs);
     let key = fastgen_key(rate);
     let cs = curves(inputs);
@@ -1040,7 +1141,7 @@ fn effective_vs_load(inputs: &[ReportInput]) -> Option<Chart> {
     let mut clients = false;
     let mut rates = false;
     for input in inputs {
-        match input {
+        match *input {
             ReportInput::Sweep(s) => match s.summary.load_kind {
                 fuselab_core::LoadKind::Clients => clients = true,
                 fuselab_core::LoadKind::Rate => rates = true,
@@ -1085,7 +1186,6 @@ fn effective_vs_load(inputs: &[ReportInput]) -> Option<Chart> {
         x_label: x_label.into(),
         y_label: "effective throughput (req/s)".into(),
         kind: ChartKind::Lines,
-        legend: LegendPos::UpperLeft,
         series,
         caption: format!(
             "Requests per second meeting the FastGen SLA (TTFT ≤ prompt/512 s and every token k within k/{} s of the first), against load.",
@@ -1143,7 +1243,6 @@ mod tests {
             x_label: "x".into(),
             y_label: "y".into(),
             kind: ChartKind::Lines,
-            legend: LegendPos::UpperLeft,
             series: vec![Series {
                 label: "a".into(),
                 color: 0,

@@ -20,6 +20,9 @@ pub struct RunData {
     pub steps: Vec<StepRecord>,
     /// The folder it was read from, shown in the provenance table.
     pub source: Option<PathBuf>,
+    /// How many repeated runs of one configuration this stands for (1 for a
+    /// plain run; N for a `bench --repeat N` folder, see [`load_repeat`]).
+    pub repeats: usize,
 }
 
 impl RunData {
@@ -30,6 +33,7 @@ impl RunData {
             requests,
             steps,
             source: None,
+            repeats: 1,
         }
     }
 
@@ -126,7 +130,38 @@ pub fn load_run(path: &Path) -> Result<RunData> {
     Ok(run)
 }
 
-/// Reads a run folder, a sweep folder or a tuning campaign folder (one that
+/// Reads a repeat folder (`bench --repeat N`) as one configuration: the
+/// summary of its first run with the metrics averaged over every run
+/// ([`fuselab_metrics::mean_metrics`]), the requests of every run (so
+/// distributions pool the repeats) and the steps of the first run.
+pub fn load_repeat(path: &Path) -> Result<RunData> {
+    let repeat = fuselab_store::read_repeat(path)?;
+    let mut runs = Vec::new();
+    for dir in fuselab_store::repeat_run_folders(path)? {
+        runs.push(load_run(&dir)?);
+    }
+    let metrics: Vec<_> = runs.iter().map(|r| r.summary.metrics.clone()).collect();
+    let Some(mean) = fuselab_metrics::mean_metrics(&metrics) else {
+        return Err(fuselab_store::Error::NotAFolderOfRuns {
+            path: path.to_path_buf(),
+        }
+        .into());
+    };
+    let n = runs.len();
+    let mut iter = runs.into_iter();
+    let mut first = iter.next().expect("mean_metrics saw at least one run");
+    for r in iter {
+        first.requests.extend(r.requests);
+    }
+    first.summary.name = repeat.name;
+    first.summary.metrics = mean;
+    first.source = Some(path.to_path_buf());
+    first.repeats = n;
+    Ok(first)
+}
+
+/// Reads a run folder, a repeat folder (as one configuration, see
+/// [`load_repeat`]), a sweep folder or a tuning campaign folder (one that
 /// holds `trials.jsonl`). For a sweep, only each policy's highest-load point
 /// run is read (the one whose distributions the report draws); every point's
 /// metrics come from `sweep.json`. For a campaign, `campaign.json` and the
@@ -137,6 +172,7 @@ pub fn load_input(path: &Path) -> Result<ReportInput> {
     }
     match fuselab_store::folder_kind(path)? {
         fuselab_store::FolderKind::Run => Ok(ReportInput::Run(load_run(path)?)),
+        fuselab_store::FolderKind::Repeat => Ok(ReportInput::Run(load_repeat(path)?)),
         fuselab_store::FolderKind::Sweep => {
             let summary = fuselab_store::read_sweep(path)?;
             let mut top: BTreeMap<&str, (f64, &str)> = BTreeMap::new();
@@ -149,7 +185,13 @@ pub fn load_input(path: &Path) -> Result<ReportInput> {
             let mut runs = BTreeMap::new();
             for (_, run) in top.values() {
                 let dir = path.join(run);
-                runs.insert(run.to_string(), load_run(&dir)?);
+                // A point of `sweep --repeat N` is a repeat folder.
+                let data = if dir.join(fuselab_store::REPEAT_FILE).is_file() {
+                    load_repeat(&dir)?
+                } else {
+                    load_run(&dir)?
+                };
+                runs.insert(run.to_string(), data);
             }
             Ok(ReportInput::Sweep(SweepData {
                 summary,

@@ -6,7 +6,9 @@ use fuselab_core::{Metrics, RunSummary};
 use fuselab_metrics::fastgen_key;
 
 use crate::campaign::{Direction, KnobValue};
-use crate::charts::{Chart, detail_runs, effective_rate, report_charts};
+use crate::charts::{
+    Chart, MAX_OVERLAY, detail_runs, effective_rate, engine_groups, group_suffix, report_charts,
+};
 pub use crate::charts::{MAX_CDF_POINTS, MAX_STEP_POINTS};
 use crate::{ReportInput, Result, RunData, escape_html as esc};
 
@@ -28,10 +30,11 @@ figure { margin: 1rem 0 1.6rem; }
 figure svg { max-width: 100%; height: auto; display: block; border: 1px solid #e3e7ee; border-radius: 4px; }
 figcaption { color: #5a6375; font-size: 0.88rem; margin-top: 0.35rem; }
 .table-wrap { overflow-x: auto; margin: 0.6rem 0 1.2rem; }
-table { border-collapse: collapse; font-size: 0.86rem; }
-th, td { border: 1px solid #dfe3ea; padding: 0.28rem 0.55rem; text-align: left; vertical-align: top; }
-th { background: #f3f5f9; font-weight: 600; white-space: nowrap; }
-td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+table { border-collapse: collapse; font-size: 0.8rem; max-width: 100%; }
+th, td { border: 1px solid #dfe3ea; padding: 0.22rem 0.4rem; text-align: left; vertical-align: top; overflow-wrap: break-word; }
+th { background: #f3f5f9; font-weight: 600; vertical-align: bottom; }
+td:first-child { min-width: 7rem; max-width: 16rem; overflow-wrap: anywhere; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; overflow-wrap: normal; }
 tr:nth-child(even) td { background: #fafbfd; }
 code { font-family: ui-monospace, "DejaVu Sans Mono", monospace; font-size: 0.85em; overflow-wrap: anywhere; }
 footer { margin-top: 3rem; color: #8a92a3; font-size: 0.82rem; }
@@ -109,8 +112,7 @@ fn n(s: String) -> (String, bool) {
 
 fn metric_cells(m: &Metrics, eff_key: &str) -> Vec<(String, bool)> {
     vec![
-        n(format!("{}", m.requests)),
-        n(format!("{}", m.completed)),
+        n(format!("{}/{}", m.completed, m.requests)),
         n(ms(m.ttft_s.p50)),
         n(ms(m.ttft_s.p99)),
         n(ms(m.tpot_s.p50)),
@@ -129,9 +131,8 @@ fn metric_cells(m: &Metrics, eff_key: &str) -> Vec<(String, bool)> {
     ]
 }
 
-const METRIC_HEAD: [&str; 14] = [
-    "requests",
-    "completed",
+const METRIC_HEAD: [&str; 13] = [
+    "completed / sent",
     "TTFT p50 (ms)",
     "TTFT p99 (ms)",
     "TPOT p50 (ms)",
@@ -255,6 +256,16 @@ fn notes(inputs: &[ReportInput], runs: &[(String, &RunData)]) -> Vec<(bool, Stri
     }
     for (label, r) in runs {
         let m = &r.summary.metrics;
+        if r.repeats > 1 {
+            out.push((
+                true,
+                format!(
+                    "<code>{}</code>: {} repeated runs of one configuration. Tables show the mean over the runs; distributions pool their requests; engine steps are the first run's.",
+                    esc(label),
+                    r.repeats
+                ),
+            ));
+        }
         if m.failed > 0 {
             out.push((
                 false,
@@ -332,8 +343,22 @@ fn workload_text(s: &RunSummary) -> String {
 /// (well under 2 MB for a 10 000-request run).
 pub fn render_report(inputs: &[ReportInput], title: &str) -> Result<String> {
     let charts = report_charts(inputs);
-    let runs = detail_runs(inputs);
-    let rate = effective_rate(inputs);
+    let groups = engine_groups(inputs);
+    let multi = groups.len() > 1;
+    let group_runs: Vec<Vec<(String, &RunData)>> =
+        groups.iter().map(|(_, m)| detail_runs(m)).collect();
+    let runs: Vec<(String, &RunData)> = group_runs.concat();
+    let all: Vec<&ReportInput> = inputs.iter().collect();
+    let rate = effective_rate(&all);
+    let group_chart = |base: &str, k: usize| {
+        let id = format!("{base}{}", group_suffix(k));
+        charts.iter().find(|c| c.id == id)
+    };
+    let group_head = |out: &mut String, k: usize| {
+        if multi {
+            let _ = writeln!(out, "<h3>{}</h3>", esc(&groups[k].0));
+        }
+    };
     let eff_key = fastgen_key(rate);
     let chart = |id: &str| charts.iter().find(|c| c.id == id);
     let n_runs = inputs
@@ -422,37 +447,43 @@ pub fn render_report(inputs: &[ReportInput], title: &str) -> Result<String> {
     );
     out.push_str("</section>\n");
 
-    // Summary.
+    // Summary: one table per engine and hardware (named in its heading).
     out.push_str("<section id=\"summary\">\n<h2>Summary</h2>\n");
-    let mut head = vec!["run", "engine", "policy", "hardware"];
-    head.extend(METRIC_HEAD);
-    let mut table = Table::new(head);
-    for (label, r) in &runs {
-        let e = &r.summary.provenance.engine;
-        let mut row = vec![
-            t(label),
-            t(&e.engine),
-            t(e.policy.as_deref().unwrap_or("–")),
-            t(e.hardware.as_deref().unwrap_or("–")),
-        ];
-        row.extend(metric_cells(&r.summary.metrics, &eff_key));
-        table.rows.push(row);
-    }
-    if table.rows.is_empty() {
+    if runs.is_empty() {
         out.push_str("<p>No run data loaded (sweeps and campaigns are summarised below).</p>\n");
-    } else {
-        table.write(&mut out, "summary-table");
+    }
+    for (k, group) in group_runs.iter().enumerate() {
+        if group.is_empty() {
+            continue;
+        }
+        let _ = writeln!(out, "<h3>{}</h3>", esc(&groups[k].0));
+        let mut head = vec!["run", "policy"];
+        head.extend(METRIC_HEAD);
+        let mut table = Table::new(head);
+        for (label, r) in group {
+            let e = &r.summary.provenance.engine;
+            let mut row = vec![t(label), t(e.policy.as_deref().unwrap_or("–"))];
+            row.extend(metric_cells(&r.summary.metrics, &eff_key));
+            table.rows.push(row);
+        }
+        table.write(&mut out, &format!("summary-table{}", group_suffix(k)));
     }
     out.push_str("</section>\n");
 
-    // Latency vs throughput, sweeps.
-    if let Some(c) = chart("ttft-vs-throughput") {
+    // Latency vs throughput, sweeps: per engine group.
+    if chart("ttft-vs-throughput").is_some() {
         out.push_str("<section id=\"latency-throughput\">\n<h2>Latency vs throughput</h2>\n");
+    }
+    for (k, (_, members)) in groups.iter().enumerate() {
+        let Some(c) = group_chart("ttft-vs-throughput", k) else {
+            continue;
+        };
+        group_head(&mut out, k);
         figure(&mut out, c)?;
-        if let Some(c) = chart("tpot-vs-throughput") {
+        if let Some(c) = group_chart("tpot-vs-throughput", k) {
             figure(&mut out, c)?;
         }
-        for input in inputs {
+        for input in members {
             let ReportInput::Sweep(s) = input else {
                 continue;
             };
@@ -490,35 +521,59 @@ pub fn render_report(inputs: &[ReportInput], title: &str) -> Result<String> {
                 table.write(&mut out, &format!("max-under-slo-{}", esc(&s.summary.name)));
             }
         }
+    }
+    if chart("ttft-vs-throughput").is_some() {
         if !has_sweeps {
             out.push_str("<p class=\"meta\">No sweep given: each run is one point. Run <code>fuselab sweep</code> for curves.</p>\n");
         }
         out.push_str("</section>\n");
     }
-    if let Some(c) = chart("effective-throughput") {
+    if chart("effective-throughput").is_some() {
         out.push_str("<section id=\"effective-throughput\">\n<h2>Effective throughput</h2>\n");
-        figure(&mut out, c)?;
+        for k in 0..groups.len() {
+            if let Some(c) = group_chart("effective-throughput", k) {
+                group_head(&mut out, k);
+                figure(&mut out, c)?;
+            }
+        }
         out.push_str("</section>\n");
     }
     if chart("ttft-cdf").is_some() {
         out.push_str("<section id=\"distributions\">\n<h2>Latency distributions</h2>\n");
-        for id in ["ttft-cdf", "itl-cdf", "e2e-cdf"] {
-            if let Some(c) = chart(id) {
-                figure(&mut out, c)?;
+        for k in 0..groups.len() {
+            if group_chart("ttft-cdf", k).is_none() {
+                continue;
+            }
+            group_head(&mut out, k);
+            for id in ["ttft-cdf", "itl-cdf", "e2e-cdf"] {
+                if let Some(c) = group_chart(id, k) {
+                    figure(&mut out, c)?;
+                }
             }
         }
         out.push_str("</section>\n");
     }
     if has_steps {
         out.push_str("<section id=\"engine-steps\">\n<h2>Engine steps</h2>\n");
-        for c in charts
+        let mut batch = charts
             .iter()
-            .filter(|c| c.id.starts_with("batch-composition-"))
-        {
-            figure(&mut out, c)?;
-        }
-        if let Some(c) = chart("kv-utilisation") {
-            figure(&mut out, c)?;
+            .filter(|c| c.id.starts_with("batch-composition-"));
+        for (k, group) in group_runs.iter().enumerate() {
+            let with_steps = group
+                .iter()
+                .take(MAX_OVERLAY)
+                .filter(|(_, r)| !r.steps.is_empty())
+                .count();
+            if with_steps == 0 {
+                continue;
+            }
+            group_head(&mut out, k);
+            for c in batch.by_ref().take(with_steps) {
+                figure(&mut out, c)?;
+            }
+            if let Some(c) = group_chart("kv-utilisation", k) {
+                figure(&mut out, c)?;
+            }
         }
         let mut table = Table::new(vec![
             "run",
@@ -601,10 +656,14 @@ pub fn render_report(inputs: &[ReportInput], title: &str) -> Result<String> {
             ),
             t(&p.fuselab_version),
             (
-                format!(
-                    "<code>{}</code>",
-                    esc(p.git_commit.as_deref().unwrap_or("–"))
-                ),
+                match p.git_commit.as_deref() {
+                    Some(c) => format!(
+                        "<code title=\"{}\">{}</code>",
+                        esc(c),
+                        esc(c.get(..12).unwrap_or(c))
+                    ),
+                    None => "<code>–</code>".into(),
+                },
                 false,
             ),
             t(&p.host_cpu),

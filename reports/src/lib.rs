@@ -48,7 +48,7 @@ pub use campaign::{
     load_campaign,
 };
 pub use charts::{Chart, ChartKind, LineStyle, Series, report_charts};
-pub use data::{ReportInput, RunData, SweepData, load_input, load_run};
+pub use data::{ReportInput, RunData, SweepData, load_input, load_repeat, load_run};
 pub use error::{Error, Result};
 pub use escape::escape_html;
 pub use html::{MAX_CDF_POINTS, MAX_STEP_POINTS, render_report};

@@ -417,3 +417,84 @@ fn a_campaign_without_trials_yet_renders_without_charts() {
     assert!(html.contains("The journal holds no finished trial yet."));
     assert!(!html.contains("<figure"));
 }
+
+/// Issue item 15: a simulated H200 and a real CPU run never share axes or a
+/// table, and legends sit in a column beside the plot.
+#[test]
+fn engines_and_hardware_get_their_own_charts_and_tables() {
+    let mut sim = run("sim-run", "chunked", 8, 0.02);
+    sim.summary.provenance.engine.engine = "sim".into();
+    sim.summary.provenance.engine.hardware = Some("h200".into());
+    let mut cpu = run("cpu-run", "chunked", 8, 0.9);
+    cpu.summary.provenance.engine.engine = "cpu".into();
+    cpu.summary.provenance.engine.hardware = Some("Xeon <x>".into());
+    let inputs = [ReportInput::Run(sim), ReportInput::Run(cpu)];
+    let html = render_report(&inputs, "mixed").unwrap();
+    assert!(html.contains("<h3>simulated h200</h3>"));
+    assert!(html.contains("<h3>cpu engine · Xeon &lt;x&gt;</h3>"));
+    assert!(html.contains("<table id=\"summary-table\">"));
+    assert!(html.contains("<table id=\"summary-table-2\">"));
+    for id in [
+        "ttft-vs-throughput",
+        "effective-throughput",
+        "ttft-cdf",
+        "kv-utilisation",
+    ] {
+        for suffix in ["", "-2"] {
+            assert!(
+                html.contains(&format!("<figure id=\"chart-{id}{suffix}\">")),
+                "missing chart {id}{suffix}"
+            );
+        }
+    }
+    let charts = report_charts(&inputs);
+    let cdf = charts.iter().find(|c| c.id == "ttft-cdf-2").unwrap();
+    assert!(
+        cdf.title.ends_with("· cpu engine · Xeon <x>"),
+        "{}",
+        cdf.title
+    );
+    let labels: Vec<&str> = cdf.series.iter().map(|s| s.label.as_str()).collect();
+    assert_eq!(labels, ["cpu-run"]);
+    // Batch-composition charts stay numbered across groups.
+    assert!(charts.iter().any(|c| c.id == "batch-composition-2"));
+}
+
+#[test]
+fn twenty_legend_entries_sit_beside_the_plot_and_grow_the_chart() {
+    let series = (0..20)
+        .map(|i| fuselab_reports::Series {
+            label: format!("series-{i:02}-with-a-rather-long-label-name"),
+            color: i,
+            style: LineStyle::Solid,
+            points: vec![(0.0, f64::from(i as u32)), (1.0, f64::from(i as u32) + 1.0)],
+        })
+        .collect();
+    let chart = fuselab_reports::Chart {
+        id: "many".into(),
+        title: "many".into(),
+        x_label: "x".into(),
+        y_label: "y".into(),
+        kind: fuselab_reports::ChartKind::Lines,
+        series,
+        caption: String::new(),
+    };
+    let (w, h) = chart.size();
+    assert!(h >= 70 + 20 * 18, "{h}");
+    let svg = chart.to_svg().unwrap();
+    // Every legend label (shortened from the front) is drawn right of the plot.
+    for i in 0..20 {
+        let tail = format!("{i:02}-with-a-rather-long-label-name");
+        let at = svg
+            .find(&tail)
+            .unwrap_or_else(|| panic!("label {i} missing"));
+        let open = svg[..at].rfind("<text").unwrap();
+        let x: f64 = svg[open..at]
+            .split("x=\"")
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap();
+        assert!(x > f64::from(w) - 260.0, "label {i} at x={x}");
+    }
+}

@@ -43,6 +43,7 @@ mod model;
 mod pack;
 mod policy;
 mod sched;
+mod slowdown;
 
 pub use backend::{Backend, BackendError, KvGeometry, StepOutput};
 pub use batch::{BatchEntry, BatchShape, ForwardBatch};
@@ -56,3 +57,4 @@ pub use policy::{
     DEFAULT_MAX_LEN, DeviceClass, KNOB_SETS, PolicyConfig, PolicyKind, knob_set, parse_knob,
 };
 pub use sched::StepAudit;
+pub use slowdown::Slowdown;

@@ -9,7 +9,7 @@ use fuselab_core::{
     Arrivals, EngineInfo, Error, Metrics, Provenance, RequestRecord, RequestSpec, RequestStatus,
     RunSummary, SCHEMA_VERSION, Slo, StepRecord, WorkloadSpec,
 };
-use fuselab_engine::{ModelShape, NativeEngine, PolicyConfig, simulate};
+use fuselab_engine::{ModelShape, NativeEngine, PolicyConfig, Slowdown, simulate};
 use fuselab_harness::{
     EngineHandle, NativeEngineHandle, NullEngine, RealtimePlan, run_realtime_blocking,
 };
@@ -69,6 +69,8 @@ pub struct EngineSpec {
     pub warmup_s: Option<f64>,
     /// Measurement window after the warm-up for real-time engines, seconds.
     pub window_s: Option<f64>,
+    /// Test knob: stretch every engine step by this factor (see [`Slowdown`]).
+    pub slowdown: Option<f64>,
 }
 
 /// One benchmark point, fully resolved.
@@ -281,6 +283,7 @@ pub fn run_point(point: &Point) -> anyhow::Result<PointResult> {
         knobs: point.policy.knobs(),
     };
     let mut cancelled = false;
+    let slowdown = point.engine.slowdown.unwrap_or(1.0);
     let (records, steps) = match point.engine.kind {
         EngineKind::Sim => {
             let backend = SimBackend::new(&SimConfig {
@@ -289,7 +292,8 @@ pub fn run_point(point: &Point) -> anyhow::Result<PointResult> {
                 tp: point.engine.tp,
                 ..SimConfig::default()
             })?;
-            let mut engine = NativeEngine::new(backend, point.policy.clone())?;
+            let mut engine =
+                NativeEngine::new(Slowdown::new(backend, slowdown), point.policy.clone())?;
             let run = simulate(&point.requests, clients, &mut engine)
                 .with_context(|| format!("simulating policy {}", point.policy.kind))?;
             info.knobs = engine.knobs();
@@ -312,7 +316,7 @@ pub fn run_point(point: &Point) -> anyhow::Result<PointResult> {
                         seed,
                         fuselab_cuda::CudaOptions::default(),
                     )?;
-                    Ok(NativeEngine::new(backend, policy)?)
+                    Ok(NativeEngine::new(Slowdown::new(backend, slowdown), policy)?)
                 }))
             } else if point.engine.kind == EngineKind::Cpu {
                 let backend = fuselab_cpu::CpuBackend::load(
@@ -331,7 +335,7 @@ pub fn run_point(point: &Point) -> anyhow::Result<PointResult> {
                         .map_or_else(|| "random".into(), |p| p.display().to_string().into()),
                 );
                 Box::new(NativeEngineHandle::new("cpu", move || {
-                    Ok(NativeEngine::new(backend, policy)?)
+                    Ok(NativeEngine::new(Slowdown::new(backend, slowdown), policy)?)
                 }))
             } else {
                 info.policy = None;
@@ -354,6 +358,9 @@ pub fn run_point(point: &Point) -> anyhow::Result<PointResult> {
             (run.records, run.steps)
         }
     };
+    if let Some(f) = point.engine.slowdown {
+        info.knobs.insert("slowdown".into(), f.into());
+    }
     let step_records = (!steps.is_empty()).then_some(steps.as_slice());
     let metrics =
         fuselab_metrics::compute_metrics(&records, step_records, &point.slo, point.workload.seed);
@@ -452,6 +459,37 @@ pub fn failure_note(records: &[RequestRecord]) -> Option<String> {
         statuses.join(", "),
         example.error.as_deref().unwrap_or("no reason given")
     ))
+}
+
+/// Runs `point` `n` times back to back into `dir/rep-1` … `dir/rep-n` (`dir`
+/// must have been made by `fuselab_store::create_folder`) and then writes `dir/repeat.json`, so the folder is one
+/// configuration for the gate and the report. Returns each run's metrics.
+pub fn run_repeats(dir: &Path, name: &str, point: &Point, n: u32) -> anyhow::Result<Vec<Metrics>> {
+    let mut runs = Vec::new();
+    let mut metrics = Vec::new();
+    for k in 1..=n {
+        eprintln!("[{k}/{n}] repeat {k} of {name}");
+        let rel = format!("rep-{k}");
+        let rep_dir = dir.join(&rel);
+        let result = run_point(point)?;
+        // `dir` was checked by `create_folder`, so its rep folders are ours to replace.
+        write_point(&rep_dir, true, &format!("{name}/{rel}"), point, &result)?;
+        if result.cancelled {
+            return Err(cancelled_error(&result, &rep_dir));
+        }
+        runs.push(rel);
+        metrics.push(result.metrics);
+    }
+    fuselab_store::write_repeat(
+        dir,
+        &fuselab_core::RepeatSummary {
+            schema_version: SCHEMA_VERSION,
+            name: name.into(),
+            runs,
+        },
+    )
+    .with_context(|| format!("writing {}", dir.display()))?;
+    Ok(metrics)
 }
 
 /// The error returned after a cancelled point's measurements were written.

@@ -1,7 +1,7 @@
 //! The `fuselab` binary: the composition root that knows every implementation.
 //!
 //! Exit codes: 0 success, 1 a gate found a regression, 2 usage, config or
-//! runtime error.
+//! runtime error, or an inconclusive gate.
 
 mod cmd;
 mod config;
@@ -18,7 +18,8 @@ use clap::{Parser, Subcommand};
     about = "fuselab: a laboratory for LLM inference performance (workloads, engines, sweeps, tuning, reports, CI gate)."
 )]
 #[command(
-    after_help = "Exit codes: 0 success, 1 regression found by `gate`, 2 usage/config/runtime error."
+    after_help = "Exit codes: 0 success, 1 regression found by `gate`, 2 usage/config/runtime error \
+(or a `gate` that cannot tell a change from run-to-run noise)."
 )]
 struct Cli {
     #[command(subcommand)]

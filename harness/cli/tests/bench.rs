@@ -420,3 +420,57 @@ fn knob_sets_start_from_a_published_systems_knobs_and_knob_wins() {
         .code(2)
         .stderr(contains("--knobs-from").and(contains("valid sets: sarathi, vllm-v1")));
 }
+
+/// Issue item 16: `sweep --repeat N` makes every point a repeat folder and
+/// the curve the mean over its runs; the report and the gate read them.
+#[test]
+fn sweep_repeat_makes_every_point_a_repeat_folder() {
+    let tmp = tempfile::tempdir().unwrap();
+    fuselab(tmp.path())
+        .args(["sweep", "--policies", "chunked", "--rates", "1,4"])
+        .args(SMALL)
+        .args(["--repeat", "2", "--out", "sw"])
+        .assert()
+        .success();
+    let sweep: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(tmp.path().join("sw/sweep.json")).unwrap())
+            .unwrap();
+    for p in sweep["points"].as_array().unwrap() {
+        let point = tmp.path().join("sw").join(p["run"].as_str().unwrap());
+        assert!(point.join("repeat.json").is_file());
+        let rep: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(point.join("rep-2/summary.json")).unwrap(),
+        )
+        .unwrap();
+        // Deterministic simulator: the mean of equal runs is each run.
+        assert_eq!(
+            p["metrics"]["request_throughput"],
+            rep["metrics"]["request_throughput"]
+        );
+    }
+    fuselab(tmp.path())
+        .args(["report", "sw", "-o", "r.html"])
+        .assert()
+        .success();
+    let html = std::fs::read_to_string(tmp.path().join("r.html")).unwrap();
+    assert!(html.contains("2 repeated runs of one configuration"));
+    fuselab(tmp.path())
+        .args([
+            "gate",
+            "--resamples",
+            "100",
+            "--baseline",
+            "sw/chunked/rate-4",
+        ])
+        .args(["--candidate", "sw/chunked/rate-4"])
+        .assert()
+        .code(0)
+        .stdout(contains("runs resampled too"));
+    fuselab(tmp.path())
+        .args(["sweep", "--policies", "chunked", "--rates", "1"])
+        .args(SMALL)
+        .args(["--repeat", "0", "--out", "never"])
+        .assert()
+        .code(2)
+        .stderr(contains("--repeat"));
+}

@@ -619,3 +619,49 @@ fn the_workload_flag_is_refused_with_a_hint_and_the_space_is_printed_first() {
                 .and(predicate::str::contains("tuner seed 42 (--tune-seed)")),
         );
 }
+
+/// Issue item 16: `tune --repeat N` measures each trial N times; the trial's
+/// folder is a repeat folder and its value the mean of the runs.
+#[test]
+fn tune_repeat_makes_each_trial_a_repeat_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("rep");
+    fuselab()
+        .args(["tune", "--engine", "sim", "--preset", "fastgen-2600"])
+        .args(["--n", "24", "--rate", "8", "--policy", "splitfuse"])
+        .args([
+            "--space",
+            "budget=256..4096:log",
+            "--objective",
+            "throughput",
+        ])
+        .args(["--budget", "2", "--repeat", "2"])
+        .arg("--out")
+        .arg(&out)
+        .assert()
+        .success();
+    let j = journal(&out);
+    assert_eq!(j.len(), 2);
+    let trial = out.join(j[0]["run"].as_str().unwrap());
+    assert!(trial.join("repeat.json").is_file());
+    let run = |k: u32| -> serde_json::Value {
+        let p = trial.join(format!("rep-{k}/summary.json"));
+        serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+    };
+    // The simulator is deterministic: the mean of two equal runs is the run.
+    let (a, b) = (run(1), run(2));
+    let tput = a["metrics"]["request_throughput"].as_f64().unwrap();
+    assert_eq!(tput, b["metrics"]["request_throughput"].as_f64().unwrap());
+    let value = j[0]["objective"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("no value in {}", j[0]));
+    assert!((value - tput).abs() < 1e-9 * tput, "{value} vs {tput}");
+    fuselab()
+        .args(["tune", "--objective-cmd", "echo 1", "--space", "x=0.0..1"])
+        .args(["--budget", "1", "--repeat", "2"])
+        .arg("--out")
+        .arg(dir.path().join("cmd"))
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("--repeat"));
+}

@@ -35,7 +35,7 @@ pub use record::{RequestRecord, RequestStatus, StepRecord, TokenChunk, TokenEven
 pub use request::{RequestId, RequestSpec, Turn, TurnLinks};
 pub use summary::{
     EngineInfo, EngineStats, LatencyStats, LoadKind, MaxLoadUnderSlo, Metrics, Provenance,
-    RunSummary, SCHEMA_VERSION, Slo, SweepPoint, SweepSummary,
+    RepeatSummary, RunSummary, SCHEMA_VERSION, Slo, SweepPoint, SweepSummary,
 };
 pub use time::{utc_from_unix, utc_now};
 pub use workload::{Arrivals, ConversationSpec, LengthDist, PrefixSpec, WorkloadSpec};

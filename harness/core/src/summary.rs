@@ -231,6 +231,21 @@ pub struct MaxLoadUnderSlo {
     pub probes: Vec<[f64; 2]>,
 }
 
+/// The `repeat.json` of a repeat folder: `N` runs of one configuration
+/// (`fuselab bench --repeat N`), in subfolders `rep-1` … `rep-N`. The gate and
+/// the report treat the folder as one configuration measured `N` times, so the
+/// spread between the runs (machine noise) enters their intervals.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepeatSummary {
+    /// [`SCHEMA_VERSION`] at the time of writing.
+    pub schema_version: u32,
+    /// Name of the configuration.
+    pub name: String,
+    /// The repeated runs' folders, relative to the repeat folder, in run order.
+    pub runs: Vec<String>,
+}
+
 /// The `sweep.json` of a sweep folder: a latency–throughput curve per policy.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

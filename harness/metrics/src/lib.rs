@@ -33,7 +33,14 @@
 //! *Why an exact bootstrap instead of subsampling?* Percentile intervals are
 //! bootstrapped by sampling order statistics directly (see [`latency_stats`]).
 //! This costs the same for 100 samples and 1 000 000, with no approximation.
+//!
+//! *Why a per-request bootstrap for ITL?* A run's ITL gaps come in clusters:
+//! one request's gaps share its batches and its queueing, so they are not
+//! independent draws. [`clustered_latency_stats`] resamples whole requests
+//! (the same [`cluster`] code the CI gate uses), so the stored intervals are
+//! as wide as the request-to-request variation makes them.
 
+pub mod cluster;
 mod request;
 mod run;
 mod slo;
@@ -42,8 +49,9 @@ mod stats;
 pub use request::{
     FASTGEN_PROMPT_RATE, FASTGEN_RATES, RequestMetrics, meets_fastgen_sla, request_metrics,
 };
-pub use run::{compute_metrics, engine_stats, fastgen_key, meets_slo};
+pub use run::{compute_metrics, engine_stats, fastgen_key, mean_metrics, meets_slo};
 pub use slo::{format_slo, parse_slo};
 pub use stats::{
-    BOOTSTRAP_RESAMPLES, CI_PERCENTILES, latency_stats, latency_stats_with, percentile,
+    BOOTSTRAP_RESAMPLES, CI_PERCENTILES, clustered_latency_stats, latency_stats,
+    latency_stats_with, percentile,
 };

@@ -3,10 +3,12 @@
 
 use std::collections::BTreeMap;
 
-use fuselab_core::{EngineStats, Metrics, RequestRecord, RequestStatus, Slo, StepRecord};
+use fuselab_core::{
+    EngineStats, LatencyStats, Metrics, RequestRecord, RequestStatus, Slo, StepRecord,
+};
 
 use crate::request::{FASTGEN_RATES, RequestMetrics, meets_fastgen_sla, request_metrics};
-use crate::stats::latency_stats;
+use crate::stats::{clustered_latency_stats, latency_stats};
 
 /// Whether a completed request meets every objective given in `slo`
 /// (vLLM/DistServe goodput, research/anchors.md §b.2, plus the FastGen SLA when
@@ -113,7 +115,11 @@ fn rate(count: f64, span: f64) -> f64 {
 ///   appear in no latency statistic.
 /// * Latency statistics pool every completed request (ITL pools every
 ///   per-token gap, see [`request_metrics`]). Schedule lag covers all requests.
-///   Each statistic's bootstrap uses its own stream derived from `seed`.
+///   Intervals resample requests: TTFT, TPOT, E2E and lag have one value per
+///   request, and ITL's interval comes from a per-request cluster bootstrap
+///   ([`crate::clustered_latency_stats`]), since one request's gaps are not
+///   independent. Each statistic's bootstrap uses its own stream derived from
+///   `seed`.
 /// * The window runs from the first `t_sent` to the last token of any request;
 ///   request, output-token and total-token throughput count completed
 ///   requests over it.
@@ -163,10 +169,7 @@ pub fn compute_metrics(
     let ttft = collect(|m| Some(m.ttft_s));
     let tpot = collect(|m| m.tpot_s);
     let e2e = collect(|m| Some(m.e2e_s));
-    let itl: Vec<f64> = done
-        .iter()
-        .flat_map(|(_, m)| m.itl_s.iter().copied())
-        .collect();
+    let itl: Vec<&[f64]> = done.iter().map(|(_, m)| m.itl_s.as_slice()).collect();
     let lag: Vec<f64> = records.iter().map(|r| r.t_sent - r.t_scheduled).collect();
     let sub_seed = |i: u64| seed ^ i.wrapping_mul(0x9e37_79b9_7f4a_7c15);
 
@@ -202,7 +205,7 @@ pub fn compute_metrics(
         window_s,
         ttft_s: latency_stats(&ttft, sub_seed(1)),
         tpot_s: latency_stats(&tpot, sub_seed(2)),
-        itl_s: latency_stats(&itl, sub_seed(3)),
+        itl_s: clustered_latency_stats(&itl, sub_seed(3)),
         e2e_s: latency_stats(&e2e, sub_seed(4)),
         schedule_lag_s: latency_stats(&lag, sub_seed(5)),
         request_throughput: rate(completed.len() as f64, window_s),
@@ -218,6 +221,91 @@ pub fn compute_metrics(
         effective_throughput,
         engine: steps.map(engine_stats),
     }
+}
+
+/// The mean of several runs' metrics, field by field (counts rounded), for
+/// repeated runs of one configuration (`bench --repeat N`). The SLO is the
+/// first run's; bootstrap intervals are dropped (the spread between the runs
+/// is the uncertainty that matters, and the gate measures it). `None` for no
+/// runs.
+///
+/// # Example
+/// ```
+/// use fuselab_core::Metrics;
+/// let a = Metrics { goodput: 1.0, requests: 10, ..Default::default() };
+/// let b = Metrics { goodput: 2.0, requests: 11, ..Default::default() };
+/// let m = fuselab_metrics::mean_metrics(&[a, b]).unwrap();
+/// assert_eq!((m.goodput, m.requests), (1.5, 11));
+/// ```
+pub fn mean_metrics(runs: &[Metrics]) -> Option<Metrics> {
+    let first = runs.first()?;
+    let k = runs.len() as f64;
+    let f = |get: &dyn Fn(&Metrics) -> f64| runs.iter().map(get).sum::<f64>() / k;
+    let u = |get: &dyn Fn(&Metrics) -> u64| {
+        (runs.iter().map(|m| get(m) as f64).sum::<f64>() / k).round() as u64
+    };
+    let lat = |get: &dyn Fn(&Metrics) -> &LatencyStats| {
+        let g = |h: &dyn Fn(&LatencyStats) -> f64| runs.iter().map(|m| h(get(m))).sum::<f64>() / k;
+        LatencyStats {
+            count: (runs.iter().map(|m| get(m).count as f64).sum::<f64>() / k).round() as u64,
+            mean: g(&|s| s.mean),
+            min: g(&|s| s.min),
+            max: g(&|s| s.max),
+            p50: g(&|s| s.p50),
+            p90: g(&|s| s.p90),
+            p95: g(&|s| s.p95),
+            p99: g(&|s| s.p99),
+            ci95: BTreeMap::new(),
+        }
+    };
+    let engine = runs
+        .iter()
+        .map(|m| m.engine.clone())
+        .collect::<Option<Vec<EngineStats>>>()
+        .map(|e| {
+            let g = |h: &dyn Fn(&EngineStats) -> f64| e.iter().map(h).sum::<f64>() / k;
+            let c = |h: &dyn Fn(&EngineStats) -> u64| (g(&|s| h(s) as f64)).round() as u64;
+            EngineStats {
+                steps: c(&|s| s.steps),
+                prefill_tokens: c(&|s| s.prefill_tokens),
+                decode_tokens: c(&|s| s.decode_tokens),
+                padding_tokens: c(&|s| s.padding_tokens),
+                preemptions: c(&|s| s.preemptions),
+                kv_utilisation_mean: g(&|s| s.kv_utilisation_mean),
+                kv_utilisation_peak: g(&|s| s.kv_utilisation_peak),
+                tokens_per_step_mean: g(&|s| s.tokens_per_step_mean),
+                busy_s: g(&|s| s.busy_s),
+                prefix_query_tokens: c(&|s| s.prefix_query_tokens),
+                prefix_hit_tokens: c(&|s| s.prefix_hit_tokens),
+                prefix_cache_hit_rate: g(&|s| s.prefix_cache_hit_rate),
+            }
+        });
+    Some(Metrics {
+        requests: u(&|m| m.requests),
+        completed: u(&|m| m.completed),
+        failed: u(&|m| m.failed),
+        window_s: f(&|m| m.window_s),
+        ttft_s: lat(&|m| &m.ttft_s),
+        tpot_s: lat(&|m| &m.tpot_s),
+        itl_s: lat(&|m| &m.itl_s),
+        e2e_s: lat(&|m| &m.e2e_s),
+        schedule_lag_s: lat(&|m| &m.schedule_lag_s),
+        request_throughput: f(&|m| m.request_throughput),
+        output_token_throughput: f(&|m| m.output_token_throughput),
+        total_token_throughput: f(&|m| m.total_token_throughput),
+        slo: first.slo.clone(),
+        goodput: f(&|m| m.goodput),
+        slo_attainment: f(&|m| m.slo_attainment),
+        effective_throughput: first
+            .effective_throughput
+            .keys()
+            .map(|key| {
+                let v = f(&|m| m.effective_throughput.get(key).copied().unwrap_or(0.0));
+                (key.clone(), v)
+            })
+            .collect(),
+        engine,
+    })
 }
 
 #[cfg(test)]
@@ -378,6 +466,41 @@ mod tests {
             (1, 0.0, 0)
         );
         assert!(serde_json::to_string(&m).is_ok());
+    }
+
+    /// Issue item 6: one request's gaps are all large, the others' small. The
+    /// iid bootstrap over pooled gaps sees 5% large gaps in every resample and
+    /// pins p99 to them; resampling requests leaves that request out about a
+    /// third of the time, so p99's interval must reach down to the small gaps.
+    #[test]
+    fn itl_interval_resamples_requests_not_gaps() {
+        let mut recs = Vec::new();
+        for id in 0..20u64 {
+            let gap = if id == 7 { 1.0 } else { 0.01 };
+            let chunks: Vec<(f64, u32)> = (0..=50)
+                .map(|k| (0.1 + f64::from(k) * gap * (1.0 + 0.001 * id as f64), 1))
+                .collect();
+            recs.push(rec(id, 0.0, 64, &chunks));
+        }
+        let m = compute_metrics(&recs, None, &Slo::default(), 3);
+        let pooled: Vec<f64> = recs
+            .iter()
+            .flat_map(|r| request_metrics(r).unwrap().itl_s)
+            .collect();
+        let iid = latency_stats(&pooled, 3);
+        assert_eq!((m.itl_s.count, m.itl_s.p99), (iid.count, iid.p99));
+        let width = |ci: [f64; 2]| ci[1] - ci[0];
+        let (cluster_w, iid_w) = (width(m.itl_s.ci95["p99"]), width(iid.ci95["p99"]));
+        eprintln!(
+            "ITL p99 {:.4}: request-level CI {:?} (width {cluster_w:.4}), iid CI {:?} (width {iid_w:.4})",
+            m.itl_s.p99, m.itl_s.ci95["p99"], iid.ci95["p99"]
+        );
+        assert!(m.itl_s.ci95["p99"][0] < 0.02, "{:?}", m.itl_s.ci95["p99"]);
+        assert!(iid.ci95["p99"][0] > 0.9, "{:?}", iid.ci95["p99"]);
+        assert!(cluster_w > 20.0 * iid_w.max(1e-3), "{cluster_w} vs {iid_w}");
+        // p90 lies among the small gaps, but drawing the slow request 3+ times
+        // (≈ 8% of resamples) lifts it: only the request-level upper bound sees that.
+        assert!(m.itl_s.ci95["p90"][1] > 0.5 && iid.ci95["p90"][1] < 0.05);
     }
 
     #[test]

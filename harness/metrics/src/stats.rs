@@ -123,6 +123,53 @@ pub fn latency_stats_with(samples: &[f64], seed: u64, resamples: usize) -> Laten
     }
 }
 
+/// [`latency_stats`] for samples grouped by request (each request's ITL
+/// gaps): the same point statistics over the pooled values, but intervals
+/// from a per-request (cluster) bootstrap, which draws whole requests with
+/// replacement ([`crate::cluster`]). Gaps of one request are correlated, so
+/// resampling them as if independent understates the uncertainty. With one
+/// value per request both bootstraps have the same distribution.
+///
+/// # Example
+/// ```
+/// // One request with large gaps among small ones: p99 depends on whether it is drawn.
+/// let mut groups = vec![vec![0.01; 50]; 19];
+/// groups.push(vec![1.0; 50]);
+/// let s = fuselab_metrics::clustered_latency_stats(&groups, 7);
+/// assert_eq!((s.count, s.p99), (1000, 1.0));
+/// let [lo, hi] = s.ci95["p99"];
+/// assert!(lo < 0.02 && hi == 1.0);
+/// ```
+pub fn clustered_latency_stats<G: AsRef<[f64]>>(groups: &[G], seed: u64) -> LatencyStats {
+    let pooled: Vec<f64> = groups
+        .iter()
+        .flat_map(|g| g.as_ref().iter().copied())
+        .collect();
+    let mut stats = latency_stats_with(&pooled, seed, 0);
+    if stats.count == 0 {
+        return stats;
+    }
+    let clustered = crate::cluster::Clustered::from_groups(groups);
+    let qs: Vec<f64> = CI_PERCENTILES.iter().map(|(_, q)| q / 100.0).collect();
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let Some(cis) =
+        crate::cluster::cluster_quantile_cis(&clustered, &qs, BOOTSTRAP_RESAMPLES, 0.95, &mut rng)
+    else {
+        return stats;
+    };
+    for ((key, _), [lo, hi]) in CI_PERCENTILES.iter().zip(cis) {
+        let est = match *key {
+            "p50" => stats.p50,
+            "p90" => stats.p90,
+            _ => stats.p99,
+        };
+        stats
+            .ci95
+            .insert((*key).to_string(), [lo.min(est), hi.max(est)]);
+    }
+    stats
+}
+
 /// The 95 % percentile-bootstrap interval of the `q`-th percentile of `sorted`
 /// (see the module docs for the order-statistic sampling).
 fn bootstrap_percentile_ci(

@@ -24,7 +24,7 @@ pub enum Error {
     },
     /// The folder holds neither `summary.json` nor `sweep.json`.
     #[error(
-        "{path} is not a fuselab run folder (no summary.json) nor a sweep folder (no sweep.json)"
+        "{path} is not a fuselab run folder (no summary.json), sweep folder (no sweep.json) or repeat folder (no repeat.json)"
     )]
     NotAFolderOfRuns {
         /// The folder.

@@ -4,7 +4,9 @@ use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use fuselab_core::{RequestRecord, RunSummary, SCHEMA_VERSION, StepRecord, SweepSummary};
+use fuselab_core::{
+    RepeatSummary, RequestRecord, RunSummary, SCHEMA_VERSION, StepRecord, SweepSummary,
+};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -21,10 +23,13 @@ pub const TOKENS_FILE: &str = "tokens.parquet";
 pub const STEPS_FILE: &str = "steps.parquet";
 /// Name of a sweep folder's summary.
 pub const SWEEP_FILE: &str = "sweep.json";
+/// Name of a repeat folder's summary (`bench --repeat N`).
+pub const REPEAT_FILE: &str = "repeat.json";
 
 /// Files fuselab owns in a folder; `--force` removes these and nothing else.
-const OWNED_FILES: [&str; 5] = [
+const OWNED_FILES: [&str; 6] = [
     SUMMARY_FILE,
+    REPEAT_FILE,
     REQUESTS_FILE,
     TOKENS_FILE,
     STEPS_FILE,
@@ -38,11 +43,13 @@ pub enum FolderKind {
     Run,
     /// A sweep folder (`sweep.json` and one run folder per point).
     Sweep,
+    /// A repeat folder (`repeat.json` and one run folder per repeat).
+    Repeat,
 }
 
-/// Tells whether `path` is a run folder or a sweep folder. A missing folder
-/// gives [`fuselab_core::Error::Io`] naming it; a folder with neither
-/// `summary.json` nor `sweep.json` gives [`Error::NotAFolderOfRuns`].
+/// Tells whether `path` is a run, sweep or repeat folder. A missing folder
+/// gives [`fuselab_core::Error::Io`] naming it; a folder with none of
+/// `summary.json`, `sweep.json` and `repeat.json` gives [`Error::NotAFolderOfRuns`].
 pub fn folder_kind(path: &Path) -> Result<FolderKind> {
     let meta = fs::metadata(path).map_err(|e| fuselab_core::Error::io(path, e))?;
     if !meta.is_dir() {
@@ -50,6 +57,8 @@ pub fn folder_kind(path: &Path) -> Result<FolderKind> {
     }
     if path.join(SWEEP_FILE).is_file() {
         Ok(FolderKind::Sweep)
+    } else if path.join(REPEAT_FILE).is_file() {
+        Ok(FolderKind::Repeat)
     } else if path.join(SUMMARY_FILE).is_file() {
         Ok(FolderKind::Run)
     } else {
@@ -183,6 +192,32 @@ pub fn read_sweep(dir: &Path) -> Result<SweepSummary> {
     read_versioned_json(&folder_file(dir, SWEEP_FILE))
 }
 
+/// Writes a repeat folder's `repeat.json` (pretty JSON, atomically) into
+/// `dir`; write it after the runs, so that its presence marks a complete set.
+pub fn write_repeat(dir: &Path, repeat: &RepeatSummary) -> Result<()> {
+    write_json(&dir.join(REPEAT_FILE), repeat)
+}
+
+/// Reads a repeat folder's `repeat.json`, checking its schema version.
+pub fn read_repeat(dir: &Path) -> Result<RepeatSummary> {
+    read_versioned_json(&folder_file(dir, REPEAT_FILE))
+}
+
+/// The run folders of a repeat folder, in run order, each checked to hold a
+/// `summary.json`.
+pub fn repeat_run_folders(dir: &Path) -> Result<Vec<PathBuf>> {
+    let repeat = read_repeat(dir)?;
+    let mut out = Vec::with_capacity(repeat.runs.len());
+    for rel in &repeat.runs {
+        let run = dir.join(rel);
+        if !run.join(SUMMARY_FILE).is_file() {
+            return Err(Error::NotAFolderOfRuns { path: run });
+        }
+        out.push(run);
+    }
+    Ok(out)
+}
+
 /// Reads only a run folder's `summary.json`, checking its schema version
 /// (cheap: no Parquet is opened). `dir` may also be the `summary.json` file
 /// itself.
@@ -278,6 +313,12 @@ impl RunFolder {
             FolderKind::Sweep => Err(Error::Table {
                 problem: format!(
                     "this is a sweep folder ({SWEEP_FILE}), not a run folder; open one of its point folders"
+                ),
+                path,
+            }),
+            FolderKind::Repeat => Err(Error::Table {
+                problem: format!(
+                    "this is a repeat folder ({REPEAT_FILE}), not a run folder; open one of its rep-N folders"
                 ),
                 path,
             }),

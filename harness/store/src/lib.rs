@@ -9,7 +9,9 @@
 //!   module source and below).
 //!
 //! A **sweep folder** holds `sweep.json` ([`fuselab_core::SweepSummary`]) and
-//! one run folder per point. [`folder_kind`] tells the two apart.
+//! one run folder per point. A **repeat folder** (`fuselab bench --repeat N`)
+//! holds `repeat.json` ([`fuselab_core::RepeatSummary`]) and the run folders
+//! `rep-1` … `rep-N` of one configuration. [`folder_kind`] tells them apart.
 //!
 //! | file | columns |
 //! |---|---|
@@ -43,8 +45,8 @@ mod tables;
 
 pub use error::{Error, Result};
 pub use folder::{
-    FolderKind, REQUESTS_FILE, RunFolder, STEPS_FILE, SUMMARY_FILE, SWEEP_FILE, StoredRun,
-    TOKENS_FILE, create_folder, find_run_folders, folder_kind, read_run, read_summary, read_sweep,
-    write_run, write_sweep,
+    FolderKind, REPEAT_FILE, REQUESTS_FILE, RunFolder, STEPS_FILE, SUMMARY_FILE, SWEEP_FILE,
+    StoredRun, TOKENS_FILE, create_folder, find_run_folders, folder_kind, read_repeat, read_run,
+    read_summary, read_sweep, repeat_run_folders, write_repeat, write_run, write_sweep,
 };
 pub use provenance::{git_commit, host_cpu};

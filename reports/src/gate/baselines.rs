@@ -111,11 +111,15 @@ pub fn resolve_baseline(arg: &str, dir: &Path) -> Result<Vec<PathBuf>> {
     run_folders(&folder)
 }
 
-/// The run folders in `folder`: itself when it holds `summary.json`, else its
-/// subfolders that do (sorted).
+/// The run folders in `folder`: itself when it holds `summary.json`, the
+/// runs listed in its `repeat.json` for a repeat folder (`bench --repeat N`),
+/// else its subfolders that hold a `summary.json` (sorted).
 pub fn run_folders(folder: &Path) -> Result<Vec<PathBuf>> {
-    if folder.join("summary.json").is_file() || !folder.is_dir() {
+    if folder.join(fuselab_store::SUMMARY_FILE).is_file() || !folder.is_dir() {
         return Ok(vec![folder.to_path_buf()]);
+    }
+    if folder.join(fuselab_store::REPEAT_FILE).is_file() {
+        return Ok(fuselab_store::repeat_run_folders(folder)?);
     }
     let mut runs = Vec::new();
     for entry in fs::read_dir(folder).map_err(|e| Error::io(folder, e))? {

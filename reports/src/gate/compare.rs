@@ -6,10 +6,13 @@ use std::collections::BTreeMap;
 use fuselab_core::{SCHEMA_VERSION, Slo};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, StudentT};
 
 use super::metric::{Better, GateMetric};
+use super::noise::{NoiseFloor, cv_per_metric, is_real_time, point_values};
 use super::samples::RunSamples;
 use crate::{Error, Result, RunData};
+use fuselab_metrics::cluster::draw_counts;
 
 /// The FastGen generation rate used when the baseline's SLO sets none (tok/s).
 pub const DEFAULT_FASTGEN_RATE: f64 = 4.0;
@@ -28,6 +31,9 @@ pub struct GateConfig {
     pub seed: u64,
     /// Compare runs from different hardware anyway (with a warning).
     pub allow_hardware_mismatch: bool,
+    /// Run-to-run noise floors known for this machine (`noise.json`); the one
+    /// matching the runs' engine, hardware and host widens single-run sides.
+    pub noise_floors: Vec<NoiseFloor>,
 }
 
 impl Default for GateConfig {
@@ -38,6 +44,7 @@ impl Default for GateConfig {
             confidence: 0.95,
             seed: 0x5eed,
             allow_hardware_mismatch: false,
+            noise_floors: Vec::new(),
         }
     }
 }
@@ -63,6 +70,10 @@ pub enum Verdict {
     NoChange,
     /// The metric is undefined on one side (e.g. goodput 0 in the baseline).
     NotApplicable,
+    /// The interval lies beyond the threshold, but a side is one run of a
+    /// real-time engine with no run-to-run noise estimate: the change cannot
+    /// be told from machine noise, so the gate does not call it.
+    Inconclusive,
 }
 
 impl Verdict {
@@ -73,6 +84,7 @@ impl Verdict {
             Self::Regressed => "regressed",
             Self::NoChange => "no change",
             Self::NotApplicable => "n/a",
+            Self::Inconclusive => "inconclusive",
         }
     }
 }
@@ -153,6 +165,16 @@ impl GateReport {
     /// Whether any metric regressed (the gate fails, exit code 1).
     pub fn regressed(&self) -> bool {
         !self.regressions().is_empty()
+    }
+
+    /// Metrics beyond their threshold that the gate cannot tell from
+    /// run-to-run noise (see [`Verdict::Inconclusive`]).
+    pub fn inconclusive(&self) -> Vec<GateMetric> {
+        self.comparisons
+            .iter()
+            .filter(|c| c.verdict == Verdict::Inconclusive)
+            .map(|c| c.metric)
+            .collect()
     }
 }
 
@@ -287,6 +309,18 @@ fn short(s: &str) -> &str {
 /// * **Several runs per side.** The side's estimate is the mean over its runs,
 ///   and each resample also draws the runs with replacement (a hierarchical
 ///   bootstrap), so the spread across runs widens the interval.
+/// * **One run of a real-time engine.** A single run says nothing about how
+///   much a second run of the same code would differ (machine noise), and
+///   the request bootstrap alone then raises false alarms. Such a side's
+///   resampled value of metric `m` is multiplied by `exp(cv_m · T)`, where
+///   `cv_m` is the run-to-run coefficient of variation and `T` a Student-t
+///   variable with `k − 1` degrees of freedom for a `cv` estimated from `k`
+///   runs (the predictive spread of one more run). `cv` comes from the noise
+///   floor in `cfg.noise_floors` measured on the same engine, hardware and
+///   host, else from the other side's runs when it has at least three. With
+///   neither, a change beyond its threshold is [`Verdict::Inconclusive`]. Each
+///   case adds a warning. Deterministic engines (the simulator) need none of
+///   this.
 ///
 /// The interval is the percentile interval of `candidate/baseline − 1` over
 /// the resamples, at `cfg.confidence`; see [`verdict`]. Goodput and the
@@ -334,6 +368,24 @@ pub fn compare(
     };
     let base = mk("baseline", baseline)?;
     let cand = mk("candidate", candidate)?;
+    let mut warnings = warnings;
+    let floors = &cfg.noise_floors;
+    let base_noise = side_noise(
+        "baseline",
+        baseline,
+        ("candidate", candidate, &cand),
+        floors,
+        &mut warnings,
+    );
+    let cand_noise = side_noise(
+        "candidate",
+        candidate,
+        ("baseline", baseline, &base),
+        floors,
+        &mut warnings,
+    );
+    let unknown_noise =
+        matches!(base_noise, RunNoise::Unknown) || matches!(cand_noise, RunNoise::Unknown);
     let paired = base.iter().chain(&cand).all(|s| s.ids == base[0].ids);
 
     let metrics = GateMetric::ALL;
@@ -350,28 +402,38 @@ pub fn compare(
     let mut shared_counts = vec![0u32; base[0].len()];
     let mut counts = Vec::new();
     // One side's resampled values: the mean over its (resampled) runs.
-    let mut side_vals = |runs: &[RunSamples], rng: &mut ChaCha8Rng, shared: Option<&[u32]>| {
-        let mut out = [Some(0.0f64); 13];
-        let k = runs.len();
-        for _ in 0..k {
-            let s = &runs[if k == 1 { 0 } else { rng.random_range(0..k) }];
-            let c: &[u32] = match shared {
-                Some(c) => c,
-                None => {
-                    draw_counts(rng, s.len(), &mut counts);
-                    &counts
-                }
-            };
-            let vals = s.eval_all(c);
-            for (acc, v) in out.iter_mut().zip(vals) {
-                *acc = match (*acc, v) {
-                    (Some(a), Some(v)) => Some(a + v / k as f64),
-                    _ => None,
+    let mut side_vals =
+        |runs: &[RunSamples], noise: &RunNoise, rng: &mut ChaCha8Rng, shared: Option<&[u32]>| {
+            let mut out = [Some(0.0f64); 13];
+            let k = runs.len();
+            for _ in 0..k {
+                let s = &runs[if k == 1 { 0 } else { rng.random_range(0..k) }];
+                let c: &[u32] = match shared {
+                    Some(c) => c,
+                    None => {
+                        draw_counts(rng, s.len(), &mut counts);
+                        &counts
+                    }
                 };
+                let vals = s.eval_all(c);
+                for (acc, v) in out.iter_mut().zip(vals) {
+                    *acc = match (*acc, v) {
+                        (Some(a), Some(v)) => Some(a + v / k as f64),
+                        _ => None,
+                    };
+                }
             }
-        }
-        out
-    };
+            if let RunNoise::Floor { cv, t } = noise {
+                for (acc, &c) in out.iter_mut().zip(cv) {
+                    if let Some(v) = acc
+                        && c > 0.0
+                    {
+                        *v *= (c * t.sample(rng)).exp();
+                    }
+                }
+            }
+            out
+        };
     for _ in 0..cfg.resamples {
         let shared = if paired {
             draw_counts(&mut rng, shared_counts.len(), &mut shared_counts);
@@ -379,8 +441,8 @@ pub fn compare(
         } else {
             None
         };
-        let bv = side_vals(&base, &mut rng, shared);
-        let cv = side_vals(&cand, &mut rng, shared);
+        let bv = side_vals(&base, &base_noise, &mut rng, shared);
+        let cv = side_vals(&cand, &cand_noise, &mut rng, shared);
         for j in 0..n_metrics {
             if let (Some(b), Some(c)) = (bv[j], cv[j])
                 && b > 0.0
@@ -412,8 +474,11 @@ pub fn compare(
                         .unwrap_or(0.0),
                 )
             });
-            let v = match ci {
-                Some(ci) => verdict(ci, threshold, m.better()),
+            let v = match ci.map(|ci| verdict(ci, threshold, m.better())) {
+                Some(Verdict::Regressed | Verdict::Improved) if unknown_noise => {
+                    Verdict::Inconclusive
+                }
+                Some(v) => v,
                 None => Verdict::NotApplicable,
             };
             MetricComparison {
@@ -438,14 +503,88 @@ pub fn compare(
     })
 }
 
-/// Multinomial counts of `n` draws with replacement from `n` items.
-fn draw_counts(rng: &mut ChaCha8Rng, n: usize, out: &mut Vec<u32>) {
-    out.clear();
-    out.resize(n, 0);
-    if n == 0 {
-        return;
+/// What a side's resamples add for run-to-run noise (see [`compare`]).
+enum RunNoise {
+    /// Nothing: several runs (resampled) or a deterministic engine.
+    None,
+    /// Metric `j` is multiplied by `exp(cv[j] · T)`, `T ~ t`.
+    Floor { cv: [f64; 13], t: StudentT<f64> },
+    /// One real-time run and no estimate of its run-to-run noise.
+    Unknown,
+}
+
+/// Decides a side's [`RunNoise`] and says so in `warnings`. `other` is the
+/// other side's name, runs and samples.
+fn side_noise(
+    side: &str,
+    runs: &[RunData],
+    other: (&str, &[RunData], &[RunSamples]),
+    floors: &[NoiseFloor],
+    warnings: &mut Vec<String>,
+) -> RunNoise {
+    let run = &runs[0];
+    let engine = &run.summary.provenance.engine.engine;
+    if runs.len() > 1 || !is_real_time(engine) {
+        return RunNoise::None;
     }
-    for _ in 0..n {
-        out[rng.random_range(0..n)] += 1;
+    let who = format!(
+        "{side} is one run ({}) of the real-time engine {engine}",
+        run.name()
+    );
+    let t = |k: usize| StudentT::new((k.max(2) - 1) as f64).ok();
+    if let Some(f) = floors.iter().find(|f| f.matches(run))
+        && let Some(t) = t(f.runs)
+    {
+        let cv: [f64; 13] = std::array::from_fn(|j| f.cv_of(GateMetric::ALL[j]));
+        let when = f
+            .measured_unix_s
+            .map(|s| format!(" on {}", fuselab_core::utc_from_unix(s)))
+            .unwrap_or_default();
+        warnings.push(format!(
+            "{who}: its interval is widened by the run-to-run noise floor measured from {} runs{when} ({})",
+            f.runs,
+            cv_summary(&cv)
+        ));
+        let p = &run.summary.provenance;
+        if f.workload_digest != p.workload_digest || f.policy != p.engine.policy {
+            warnings.push(format!(
+                "the noise floor was measured on another configuration (policy {}, workload {}) than {} (policy {}, workload {}); measure it on the gated configuration for the fairest intervals",
+                f.policy.as_deref().unwrap_or("-"),
+                short(&f.workload_digest),
+                run.name(),
+                p.engine.policy.as_deref().unwrap_or("-"),
+                short(&p.workload_digest)
+            ));
+        }
+        return RunNoise::Floor { cv, t };
     }
+    let (other_side, other_runs, other_samples) = other;
+    if other_runs.len() >= super::noise::MIN_NOISE_RUNS
+        && let Some(t) = t(other_runs.len())
+    {
+        let values: Vec<_> = other_samples.iter().map(point_values).collect();
+        let cv = cv_per_metric(&values).map(|c| c.unwrap_or(0.0));
+        warnings.push(format!(
+            "{who}: no noise floor is stored, so its interval is widened by the run-to-run spread of the {other_side}'s {} runs ({})",
+            other_runs.len(),
+            cv_summary(&cv)
+        ));
+        return RunNoise::Floor { cv, t };
+    }
+    warnings.push(format!(
+        "{who}, and no run-to-run noise floor is known: its interval holds request-to-request variation only, so a change beyond a threshold is reported as inconclusive rather than called; run each side 3 times (fuselab bench --repeat 3) or measure the machine noise once (fuselab gate --measure-noise --candidate REPEAT_DIR)"
+    ));
+    RunNoise::Unknown
+}
+
+/// `CV tpot_p99 4.1%, …`: the three largest coefficients of variation.
+fn cv_summary(cv: &[f64; 13]) -> String {
+    let mut by: Vec<(f64, GateMetric)> = cv.iter().copied().zip(GateMetric::ALL).collect();
+    by.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let top: Vec<String> = by
+        .iter()
+        .take(3)
+        .map(|(c, m)| format!("{m} {:.1}%", 100.0 * c))
+        .collect();
+    format!("largest run-to-run CV: {}", top.join(", "))
 }

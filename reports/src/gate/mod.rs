@@ -1,6 +1,7 @@
 //! The CI regression gate: candidate runs against baseline runs, per metric,
-//! with a bootstrap noise model, a verdict per metric, Markdown and JUnit XML
-//! output, and a store of named baselines.
+//! with a bootstrap noise model (requests, repeated runs, and a measured
+//! run-to-run noise floor for single runs of real-time engines), a verdict
+//! per metric, Markdown and JUnit XML output, and a store of named baselines.
 //!
 //! ```
 //! use fuselab_reports::gate::{GateMetric, Better};
@@ -12,6 +13,7 @@
 mod baselines;
 mod compare;
 mod metric;
+mod noise;
 mod output;
 mod samples;
 
@@ -21,3 +23,7 @@ pub use compare::{
     compare, verdict,
 };
 pub use metric::{Better, GateMetric, parse_threshold};
+pub use noise::{
+    MIN_NOISE_RUNS, NOISE_FILE, NOISE_SCHEMA, NoiseFile, NoiseFloor, is_real_time, load_noise,
+    measure_noise, save_noise,
+};

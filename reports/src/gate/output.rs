@@ -43,9 +43,23 @@ fn fmt_ci(c: &MetricComparison) -> String {
 }
 
 impl GateReport {
-    /// One line for the terminal or a log: `PASS`/`FAIL` and what regressed.
+    /// One line for the terminal or a log: `PASS`, `FAIL` (what regressed)
+    /// or `INCONCLUSIVE` (what changed beyond its threshold but cannot be
+    /// told from run-to-run noise).
     pub fn headline(&self) -> String {
         let reg = self.regressions();
+        let unsure = self.inconclusive();
+        let names = |v: &[super::metric::GateMetric]| {
+            v.iter().map(|m| m.name()).collect::<Vec<_>>().join(", ")
+        };
+        if reg.is_empty() && !unsure.is_empty() {
+            return format!(
+                "INCONCLUSIVE: {} of {} metrics changed beyond their threshold but cannot be told from run-to-run noise: {}",
+                unsure.len(),
+                self.comparisons.len(),
+                names(&unsure)
+            );
+        }
         if reg.is_empty() {
             let improved = self
                 .comparisons
@@ -61,7 +75,7 @@ impl GateReport {
                 "FAIL: {} of {} metrics regressed: {}",
                 reg.len(),
                 self.comparisons.len(),
-                reg.iter().map(|m| m.name()).collect::<Vec<_>>().join(", ")
+                names(&reg)
             )
         }
     }
@@ -107,6 +121,7 @@ impl GateReport {
         for c in &self.comparisons {
             let verdict = match c.verdict {
                 Verdict::Regressed => "**regressed**".to_string(),
+                Verdict::Inconclusive => "*inconclusive*".to_string(),
                 v => v.as_str().to_string(),
             };
             let _ = writeln!(
@@ -129,10 +144,12 @@ impl GateReport {
         s
     }
 
-    /// JUnit XML: one test case per metric, a `<failure>` for each regression
-    /// and `<skipped>` for metrics undefined on one side.
+    /// JUnit XML: one test case per metric, a `<failure>` for each regression,
+    /// an `<error>` for each inconclusive metric and `<skipped>` for metrics
+    /// undefined on one side.
     pub fn to_junit(&self) -> String {
         let failures = self.regressions().len();
+        let errors = self.inconclusive().len();
         let skipped = self
             .comparisons
             .iter()
@@ -146,12 +163,12 @@ impl GateReport {
         let mut s = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
         let _ = writeln!(
             s,
-            "<testsuites name=\"fuselab gate\" tests=\"{}\" failures=\"{failures}\" errors=\"0\" skipped=\"{skipped}\">",
+            "<testsuites name=\"fuselab gate\" tests=\"{}\" failures=\"{failures}\" errors=\"{errors}\" skipped=\"{skipped}\">",
             self.comparisons.len()
         );
         let _ = writeln!(
             s,
-            "  <testsuite name=\"{}\" tests=\"{}\" failures=\"{failures}\" errors=\"0\" skipped=\"{skipped}\">",
+            "  <testsuite name=\"{}\" tests=\"{}\" failures=\"{failures}\" errors=\"{errors}\" skipped=\"{skipped}\">",
             escape_html(&suite),
             self.comparisons.len()
         );
@@ -181,6 +198,14 @@ impl GateReport {
                     let _ = writeln!(
                         s,
                         ">\n      <failure type=\"regression\" message=\"{} regressed\">{}</failure>\n    </testcase>",
+                        c.metric.name(),
+                        escape_html(&detail)
+                    );
+                }
+                Verdict::Inconclusive => {
+                    let _ = writeln!(
+                        s,
+                        ">\n      <error type=\"inconclusive\" message=\"{} cannot be told from run-to-run noise\">{}</error>\n    </testcase>",
                         c.metric.name(),
                         escape_html(&detail)
                     );

@@ -1,191 +1,13 @@
 //! Per-request samples of a run, arranged so that one bootstrap resample
-//! (a count per request) re-evaluates every gate metric in linear time.
+//! (a count per request) re-evaluates every gate metric in linear time. The
+//! quantiles use the cluster bootstrap of `fuselab_metrics::cluster`, the same
+//! code behind the intervals in `summary.json`.
 
 use fuselab_core::{RequestId, RequestRecord, RequestStatus, Slo};
+use fuselab_metrics::cluster::{Clustered, ScanStart, push_merged};
 use fuselab_metrics::{meets_fastgen_sla, request_metrics};
 
 use super::metric::GateMetric;
-
-/// Integer-weighted values sorted ascending, each owned by one request.
-///
-/// A request owns one value (TTFT, TPOT, E2E) or many (its ITL gaps); a
-/// resample that draws a request `c` times counts each of its values `c`
-/// times (a cluster bootstrap: gaps of one request are not independent).
-#[derive(Clone, Debug, Default)]
-pub(crate) struct Clustered {
-    values: Vec<f64>,
-    owners: Vec<u32>,
-    weights: Vec<u32>,
-    /// Σ weights per owner.
-    owner_weight: Vec<u64>,
-}
-
-/// How far below a quantile (as a fraction of the sample) its scan starts.
-const SCAN_MARGIN: f64 = 0.02;
-
-/// Where a quantile's scan may start: the sorted index `lo` and each owner's
-/// weight below it. Only an optimisation; a wrong guess falls back to a full scan.
-#[derive(Clone, Debug, Default)]
-pub(crate) struct ScanStart {
-    lo: usize,
-    below: Vec<u64>,
-}
-
-impl Clustered {
-    /// Builds from `(owner, value, weight)` triples; NaN values are dropped.
-    fn new(n_owners: usize, items: Vec<(u32, f64, u32)>) -> Self {
-        // Sort by an order-preserving integer key of the value (IEEE total
-        // order), which is much cheaper than float comparisons.
-        let key = |v: f64| {
-            let b = v.to_bits();
-            if b >> 63 == 1 { !b } else { b | (1 << 63) }
-        };
-        let mut keyed: Vec<(u64, u32, u32)> = items
-            .into_iter()
-            .filter(|(_, v, w)| !v.is_nan() && *w > 0)
-            .map(|(o, v, w)| (key(v), o, w))
-            .collect();
-        radix_sort(&mut keyed);
-        let mut owner_weight = vec![0u64; n_owners];
-        let mut values = Vec::with_capacity(keyed.len());
-        let mut owners = Vec::with_capacity(keyed.len());
-        let mut weights = Vec::with_capacity(keyed.len());
-        for (k, o, w) in keyed {
-            owner_weight[o as usize] += u64::from(w);
-            let bits = if k >> 63 == 1 { k & !(1 << 63) } else { !k };
-            values.push(f64::from_bits(bits));
-            owners.push(o);
-            weights.push(w);
-        }
-        Self {
-            values,
-            owners,
-            weights,
-            owner_weight,
-        }
-    }
-
-    /// Precomputes a scan start a little below quantile `q` of the full sample.
-    fn scan_start(&self, q: f64) -> ScanStart {
-        let total: u64 = self.weights.iter().map(|&w| u64::from(w)).sum();
-        let target = ((q - SCAN_MARGIN).max(0.0) * total as f64) as u64;
-        let mut cum = 0u64;
-        let mut lo = 0;
-        while lo < self.values.len() && cum + u64::from(self.weights[lo]) <= target {
-            cum += u64::from(self.weights[lo]);
-            lo += 1;
-        }
-        let mut below = vec![0u64; self.owner_weight.len()];
-        for i in 0..lo {
-            below[self.owners[i] as usize] += u64::from(self.weights[i]);
-        }
-        ScanStart { lo, below }
-    }
-
-    /// Quantile `q` (0..1) of the sample in which owner `o` counts `counts[o]`
-    /// times, by linear interpolation on the expanded sample (numpy's default,
-    /// the same as `fuselab_metrics::percentile`). `total` is the resample's
-    /// weight (Σ counts × owner weight) and `below` its weight before
-    /// `start.lo`. `None` when empty.
-    fn quantile_with(
-        &self,
-        counts: &[u32],
-        q: f64,
-        start: &ScanStart,
-        total: u64,
-        below: u64,
-    ) -> Option<f64> {
-        if total == 0 {
-            return None;
-        }
-        let h = q.clamp(0.0, 1.0) * (total - 1) as f64;
-        let k = h.floor() as u64;
-        let frac = h - k as f64;
-        let (mut i, mut cum) = if below <= k {
-            (start.lo, below)
-        } else {
-            (0, 0)
-        };
-        // Find the value at expanded rank k, then the one at rank k + 1.
-        let mut lo_val: Option<f64> = None;
-        let n = self.values.len();
-        while i < n {
-            let w = u64::from(self.weights[i]) * u64::from(counts[self.owners[i] as usize]);
-            if w > 0 {
-                if let Some(lo) = lo_val {
-                    return Some(lo + frac * (self.values[i] - lo));
-                }
-                if cum + w > k {
-                    if frac == 0.0 || cum + w > k + 1 {
-                        return Some(self.values[i]);
-                    }
-                    lo_val = Some(self.values[i]);
-                }
-                cum += w;
-            }
-            i += 1;
-        }
-        lo_val
-    }
-
-    /// [`Self::quantile_with`], computing the totals itself.
-    #[cfg(test)]
-    fn quantile(&self, counts: &[u32], q: f64, start: &ScanStart) -> Option<f64> {
-        let total = self
-            .owner_weight
-            .iter()
-            .zip(counts)
-            .map(|(&w, &c)| w * u64::from(c))
-            .sum();
-        let below = start
-            .below
-            .iter()
-            .zip(counts)
-            .map(|(&w, &c)| w * u64::from(c))
-            .sum();
-        self.quantile_with(counts, q, start, total, below)
-    }
-
-    /// Number of values (unweighted).
-    pub(crate) fn len(&self) -> usize {
-        self.values.len()
-    }
-}
-
-/// Sorts by key (then stably keeps input order): LSD radix sort, 16 bits a
-/// pass, skipping passes where every key has the same digit. Several times
-/// cheaper than a comparison sort for the large ITL samples.
-fn radix_sort(items: &mut Vec<(u64, u32, u32)>) {
-    let n = items.len();
-    if n < 4096 {
-        items.sort_unstable();
-        return;
-    }
-    let mut buf = vec![(0u64, 0u32, 0u32); n];
-    let mut counts = vec![0usize; 1 << 16];
-    for pass in 0..4 {
-        let shift = 16 * pass;
-        counts.iter_mut().for_each(|c| *c = 0);
-        for it in items.iter() {
-            counts[((it.0 >> shift) & 0xffff) as usize] += 1;
-        }
-        if counts.contains(&n) {
-            continue;
-        }
-        let mut sum = 0;
-        for c in counts.iter_mut() {
-            let here = *c;
-            *c = sum;
-            sum += here;
-        }
-        for it in items.iter() {
-            let d = ((it.0 >> shift) & 0xffff) as usize;
-            buf[counts[d]] = *it;
-            counts[d] += 1;
-        }
-        std::mem::swap(items, &mut buf);
-    }
-}
 
 /// Everything the gate needs from one run, indexed by request (sorted by id).
 #[derive(Clone, Debug)]
@@ -244,21 +66,7 @@ impl RunSamples {
                 }
                 // Gaps of one request are mostly equal within a chunk: merge
                 // equal neighbours into one weighted value.
-                let mut last: Option<(f64, u32)> = None;
-                for &g in &m.itl_s {
-                    match &mut last {
-                        Some((v, w)) if *v == g => *w += 1,
-                        _ => {
-                            if let Some((v, w)) = last.take() {
-                                itl.push((o, v, w));
-                            }
-                            last = Some((g, 1));
-                        }
-                    }
-                }
-                if let Some((v, w)) = last {
-                    itl.push((o, v, w));
-                }
+                push_merged(o, &m.itl_s, &mut itl);
                 let within = |limit: Option<f64>, v: f64| limit.is_none_or(|l| v <= l);
                 // `fuselab_metrics::meets_slo`, without recomputing the metrics.
                 let fastgen_ok_here = meets_fastgen_sla(r, fastgen_rate);
@@ -321,7 +129,7 @@ impl RunSamples {
 
     /// Whether the run has completed requests with latency samples.
     pub(crate) fn has_latencies(&self) -> bool {
-        self.ttft.len() > 0
+        !self.ttft.is_empty()
     }
 
     /// Evaluates every metric of [`GateMetric::ALL`] (in that order) on the
@@ -337,6 +145,8 @@ impl RunSamples {
         let mut totals = [0u64; 4];
         let mut belows = [0u64; 8];
         let mut sums = [0.0f64; 6];
+        let weights = clustered.map(Clustered::owner_weight);
+        let below: [&[u64]; 8] = std::array::from_fn(|j| self.starts[j].below());
         // Indexed loops: this is the bootstrap's hot loop, and plain indexing
         // stays cheap in unoptimised test builds.
         #[allow(clippy::needless_range_loop)]
@@ -347,12 +157,11 @@ impl RunSamples {
             }
             let c64 = u64::from(c);
             let cf = f64::from(c);
-            totals[0] += self.ttft.owner_weight[i] * c64;
-            totals[1] += self.tpot.owner_weight[i] * c64;
-            totals[2] += self.itl.owner_weight[i] * c64;
-            totals[3] += self.e2e.owner_weight[i] * c64;
-            for (b, st) in belows.iter_mut().zip(&self.starts) {
-                *b += st.below[i] * c64;
+            for (t, w) in totals.iter_mut().zip(&weights) {
+                *t += w[i] * c64;
+            }
+            for (b, st) in belows.iter_mut().zip(&below) {
+                *b += st[i] * c64;
             }
             sums[0] += self.completed[i] * cf;
             sums[1] += self.output_tokens[i] * cf;
@@ -481,25 +290,6 @@ mod tests {
     }
 
     #[test]
-    fn weighted_quantile_matches_expanded_linear_interpolation() {
-        let c = Clustered::new(3, vec![(0, 1.0, 1), (1, 2.0, 2), (2, 4.0, 1), (0, 3.0, 1)]);
-        let start = c.scan_start(0.5);
-        // Expanded with counts [1, 2, 1]: [1, 2, 2, 2, 2, 3, 4].
-        let counts = [1, 2, 1];
-        let mut expanded = vec![1.0, 2.0, 2.0, 2.0, 2.0, 3.0, 4.0];
-        expanded.sort_by(f64::total_cmp);
-        for q in [0.0, 0.1, 0.33, 0.5, 0.77, 0.9, 0.99, 1.0] {
-            let want = fuselab_metrics::percentile(&expanded, q * 100.0);
-            let got = c.quantile(&counts, q, &start);
-            assert!(
-                (want.unwrap() - got.unwrap()).abs() < 1e-12,
-                "q={q}: {want:?} vs {got:?}"
-            );
-        }
-        assert_eq!(c.quantile(&[0, 0, 0], 0.5, &start), None);
-    }
-
-    #[test]
     fn shares_add_up_to_busy_time_and_split_overlaps() {
         // Request 0 alone on [0, 1], both on [1, 2], request 1 alone on [2, 4]; idle never.
         let a = req(0, 0.0, &[0.5, 2.0]);
@@ -584,25 +374,5 @@ mod tests {
             s.eval(GateMetric::Goodput, &ones).unwrap(),
             m.goodput
         ));
-    }
-
-    #[test]
-    fn radix_sort_orders_keys() {
-        let mut v: Vec<(u64, u32, u32)> = (0..1000u32)
-            .map(|i| {
-                (
-                    ((u64::from(i) * 7919) % 1009) << 20 | u64::from(i % 3),
-                    i,
-                    1,
-                )
-            })
-            .collect();
-        let mut w = v.clone();
-        radix_sort(&mut v);
-        w.sort_by_key(|t| t.0);
-        assert_eq!(
-            v.iter().map(|t| t.0).collect::<Vec<_>>(),
-            w.iter().map(|t| t.0).collect::<Vec<_>>()
-        );
     }
 }

@@ -55,6 +55,14 @@ pub struct BenchArgs {
     #[serde(default)]
     pub force: bool,
 
+    /// Run the same configuration N times back to back into OUT/rep-1 …
+    /// OUT/rep-N, with OUT/repeat.json marking them as one configuration.
+    /// `gate` and `report` accept OUT and pool the runs, so run-to-run noise
+    /// enters their intervals. Real-time engines need N ≥ 3 for an honest
+    /// gate, and more on a noisy machine (README, "Using the CI gate").
+    #[arg(long, value_name = "N")]
+    pub repeat: Option<u32>,
+
     #[command(flatten)]
     #[serde(default)]
     pub workload: WorkloadOpts,
@@ -103,6 +111,14 @@ pub struct EngineOpts {
     /// requests due after it are not sent [default: every request].
     #[arg(long, value_name = "SECONDS", allow_negative_numbers = true)]
     pub window: Option<f64>,
+
+    /// TEST KNOB: make every engine step FACTOR times slower (≥ 1), to plant a
+    /// known regression and check that the gate catches it. The CPU and CUDA
+    /// engines sleep (FACTOR − 1) × each step's wall time; the simulator
+    /// multiplies its predicted step time. Recorded as knob `slowdown`
+    /// [default: 1, no slowdown].
+    #[arg(long, value_name = "FACTOR", allow_negative_numbers = true)]
+    pub slowdown: Option<f64>,
 }
 
 impl EngineOpts {
@@ -146,6 +162,21 @@ impl EngineOpts {
             self.window.is_some() && kind == EngineKind::Sim,
             "cpu, cuda or null",
         )?;
+        only_for(
+            "--slowdown",
+            self.slowdown.is_some() && kind == EngineKind::Null,
+            "sim, cpu or cuda (the null engine has no steps to slow)",
+        )?;
+        if let Some(f) = self.slowdown
+            && !(f.is_finite() && (1.0..=100.0).contains(&f))
+        {
+            return Err(Error::invalid(
+                "--slowdown",
+                format!("{f} is not a slowdown factor between 1 and 100"),
+                "give a factor like 1.10 for a 10% slower engine",
+            )
+            .into());
+        }
         for (flag, value, zero_ok) in [
             ("--timeout", self.timeout, false),
             ("--warmup", self.warmup, true),
@@ -175,6 +206,7 @@ impl EngineOpts {
             timeout_s: self.timeout,
             warmup_s: self.warmup,
             window_s: self.window,
+            slowdown: self.slowdown,
         })
     }
 }
@@ -221,34 +253,65 @@ pub fn run(args: BenchArgs) -> anyhow::Result<Outcome> {
             policy_name, point.workload.name, point.workload.seed
         ))
     });
+    let repeat = check_repeat(args.repeat)?;
     // Refuse an existing folder before spending time on the run.
     fuselab_store::create_folder(&out, args.force)?;
-    let result = exec::run_point(&point)?;
     let name = out
         .file_name()
         .map_or_else(|| "bench".into(), |n| n.to_string_lossy().into_owned());
-    exec::write_point(&out, true, &name, &point, &result)?;
-    if result.cancelled {
-        return Err(exec::cancelled_error(&result, &out));
-    }
     let label = format!("{}@{}", policy_name, load_label(&point.workload.arrivals));
-    print!("{}", exec::metrics_table(&[(label, &result.metrics)]));
+    let Some(n) = repeat else {
+        let result = exec::run_point(&point)?;
+        exec::write_point(&out, true, &name, &point, &result)?;
+        if result.cancelled {
+            return Err(exec::cancelled_error(&result, &out));
+        }
+        print!("{}", exec::metrics_table(&[(label, &result.metrics)]));
+        println!(
+            "{} requests ({} ok) · window {} · run folder {}",
+            result.metrics.requests,
+            result.metrics.completed,
+            exec::secs(result.metrics.window_s),
+            out.display()
+        );
+        if let Some(note) = exec::failure_note(&result.records) {
+            println!("{note}");
+        }
+        return none_succeeded(&[result.metrics], &out);
+    };
+    let metrics = exec::run_repeats(&out, &name, &point, n)?;
+    let rows: Vec<(String, &fuselab_core::Metrics)> = metrics
+        .iter()
+        .enumerate()
+        .map(|(i, m)| (format!("{label} #{}", i + 1), m))
+        .collect();
+    print!("{}", exec::metrics_table(&rows));
     println!(
-        "{} requests ({} ok) · window {} · run folder {}",
-        result.metrics.requests,
-        result.metrics.completed,
-        exec::secs(result.metrics.window_s),
+        "{n} runs of {} requests · repeat folder {} (rep-1 … rep-{n})",
+        metrics[0].requests,
         out.display()
     );
-    if let Some(note) = exec::failure_note(&result.records) {
-        println!("{note}");
+    let failed: u64 = metrics.iter().map(|m| m.failed).sum();
+    if failed > 0 {
+        println!(
+            "{failed} of {} requests did not complete over the {n} runs (reasons in each rep-K/requests.parquet)",
+            metrics.iter().map(|m| m.requests).sum::<u64>()
+        );
     }
-    if result.metrics.completed == 0 && result.metrics.requests > 0 {
+    none_succeeded(&metrics, &out)
+}
+
+/// Exit 2 when requests were sent and none of them succeeded in any run.
+fn none_succeeded(
+    runs: &[fuselab_core::Metrics],
+    out: &std::path::Path,
+) -> anyhow::Result<Outcome> {
+    let requests: u64 = runs.iter().map(|m| m.requests).sum();
+    if requests > 0 && runs.iter().all(|m| m.completed == 0) {
         return Err(Error::invalid(
             "run",
             format!(
-                "none of the {} requests succeeded (the run folder {} holds what happened)",
-                result.metrics.requests,
+                "none of the {requests} requests succeeded (the run folder {} holds what happened)",
                 out.display()
             ),
             "see the reason above; fix the workload, knobs or engine",
@@ -256,6 +319,19 @@ pub fn run(args: BenchArgs) -> anyhow::Result<Outcome> {
         .into());
     }
     Ok(Outcome::Success)
+}
+
+/// Checks `--repeat N`: at least 1, at most 1000.
+pub fn check_repeat(repeat: Option<u32>) -> anyhow::Result<Option<u32>> {
+    match repeat {
+        Some(n) if n == 0 || n > 1000 => Err(Error::invalid(
+            "--repeat",
+            format!("{n} is not a number of runs between 1 and 1000"),
+            "give how many times to run the configuration, e.g. --repeat 3",
+        )
+        .into()),
+        other => Ok(other),
+    }
 }
 
 /// A short label for the load of a workload (`rate=2`, `clients=8`, `burst`).

@@ -1,7 +1,8 @@
 //! `fuselab gate`: the CI regression gate. Compares candidate runs against a
 //! baseline per metric with a bootstrap noise model and exits 0 (pass),
-//! 1 (a metric regressed) or 2 (error). See `fuselab_reports::gate` for the
-//! statistics and the default thresholds.
+//! 1 (a metric regressed) or 2 (error, or a change that cannot be told from
+//! run-to-run noise). `--measure-noise` stores the machine's noise floor.
+//! See `fuselab_reports::gate` for the statistics and the default thresholds.
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
@@ -22,7 +23,11 @@ use crate::config;
 request/output/total throughput 3%; goodput and effective_throughput 5%. \
 A metric regresses only when the whole confidence interval of its relative change \
 lies beyond its threshold in the bad direction.\n\
-Exit codes: 0 pass, 1 regression, 2 error."
+A single run of a real-time engine (cpu, cuda, null) says nothing about run-to-run noise: \
+its interval is widened by the noise floor stored with --measure-noise, else by the other \
+side's spread when that side has 3 or more runs; with neither, a change beyond its threshold \
+is inconclusive and the gate exits 2. Use `bench --repeat 3` on both sides in CI.\n\
+Exit codes: 0 pass, 1 regression, 2 error or inconclusive."
 )]
 pub struct GateArgs {
     /// Read flags from this TOML file (keys are flag names); flags given here win.
@@ -33,10 +38,19 @@ pub struct GateArgs {
     #[arg(long, value_name = "RUN|NAME")]
     #[serde(default)]
     pub baseline: Vec<String>,
-    /// Candidate run folder. Repeat for repeated runs of the same configuration.
+    /// Candidate run folder, or a repeat folder (`bench --repeat N`) whose runs
+    /// count as one configuration. Repeat the flag for more runs.
     #[arg(long, value_name = "RUN")]
     #[serde(default)]
     pub candidate: Vec<PathBuf>,
+    /// Measure the machine's run-to-run noise floor from the --candidate runs
+    /// (at least 3 repeats of one configuration, e.g. a `bench --repeat 5`
+    /// folder) and store it as noise.json in the baselines directory. Later
+    /// gates use it to widen the intervals of single runs of real-time
+    /// engines.
+    #[arg(long)]
+    #[serde(default)]
+    pub measure_noise: bool,
     /// Per-metric threshold, e.g. `ttft_p99=10%` or `output_throughput=0.02` (repeatable).
     #[arg(long, value_name = "METRIC=PCT")]
     #[serde(default)]
@@ -81,6 +95,32 @@ pub fn run(args: GateArgs) -> anyhow::Result<Outcome> {
             "--candidate RUN is required (the run folder to judge, or to store with --save-baseline)"
         );
     }
+    let dir = args
+        .baselines_dir
+        .clone()
+        .unwrap_or_else(gate::baselines_dir);
+    let mut candidate_dirs = Vec::new();
+    for path in &args.candidate {
+        candidate_dirs.extend(gate::run_folders(path)?);
+    }
+    let mut candidates = Vec::new();
+    for path in &candidate_dirs {
+        candidates.push(
+            fuselab_reports::load_run(path)
+                .with_context(|| format!("cannot read candidate run {}", path.display()))?,
+        );
+    }
+    if args.measure_noise {
+        if !args.baseline.is_empty() || args.save_baseline.is_some() {
+            return Err(fuselab_core::Error::invalid(
+                "--measure-noise",
+                "cannot be combined with --baseline or --save-baseline",
+                "measure the noise in a step of its own, then gate",
+            )
+            .into());
+        }
+        return measure_noise(&candidates, &dir);
+    }
     if args.baseline.is_empty() && args.save_baseline.is_none() {
         bail!(
             "give --baseline RUN|NAME to compare against, or --save-baseline NAME to store the candidate"
@@ -89,18 +129,8 @@ pub fn run(args: GateArgs) -> anyhow::Result<Outcome> {
     if let Some(name) = &args.save_baseline {
         gate::validate_name(name)?;
     }
-    let dir = args
-        .baselines_dir
-        .clone()
-        .unwrap_or_else(gate::baselines_dir);
-    let mut candidates = Vec::new();
-    for path in &args.candidate {
-        candidates.push(
-            fuselab_reports::load_run(path)
-                .with_context(|| format!("cannot read candidate run {}", path.display()))?,
-        );
-    }
     let mut outcome = Outcome::Success;
+    let mut inconclusive = None;
     if !args.baseline.is_empty() {
         let mut baselines = Vec::new();
         for arg in &args.baseline {
@@ -118,6 +148,7 @@ pub fn run(args: GateArgs) -> anyhow::Result<Outcome> {
             confidence: args.confidence.unwrap_or(defaults.confidence),
             seed: args.seed.unwrap_or(defaults.seed),
             allow_hardware_mismatch: args.allow_hardware_mismatch,
+            noise_floors: gate::load_noise(&dir)?.floors,
         };
         let report = gate::compare(&baselines, &candidates, &cfg)?;
         for w in &report.warnings {
@@ -141,15 +172,50 @@ pub fn run(args: GateArgs) -> anyhow::Result<Outcome> {
         eprintln!("{}", report.headline());
         if report.regressed() {
             outcome = Outcome::Regression;
+        } else if !report.inconclusive().is_empty() {
+            inconclusive = Some(report.headline());
         }
     }
     if let Some(name) = &args.save_baseline {
-        if outcome == Outcome::Regression {
-            eprintln!("not saving baseline {name:?}: the candidate regressed");
+        if outcome == Outcome::Regression || inconclusive.is_some() {
+            eprintln!("not saving baseline {name:?}: the gate did not pass");
         } else {
-            let saved = gate::save_baseline(&args.candidate, name, &dir)?;
+            let saved = gate::save_baseline(&candidate_dirs, name, &dir)?;
             eprintln!("saved baseline {name:?} in {}", saved.display());
         }
     }
+    if let Some(headline) = inconclusive {
+        bail!(
+            "{headline}. A single run of a real-time engine cannot be told from machine noise: run each side several times (`fuselab bench --repeat 3`) or store a noise floor for this machine (`fuselab gate --measure-noise --candidate REPEAT_DIR`, into {})",
+            dir.display()
+        );
+    }
     Ok(outcome)
+}
+
+/// `fuselab gate --measure-noise`: the floor from repeated runs, printed and
+/// stored in `dir/noise.json`.
+fn measure_noise(
+    runs: &[fuselab_reports::RunData],
+    dir: &std::path::Path,
+) -> anyhow::Result<Outcome> {
+    let floor = gate::measure_noise(runs)?;
+    let mut rows = vec![vec!["metric".to_string(), "run-to-run CV".to_string()]];
+    for m in GateMetric::ALL {
+        let cv = floor
+            .cv
+            .get(m.name())
+            .map_or_else(|| "–".to_string(), |c| format!("{:.2}%", 100.0 * c));
+        rows.push(vec![m.name().to_string(), cv]);
+    }
+    print!("{}", crate::exec::render_table(&rows));
+    let path = gate::save_noise(dir, &floor)?;
+    println!(
+        "noise floor of engine {} on {} from {} runs stored in {}",
+        floor.engine,
+        floor.host_cpu,
+        floor.runs,
+        path.display()
+    );
+    Ok(Outcome::Success)
 }

@@ -72,6 +72,13 @@ pub struct SweepArgs {
     #[serde(default)]
     pub force: bool,
 
+    /// Run every point N times back to back: each point folder becomes a
+    /// repeat folder (rep-1 … rep-N and repeat.json, as `bench --repeat`), the
+    /// curve shows the mean over the runs, and the SLO search averages the
+    /// attainment of N runs per probe.
+    #[arg(long, value_name = "N")]
+    pub repeat: Option<u32>,
+
     #[command(flatten)]
     #[serde(default)]
     pub workload: WorkloadOpts,
@@ -99,6 +106,8 @@ pub struct SweepPlan {
     pub search: Option<SearchSettings>,
     /// `--export`: where to write the workload of the first load, once.
     pub export: Option<PathBuf>,
+    /// Runs per point (`--repeat`); `None` writes plain run folders.
+    pub repeat: Option<u32>,
 }
 
 /// Runs `fuselab sweep`.
@@ -227,6 +236,7 @@ pub fn plan(args: &SweepArgs) -> anyhow::Result<SweepPlan> {
         slo,
         search,
         export,
+        repeat: crate::cmd::bench::check_repeat(args.repeat)?,
     })
 }
 
@@ -309,8 +319,23 @@ pub fn execute(plan: &SweepPlan, out: &Path, name: &str) -> anyhow::Result<Sweep
                 unit(plan.load_kind)
             );
             let point = point_at(plan, policy, load)?;
-            let result = exec::run_point(&point)?;
             let rel = format!("{}/{}", policy.kind, load_dir(plan.load_kind, load));
+            if let Some(n) = plan.repeat {
+                let dir = out.join(&rel);
+                fuselab_store::create_folder(&dir, true)?;
+                let runs = exec::run_repeats(&dir, &rel, &point, n)?;
+                let metrics = fuselab_metrics::mean_metrics(&runs)
+                    .context("a repeated point produced no run")?;
+                known.push((load, metrics.slo_attainment));
+                points.push(SweepPoint {
+                    policy: policy.kind.name().into(),
+                    load,
+                    run: rel,
+                    metrics,
+                });
+                continue;
+            }
+            let result = exec::run_point(&point)?;
             exec::write_point(&out.join(&rel), true, &rel, &point, &result)?;
             if let Some(note) = exec::failure_note(&result.records) {
                 eprintln!("  {note}");
@@ -346,7 +371,12 @@ pub fn execute(plan: &SweepPlan, out: &Path, name: &str) -> anyhow::Result<Sweep
             );
             let eval = |rate: f64| -> anyhow::Result<f64> {
                 let point = point_at(plan, policy, rate)?;
-                Ok(exec::run_point(&point)?.metrics.slo_attainment)
+                let n = plan.repeat.unwrap_or(1);
+                let mut sum = 0.0;
+                for _ in 0..n {
+                    sum += exec::run_point(&point)?.metrics.slo_attainment;
+                }
+                Ok(sum / f64::from(n))
             };
             let found = find_max_load(eval, plan.loads[0], &known, settings)
                 .with_context(|| format!("searching the SLO capacity of {}", policy.kind))?;

@@ -88,6 +88,13 @@ pub struct TuneArgs {
     #[serde(default)]
     pub resume: bool,
 
+    /// Run each engine trial N times back to back: the trial's folder becomes
+    /// a repeat folder (rep-1 … rep-N and repeat.json, as `bench --repeat`)
+    /// and the trial's objective and outcome values are the means over the
+    /// runs, so run-to-run noise of real-time engines averages out.
+    #[arg(long, value_name = "N")]
+    pub repeat: Option<u32>,
+
     /// Seed of the tuner's suggestions (not of the workload: that is `--seed`)
     /// [default: the workload's `--seed`, else 42]. The same seed replays the
     /// same suggestions.
@@ -233,6 +240,8 @@ impl Metric {
 /// through the policy with the trial's knobs and writes a run folder.
 struct SimObjective {
     base: Point,
+    /// Runs per trial (`--repeat`); `None` writes one plain run folder.
+    repeat: Option<u32>,
     policy: String,
     fixed: Vec<String>,
     objectives: Vec<Metric>,
@@ -263,23 +272,26 @@ impl Objective for SimObjective {
             policy,
             ..self.base.clone()
         };
-        match exec::run_point(&point) {
-            Ok(r) => {
-                if let Err(e) = exec::write_point(
-                    &ctx.run_dir,
-                    true,
-                    &format!("trial-{:04}", ctx.slot),
-                    &point,
-                    &r,
-                ) {
+        let name = format!("trial-{:04}", ctx.slot);
+        let measured = match self.repeat {
+            Some(n) => fuselab_store::create_folder(&ctx.run_dir, true)
+                .map_err(anyhow::Error::from)
+                .and_then(|()| exec::run_repeats(&ctx.run_dir, &name, &point, n))
+                .and_then(|runs| {
+                    fuselab_metrics::mean_metrics(&runs)
+                        .ok_or_else(|| anyhow::anyhow!("the trial produced no run"))
+                }),
+            None => exec::run_point(&point).map(|r| {
+                if let Err(e) = exec::write_point(&ctx.run_dir, true, &name, &point, &r) {
                     tracing::warn!("trial {}: {e:#}", ctx.slot);
                 }
-                let vals: Vec<f64> = self
-                    .objectives
-                    .iter()
-                    .map(|m| m.value(&r.metrics))
-                    .collect();
-                let cons: Vec<f64> = self.outcomes.iter().map(|m| m.value(&r.metrics)).collect();
+                r.metrics
+            }),
+        };
+        match measured {
+            Ok(metrics) => {
+                let vals: Vec<f64> = self.objectives.iter().map(|m| m.value(&metrics)).collect();
+                let cons: Vec<f64> = self.outcomes.iter().map(|m| m.value(&metrics)).collect();
                 if vals.iter().chain(&cons).any(|v| !v.is_finite()) {
                     return Outcome::failed(
                         Status::Failed,
@@ -294,14 +306,17 @@ impl Objective for SimObjective {
 
     fn describe(&self) -> String {
         format!(
-            "sim engine {} {} policy {} workload {} ({} requests, seed {}); fixed knobs [{}]",
+            "sim engine {} {} policy {} workload {} ({} requests, seed {}); fixed knobs [{}]{}",
             self.base.engine.hardware,
             self.base.engine.model,
             self.policy,
             self.base.workload.name,
             self.base.requests.len(),
             self.base.workload.seed,
-            self.fixed.join(", ")
+            self.fixed.join(", "),
+            self.repeat
+                .map(|n| format!("; {n} runs per trial (mean)"))
+                .unwrap_or_default()
         )
     }
 }
@@ -383,10 +398,11 @@ pub fn run(args: TuneArgs) -> anyhow::Result<CliOutcome> {
             || !args.knob.is_empty()
             || args.knobs_from.is_some()
             || !args.outcome.is_empty()
+            || args.repeat.is_some()
         {
             bail!(Error::invalid(
                 "--objective-cmd",
-                "given together with engine flags (--policy/--objective/--knob/--knobs-from/--outcome)",
+                "given together with engine flags (--policy/--objective/--knob/--knobs-from/--outcome/--repeat)",
                 "tune either a command or the engine"
             ));
         }
@@ -473,6 +489,7 @@ pub fn run(args: TuneArgs) -> anyhow::Result<CliOutcome> {
             problem,
             Box::new(SimObjective {
                 base,
+                repeat: crate::cmd::bench::check_repeat(args.repeat)?,
                 policy,
                 fixed,
                 objectives,

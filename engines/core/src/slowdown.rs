@@ -1,0 +1,144 @@
+//! A test knob: a backend wrapper that makes every step slower by a factor,
+//! so that a known regression can be planted to check that the CI gate
+//! catches it (`fuselab bench --slowdown 1.10`).
+
+use std::time::{Duration, Instant};
+
+use crate::{Backend, BackendError, ForwardBatch, KvGeometry, StepOutput};
+
+/// Runs the inner backend and stretches each step by `factor` (≥ 1).
+///
+/// A backend that predicts its step's duration (the simulator, on a virtual
+/// clock) gets that duration multiplied by `factor`. A backend that is timed
+/// by the engine's wall clock (CPU, CUDA) is followed by a sleep of
+/// `(factor − 1) ×` the step's wall time, so the engine measures a step
+/// `factor` times as long. Sleeping costs no CPU, so the planted slowdown does
+/// not slow other work on the machine.
+///
+/// # Example
+/// ```
+/// use fuselab_engine::{Backend, ForwardBatch, Slowdown, StepOutput};
+/// # struct Fixed;
+/// # impl Backend for Fixed {
+/// #     fn name(&self) -> &str { "fixed" }
+/// #     fn needs_tokens(&self) -> bool { false }
+/// #     fn kv_bytes_per_token(&self) -> u64 { 1 }
+/// #     fn kv_budget_bytes(&self) -> u64 { 1 << 20 }
+/// #     fn init_kv(&mut self, _: fuselab_engine::KvGeometry) -> Result<(), fuselab_engine::BackendError> { Ok(()) }
+/// #     fn forward(&mut self, _: &ForwardBatch) -> Result<StepOutput, fuselab_engine::BackendError> {
+/// #         Ok(StepOutput { duration_s: Some(0.02), ..Default::default() })
+/// #     }
+/// # }
+/// let mut slow = Slowdown::new(Fixed, 1.5);
+/// let out = slow.forward(&ForwardBatch::default()).unwrap();
+/// assert!((out.duration_s.unwrap() - 0.03).abs() < 1e-12);
+/// ```
+#[derive(Debug)]
+pub struct Slowdown<B> {
+    inner: B,
+    factor: f64,
+}
+
+impl<B: Backend> Slowdown<B> {
+    /// Wraps `inner`; a `factor` below 1 or not finite is treated as 1.
+    pub fn new(inner: B, factor: f64) -> Self {
+        let factor = if factor.is_finite() && factor > 1.0 {
+            factor
+        } else {
+            1.0
+        };
+        Self { inner, factor }
+    }
+
+    /// The factor in effect.
+    pub fn factor(&self) -> f64 {
+        self.factor
+    }
+}
+
+impl<B: Backend> Backend for Slowdown<B> {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    fn needs_tokens(&self) -> bool {
+        self.inner.needs_tokens()
+    }
+
+    fn kv_bytes_per_token(&self) -> u64 {
+        self.inner.kv_bytes_per_token()
+    }
+
+    fn vocab_size(&self) -> u32 {
+        self.inner.vocab_size()
+    }
+
+    fn kv_budget_bytes(&self) -> u64 {
+        self.inner.kv_budget_bytes()
+    }
+
+    fn init_kv(&mut self, geometry: KvGeometry) -> Result<(), BackendError> {
+        self.inner.init_kv(geometry)
+    }
+
+    fn forward(&mut self, batch: &ForwardBatch) -> Result<StepOutput, BackendError> {
+        let started = Instant::now();
+        let mut out = self.inner.forward(batch)?;
+        match &mut out.duration_s {
+            Some(d) => *d *= self.factor,
+            None => {
+                let extra = started.elapsed().as_secs_f64() * (self.factor - 1.0);
+                if extra > 0.0 {
+                    std::thread::sleep(Duration::from_secs_f64(extra));
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Predicted(Option<f64>);
+
+    impl Backend for Predicted {
+        fn name(&self) -> &str {
+            "predicted"
+        }
+        fn needs_tokens(&self) -> bool {
+            false
+        }
+        fn kv_bytes_per_token(&self) -> u64 {
+            1
+        }
+        fn kv_budget_bytes(&self) -> u64 {
+            1
+        }
+        fn init_kv(&mut self, _: KvGeometry) -> Result<(), BackendError> {
+            Ok(())
+        }
+        fn forward(&mut self, _: &ForwardBatch) -> Result<StepOutput, BackendError> {
+            Ok(StepOutput {
+                duration_s: self.0,
+                ..Default::default()
+            })
+        }
+    }
+
+    #[test]
+    fn predicted_durations_are_scaled_and_bad_factors_ignored() {
+        let b = ForwardBatch::default();
+        let mut s = Slowdown::new(Predicted(Some(0.5)), 1.1);
+        assert!((s.forward(&b).unwrap().duration_s.unwrap() - 0.55).abs() < 1e-12);
+        for bad in [0.5, f64::NAN, f64::INFINITY] {
+            let mut s = Slowdown::new(Predicted(Some(0.5)), bad);
+            assert_eq!(s.factor(), 1.0);
+            assert_eq!(s.forward(&b).unwrap().duration_s, Some(0.5));
+        }
+        // A wall-timed backend keeps reporting no duration (the engine times it).
+        let mut s = Slowdown::new(Predicted(None), 1.1);
+        assert_eq!(s.forward(&b).unwrap().duration_s, None);
+    }
+}
