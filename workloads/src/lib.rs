@@ -50,7 +50,9 @@ pub use fuselab_core::{
     Arrivals, Error, LengthDist, PrefixSpec, RequestSpec, Result, WorkloadSpec,
 };
 pub use generate::{DEFAULT_SEED, MAX_RATE, MAX_REQUESTS, generate, validate};
-pub use presets::{Preset, describe_arrivals, describe_length, preset, preset_names, presets};
+pub use presets::{
+    Preset, describe_arrivals, describe_length, preset, preset_model, preset_names, presets,
+};
 pub use trace::{
     digest, export_jsonl, export_to_file, parse_trace, read_trace, replay, trace_spec, write_jsonl,
 };

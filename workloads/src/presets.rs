@@ -75,6 +75,9 @@ const DEFAULT_N: u64 = 1000;
 /// - `h200-64`: the reference workload of DESIGN.md §8, measured on the H200:
 ///   64 requests, prompt N(2600, 780) clamped to [256, 4096], 128 output
 ///   tokens, all arriving at once.
+/// - `cpu-small`: the FastGen shape, N(μ, 0.3μ), at μ = 512 prompt and 32
+///   output tokens, so that the tiny CPU model serves a few of them a second
+///   (the CPU part of `fuselab run`).
 /// - `multiturn-chat`: chat sessions, the traffic prefix caching exists for.
 ///   Each conversation has 4 turns; a turn's prompt is the conversation so far
 ///   plus a new user message (log-normal, median 60, σ 1.0, in [4, 1024]), the
@@ -176,12 +179,38 @@ pub fn presets() -> Vec<Preset> {
                 Arrivals::Burst,
             ),
         },
+        Preset {
+            name: "cpu-small",
+            description: "the FastGen shape sized for the tiny CPU model: prompt N(512, 154) in [16, 1536], output N(32, 9.6) in [1, 96]",
+            spec: spec(
+                "cpu-small",
+                DEFAULT_N,
+                normal(512.0, 153.6, 16, 1536),
+                normal(32.0, 9.6, 1, 96),
+                poisson(),
+            ),
+        },
     ]
 }
 
 /// The names of every preset, in [`presets`] order.
 pub fn preset_names() -> Vec<&'static str> {
     presets().iter().map(|p| p.name).collect()
+}
+
+/// The model shape a preset is meant for, when the engine's default model
+/// cannot serve it: the long presets need a long-context model (Llama-3.1,
+/// 131072 tokens), since Llama-3's 8192 tokens reject most or all of them.
+///
+/// ```
+/// assert_eq!(fuselab_workloads::preset_model("long-32k"), Some("llama3.1-8b"));
+/// assert_eq!(fuselab_workloads::preset_model("fastgen-2600"), None);
+/// ```
+pub fn preset_model(name: &str) -> Option<&'static str> {
+    match name {
+        "long-8k" | "long-32k" => Some("llama3.1-8b"),
+        _ => None,
+    }
 }
 
 /// The spec of a preset with its defaults.

@@ -57,6 +57,13 @@ pub trait Backend {
         0
     }
 
+    /// Context length of the backend's model, the default of the `max_len`
+    /// knob; `None` when the backend has no model (then
+    /// [`crate::DEFAULT_MAX_LEN`] applies).
+    fn context_len(&self) -> Option<u32> {
+        None
+    }
+
     /// Bytes the backend can give to the KV cache (device memory × utilisation − weights).
     fn kv_budget_bytes(&self) -> u64;
 

@@ -50,6 +50,40 @@ impl StepReport {
     }
 }
 
+/// A request's progress as the scheduler sees it ([`NativeEngine::requests`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RequestState {
+    /// The request.
+    pub id: RequestId,
+    /// Admitted (holds KV) rather than waiting.
+    pub running: bool,
+    /// Prompt tokens.
+    pub prompt_len: u32,
+    /// Output tokens asked for.
+    pub output_len: u32,
+    /// Output tokens generated so far.
+    pub generated: u32,
+    /// Positions whose KV is computed.
+    pub computed: u32,
+    /// Positions to prefill before decoding: the prompt, or prompt +
+    /// generated after a preemption (recompute).
+    pub target: u32,
+    /// All output generated (a finished row of a static batch).
+    pub done: bool,
+}
+
+impl RequestState {
+    /// Prompt (or recompute) tokens still to prefill.
+    pub fn prefill_left(&self) -> u32 {
+        self.target.saturating_sub(self.computed)
+    }
+
+    /// Running, prefilled and still generating: due a decode step.
+    pub fn decoding(&self) -> bool {
+        self.running && !self.done && self.prefill_left() == 0
+    }
+}
+
 /// The in-process engine: a scheduling policy over a paged KV cache, driving a [`Backend`].
 ///
 /// # Example
@@ -90,6 +124,11 @@ pub struct NativeEngine<B: Backend> {
     prefix_hit_tokens: u64,
     pending: Vec<FinishedRequest>,
     preemptions: u64,
+    /// With streaming off: tokens generated but not yet returned, as
+    /// (first index, count) per request, and the requests whose result waits
+    /// for the rest of their batch.
+    held: BTreeMap<RequestId, (u32, u32)>,
+    held_finished: Vec<RequestId>,
 }
 
 impl<B: Backend> NativeEngine<B> {
@@ -100,7 +139,10 @@ impl<B: Backend> NativeEngine<B> {
     /// [`EngineError::KvTooSmall`] when not one block fits; backend errors from
     /// [`Backend::init_kv`]; an input error when the backend needs tokens but
     /// reports no vocabulary.
-    pub fn new(mut backend: B, policy: PolicyConfig) -> Result<Self> {
+    pub fn new(mut backend: B, mut policy: PolicyConfig) -> Result<Self> {
+        if let Some(context) = backend.context_len() {
+            policy.default_max_len(context);
+        }
         let geometry = BlockManager::geometry_for_budget(
             backend.kv_budget_bytes(),
             backend.kv_bytes_per_token(),
@@ -139,6 +181,8 @@ impl<B: Backend> NativeEngine<B> {
             prefix_hit_tokens: 0,
             pending: Vec::new(),
             preemptions: 0,
+            held: BTreeMap::new(),
+            held_finished: Vec::new(),
         })
     }
 
@@ -170,6 +214,27 @@ impl<B: Backend> NativeEngine<B> {
     /// The KV block manager (read-only), for inspection and tests.
     pub fn kv(&self) -> &BlockManager {
         &self.sched.kv
+    }
+
+    /// Every request the scheduler holds: the running ones in running order
+    /// (oldest admission first), then the waiting queue front to back. For
+    /// inspection and tests that recompute what a step could have run.
+    pub fn requests(&self) -> Vec<RequestState> {
+        let state = |id: &RequestId, running: bool| {
+            self.sched.tokens_of(*id).map(|s| RequestState {
+                id: *id,
+                running,
+                prompt_len: s.prompt_len,
+                output_len: s.output_len,
+                generated: s.generated,
+                computed: s.computed,
+                target: s.target,
+                done: s.done,
+            })
+        };
+        let running = self.sched.running.iter().filter_map(|id| state(id, true));
+        let waiting = self.sched.waiting.iter().filter_map(|id| state(id, false));
+        running.chain(waiting).collect()
     }
 
     /// Requests waiting for admission.
@@ -232,6 +297,7 @@ impl<B: Backend> NativeEngine<B> {
     ) -> Option<FinishedRequest> {
         let known = self.sched.tokens_of(id).is_some_and(|s| !s.done);
         if known && self.sched.cancel(id) {
+            self.held.remove(&id);
             Some(FinishedRequest {
                 id,
                 status,
@@ -302,7 +368,11 @@ impl<B: Backend> NativeEngine<B> {
                 let ids: Vec<RequestId> = batch.entries.iter().map(|e| e.request).collect();
                 let msg = err.to_string();
                 tracing::warn!(%msg, "step failed");
-                for id in self.sched.abort(&ids) {
+                // Results still held back fail with their batch.
+                let mut failed = self.sched.abort(&ids);
+                failed.append(&mut self.held_finished);
+                self.held.clear();
+                for id in failed {
                     report.finished.push(FinishedRequest {
                         id,
                         status: RequestStatus::Failed,
@@ -333,19 +403,24 @@ impl<B: Backend> NativeEngine<B> {
             BTreeMap::new()
         };
         let commit = self.sched.commit(&batch, &sampled)?;
-        report.events = commit
-            .emitted
-            .iter()
-            .map(|&(request, index)| TokenEvent {
+        let (emitted, finished) = if self.sched.cfg.streams() {
+            let emitted = commit.emitted.iter().map(|&(r, i)| (r, i, 1)).collect();
+            (emitted, commit.finished)
+        } else {
+            self.hold(&commit)
+        };
+        report.events = emitted
+            .into_iter()
+            .map(|(request, index, n_tokens)| TokenEvent {
                 request,
                 index,
                 t: t_end,
-                n_tokens: 1,
+                n_tokens,
             })
             .collect();
         report
             .finished
-            .extend(commit.finished.iter().map(|&id| FinishedRequest {
+            .extend(finished.into_iter().map(|id| FinishedRequest {
                 id,
                 status: RequestStatus::Ok,
                 error: None,
@@ -354,6 +429,30 @@ impl<B: Backend> NativeEngine<B> {
         report.record = Some(self.record(&batch, now, duration, waiting, running, &report.audit));
         self.step_no += 1;
         Ok(report)
+    }
+
+    /// Streaming off: keeps a step's tokens back until each request's result
+    /// is returned, which for a static or prepacked batch is when its last
+    /// row ends and otherwise when the request ends. Returns what is returned
+    /// now: `(request, first index, tokens)` and the finished requests.
+    #[allow(clippy::type_complexity)]
+    fn hold(
+        &mut self,
+        commit: &crate::sched::Commit,
+    ) -> (Vec<(RequestId, u32, u32)>, Vec<RequestId>) {
+        for &(request, index) in &commit.emitted {
+            self.held.entry(request).or_insert((index, 0)).1 += 1;
+        }
+        self.held_finished.extend(&commit.finished);
+        if self.sched.in_padded_batch() {
+            return (Vec::new(), Vec::new());
+        }
+        let finished = std::mem::take(&mut self.held_finished);
+        let emitted = finished
+            .iter()
+            .filter_map(|id| self.held.remove(id).map(|(first, n)| (*id, first, n)))
+            .collect();
+        (emitted, finished)
     }
 
     fn record(

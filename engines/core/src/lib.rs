@@ -17,14 +17,21 @@
 //! ## Policies (exact rules in research/engine.md §a)
 //! | policy | step rule | default knobs |
 //! |---|---|---|
-//! | `static` | `batch` requests padded to the longest prompt, decode until all rows finish | batch 16, block 16 |
+//! | `static` | `batch` requests padded to the longest prompt, decode until all rows finish; tokens returned when the batch ends (HF `generate`) | batch 16, block 16, stream off |
 //! | `continuous` | all-prefill step when prompts fit, else all-decode; preempt newest | budget max(max_len, 2048), max_seqs 256, block 16, watermark 0.01, prefix_cache on |
-//! | `chunked` | every running decode, then partial prefills, then new prompts, chunked to the budget | budget 2048, max_seqs 256, block 16, watermark 0.01, prefix_cache on |
+//! | `chunked` | every running decode, then partial prefills, then new prompts, chunked to the budget | budget 2048, max_seqs 256 (vLLM v0.6's chunked-prefill defaults; `--knobs-from sarathi` or `vllm-v1` for those systems'), block 16, watermark 0.01, prefix_cache on |
 //! | `splitfuse` | decodes, then prompts split exactly at the budget; whole remaining prompt must fit in KV | budget 768, max_seqs 512, max_tracked 2048, block 64, prefix_cache off |
-//! | `prepack` | prompts packed best-fit-decreasing into rows of the longest prompt, then decode as static | batch 16, block 16 |
+//! | `prepack` | prompts packed best-fit-decreasing into rows of the longest prompt, then decode as static | batch 16, block 16, stream off |
 //!
-//! Every policy accepts `max_len` (8192): requests with more prompt + output
-//! tokens are rejected.
+//! Sources of the defaults: vLLM v0 `EngineArgs` (continuous), vLLM v0.6
+//! chunked prefill (chunked), DeepSpeed-MII `DSStateManagerConfig`
+//! (splitfuse), HF pipelines (static, prepack); research/engine.md §a.
+//!
+//! Every policy accepts `stream` (off for static and prepack, whose tokens
+//! reach the client together when the batch ends, as HF `generate` returns
+//! them; on elsewhere) and `max_len` (default: the model's context length, as
+//! vLLM's `max_model_len`): requests with more prompt + output tokens are
+//! rejected.
 //!
 //! ## Prefix caching
 //! With `prefix_cache` on, the [`BlockManager`] keeps every full KV block,
@@ -42,6 +49,7 @@ mod driver;
 mod engine;
 mod error;
 mod kv;
+mod model;
 mod pack;
 mod policy;
 mod sched;
@@ -49,9 +57,12 @@ mod sched;
 pub use backend::{Backend, BackendError, KvGeometry, StepOutput};
 pub use batch::{BatchEntry, BatchShape, ForwardBatch};
 pub use driver::{SimRun, simulate};
-pub use engine::{FinishedRequest, NativeEngine, StepReport};
+pub use engine::{FinishedRequest, NativeEngine, RequestState, StepReport};
 pub use error::{EngineError, Result};
 pub use kv::{BlockManager, PrefixHit};
+pub use model::{MODEL_NAMES, ModelShape, RopeScaling};
 pub use pack::best_fit_decreasing;
-pub use policy::{PolicyConfig, PolicyKind, parse_knob};
+pub use policy::{
+    DEFAULT_MAX_LEN, DeviceClass, KNOB_SETS, PolicyConfig, PolicyKind, knob_set, parse_knob,
+};
 pub use sched::StepAudit;

@@ -52,12 +52,35 @@ mod tests {
         assert_eq!(bins, vec![vec![0], vec![3, 2], vec![1, 5], vec![6, 4, 7]]);
     }
 
+    /// First fit decreasing, the rule best fit must not be mistaken for.
+    fn first_fit_decreasing(lens: &[u32], capacity: u32) -> Vec<Vec<usize>> {
+        let mut order: Vec<usize> = (0..lens.len()).collect();
+        order.sort_by(|&a, &b| lens[b].cmp(&lens[a]).then(a.cmp(&b)));
+        let mut bins: Vec<(Vec<usize>, u32)> = Vec::new();
+        for i in order {
+            match bins.iter_mut().find(|(_, f)| f + lens[i] <= capacity) {
+                Some((bin, f)) => {
+                    bin.push(i);
+                    *f += lens[i];
+                }
+                None => bins.push((vec![i], lens[i])),
+            }
+        }
+        bins.into_iter().map(|(b, _)| b).collect()
+    }
+
     #[test]
-    fn best_fit_prefers_the_fullest_bin() {
-        // 8 and 6 open bins (fill 8, 6); 2 fits both and goes to the fuller (8), first fit would agree;
-        // then 4 fits only the 6-bin... use a case where first fit differs: bins 5 and 7, item 3.
-        let bins = best_fit_decreasing(&[5, 7, 3], 10);
-        // Decreasing: 7(1) -> A; 5(0) -> B (7+5 > 10); 3(2) fits A (10) and B (8): best fit is A.
-        assert_eq!(bins, vec![vec![1, 2], vec![0]]);
+    fn best_fit_prefers_the_fullest_bin_where_first_fit_does_not() {
+        // Capacity 10, the longest prompt. 10 -> A(10); 7 -> B(7); 4 -> C(4); 4 -> C(8);
+        // 2 fits B (7+2) and C (8+2): best fit takes the fuller C, first fit the earlier B.
+        let lens = [10, 7, 4, 4, 2];
+        assert_eq!(
+            best_fit_decreasing(&lens, 10),
+            vec![vec![0], vec![1], vec![2, 3, 4]]
+        );
+        assert_eq!(
+            first_fit_decreasing(&lens, 10),
+            vec![vec![0], vec![1, 4], vec![2, 3]]
+        );
     }
 }

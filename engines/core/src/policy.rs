@@ -68,13 +68,14 @@ impl PolicyKind {
     /// The knobs this policy accepts.
     pub fn knob_names(self) -> &'static [&'static str] {
         match self {
-            Self::Static | Self::Prepack => &["batch", "block", "max_len"],
+            Self::Static | Self::Prepack => &["batch", "block", "max_len", "stream"],
             Self::Continuous | Self::Chunked => &[
                 "budget",
                 "max_seqs",
                 "block",
                 "watermark",
                 "max_len",
+                "stream",
                 "prefix_cache",
             ],
             Self::SplitFuse => &[
@@ -83,6 +84,7 @@ impl PolicyKind {
                 "max_tracked",
                 "block",
                 "max_len",
+                "stream",
                 "prefix_cache",
             ],
         }
@@ -176,8 +178,17 @@ pub struct PolicyConfig {
     pub watermark: f64,
     /// Requests per batch for static and prepack (16).
     pub batch: u32,
-    /// Longest request (prompt + output) the engine accepts (8192); longer ones are rejected.
-    pub max_len: u32,
+    /// Longest request (prompt + output) the engine accepts; longer ones are
+    /// rejected. `None` means the model's context length (vLLM's
+    /// `max_model_len` default), filled in by [`crate::NativeEngine::new`]
+    /// from the backend, or [`DEFAULT_MAX_LEN`] when the backend has no model.
+    pub max_len: Option<u32>,
+    /// Whether tokens reach the client as they are generated. `None` means
+    /// the policy's default: off for static and prepack, which model HF
+    /// `generate`/pipelines (the whole batch is returned when its last row
+    /// ends, so TTFT = E2E = the batch's end), on for the serving engines.
+    /// Off, a request's tokens arrive together when its result is returned.
+    pub stream: Option<bool>,
     /// Automatic prefix caching: full KV blocks are kept, hashed by their
     /// tokens and prefix, and reused by later requests with the same prefix.
     /// On for continuous and chunked (vLLM v1 enables it by default), off for
@@ -186,6 +197,67 @@ pub struct PolicyConfig {
     /// keep no KV across batches.
     pub prefix_cache: bool,
 }
+
+/// The knob sets `--knobs-from` accepts: a published system's defaults, with
+/// where they come from.
+pub const KNOB_SETS: [(&str, &str); 2] = [
+    (
+        "sarathi",
+        "Sarathi-Serve: budget 512, max_seqs 128 (SarathiSchedulerConfig chunk_size, max_num_seqs)",
+    ),
+    (
+        "vllm-v1",
+        "vLLM v1 API server: budget 8192, max_seqs 1024 on GPUs of at least 70 GiB other than \
+         the A100, else 2048 and 256 (EngineArgs.get_batch_defaults)",
+    ),
+];
+
+/// The device a knob set is chosen for: its name and memory in GiB.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DeviceClass {
+    /// Hardware name, e.g. `h200`, `a100-80g`.
+    pub name: String,
+    /// Device memory, GiB.
+    pub memory_gib: f64,
+}
+
+/// The knobs of the named set (see [`KNOB_SETS`]) as `name=value` strings,
+/// for `device` (`None`: no GPU).
+///
+/// # Errors
+/// An [`Error::Invalid`] for `--knobs-from` listing the valid sets.
+///
+/// # Example
+/// ```
+/// use fuselab_engine::{DeviceClass, knob_set};
+/// let h200 = DeviceClass { name: "h200".into(), memory_gib: 140.4 };
+/// assert_eq!(knob_set("vllm-v1", Some(&h200)).unwrap(), ["budget=8192", "max_seqs=1024"]);
+/// let a100 = DeviceClass { name: "a100-80g".into(), memory_gib: 80.0 };
+/// assert_eq!(knob_set("vllm-v1", Some(&a100)).unwrap(), ["budget=2048", "max_seqs=256"]);
+/// assert_eq!(knob_set("sarathi", None).unwrap(), ["budget=512", "max_seqs=128"]);
+/// ```
+pub fn knob_set(name: &str, device: Option<&DeviceClass>) -> Result<Vec<String>> {
+    let (budget, seqs) = match name.trim() {
+        "sarathi" => (512, 128),
+        "vllm-v1" => {
+            let large = device
+                .is_some_and(|d| d.memory_gib >= 70.0 && !d.name.to_lowercase().contains("a100"));
+            if large { (8192, 1024) } else { (2048, 256) }
+        }
+        other => {
+            return Err(Error::invalid(
+                "--knobs-from",
+                format!("unknown knob set `{other}`"),
+                format!("valid sets: {}", KNOB_SETS.map(|(n, _)| n).join(", ")),
+            )
+            .into());
+        }
+    };
+    Ok(vec![format!("budget={budget}"), format!("max_seqs={seqs}")])
+}
+
+/// `max_len` of a backend that knows no context length.
+pub const DEFAULT_MAX_LEN: u32 = 8192;
 
 impl PolicyConfig {
     /// The policy with its default knobs.
@@ -202,9 +274,28 @@ impl PolicyConfig {
             block,
             watermark: 0.01,
             batch: 16,
-            max_len: 8192,
+            max_len: None,
+            stream: None,
             prefix_cache: matches!(kind, PolicyKind::Continuous | PolicyKind::Chunked),
         }
+    }
+
+    /// Whether tokens are streamed (the `stream` knob or the policy's default).
+    pub fn streams(&self) -> bool {
+        self.stream.unwrap_or(!matches!(
+            self.kind,
+            PolicyKind::Static | PolicyKind::Prepack
+        ))
+    }
+
+    /// The longest request accepted: the `max_len` knob, else [`DEFAULT_MAX_LEN`].
+    pub fn max_len(&self) -> u32 {
+        self.max_len.unwrap_or(DEFAULT_MAX_LEN)
+    }
+
+    /// Sets `max_len` to the model's context length unless the knob was given.
+    pub fn default_max_len(&mut self, context_len: u32) {
+        self.max_len.get_or_insert(context_len);
     }
 
     /// The policy with its defaults overridden by `name=value` knob strings.
@@ -220,7 +311,7 @@ impl PolicyConfig {
     /// assert_eq!(p.token_budget(), Some(1024));
     /// assert_eq!(p.knobs()["block"], 64);
     /// let e = PolicyConfig::with_knobs(PolicyKind::Static, ["budget=1"]).unwrap_err();
-    /// assert!(e.to_string().contains("valid knobs: batch, block, max_len"));
+    /// assert!(e.to_string().contains("valid knobs: batch, block, max_len, stream"));
     /// ```
     pub fn with_knobs<I, S>(kind: PolicyKind, knobs: I) -> Result<Self>
     where
@@ -256,7 +347,8 @@ impl PolicyConfig {
             "max_tracked" => self.max_tracked = int_knob(name, value, 1, 1 << 20)?,
             "block" => self.block = int_knob(name, value, 1, 4096)?,
             "batch" => self.batch = int_knob(name, value, 1, 1 << 16)?,
-            "max_len" => self.max_len = int_knob(name, value, 2, 1 << 24)?,
+            "max_len" => self.max_len = Some(int_knob(name, value, 2, 1 << 24)?),
+            "stream" => self.stream = Some(bool_knob(name, value)?),
             "prefix_cache" => self.prefix_cache = bool_knob(name, value)?,
             "watermark" => {
                 let w: f64 = value.parse().map_err(|_| {
@@ -286,7 +378,7 @@ impl PolicyConfig {
     pub fn token_budget(&self) -> Option<u32> {
         match self.kind {
             PolicyKind::Static | PolicyKind::Prepack => None,
-            PolicyKind::Continuous => Some(self.budget.unwrap_or(self.max_len.max(2048))),
+            PolicyKind::Continuous => Some(self.budget.unwrap_or(self.max_len().max(2048))),
             PolicyKind::Chunked => Some(self.budget.unwrap_or(2048)),
             PolicyKind::SplitFuse => Some(self.budget.unwrap_or(768)),
         }
@@ -319,8 +411,9 @@ impl PolicyConfig {
                     "block" => serde_json::json!(self.block),
                     "watermark" => serde_json::json!(self.watermark),
                     "batch" => serde_json::json!(self.batch),
+                    "stream" => serde_json::json!(self.streams()),
                     "prefix_cache" => serde_json::json!(self.prefix_cache),
-                    _ => serde_json::json!(self.max_len),
+                    _ => serde_json::json!(self.max_len()),
                 };
                 (k.to_string(), v)
             })

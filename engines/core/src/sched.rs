@@ -124,10 +124,10 @@ impl Scheduler {
             return Some("output_len is 0; a request must ask for at least one token".into());
         }
         let total = u64::from(p) + u64::from(o);
-        if total > u64::from(self.cfg.max_len) {
+        if total > u64::from(self.cfg.max_len()) {
             return Some(format!(
-                "prompt ({p}) + output ({o}) = {total} tokens exceed max_len {}; raise the max_len knob",
-                self.cfg.max_len
+                "prompt ({p}) + output ({o}) = {total} tokens exceed max_len {}; use a model with a longer context or raise the max_len knob",
+                self.cfg.max_len()
             ));
         }
         let need = self.kv.blocks_for(p + o);
@@ -699,6 +699,11 @@ impl Scheduler {
             return true;
         }
         false
+    }
+
+    /// Whether a static or prepacked batch is still running.
+    pub(crate) fn in_padded_batch(&self) -> bool {
+        !self.rows.is_empty()
     }
 
     /// The state of a request the engine still holds.

@@ -240,7 +240,18 @@ fn run_checked(
             }
         }
         for ev in &r.events {
-            assert_eq!(ev.n_tokens, 1);
+            // Streaming policies deliver one token an event; with streaming
+            // off a request's tokens come at once, with its result.
+            if policy.streams() {
+                assert_eq!(ev.n_tokens, 1);
+            } else {
+                assert!(
+                    r.finished.iter().any(|f| f.id == ev.request),
+                    "{}: request {} streamed a token before its result",
+                    policy.kind,
+                    ev.request
+                );
+            }
             let v = tokens.entry(ev.request).or_default();
             assert_eq!(
                 ev.index as usize,
@@ -248,7 +259,7 @@ fn run_checked(
                 "request {} token index out of order",
                 ev.request
             );
-            v.push(ev.index);
+            v.extend(ev.index..ev.index + ev.n_tokens);
         }
         let Some(rec) = r.record else { continue };
         out.steps += 1;
@@ -334,7 +345,7 @@ fn run_checked(
     // Every request ends: rejected for a stated reason, or with exactly output_len tokens.
     for s in specs {
         let st = status.get(&s.id).copied();
-        let must_reject = s.prompt_len + s.output_len > policy.max_len
+        let must_reject = s.prompt_len + s.output_len > policy.max_len()
             || (s.prompt_len + s.output_len).div_ceil(geometry.block_size) > usable
             || (policy.kind == PolicyKind::Continuous
                 && s.prompt_len + s.output_len - 1 > budget.unwrap_or(u32::MAX));

@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use candle_core::{Device, Tensor};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use fuselab_cpu::{ForwardOptions, Model, ModelConfig, SeqInput};
+use fuselab_cpu::{ForwardOptions, Model, ModelShape, SeqInput};
 use fuselab_kernels::cpu::paged::PagedKv;
 
 const PROMPT: usize = 128;
@@ -24,7 +24,7 @@ struct Setup {
 }
 
 fn setup(batch: usize) -> Setup {
-    let model = Model::random(ModelConfig::tiny(), 7).expect("tiny model");
+    let model = Model::random(ModelShape::tiny(), 7).expect("tiny model");
     let per_seq = (PROMPT + 1).div_ceil(BLOCK);
     let kv = model.new_kv(BLOCK, batch * per_seq).expect("kv");
     let tokens = (0..batch)
@@ -133,7 +133,7 @@ fn benches(c: &mut Criterion) {
         "{:<22} {:>12} {:>12} {:>10}",
         "tiny", "tokens/s", "GEMM GFLOP/s", "of peak"
     );
-    let cfg = ModelConfig::tiny();
+    let cfg = ModelShape::tiny();
     for batch in [1usize, 16] {
         let mut s = setup(batch);
         let tp = time(5, || prefill(&mut s));

@@ -6,7 +6,7 @@ use fuselab_engine::{Backend, BackendError, ForwardBatch, KvGeometry, StepOutput
 use fuselab_kernels::cpu::paged::PagedKv;
 
 use crate::model::{ForwardOptions, SeqInput, argmax};
-use crate::{CpuError, Model, ModelConfig, Weights};
+use crate::{CpuError, Model, ModelShape, Weights, config};
 
 /// Knobs of the CPU backend.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -68,20 +68,20 @@ impl CpuBackend {
         }
     }
 
-    /// The `tiny` model ([`ModelConfig::tiny`]) with weights seeded by `seed`
+    /// The `tiny` model ([`ModelShape::tiny`]) with weights seeded by `seed`
     /// and default options.
     pub fn tiny(seed: u64) -> Result<Self, CpuError> {
-        Self::random(ModelConfig::tiny(), seed)
+        Self::random(ModelShape::tiny(), seed)
     }
 
     /// A model of shape `cfg` with weights seeded by `seed` and default options.
-    pub fn random(cfg: ModelConfig, seed: u64) -> Result<Self, CpuError> {
+    pub fn random(cfg: ModelShape, seed: u64) -> Result<Self, CpuError> {
         Ok(Self::new(Model::random(cfg, seed)?, CpuOptions::default()))
     }
 
     /// A model of shape `cfg` with weights from a safetensors file (Hugging
     /// Face Llama names) and default options.
-    pub fn from_safetensors(cfg: ModelConfig, path: &Path) -> Result<Self, CpuError> {
+    pub fn from_safetensors(cfg: ModelShape, path: &Path) -> Result<Self, CpuError> {
         let w = Weights::from_safetensors(&cfg, path)?;
         Ok(Self::new(Model::new(cfg, w)?, CpuOptions::default()))
     }
@@ -94,7 +94,7 @@ impl CpuBackend {
     /// An unknown preset; an unreadable file; a missing or mis-shaped tensor
     /// (the message names the tensor and both shapes).
     pub fn load(model: &str, weights: Option<&Path>, seed: u64) -> Result<Self, CpuError> {
-        let cfg = ModelConfig::preset(model)?;
+        let cfg = ModelShape::preset(model)?;
         match weights {
             Some(path) => Self::from_safetensors(cfg, path),
             None => Self::random(cfg, seed),
@@ -183,12 +183,18 @@ impl Backend for CpuBackend {
         true
     }
 
+    fn context_len(&self) -> Option<u32> {
+        Some(self.model.config().context_len)
+    }
+
     fn kv_bytes_per_token(&self) -> u64 {
-        self.model.config().kv_bytes_per_token()
+        self.model
+            .config()
+            .kv_bytes_per_token(1, config::KV_ELEM_BYTES)
     }
 
     fn vocab_size(&self) -> u32 {
-        // validated to fit u32 by ModelConfig::validate
+        // validated to fit u32 by ModelShape::validate
         u32::try_from(self.model.config().vocab).unwrap_or(u32::MAX)
     }
 

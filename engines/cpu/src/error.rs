@@ -6,14 +6,9 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum CpuError {
-    /// A model configuration value is invalid.
-    #[error("invalid model config {field}: {problem}")]
-    Config {
-        /// The field, e.g. `n_kv_heads`.
-        field: &'static str,
-        /// What is wrong with it.
-        problem: String,
-    },
+    /// The model shape is invalid or unknown.
+    #[error("{0}")]
+    Shape(#[from] fuselab_core::Error),
     /// A weights file lacks a tensor the model needs.
     #[error(
         "{path}: tensor {name} is missing (expected shape {expected:?}); the file must use Hugging Face Llama names"

@@ -8,7 +8,7 @@
 //!   backend owns ([`CpuBackend`] allocates it in
 //!   [`fuselab_engine::Backend::init_kv`]): ragged flash attention for prompt
 //!   chunks, split-KV paged attention for decodes.
-//! * Weights are seeded random at a configurable size ([`ModelConfig::tiny`] by
+//! * Weights are seeded random at a configurable size ([`ModelShape::tiny`] by
 //!   default) or loaded from a safetensors file with Hugging Face Llama names.
 //! * [`Model::naive_logits`] recomputes a whole sequence densely, with no KV
 //!   cache: the oracle of the invariance tests.
@@ -37,7 +37,7 @@ mod model;
 mod weights;
 
 pub use backend::{CpuBackend, CpuOptions, SampledLogits};
-pub use config::ModelConfig;
 pub use error::CpuError;
+pub use fuselab_engine::ModelShape;
 pub use model::{ForwardOptions, Model, SeqInput};
 pub use weights::{Weights, write_random_safetensors};

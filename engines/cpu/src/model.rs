@@ -9,7 +9,7 @@ use fuselab_kernels::cpu::norm::{rms_norm, rms_norm_ref};
 use fuselab_kernels::cpu::paged::{AttnShape, PagedKv};
 use fuselab_kernels::cpu::rope::Rope;
 
-use crate::{CpuError, ModelConfig, Weights};
+use crate::{CpuError, ModelShape, Weights};
 
 /// One sequence's chunk in a ragged forward pass.
 #[derive(Clone, Copy, Debug)]
@@ -52,7 +52,7 @@ impl Default for ForwardOptions {
 /// A Llama-architecture model with its weights.
 #[derive(Clone, Debug)]
 pub struct Model {
-    cfg: ModelConfig,
+    cfg: ModelShape,
     w: Weights,
     rope: Rope,
     shape: AttnShape,
@@ -76,9 +76,9 @@ fn add_into(x: &mut [f32], y: &[f32]) {
 
 impl Model {
     /// A model of shape `cfg` with the given weights.
-    pub fn new(cfg: ModelConfig, weights: Weights) -> Result<Self, CpuError> {
+    pub fn new(cfg: ModelShape, weights: Weights) -> Result<Self, CpuError> {
         cfg.validate()?;
-        let rope = Rope::new(cfg.rope())?;
+        let rope = Rope::new(crate::config::rope(&cfg))?;
         let shape = AttnShape {
             n_heads: cfg.n_heads,
             n_kv_heads: cfg.n_kv_heads,
@@ -95,13 +95,13 @@ impl Model {
     }
 
     /// A model of shape `cfg` with seeded random weights.
-    pub fn random(cfg: ModelConfig, seed: u64) -> Result<Self, CpuError> {
+    pub fn random(cfg: ModelShape, seed: u64) -> Result<Self, CpuError> {
         let w = Weights::random(&cfg, seed)?;
         Self::new(cfg, w)
     }
 
     /// The model's shape.
-    pub fn config(&self) -> &ModelConfig {
+    pub fn config(&self) -> &ModelShape {
         &self.cfg
     }
 

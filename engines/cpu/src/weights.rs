@@ -12,7 +12,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 
-use crate::{CpuError, ModelConfig};
+use crate::{CpuError, ModelShape};
 
 /// One tensor in the Hugging Face layout: name, shape, row-major values.
 pub(crate) type HfTensor = (String, Vec<usize>, Vec<f32>);
@@ -44,7 +44,7 @@ pub struct Weights {
 }
 
 /// Every tensor the config needs, in a fixed order, with its HF shape.
-pub(crate) fn expected_tensors(cfg: &ModelConfig) -> Vec<(String, Vec<usize>)> {
+pub(crate) fn expected_tensors(cfg: &ModelShape) -> Vec<(String, Vec<usize>)> {
     let (h, q, kv, f, v) = (
         cfg.hidden,
         cfg.q_width(),
@@ -74,7 +74,7 @@ pub(crate) fn expected_tensors(cfg: &ModelConfig) -> Vec<(String, Vec<usize>)> {
 
 /// Seeded random tensors in the HF layout: projections uniform with unit
 /// output variance, norm weights near 1, embeddings uniform in ±1.
-pub(crate) fn random_hf_tensors(cfg: &ModelConfig, seed: u64) -> Vec<HfTensor> {
+pub(crate) fn random_hf_tensors(cfg: &ModelShape, seed: u64) -> Vec<HfTensor> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     expected_tensors(cfg)
         .into_iter()
@@ -108,13 +108,13 @@ fn transpose(data: &[f32], rows: usize, cols: usize) -> Vec<f32> {
 
 impl Weights {
     /// Seeded random weights for `cfg`.
-    pub fn random(cfg: &ModelConfig, seed: u64) -> Result<Self, CpuError> {
+    pub fn random(cfg: &ModelShape, seed: u64) -> Result<Self, CpuError> {
         cfg.validate()?;
         Self::from_hf(cfg, random_hf_tensors(cfg, seed))
     }
 
     /// Builds weights from HF-layout tensors in [`expected_tensors`] order.
-    pub(crate) fn from_hf(cfg: &ModelConfig, tensors: Vec<HfTensor>) -> Result<Self, CpuError> {
+    pub(crate) fn from_hf(cfg: &ModelShape, tensors: Vec<HfTensor>) -> Result<Self, CpuError> {
         let mut it = tensors.into_iter().map(|(_, _, d)| d);
         let mut next = || {
             it.next()
@@ -171,7 +171,7 @@ impl Weights {
     /// …, `lm_head.weight` unless tied). F32, F16 and BF16 tensors are accepted.
     ///
     /// A missing or mis-shaped tensor is an error naming the tensor and both shapes.
-    pub fn from_safetensors(cfg: &ModelConfig, path: &Path) -> Result<Self, CpuError> {
+    pub fn from_safetensors(cfg: &ModelShape, path: &Path) -> Result<Self, CpuError> {
         cfg.validate()?;
         let file_err = |message: String| CpuError::File {
             path: path.to_path_buf(),
@@ -226,7 +226,7 @@ fn to_f32(view: &TensorView<'_>) -> Result<Vec<f32>, String> {
 
 /// Writes seeded random weights for `cfg` as an F32 safetensors file with
 /// Hugging Face Llama names (what [`Weights::from_safetensors`] reads).
-pub fn write_random_safetensors(cfg: &ModelConfig, seed: u64, path: &Path) -> Result<(), CpuError> {
+pub fn write_random_safetensors(cfg: &ModelShape, seed: u64, path: &Path) -> Result<(), CpuError> {
     cfg.validate()?;
     write_safetensors(&random_hf_tensors(cfg, seed), path)
 }
@@ -261,8 +261,8 @@ mod tests {
     use super::*;
     use crate::Model;
 
-    fn micro() -> ModelConfig {
-        ModelConfig {
+    fn micro() -> ModelShape {
+        ModelShape {
             name: "micro".into(),
             n_layers: 2,
             hidden: 16,
@@ -271,7 +271,7 @@ mod tests {
             head_dim: 4,
             ffn: 24,
             vocab: 50,
-            ..ModelConfig::tiny()
+            ..ModelShape::tiny()
         }
     }
 
@@ -293,7 +293,7 @@ mod tests {
 
     #[test]
     fn tied_embeddings_need_no_lm_head() {
-        let cfg = ModelConfig {
+        let cfg = ModelShape {
             tie_embeddings: true,
             ..micro()
         };

@@ -1,11 +1,11 @@
 //! The CPU backend behind the `Backend` trait: sizes, bad batches as errors
 //! (never panics), greedy sampling, and the kept logits.
 
-use fuselab_cpu::{CpuBackend, CpuOptions, ModelConfig};
+use fuselab_cpu::{CpuBackend, CpuOptions, ModelShape};
 use fuselab_engine::{Backend, BatchEntry, ForwardBatch, KvGeometry};
 
-fn micro() -> ModelConfig {
-    ModelConfig {
+fn micro() -> ModelShape {
+    ModelShape {
         name: "micro".into(),
         n_layers: 2,
         hidden: 32,
@@ -14,7 +14,7 @@ fn micro() -> ModelConfig {
         head_dim: 8,
         ffn: 48,
         vocab: 97,
-        ..ModelConfig::tiny()
+        ..ModelShape::tiny()
     }
 }
 
@@ -48,7 +48,7 @@ fn reports_its_model_sizes() {
     assert_eq!(b.kv_bytes_per_token(), 4 * 2 * 64 * 4);
     assert_eq!(b.kv_budget_bytes(), 256 << 20);
     assert_eq!(
-        ModelConfig::tiny().parameters(),
+        ModelShape::tiny().params(),
         4096 * 256 * 2 + 4 * (256 * 384 + 256 * 256 + 3 * 256 * 704 + 512) + 256
     );
 }
@@ -57,7 +57,7 @@ fn reports_its_model_sizes() {
 fn load_reads_presets_and_files_with_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("tiny.safetensors");
-    fuselab_cpu::write_random_safetensors(&ModelConfig::tiny(), 11, &path).unwrap();
+    fuselab_cpu::write_random_safetensors(&ModelShape::tiny(), 11, &path).unwrap();
     let from_file = CpuBackend::load("tiny", Some(&path), 0).unwrap();
     let random = CpuBackend::load("tiny", None, 11).unwrap();
     let toks = [3u32, 1, 4, 1, 5];
@@ -127,12 +127,12 @@ fn bad_batches_are_errors() {
         .unwrap_err();
     assert!(e.to_string().contains("block id 8"), "{e}");
     assert!(
-        ModelConfig::preset("huge")
+        ModelShape::preset("huge")
             .unwrap_err()
             .to_string()
-            .contains("tiny or small")
+            .contains("valid models: llama3-8b")
     );
-    let bad = ModelConfig {
+    let bad = ModelShape {
         n_kv_heads: 3,
         ..micro()
     };

@@ -5,12 +5,13 @@ use std::path::Path;
 use cudarc::driver::CudaSlice;
 use fuselab_core::RequestId;
 use fuselab_engine::{Backend, BackendError, BatchShape, ForwardBatch, KvGeometry, StepOutput};
-use fuselab_kernels::cpu::rope::{Rope, RopeConfig};
+use fuselab_kernels::cpu::rope::Rope;
 use fuselab_kernels::cuda::{CudaDevice, DecodeWorkspace, PagedAttention};
 use half::bf16;
 
+use crate::CudaBackendError;
 use crate::weights::DeviceWeights;
-use crate::{CudaBackendError, CudaModelConfig};
+use fuselab_engine::ModelShape;
 
 /// Knobs of the CUDA backend.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -56,7 +57,7 @@ struct Scratch {
 }
 
 impl Scratch {
-    fn new(dev: &CudaDevice, cfg: &CudaModelConfig, rows: usize) -> Result<Self, CudaBackendError> {
+    fn new(dev: &CudaDevice, cfg: &ModelShape, rows: usize) -> Result<Self, CudaBackendError> {
         let a = |w: usize| dev.alloc_bf16(rows * w);
         Ok(Self {
             rows,
@@ -84,7 +85,7 @@ struct HeadScratch {
 }
 
 impl HeadScratch {
-    fn new(dev: &CudaDevice, cfg: &CudaModelConfig, rows: usize) -> Result<Self, CudaBackendError> {
+    fn new(dev: &CudaDevice, cfg: &ModelShape, rows: usize) -> Result<Self, CudaBackendError> {
         Ok(Self {
             rows,
             last: dev.alloc_bf16(rows * cfg.hidden)?,
@@ -135,7 +136,7 @@ struct StepPlan {
 /// RoPE, SiLU·mul, the paged KV write and attention; cuBLAS for the GEMMs.
 pub struct CudaBackend {
     dev: CudaDevice,
-    cfg: CudaModelConfig,
+    cfg: ModelShape,
     opts: CudaOptions,
     w: DeviceWeights,
     inv_freq: CudaSlice<f32>,
@@ -173,11 +174,7 @@ impl CudaBackend {
     ///
     /// # Errors
     /// `no CUDA driver found (...)` without a GPU; an invalid shape; too little memory.
-    pub fn random(
-        cfg: CudaModelConfig,
-        seed: u64,
-        opts: CudaOptions,
-    ) -> Result<Self, CudaBackendError> {
+    pub fn random(cfg: ModelShape, seed: u64, opts: CudaOptions) -> Result<Self, CudaBackendError> {
         Self::build(cfg, opts, "random", |dev, cfg| {
             DeviceWeights::random(dev, cfg, seed)
         })
@@ -186,7 +183,7 @@ impl CudaBackend {
     /// Shape `cfg` with weights from a safetensors file (Hugging Face Llama names,
     /// F32/F16/BF16; rounded to bf16).
     pub fn from_safetensors(
-        cfg: CudaModelConfig,
+        cfg: ModelShape,
         path: &Path,
         opts: CudaOptions,
     ) -> Result<Self, CudaBackendError> {
@@ -198,20 +195,16 @@ impl CudaBackend {
     /// What the CLI needs: the preset `model` (`llama3-8b`, `tiny`) with random
     /// weights seeded by `seed` and default options.
     pub fn load(model: &str, seed: u64) -> Result<Self, CudaBackendError> {
-        Self::random(
-            CudaModelConfig::preset(model)?,
-            seed,
-            CudaOptions::default(),
-        )
+        Self::random(ModelShape::preset(model)?, seed, CudaOptions::default())
     }
 
     fn build(
-        cfg: CudaModelConfig,
+        cfg: ModelShape,
         opts: CudaOptions,
         weights_kind: &'static str,
-        make: impl FnOnce(&CudaDevice, &CudaModelConfig) -> Result<DeviceWeights, CudaBackendError>,
+        make: impl FnOnce(&CudaDevice, &ModelShape) -> Result<DeviceWeights, CudaBackendError>,
     ) -> Result<Self, CudaBackendError> {
-        cfg.validate()?;
+        crate::config::validate(&cfg)?;
         if !(opts.memory_fraction > 0.0 && opts.memory_fraction <= 1.0) {
             return Err(CudaBackendError::Config {
                 field: "memory_fraction",
@@ -224,7 +217,7 @@ impl CudaBackend {
             .context()
             .mem_get_info()
             .map_err(|e| CudaBackendError::driver("reading free device memory", e))?;
-        let weight_bytes = cfg.weight_bytes();
+        let weight_bytes = cfg.weight_bytes(crate::config::ELEM_BYTES);
         let usable = (free as f64 * opts.memory_fraction) as u64;
         if weight_bytes >= usable {
             return Err(CudaBackendError::OutOfMemory(format!(
@@ -234,12 +227,7 @@ impl CudaBackend {
         }
         let kv_budget = opts.kv_budget_bytes.unwrap_or(usable - weight_bytes);
         let w = make(&dev, &cfg)?;
-        let rope = Rope::new(RopeConfig {
-            head_dim: cfg.head_dim(),
-            theta: cfg.rope_theta,
-            scaling: None,
-        })
-        .map_err(|e| CudaBackendError::Config {
+        let rope = Rope::new(crate::config::rope(&cfg)).map_err(|e| CudaBackendError::Config {
             field: "rope_theta",
             problem: e.to_string(),
         })?;
@@ -271,7 +259,7 @@ impl CudaBackend {
     }
 
     /// The model shape.
-    pub fn config(&self) -> &CudaModelConfig {
+    pub fn config(&self) -> &ModelShape {
         &self.cfg
     }
 
@@ -424,7 +412,7 @@ impl CudaBackend {
         let s = self.scratch.as_mut().ok_or_else(|| {
             CudaBackendError::Batch("internal: activation buffers missing".into())
         })?;
-        let scale = 1.0 / (cfg.head_dim() as f32).sqrt();
+        let scale = 1.0 / (cfg.head_dim as f32).sqrt();
         dev.embed_gather(&self.w.embed, &tokens, &mut s.x, t, hd)?;
         for (lw, kv) in self.w.layers.iter().zip(self.kv.iter_mut()) {
             dev.rms_norm(&s.x, &lw.attn_norm, &mut s.h, t, hd, cfg.rms_eps)?;
@@ -538,12 +526,16 @@ impl Backend for CudaBackend {
         true
     }
 
+    fn context_len(&self) -> Option<u32> {
+        Some(self.cfg.context_len)
+    }
+
     fn kv_bytes_per_token(&self) -> u64 {
-        self.cfg.kv_bytes_per_token()
+        self.cfg.kv_bytes_per_token(1, crate::config::ELEM_BYTES)
     }
 
     fn vocab_size(&self) -> u32 {
-        // validated to fit 31 bits by CudaModelConfig::validate
+        // validated to fit 31 bits by ModelShape::validate
         u32::try_from(self.cfg.vocab).unwrap_or(u32::MAX)
     }
 

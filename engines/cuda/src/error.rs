@@ -16,6 +16,9 @@ pub enum CudaBackendError {
         /// What is wrong with it.
         problem: String,
     },
+    /// The model shape is invalid or unknown.
+    #[error("{0}")]
+    Shape(#[from] fuselab_core::Error),
     /// The device, a kernel or cuBLAS failed (includes `no CUDA driver found (...)`).
     #[error(transparent)]
     Cuda(#[from] CudaError),

@@ -15,7 +15,8 @@
 //!   sampled rows, samples greedily on the device and copies back only the
 //!   token ids; it synchronises the stream before returning, so the engine's
 //!   wall-clock step time is the real one.
-//! * Shapes: [`CudaModelConfig::llama3_8b`] and [`CudaModelConfig::tiny`]
+//! * Shapes: any [`ModelShape`] that [`validate_shape`] accepts, e.g. `llama3-8b`
+//!   and `tiny-128`
 //!   (heads of 128, which the attention kernels require). Weights are seeded
 //!   random (filled on the GPU) or uploaded from a safetensors file.
 //!
@@ -29,8 +30,9 @@ mod error;
 mod weights;
 
 pub use backend::{CudaBackend, CudaOptions};
-pub use config::CudaModelConfig;
+pub use config::validate as validate_shape;
 pub use error::CudaBackendError;
+pub use fuselab_engine::ModelShape;
 
 /// Checks, without panicking, that the CUDA driver, NVRTC and cuBLAS libraries load.
 ///

@@ -13,7 +13,8 @@ use fuselab_kernels::cuda::CudaDevice;
 use half::bf16;
 use safetensors::{Dtype, SafeTensors};
 
-use crate::{CudaBackendError, CudaModelConfig};
+use crate::CudaBackendError;
+use fuselab_engine::ModelShape;
 
 /// One transformer layer on the device.
 #[derive(Debug)]
@@ -54,7 +55,7 @@ impl DeviceWeights {
     /// every layer, so bf16 never overflows.
     pub(crate) fn random(
         dev: &CudaDevice,
-        cfg: &CudaModelConfig,
+        cfg: &ModelShape,
         seed: u64,
     ) -> Result<Self, CudaBackendError> {
         let mut counter = 0u64;
@@ -115,7 +116,7 @@ impl DeviceWeights {
     /// (tied embeddings).
     pub(crate) fn from_safetensors(
         dev: &CudaDevice,
-        cfg: &CudaModelConfig,
+        cfg: &ModelShape,
         path: &Path,
     ) -> Result<Self, CudaBackendError> {
         let file_err = |message: String| CudaBackendError::File {

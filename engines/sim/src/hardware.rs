@@ -1,4 +1,4 @@
-//! Hardware profiles and model shapes.
+//! Hardware profiles (model shapes are `fuselab_engine::ModelShape`).
 //!
 //! Peaks are the vendors' *dense* bf16 tensor-core figures (the datasheets
 //! print the 2:4-sparsity figure, twice as large, next to them; research/engine.md
@@ -88,164 +88,13 @@ pub fn hardware(name: &str) -> Result<&'static Hardware, Error> {
         })
 }
 
-/// A decoder-only Llama-family model's shape (RMSNorm, RoPE, GQA, SwiGLU; untied embeddings).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ModelShape {
-    /// Name used on the command line.
-    pub name: &'static str,
-    /// Transformer layers.
-    pub layers: u32,
-    /// Hidden size.
-    pub hidden: u32,
-    /// Query heads.
-    pub q_heads: u32,
-    /// Key/value heads (GQA).
-    pub kv_heads: u32,
-    /// Head dimension.
-    pub head_dim: u32,
-    /// FFN (intermediate) size.
-    pub ffn: u32,
-    /// Vocabulary size.
-    pub vocab: u32,
-    /// Context length the model was trained for.
-    pub max_len: u32,
-}
-
-/// The model shapes (from each model's published `config.json`).
-pub const MODELS: [ModelShape; 5] = [
-    ModelShape {
-        name: "llama3-8b",
-        layers: 32,
-        hidden: 4096,
-        q_heads: 32,
-        kv_heads: 8,
-        head_dim: 128,
-        ffn: 14336,
-        vocab: 128_256,
-        max_len: 8192,
-    },
-    ModelShape {
-        name: "llama2-7b",
-        layers: 32,
-        hidden: 4096,
-        q_heads: 32,
-        kv_heads: 32,
-        head_dim: 128,
-        ffn: 11008,
-        vocab: 32000,
-        max_len: 4096,
-    },
-    ModelShape {
-        name: "llama2-13b",
-        layers: 40,
-        hidden: 5120,
-        q_heads: 40,
-        kv_heads: 40,
-        head_dim: 128,
-        ffn: 13824,
-        vocab: 32000,
-        max_len: 4096,
-    },
-    ModelShape {
-        name: "llama3-70b",
-        layers: 80,
-        hidden: 8192,
-        q_heads: 64,
-        kv_heads: 8,
-        head_dim: 128,
-        ffn: 28672,
-        vocab: 128_256,
-        max_len: 8192,
-    },
-    ModelShape {
-        name: "tiny",
-        layers: 4,
-        hidden: 256,
-        q_heads: 8,
-        kv_heads: 2,
-        head_dim: 32,
-        ffn: 704,
-        vocab: 4096,
-        max_len: 4096,
-    },
-];
-
-/// Looks a model shape up by name.
-///
-/// # Errors
-/// An [`Error::Invalid`] for `--model` listing the valid names.
-pub fn model(name: &str) -> Result<&'static ModelShape, Error> {
-    MODELS
-        .iter()
-        .find(|m| m.name == name.trim())
-        .ok_or_else(|| {
-            Error::invalid(
-                "--model",
-                format!("unknown model `{name}`"),
-                format!("valid models: {}", MODELS.map(|m| m.name).join(", ")),
-            )
-        })
-}
-
-impl ModelShape {
-    /// Parameters in matmuls of one layer (q, k, v, o, gate, up, down).
-    pub fn layer_params(&self) -> u64 {
-        let h = u64::from(self.hidden);
-        let qd = u64::from(self.q_heads * self.head_dim);
-        let kvd = u64::from(self.kv_heads * self.head_dim);
-        h * (qd + 2 * kvd) + qd * h + 3 * h * u64::from(self.ffn)
-    }
-
-    /// All parameters: layers, norms, embedding and LM head (untied).
-    pub fn params(&self) -> u64 {
-        let h = u64::from(self.hidden);
-        u64::from(self.layers) * (self.layer_params() + 2 * h) + 2 * u64::from(self.vocab) * h + h
-    }
-
-    /// bf16 weight bytes.
-    pub fn weight_bytes(&self) -> u64 {
-        2 * self.params()
-    }
-
-    /// bf16 KV bytes per token on one of `tp` GPUs (K and V, all layers; KV
-    /// heads are split over the GPUs, replicated when there are fewer than `tp`).
-    pub fn kv_bytes_per_token(&self, tp: u32) -> u64 {
-        let heads = self.kv_heads.div_ceil(tp.max(1));
-        2 * 2 * u64::from(self.layers) * u64::from(heads) * u64::from(self.head_dim)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn llama3_8b_matches_first_principles() {
-        let m = model("llama3-8b").unwrap();
-        // research/engine.md §d.4: weights 16.06 GB, KV 128 KiB/token.
-        assert!(
-            (m.weight_bytes() as f64 / 1e9 - 16.06).abs() < 0.02,
-            "{}",
-            m.weight_bytes()
-        );
-        assert_eq!(m.kv_bytes_per_token(1), 128 * 1024);
-        assert_eq!(m.kv_bytes_per_token(2), 64 * 1024);
-        let m70 = model("llama3-70b").unwrap();
-        assert!(
-            (m70.params() as f64 / 1e9 - 70.55).abs() < 0.1,
-            "{}",
-            m70.params()
-        );
-    }
-
-    #[test]
     fn unknown_names_list_the_valid_ones() {
         let e = hardware("b200").unwrap_err().to_string();
         assert!(e.contains("a100-80g, h100-sxm, h200, l40s"), "{e}");
-        let e = model("gpt4").unwrap_err().to_string();
-        assert!(
-            e.contains("llama3-8b, llama2-7b, llama2-13b, llama3-70b, tiny"),
-            "{e}"
-        );
     }
 }

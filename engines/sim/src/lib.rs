@@ -30,12 +30,14 @@ mod hardware;
 use std::collections::BTreeMap;
 
 use fuselab_core::Error;
-use fuselab_engine::{Backend, BackendError, BatchShape, ForwardBatch, KvGeometry, StepOutput};
+use fuselab_engine::{
+    Backend, BackendError, BatchShape, ForwardBatch, KvGeometry, ModelShape, StepOutput,
+};
 
 pub use calib::{
     Calibration, DecodeAttnCurve, GemmCurve, PrefillAttnCurve, calibration, fit_calibration,
 };
-pub use hardware::{HARDWARE, Hardware, MODELS, ModelShape, hardware, model};
+pub use hardware::{HARDWARE, Hardware, hardware};
 
 /// Errors of the simulated backend.
 #[derive(Debug, thiserror::Error)]
@@ -158,8 +160,8 @@ impl SimBackend {
     /// (giving both sizes).
     pub fn new(cfg: &SimConfig) -> Result<Self, SimError> {
         let hw = *hardware(&cfg.hardware)?;
-        let model = *model(&cfg.model)?;
-        if ![1, 2, 4, 8].contains(&cfg.tp) || model.q_heads % cfg.tp != 0 {
+        let model = ModelShape::preset(&cfg.model)?;
+        if ![1, 2, 4, 8].contains(&cfg.tp) || !model.n_heads.is_multiple_of(cfg.tp as usize) {
             return Err(Error::invalid(
                 "--tp",
                 format!(
@@ -168,7 +170,7 @@ impl SimBackend {
                 ),
                 format!(
                     "give 1, 2, 4 or 8 dividing the model's {} query heads",
-                    model.q_heads
+                    model.n_heads
                 ),
             )
             .into());
@@ -193,7 +195,7 @@ impl SimBackend {
             .into());
         }
         let usable = hw.memory_bytes * cfg.mem_util;
-        let weights = model.weight_bytes() as f64 / f64::from(cfg.tp);
+        let weights = model.weight_bytes(2) as f64 / f64::from(cfg.tp);
         if weights >= usable {
             return Err(Error::invalid(
                 "--model",
@@ -279,12 +281,12 @@ impl SimBackend {
         let m = &self.model;
         let tp = f64::from(self.cfg.tp);
         let (peak, bw) = (self.hw.peak_flops, self.hw.mem_bw);
-        let h = f64::from(m.hidden);
-        let d = f64::from(m.head_dim);
-        let q_heads = f64::from(m.q_heads) / tp;
-        let kv_heads = f64::from(m.kv_heads.div_ceil(self.cfg.tp));
-        let ffn = f64::from(m.ffn) / tp;
-        let layers = f64::from(m.layers);
+        let h = m.hidden as f64;
+        let d = m.head_dim as f64;
+        let q_heads = m.n_heads as f64 / tp;
+        let kv_heads = m.n_kv_heads.div_ceil(self.cfg.tp as usize) as f64;
+        let ffn = m.ffn as f64 / tp;
+        let layers = m.n_layers as f64;
 
         let mut cost = StepCost {
             overhead_s: self.cfg.step_overhead_s,
@@ -319,7 +321,7 @@ impl SimBackend {
         }
         cost.gemm_s = layers * gemm;
         if lm_tokens > 0.0 {
-            let (f, b) = calib::gemm_work(lm_tokens, h, f64::from(m.vocab) / tp);
+            let (f, b) = calib::gemm_work(lm_tokens, h, m.vocab as f64 / tp);
             cost.lm_head_s = self.cal.gemm["lm_head"].time(f, b, peak, bw);
         }
 
@@ -400,16 +402,20 @@ impl Backend for SimBackend {
     }
 
     fn vocab_size(&self) -> u32 {
-        self.model.vocab
+        self.model.vocab as u32
+    }
+
+    fn context_len(&self) -> Option<u32> {
+        Some(self.model.context_len)
     }
 
     fn kv_bytes_per_token(&self) -> u64 {
-        self.model.kv_bytes_per_token(self.cfg.tp)
+        self.model.kv_bytes_per_token(self.cfg.tp, 2)
     }
 
     fn kv_budget_bytes(&self) -> u64 {
         let usable = self.hw.memory_bytes * self.cfg.mem_util;
-        let weights = self.model.weight_bytes() as f64 / f64::from(self.cfg.tp);
+        let weights = self.model.weight_bytes(2) as f64 / f64::from(self.cfg.tp);
         (usable - weights).max(0.0) as u64
     }
 

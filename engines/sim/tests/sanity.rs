@@ -126,7 +126,7 @@ fn cost_model_behaves_physically() {
 #[test]
 fn a100_extrapolation_agrees_with_vidur_profiles() {
     let a100 = SimBackend::from_names("a100-80g", "llama3-8b", 1).unwrap();
-    let layers = f64::from(a100.model().layers);
+    let layers = a100.model().n_layers as f64;
     for (tokens, vidur_ms) in [(1u32, 0.303), (2048, 4.55), (8192, 17.0)] {
         let c = a100.step_cost(&ForwardBatch {
             entries: vec![BatchEntry {

@@ -6,10 +6,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use fuselab_core::{
-    Arrivals, EngineInfo, Metrics, Provenance, RequestRecord, RequestSpec, RunSummary,
-    SCHEMA_VERSION, Slo, StepRecord, WorkloadSpec,
+    Arrivals, EngineInfo, Error, Metrics, Provenance, RequestRecord, RequestSpec, RequestStatus,
+    RunSummary, SCHEMA_VERSION, Slo, StepRecord, WorkloadSpec,
 };
-use fuselab_engine::{NativeEngine, PolicyConfig, simulate};
+use fuselab_engine::{ModelShape, NativeEngine, PolicyConfig, simulate};
 use fuselab_harness::{
     EngineHandle, NativeEngineHandle, NullEngine, RealtimePlan, run_realtime_blocking,
 };
@@ -86,6 +86,172 @@ pub struct Point {
     pub slo: Slo,
 }
 
+impl Point {
+    /// A point of `engine` × `policy` × `workload`, with the model-dependent
+    /// defaults resolved: a preset meant for a long-context model picks it
+    /// when `--model` was not given, and `max_len` defaults to the model's
+    /// context length.
+    ///
+    /// # Errors
+    /// When no request fits the model's context (or `max_len`), naming a
+    /// model that fits, before anything runs. Some requests that do not fit
+    /// are a warning: they will be rejected.
+    pub fn new(
+        engine: &crate::cmd::bench::EngineOpts,
+        mut policy: PolicyConfig,
+        workload: WorkloadSpec,
+        requests: Vec<RequestSpec>,
+        slo: Slo,
+    ) -> anyhow::Result<Self> {
+        let mut engine_spec = engine.resolve()?;
+        if engine_spec.kind == EngineKind::Null {
+            return Ok(Self {
+                engine: engine_spec,
+                policy,
+                workload,
+                requests,
+                slo,
+            });
+        }
+        if engine.model.is_none()
+            && engine_spec.kind != EngineKind::Cpu
+            && let Some(model) = fuselab_workloads::preset_model(&workload.name)
+        {
+            warn_once(format!(
+                "model {model}: the {} preset's model (pass --model to choose another)",
+                workload.name
+            ));
+            engine_spec.model = model.into();
+        }
+        let shape = ModelShape::preset(&engine_spec.model)?;
+        policy.default_max_len(shape.context_len);
+        check_fit(&engine_spec, &shape, &policy, &requests)?;
+        Ok(Self {
+            engine: engine_spec,
+            policy,
+            workload,
+            requests,
+            slo,
+        })
+    }
+}
+
+/// `knobs` with the knobs of the `--knobs-from` set in front, so that
+/// `--knob` wins. The set is chosen for the engine's device: the simulated
+/// hardware profile; for `cuda` a GPU of at least 70 GiB other than an A100
+/// (the H200 this lab measures on) is assumed, and said.
+pub fn with_knob_set(
+    set: Option<&str>,
+    engine: &crate::cmd::bench::EngineOpts,
+    knobs: &[String],
+) -> anyhow::Result<Vec<String>> {
+    let Some(set) = set else {
+        return Ok(knobs.to_vec());
+    };
+    let spec = engine.resolve()?;
+    let device = match spec.kind {
+        EngineKind::Sim => {
+            let hw = fuselab_sim::hardware(&spec.hardware)?;
+            Some(fuselab_engine::DeviceClass {
+                name: hw.name.into(),
+                memory_gib: hw.memory_bytes / f64::from(1u32 << 30),
+            })
+        }
+        EngineKind::Cuda => {
+            warn_once(format!(
+                "--knobs-from {set} on --engine cuda assumes a GPU of at least 70 GiB that is not an A100"
+            ));
+            Some(fuselab_engine::DeviceClass {
+                name: "cuda".into(),
+                memory_gib: 70.0,
+            })
+        }
+        EngineKind::Cpu | EngineKind::Null => None,
+    };
+    let mut all = fuselab_engine::knob_set(set, device.as_ref())?;
+    all.extend_from_slice(knobs);
+    Ok(all)
+}
+
+/// Refuses a workload none of whose requests fit `max_len`; warns when some do not.
+fn check_fit(
+    engine: &EngineSpec,
+    shape: &ModelShape,
+    policy: &PolicyConfig,
+    requests: &[RequestSpec],
+) -> anyhow::Result<()> {
+    let max_len = policy.max_len();
+    let len = |r: &RequestSpec| u64::from(r.prompt_len) + u64::from(r.output_len);
+    let over = requests
+        .iter()
+        .filter(|r| len(r) > u64::from(max_len))
+        .count();
+    if over == 0 {
+        return Ok(());
+    }
+    let longest = requests.iter().map(len).max().unwrap_or(0);
+    let limit = if policy.max_len == Some(shape.context_len) {
+        format!(
+            "the {}-token context of {}",
+            shape.context_len, engine.model
+        )
+    } else {
+        format!(
+            "max_len {max_len} ({}'s context: {})",
+            engine.model, shape.context_len
+        )
+    };
+    let fits: Vec<String> = fuselab_engine::MODEL_NAMES
+        .iter()
+        .filter_map(|n| ModelShape::preset(n).ok())
+        .filter(|m| u64::from(m.context_len) >= longest)
+        .map(|m| format!("{} ({} tokens)", m.name, m.context_len))
+        .collect();
+    let hint = if fits.is_empty() {
+        format!("no model shape has a context of {longest} tokens: shorten the workload")
+    } else if policy.max_len.is_some_and(|m| m < shape.context_len) {
+        format!(
+            "raise --knob max_len to {longest} or more, or pick one of: --model {}",
+            fits.join(", ")
+        )
+    } else {
+        format!("pick a model that fits: --model {}", fits.join(", "))
+    };
+    if over == requests.len() {
+        let field = if policy.max_len.is_some_and(|m| m < shape.context_len) {
+            "--knob max_len"
+        } else {
+            "--model"
+        };
+        return Err(Error::invalid(
+            field,
+            format!(
+                "none of the {} requests fits {limit}: prompt + output up to {longest} tokens",
+                requests.len()
+            ),
+            hint,
+        )
+        .into());
+    }
+    warn_once(format!(
+        "{over} of {} requests need more than {limit} (up to {longest} tokens) and will be rejected; {hint}",
+        requests.len()
+    ));
+    Ok(())
+}
+
+/// Prints a warning on stderr once per process (a sweep builds many points).
+fn warn_once(message: String) {
+    static SEEN: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let mut seen = SEEN
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if !seen.contains(&message) {
+        eprintln!("warning: {message}");
+        seen.push(message);
+    }
+}
+
 /// What a point produced.
 #[derive(Debug, Clone)]
 pub struct PointResult {
@@ -135,7 +301,7 @@ pub fn run_point(point: &Point) -> anyhow::Result<PointResult> {
             let engine: Box<dyn EngineHandle> = if point.engine.kind == EngineKind::Cuda {
                 // Probe first: without a driver this is a clean error (exit 2), never a panic.
                 fuselab_cuda::probe()?;
-                let cfg = fuselab_cuda::CudaModelConfig::preset(&point.engine.model)?;
+                let cfg = fuselab_engine::ModelShape::preset(&point.engine.model)?;
                 let (policy, seed) = (point.policy.clone(), point.workload.seed);
                 info.hardware = Some("cuda:0".into());
                 info.knobs.insert("weights".into(), "random".into());
@@ -241,6 +407,51 @@ pub fn write_point(
     )
     .with_context(|| format!("writing the run folder {}", dir.display()))?;
     Ok(())
+}
+
+/// How many requests did not complete and the most common reason, e.g.
+/// `12 of 64 requests failed (12 rejected): most common reason (12×): prompt
+/// (9000) + output (200) = 9200 tokens exceed max_len 8192; …`. `None` when
+/// every request completed.
+pub fn failure_note(records: &[RequestRecord]) -> Option<String> {
+    let failed: Vec<&RequestRecord> = records
+        .iter()
+        .filter(|r| r.status != RequestStatus::Ok)
+        .collect();
+    if failed.is_empty() {
+        return None;
+    }
+    let mut by_status: std::collections::BTreeMap<&str, usize> = Default::default();
+    // Messages differ only in their numbers when they share a reason.
+    let mut by_reason: std::collections::BTreeMap<String, (usize, &RequestRecord)> =
+        Default::default();
+    for r in &failed {
+        *by_status.entry(r.status.as_str()).or_default() += 1;
+        let shape: String = r
+            .error
+            .as_deref()
+            .unwrap_or("no reason given")
+            .chars()
+            .filter(|c| !c.is_ascii_digit())
+            .collect();
+        by_reason
+            .entry(format!("{}: {shape}", r.status.as_str()))
+            .or_insert((0, r))
+            .0 += 1;
+    }
+    let statuses: Vec<String> = by_status.iter().map(|(s, n)| format!("{n} {s}")).collect();
+    let (count, example) = by_reason
+        .values()
+        .max_by_key(|(n, _)| *n)
+        .copied()
+        .expect("failed is not empty");
+    Some(format!(
+        "{} of {} requests did not complete ({}); most common reason ({count}×): {}",
+        failed.len(),
+        records.len(),
+        statuses.join(", "),
+        example.error.as_deref().unwrap_or("no reason given")
+    ))
 }
 
 /// The error returned after a cancelled point's measurements were written.

@@ -277,4 +277,146 @@ fn run_prints_its_embedded_config_and_runs_an_edited_copy() {
     assert_eq!(cpu["points"][0]["metrics"]["completed"], 3);
     let html = std::fs::read_to_string(tmp.path().join("out/report.html")).unwrap();
     assert!(html.contains("<svg") && !html.contains("http://") && !html.contains("https://"));
+    // The embedded CPU part is a closed loop; giving it a rate as well is refused.
+    assert!(text.contains("clients = 4") && text.contains("preset = \"cpu-small\""));
+    let both = text.replace("clients = 4", "clients = 4\nrate = 2.0");
+    std::fs::write(tmp.path().join("both.toml"), both).unwrap();
+    fuselab(tmp.path())
+        .args(["run", "--config", "both.toml", "--out", "both"])
+        .assert()
+        .code(2)
+        .stderr(contains("[cpu]").and(contains("exactly one of `rate`")));
+}
+
+#[test]
+fn long_presets_run_on_a_long_context_model_and_say_so() {
+    let tmp = tempfile::tempdir().unwrap();
+    let long = ["--preset", "long-32k", "--n", "16", "--seed", "1"];
+    fuselab(tmp.path())
+        .args(["bench", "--engine", "sim", "--model", "llama3.1-8b"])
+        .args(long)
+        .args(["--out", "given"])
+        .assert()
+        .success()
+        .stdout(contains("16 requests (16 ok)"));
+    let s = summary(&tmp.path().join("given"));
+    assert_eq!(s["metrics"]["completed"], 16);
+    assert_eq!(s["provenance"]["engine"]["knobs"]["max_len"], 131_072);
+    // Without --model the preset picks its model, and says so.
+    fuselab(tmp.path())
+        .args(["bench", "--engine", "sim"])
+        .args(long)
+        .args(["--out", "picked"])
+        .assert()
+        .success()
+        .stdout(contains("16 requests (16 ok)"))
+        .stderr(contains("model llama3.1-8b: the long-32k preset's model"));
+    assert_eq!(
+        summary(&tmp.path().join("picked"))["provenance"]["engine"]["model"],
+        "llama3.1-8b"
+    );
+}
+
+#[test]
+fn a_workload_no_request_of_which_fits_exits_2_before_running_naming_a_model_that_fits() {
+    let tmp = tempfile::tempdir().unwrap();
+    fuselab(tmp.path())
+        .args(["bench", "--engine", "sim", "--model", "llama3-8b"])
+        .args(["--preset", "long-32k", "--n", "16", "--out", "r"])
+        .assert()
+        .code(2)
+        .stderr(contains(
+            "none of the 16 requests fits the 8192-token context of llama3-8b",
+        ))
+        .stderr(contains("--model llama3.1-8b (131072 tokens)"));
+    assert!(
+        !tmp.path().join("r/summary.json").exists(),
+        "refused before running"
+    );
+    fuselab(tmp.path())
+        .args(["bench", "--engine", "sim", "--knob", "max_len=1000"])
+        .args(SMALL)
+        .args(["--out", "k"])
+        .assert()
+        .code(2)
+        .stderr(contains("invalid --knob max_len"))
+        .stderr(contains("raise --knob max_len to"));
+}
+
+#[test]
+fn rejected_requests_are_counted_with_their_most_common_reason() {
+    let tmp = tempfile::tempdir().unwrap();
+    // long-8k on Llama-3's 8192-token context: most requests do not fit.
+    fuselab(tmp.path())
+        .args(["bench", "--engine", "sim", "--model", "llama3-8b"])
+        .args([
+            "--preset", "long-8k", "--n", "50", "--seed", "1", "--out", "r",
+        ])
+        .assert()
+        .success()
+        .stderr(contains(
+            "requests need more than the 8192-token context of llama3-8b",
+        ))
+        .stdout(contains("of 50 requests did not complete ("))
+        .stdout(contains(" rejected); most common reason ("))
+        .stdout(contains("exceed max_len 8192"));
+}
+
+#[test]
+fn bench_exits_2_when_no_request_succeeds_and_keeps_the_run_folder() {
+    let tmp = tempfile::tempdir().unwrap();
+    // vLLM v0 without chunking cannot prefill a prompt longer than its budget.
+    fuselab(tmp.path())
+        .args(["bench", "--engine", "sim", "--policy", "continuous"])
+        .args(["--knob", "budget=100"])
+        .args(["--preset", "fastgen-2600", "--n", "5", "--out", "r"])
+        .assert()
+        .code(2)
+        .stdout(contains("5 of 5 requests did not complete (5 rejected)"))
+        .stderr(contains("none of the 5 requests succeeded"));
+    assert_eq!(summary(&tmp.path().join("r"))["metrics"]["failed"], 5);
+}
+
+#[test]
+fn knob_sets_start_from_a_published_systems_knobs_and_knob_wins() {
+    let tmp = tempfile::tempdir().unwrap();
+    let knobs = |dir: &str| summary(&tmp.path().join(dir))["provenance"]["engine"]["knobs"].clone();
+    let run = |extra: &[&str], out: &str| {
+        fuselab(tmp.path())
+            .args(["bench", "--engine", "sim", "--policy", "chunked"])
+            .args(extra)
+            .args(["--preset", "fastgen-2600", "--n", "8", "--out", out])
+            .assert()
+            .success();
+    };
+    run(&["--knobs-from", "sarathi"], "sarathi");
+    assert_eq!(
+        (
+            knobs("sarathi")["budget"].clone(),
+            knobs("sarathi")["max_seqs"].clone()
+        ),
+        (512.into(), 128.into())
+    );
+    run(&["--knobs-from", "vllm-v1"], "v1-h200");
+    assert_eq!(knobs("v1-h200")["budget"], 8192);
+    assert_eq!(knobs("v1-h200")["max_seqs"], 1024);
+    run(
+        &["--knobs-from", "vllm-v1", "--hardware", "a100-80g"],
+        "v1-a100",
+    );
+    assert_eq!(knobs("v1-a100")["budget"], 2048);
+    run(
+        &["--knobs-from", "sarathi", "--knob", "budget=1024"],
+        "override",
+    );
+    assert_eq!(knobs("override")["budget"], 1024);
+    assert_eq!(knobs("override")["max_seqs"], 128);
+    // The default is vLLM v0.6's chunked prefill.
+    run(&[], "default");
+    assert_eq!(knobs("default")["budget"], 2048);
+    fuselab(tmp.path())
+        .args(["bench", "--knobs-from", "orca", "--out", "bad"])
+        .assert()
+        .code(2)
+        .stderr(contains("--knobs-from").and(contains("valid sets: sarathi, vllm-v1")));
 }

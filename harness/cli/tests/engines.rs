@@ -19,28 +19,51 @@ fn metrics(dir: &Path) -> serde_json::Value {
     serde_json::from_str::<serde_json::Value>(&text).expect("JSON")["metrics"].clone()
 }
 
+/// Σ prompt tokens and Σ (output tokens − 1) of a workload, from its JSONL export.
+fn implied_tokens(dir: &Path, workload: &[&str]) -> (u64, u64) {
+    fuselab(dir)
+        .arg("workload")
+        .args(workload)
+        .args(["--export", "implied.jsonl"])
+        .assert()
+        .success();
+    let text = std::fs::read_to_string(dir.join("implied.jsonl")).unwrap();
+    text.lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .fold((0, 0), |(p, d), r| {
+            let out = r["output_len"].as_u64().unwrap();
+            (p + r["prompt_len"].as_u64().unwrap(), d + out - 1)
+        })
+}
+
 #[test]
 fn the_cpu_engine_runs_every_policy_and_writes_the_same_run_folder() {
     let tmp = tempfile::tempdir().unwrap();
+    let workload = [
+        "--preset",
+        "sharegpt-like",
+        "--n",
+        "3",
+        "--rate",
+        "20",
+        "--seed",
+        "5",
+    ];
+    let (prompt_tokens, decode_tokens) = implied_tokens(tmp.path(), &workload);
     for policy in ["static", "continuous", "chunked", "splitfuse", "prepack"] {
         fuselab(tmp.path())
             .args(["bench", "--engine", "cpu", "--policy", policy])
-            .args([
-                "--preset",
-                "sharegpt-like",
-                "--n",
-                "3",
-                "--rate",
-                "20",
-                "--seed",
-                "5",
-            ])
+            .args(workload)
             .args(["--out", policy])
             .assert()
             .success();
         let m = metrics(&tmp.path().join(policy));
         assert_eq!(m["completed"], 3, "{policy}");
         assert!(m["engine"]["steps"].as_u64().unwrap() > 0, "{policy}");
+        // Every step is recorded, the last one too (it was once dropped).
+        assert_eq!(m["engine"]["preemptions"], 0, "{policy}");
+        assert_eq!(m["engine"]["decode_tokens"], decode_tokens, "{policy}");
+        assert_eq!(m["engine"]["prefill_tokens"], prompt_tokens, "{policy}");
         for f in ["requests.parquet", "tokens.parquet", "steps.parquet"] {
             assert!(tmp.path().join(policy).join(f).is_file());
         }
@@ -66,7 +89,7 @@ fn the_null_engine_answers_every_request_with_its_token_count() {
 fn mis_shaped_weights_exit_2_naming_the_tensor_and_both_shapes() {
     let tmp = tempfile::tempdir().unwrap();
     let file = tmp.path().join("small.safetensors");
-    fuselab_cpu::write_random_safetensors(&fuselab_cpu::ModelConfig::small(), 1, &file).unwrap();
+    fuselab_cpu::write_random_safetensors(&fuselab_cpu::ModelShape::small(), 1, &file).unwrap();
     fuselab(tmp.path())
         .args(["bench", "--engine", "cpu", "--model", "tiny", "--weights"])
         .arg(&file)
@@ -101,7 +124,11 @@ fn engine_flags_that_do_not_apply_are_rejected() {
 #[test]
 fn the_cuda_engine_without_a_driver_exits_2_saying_so() {
     if fuselab_cuda::probe().is_ok() {
-        eprintln!("skipping: a CUDA driver is present, so `--engine cuda` would run");
+        use std::io::Write as _;
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED the_cuda_engine_without_a_driver_exits_2_saying_so: a CUDA driver is present"
+        );
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
@@ -116,8 +143,9 @@ fn the_cuda_engine_without_a_driver_exits_2_saying_so() {
 
 #[test]
 fn ctrl_c_writes_what_was_measured_then_exits_2() {
+    use std::io::BufRead as _;
     let tmp = tempfile::tempdir().unwrap();
-    let child = std::process::Command::new(assert_cmd::cargo::cargo_bin("fuselab"))
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("fuselab"))
         .current_dir(tmp.path())
         .args(["bench", "--engine", "null", "--preset", "sharegpt-like"])
         .args([
@@ -130,30 +158,41 @@ fn ctrl_c_writes_what_was_measured_then_exits_2() {
             "--out",
             "cut",
         ])
+        // The harness logs each send at debug level: interrupt after the third.
+        .env("FUSELAB_LOG", "fuselab_harness=debug")
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    // Interrupt once the run is under way: the output folder is created just
-    // before the harness starts, and the schedule spans 100 s.
-    let cut = tmp.path().join("cut");
-    for _ in 0..600 {
-        if cut.is_dir() {
-            break;
+    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let (sent_tx, sent_rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let mut sends = 0;
+        for line in stderr.lines().map_while(Result::ok) {
+            if line.contains("request sent") {
+                sends += 1;
+                if sends == 3 {
+                    let _ = sent_tx.send(());
+                }
+            }
+            text.push_str(&line);
+            text.push('\n');
         }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    std::thread::sleep(std::time::Duration::from_millis(1000));
+        text
+    });
+    sent_rx.recv().expect("the run sends requests");
     let status = std::process::Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()
         .unwrap();
     assert!(status.success());
-    let out = child.wait_with_output().unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("cancelled by Ctrl-C"));
+    let code = child.wait().unwrap().code();
+    let stderr = reader.join().unwrap();
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("cancelled by Ctrl-C"), "{stderr}");
     let m = metrics(&tmp.path().join("cut"));
     let n = m["requests"].as_u64().unwrap();
-    assert!(n > 0 && n < 2000, "{n} requests kept");
+    assert!((3..2000).contains(&n), "{n} requests kept");
 }
 
 #[test]

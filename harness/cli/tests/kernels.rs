@@ -10,16 +10,22 @@ fn fuselab() -> Command {
 #[test]
 fn cuda_without_a_driver_says_so_and_exits_2() {
     if fuselab_kernels::cuda::driver_present() {
-        println!(
-            "skipping: this machine has a CUDA driver, so `--device cuda` would run the benchmark"
+        use std::io::Write as _;
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED cuda_without_a_driver_says_so_and_exits_2: this machine has a CUDA driver"
         );
         return;
     }
-    fuselab()
-        .args(["kernels", "--device", "cuda", "--quick"])
-        .assert()
-        .code(2)
-        .stderr(predicate::str::starts_with("error: no CUDA driver found ("));
+    // Whether or not a GPU is required, `--device cuda` fails: it never skips.
+    for required in ["0", "1"] {
+        fuselab()
+            .args(["kernels", "--device", "cuda", "--quick"])
+            .env("FUSELAB_REQUIRE_GPU", required)
+            .assert()
+            .code(2)
+            .stderr(predicate::str::starts_with("error: no CUDA driver found ("));
+    }
 }
 
 #[test]

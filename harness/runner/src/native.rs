@@ -193,6 +193,13 @@ fn engine_loop(
                 for ev in report.events {
                     events.send(EngineEvent::Tokens(ev));
                 }
+                // The step record goes before the step's finish events: the
+                // harness stops collecting on the last finish.
+                if let Some(rec) = report.record
+                    && !events.send(EngineEvent::Step(rec))
+                {
+                    return;
+                }
                 for f in report.finished {
                     events.send(EngineEvent::Finished {
                         id: f.id,
@@ -200,11 +207,6 @@ fn engine_loop(
                         error: f.error,
                         t: f.t,
                     });
-                }
-                if let Some(rec) = report.record
-                    && !events.send(EngineEvent::Step(rec))
-                {
-                    return;
                 }
             }
             Err(e) => {

@@ -222,6 +222,7 @@ struct Collector {
 
 impl Collector {
     fn register(&mut self, spec: RequestSpec, t_scheduled: f64, t_sent: f64) {
+        tracing::debug!(request = spec.id, t_scheduled, t_sent, "request sent");
         let key = if self.closed { t_sent } else { t_scheduled };
         let warm = key < self.warmup_s;
         if let Some(t) = self.plan_timeout {
@@ -618,6 +619,12 @@ pub async fn run_realtime(
         let _ = tokio::task::spawn_blocking(move || t.join()).await;
     }
     c.bar.finish_and_clear();
+    // Steps the engine ran after the loop stopped (it has shut down by now).
+    while let Ok(msg) = inbox.try_recv() {
+        if let Inbox::Engine(EngineEvent::Step(s)) = msg {
+            c.steps.push(s);
+        }
+    }
 
     let mut records = Vec::new();
     let mut warmup = Vec::new();

@@ -539,10 +539,10 @@ impl Tuner for BoTuner {
     }
 }
 
-/// The configuration a campaign recommends, with the surrogate's view of it.
-#[derive(Debug, Clone, PartialEq)]
+/// The outcome of a single-objective campaign ([`recommend`]).
+#[derive(Clone, Debug, PartialEq)]
 pub struct Recommendation {
-    /// Index of the trial.
+    /// Index of the best observed feasible trial: the campaign's "best".
     pub trial: usize,
     /// Its configuration.
     pub config: Config,
@@ -552,13 +552,39 @@ pub struct Recommendation {
     pub mean: Option<f64>,
     /// GP posterior standard deviation there.
     pub sd: Option<f64>,
+    /// The model's own pick, given only where the learned observation noise is
+    /// material (see [`MATERIAL_NOISE`]) and it picks another trial than the
+    /// best observed one: under noise the best observation is optimistic.
+    pub model: Option<ModelPick>,
 }
 
-/// The recommended configuration of a single-objective campaign: among
-/// feasible trials, the one with the best GP posterior mean (robust to
-/// noise); with fewer than three trials that ran, the best observation.
-/// `None` when no trial is feasible or the problem has several objectives
-/// (use [`crate::pareto_trials`]).
+/// The GP's recommendation: the feasible trial with the best posterior mean.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ModelPick {
+    /// Index of the trial.
+    pub trial: usize,
+    /// Its configuration.
+    pub config: Config,
+    /// The observed objective value(s).
+    pub observed: Vec<f64>,
+    /// GP posterior mean there (original units and direction).
+    pub mean: f64,
+    /// GP posterior standard deviation there.
+    pub sd: f64,
+    /// The learned observation-noise standard deviation (original units).
+    pub noise_sd: f64,
+}
+
+/// Learned noise standard deviation, as a fraction of the observed
+/// objective's standard deviation, from which the model's pick is reported
+/// beside the best observation.
+pub const MATERIAL_NOISE: f64 = 0.1;
+
+/// The result of a single-objective campaign: the best observed feasible
+/// trial, with the GP posterior there, and the GP's own pick where the
+/// learned noise is material. With fewer than three trials that ran there is
+/// no model. `None` when no trial is feasible or the problem has several
+/// objectives (use [`crate::pareto_trials`]).
 pub fn recommend(problem: &Problem, trials: &[Trial], seed: u64) -> Option<Recommendation> {
     if problem.objectives.len() != 1 {
         return None;
@@ -573,15 +599,16 @@ pub fn recommend(problem: &Problem, trials: &[Trial], seed: u64) -> Option<Recom
     let best_obs = feasible.iter().min_by(|a, b| {
         (sign * a.outcome.objectives[0]).total_cmp(&(sign * b.outcome.objectives[0]))
     })?;
-    let plain = Recommendation {
+    let mut best = Recommendation {
         trial: best_obs.index,
         config: best_obs.config.clone(),
         observed: best_obs.outcome.objectives.clone(),
         mean: None,
         sd: None,
+        model: None,
     };
     if ran.len() < 3 {
-        return Some(plain);
+        return Some(best);
     }
     let xs: Vec<Vec<f64>> = ran
         .iter()
@@ -590,19 +617,30 @@ pub fn recommend(problem: &Problem, trials: &[Trial], seed: u64) -> Option<Recom
     let y: Vec<f64> = ran.iter().map(|t| sign * t.outcome.objectives[0]).collect();
     let mut rng = trial_rng(seed, usize::MAX - 1);
     let Ok(gp) = Gp::fit(&xs, &y, &GpOptions::default(), None, &mut rng) else {
-        return Some(plain);
+        return Some(best);
     };
-    feasible
-        .iter()
-        .map(|t| (t, gp.predict(&problem.space.encode(&t.config))))
-        .min_by(|a: &(&&Trial, (f64, f64)), b| a.1.0.total_cmp(&b.1.0))
-        .map(|(t, (m, s))| Recommendation {
-            trial: t.index,
-            config: t.config.clone(),
-            observed: t.outcome.objectives.clone(),
-            mean: Some(sign * m),
-            sd: Some(s),
-        })
+    let (m, sd) = gp.predict(&problem.space.encode(&best.config));
+    best.mean = Some(sign * m);
+    best.sd = Some(sd);
+    let mean_y = y.iter().sum::<f64>() / y.len() as f64;
+    let spread = (y.iter().map(|v| (v - mean_y).powi(2)).sum::<f64>() / y.len() as f64).sqrt();
+    let noise_sd = gp.noise_sd();
+    if spread > 0.0 && noise_sd >= MATERIAL_NOISE * spread {
+        best.model = feasible
+            .iter()
+            .map(|t| (t, gp.predict(&problem.space.encode(&t.config))))
+            .min_by(|a: &(&&Trial, (f64, f64)), b| a.1.0.total_cmp(&b.1.0))
+            .filter(|(t, _)| t.index != best.trial)
+            .map(|(t, (m, s))| ModelPick {
+                trial: t.index,
+                config: t.config.clone(),
+                observed: t.outcome.objectives.clone(),
+                mean: sign * m,
+                sd: s,
+                noise_sd,
+            });
+    }
+    Some(best)
 }
 
 #[cfg(test)]
@@ -748,5 +786,51 @@ mod tests {
         let hi = xs.iter().cloned().fold(0.0, f64::max);
         assert!(lo < 0.2 && hi > 0.8, "front covers [{lo}, {hi}]");
         assert!(recommend(&p, t.trials(), 1).is_none());
+    }
+
+    fn trials_of(ys: &[(f64, f64)]) -> Vec<Trial> {
+        ys.iter()
+            .enumerate()
+            .map(|(i, &(x, y))| Trial {
+                index: i,
+                config: Config(vec![crate::space::Value::Float(x)]),
+                outcome: Outcome::ok(vec![y], vec![]),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn best_is_the_best_observation_and_the_model_speaks_up_only_under_noise() {
+        let p = Problem::single(
+            SearchSpace::parse("x=0.0..1").unwrap(),
+            "f",
+            Direction::Maximize,
+        );
+        let xs: Vec<f64> = (0..21).map(|i| f64::from(i) * 0.05).collect();
+        // Noise-free: the best observation wins, even where a smooth model
+        // would predict more elsewhere; no model pick is reported.
+        let exact: Vec<(f64, f64)> = xs.iter().map(|&x| (x, -(x - 0.5f64).powi(2))).collect();
+        let r = recommend(&p, &trials_of(&exact), 3).unwrap();
+        assert_eq!(r.trial, 10, "x = 0.5 is the observed maximum");
+        assert_eq!(r.observed, vec![0.0]);
+        assert!(r.model.is_none(), "{:?}", r.model);
+        // Noisy, with one lucky observation far from the optimum: "best" is
+        // still that observation, and the model's pick is the smooth optimum.
+        let mut rng = trial_rng(11, 0);
+        let mut noisy: Vec<(f64, f64)> = xs
+            .iter()
+            .map(|&x| {
+                (
+                    x,
+                    -(x - 0.5f64).powi(2) + 0.03 * rng.random_range(-1.0..1.0),
+                )
+            })
+            .collect();
+        noisy[1].1 = 0.08;
+        let r = recommend(&p, &trials_of(&noisy), 3).unwrap();
+        assert_eq!(r.trial, 1);
+        let m = r.model.expect("noise this large is material");
+        assert!((x_of(&m.config) - 0.5).abs() <= 0.15, "{:?}", m.config);
+        assert!(m.noise_sd > 0.0);
     }
 }

@@ -32,9 +32,11 @@
 //! *How is noise handled?* The GP learns a noise variance (weak prior, floor
 //! 1e-6 in standardised units); expected improvement is measured against the
 //! best *posterior mean* among observed feasible points rather than the best
-//! raw observation; and the recommendation ([`recommend`]) is the observed
-//! configuration with the best posterior mean, reported with its posterior
-//! standard deviation.
+//! raw observation. The campaign's best ([`recommend`]) is the best observed
+//! feasible trial; where the learned noise is material (at least
+//! [`MATERIAL_NOISE`] of the objective's spread) the model's own pick, the
+//! observed configuration with the best posterior mean, is reported beside
+//! it with its posterior standard deviation.
 //!
 //! *Why is every trial fsynced?* So that a campaign killed at any point
 //! (SIGKILL, power loss) resumes with every completed trial intact; a trial
@@ -54,7 +56,7 @@ pub mod space;
 pub mod testfns;
 pub mod tuner;
 
-pub use bo::{BoOptions, BoTuner, Recommendation, recommend};
+pub use bo::{BoOptions, BoTuner, MATERIAL_NOISE, ModelPick, Recommendation, recommend};
 pub use campaign::{
     CampaignEnd, CommandObjective, Objective, TrialContext, TunerKind, campaign_meta,
     open_campaign, run_campaign,

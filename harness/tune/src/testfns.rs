@@ -136,8 +136,11 @@ pub fn regret_curve(
         let regret = if noise_sd == 0.0 {
             best_true - tf.optimum
         } else if which == Which::Bo && ((i + 1) % 10 == 0 || i + 1 == budget) {
-            last_rec = recommend(&problem, tuner.trials(), seed)
-                .map_or(best_obs.1, |r| (tf.f)(&coords(&r.config)));
+            // Under noise the model's pick is the one to trust, where it has one.
+            last_rec = recommend(&problem, tuner.trials(), seed).map_or(best_obs.1, |r| {
+                let config = r.model.map_or(r.config, |m| m.config);
+                (tf.f)(&coords(&config))
+            });
             last_rec - tf.optimum
         } else if which == Which::Bo && last_rec.is_finite() {
             last_rec - tf.optimum

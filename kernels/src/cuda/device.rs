@@ -16,6 +16,41 @@ pub fn driver_present() -> bool {
     probe_driver().is_ok()
 }
 
+/// The environment variable that turns a GPU test's skip into a failure.
+pub const REQUIRE_GPU_ENV: &str = "FUSELAB_REQUIRE_GPU";
+
+/// Whether `FUSELAB_REQUIRE_GPU=1`: on a machine that must have a GPU, GPU
+/// tests fail instead of skipping.
+pub fn gpu_required() -> bool {
+    std::env::var(REQUIRE_GPU_ENV).is_ok_and(|v| v.trim() == "1")
+}
+
+/// For GPU tests: `true` when the driver, NVRTC and cuBLAS load. Otherwise
+/// fails the test when [`gpu_required`], else calls [`skip`] and returns
+/// `false`.
+pub fn gpu_or_skip(test: &str) -> bool {
+    match probe_driver() {
+        Ok(()) => true,
+        Err(e) => {
+            skip(test, &e);
+            false
+        }
+    }
+}
+
+/// A GPU test that cannot run: panics naming the test and `reason` when
+/// [`gpu_required`]; otherwise writes `SKIPPED <test>: <reason>` straight to
+/// the process's stderr, which `cargo test` shows even for passing tests (it
+/// captures only `print!` and `eprint!`).
+pub fn skip(test: &str, reason: &dyn std::fmt::Display) {
+    assert!(
+        !gpu_required(),
+        "{test}: {REQUIRE_GPU_ENV}=1 but no GPU is usable: {reason}"
+    );
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {reason}");
+}
+
 /// Checks, without panicking, that the CUDA driver, NVRTC and cuBLAS libraries load.
 ///
 /// cudarc panics on first use of a library it cannot `dlopen`; call this first.

@@ -20,7 +20,10 @@ mod ops;
 pub mod reference;
 pub(crate) mod rng;
 
-pub use device::{CudaDevice, DeviceInfo, driver_present, probe_driver};
+pub use device::{
+    CudaDevice, DeviceInfo, REQUIRE_GPU_ENV, driver_present, gpu_or_skip, gpu_required,
+    probe_driver, skip,
+};
 pub use ops::{
     DEFAULT_PREFILL_TILE, DecodeWorkspace, LARGE_PREFILL_MIN_Q_LEN, LARGE_PREFILL_TILE,
     PagedAttention, PrefillTile,

@@ -116,18 +116,41 @@ pub fn paged_attention(
     v_cache: &[f32],
     tables: &[Vec<usize>],
 ) -> Vec<f32> {
+    let rows: Vec<usize> = (0..q_lens.iter().sum()).collect();
+    paged_attention_rows(g, q, q_lens, ctx_lens, k_cache, v_cache, tables, &rows)
+}
+
+/// [`paged_attention`] for the query rows `rows` only (global row indices,
+/// ascending), each `[hq, head_dim]`, in that order: long prompts checked at
+/// the rows that matter (tile edges) without an hour of f64 arithmetic.
+#[allow(clippy::too_many_arguments)]
+pub fn paged_attention_rows(
+    g: AttnGeometry,
+    q: &[f32],
+    q_lens: &[usize],
+    ctx_lens: &[usize],
+    k_cache: &[f32],
+    v_cache: &[f32],
+    tables: &[Vec<usize>],
+    rows: &[usize],
+) -> Vec<f32> {
     let d = g.head_dim;
     let group = g.hq / g.hkv;
-    let mut out = vec![0f32; q.len()];
-    let mut row = 0usize;
+    let mut out = vec![0f32; rows.len() * g.hq * d];
     let mut scores = Vec::new();
+    let mut start = 0usize;
+    let mut wanted = rows.iter().enumerate().peekable();
     for (b, (&ql, &ctx)) in q_lens.iter().zip(ctx_lens).enumerate() {
         let prior = ctx - ql;
-        for i in 0..ql {
-            let pos = prior + i;
+        while let Some(&(slot_out, &row)) = wanted.peek() {
+            if row >= start + ql {
+                break;
+            }
+            wanted.next();
+            let pos = prior + (row - start);
             for h in 0..g.hq {
                 let hk = h / group;
-                let qv = &q[((row + i) * g.hq + h) * d..][..d];
+                let qv = &q[(row * g.hq + h) * d..][..d];
                 let kv_off = |j: usize| {
                     let slot = tables[b][j / g.block_size] * g.block_size + j % g.block_size;
                     (slot * g.hkv + hk) * d
@@ -155,15 +178,33 @@ pub fn paged_attention(
                         *a += p * f64::from(v);
                     }
                 }
-                let o = &mut out[((row + i) * g.hq + h) * d..][..d];
+                let o = &mut out[(slot_out * g.hq + h) * d..][..d];
                 for (o, a) in o.iter_mut().zip(&acc) {
                     *o = (a / den) as f32;
                 }
             }
         }
-        row += ql;
+        start += ql;
     }
     out
+}
+
+/// The largest [`rel_err`] over rows of `row_len` elements: an error confined
+/// to a few rows (one tile, one head) is not averaged away.
+pub fn max_row_rel_err(out: &[f32], reference: &[f32], row_len: usize) -> f64 {
+    if out.len() != reference.len() || row_len == 0 || !out.len().is_multiple_of(row_len) {
+        return f64::NAN;
+    }
+    out.chunks(row_len)
+        .zip(reference.chunks(row_len))
+        .map(|(o, r)| rel_err(o, r))
+        .fold(0.0, |m, e| {
+            if e.is_nan() || m.is_nan() {
+                f64::NAN
+            } else {
+                m.max(e)
+            }
+        })
 }
 
 #[cfg(test)]

@@ -1,11 +1,20 @@
 #!/usr/bin/env python3
-"""Builds reports/results/h200/e2e.json and e2e.md from one device run's files."""
+"""Builds reports/results/h200/e2e.json and e2e.md from one device run's files.
+
+usage: make_results.py RES_DIR DEST_DIR [PREVIOUS_E2E_JSON]
+
+RES_DIR is what device-run.sh wrote ($OUT/res); PREVIOUS_E2E_JSON, when given, is the
+e2e.json this run replaces, whose figures are kept beside the new ones.
+"""
 import json, re, sys, pathlib
 
 src = pathlib.Path(sys.argv[1])
 dst = pathlib.Path(sys.argv[2])
+prev = json.loads(pathlib.Path(sys.argv[3]).read_text()) if len(sys.argv) > 3 else None
 log = (src / "log.txt").read_text()
 policies = ["continuous", "chunked", "splitfuse", "prepack", "static"]
+workload = [json.loads(l) for l in (src / "w.jsonl").read_text().splitlines()] \
+    if (src / "w.jsonl").exists() else None
 fl = {}
 for p in policies:
     f = src / f"{p}.json"
@@ -25,6 +34,7 @@ for p in policies:
         "tpot_p50_s": round(m["tpot_s"]["p50"], 5),
         "process_wall_s": float(pw.group(2)) if pw else None,
         "engine": e,
+        "knobs": s["provenance"]["engine"].get("knobs"),
         "workload_digest": s["provenance"].get("workload_digest"),
     }
 hf = json.loads((src / "hf.json").read_text()) if (src / "hf.json").exists() else {}
@@ -33,30 +43,67 @@ best = min(fl, key=lambda p: fl[p]["e2e_wall_s"]) if fl else None
 for p, r in fl.items():
     r["ratio_hf_static_bs16"] = round(hs / r["e2e_wall_s"], 2) if hs else None
     r["ratio_hf_continuous"] = round(hc / r["e2e_wall_s"], 2) if hc else None
+
+# The GPU tests that ran, from their own output.
+tests = {}
+for f in sorted(src.glob("gpu_tests_*.txt")):
+    text = f.read_text()
+    binary = f.stem[len("gpu_tests_"):]
+    rc = re.search(rf"^{re.escape(binary)} rc=(\d+)", log, re.M)
+    tests[binary] = {
+        "rc": int(rc.group(1)) if rc else None,
+        "tests": dict(re.findall(r"^test (\S+) \.\.\. (ok|FAILED|ignored)", text, re.M)),
+        "summary": (re.findall(r"^test result: .*$", text, re.M) or ["(no result line)"])[-1],
+        "skipped": re.findall(r"^SKIPPED .*$", text, re.M),
+        "numbers": re.findall(r"^(?:prefill of|decode at|step \d+ request).*$", text, re.M),
+    }
+
 gpu = re.search(r"^name, memory.total.*\n(.*)$", log, re.M)
+implied_decode = sum(r["output_len"] - 1 for r in workload) if workload else None
 out = {
     "what": "64-request h200-64 workload (burst at t=0, prompts N(2600, 0.3*2600) clamped [256, 4096], 128 output tokens each), Llama-3-8B shape, bf16 random weights, greedy decoding; fuselab CUDA engine per policy vs HF transformers on the same exported workload in the same device command",
     "device": (lambda f: f"{f[0]} ({f[1]}, driver {f[-1]})")([x.strip() for x in gpu.group(1).split(",")]) if gpu else None,
     "weights": "random bf16 (seeded); speed depends on shapes, not values: every request runs exactly its prompt and its 128 output tokens (no EOS), so the work per step is fixed by the workload",
+    "implied_decode_tokens": implied_decode,
     "fuselab": fl,
     "hf": hf,
+    "gpu_tests": tests,
     "best": {"policy": best, "e2e_wall_s": fl[best]["e2e_wall_s"] if best else None, "target_s": 8.0,
              "met": bool(best and fl[best]["e2e_wall_s"] <= 8.0)},
+    "previous": {p: {k: r.get(k) for k in ("e2e_wall_s", "ttft_p50_s", "ttft_p99_s")} | {
+        "steps": r["engine"].get("steps"), "decode_tokens": r["engine"].get("decode_tokens")}
+        for p, r in (prev or {}).get("fuselab", {}).items()},
 }
 dst.mkdir(parents=True, exist_ok=True)
 (dst / "e2e.json").write_text(json.dumps(out, indent=1) + "\n")
-rows = ["| policy | e2e_wall_s | output tok/s | TTFT p50 | TTFT p99 | steps | padding % | completed | HF static bs16 (s) | ratio | HF continuous (s) | ratio |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+
+rows = ["| policy | e2e_wall_s | output tok/s | TTFT p50 | TTFT p99 | steps | decode tokens | padding % | completed | HF static bs16 (s) | ratio | HF continuous (s) | ratio |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
 for p in policies:
     if p in fl:
         r = fl[p]
         e = r["engine"]
         comp = e.get("prefill_tokens", 0) + e.get("decode_tokens", 0) + e.get("padding_tokens", 0)
         pad = 100.0 * e.get("padding_tokens", 0) / comp if comp else 0.0
-        rows.append(f"| {p} | {r['e2e_wall_s']:.2f} | {r['output_tok_s']:.0f} | {r['ttft_p50_s']:.2f} s | {r['ttft_p99_s']:.2f} s | {e.get('steps')} | {pad:.1f} | {r['completed']}/{r['requests']} | {hs} | {r['ratio_hf_static_bs16']}× | {hc} | {r['ratio_hf_continuous']}× |")
-kvgb = re.search(r"kv_budget=(\d+)", log)
-kv = "about 118"
+        rows.append(f"| {p} | {r['e2e_wall_s']:.2f} | {r['output_tok_s']:.0f} | {r['ttft_p50_s']:.2f} s | {r['ttft_p99_s']:.2f} s | {e.get('steps')} | {e.get('decode_tokens')} | {pad:.1f} | {r['completed']}/{r['requests']} | {hs} | {r['ratio_hf_static_bs16']}× | {hc} | {r['ratio_hf_continuous']}× |")
+prev_rows = ["| policy | e2e_wall_s then → now | TTFT p50 then → now | steps then → now | decode tokens then → now |", "|---|---|---|---|---|"]
+for p in policies:
+    if p in out["previous"] and p in fl:
+        a, b = out["previous"][p], fl[p]
+        prev_rows.append(f"| {p} | {a['e2e_wall_s']} → {b['e2e_wall_s']} | {a['ttft_p50_s']} → {b['ttft_p50_s']} | {a['steps']} → {b['engine'].get('steps')} | {a['decode_tokens']} → {b['engine'].get('decode_tokens')} |")
+test_lines = []
+for binary, t in tests.items():
+    test_lines.append(f"- `{binary}` (exit {t['rc']}): {t['summary']}")
+    for name, res in t["tests"].items():
+        test_lines.append(f"  - `{name}`: {res}")
+    for s in t["skipped"]:
+        test_lines.append(f"  - {s}")
+    for n in t["numbers"]:
+        test_lines.append(f"  - {n}")
 pw = ", ".join(f"{p} {fl[p]['process_wall_s']}" for p in policies if p in fl and fl[p]['process_wall_s'])
+decode_ok = implied_decode is not None and all(
+    fl[p]["engine"].get("decode_tokens") == implied_decode and fl[p]["engine"].get("preemptions") == 0
+    for p in fl)
 md = f"""# H200 end to end: fuselab CUDA engine vs HF transformers
 
 Workload: `fuselab workload --preset h200-64 --export w.jsonl` (64 requests, burst at t = 0,
@@ -70,30 +117,37 @@ batching (`generate_batch`) **{hc} s**.
 {chr(10).join(rows)}
 
 Best policy: **{best}**, {out['best']['e2e_wall_s']} s against the target of 8 s
-({'met' if out['best']['met'] else 'NOT met'}; DESIGN.md §8 puts the floor near 4.9 s).
+({'met' if out['best']['met'] else 'NOT met'}; DESIGN.md §8 puts the practical floor near 4.8 s).
+
+Every step is recorded: the workload implies {implied_decode} decode tokens (64 × 127) and every
+policy's steps add up to {'exactly that, with no preemption' if decode_ok else 'something else: see e2e.json'}.
+`static` and `prepack` return each request's tokens when its batch of 16 ends, as HF `generate`
+does (the `stream` knob, off for them by default), so their TTFT is the batch's end.
 
 `ratio` = HF wall time / fuselab `e2e_wall_s` (higher is better for fuselab). Each fuselab
-process, start-up included (NVRTC compile, 16 GB of weights filled on the device, a KV
-cache of {kv} GB), took {pw} s. HF's own figures in this run differ from DESIGN.md §8's
-reference (52.9 s static, 79.3 s continuous); the cause was not investigated, and the ratios
-above use this run's figures, measured in the same device command. The full console output
-of that command is in `e2e_log.txt`.
+process, start-up included (NVRTC compile, 16 GB of weights filled on the device, the KV
+cache), took {pw} s. The full console output of the device command is in `e2e_log.txt`.
 
-Same command also ran the GPU tests (`engines/cuda/tests/gpu.rs`: tiny logits vs the CPU
-backend, relative L2 error 0.8–1.0 % on every sampled position; all five policies on tiny),
-all passing, and an earlier smoke call with a dev-profile build gave continuous 5.86 s and
-chunked 6.22 s, within 2–3 % of the figures above.
+## The GPU tests, same command, same build
 
-How it was run (one device command; the binary built here with
-`cargo build --profile gpu -p fuselab-cli`):
+Run first, with `FUSELAB_REQUIRE_GPU=1` so that a test that cannot reach the GPU fails rather
+than skips; their full output is in `gpu_tests_*.txt`.
 
-```
-fuselab workload --preset h200-64 --export gpu/w.jsonl
-for P in continuous chunked splitfuse prepack static; do
-  fuselab bench --engine cuda --model llama3-8b --policy $P --trace gpu/w.jsonl --out gpu/runs/$P
-done
-python3 gpu/hf_baseline.py --workload gpu/w.jsonl --out hf.json   # static batch 16, then generate_batch
-```
+{chr(10).join(test_lines) if test_lines else '(none ran)'}
+
+## The figures this run replaces
+
+{chr(10).join(prev_rows) if len(prev_rows) > 2 else '(no previous run given)'}
+
+The previous run dropped each real-time run's last step (steps one short, decode tokens short
+by that step's decodes), and streamed `static`/`prepack` tokens as they were generated.
+
+## How it was run
+
+One device command, `device-run.sh` beside this file, with the binaries and `hf_baseline.py`
+carried in `gpu/`, built here with `cargo build --profile gpu -p fuselab-cli` and
+`cargo test --profile gpu -p fuselab-cuda -p fuselab-kernels --no-run`; `make_results.py`
+wrote this page from what the command returned.
 
 The weights are random (seeded, bf16). That does not change speed: every GEMM, attention and
 norm costs the same for any values of the same shape and dtype, and decoding is greedy with no

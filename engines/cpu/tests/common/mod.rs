@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use fuselab_core::RequestId;
-use fuselab_cpu::{CpuBackend, CpuOptions, Model, ModelConfig, SampledLogits};
+use fuselab_cpu::{CpuBackend, CpuOptions, Model, ModelShape, SampledLogits};
 use fuselab_engine::{Backend, BackendError, ForwardBatch, KvGeometry, StepOutput};
 
 /// Relative tolerance of the invariance tests (f32).
@@ -41,7 +41,7 @@ pub fn backends() -> Vec<(&'static str, MakeBackend)> {
         // Building random weights is the slow part in dev builds: do it once.
         static MODEL: std::sync::OnceLock<Model> = std::sync::OnceLock::new();
         let model =
-            MODEL.get_or_init(|| Model::random(ModelConfig::tiny(), 1234).expect("tiny model"));
+            MODEL.get_or_init(|| Model::random(ModelShape::tiny(), 1234).expect("tiny model"));
         let b = CpuBackend::new(
             model.clone(),
             CpuOptions {

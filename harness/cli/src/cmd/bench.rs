@@ -36,6 +36,12 @@ pub struct BenchArgs {
     #[serde(default)]
     pub knob: Vec<String>,
 
+    /// Start from a published system's knobs, `--knob` still winning: `sarathi`
+    /// (budget 512, max_seqs 128) or `vllm-v1` (8192 / 1024 on GPUs of ≥ 70 GiB
+    /// other than the A100, else 2048 / 256).
+    #[arg(long, value_name = "SET")]
+    pub knobs_from: Option<String>,
+
     /// SLOs for goodput: `ttft=2s,tpot=100ms,e2e=30s` or `fastgen:4` [default: none].
     #[arg(long, value_name = "SLO")]
     pub slo: Option<String>,
@@ -67,9 +73,11 @@ pub struct EngineOpts {
     #[arg(long, value_name = "NAME")]
     pub hardware: Option<String>,
 
-    /// Model shape: llama3-8b, llama2-7b, llama2-13b, llama3-70b, tiny for the
-    /// simulator; tiny or small for the CPU engine; llama3-8b or tiny for the CUDA
-    /// engine [default: llama3-8b; tiny for cpu].
+    /// Model shape: llama3-8b, llama3.1-8b, llama3-70b, llama3.1-70b (131072-token
+    /// context), llama2-7b, llama2-13b, tiny, tiny-128, small. Every engine takes
+    /// every shape, except that CUDA needs heads of 128 (not tiny or small); the
+    /// `max_len` knob defaults to the shape's context length [default: llama3-8b,
+    /// tiny for cpu; long-8k and long-32k pick llama3.1-8b].
     #[arg(long, value_name = "NAME")]
     pub model: Option<String>,
 
@@ -197,15 +205,16 @@ pub fn run(args: BenchArgs) -> anyhow::Result<Outcome> {
         )
         .into());
     }
-    let policy = policy_config(&policy_name, &args.knob)?;
+    let knobs = exec::with_knob_set(args.knobs_from.as_deref(), &args.engine, &args.knob)?;
+    let policy = policy_config(&policy_name, &knobs)?;
     let (workload, requests) = args.workload.resolve()?;
-    let point = Point {
-        engine: args.engine.resolve()?,
+    let point = Point::new(
+        &args.engine,
         policy,
         workload,
         requests,
-        slo: slo(args.slo.as_deref())?,
-    };
+        slo(args.slo.as_deref())?,
+    )?;
     let out = args.out.clone().unwrap_or_else(|| {
         PathBuf::from(format!(
             "runs/bench-{}-{}-s{}",
@@ -231,6 +240,21 @@ pub fn run(args: BenchArgs) -> anyhow::Result<Outcome> {
         exec::secs(result.metrics.window_s),
         out.display()
     );
+    if let Some(note) = exec::failure_note(&result.records) {
+        println!("{note}");
+    }
+    if result.metrics.completed == 0 && result.metrics.requests > 0 {
+        return Err(Error::invalid(
+            "run",
+            format!(
+                "none of the {} requests succeeded (the run folder {} holds what happened)",
+                result.metrics.requests,
+                out.display()
+            ),
+            "see the reason above; fix the workload, knobs or engine",
+        )
+        .into());
+    }
     Ok(Outcome::Success)
 }
 

@@ -62,8 +62,10 @@ pub struct CpuPart {
     pub model: Option<String>,
     /// `all` or a comma-separated list.
     pub policies: Option<String>,
-    /// Open-loop request rate.
-    pub rate: f64,
+    /// Open-loop request rate (give this or `clients`).
+    pub rate: Option<f64>,
+    /// Closed loop with this many clients (give this or `rate`).
+    pub clients: Option<u32>,
     /// SLO for goodput.
     pub slo: Option<String>,
     /// The CPU part's own workload.
@@ -109,6 +111,16 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
             Path::new("<embedded default experiment>"),
         )?,
     };
+    if let Some(cpu) = &experiment.cpu
+        && cpu.rate.is_some() == cpu.clients.is_some()
+    {
+        return Err(Error::invalid(
+            "[cpu]",
+            "needs exactly one of `rate` (open loop) and `clients` (closed loop)",
+            "e.g. clients = 4",
+        )
+        .into());
+    }
     if experiment.sim.is_none() && experiment.cpu.is_none() {
         return Err(Error::invalid(
             "[sim]",
@@ -165,9 +177,12 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
                 ..EngineOpts::default()
             },
             policies: cpu.policies.clone(),
-            rates: vec![cpu.rate],
+            rates: cpu.rate.into_iter().collect(),
             slo: cpu.slo.clone(),
-            workload: cpu.workload.clone(),
+            workload: WorkloadOpts {
+                clients: cpu.clients.into_iter().collect(),
+                ..cpu.workload.clone()
+            },
             ..SweepArgs::default()
         };
         let cpu_dir = out.join("cpu");

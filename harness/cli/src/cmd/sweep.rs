@@ -45,6 +45,11 @@ pub struct SweepArgs {
     #[serde(default)]
     pub knob: Vec<String>,
 
+    /// Start every policy that has these knobs from a published system's:
+    /// `sarathi` or `vllm-v1` (see `fuselab bench --help`); `--knob` wins.
+    #[arg(long, value_name = "SET")]
+    pub knobs_from: Option<String>,
+
     /// SLOs for goodput and the search: `ttft=2s,tpot=100ms` or `fastgen:4`.
     #[arg(long, value_name = "SLO")]
     pub slo: Option<String>,
@@ -126,7 +131,8 @@ pub fn run(args: SweepArgs) -> anyhow::Result<Outcome> {
 /// Checks the flags and resolves them into a plan.
 pub fn plan(args: &SweepArgs) -> anyhow::Result<SweepPlan> {
     let kinds = PolicyKind::parse_list(args.policies.as_deref().unwrap_or("all"))?;
-    let policies = policies_with_knobs(&kinds, &args.knob)?;
+    let knobs = exec::with_knob_set(args.knobs_from.as_deref(), &args.engine, &args.knob)?;
+    let policies = policies_with_knobs(&kinds, &knobs)?;
     let clients = &args.workload.clients;
     let (load_kind, loads) = match (args.rates.is_empty(), clients.is_empty()) {
         (false, true) => (LoadKind::Rate, args.rates.clone()),
@@ -266,13 +272,13 @@ fn point_at(plan: &SweepPlan, policy: &PolicyConfig, load: f64) -> anyhow::Resul
         LoadKind::Clients => w.clients = vec![load.round() as u32],
     }
     let (workload, requests) = w.resolve()?;
-    Ok(Point {
-        engine: plan.engine.resolve()?,
-        policy: policy.clone(),
+    Point::new(
+        &plan.engine,
+        policy.clone(),
         workload,
         requests,
-        slo: plan.slo.clone(),
-    })
+        plan.slo.clone(),
+    )
 }
 
 fn load_dir(kind: LoadKind, load: f64) -> String {
@@ -306,6 +312,9 @@ pub fn execute(plan: &SweepPlan, out: &Path, name: &str) -> anyhow::Result<Sweep
             let result = exec::run_point(&point)?;
             let rel = format!("{}/{}", policy.kind, load_dir(plan.load_kind, load));
             exec::write_point(&out.join(&rel), true, &rel, &point, &result)?;
+            if let Some(note) = exec::failure_note(&result.records) {
+                eprintln!("  {note}");
+            }
             known.push((load, result.metrics.slo_attainment));
             let cancelled = result
                 .cancelled

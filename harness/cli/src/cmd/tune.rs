@@ -33,8 +33,10 @@ pub struct TuneArgs {
     #[serde(skip)]
     pub config: Option<PathBuf>,
 
-    /// Knobs to tune: `name=lo..hi[:log]`, `name=lo.0..hi` (floats), `name=a|b|c`,
-    /// `name=lo..hi:pow2`, comma-separated, e.g. `budget=256..8192:log,block=16|32|64|128`.
+    /// Knobs to tune, comma-separated: `name=lo..hi[:log]`, `name=a|b|c`,
+    /// `name=lo..hi:pow2`, e.g. `budget=256..8192:log,block=16|32|64|128`. A range
+    /// of integers is an integer knob: `x=-3..3` tries -3, -2, …, 3, while
+    /// `x=-3.0..3.0` is a real one. The campaign prints the parsed space first.
     #[arg(long, value_name = "SPEC")]
     pub space: Option<String>,
 
@@ -86,8 +88,9 @@ pub struct TuneArgs {
     #[serde(default)]
     pub resume: bool,
 
-    /// Seed of the tuner's suggestions [default: the workload's `--seed`, 42].
-    /// The same seed replays the same suggestions.
+    /// Seed of the tuner's suggestions (not of the workload: that is `--seed`)
+    /// [default: the workload's `--seed`, else 42]. The same seed replays the
+    /// same suggestions.
     #[arg(long, value_name = "S")]
     pub tune_seed: Option<u64>,
 
@@ -108,12 +111,17 @@ pub struct TuneArgs {
     #[serde(default)]
     pub knob: Vec<String>,
 
+    /// Fixed knobs from a published system's defaults: `sarathi` or `vllm-v1`
+    /// (see `fuselab bench --help`); `--knob` and the space win.
+    #[arg(long, value_name = "SET")]
+    pub knobs_from: Option<String>,
+
     /// SLOs for goodput: `ttft=2s,tpot=100ms,e2e=30s` or `fastgen:4`.
     #[arg(long, value_name = "SLO")]
     pub slo: Option<String>,
 
-    /// Workload preset (same as `--preset`).
-    #[arg(long = "workload", value_name = "NAME")]
+    /// Refused: the workload preset is `--preset`, as in `bench` and `sweep`.
+    #[arg(long = "workload", value_name = "NAME", hide = true)]
     #[serde(skip)]
     pub workload_preset: Option<String>,
 
@@ -331,9 +339,13 @@ fn parse_outcome(s: &str) -> anyhow::Result<(Metric, OutcomeConstraint)> {
 
 /// Runs `fuselab tune`.
 pub fn run(args: TuneArgs) -> anyhow::Result<CliOutcome> {
-    let mut args = config::merge(args.clone(), args.config.as_deref())?;
-    if let Some(p) = args.workload_preset.take() {
-        args.workload.preset.get_or_insert(p);
+    let args = config::merge(args.clone(), args.config.as_deref())?;
+    if let Some(p) = &args.workload_preset {
+        bail!(Error::invalid(
+            "--workload",
+            "is not a flag of fuselab tune",
+            format!("the workload preset is `--preset {p}`, as in bench and sweep")
+        ));
     }
     let Some(space_spec) = args.space.as_deref() else {
         bail!(Error::invalid(
@@ -363,108 +375,111 @@ pub fn run(args: TuneArgs) -> anyhow::Result<CliOutcome> {
         .map(parse_duration)
         .transpose()?;
 
-    let (problem, objective): (Problem, Box<dyn Objective>) =
-        if let Some(cmd) = args.objective_cmd.as_deref() {
-            if args.policy.is_some()
-                || args.objective.is_some()
-                || !args.knob.is_empty()
-                || !args.outcome.is_empty()
-            {
-                bail!(Error::invalid(
-                    "--objective-cmd",
-                    "given together with engine flags (--policy/--objective/--knob/--outcome)",
-                    "tune either a command or the engine"
-                ));
-            }
-            let dir = if args.minimize {
-                Direction::Minimize
-            } else {
-                Direction::Maximize
-            };
-            let problem = Problem::single(space.clone(), "value", dir);
-            // The engine flag `--timeout SECONDS` (per request) reads as the
-            // per-trial limit when there is no engine.
-            let timeout = match (timeout, args.engine.timeout) {
-                (Some(t), _) => Some(t),
-                (None, Some(s)) if s.is_finite() && s > 0.0 => Some(Duration::from_secs_f64(s)),
-                (None, Some(s)) => bail!(Error::invalid(
-                    "--timeout",
-                    format!("{s} is not positive"),
-                    "give seconds > 0"
-                )),
-                (None, None) => None,
-            };
-            let obj = CommandObjective::new(cmd, &space, timeout, 1, 0)?;
-            (problem, Box::new(obj))
+    let (problem, objective): (Problem, Box<dyn Objective>) = if let Some(cmd) =
+        args.objective_cmd.as_deref()
+    {
+        if args.policy.is_some()
+            || args.objective.is_some()
+            || !args.knob.is_empty()
+            || args.knobs_from.is_some()
+            || !args.outcome.is_empty()
+        {
+            bail!(Error::invalid(
+                "--objective-cmd",
+                "given together with engine flags (--policy/--objective/--knob/--knobs-from/--outcome)",
+                "tune either a command or the engine"
+            ));
+        }
+        let dir = if args.minimize {
+            Direction::Minimize
         } else {
-            let policy = args.policy.clone().unwrap_or_else(|| "splitfuse".into());
-            // A knob the policy does not have (or a bad fixed knob) is a usage error, found
-            // before any trial runs: try the fixed knobs plus one sample of the space.
-            let mut rng = fuselab_tune::trial_rng(seed, 0);
-            let probe = space
-                .sample(&mut rng)
-                .context("--constraint: no configuration satisfies the constraints")?;
-            let mut knobs = args.knob.clone();
-            knobs.extend(
-                space
-                    .params()
-                    .iter()
-                    .zip(&probe.0)
-                    .map(|(p, v)| format!("{}={v}", p.name)),
-            );
-            policy_config(&policy, &knobs)
-                .with_context(|| format!("--space: the knobs of policy `{policy}`"))?;
-            let objectives: Vec<Metric> = args
-                .objective
-                .as_deref()
-                .unwrap_or("goodput")
-                .split(',')
-                .map(|s| Metric::parse(s, "--objective"))
-                .collect::<anyhow::Result<_>>()?;
-            if objectives.len() > 2 {
-                bail!(Error::invalid(
-                    "--objective",
-                    "more than two objectives",
-                    "give one, or two for a Pareto front"
-                ));
-            }
-            let mut outcomes = Vec::new();
-            let mut cons = Vec::new();
-            for o in &args.outcome {
-                let (m, c) = parse_outcome(o)?;
-                outcomes.push(m);
-                cons.push(c);
-            }
-            let (workload, requests) = args.workload.resolve()?;
-            let base = Point {
-                engine: args.engine.resolve()?,
-                policy: policy_config(&policy, &args.knob)?,
-                workload,
-                requests,
-                slo: slo(args.slo.as_deref())?,
-            };
-            let problem = Problem {
-                space: space.clone(),
-                objectives: objectives
-                    .iter()
-                    .map(|m| ObjectiveDef {
-                        name: m.name().into(),
-                        direction: m.direction(),
-                    })
-                    .collect(),
-                constraints: cons,
-            };
-            (
-                problem,
-                Box::new(SimObjective {
-                    base,
-                    policy,
-                    fixed: args.knob.clone(),
-                    objectives,
-                    outcomes,
-                }),
-            )
+            Direction::Maximize
         };
+        let problem = Problem::single(space.clone(), "value", dir);
+        // The engine flag `--timeout SECONDS` (per request) reads as the
+        // per-trial limit when there is no engine.
+        let timeout = match (timeout, args.engine.timeout) {
+            (Some(t), _) => Some(t),
+            (None, Some(s)) if s.is_finite() && s > 0.0 => Some(Duration::from_secs_f64(s)),
+            (None, Some(s)) => bail!(Error::invalid(
+                "--timeout",
+                format!("{s} is not positive"),
+                "give seconds > 0"
+            )),
+            (None, None) => None,
+        };
+        let obj = CommandObjective::new(cmd, &space, timeout, 1, 0)?;
+        (problem, Box::new(obj))
+    } else {
+        let policy = args.policy.clone().unwrap_or_else(|| "splitfuse".into());
+        let fixed = exec::with_knob_set(args.knobs_from.as_deref(), &args.engine, &args.knob)?;
+        // A knob the policy does not have (or a bad fixed knob) is a usage error, found
+        // before any trial runs: try the fixed knobs plus one sample of the space.
+        let mut rng = fuselab_tune::trial_rng(seed, 0);
+        let probe = space
+            .sample(&mut rng)
+            .context("--constraint: no configuration satisfies the constraints")?;
+        let mut knobs = fixed.clone();
+        knobs.extend(
+            space
+                .params()
+                .iter()
+                .zip(&probe.0)
+                .map(|(p, v)| format!("{}={v}", p.name)),
+        );
+        policy_config(&policy, &knobs)
+            .with_context(|| format!("--space: the knobs of policy `{policy}`"))?;
+        let objectives: Vec<Metric> = args
+            .objective
+            .as_deref()
+            .unwrap_or("goodput")
+            .split(',')
+            .map(|s| Metric::parse(s, "--objective"))
+            .collect::<anyhow::Result<_>>()?;
+        if objectives.len() > 2 {
+            bail!(Error::invalid(
+                "--objective",
+                "more than two objectives",
+                "give one, or two for a Pareto front"
+            ));
+        }
+        let mut outcomes = Vec::new();
+        let mut cons = Vec::new();
+        for o in &args.outcome {
+            let (m, c) = parse_outcome(o)?;
+            outcomes.push(m);
+            cons.push(c);
+        }
+        let (workload, requests) = args.workload.resolve()?;
+        let base = Point::new(
+            &args.engine,
+            policy_config(&policy, &fixed)?,
+            workload,
+            requests,
+            slo(args.slo.as_deref())?,
+        )?;
+        let problem = Problem {
+            space: space.clone(),
+            objectives: objectives
+                .iter()
+                .map(|m| ObjectiveDef {
+                    name: m.name().into(),
+                    direction: m.direction(),
+                })
+                .collect(),
+            constraints: cons,
+        };
+        (
+            problem,
+            Box::new(SimObjective {
+                base,
+                policy,
+                fixed,
+                objectives,
+                outcomes,
+            }),
+        )
+    };
 
     let out = args
         .out
@@ -483,10 +498,14 @@ pub fn run(args: TuneArgs) -> anyhow::Result<CliOutcome> {
     for t in done {
         tuner.tell(t);
     }
-    eprintln!(
-        "tuning {space} with {} ({} trials, {parallel} at a time) → {}",
+    print!("{}", space_table(&space));
+    println!(
+        "tuner {} with tuner seed {seed} (--tune-seed){}; {budget} trials, {parallel} at a time → {}",
         tuner_kind.name(),
-        budget,
+        match args.workload.seed {
+            Some(w) if args.objective_cmd.is_none() => format!(", workload seed {w} (--seed)"),
+            _ => String::new(),
+        },
         out.display()
     );
     let end = run_campaign(
@@ -509,6 +528,59 @@ pub fn run(args: TuneArgs) -> anyhow::Result<CliOutcome> {
         fuselab_tune::Journal::path_in(&out).display()
     );
     Ok(CliOutcome::Success)
+}
+
+/// The parsed search space, one knob a line: its type, range and scale, and
+/// a note on integer ranges written without a decimal point.
+fn space_table(space: &fuselab_tune::SearchSpace) -> String {
+    use fuselab_tune::Domain;
+    let mut rows = vec![vec![
+        "knob".to_string(),
+        "type".into(),
+        "values".into(),
+        "scale".into(),
+    ]];
+    let mut notes = Vec::new();
+    for p in space.params() {
+        let scale = |log: bool| if log { "log" } else { "linear" }.to_string();
+        let (kind, values, scale) = match &p.domain {
+            Domain::Int { lo, hi, log } => {
+                // Few integers: was a real range meant?
+                if hi - lo <= 10 {
+                    notes.push(format!(
+                        "note: {} takes the {} integers {lo} … {hi}; write {lo}.0..{hi}.0 for a real range",
+                        p.name,
+                        hi - lo + 1
+                    ));
+                }
+                ("integer", format!("{lo} … {hi}"), scale(*log))
+            }
+            Domain::Float { lo, hi, log } => ("real", format!("{lo} … {hi}"), scale(*log)),
+            Domain::Ordinal { values } => (
+                "ordinal",
+                values
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(" | "),
+                "rank".into(),
+            ),
+            Domain::Categorical { choices } => {
+                ("categorical", choices.join(" | "), "one-hot".into())
+            }
+        };
+        rows.push(vec![p.name.clone(), kind.into(), values, scale]);
+    }
+    let mut out = format!("search space ({} knobs):\n", space.params().len());
+    out.push_str(&exec::render_table(&rows));
+    for c in space.constraints() {
+        out.push_str(&format!("constraint: {}\n", c.text()));
+    }
+    for n in &notes {
+        out.push_str(n);
+        out.push('\n');
+    }
+    out
 }
 
 fn fmt_num(v: f64) -> String {
@@ -582,20 +654,27 @@ fn report(problem: &Problem, trials: &[Trial], seed: u64) -> String {
     if problem.objectives.len() == 1 {
         match recommend(problem, trials, seed) {
             Some(r) => {
-                let unc = match (r.mean, r.sd) {
-                    (Some(m), Some(sd)) => {
-                        format!(" (GP posterior {} ± {})", fmt_num(m), fmt_num(sd))
-                    }
-                    _ => String::new(),
-                };
+                let name = &problem.objectives[0].name;
                 let _ = writeln!(
                     s,
-                    "best: {} → {} = {}{unc} [trial {}]",
+                    "best: {} → {name} = {} [trial {}]",
                     problem.space.describe(&r.config),
-                    problem.objectives[0].name,
                     fmt_num(r.observed[0]),
                     r.trial
                 );
+                if let Some(m) = &r.model {
+                    let _ = writeln!(
+                        s,
+                        "model's pick under noise (learned noise sd {}): {} → {name} = {} observed, \
+                         GP posterior {} ± {} [trial {}]",
+                        fmt_num(m.noise_sd),
+                        problem.space.describe(&m.config),
+                        fmt_num(m.observed[0]),
+                        fmt_num(m.mean),
+                        fmt_num(m.sd),
+                        m.trial
+                    );
+                }
             }
             None => {
                 let _ = writeln!(s, "best: none (no trial succeeded and met the constraints)");
