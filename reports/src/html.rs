@@ -585,6 +585,7 @@ pub fn render_report(inputs: &[ReportInput], title: &str) -> Result<String> {
             "tokens/step",
             "KV mean",
             "KV peak",
+            "prefix hit",
             "busy (s)",
         ]);
         for (label, r) in &runs {
@@ -599,6 +600,7 @@ pub fn render_report(inputs: &[ReportInput], title: &str) -> Result<String> {
                     n(num(e.tokens_per_step_mean)),
                     n(format!("{:.1}%", 100.0 * e.kv_utilisation_mean)),
                     n(format!("{:.1}%", 100.0 * e.kv_utilisation_peak)),
+                    n(format!("{:.1}%", 100.0 * e.prefix_cache_hit_rate)),
                     n(num(e.busy_s)),
                 ]);
             }

@@ -26,7 +26,7 @@ use fuselab_core::RequestId;
 use crate::{EngineError, KvGeometry, Result};
 
 /// Hash of a full block chained with every block before it.
-type BlockHash = u128;
+pub(crate) type BlockHash = u128;
 
 /// What a cached block holds: its hash, its parent's hash and its token ids
 /// (compared on a hit, so a hash collision is a miss, never wrong KV).
@@ -273,6 +273,13 @@ impl BlockManager {
     /// cache is off). Callers pass at most all but the last token of what they
     /// will compute, so that at least one token is computed and sampled.
     pub fn lookup(&self, tokens: &[u32]) -> PrefixHit {
+        self.lookup_with(tokens, &mut Vec::new())
+    }
+
+    /// [`Self::lookup`] reusing `chain`, the hashes of the first blocks of
+    /// `tokens` from an earlier call (token ids only ever grow at the end, so
+    /// they stay valid), and extending it as far as the lookup gets.
+    pub(crate) fn lookup_with(&self, tokens: &[u32], chain: &mut Vec<BlockHash>) -> PrefixHit {
         let bs = self.block_size as usize;
         let mut hit = PrefixHit {
             block_size: self.block_size,
@@ -282,8 +289,11 @@ impl BlockManager {
             return hit;
         }
         let mut parent: BlockHash = 0;
-        for chunk in tokens.chunks_exact(bs) {
-            let h = block_hash(parent, chunk);
+        for (i, chunk) in tokens.chunks_exact(bs).enumerate() {
+            if chain.len() == i {
+                chain.push(block_hash(parent, chunk));
+            }
+            let h = chain[i];
             let Some(&b) = self.by_hash.get(&h) else {
                 break;
             };

@@ -18,9 +18,9 @@
 //! | policy | step rule | default knobs |
 //! |---|---|---|
 //! | `static` | `batch` requests padded to the longest prompt, decode until all rows finish; tokens returned when the batch ends (HF `generate`) | batch 16, block 16, stream off |
-//! | `continuous` | all-prefill step when prompts fit, else all-decode; preempt newest | budget max(max_len, 2048), max_seqs 256, block 16, watermark 0.01 |
-//! | `chunked` | every running decode, then partial prefills, then new prompts, chunked to the budget | budget 2048, max_seqs 256 (vLLM v0.6's chunked-prefill defaults; `--knobs-from sarathi` or `vllm-v1` for those systems'), block 16, watermark 0.01 |
-//! | `splitfuse` | decodes, then prompts split exactly at the budget; whole remaining prompt must fit in KV | budget 768, max_seqs 512, max_tracked 2048, block 64 |
+//! | `continuous` | all-prefill step when prompts fit, else all-decode; preempt newest | budget max(max_len, 2048), max_seqs 256, block 16, watermark 0.01, prefix_cache on |
+//! | `chunked` | every running decode, then partial prefills, then new prompts, chunked to the budget | budget 2048, max_seqs 256 (vLLM v0.6's chunked-prefill defaults; `--knobs-from sarathi` or `vllm-v1` for those systems'), block 16, watermark 0.01, prefix_cache on |
+//! | `splitfuse` | decodes, then prompts split exactly at the budget; whole remaining prompt must fit in KV | budget 768, max_seqs 512, max_tracked 2048, block 64, prefix_cache off |
 //! | `prepack` | prompts packed best-fit-decreasing into rows of the longest prompt, then decode as static | batch 16, block 16, stream off |
 //!
 //! Sources of the defaults: vLLM v0 `EngineArgs` (continuous), vLLM v0.6
@@ -32,6 +32,16 @@
 //! them; on elsewhere) and `max_len` (default: the model's context length, as
 //! vLLM's `max_model_len`): requests with more prompt + output tokens are
 //! rejected.
+//!
+//! ## Prefix caching
+//! With `prefix_cache` on, the [`BlockManager`] keeps every full KV block,
+//! hashed by its token ids and its parent's hash, after its request ends, and
+//! a request leaving the waiting queue starts its prefill after the cached
+//! blocks of its tokens (vLLM automatic prefix caching). Admission counts
+//! only the blocks a hit does not cover, plus the evictable cached blocks it
+//! takes; evictable blocks count as free capacity. A backend without real
+//! token ids (the simulator) still gets synthetic ones, so the cache keys on
+//! the same prompt ids either way.
 
 mod backend;
 mod batch;
@@ -50,7 +60,7 @@ pub use batch::{BatchEntry, BatchShape, ForwardBatch};
 pub use driver::{SimRun, simulate};
 pub use engine::{FinishedRequest, NativeEngine, RequestState, StepReport};
 pub use error::{EngineError, Result};
-pub use kv::BlockManager;
+pub use kv::{BlockManager, PrefixHit};
 pub use model::{MODEL_NAMES, ModelShape, RopeScaling};
 pub use pack::best_fit_decreasing;
 pub use policy::{

@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 use fuselab_core::{RequestId, RequestSpec};
 
-use crate::kv::PrefixHit;
+use crate::kv::{BlockHash, PrefixHit};
 use crate::{
     BatchEntry, BatchShape, BlockManager, EngineError, ForwardBatch, KvGeometry, PolicyConfig,
     PolicyKind, Result, best_fit_decreasing,
@@ -55,6 +55,8 @@ pub(crate) struct Seq {
     pub computed: u32,
     pub target: u32,
     pub tokens: Vec<u32>,
+    /// Hashes of the first full blocks of `tokens`, kept between lookups.
+    pub chain: Vec<BlockHash>,
     pub done: bool,
     pub admitted_once: bool,
 }
@@ -159,6 +161,7 @@ impl Scheduler {
                 computed: 0,
                 target: spec.prompt_len,
                 tokens,
+                chain: Vec::new(),
                 done: false,
                 admitted_once: false,
             },
@@ -187,13 +190,16 @@ impl Scheduler {
 
     /// The cached prefix the waiting request `id` would reuse (empty with the
     /// cache off): whole blocks of its tokens, all but the last token to compute.
-    fn prefix_hit(&self, id: RequestId) -> PrefixHit {
-        let s = self.seq(id);
-        if s.computed > 0 || self.kv.holds(id) {
+    fn prefix_hit(&mut self, id: RequestId) -> PrefixHit {
+        let holds = self.kv.holds(id);
+        let Some(s) = self.seqs.get_mut(&id) else {
+            return PrefixHit::default();
+        };
+        if s.computed > 0 || holds || !self.kv.prefix_cache() {
             return PrefixHit::default();
         }
         let upto = (s.target.saturating_sub(1) as usize).min(s.tokens.len());
-        self.kv.lookup(&s.tokens[..upto])
+        self.kv.lookup_with(&s.tokens[..upto], &mut s.chain)
     }
 
     /// Blocks a waiting request takes from the free capacity to hold `tokens`

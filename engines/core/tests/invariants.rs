@@ -509,6 +509,72 @@ fn the_prefix_cache_skips_exactly_the_cached_tokens() {
 }
 
 #[test]
+fn a_hit_needs_fewer_blocks_and_evictable_blocks_are_free_capacity() {
+    // A cache of exactly 5 blocks of 16 tokens. A (64 prompt tokens) leaves 4
+    // cached blocks behind; B (79 tokens, the same first 64) takes them and
+    // computes 15; C (79 unrelated tokens) is admitted although all 5 blocks
+    // then hold cached KV: evictable blocks are free capacity.
+    let mk = |id, arrival_s, prompt_len, group| RequestSpec {
+        id,
+        arrival_s,
+        prompt_len,
+        output_len: 1,
+        prefix_group: group,
+        prefix_len: if group.is_some() { 64 } else { 0 },
+        conversation: None,
+    };
+    let specs = [
+        mk(0, 0.0, 64, Some(5)),
+        mk(1, 0.1, 79, Some(5)),
+        mk(2, 0.2, 79, None),
+    ];
+    let policy =
+        PolicyConfig::with_knobs(PolicyKind::Chunked, ["block=16", "watermark=0"]).unwrap();
+    let out = run_checked(&specs, &policy, 80, true);
+    let prefills: Vec<u32> = out.shapes.iter().map(|s| s.0).collect();
+    assert_eq!(prefills, [64, 15, 79]);
+    assert_eq!((out.queries, out.hits), (64 + 79 + 79, 64));
+}
+
+#[test]
+fn a_request_that_fits_only_with_its_hit_is_admitted_early() {
+    // 6 blocks of 16 tokens. A (64 + 12 tokens) holds 5 while it decodes; B
+    // (79 tokens, A's first 64) needs 5 blocks cold, but only 1 new one with
+    // the cache, so it runs beside A's decodes instead of after A.
+    let mk = |id, arrival_s, prompt_len, output_len| RequestSpec {
+        id,
+        arrival_s,
+        prompt_len,
+        output_len,
+        prefix_group: Some(1),
+        prefix_len: 64,
+        conversation: None,
+    };
+    let specs = [mk(0, 0.0, 64, 12), mk(1, 0.003, 79, 1)];
+    let run = |cache: bool| {
+        let knobs = [
+            "block=16".to_string(),
+            "watermark=0".to_string(),
+            format!("prefix_cache={cache}"),
+        ];
+        run_checked(
+            &specs,
+            &PolicyConfig::with_knobs(PolicyKind::Chunked, knobs).unwrap(),
+            96,
+            true,
+        )
+    };
+    let (on, off) = (run(true), run(false));
+    assert!(on.shapes.contains(&(15, 1, 0, None)), "{:?}", on.shapes);
+    assert!(off.shapes.contains(&(79, 0, 0, None)), "{:?}", off.shapes);
+    assert!(
+        off.shapes.iter().all(|s| s.0 == 0 || s.1 == 0),
+        "{:?}",
+        off.shapes
+    );
+}
+
+#[test]
 fn a_recompute_reuses_its_own_cached_blocks() {
     let policy = PolicyConfig::with_knobs(PolicyKind::Chunked, ["block=4", "budget=256"]).unwrap();
     let out = run_checked(&burst(8, 30, 40), &policy, 160, true);

@@ -405,6 +405,13 @@ fn list_presets() -> String {
             "  arrivals  {} (default)",
             describe_arrivals(&p.spec.arrivals)
         );
+        if let Some(c) = &p.spec.conversation {
+            let _ = writeln!(
+                s,
+                "  turns     {} per conversation, think time exp(mean {} s) (default)",
+                c.turns, c.think_s
+            );
+        }
         let _ = writeln!(
             s,
             "  n         {} (default), seed {} (default)",
