@@ -431,10 +431,12 @@ fn without_a_driver_the_backend_says_so_and_does_not_panic() {
 }
 
 /// Keeps the logits of each request's first sampled position (the end of its
-/// prompt), which depend on the prompt alone.
+/// prompt), which depend on the prompt alone, and counts the requests whose
+/// first prefill starts past position 0 (after cached blocks).
 struct FirstLogits<B> {
     inner: B,
     first: BTreeMap<RequestId, Vec<f32>>,
+    seen: std::collections::BTreeSet<RequestId>,
     hit_entries: usize,
 }
 
@@ -459,7 +461,9 @@ impl<B: Backend> Backend for FirstLogits<B> {
     }
     fn forward(&mut self, b: &ForwardBatch) -> Result<StepOutput, BackendError> {
         for e in &b.entries {
-            if !e.is_decode && e.start_pos > 0 && !self.first.contains_key(&e.request) {
+            // A later chunk of a chunked prompt also starts past 0: only the
+            // first entry of a request tells a cache hit.
+            if self.seen.insert(e.request) && e.start_pos > 0 {
                 self.hit_entries += 1;
             }
         }
@@ -533,6 +537,7 @@ fn prefix_cache_hits_on_cuda_give_the_logits_of_a_cold_prefill() {
             let tap = FirstLogits {
                 inner: backend,
                 first: BTreeMap::new(),
+                seen: std::collections::BTreeSet::new(),
                 hit_entries: 0,
             };
             let mut engine = NativeEngine::new(tap, policy).unwrap();

@@ -2,7 +2,7 @@
 # One device command, one build: the GPU test binaries with FUSELAB_REQUIRE_GPU=1 (a
 # missing GPU fails them), the kernels (with the PyTorch baseline) and the h200-64
 # end-to-end experiment beside HF. Run from the repository root with the binaries in gpu/
-# (gpu/fuselab, gpu/tests/*, gpu/hf_baseline.py); everything lands in $OUT/res.
+# (gpu/fuselab, gpu/tests/*, gpu/hf_baseline.py); everything lands in $OUT/res.tgz.
 #
 #   cargo build --profile gpu -p fuselab-cli
 #   cargo test --profile gpu -p fuselab-cuda -p fuselab-kernels --no-run
@@ -10,7 +10,7 @@
 #   bash reports/results/h200/device-run.sh
 set -u
 R=$OUT/res; mkdir -p "$R" gpu/runs
-exec > >(tee "$R/log.txt") 2>&1
+exec > >(tee "$OUT/log.txt") 2>&1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
 echo "== GPU tests (FUSELAB_REQUIRE_GPU=1)"
 for t in gpu/tests/*; do
@@ -35,3 +35,6 @@ done
 echo "== HF baselines"
 timeout 300 python3 gpu/hf_baseline.py --workload gpu/w.jsonl --out "$R/hf.json"; echo "hf rc=$?"
 echo done
+# The device returns a handful of files: everything travels as one tarball.
+cp "$OUT/log.txt" "$R/log.txt"
+tar czf "$OUT/res.tgz" -C "$OUT" res && rm -rf "$R"
