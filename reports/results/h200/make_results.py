@@ -50,12 +50,23 @@ for f in sorted(src.glob("gpu_tests_*.txt")):
     text = f.read_text()
     binary = f.stem[len("gpu_tests_"):]
     rc = re.search(rf"^{re.escape(binary)} rc=(\d+)", log, re.M)
+    # With --nocapture a test's own output sits between "test NAME ... " and its result.
+    results, current = {}, None
+    for line in text.splitlines():
+        m = re.match(r"^test (\S+) \.\.\. ?(.*)$", line)
+        if m:
+            current, rest = m.group(1), m.group(2).strip()
+            if rest in ("ok", "FAILED", "ignored"):
+                results[current], current = rest, None
+        elif current and line.strip() in ("ok", "FAILED", "ignored"):
+            results[current], current = line.strip(), None
     tests[binary] = {
         "rc": int(rc.group(1)) if rc else None,
-        "tests": dict(re.findall(r"^test (\S+) \.\.\. (ok|FAILED|ignored)", text, re.M)),
+        "tests": results,
         "summary": (re.findall(r"^test result: .*$", text, re.M) or ["(no result line)"])[-1],
-        "skipped": re.findall(r"^SKIPPED .*$", text, re.M),
-        "numbers": re.findall(r"^(?:prefill of|decode at|step \d+ request).*$", text, re.M),
+        "skipped": re.findall(r"SKIPPED .*$", text, re.M),
+        "numbers": [m.strip() for m in re.findall(
+            r"((?:prefill of|decode at|step \d+ request|\w+ request \d+: max \|cold).*)$", text, re.M)],
     }
 
 gpu = re.search(r"^name, memory.total.*\n(.*)$", log, re.M)
