@@ -27,7 +27,8 @@
 # minutes on the loaded 2-core machine (N=... picks fewer requests). Runs are started with `nice -n $NICE`
 # (default -5) so that other work on the shared machine perturbs them less.
 #
-# Usage: reports/validate-gate.sh [OUT]   (FUSELAB=path/to/fuselab to pick the binary)
+# Usage: reports/validate-gate.sh [OUT]   (FUSELAB=path/to/fuselab to pick the binary,
+#        ENGINE="--engine null --delay 20ms,5ms" for the delayed null engine)
 set -euo pipefail
 
 OUT=${1:-reports/results/gate-validation}
@@ -36,7 +37,11 @@ NICE=${NICE:--5}
 N=${N:-40}
 RUNS=$(mktemp -d /tmp/gate-validation.XXXXXX)
 BASELINES="$RUNS/baselines"
-CONFIG=(--engine cpu --policy chunked --preset sharegpt-like --n "$N" --rate 3 --seed 5)
+# ENGINE picks the engine: the CPU engine by default; `ENGINE="--engine null --delay
+# 20ms,5ms"` is the delayed null engine, whose latencies are fixed, so that the
+# gate's own resolution is measured without the CPU's run-to-run noise.
+read -r -a ENGINE_ARGS <<<"${ENGINE:---engine cpu --policy chunked}"
+CONFIG=("${ENGINE_ARGS[@]}" --preset sharegpt-like --n "$N" --rate 3 --seed 5)
 
 mkdir -p "$OUT/gates" "$OUT/runs"
 log() { echo "[$(date -u +%H:%M:%S)] $*" | tee -a "$OUT/log.txt"; }
@@ -144,7 +149,7 @@ for t in "${trials[@]}"; do
 done
 
 {
-    echo "gate validation on real CPU runs ($(date -u +%Y-%m-%dT%H:%MZ))"
+    echo "gate validation on real runs ($(date -u +%Y-%m-%dT%H:%MZ))"
     echo "config: bench ${CONFIG[*]} (nice $NICE); binary $BIN"
     echo "A/A, 1 run a side, with the measured noise floor: $aa_floor of 20 false alarms (exit 1), $aa_err errors/inconclusive (exit 2)"
     echo "A/A, 1 run a side, without a floor: $aa_nofloor_alarm of 20 alarms, $aa_nofloor_inconclusive of 20 inconclusive (exit 2)"

@@ -71,6 +71,8 @@ pub struct EngineSpec {
     pub window_s: Option<f64>,
     /// Test knob: stretch every engine step by this factor (see [`Slowdown`]).
     pub slowdown: Option<f64>,
+    /// The null engine's fixed latencies (`None`: it answers at once).
+    pub delay: Option<fuselab_harness::NullDelay>,
 }
 
 /// One benchmark point, fully resolved.
@@ -341,7 +343,20 @@ pub fn run_point(point: &Point) -> anyhow::Result<PointResult> {
                 info.policy = None;
                 info.model = None;
                 info.knobs.clear();
-                Box::new(NullEngine::default())
+                match point.engine.delay {
+                    Some(d) => {
+                        let f = slowdown;
+                        info.knobs
+                            .insert("delay_first_s".into(), d.first_token_s.into());
+                        info.knobs
+                            .insert("delay_per_token_s".into(), d.per_token_s.into());
+                        Box::new(NullEngine::delayed(fuselab_harness::NullDelay {
+                            first_token_s: d.first_token_s * f,
+                            per_token_s: d.per_token_s * f,
+                        }))
+                    }
+                    None => Box::new(NullEngine::default()),
+                }
             };
             let mut plan = match clients {
                 Some(c) => RealtimePlan::closed_loop(point.requests.clone(), c),

@@ -42,5 +42,5 @@ pub use cancel::CancelToken;
 pub use engine::{EngineChannels, EngineCommand, EngineEvent, EngineHandle, EventSink, RunClock};
 pub use error::HarnessError;
 pub use native::{NativeEngineHandle, StepEngine};
-pub use null::{NullEngine, NullMode};
+pub use null::{NullDelay, NullEngine, NullMode};
 pub use run::{HarnessRun, RealtimePlan, run_realtime, run_realtime_blocking};

@@ -10,7 +10,7 @@ use std::time::Duration;
 use fuselab_core::{RequestSpec, RequestStatus, TokenEvent};
 use fuselab_harness::{
     CancelToken, EngineChannels, EngineCommand, EngineEvent, EngineHandle, EventSink, HarnessError,
-    NullEngine, NullMode, RealtimePlan, RunClock, run_realtime,
+    NullDelay, NullEngine, NullMode, RealtimePlan, RunClock, run_realtime,
 };
 use tokio::sync::mpsc;
 
@@ -160,6 +160,37 @@ async fn open_loop_sends_in_arrival_order_even_when_specs_are_not_sorted() {
         assert!((t - r.t_scheduled).abs() < 1e-3, "{} sent at {t}", r.id);
     }
     assert!(sent[1] <= sent[2] && sent[2] <= sent[0]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_delayed_null_engine_keeps_its_latencies_exactly() {
+    let reqs = vec![spec(0, 0.0, 4), spec(1, 0.5, 2)];
+    let delay = NullDelay {
+        first_token_s: 0.05,
+        per_token_s: 0.01,
+    };
+    let run = run_realtime(
+        paused(RealtimePlan::open_loop(reqs)),
+        Box::new(NullEngine::delayed(delay)),
+        CancelToken::new(),
+    )
+    .await
+    .unwrap();
+    for r in &run.records {
+        assert_eq!(r.status, RequestStatus::Ok);
+        assert_eq!(r.tokens_received(), u64::from(r.output_len));
+        for c in &r.tokens {
+            let want = r.t_sent + 0.05 + 0.01 * f64::from(c.index);
+            assert!(
+                (c.t - want).abs() < 2e-3,
+                "request {} token {}: {} vs {want}",
+                r.id,
+                c.index,
+                c.t
+            );
+        }
+        assert_eq!(r.t_done, r.t_last_token());
+    }
 }
 
 #[tokio::test(start_paused = true)]

@@ -112,11 +112,17 @@ pub struct EngineOpts {
     #[arg(long, value_name = "SECONDS", allow_negative_numbers = true)]
     pub window: Option<f64>,
 
+    /// The null engine answers after a fixed delay: `FIRST,PER_TOKEN`, e.g.
+    /// `50ms,10ms` (the first token 50 ms after a request arrives, then one
+    /// every 10 ms) [default: answer at once].
+    #[arg(long, value_name = "FIRST,PER_TOKEN")]
+    pub delay: Option<String>,
+
     /// TEST KNOB: make every engine step FACTOR times slower (≥ 1), to plant a
     /// known regression and check that the gate catches it. The CPU and CUDA
     /// engines sleep (FACTOR − 1) × each step's wall time; the simulator
-    /// multiplies its predicted step time. Recorded as knob `slowdown`
-    /// [default: 1, no slowdown].
+    /// multiplies its predicted step time; a delayed null engine multiplies
+    /// its delays. Recorded as knob `slowdown` [default: 1, no slowdown].
     #[arg(long, value_name = "FACTOR", allow_negative_numbers = true)]
     pub slowdown: Option<f64>,
 }
@@ -163,9 +169,15 @@ impl EngineOpts {
             "cpu, cuda or null",
         )?;
         only_for(
+            "--delay",
+            self.delay.is_some() && kind != EngineKind::Null,
+            "null",
+        )?;
+        let delay = self.delay.as_deref().map(parse_delay).transpose()?;
+        only_for(
             "--slowdown",
-            self.slowdown.is_some() && kind == EngineKind::Null,
-            "sim, cpu or cuda (the null engine has no steps to slow)",
+            self.slowdown.is_some() && kind == EngineKind::Null && delay.is_none(),
+            "sim, cpu, cuda, or null with --delay (an instant null engine has nothing to slow)",
         )?;
         if let Some(f) = self.slowdown
             && !(f.is_finite() && (1.0..=100.0).contains(&f))
@@ -207,8 +219,38 @@ impl EngineOpts {
             warmup_s: self.warmup,
             window_s: self.window,
             slowdown: self.slowdown,
+            delay,
         })
     }
+}
+
+/// Parses `--delay FIRST,PER_TOKEN` (`50ms,10ms`, `0.05,0.01`).
+fn parse_delay(s: &str) -> anyhow::Result<fuselab_harness::NullDelay> {
+    let bad = |what: String| {
+        Error::invalid(
+            "--delay",
+            what,
+            "give the first-token and per-token delays, e.g. --delay 50ms,10ms",
+        )
+    };
+    let Some((first, per)) = s.split_once(',') else {
+        return Err(bad(format!("`{s}` is not FIRST,PER_TOKEN")).into());
+    };
+    let secs = |v: &str| -> anyhow::Result<f64> {
+        let v = v.trim();
+        let (num, mult) = match v.strip_suffix("ms") {
+            Some(n) => (n, 1e-3),
+            None => (v.strip_suffix('s').unwrap_or(v), 1.0),
+        };
+        match num.trim().parse::<f64>() {
+            Ok(x) if x.is_finite() && x >= 0.0 => Ok(x * mult),
+            _ => Err(bad(format!("`{v}` is not a duration ≥ 0")).into()),
+        }
+    };
+    Ok(fuselab_harness::NullDelay {
+        first_token_s: secs(first)?,
+        per_token_s: secs(per)?,
+    })
 }
 
 /// Builds a policy from its name and `NAME=VALUE` knobs.
