@@ -135,6 +135,7 @@ pub fn synth_run(name: &str, cfg: &SynthConfig) -> RunData {
                 RequestStatus::Ok
             },
             error: failed.then(|| "synthetic failure".to_string()),
+            server: None,
         });
     }
     let steps = if cfg.step_s > 0.0 {

@@ -87,6 +87,7 @@ pub fn simulate<B: Backend>(
                 t_done: None,
                 status: RequestStatus::Cancelled,
                 error: None,
+                server: None,
             },
         );
         engine.submit(spec, t);

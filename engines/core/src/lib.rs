@@ -52,6 +52,7 @@ mod kv;
 mod model;
 mod pack;
 mod policy;
+mod realtime;
 mod sched;
 mod slowdown;
 
@@ -66,5 +67,6 @@ pub use pack::best_fit_decreasing;
 pub use policy::{
     DEFAULT_MAX_LEN, DeviceClass, KNOB_SETS, PolicyConfig, PolicyKind, knob_set, parse_knob,
 };
+pub use realtime::RealTime;
 pub use sched::StepAudit;
 pub use slowdown::Slowdown;

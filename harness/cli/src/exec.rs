@@ -28,6 +28,9 @@ pub enum EngineKind {
     Null,
     /// The CUDA backend: bf16 Llama on an NVIDIA GPU (random weights), in real time.
     Cuda,
+    /// An OpenAI-compatible server over HTTP (`--engine http://HOST:PORT`).
+    #[value(skip)]
+    Http,
 }
 
 impl EngineKind {
@@ -38,6 +41,7 @@ impl EngineKind {
             Self::Cpu => "cpu",
             Self::Null => "null",
             Self::Cuda => "cuda",
+            Self::Http => "http",
         }
     }
 
@@ -46,6 +50,7 @@ impl EngineKind {
         match self {
             Self::Sim | Self::Cuda => "llama3-8b",
             Self::Cpu | Self::Null => "tiny",
+            Self::Http => "",
         }
     }
 }
@@ -73,6 +78,37 @@ pub struct EngineSpec {
     pub slowdown: Option<f64>,
     /// The null engine's fixed latencies (`None`: it answers at once).
     pub delay: Option<fuselab_harness::NullDelay>,
+    /// The server and client settings of `--engine http://…`.
+    pub http: Option<HttpSpec>,
+}
+
+/// The HTTP engine's resolved flags.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpSpec {
+    /// The server's base URL.
+    pub url: String,
+    /// The served model (`None`: the first one `/v1/models` lists).
+    pub model: Option<String>,
+    /// Bearer token.
+    pub api_key: Option<String>,
+    /// Completions or chat.
+    pub endpoint: fuselab_http::Endpoint,
+    /// Token ids or text.
+    pub prompt: fuselab_http::PromptFormat,
+    /// The server's tokenizer.
+    pub tokenizer: Option<PathBuf>,
+    /// Token-id prompts draw from `[0, vocab)`.
+    pub vocab: u32,
+    /// Scrape `/metrics` this often (`None`: never).
+    pub scrape_interval_s: Option<f64>,
+    /// Retries of failed connections.
+    pub retries: u32,
+    /// Send `stream_options`.
+    pub stream_usage: bool,
+    /// Allowed fraction of requests with a length mismatch.
+    pub max_length_mismatch: f64,
+    /// Report mismatches without failing.
+    pub allow_length_mismatch: bool,
 }
 
 /// One benchmark point, fully resolved.
@@ -108,7 +144,13 @@ impl Point {
         slo: Slo,
     ) -> anyhow::Result<Self> {
         let mut engine_spec = engine.resolve()?;
-        if engine_spec.kind == EngineKind::Null {
+        if let Some(http) = &mut engine_spec.http {
+            if http.model.is_none() {
+                http.model = Some(served_model(http)?);
+            }
+            engine_spec.model = http.model.clone().unwrap_or_default();
+        }
+        if matches!(engine_spec.kind, EngineKind::Null | EngineKind::Http) {
             return Ok(Self {
                 engine: engine_spec,
                 policy,
@@ -170,7 +212,7 @@ pub fn with_knob_set(
                 memory_gib: 70.0,
             })
         }
-        EngineKind::Cpu | EngineKind::Null => None,
+        EngineKind::Cpu | EngineKind::Null | EngineKind::Http => None,
     };
     let mut all = fuselab_engine::knob_set(set, device.as_ref())?;
     all.extend_from_slice(knobs);
@@ -269,6 +311,8 @@ pub struct PointResult {
     pub metrics: Metrics,
     /// The run was cancelled (Ctrl-C): the records hold what was measured.
     pub cancelled: bool,
+    /// The server's Prometheus samples (HTTP engines that scrape).
+    pub server_metrics: Vec<fuselab_core::ServerMetricSample>,
 }
 
 /// Runs a point to completion (or until Ctrl-C for real-time engines).
@@ -285,6 +329,7 @@ pub fn run_point(point: &Point) -> anyhow::Result<PointResult> {
         knobs: point.policy.knobs(),
     };
     let mut cancelled = false;
+    let mut server_metrics = Vec::new();
     let slowdown = point.engine.slowdown.unwrap_or(1.0);
     let (records, steps) = match point.engine.kind {
         EngineKind::Sim => {
@@ -303,61 +348,14 @@ pub fn run_point(point: &Point) -> anyhow::Result<PointResult> {
             info.hardware = Some(point.engine.hardware.clone());
             (run.records, run.steps)
         }
-        EngineKind::Cpu | EngineKind::Null | EngineKind::Cuda => {
-            let engine: Box<dyn EngineHandle> = if point.engine.kind == EngineKind::Cuda {
-                // Probe first: without a driver this is a clean error (exit 2), never a panic.
-                fuselab_cuda::probe()?;
-                let cfg = fuselab_engine::ModelShape::preset(&point.engine.model)?;
-                let (policy, seed) = (point.policy.clone(), point.workload.seed);
-                info.hardware = Some("cuda:0".into());
-                info.knobs.insert("weights".into(), "random".into());
-                // The device is opened on the engine's own thread (CUDA contexts are per thread).
-                Box::new(NativeEngineHandle::new("cuda", move || {
-                    let backend = fuselab_cuda::CudaBackend::random(
-                        cfg,
-                        seed,
-                        fuselab_cuda::CudaOptions::default(),
-                    )?;
-                    Ok(NativeEngine::new(Slowdown::new(backend, slowdown), policy)?)
-                }))
-            } else if point.engine.kind == EngineKind::Cpu {
-                let backend = fuselab_cpu::CpuBackend::load(
-                    &point.engine.model,
-                    point.engine.weights.as_deref(),
-                    point.workload.seed,
-                )?;
-                let policy = point.policy.clone();
-                info.hardware = Some(fuselab_store::host_cpu());
-                info.knobs.insert(
-                    "weights".into(),
-                    point
-                        .engine
-                        .weights
-                        .as_ref()
-                        .map_or_else(|| "random".into(), |p| p.display().to_string().into()),
-                );
-                Box::new(NativeEngineHandle::new("cpu", move || {
-                    Ok(NativeEngine::new(Slowdown::new(backend, slowdown), policy)?)
-                }))
-            } else {
-                info.policy = None;
-                info.model = None;
-                info.knobs.clear();
-                match point.engine.delay {
-                    Some(d) => {
-                        let f = slowdown;
-                        info.knobs
-                            .insert("delay_first_s".into(), d.first_token_s.into());
-                        info.knobs
-                            .insert("delay_per_token_s".into(), d.per_token_s.into());
-                        Box::new(NullEngine::delayed(fuselab_harness::NullDelay {
-                            first_token_s: d.first_token_s * f,
-                            per_token_s: d.per_token_s * f,
-                        }))
-                    }
-                    None => Box::new(NullEngine::default()),
-                }
-            };
+        EngineKind::Cpu | EngineKind::Null | EngineKind::Cuda | EngineKind::Http => {
+            let (engine, scraped_from) = realtime_engine(
+                &point.engine,
+                &point.policy,
+                point.workload.seed,
+                &mut info,
+                false,
+            )?;
             let mut plan = match clients {
                 Some(c) => RealtimePlan::closed_loop(point.requests.clone(), c),
                 None => RealtimePlan::open_loop(point.requests.clone()),
@@ -370,6 +368,12 @@ pub fn run_point(point: &Point) -> anyhow::Result<PointResult> {
                 tracing::error!("engine failed: {err}");
             }
             cancelled = run.cancelled;
+            if let Some(scraped) = scraped_from {
+                if let Some(err) = scraped.first_error() {
+                    warn_once(format!("server metrics: {err}"));
+                }
+                server_metrics = scraped.take();
+            }
             (run.records, run.steps)
         }
     };
@@ -385,7 +389,215 @@ pub fn run_point(point: &Point) -> anyhow::Result<PointResult> {
         info,
         metrics,
         cancelled,
+        server_metrics,
     })
+}
+
+/// The HTTP engine for `http`.
+pub fn http_engine(http: &HttpSpec) -> anyhow::Result<fuselab_http::HttpEngine> {
+    let tokenizer = http
+        .tokenizer
+        .as_deref()
+        .map(fuselab_http::TextTokenizer::from_file)
+        .transpose()?
+        .map(std::sync::Arc::new);
+    let mut config =
+        fuselab_http::HttpEngineConfig::new(&http.url, http.model.as_deref().unwrap_or_default());
+    config.api_key = http.api_key.clone();
+    config.endpoint = http.endpoint;
+    config.prompt = http.prompt;
+    config.tokenizer = tokenizer;
+    config.vocab = http.vocab;
+    config.retries = http.retries;
+    config.stream_usage = http.stream_usage;
+    config.scrape_interval = http
+        .scrape_interval_s
+        .map(std::time::Duration::from_secs_f64);
+    config.request_id_prefix = format!(
+        "fuselab-{:x}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis())
+    );
+    Ok(fuselab_http::HttpEngine::new(config)?)
+}
+
+/// The first model a server lists at `/v1/models`.
+fn served_model(http: &HttpSpec) -> anyhow::Result<String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let models = rt
+        .block_on(fuselab_http::HttpEngine::list_models(
+            &http.url,
+            http.api_key.as_deref(),
+        ))
+        .map_err(|e| {
+            Error::invalid(
+                "--engine",
+                format!("cannot ask the server which model it serves: {e}"),
+                "check that the server is up at that URL, or give --model NAME",
+            )
+        })?;
+    match models.into_iter().next() {
+        Some(m) => {
+            warn_once(format!(
+                "model {m}: the first one the server lists (pass --model to choose another)"
+            ));
+            Ok(m)
+        }
+        None => Err(Error::invalid(
+            "--model",
+            format!("{}/v1/models lists no model", http.url),
+            "give the served model's name with --model NAME",
+        )
+        .into()),
+    }
+}
+
+/// Fails a run whose served lengths differ from the requested ones on more
+/// than the allowed fraction of requests (the folder is already written).
+pub fn check_lengths(point: &Point, result: &PointResult, out: &Path) -> anyhow::Result<()> {
+    let (Some(http), Some(check)) = (&point.engine.http, &result.metrics.lengths) else {
+        return Ok(());
+    };
+    if check.mismatch_rate <= http.max_length_mismatch || http.allow_length_mismatch {
+        if check.mismatch_rate > 0.0 {
+            println!("{}", length_note(check));
+        }
+        return Ok(());
+    }
+    Err(Error::invalid(
+        "run",
+        format!(
+            "{} (allowed: {:.1}%; per-request counts in {}/requests.parquet)",
+            length_note(check),
+            100.0 * http.max_length_mismatch,
+            out.display()
+        ),
+        "make the server honour max_tokens/min_tokens/ignore_eos and the prompt (token ids, or --tokenizer with its tokenizer.json), or pass --allow-length-mismatch",
+    )
+    .into())
+}
+
+fn length_note(c: &fuselab_core::LengthCheck) -> String {
+    format!(
+        "length mismatch on {:.1}% of {} requests: {} prompt (server prompt_tokens − requested: {:+.1} on average), {} output",
+        100.0 * c.mismatch_rate,
+        c.checked,
+        c.prompt_mismatches,
+        c.prompt_diff_mean,
+        c.output_mismatches
+    )
+}
+
+/// The scraped server metrics of an HTTP engine's run, when it scrapes.
+pub type Scraped = Option<fuselab_http::prometheus::Scraped>;
+
+/// A real-time engine for `engine` × `policy`, filling in `info`. With
+/// `pace_sim`, the simulator runs in real time (each step sleeps out its
+/// predicted duration), as `fuselab serve --engine sim` needs; otherwise
+/// the simulator has no real-time engine.
+pub fn realtime_engine(
+    engine: &EngineSpec,
+    policy: &PolicyConfig,
+    weights_seed: u64,
+    info: &mut EngineInfo,
+    pace_sim: bool,
+) -> anyhow::Result<(Box<dyn EngineHandle>, Scraped)> {
+    let slowdown = engine.slowdown.unwrap_or(1.0);
+    let handle: Box<dyn EngineHandle> = if engine.kind == EngineKind::Http {
+        let http = engine
+            .http
+            .as_ref()
+            .expect("an HTTP engine has HTTP settings");
+        let engine = http_engine(http)?;
+        info.policy = None;
+        info.knobs.clear();
+        info.knobs.insert("url".into(), http.url.clone().into());
+        info.knobs.insert(
+            "endpoint".into(),
+            match http.endpoint {
+                fuselab_http::Endpoint::Completions => "completions",
+                fuselab_http::Endpoint::Chat => "chat",
+            }
+            .into(),
+        );
+        info.knobs
+            .insert("prompt_format".into(), http.prompt.name().into());
+        if let Some(t) = &http.tokenizer {
+            info.knobs
+                .insert("tokenizer".into(), t.display().to_string().into());
+        }
+        let scraped = engine.scraped();
+        return Ok((Box::new(engine), http.scrape_interval_s.map(|_| scraped)));
+    } else if engine.kind == EngineKind::Sim {
+        if !pace_sim {
+            anyhow::bail!("the simulator runs on a virtual clock here; it has no real-time engine");
+        }
+        let backend = SimBackend::new(&SimConfig {
+            hardware: engine.hardware.clone(),
+            model: engine.model.clone(),
+            tp: engine.tp,
+            ..SimConfig::default()
+        })?;
+        let policy = policy.clone();
+        info.hardware = Some(format!("{} (simulated, in real time)", engine.hardware));
+        Box::new(NativeEngineHandle::new("sim", move || {
+            Ok(NativeEngine::new(
+                fuselab_engine::RealTime::new(Slowdown::new(backend, slowdown)),
+                policy,
+            )?)
+        }))
+    } else if engine.kind == EngineKind::Cuda {
+        // Probe first: without a driver this is a clean error (exit 2), never a panic.
+        fuselab_cuda::probe()?;
+        let cfg = fuselab_engine::ModelShape::preset(&engine.model)?;
+        let (policy, seed) = (policy.clone(), weights_seed);
+        info.hardware = Some("cuda:0".into());
+        info.knobs.insert("weights".into(), "random".into());
+        // The device is opened on the engine's own thread (CUDA contexts are per thread).
+        Box::new(NativeEngineHandle::new("cuda", move || {
+            let backend =
+                fuselab_cuda::CudaBackend::random(cfg, seed, fuselab_cuda::CudaOptions::default())?;
+            Ok(NativeEngine::new(Slowdown::new(backend, slowdown), policy)?)
+        }))
+    } else if engine.kind == EngineKind::Cpu {
+        let backend =
+            fuselab_cpu::CpuBackend::load(&engine.model, engine.weights.as_deref(), weights_seed)?;
+        let policy = policy.clone();
+        info.hardware = Some(fuselab_store::host_cpu());
+        info.knobs.insert(
+            "weights".into(),
+            engine
+                .weights
+                .as_ref()
+                .map_or_else(|| "random".into(), |p| p.display().to_string().into()),
+        );
+        Box::new(NativeEngineHandle::new("cpu", move || {
+            Ok(NativeEngine::new(Slowdown::new(backend, slowdown), policy)?)
+        }))
+    } else {
+        info.policy = None;
+        info.model = None;
+        info.knobs.clear();
+        match engine.delay {
+            Some(d) => {
+                let f = slowdown;
+                info.knobs
+                    .insert("delay_first_s".into(), d.first_token_s.into());
+                info.knobs
+                    .insert("delay_per_token_s".into(), d.per_token_s.into());
+                Box::new(NullEngine::delayed(fuselab_harness::NullDelay {
+                    first_token_s: d.first_token_s * f,
+                    per_token_s: d.per_token_s * f,
+                }))
+            }
+            None => Box::new(NullEngine::default()),
+        }
+    };
+    Ok((handle, None))
 }
 
 /// Builds the `summary.json` of a point.
@@ -428,6 +640,9 @@ pub fn write_point(
         &result.steps,
     )
     .with_context(|| format!("writing the run folder {}", dir.display()))?;
+    if !result.server_metrics.is_empty() {
+        fuselab_store::RunFolder::open(dir)?.write_server_metrics(&result.server_metrics)?;
+    }
     Ok(())
 }
 

@@ -44,6 +44,8 @@ enum Command {
     Gate(Box<cmd::gate::GateArgs>),
     /// Bayesian-optimisation campaign over engine knobs or an external command; resumable.
     Tune(Box<cmd::tune::TuneArgs>),
+    /// Serve an engine over an OpenAI-compatible HTTP API (completions, chat, models, metrics).
+    Serve(Box<cmd::serve::ServeArgs>),
 }
 
 /// What a subcommand reports besides errors.
@@ -67,6 +69,7 @@ fn main() -> ExitCode {
         Command::Report(args) => cmd::report::run(args),
         Command::Gate(args) => cmd::gate::run(*args),
         Command::Tune(args) => cmd::tune::run(*args),
+        Command::Serve(args) => cmd::serve::run(*args),
     };
     match result {
         Ok(Outcome::Success) => ExitCode::SUCCESS,

@@ -31,11 +31,14 @@ mod time;
 mod workload;
 
 pub use error::{Error, Result};
-pub use record::{RequestRecord, RequestStatus, StepRecord, TokenChunk, TokenEvent};
+pub use record::{
+    RequestRecord, RequestStatus, ServerMetricSample, ServerSide, StepRecord, TokenChunk,
+    TokenEvent,
+};
 pub use request::{RequestId, RequestSpec, Turn, TurnLinks};
 pub use summary::{
-    EngineInfo, EngineStats, LatencyStats, LoadKind, MaxLoadUnderSlo, Metrics, Provenance,
-    RepeatSummary, RunSummary, SCHEMA_VERSION, Slo, SweepPoint, SweepSummary,
+    EngineInfo, EngineStats, LatencyStats, LengthCheck, LoadKind, MaxLoadUnderSlo, Metrics,
+    Provenance, RepeatSummary, RunSummary, SCHEMA_VERSION, Slo, SweepPoint, SweepSummary,
 };
 pub use time::{utc_from_unix, utc_now};
 pub use workload::{Arrivals, ConversationSpec, LengthDist, PrefixSpec, WorkloadSpec};

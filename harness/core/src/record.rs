@@ -96,6 +96,43 @@ pub struct RequestRecord {
     pub status: RequestStatus,
     /// The error message for failed requests.
     pub error: Option<String>,
+    /// What the server said about the request, for engines behind HTTP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<ServerSide>,
+}
+
+/// What an HTTP server reported about one request: the id it was sent under
+/// and the server's own token counts (`usage`), for checking that the
+/// requested lengths were served.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSide {
+    /// The `x-request-id` header sent with the request (joins with server logs).
+    pub request_id: String,
+    /// `usage.prompt_tokens`, when the server reported it.
+    pub prompt_tokens: Option<u32>,
+    /// `usage.completion_tokens`, when the server reported it.
+    pub completion_tokens: Option<u32>,
+    /// `usage.prompt_tokens_details.cached_tokens`, when the server reported it.
+    pub cached_tokens: Option<u32>,
+    /// Whether the prompt was sent so that the server's count must equal the
+    /// requested length (false for chat, whose template adds tokens).
+    pub prompt_exact: bool,
+}
+
+/// One sample of a server's Prometheus `/metrics`, scraped during a run
+/// (written to `server_metrics.parquet`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerMetricSample {
+    /// When it was scraped, seconds from the run's start.
+    pub t: f64,
+    /// Metric name, e.g. `vllm:num_requests_running`.
+    pub name: String,
+    /// Labels in Prometheus text form without braces (`model_name="x"`), empty when none.
+    pub labels: String,
+    /// The sample's value.
+    pub value: f64,
 }
 
 impl RequestRecord {

@@ -175,6 +175,31 @@ pub struct Metrics {
     /// Engine-side figures, for in-process engines.
     #[serde(default)]
     pub engine: Option<EngineStats>,
+    /// Requested vs served token counts, for engines behind HTTP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lengths: Option<LengthCheck>,
+}
+
+/// Requested vs served token counts of the completed requests of a run
+/// against an HTTP server: a prompt mismatch is a server `prompt_tokens`
+/// other than the requested length (where the prompt was sent exactly); an
+/// output mismatch is a received or server-reported output count other than
+/// the requested one.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LengthCheck {
+    /// Completed requests checked.
+    pub checked: u64,
+    /// Of those, requests whose server-reported prompt length differed.
+    pub prompt_mismatches: u64,
+    /// Of those, requests whose output length differed.
+    pub output_mismatches: u64,
+    /// Requests with either mismatch, as a fraction of `checked`.
+    pub mismatch_rate: f64,
+    /// Requests for which the server reported no usage at all.
+    pub without_usage: u64,
+    /// Mean of server prompt tokens minus requested, over requests with usage.
+    pub prompt_diff_mean: f64,
 }
 
 /// The `summary.json` of a run folder.

@@ -16,6 +16,7 @@
 //!     id: 0, prompt_len: 512, output_len: 3, t_scheduled: 0.0, t_sent: 0.0,
 //!     tokens: vec![TokenChunk { index: 0, t: 0.5, n_tokens: 1 }, TokenChunk { index: 1, t: 0.7, n_tokens: 2 }],
 //!     t_done: Some(0.7), status: RequestStatus::Ok, error: None,
+//!     server: None,
 //! };
 //! let slo = fuselab_metrics::parse_slo("ttft=1s").unwrap();
 //! let m = fuselab_metrics::compute_metrics(&[r], None, &slo, 42);
@@ -49,7 +50,7 @@ mod stats;
 pub use request::{
     FASTGEN_PROMPT_RATE, FASTGEN_RATES, RequestMetrics, meets_fastgen_sla, request_metrics,
 };
-pub use run::{compute_metrics, engine_stats, fastgen_key, mean_metrics, meets_slo};
+pub use run::{compute_metrics, engine_stats, fastgen_key, length_check, mean_metrics, meets_slo};
 pub use slo::{format_slo, parse_slo};
 pub use stats::{
     BOOTSTRAP_RESAMPLES, CI_PERCENTILES, clustered_latency_stats, latency_stats,

@@ -54,6 +54,7 @@ pub struct RequestMetrics {
 ///         TokenChunk { index: 1, t: 2.1, n_tokens: 3 }, // Δ = 0.6 over 3 tokens
 ///     ],
 ///     t_done: Some(2.1), status: RequestStatus::Ok, error: None,
+///     server: None,
 /// };
 /// let m = fuselab_metrics::request_metrics(&r).unwrap();
 /// assert_eq!(m.ttft_s, 1.0);
@@ -117,7 +118,7 @@ pub fn request_metrics(r: &RequestRecord) -> Option<RequestMetrics> {
 /// // 512-token prompt answered in 1 s, then 1 token every 0.3 s (≈3.3 tok/s).
 /// let tokens = (0..5).map(|i| TokenChunk { index: i, t: 1.0 + 0.3 * f64::from(i), n_tokens: 1 }).collect();
 /// let r = RequestRecord { id: 0, prompt_len: 512, output_len: 5, t_scheduled: 0.0, t_sent: 0.0,
-///     tokens, t_done: Some(2.2), status: RequestStatus::Ok, error: None };
+///     tokens, t_done: Some(2.2), status: RequestStatus::Ok, error: None, server: None };
 /// assert!(fuselab_metrics::meets_fastgen_sla(&r, 2.0));
 /// assert!(!fuselab_metrics::meets_fastgen_sla(&r, 4.0));
 /// ```
@@ -179,6 +180,7 @@ mod tests {
             tokens,
             status: RequestStatus::Ok,
             error: None,
+            server: None,
         }
     }
 

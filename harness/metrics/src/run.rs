@@ -220,7 +220,67 @@ pub fn compute_metrics(
         },
         effective_throughput,
         engine: steps.map(engine_stats),
+        lengths: length_check(records),
     }
+}
+
+/// Requested vs served lengths of the completed requests that carry server
+/// information (HTTP engines); `None` when none does.
+///
+/// # Example
+/// ```
+/// use fuselab_core::{RequestRecord, RequestStatus, ServerSide, TokenChunk};
+/// let rec = |id, served_prompt| RequestRecord {
+///     id, prompt_len: 8, output_len: 2, t_scheduled: 0.0, t_sent: 0.0,
+///     tokens: vec![TokenChunk { index: 0, t: 0.1, n_tokens: 2 }], t_done: Some(0.1),
+///     status: RequestStatus::Ok, error: None,
+///     server: Some(ServerSide { request_id: format!("r{id}"), prompt_tokens: Some(served_prompt),
+///                               completion_tokens: Some(2), cached_tokens: None, prompt_exact: true }),
+/// };
+/// let check = fuselab_metrics::length_check(&[rec(0, 8), rec(1, 9)]).unwrap();
+/// assert_eq!((check.checked, check.prompt_mismatches, check.output_mismatches), (2, 1, 0));
+/// assert_eq!(check.mismatch_rate, 0.5);
+/// ```
+pub fn length_check(records: &[RequestRecord]) -> Option<fuselab_core::LengthCheck> {
+    let served: Vec<(&RequestRecord, &fuselab_core::ServerSide)> = records
+        .iter()
+        .filter(|r| r.status == RequestStatus::Ok)
+        .filter_map(|r| r.server.as_ref().map(|s| (r, s)))
+        .collect();
+    if served.is_empty() {
+        return records
+            .iter()
+            .any(|r| r.server.is_some())
+            .then(fuselab_core::LengthCheck::default);
+    }
+    let mut check = fuselab_core::LengthCheck {
+        checked: served.len() as u64,
+        ..Default::default()
+    };
+    let (mut any, mut diff_sum, mut diff_n) = (0u64, 0.0, 0u64);
+    for (r, s) in &served {
+        if s.prompt_tokens.is_none() && s.completion_tokens.is_none() {
+            check.without_usage += 1;
+        }
+        let prompt_bad = s.prompt_exact && s.prompt_tokens.is_some_and(|p| p != r.prompt_len);
+        if let Some(p) = s.prompt_tokens {
+            diff_sum += f64::from(p) - f64::from(r.prompt_len);
+            diff_n += 1;
+        }
+        let want = u64::from(r.output_len);
+        let output_bad = r.tokens_received() != want
+            || s.completion_tokens.is_some_and(|c| u64::from(c) != want);
+        check.prompt_mismatches += u64::from(prompt_bad);
+        check.output_mismatches += u64::from(output_bad);
+        any += u64::from(prompt_bad || output_bad);
+    }
+    check.mismatch_rate = any as f64 / served.len() as f64;
+    check.prompt_diff_mean = if diff_n == 0 {
+        0.0
+    } else {
+        diff_sum / diff_n as f64
+    };
+    Some(check)
 }
 
 /// The mean of several runs' metrics, field by field (counts rounded), for
@@ -305,6 +365,33 @@ pub fn mean_metrics(runs: &[Metrics]) -> Option<Metrics> {
             })
             .collect(),
         engine,
+        lengths: pooled_lengths(runs),
+    })
+}
+
+/// The length checks of several runs pooled: counts summed, rates recomputed.
+fn pooled_lengths(runs: &[Metrics]) -> Option<fuselab_core::LengthCheck> {
+    let checks: Vec<&fuselab_core::LengthCheck> =
+        runs.iter().filter_map(|m| m.lengths.as_ref()).collect();
+    if checks.is_empty() {
+        return None;
+    }
+    let sum = |f: fn(&fuselab_core::LengthCheck) -> u64| checks.iter().map(|c| f(c)).sum::<u64>();
+    let checked = sum(|c| c.checked);
+    let weighted = |f: fn(&fuselab_core::LengthCheck) -> f64| {
+        if checked == 0 {
+            0.0
+        } else {
+            checks.iter().map(|c| f(c) * c.checked as f64).sum::<f64>() / checked as f64
+        }
+    };
+    Some(fuselab_core::LengthCheck {
+        checked,
+        prompt_mismatches: sum(|c| c.prompt_mismatches),
+        output_mismatches: sum(|c| c.output_mismatches),
+        mismatch_rate: weighted(|c| c.mismatch_rate),
+        without_usage: sum(|c| c.without_usage),
+        prompt_diff_mean: weighted(|c| c.prompt_diff_mean),
     })
 }
 
@@ -337,6 +424,7 @@ mod tests {
             tokens,
             status: RequestStatus::Ok,
             error: None,
+            server: None,
         }
     }
 

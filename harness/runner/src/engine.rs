@@ -6,7 +6,7 @@
 //! [`EngineCommand`]s. Engines stamp their events with the run clock, so the
 //! times in the records are the engine's, not the harness's receive times.
 
-use fuselab_core::{RequestId, RequestSpec, RequestStatus, StepRecord, TokenEvent};
+use fuselab_core::{RequestId, RequestSpec, RequestStatus, ServerSide, StepRecord, TokenEvent};
 use tokio::sync::mpsc;
 
 use crate::HarnessError;
@@ -79,6 +79,14 @@ pub enum EngineEvent {
         /// When, seconds from the run's start.
         t: f64,
     },
+    /// What a server reported about a request (engines behind HTTP), sent
+    /// before its `Finished`.
+    Server {
+        /// The request.
+        id: RequestId,
+        /// The server's id and token counts.
+        info: ServerSide,
+    },
     /// An in-process engine ran a forward step.
     Step(StepRecord),
     /// The engine failed as a whole and stops; unfinished requests fail with this message.
@@ -109,9 +117,33 @@ impl EventSink {
         Self { tx }
     }
 
+    /// A sink whose events go to the returned receiver instead of a harness
+    /// run: for driving an engine from elsewhere (`fuselab serve`).
+    pub fn detached() -> (Self, EventReceiver) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (Self { tx }, EventReceiver { rx })
+    }
+
     /// Delivers an event; returns false once the harness has stopped listening.
     pub fn send(&self, ev: EngineEvent) -> bool {
         self.tx.send(Inbox::Engine(ev)).is_ok()
+    }
+}
+
+/// The receiving end of [`EventSink::detached`].
+#[derive(Debug)]
+pub struct EventReceiver {
+    rx: mpsc::UnboundedReceiver<Inbox>,
+}
+
+impl EventReceiver {
+    /// The next event; `None` once every sink is dropped.
+    pub async fn recv(&mut self) -> Option<EngineEvent> {
+        loop {
+            if let Inbox::Engine(ev) = self.rx.recv().await? {
+                return Some(ev);
+            }
+        }
     }
 }
 

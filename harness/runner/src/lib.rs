@@ -39,7 +39,9 @@ mod run;
 pub mod search;
 
 pub use cancel::CancelToken;
-pub use engine::{EngineChannels, EngineCommand, EngineEvent, EngineHandle, EventSink, RunClock};
+pub use engine::{
+    EngineChannels, EngineCommand, EngineEvent, EngineHandle, EventReceiver, EventSink, RunClock,
+};
 pub use error::HarnessError;
 pub use native::{NativeEngineHandle, StepEngine};
 pub use null::{NullDelay, NullEngine, NullMode};

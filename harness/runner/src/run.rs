@@ -242,6 +242,7 @@ impl Collector {
                     t_done: None,
                     status: RequestStatus::Cancelled,
                     error: None,
+                    server: None,
                 },
                 done: false,
                 warm,
@@ -327,6 +328,11 @@ impl Collector {
                 error,
                 t,
             } => self.finish(id, status, error, t),
+            EngineEvent::Server { id, info } => {
+                if let Some(slot) = self.slots.get_mut(&id) {
+                    slot.rec.server = Some(info);
+                }
+            }
             EngineEvent::Step(s) => self.steps.push(s),
             EngineEvent::Fatal(msg) => return Some(msg),
         }

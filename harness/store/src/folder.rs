@@ -5,7 +5,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use fuselab_core::{
-    RepeatSummary, RequestRecord, RunSummary, SCHEMA_VERSION, StepRecord, SweepSummary,
+    RepeatSummary, RequestRecord, RunSummary, SCHEMA_VERSION, ServerMetricSample, StepRecord,
+    SweepSummary,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -21,14 +22,17 @@ pub const REQUESTS_FILE: &str = "requests.parquet";
 pub const TOKENS_FILE: &str = "tokens.parquet";
 /// Name of a run folder's per-step table.
 pub const STEPS_FILE: &str = "steps.parquet";
+/// Name of a run folder's scraped server metrics (HTTP engines).
+pub const SERVER_METRICS_FILE: &str = "server_metrics.parquet";
 /// Name of a sweep folder's summary.
 pub const SWEEP_FILE: &str = "sweep.json";
 /// Name of a repeat folder's summary (`bench --repeat N`).
 pub const REPEAT_FILE: &str = "repeat.json";
 
 /// Files fuselab owns in a folder; `--force` removes these and nothing else.
-const OWNED_FILES: [&str; 6] = [
+const OWNED_FILES: [&str; 7] = [
     SUMMARY_FILE,
+    SERVER_METRICS_FILE,
     REPEAT_FILE,
     REQUESTS_FILE,
     TOKENS_FILE,
@@ -347,6 +351,20 @@ impl RunFolder {
     /// Writes `steps.parquet` (0 rows when `steps` is empty).
     pub fn write_steps(&self, steps: &[StepRecord]) -> Result<()> {
         tables::write_steps(&self.path.join(STEPS_FILE), steps)
+    }
+
+    /// Writes `server_metrics.parquet`.
+    pub fn write_server_metrics(&self, samples: &[ServerMetricSample]) -> Result<()> {
+        tables::write_server_metrics(&self.path.join(SERVER_METRICS_FILE), samples)
+    }
+
+    /// Reads `server_metrics.parquet`; empty when the run has none.
+    pub fn read_server_metrics(&self) -> Result<Vec<ServerMetricSample>> {
+        let path = self.path.join(SERVER_METRICS_FILE);
+        if !path.exists() {
+            return Ok(Vec::new());
+        }
+        tables::read_server_metrics(&path)
     }
 
     /// Writes the tables, then the summary, so a run interrupted while writing

@@ -45,8 +45,9 @@ mod tables;
 
 pub use error::{Error, Result};
 pub use folder::{
-    FolderKind, REPEAT_FILE, REQUESTS_FILE, RunFolder, STEPS_FILE, SUMMARY_FILE, SWEEP_FILE,
-    StoredRun, TOKENS_FILE, create_folder, find_run_folders, folder_kind, read_repeat, read_run,
-    read_summary, read_sweep, repeat_run_folders, write_repeat, write_run, write_sweep,
+    FolderKind, REPEAT_FILE, REQUESTS_FILE, RunFolder, SERVER_METRICS_FILE, STEPS_FILE,
+    SUMMARY_FILE, SWEEP_FILE, StoredRun, TOKENS_FILE, create_folder, find_run_folders, folder_kind,
+    read_repeat, read_run, read_summary, read_sweep, repeat_run_folders, write_repeat, write_run,
+    write_sweep,
 };
 pub use provenance::{git_commit, host_cpu};

@@ -4,6 +4,8 @@
 //! |---|---|
 //! | `requests.parquet` | `id` u64, `prompt_len` u32, `output_len` u32, `t_scheduled` f64, `t_sent` f64, `t_done` f64?, `status` str, `error` str? |
 //! | `tokens.parquet` | `id` u64, `index` u32, `t` f64, `n_tokens` u32 — one row per streamed chunk, in arrival order |
+//! | `requests.parquet`, HTTP engines only | also `x_request_id` str?, `usage_prompt_tokens` u32?, `usage_completion_tokens` u32?, `usage_cached_tokens` u32?, `prompt_exact` bool? |
+//! | `server_metrics.parquet` (HTTP engines, when scraped) | `t` f64, `name` str, `labels` str, `value` f64 — one row per Prometheus sample |
 //! | `steps.parquet` | every [`StepRecord`] field: `step` u64, `t_start` f64, `duration_s` f64, then u32 counts (`prefix_query_tokens`, `prefix_hit_tokens` since schema 2) |
 //!
 //! (`?` marks nullable columns.) Times are seconds from the run's start.
@@ -14,7 +16,9 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::path::Path;
 
-use fuselab_core::{RequestRecord, RequestStatus, StepRecord, TokenChunk};
+use fuselab_core::{
+    RequestRecord, RequestStatus, ServerMetricSample, ServerSide, StepRecord, TokenChunk,
+};
 use polars::prelude::*;
 
 use crate::error::{Error, Result};
@@ -57,7 +61,7 @@ pub(crate) fn write_requests(
         }
     }
     let n = requests.len();
-    let columns = vec![
+    let mut columns = vec![
         Column::new(
             "id".into(),
             requests.iter().map(|r| r.id).collect::<Vec<_>>(),
@@ -97,6 +101,36 @@ pub(crate) fn write_requests(
                 .collect::<Vec<_>>(),
         ),
     ];
+    if requests.iter().any(|r| r.server.is_some()) {
+        let server = |f: fn(&ServerSide) -> Option<u32>| {
+            requests
+                .iter()
+                .map(|r| r.server.as_ref().and_then(f))
+                .collect::<Vec<_>>()
+        };
+        columns.extend([
+            Column::new(
+                "x_request_id".into(),
+                requests
+                    .iter()
+                    .map(|r| r.server.as_ref().map(|s| s.request_id.as_str()))
+                    .collect::<Vec<_>>(),
+            ),
+            Column::new("usage_prompt_tokens".into(), server(|s| s.prompt_tokens)),
+            Column::new(
+                "usage_completion_tokens".into(),
+                server(|s| s.completion_tokens),
+            ),
+            Column::new("usage_cached_tokens".into(), server(|s| s.cached_tokens)),
+            Column::new(
+                "prompt_exact".into(),
+                requests
+                    .iter()
+                    .map(|r| r.server.as_ref().map(|s| s.prompt_exact))
+                    .collect::<Vec<_>>(),
+            ),
+        ]);
+    }
     let chunks = || {
         requests
             .iter()
@@ -204,6 +238,18 @@ impl<'a> Table<'a> {
         self.nullable(name, "f64", |c| Ok(c.f64()?.iter().collect()))
     }
 
+    fn u32_opt(&self, name: &str) -> Result<Vec<Option<u32>>> {
+        self.nullable(name, "u32", |c| Ok(c.u32()?.iter().collect()))
+    }
+
+    fn bool_opt(&self, name: &str) -> Result<Vec<Option<bool>>> {
+        self.nullable(name, "bool", |c| Ok(c.bool()?.iter().collect()))
+    }
+
+    fn has(&self, name: &str) -> bool {
+        self.df.column(name).is_ok()
+    }
+
     fn str_opt(&self, name: &str) -> Result<Vec<Option<String>>> {
         self.nullable(name, "str", |c| {
             Ok(c.str()?.iter().map(|s| s.map(str::to_string)).collect())
@@ -224,6 +270,26 @@ pub(crate) fn read_requests(
     let t_done = t.f64_opt("t_done")?;
     let status = t.str_opt("status")?;
     let error = t.str_opt("error")?;
+    let server: Vec<Option<ServerSide>> = if t.has("x_request_id") {
+        let request_id = t.str_opt("x_request_id")?;
+        let prompt = t.u32_opt("usage_prompt_tokens")?;
+        let completion = t.u32_opt("usage_completion_tokens")?;
+        let cached = t.u32_opt("usage_cached_tokens")?;
+        let exact = t.bool_opt("prompt_exact")?;
+        (0..ids.len())
+            .map(|row| {
+                request_id[row].clone().map(|request_id| ServerSide {
+                    request_id,
+                    prompt_tokens: prompt[row],
+                    completion_tokens: completion[row],
+                    cached_tokens: cached[row],
+                    prompt_exact: exact[row].unwrap_or(false),
+                })
+            })
+            .collect()
+    } else {
+        vec![None; ids.len()]
+    };
 
     let mut by_id = HashMap::with_capacity(ids.len());
     let mut records = Vec::with_capacity(ids.len());
@@ -249,6 +315,7 @@ pub(crate) fn read_requests(
             t_done: t_done[row],
             status,
             error: error[row].clone(),
+            server: server[row].clone(),
         });
     }
 
@@ -340,6 +407,44 @@ pub(crate) fn read_steps(path: &Path) -> Result<Vec<StepRecord>> {
             running: u32s[8][i],
             prefix_query_tokens: u32s[9][i],
             prefix_hit_tokens: u32s[10][i],
+        })
+        .collect())
+}
+
+pub(crate) fn write_server_metrics(path: &Path, samples: &[ServerMetricSample]) -> Result<()> {
+    let columns = vec![
+        Column::new("t".into(), samples.iter().map(|s| s.t).collect::<Vec<_>>()),
+        Column::new(
+            "name".into(),
+            samples.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
+        ),
+        Column::new(
+            "labels".into(),
+            samples
+                .iter()
+                .map(|s| s.labels.as_str())
+                .collect::<Vec<_>>(),
+        ),
+        Column::new(
+            "value".into(),
+            samples.iter().map(|s| s.value).collect::<Vec<_>>(),
+        ),
+    ];
+    write_frame(path, samples.len(), columns)
+}
+
+pub(crate) fn read_server_metrics(path: &Path) -> Result<Vec<ServerMetricSample>> {
+    let t = Table::read(path)?;
+    let time = t.f64("t")?;
+    let name = t.str_opt("name")?;
+    let labels = t.str_opt("labels")?;
+    let value = t.f64("value")?;
+    Ok((0..time.len())
+        .map(|row| ServerMetricSample {
+            t: time[row],
+            name: name[row].clone().unwrap_or_default(),
+            labels: labels[row].clone().unwrap_or_default(),
+            value: value[row],
         })
         .collect())
 }

@@ -96,6 +96,7 @@ fn hand_requests() -> Vec<RequestRecord> {
             t_done: Some(0.7),
             status: RequestStatus::Ok,
             error: None,
+            server: None,
         },
         // No tokens, never finished.
         RequestRecord {
@@ -108,6 +109,7 @@ fn hand_requests() -> Vec<RequestRecord> {
             t_done: None,
             status: RequestStatus::Cancelled,
             error: None,
+            server: None,
         },
         // Failed with a message containing quotes, commas, newlines and unicode.
         RequestRecord {
@@ -120,6 +122,7 @@ fn hand_requests() -> Vec<RequestRecord> {
             t_done: Some(3.25),
             status: RequestStatus::Failed,
             error: Some("engine said \"no\",\nKV exhausted — µ".into()),
+            server: None,
         },
         RequestRecord {
             id: 4,
@@ -131,6 +134,7 @@ fn hand_requests() -> Vec<RequestRecord> {
             t_done: Some(5.0),
             status: RequestStatus::Rejected,
             error: Some(String::new()),
+            server: None,
         },
     ]
 }
@@ -539,6 +543,7 @@ fn arb_request() -> impl Strategy<Value = RequestRecord> {
                     t_done,
                     status,
                     error,
+                    server: None,
                 }
             },
         )

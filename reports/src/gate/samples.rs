@@ -286,6 +286,7 @@ mod tests {
             t_done: times.last().copied(),
             status: RequestStatus::Ok,
             error: None,
+            server: None,
         }
     }
 

@@ -72,10 +72,12 @@ pub struct BenchArgs {
 #[derive(Debug, Clone, Default, clap::Args, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct EngineOpts {
-    /// Engine [default: sim]. In a config file: `kind` under `[engine]`.
-    #[arg(long, value_enum)]
+    /// Engine: sim, cpu, null, cuda, or the URL of an OpenAI-compatible server
+    /// (`http://HOST:PORT`: vLLM, SGLang, TGI, llama.cpp, `fuselab serve`, …)
+    /// [default: sim]. In a config file: `kind` under `[engine]`.
+    #[arg(long, value_name = "ENGINE|URL", value_parser = EngineChoice::parse)]
     #[serde(rename = "kind")]
-    pub engine: Option<EngineKind>,
+    pub engine: Option<EngineChoice>,
 
     /// Hardware profile for the simulator: a100-80g, h100-sxm, h200, l40s [default: h200].
     #[arg(long, value_name = "NAME")]
@@ -118,6 +120,10 @@ pub struct EngineOpts {
     #[arg(long, value_name = "FIRST,PER_TOKEN")]
     pub delay: Option<String>,
 
+    #[command(flatten)]
+    #[serde(default, flatten)]
+    pub http: HttpOpts,
+
     /// TEST KNOB: make every engine step FACTOR times slower (≥ 1), to plant a
     /// known regression and check that the gate catches it. The CPU and CUDA
     /// engines sleep (FACTOR − 1) × each step's wall time; the simulator
@@ -127,10 +133,236 @@ pub struct EngineOpts {
     pub slowdown: Option<f64>,
 }
 
+/// `--engine`: a built-in engine or the URL of an OpenAI-compatible server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EngineChoice {
+    /// One of fuselab's engines.
+    Builtin(EngineKind),
+    /// An OpenAI-compatible server at this base URL.
+    Http(String),
+}
+
+impl EngineChoice {
+    /// Parses `sim`, `cpu`, `null`, `cuda` or `http(s)://HOST[:PORT]`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        if let Some(rest) = s
+            .strip_prefix("http://")
+            .or_else(|| s.strip_prefix("https://"))
+        {
+            if rest.trim_matches('/').is_empty() {
+                return Err(format!(
+                    "`{s}` has no host; give e.g. http://127.0.0.1:8000"
+                ));
+            }
+            return Ok(Self::Http(s.to_owned()));
+        }
+        match <EngineKind as clap::ValueEnum>::from_str(s, true) {
+            Ok(k) if k != EngineKind::Http => Ok(Self::Builtin(k)),
+            _ => Err(format!(
+                "unknown engine `{s}`: give sim, cpu, null, cuda, or the URL of an OpenAI-compatible server such as http://127.0.0.1:8000"
+            )),
+        }
+    }
+
+    /// The engine kind (`Http` for a URL).
+    pub fn kind(&self) -> EngineKind {
+        match self {
+            Self::Builtin(k) => *k,
+            Self::Http(_) => EngineKind::Http,
+        }
+    }
+}
+
+impl Serialize for EngineChoice {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::Builtin(k) => s.serialize_str(k.name()),
+            Self::Http(url) => s.serialize_str(url),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for EngineChoice {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Self::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Flags of `--engine http://…`.
+#[derive(Debug, Clone, Default, clap::Args, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct HttpOpts {
+    /// HTTP engine: Bearer token for the server [env: FUSELAB_API_KEY].
+    #[arg(
+        long,
+        value_name = "KEY",
+        env = "FUSELAB_API_KEY",
+        hide_env_values = true
+    )]
+    #[serde(skip)]
+    pub api_key: Option<String>,
+
+    /// HTTP engine: `completions` (/v1/completions; exact prompt lengths) or
+    /// `chat` (/v1/chat/completions; the template adds prompt tokens) [default: completions].
+    #[arg(long, value_name = "API")]
+    pub endpoint: Option<String>,
+
+    /// HTTP engine: the served model's Hugging Face `tokenizer.json`, for text
+    /// prompts of an exact token count and for counting streamed text.
+    #[arg(long, value_name = "FILE")]
+    pub tokenizer: Option<PathBuf>,
+
+    /// HTTP engine: `token-ids` (exact by construction; completions only) or
+    /// `text` (built with --tokenizer, checked against the server's usage)
+    /// [default: text with --tokenizer or chat, else token-ids].
+    #[arg(long, value_name = "FORMAT")]
+    pub prompt_format: Option<String>,
+
+    /// HTTP engine: token-id prompts draw ids from [0, N) [default: 1000, valid for any real vocabulary].
+    #[arg(long, value_name = "N")]
+    pub vocab: Option<u32>,
+
+    /// HTTP engine: scrape the server's Prometheus /metrics every SECONDS into
+    /// server_metrics.parquet; 0 turns it off [default: 1].
+    #[arg(long, value_name = "SECONDS")]
+    pub scrape_interval: Option<f64>,
+
+    /// HTTP engine: retry a request whose connection failed before any answer
+    /// up to N times [default: 0, no retries].
+    #[arg(long, value_name = "N")]
+    pub retries: Option<u32>,
+
+    /// HTTP engine: do not send `stream_options` (for servers that reject it);
+    /// streamed chunks are then counted with --tokenizer, or one per chunk.
+    #[arg(long)]
+    #[serde(default)]
+    pub no_stream_usage: bool,
+
+    /// HTTP engine: the fraction of requests whose served prompt or output
+    /// length may differ from the requested one before the run is an error
+    /// [default: 0].
+    #[arg(long, value_name = "FRACTION")]
+    pub max_length_mismatch: Option<f64>,
+
+    /// HTTP engine: report length mismatches without failing the run.
+    #[arg(long)]
+    #[serde(default)]
+    pub allow_length_mismatch: bool,
+}
+
+impl HttpOpts {
+    fn any_set(&self) -> Option<&'static str> {
+        [
+            (self.endpoint.is_some(), "--endpoint"),
+            (self.tokenizer.is_some(), "--tokenizer"),
+            (self.prompt_format.is_some(), "--prompt-format"),
+            (self.vocab.is_some(), "--vocab"),
+            (self.scrape_interval.is_some(), "--scrape-interval"),
+            (self.retries.is_some(), "--retries"),
+            (self.no_stream_usage, "--no-stream-usage"),
+            (self.max_length_mismatch.is_some(), "--max-length-mismatch"),
+            (self.allow_length_mismatch, "--allow-length-mismatch"),
+        ]
+        .into_iter()
+        .find_map(|(set, flag)| set.then_some(flag))
+    }
+
+    /// The resolved HTTP engine flags for `url`.
+    fn resolve(&self, url: &str, model: Option<&str>) -> anyhow::Result<crate::exec::HttpSpec> {
+        use fuselab_http::{Endpoint, PromptFormat};
+        let endpoint = match self.endpoint.as_deref() {
+            None | Some("completions") => Endpoint::Completions,
+            Some("chat") => Endpoint::Chat,
+            Some(other) => {
+                return Err(Error::invalid(
+                    "--endpoint",
+                    format!("`{other}` is not an endpoint"),
+                    "give completions or chat",
+                )
+                .into());
+            }
+        };
+        let prompt = match self.prompt_format.as_deref() {
+            None if self.tokenizer.is_some() || endpoint == Endpoint::Chat => PromptFormat::Text,
+            None | Some("token-ids") => PromptFormat::TokenIds,
+            Some("text") => PromptFormat::Text,
+            Some(other) => {
+                return Err(Error::invalid(
+                    "--prompt-format",
+                    format!("`{other}` is not a prompt format"),
+                    "give token-ids or text",
+                )
+                .into());
+            }
+        };
+        if prompt == PromptFormat::Text && self.tokenizer.is_none() {
+            return Err(Error::invalid(
+                "--tokenizer",
+                "text prompts (chat, or --prompt-format text) need the server's tokenizer",
+                "give --tokenizer PATH/tokenizer.json of the served model, or use --endpoint completions --prompt-format token-ids",
+            )
+            .into());
+        }
+        if prompt == PromptFormat::TokenIds && endpoint == Endpoint::Chat {
+            return Err(Error::invalid(
+                "--prompt-format",
+                "token-ids does not apply to --endpoint chat (messages are text)",
+                "use --prompt-format text with --tokenizer, or --endpoint completions",
+            )
+            .into());
+        }
+        let scrape = self.scrape_interval.unwrap_or(1.0);
+        if !(scrape.is_finite() && scrape >= 0.0) {
+            return Err(Error::invalid(
+                "--scrape-interval",
+                format!("{scrape} is not a number of seconds"),
+                "give seconds ≥ 0 (0 turns scraping off)",
+            )
+            .into());
+        }
+        let mismatch = self.max_length_mismatch.unwrap_or(0.0);
+        if !(0.0..=1.0).contains(&mismatch) {
+            return Err(Error::invalid(
+                "--max-length-mismatch",
+                format!("{mismatch} is not a fraction"),
+                "give a fraction between 0 and 1, e.g. 0.01",
+            )
+            .into());
+        }
+        let vocab = self.vocab.unwrap_or(1000);
+        if vocab == 0 {
+            return Err(Error::invalid(
+                "--vocab",
+                "0 ids",
+                "give the number of token ids to draw prompts from, e.g. 1000",
+            )
+            .into());
+        }
+        Ok(crate::exec::HttpSpec {
+            url: url.to_owned(),
+            model: model.map(str::to_owned),
+            api_key: self.api_key.clone(),
+            endpoint,
+            prompt,
+            tokenizer: self.tokenizer.clone(),
+            vocab,
+            scrape_interval_s: (scrape > 0.0).then_some(scrape),
+            retries: self.retries.unwrap_or(0),
+            stream_usage: !self.no_stream_usage,
+            max_length_mismatch: mismatch,
+            allow_length_mismatch: self.allow_length_mismatch,
+        })
+    }
+}
+
 impl EngineOpts {
     /// Applies the defaults.
     pub fn resolve(&self) -> anyhow::Result<EngineSpec> {
-        let kind = self.engine.unwrap_or(EngineKind::Sim);
+        let kind = self
+            .engine
+            .as_ref()
+            .map_or(EngineKind::Sim, EngineChoice::kind);
         let only_for = |flag: &str, set: bool, engines: &str| -> anyhow::Result<()> {
             if set {
                 return Err(Error::invalid(
@@ -147,6 +379,11 @@ impl EngineOpts {
             self.hardware.is_some() && kind != EngineKind::Sim,
             "sim",
         )?;
+        if kind != EngineKind::Http
+            && let Some(flag) = self.http.any_set()
+        {
+            only_for(flag, true, "http://HOST:PORT")?;
+        }
         only_for("--tp", self.tp.is_some() && kind != EngineKind::Sim, "sim")?;
         only_for(
             "--weights",
@@ -156,17 +393,17 @@ impl EngineOpts {
         only_for(
             "--timeout",
             self.timeout.is_some() && kind == EngineKind::Sim,
-            "cpu, cuda or null",
+            "cpu, cuda, null or http",
         )?;
         only_for(
             "--warmup",
             self.warmup.is_some() && kind == EngineKind::Sim,
-            "cpu, cuda or null",
+            "cpu, cuda, null or http",
         )?;
         only_for(
             "--window",
             self.window.is_some() && kind == EngineKind::Sim,
-            "cpu, cuda or null",
+            "cpu, cuda, null or http",
         )?;
         only_for(
             "--delay",
@@ -176,7 +413,8 @@ impl EngineOpts {
         let delay = self.delay.as_deref().map(parse_delay).transpose()?;
         only_for(
             "--slowdown",
-            self.slowdown.is_some() && kind == EngineKind::Null && delay.is_none(),
+            self.slowdown.is_some()
+                && (kind == EngineKind::Http || (kind == EngineKind::Null && delay.is_none())),
             "sim, cpu, cuda, or null with --delay (an instant null engine has nothing to slow)",
         )?;
         if let Some(f) = self.slowdown
@@ -206,8 +444,13 @@ impl EngineOpts {
                 .into());
             }
         }
+        let http = match &self.engine {
+            Some(EngineChoice::Http(url)) => Some(self.http.resolve(url, self.model.as_deref())?),
+            _ => None,
+        };
         Ok(EngineSpec {
             kind,
+            http,
             hardware: self.hardware.clone().unwrap_or_else(|| "h200".into()),
             model: self
                 .model
@@ -308,6 +551,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<Outcome> {
         if result.cancelled {
             return Err(exec::cancelled_error(&result, &out));
         }
+        exec::check_lengths(&point, &result, &out)?;
         print!("{}", exec::metrics_table(&[(label, &result.metrics)]));
         println!(
             "{} requests ({} ok) · window {} · run folder {}",

@@ -5,6 +5,7 @@ pub mod gate;
 pub mod kernels;
 pub mod report;
 pub mod run;
+pub mod serve;
 pub mod sweep;
 pub mod tune;
 pub mod workload;

@@ -172,7 +172,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
         );
         let sweep_args = SweepArgs {
             engine: EngineOpts {
-                engine: Some(EngineKind::Cpu),
+                engine: Some(crate::cmd::bench::EngineChoice::Builtin(EngineKind::Cpu)),
                 model: cpu.model.clone(),
                 ..EngineOpts::default()
             },
