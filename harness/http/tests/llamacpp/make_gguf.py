@@ -5,11 +5,17 @@
 
 Writes OUT_DIR/tiny.gguf and OUT_DIR/tokenizer.json.
 
-Tokenizer: GPT-2 style byte-level BPE with the 256 byte tokens and no merges,
-so every UTF-8 byte of a prompt is exactly one token (id == byte value).
-Ids 256/257 are the control tokens <s> (BOS) and </s> (EOS); add_bos_token and
-add_eos_token are false, so llama.cpp adds nothing to a prompt and
-prompt_tokens == len(prompt.encode("utf-8")).
+Tokenizer: GPT-2 style byte-level BPE (GPT-2 pre-tokenizer regex) with the
+256 byte tokens, so every UTF-8 byte of a prompt is exactly one token
+(id == byte value).  Ids 256/257 are the control tokens <s> (BOS) and </s>
+(EOS); add_bos_token and add_eos_token are false, so llama.cpp adds nothing to
+a prompt and prompt_tokens == len(prompt.encode("utf-8")).
+
+llama.cpp refuses a "gpt2" vocab without a merges key, and gguf-py cannot
+write an empty array, so there is exactly one merge, "a 1" -> id 258 "a1",
+which can never fire: the GPT-2 regex always puts a letter and a digit in
+different pre-tokens, and BPE merges only inside a pre-token.  (Do not write
+literal "<s>" or "</s>" in prompts: both tokenizers parse them as specials.)
 
 Weights are random (seeded), with one deliberate structure so that output
 lengths are exact without any request field: hidden dimension 0 of the
@@ -19,7 +25,7 @@ of -K on that dimension.  After the final RMSNorm, dimension 0 is about
 sqrt(n_embd), so those tokens (EOS, BOS, every other byte) get logits around
 -K*8 and are never sampled at any sane temperature.  Generation therefore
 never stops early: it always runs to max_tokens, and the text it produces is
-lowercase ASCII letters and spaces, one token per character.
+lowercase ASCII letters and spaces, one token per character (never "a1").
 """
 import argparse
 import json
@@ -36,7 +42,8 @@ N_FF = 128
 HEAD_DIM = N_EMBD // N_HEAD
 BOS_ID = 256
 EOS_ID = 257
-N_VOCAB = 258
+NEVER_MERGE = ("a", "1")  # see docstring
+N_VOCAB = 259
 SAMPLEABLE = [ord(" ")] + list(range(ord("a"), ord("z") + 1))
 C_RESID = 1.0  # constant value of residual dimension 0
 K_SUPPRESS = 1.0e4  # weight on dimension 0 for unsampleable tokens
@@ -69,7 +76,7 @@ def bytes_to_unicode():
 
 def token_strings():
     b2u = bytes_to_unicode()
-    return [b2u[b] for b in range(256)] + ["<s>", "</s>"]
+    return [b2u[b] for b in range(256)] + ["<s>", "</s>", "".join(NEVER_MERGE)]
 
 
 def write_tokenizer_json(path, tokens):
@@ -115,7 +122,7 @@ def write_tokenizer_json(path, tokens):
             "byte_fallback": False,
             "ignore_merges": False,
             "vocab": vocab,
-            "merges": [],
+            "merges": [" ".join(NEVER_MERGE)],
         },
     }
     with open(path, "w", encoding="utf-8") as f:
@@ -149,7 +156,7 @@ def make_tensors(rng):
         wd[0, :] = 0.0  # never write residual dim 0
         t[p + "ffn_down.weight"] = wd
     t["output_norm.weight"] = np.ones(N_EMBD, dtype=f32)
-    out = rnd(N_VOCAB, N_EMBD, std=1.0)
+    out = rnd(N_VOCAB, N_EMBD, std=0.1)  # small: near-uniform over sampleable tokens
     out[:, 0] = -K_SUPPRESS
     out[SAMPLEABLE, 0] = 0.0
     t["output.weight"] = out
@@ -166,7 +173,7 @@ def main():
 
     tokens = token_strings()
     assert len(tokens) == N_VOCAB and len(set(tokens)) == N_VOCAB
-    types = [gguf.TokenType.NORMAL] * 256 + [gguf.TokenType.CONTROL] * 2
+    types = [gguf.TokenType.NORMAL] * 256 + [gguf.TokenType.CONTROL] * 2 + [gguf.TokenType.NORMAL]
 
     path = os.path.join(args.out_dir, "tiny.gguf")
     w = gguf.GGUFWriter(path, "llama")
@@ -183,10 +190,10 @@ def main():
     w.add_layer_norm_rms_eps(1e-5)
     w.add_vocab_size(N_VOCAB)
     w.add_tokenizer_model("gpt2")
-    w.add_tokenizer_pre("gpt2")
+    w.add_tokenizer_pre("gpt-2")  # llama.cpp: exactly the GPT-2 regex, as HF ByteLevel
     w.add_token_list(tokens)
     w.add_token_types(types)
-    w.add_token_merges([])
+    w.add_token_merges([" ".join(NEVER_MERGE)])
     w.add_bos_token_id(BOS_ID)
     w.add_eos_token_id(EOS_ID)
     w.add_add_bos_token(False)

@@ -145,6 +145,7 @@ def main():
         rand_words(rng, 12),
         rand_words(rng, 200),
         "x" * 1000,
+        "a1 a1a1 1a xa1y A1 \u00e41 a\u0661",  # the never-firing merge "a 1"
     ]
     hf = None
     if args.tokenizer:
@@ -241,6 +242,22 @@ def main():
         detail = f"HTTP {st}"
         detail += f", completion_tokens={b['usage']['completion_tokens']}" if st == 200 else f", {str(b)[:160]}"
         rep.add(f"field {name}", st == 200, detail + (" (accepted/ignored)" if st == 200 else " (rejected)"))
+
+    # --- errors, defaults, context limit ------------------------------------
+    st, b = h.post("/v1/completions", {"model": M, "prompt": "abc", "max_tokens": "many"})
+    rep.add("invalid request (max_tokens='many')", None, f"HTTP {st} {str(b)[:100]}")
+    st, b = h.post("/v1/completions", {"prompt": "abc"})
+    rep.add("defaults (no model, no max_tokens)", None,
+            f"HTTP {st}, model={b.get('model')!r}, usage={b.get('usage')}" if st == 200 else f"HTTP {st}")
+    st, b = h.post("/v1/completions", {"model": M, "prompt": "abc", "max_tokens": 1})
+    rep.add("response model field with model='tiny'", None, f"{b.get('model')!r}" if st == 200 else f"HTTP {st}")
+    long_prompt = "x" * 3000
+    st, b = h.post("/v1/completions", {"model": M, "prompt": long_prompt, "max_tokens": 2000})
+    rep.add("prompt 3000 + max_tokens 2000 > n_ctx 4096", None,
+            f"HTTP {st}, usage={b.get('usage')}, finish={b['choices'][0]['finish_reason']}" if st == 200
+            else f"HTTP {st} {str(b)[:120]}")
+    st, b = h.post("/v1/completions", {"model": M, "prompt": "x" * 5000, "max_tokens": 10})
+    rep.add("prompt 5000 > n_ctx 4096", None, f"HTTP {st} {str(b)[:120]}")
 
     # --- chat completions -------------------------------------------------
     msgs = [{"role": "system", "content": "be brief"}, {"role": "user", "content": rand_words(rng, 10)}]

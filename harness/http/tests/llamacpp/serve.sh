@@ -9,9 +9,10 @@
 #      FUSELAB_PY_CACHE (venv cache root, as in setup.sh).
 # Run setup.sh and make_gguf.py first.
 #
-# --interrupt_requests False matters: by default llama-cpp-python ends a running
-# stream early (a bare `data: [DONE]`, no finish_reason) as soon as another
-# request arrives. With it off, requests queue and run one at a time.
+# --interrupt_requests False matters: by default llama-cpp-python aborts a
+# running stream as soon as another request arrives (seen: the chunked SSE body
+# of the earlier streams is cut off mid-way, IncompleteRead). With it off,
+# concurrent requests queue and are served one at a time, each in full.
 set -euo pipefail
 if [[ $# -ne 2 ]]; then
     echo "usage: $0 OUT_DIR PORT" >&2
