@@ -363,7 +363,12 @@ pub fn run_point(point: &Point) -> anyhow::Result<PointResult> {
             plan.timeout_s = point.engine.timeout_s;
             plan.warmup_s = point.engine.warmup_s.unwrap_or(0.0);
             plan.window_s = point.engine.window_s;
-            let run = run_realtime_blocking(plan, engine, true)?;
+            let mut run = run_realtime_blocking(plan, engine, true)?;
+            if let Some(http) = &point.engine.http
+                && http.prompt == fuselab_http::PromptFormat::Text
+            {
+                verify_prompts(http, &point.requests, &mut run.records)?;
+            }
             if let Some(err) = &run.engine_error {
                 tracing::error!("engine failed: {err}");
             }
@@ -393,8 +398,42 @@ pub fn run_point(point: &Point) -> anyhow::Result<PointResult> {
     })
 }
 
+/// Counts text prompts with the server's tokenizer where its stream gave no usage.
+fn verify_prompts(
+    http: &HttpSpec,
+    specs: &[RequestSpec],
+    records: &mut [RequestRecord],
+) -> anyhow::Result<()> {
+    let missing = records
+        .iter()
+        .filter(|r| r.server.as_ref().is_some_and(|s| s.prompt_tokens.is_none()))
+        .count();
+    if missing == 0 {
+        return Ok(());
+    }
+    let config = http_config(http)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let counted = rt.block_on(fuselab_http::verify_prompt_lengths(&config, specs, records))?;
+    if counted == 0 {
+        warn_once(format!(
+            "the server reported no prompt lengths and has no tokenize endpoint: the {missing} text prompts are unchecked"
+        ));
+    } else {
+        tracing::info!("counted {counted} prompts with the server's tokenize endpoint");
+    }
+    Ok(())
+}
+
 /// The HTTP engine for `http`.
 pub fn http_engine(http: &HttpSpec) -> anyhow::Result<fuselab_http::HttpEngine> {
+    Ok(fuselab_http::HttpEngine::new(http_config(http)?)?)
+}
+
+/// The HTTP client's configuration for `http`.
+fn http_config(http: &HttpSpec) -> anyhow::Result<fuselab_http::HttpEngineConfig> {
     let tokenizer = http
         .tokenizer
         .as_deref()
@@ -413,13 +452,10 @@ pub fn http_engine(http: &HttpSpec) -> anyhow::Result<fuselab_http::HttpEngine> 
     config.scrape_interval = http
         .scrape_interval_s
         .map(std::time::Duration::from_secs_f64);
-    config.request_id_prefix = format!(
-        "fuselab-{:x}",
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis())
-    );
-    Ok(fuselab_http::HttpEngine::new(config)?)
+    config.run_nonce = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    Ok(config)
 }
 
 /// The first model a server lists at `/v1/models`.

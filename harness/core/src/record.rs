@@ -109,7 +109,9 @@ pub struct RequestRecord {
 pub struct ServerSide {
     /// The `x-request-id` header sent with the request (joins with server logs).
     pub request_id: String,
-    /// `usage.prompt_tokens`, when the server reported it.
+    /// `usage.prompt_tokens`, when the server reported it (or, for a server
+    /// whose stream carries no usage, its tokenize endpoint's count of the
+    /// prompt, asked after the run).
     pub prompt_tokens: Option<u32>,
     /// `usage.completion_tokens`, when the server reported it.
     pub completion_tokens: Option<u32>,

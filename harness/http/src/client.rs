@@ -84,8 +84,8 @@ pub struct HttpEngineConfig {
     pub vocab: u32,
     /// Retries of a request whose connection failed before any answer (0: none).
     pub retries: u32,
-    /// Prefix of every `x-request-id` (`PREFIX-<request id>`).
-    pub request_id_prefix: String,
+    /// Distinguishes this run's `x-request-id`s from other runs' (see [`request_uuid`]).
+    pub run_nonce: u64,
     /// Send `stream_options` (usage in the stream). Some servers reject it.
     pub stream_usage: bool,
     /// Scrape `/metrics` at this interval during the run (`None`: never).
@@ -107,7 +107,7 @@ impl HttpEngineConfig {
             tokenizer: None,
             vocab: 32_000,
             retries: 0,
-            request_id_prefix: "fuselab".into(),
+            run_nonce: 0,
             stream_usage: true,
             scrape_interval: None,
             connect_timeout: Duration::from_secs(10),
@@ -200,6 +200,122 @@ impl HttpEngine {
     }
 }
 
+/// Asks the server to count the text prompts of completed requests whose
+/// stream carried no `usage` (llama.cpp's server never streams it), so that
+/// their lengths are still checked: `POST /tokenize` (vLLM, SGLang, `fuselab
+/// serve`), else `POST /extras/tokenize` (llama-cpp-python). Fills in
+/// `prompt_tokens` and returns how many prompts were counted; 0 when the
+/// server has neither endpoint.
+///
+/// # Errors
+/// [`HttpError::Server`] when the client cannot be built.
+pub async fn verify_prompt_lengths(
+    config: &HttpEngineConfig,
+    specs: &[RequestSpec],
+    records: &mut [fuselab_core::RequestRecord],
+) -> Result<usize, HttpError> {
+    if config.prompt != PromptFormat::Text || config.endpoint != Endpoint::Completions {
+        return Ok(0);
+    }
+    let client = reqwest::Client::builder()
+        .connect_timeout(config.connect_timeout)
+        .timeout(Duration::from_secs(60))
+        .build()
+        .map_err(|e| HttpError::Server {
+            url: config.base_url.clone(),
+            message: e.to_string(),
+        })?;
+    let by_id: HashMap<RequestId, &RequestSpec> = specs.iter().map(|s| (s.id, s)).collect();
+    let routes = [("/tokenize", "prompt"), ("/extras/tokenize", "input")];
+    let mut route: Option<usize> = None;
+    let mut counted = 0;
+    for rec in records.iter_mut() {
+        let Some(server) = rec.server.as_mut() else {
+            continue;
+        };
+        if rec.status != RequestStatus::Ok || server.prompt_tokens.is_some() {
+            continue;
+        }
+        let Some(text) = by_id.get(&rec.id).and_then(|s| prompt_text(config, s)) else {
+            continue;
+        };
+        let candidates: Vec<usize> = match route {
+            Some(r) => vec![r],
+            None => vec![0, 1],
+        };
+        for r in candidates {
+            let (path, field) = routes[r];
+            let mut req = client
+                .post(format!("{}{path}", config.base_url))
+                .json_body(&serde_json::json!({ "model": config.model, field: text }));
+            if let Some(k) = &config.api_key {
+                req = req.bearer_auth(k);
+            }
+            let Ok(resp) = req.send().await else { continue };
+            if !resp.status().is_success() {
+                continue;
+            }
+            let Ok(v) = resp
+                .text()
+                .await
+                .map(|t| serde_json::from_str::<serde_json::Value>(&t))
+            else {
+                continue;
+            };
+            let Ok(v) = v else { continue };
+            let n = v
+                .get("count")
+                .and_then(serde_json::Value::as_u64)
+                .or_else(|| {
+                    v.get("tokens")
+                        .and_then(|t| t.as_array())
+                        .map(|a| a.len() as u64)
+                });
+            if let Some(n) = n {
+                server.prompt_tokens = u32::try_from(n).ok();
+                route = Some(r);
+                counted += 1;
+                break;
+            }
+        }
+        if route.is_none() {
+            return Ok(0);
+        }
+    }
+    Ok(counted)
+}
+
+/// A JSON body without reqwest's `json` feature.
+trait JsonBody {
+    fn json_body(self, v: &serde_json::Value) -> Self;
+}
+
+impl JsonBody for reqwest::RequestBuilder {
+    fn json_body(self, v: &serde_json::Value) -> Self {
+        self.header("content-type", "application/json")
+            .body(serde_json::to_vec(v).unwrap_or_default())
+    }
+}
+
+/// The `x-request-id` of request `id` in the run with `nonce`: a UUID (version
+/// 4 layout, as servers that validate the header require, llama-cpp-python
+/// among them) whose first 64 bits come from the nonce and whose last 12 hex
+/// digits are the request id, so client and server records join.
+///
+/// ```
+/// assert_eq!(fuselab_http::request_uuid(0x1234_5678_9abc_def0, 42), "12345678-9abc-4ef0-8000-00000000002a");
+/// ```
+pub fn request_uuid(nonce: u64, id: u64) -> String {
+    format!(
+        "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
+        nonce >> 32,
+        (nonce >> 16) & 0xffff,
+        nonce & 0x0fff,
+        0x8000 | ((id >> 48) & 0x3fff),
+        id & 0xffff_ffff_ffff
+    )
+}
+
 /// A reqwest error with its causes (reqwest's own message is terse).
 fn describe(e: &reqwest::Error) -> String {
     let mut s = e.to_string();
@@ -283,15 +399,26 @@ impl EngineHandle for HttpEngine {
     }
 }
 
-/// The request body for `spec`, and whether its prompt length is exact.
-fn body(config: &HttpEngineConfig, spec: &RequestSpec) -> (serde_json::Value, bool) {
-    use serde_json::json;
-    let n = spec.output_len;
+/// The prompt's token ids: `[0, vocab)`, within the tokenizer's vocabulary.
+fn prompt_ids(config: &HttpEngineConfig, spec: &RequestSpec) -> Vec<u32> {
     let vocab = config
         .tokenizer
         .as_ref()
         .map_or(config.vocab, |t| t.vocab_size().min(config.vocab.max(1)));
-    let ids = spec.prompt_tokens(vocab.max(1));
+    spec.prompt_tokens(vocab.max(1))
+}
+
+/// The prompt text of `spec` (text prompts), as sent.
+pub(crate) fn prompt_text(config: &HttpEngineConfig, spec: &RequestSpec) -> Option<String> {
+    let tok = config.tokenizer.as_ref()?;
+    Some(tok.text_with_tokens(&prompt_ids(config, spec)).0)
+}
+
+/// The request body for `spec`, and whether its prompt length is exact.
+fn body(config: &HttpEngineConfig, spec: &RequestSpec) -> (serde_json::Value, bool) {
+    use serde_json::json;
+    let n = spec.output_len;
+    let ids = prompt_ids(config, spec);
     let text = |ids: &[u32]| {
         config
             .tokenizer
@@ -336,7 +463,7 @@ async fn serve_one(
     clock: RunClock,
     events: EventSink,
 ) {
-    let request_id = format!("{}-{}", config.request_id_prefix, spec.id);
+    let request_id = request_uuid(config.run_nonce, spec.id);
     let (body, prompt_exact) = body(&config, &spec);
     let body = serde_json::to_vec(&body).unwrap_or_default();
     let url = format!("{}{}", config.base_url, config.endpoint.path());

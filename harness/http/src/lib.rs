@@ -18,7 +18,9 @@ pub mod protocol;
 mod sse;
 pub mod tokenizer;
 
-pub use client::{Endpoint, HttpEngine, HttpEngineConfig, PromptFormat};
+pub use client::{
+    Endpoint, HttpEngine, HttpEngineConfig, PromptFormat, request_uuid, verify_prompt_lengths,
+};
 pub use error::HttpError;
 pub use sse::SseParser;
 pub use tokenizer::TextTokenizer;

@@ -38,12 +38,20 @@ pub struct NullEngine {
     /// With a delay, every token comes on its own, on an absolute schedule
     /// from the request's arrival: token `i` at `first + i · per_token`.
     pub delay: Option<NullDelay>,
+    /// Keep the delayed schedule on a dedicated OS thread that sleeps to
+    /// each deadline (tens of microseconds late) instead of tokio's
+    /// millisecond timer; for measuring clients. Ignores tokio's paused clock.
+    pub precise: bool,
 }
 
 impl NullEngine {
     /// A null engine answering at once in `mode`.
     pub fn new(mode: NullMode) -> Self {
-        Self { mode, delay: None }
+        Self {
+            mode,
+            delay: None,
+            precise: false,
+        }
     }
 
     /// A null engine answering one token at a time after `delay`.
@@ -51,8 +59,106 @@ impl NullEngine {
         Self {
             mode: NullMode::PerToken,
             delay: Some(delay),
+            precise: false,
         }
     }
+
+    /// The same engine on the precise clock (see [`Self::precise`]).
+    pub fn on_precise_clock(mut self) -> Self {
+        self.precise = true;
+        self
+    }
+}
+
+/// What the precise clock thread is told.
+enum ClockMsg {
+    Submit(fuselab_core::RequestSpec),
+    Cancel(fuselab_core::RequestId),
+}
+
+/// The precise clock: one OS thread holding every pending token's deadline,
+/// sleeping (on a channel wait with a timeout) until the earliest.
+fn precise_clock(
+    d: NullDelay,
+    clock: RunClock,
+    events: EventSink,
+) -> std::sync::mpsc::Sender<ClockMsg> {
+    use std::cmp::Reverse;
+    use std::collections::{BinaryHeap, HashMap};
+    use std::sync::mpsc::RecvTimeoutError;
+    use std::time::{Duration, Instant};
+    let (tx, rx) = std::sync::mpsc::channel::<ClockMsg>();
+    std::thread::Builder::new()
+        .name("null-clock".into())
+        .spawn(move || {
+            let mut due: BinaryHeap<Reverse<(Instant, fuselab_core::RequestId, u32)>> =
+                BinaryHeap::new();
+            let mut pending: HashMap<fuselab_core::RequestId, (Instant, u32)> = HashMap::new();
+            let at = |start: Instant, i: u32| {
+                start + Duration::from_secs_f64(d.first_token_s + f64::from(i) * d.per_token_s)
+            };
+            loop {
+                let msg = match due.peek() {
+                    None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+                    Some(Reverse((t, _, _))) => {
+                        rx.recv_timeout(t.saturating_duration_since(Instant::now()))
+                    }
+                };
+                match msg {
+                    Ok(ClockMsg::Submit(spec)) => {
+                        let start = Instant::now();
+                        if spec.output_len == 0 {
+                            events.send(EngineEvent::Finished {
+                                id: spec.id,
+                                status: RequestStatus::Ok,
+                                error: None,
+                                t: clock.now_s(),
+                            });
+                            continue;
+                        }
+                        pending.insert(spec.id, (start, spec.output_len));
+                        due.push(Reverse((at(start, 0), spec.id, 0)));
+                    }
+                    Ok(ClockMsg::Cancel(id)) => {
+                        pending.remove(&id);
+                    }
+                    Err(RecvTimeoutError::Disconnected) => return,
+                    Err(RecvTimeoutError::Timeout) => {}
+                }
+                let now = Instant::now();
+                while let Some(&Reverse((t, id, index))) = due.peek() {
+                    if t > now {
+                        break;
+                    }
+                    due.pop();
+                    let Some(&(start, n)) = pending.get(&id) else {
+                        continue;
+                    };
+                    let t = clock.now_s();
+                    if !events.send(EngineEvent::Tokens(TokenEvent {
+                        request: id,
+                        index,
+                        t,
+                        n_tokens: 1,
+                    })) {
+                        return;
+                    }
+                    if index + 1 == n {
+                        pending.remove(&id);
+                        events.send(EngineEvent::Finished {
+                            id,
+                            status: RequestStatus::Ok,
+                            error: None,
+                            t,
+                        });
+                    } else {
+                        due.push(Reverse((at(start, index + 1), id, index + 1)));
+                    }
+                }
+            }
+        })
+        .expect("spawning the null engine's clock thread");
+    tx
 }
 
 /// Sends `spec`'s tokens on the delayed schedule, then its finish.
@@ -98,6 +204,25 @@ impl EngineHandle for NullEngine {
     ) -> Result<EngineChannels, HarnessError> {
         let (tx, mut rx) = mpsc::unbounded_channel();
         let (mode, delay) = (self.mode, self.delay);
+        if let (Some(d), true) = (delay, self.precise) {
+            let clock_tx = precise_clock(d, clock, events);
+            tokio::spawn(async move {
+                while let Some(cmd) = rx.recv().await {
+                    let msg = match cmd {
+                        EngineCommand::Submit { spec, .. } => ClockMsg::Submit(spec),
+                        EngineCommand::Cancel { id, .. } => ClockMsg::Cancel(id),
+                        EngineCommand::Shutdown => break,
+                    };
+                    if clock_tx.send(msg).is_err() {
+                        break;
+                    }
+                }
+            });
+            return Ok(EngineChannels {
+                commands: tx,
+                thread: None,
+            });
+        }
         tokio::spawn(async move {
             while let Some(cmd) = rx.recv().await {
                 let EngineCommand::Submit { spec, .. } = cmd else {

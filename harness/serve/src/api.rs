@@ -367,29 +367,36 @@ impl Answer {
         }
     }
 
-    fn choice(&self, text: &str, finish: Option<&str>, first: bool) -> serde_json::Value {
+    /// One choice of a streamed chunk, as JSON text.
+    fn choice(&self, text: &str, finish: Option<&str>, first: bool) -> String {
+        let text = serde_json::to_string(text).unwrap_or_default();
+        let finish = finish.map_or_else(|| "null".to_owned(), |f| format!("\"{f}\""));
         if self.job.chat {
-            let mut delta = json!({ "content": text });
-            if first {
-                delta["role"] = json!("assistant");
-            }
-            json!({ "index": 0, "delta": delta, "logprobs": null, "finish_reason": finish })
+            let role = if first { "\"role\":\"assistant\"," } else { "" };
+            format!(
+                "{{\"index\":0,\"delta\":{{{role}\"content\":{text}}},\"logprobs\":null,\"finish_reason\":{finish}}}"
+            )
         } else {
-            json!({ "index": 0, "text": text, "logprobs": null, "finish_reason": finish })
+            format!("{{\"index\":0,\"text\":{text},\"logprobs\":null,\"finish_reason\":{finish}}}")
         }
     }
 
-    fn chunk(&self, choices: serde_json::Value, usage: Option<Usage>) -> Bytes {
+    /// An SSE event carrying `choices` (a JSON array's inside) and `usage`.
+    fn chunk(&self, choices: &str, usage: Option<Usage>) -> Bytes {
         let object = if self.job.chat {
             "chat.completion.chunk"
         } else {
             "text_completion"
         };
-        let v = json!({
-            "id": self.id, "object": object, "created": self.created,
-            "model": self.link.config.model, "choices": choices, "usage": usage,
-        });
-        Bytes::from(format!("data: {v}\n\n"))
+        let usage = usage.map_or_else(
+            || "null".to_owned(),
+            |u| serde_json::to_string(&u).unwrap_or_default(),
+        );
+        let model = serde_json::to_string(&self.link.config.model).unwrap_or_default();
+        Bytes::from(format!(
+            "data: {{\"id\":\"{}\",\"object\":\"{object}\",\"created\":{},\"model\":{model},\"choices\":[{choices}],\"usage\":{usage}}}\n\n",
+            self.id, self.created
+        ))
     }
 
     fn finished(&self, status: RequestStatus, t_first: Option<f64>) {
@@ -472,7 +479,7 @@ impl Answer {
                     let last = n >= self.job.max_tokens;
                     let choice = self.choice(&text, last.then_some("length"), first);
                     let usage = continuous.then(|| self.usage(n));
-                    if tx.send(Ok(self.chunk(json!([choice]), usage))).is_err() {
+                    if tx.send(Ok(self.chunk(&choice, usage))).is_err() {
                         self.link.cancel(self.spec.id);
                         break (RequestStatus::Cancelled, None);
                     }
@@ -485,7 +492,7 @@ impl Answer {
         match outcome {
             (RequestStatus::Ok, _) => {
                 if include {
-                    let _ = tx.send(Ok(self.chunk(json!([]), Some(self.usage(n)))));
+                    let _ = tx.send(Ok(self.chunk("", Some(self.usage(n)))));
                 }
                 let _ = tx.send(Ok(Bytes::from_static(b"data: [DONE]\n\n")));
             }

@@ -619,3 +619,40 @@ fn store_paths_in_errors_are_displayed_plainly() {
         "runs/x already exists and is not empty; pass --force to overwrite it, or choose another output folder"
     );
 }
+
+#[test]
+fn server_side_fields_and_server_metrics_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = RunFolder::create(dir.path().join("http"), false).unwrap();
+    let mut reqs = hand_requests();
+    reqs[0].server = Some(fuselab_core::ServerSide {
+        request_id: "fuselab-1a-0".into(),
+        prompt_tokens: Some(512),
+        completion_tokens: Some(3),
+        cached_tokens: Some(128),
+        prompt_exact: true,
+    });
+    reqs[1].server = Some(fuselab_core::ServerSide {
+        request_id: "fuselab-1a-3".into(),
+        ..Default::default()
+    });
+    run.write_all(&summary("http"), &reqs, &[]).unwrap();
+    assert_eq!(run.read_requests().unwrap(), reqs);
+    let samples = vec![
+        fuselab_core::ServerMetricSample {
+            t: 0.5,
+            name: "vllm:num_requests_running".into(),
+            labels: "model_name=\"m\"".into(),
+            value: 3.0,
+        },
+        fuselab_core::ServerMetricSample {
+            t: 1.5,
+            name: "vllm:kv_cache_usage_perc".into(),
+            labels: String::new(),
+            value: 0.25,
+        },
+    ];
+    assert!(run.read_server_metrics().unwrap().is_empty());
+    run.write_server_metrics(&samples).unwrap();
+    assert_eq!(run.read_server_metrics().unwrap(), samples);
+}

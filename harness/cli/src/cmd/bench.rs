@@ -532,6 +532,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<Outcome> {
         requests,
         slo(args.slo.as_deref())?,
     )?;
+    let is_http = point.engine.kind == EngineKind::Http;
+    let policy_name = if is_http { "http".into() } else { policy_name };
     let out = args.out.clone().unwrap_or_else(|| {
         PathBuf::from(format!(
             "runs/bench-{}-{}-s{}",

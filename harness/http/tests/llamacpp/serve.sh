@@ -20,7 +20,7 @@ if [[ $# -ne 2 ]]; then
 fi
 OUT_DIR="$1"
 PORT="$2"
-VENV="${FUSELAB_PY_CACHE:-$HOME/.cache/fuselab/py}/llamacpp"
+VENV="${FUSELAB_LLAMACPP_VENV:-${FUSELAB_PY_CACHE:-$HOME/.cache/fuselab/py}/llamacpp}"
 [[ -x "$VENV/bin/python" ]] || { echo "no venv at $VENV: run setup.sh" >&2; exit 1; }
 [[ -f "$OUT_DIR/tiny.gguf" ]] || { echo "no $OUT_DIR/tiny.gguf: run make_gguf.py" >&2; exit 1; }
 THREADS="${FUSELAB_LLAMACPP_THREADS:-1}"
