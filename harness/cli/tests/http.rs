@@ -375,3 +375,94 @@ fn fuselab_drives_llama_cpps_server_with_exact_prompt_and_output_lengths() {
     );
     eprintln!("llama.cpp: {stdout}");
 }
+
+/// A free loopback port (bound, then released).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn tune_server_cmd_beats_the_servers_default_and_records_the_oom_region_as_failed() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = assert_cmd::cargo::cargo_bin("fuselab");
+    let workload = ["--preset", "fastgen-2600", "--n", "16", "--rate", "10"];
+    // The default server (splitfuse, budget 768), measured the same way.
+    let served = Served::start(&["--engine", "sim"]);
+    fuselab(dir.path())
+        .args(["bench", "--engine", &served.url, "--out", "default"])
+        .args(workload)
+        .assert()
+        .success();
+    drop(served);
+    let default_p99 = summary(&dir.path().join("default"))["metrics"]["ttft_s"]["p99"]
+        .as_f64()
+        .unwrap();
+
+    // Budgets above 3000 "run out of memory" at start-up, as a real server would.
+    let port = free_port();
+    let cmd = format!(
+        "if [ {{budget}} -gt 3000 ]; then echo 'torch.OutOfMemoryError: CUDA out of memory' >&2; exit 1; fi; \
+         exec {} serve --engine sim --port {port} --knob budget={{budget}}",
+        bin.display()
+    );
+    let out = fuselab(dir.path())
+        .args([
+            "tune",
+            "--server-cmd",
+            &cmd,
+            "--engine",
+            &format!("http://127.0.0.1:{port}"),
+        ])
+        .args([
+            "--space",
+            "budget=256..8192:log",
+            "--objective",
+            "p99-ttft",
+            "--budget",
+            "10",
+        ])
+        .args(["--server-timeout", "60s", "--out", "campaign"])
+        .args(workload)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let journal = std::fs::read_to_string(dir.path().join("campaign/trials.jsonl")).unwrap();
+    let trials: Vec<serde_json::Value> = journal
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(trials.len(), 10);
+    let oom: Vec<&serde_json::Value> = trials.iter().filter(|t| t["status"] == "failed").collect();
+    assert!(!oom.is_empty(), "the OOM region was tried: {journal}");
+    for t in &oom {
+        assert!(t["knobs"]["budget"].as_i64().unwrap() > 3000, "{t}");
+        assert!(
+            t["message"].as_str().unwrap().starts_with("out of memory"),
+            "{t}"
+        );
+    }
+    let best = trials
+        .iter()
+        .filter(|t| t["status"] == "ok")
+        .map(|t| t["objective"].as_f64().unwrap())
+        .fold(f64::INFINITY, f64::min);
+    assert!(
+        best < default_p99,
+        "best p99 TTFT {best} is not below the default's {default_p99}\n{stdout}"
+    );
+    eprintln!(
+        "default p99 TTFT {default_p99:.4} s, best {best:.4} s ({:.2}× the default)\n{stdout}",
+        best / default_p99
+    );
+    // The server of every trial was stopped: the port is free again.
+    assert!(std::net::TcpListener::bind(("127.0.0.1", port)).is_ok());
+}

@@ -52,6 +52,7 @@ pub mod campaign;
 mod error;
 pub mod gp;
 pub mod journal;
+pub mod server;
 pub mod space;
 pub mod testfns;
 pub mod tuner;

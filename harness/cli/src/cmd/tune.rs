@@ -50,6 +50,23 @@ pub struct TuneArgs {
     #[arg(long, value_name = "CMD")]
     pub objective_cmd: Option<String>,
 
+    /// Tune a server's launch flags: start `CMD` (with `{knob}` placeholders)
+    /// for each trial, wait until `--server-ready` answers, benchmark it with
+    /// `--engine http://…` and the workload flags, then stop it (SIGTERM to
+    /// its process group, SIGKILL after 10 s). Start-up failures, out of
+    /// memory (from the exit status or the log), crashes and servers never
+    /// ready are recorded as failed trials, with the reason.
+    #[arg(long, value_name = "CMD")]
+    pub server_cmd: Option<String>,
+
+    /// URL that answers 2xx once the server is ready [default: the engine URL's /v1/models].
+    #[arg(long, value_name = "URL")]
+    pub server_ready: Option<String>,
+
+    /// How long a server may take to become ready, e.g. `120s` [default: 120s].
+    #[arg(long, value_name = "DURATION")]
+    pub server_timeout: Option<String>,
+
     /// Minimise the command's number (the default is to maximise it).
     #[arg(long)]
     #[serde(default)]
@@ -289,17 +306,7 @@ impl Objective for SimObjective {
             }),
         };
         match measured {
-            Ok(metrics) => {
-                let vals: Vec<f64> = self.objectives.iter().map(|m| m.value(&metrics)).collect();
-                let cons: Vec<f64> = self.outcomes.iter().map(|m| m.value(&metrics)).collect();
-                if vals.iter().chain(&cons).any(|v| !v.is_finite()) {
-                    return Outcome::failed(
-                        Status::Failed,
-                        "the run produced a non-finite metric (no request completed?)",
-                    );
-                }
-                Outcome::ok(vals, cons)
-            }
+            Ok(metrics) => metric_outcome(&metrics, &self.objectives, &self.outcomes),
             Err(e) => Outcome::failed(Status::Failed, format!("{e:#}")),
         }
     }
@@ -317,6 +324,101 @@ impl Objective for SimObjective {
             self.repeat
                 .map(|n| format!("; {n} runs per trial (mean)"))
                 .unwrap_or_default()
+        )
+    }
+}
+
+/// A trial's outcome from its metrics.
+fn metric_outcome(
+    metrics: &fuselab_core::Metrics,
+    objectives: &[Metric],
+    outcomes: &[Metric],
+) -> Outcome {
+    let vals: Vec<f64> = objectives.iter().map(|m| m.value(metrics)).collect();
+    let cons: Vec<f64> = outcomes.iter().map(|m| m.value(metrics)).collect();
+    if vals.iter().chain(&cons).any(|v| !v.is_finite()) {
+        return Outcome::failed(
+            Status::Failed,
+            "the run produced a non-finite metric (no request completed?)",
+        );
+    }
+    Outcome::ok(vals, cons)
+}
+
+/// A real server as the tuning objective: each trial starts the server
+/// command with the trial's knobs, waits until it is ready, benchmarks it
+/// over HTTP, and stops it; start-up failures, out-of-memory, crashes and
+/// servers never ready are recorded as failed trials with the reason.
+struct ServerObjective {
+    command: CommandObjective,
+    template: String,
+    ready_url: String,
+    ready_timeout: Duration,
+    engine: EngineOpts,
+    workload: fuselab_core::WorkloadSpec,
+    requests: Vec<fuselab_core::RequestSpec>,
+    slo: fuselab_core::Slo,
+    objectives: Vec<Metric>,
+    outcomes: Vec<Metric>,
+}
+
+impl ServerObjective {
+    fn measure(&self, ctx: &TrialContext<'_>) -> anyhow::Result<fuselab_core::Metrics> {
+        let point = Point::new(
+            &self.engine,
+            fuselab_engine::PolicyConfig::new(fuselab_engine::PolicyKind::Continuous),
+            self.workload.clone(),
+            self.requests.clone(),
+            self.slo.clone(),
+        )?;
+        let result = exec::run_point(&point)?;
+        let name = format!("trial-{:04}", ctx.slot);
+        exec::write_point(&ctx.run_dir, true, &name, &point, &result)?;
+        exec::check_lengths(&point, &result, &ctx.run_dir)?;
+        Ok(result.metrics)
+    }
+}
+
+impl Objective for ServerObjective {
+    fn evaluate(&self, ctx: &TrialContext<'_>, config: &fuselab_tune::Config) -> Outcome {
+        use fuselab_tune::server::ServerProcess;
+        let start = std::time::Instant::now();
+        let cmdline = self.command.render(ctx.space, config);
+        let _ = std::fs::create_dir_all(&ctx.run_dir);
+        let _ = std::fs::write(
+            ctx.run_dir.join("server-command.txt"),
+            format!("{cmdline}\n"),
+        );
+        let mut server = match ServerProcess::start(&cmdline, &ctx.run_dir.join("server.log")) {
+            Ok(s) => s,
+            Err(f) => return Outcome::failed(f.status, f.reason),
+        };
+        if let Err(f) = server.wait_ready(&self.ready_url, self.ready_timeout) {
+            server.stop(Duration::from_secs(10));
+            return Outcome::failed(f.status, f.reason);
+        }
+        let measured = self.measure(ctx);
+        let died = server
+            .exited()
+            .map(|s| server.failure(s, "died during the benchmark"));
+        server.stop(Duration::from_secs(10));
+        let mut out = match (died, measured) {
+            (Some(f), _) => Outcome::failed(f.status, f.reason),
+            (None, Ok(metrics)) => metric_outcome(&metrics, &self.objectives, &self.outcomes),
+            (None, Err(e)) => Outcome::failed(Status::Failed, format!("{e:#}")),
+        };
+        out.duration_s = start.elapsed().as_secs_f64();
+        out
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "server: {} (ready at {}), benchmarked over HTTP with workload {} ({} requests, seed {})",
+            self.template,
+            self.ready_url,
+            self.workload.name,
+            self.requests.len(),
+            self.workload.seed
         )
     }
 }
@@ -390,9 +492,22 @@ pub fn run(args: TuneArgs) -> anyhow::Result<CliOutcome> {
         .map(parse_duration)
         .transpose()?;
 
+    if args.server_cmd.is_none() && (args.server_ready.is_some() || args.server_timeout.is_some()) {
+        bail!(Error::invalid(
+            if args.server_ready.is_some() {
+                "--server-ready"
+            } else {
+                "--server-timeout"
+            },
+            "applies only with --server-cmd",
+            "give --server-cmd 'CMD with {knob} placeholders', or drop it"
+        ));
+    }
     let (problem, objective): (Problem, Box<dyn Objective>) = if let Some(cmd) =
-        args.objective_cmd.as_deref()
+        args.server_cmd.as_deref()
     {
+        server_objective(&args, cmd, &space)?
+    } else if let Some(cmd) = args.objective_cmd.as_deref() {
         if args.policy.is_some()
             || args.objective.is_some()
             || !args.knob.is_empty()
@@ -545,6 +660,104 @@ pub fn run(args: TuneArgs) -> anyhow::Result<CliOutcome> {
         fuselab_tune::Journal::path_in(&out).display()
     );
     Ok(CliOutcome::Success)
+}
+
+/// The problem and objective of `--server-cmd`.
+fn server_objective(
+    args: &TuneArgs,
+    cmd: &str,
+    space: &SearchSpace,
+) -> anyhow::Result<(Problem, Box<dyn Objective>)> {
+    let url = match &args.engine.engine {
+        Some(crate::cmd::bench::EngineChoice::Http(url)) => url.clone(),
+        _ => bail!(Error::invalid(
+            "--engine",
+            "--server-cmd needs the server's URL as the engine",
+            "give --engine http://HOST:PORT, the address the command listens on"
+        )),
+    };
+    if args.objective_cmd.is_some()
+        || args.policy.is_some()
+        || !args.knob.is_empty()
+        || args.knobs_from.is_some()
+        || args.repeat.is_some()
+    {
+        bail!(Error::invalid(
+            "--server-cmd",
+            "given together with --objective-cmd, --policy, --knob, --knobs-from or --repeat",
+            "the server's own settings go into the command; tune either a server or fuselab's engine"
+        ));
+    }
+    let command = CommandObjective::new(cmd, space, None, 1, 0)?;
+    let ready_timeout = args
+        .server_timeout
+        .as_deref()
+        .map(parse_duration)
+        .transpose()
+        .context("--server-timeout")?
+        .unwrap_or(Duration::from_secs(120));
+    let ready_url = args.server_ready.clone().unwrap_or_else(|| {
+        format!(
+            "{}/v1/models",
+            url.trim_end_matches('/').trim_end_matches("/v1")
+        )
+    });
+    if !ready_url.starts_with("http://") {
+        bail!(Error::invalid(
+            "--server-ready",
+            format!("`{ready_url}` is not an http:// URL"),
+            "e.g. --server-ready http://127.0.0.1:8000/health"
+        ));
+    }
+    let objectives: Vec<Metric> = args
+        .objective
+        .as_deref()
+        .unwrap_or("goodput")
+        .split(',')
+        .map(|s| Metric::parse(s, "--objective"))
+        .collect::<anyhow::Result<_>>()?;
+    if objectives.len() > 2 {
+        bail!(Error::invalid(
+            "--objective",
+            "more than two objectives",
+            "give one, or two for a Pareto front"
+        ));
+    }
+    let mut outcomes = Vec::new();
+    let mut constraints = Vec::new();
+    for o in &args.outcome {
+        let (m, c) = parse_outcome(o)?;
+        outcomes.push(m);
+        constraints.push(c);
+    }
+    let (workload, requests) = args.workload.resolve()?;
+    // Checked now; without --model the model is named per trial from /v1/models.
+    let engine = args.engine.clone();
+    engine.resolve()?;
+    let problem = Problem {
+        space: space.clone(),
+        objectives: objectives
+            .iter()
+            .map(|m| ObjectiveDef {
+                name: m.name().into(),
+                direction: m.direction(),
+            })
+            .collect(),
+        constraints,
+    };
+    let objective = ServerObjective {
+        command,
+        template: cmd.to_owned(),
+        ready_url,
+        ready_timeout,
+        engine,
+        workload,
+        requests,
+        slo: slo(args.slo.as_deref())?,
+        objectives,
+        outcomes,
+    };
+    Ok((problem, Box::new(objective)))
 }
 
 /// The parsed search space, one knob a line: its type, range and scale, and
