@@ -793,6 +793,7 @@ fn group_charts(inputs: &[&ReportInput], batch: &mut usize) -> Vec<Chart> {
                 .collect(),
         })
         .collect();
+    charts.extend(server_charts(&shown, &note));
     if !kv.is_empty() {
         charts.push(Chart {
             id: "kv-utilisation".into(),
@@ -802,6 +803,99 @@ fn group_charts(inputs: &[&ReportInput], batch: &mut usize) -> Vec<Chart> {
             kind: ChartKind::Lines,
             series: kv,
             caption: format!("KV blocks in use after each step, as a share of the cache (bin mean past {MAX_STEP_POINTS} steps).{note}"),
+        });
+    }
+    charts
+}
+
+/// Prometheus families of the servers' KV-cache usage (fraction, 0–1), by server.
+const SERVER_KV: [&str; 3] = [
+    "vllm:kv_cache_usage_perc",
+    "vllm:gpu_cache_usage_perc",
+    "sglang:token_usage",
+];
+/// Families of running and waiting requests: (name, label in the legend).
+const SERVER_QUEUE: [(&str, &str); 4] = [
+    ("vllm:num_requests_running", "running"),
+    ("vllm:num_requests_waiting", "waiting"),
+    ("sglang:num_running_reqs", "running"),
+    ("sglang:num_queue_reqs", "waiting"),
+];
+
+/// One time series of a run's scraped server metrics, summed over labels.
+fn server_series(r: &RunData, name: &str) -> Vec<(f64, f64)> {
+    let mut by_t: std::collections::BTreeMap<u64, f64> = std::collections::BTreeMap::new();
+    for s in r
+        .server_metrics
+        .iter()
+        .filter(|s| s.name == name && s.value.is_finite())
+    {
+        *by_t.entry(s.t.to_bits()).or_default() += s.value;
+    }
+    let mut pts: Vec<(f64, f64)> = by_t
+        .into_iter()
+        .map(|(t, v)| (f64::from_bits(t), v))
+        .collect();
+    pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+    pts
+}
+
+/// The servers' own view during HTTP runs: KV-cache usage and requests
+/// running and waiting, from `/metrics` scraped into `server_metrics.parquet`.
+fn server_charts(shown: &[&(String, &RunData)], note: &str) -> Vec<Chart> {
+    let mut kv = Vec::new();
+    let mut queue = Vec::new();
+    for (i, (label, r)) in shown.iter().enumerate() {
+        if let Some(points) = SERVER_KV
+            .iter()
+            .map(|n| server_series(r, n))
+            .find(|p| !p.is_empty())
+        {
+            kv.push(Series {
+                label: label.clone(),
+                color: i,
+                style: LineStyle::Plain,
+                points: points.into_iter().map(|(t, v)| (t, 100.0 * v)).collect(),
+            });
+        }
+        for (name, what) in SERVER_QUEUE {
+            let points = server_series(r, name);
+            if points.is_empty() {
+                continue;
+            }
+            queue.push(Series {
+                label: format!("{label} {what}"),
+                color: i,
+                style: if what == "running" {
+                    LineStyle::Plain
+                } else {
+                    LineStyle::Dashed
+                },
+                points,
+            });
+        }
+    }
+    let mut charts = Vec::new();
+    if !kv.is_empty() {
+        charts.push(Chart {
+            id: "server-kv".into(),
+            title: "Server KV-cache usage".into(),
+            x_label: "time since start (s)".into(),
+            y_label: "KV cache in use (%)".into(),
+            kind: ChartKind::Lines,
+            series: kv,
+            caption: format!("The server's own KV-cache usage, scraped from its Prometheus /metrics during the run.{note}"),
+        });
+    }
+    if !queue.is_empty() {
+        charts.push(Chart {
+            id: "server-queue".into(),
+            title: "Server requests running and waiting".into(),
+            x_label: "time since start (s)".into(),
+            y_label: "requests".into(),
+            kind: ChartKind::Lines,
+            series: queue,
+            caption: format!("Requests in the server's running batch (solid) and waiting queue (dashed), scraped from its /metrics.{note}"),
         });
     }
     charts

@@ -23,6 +23,9 @@ pub struct RunData {
     /// How many repeated runs of one configuration this stands for (1 for a
     /// plain run; N for a `bench --repeat N` folder, see [`load_repeat`]).
     pub repeats: usize,
+    /// The server's Prometheus samples scraped during the run
+    /// (`server_metrics.parquet`; HTTP engines only).
+    pub server_metrics: Vec<fuselab_core::ServerMetricSample>,
 }
 
 impl RunData {
@@ -34,6 +37,7 @@ impl RunData {
             steps,
             source: None,
             repeats: 1,
+            server_metrics: Vec::new(),
         }
     }
 
@@ -126,6 +130,7 @@ impl From<fuselab_store::StoredRun> for RunData {
 /// Reads a run folder.
 pub fn load_run(path: &Path) -> Result<RunData> {
     let mut run = RunData::from(fuselab_store::read_run(path)?);
+    run.server_metrics = fuselab_store::RunFolder::open(path)?.read_server_metrics()?;
     run.source = Some(path.to_path_buf());
     Ok(run)
 }

@@ -415,6 +415,10 @@ pub fn render_report(inputs: &[ReportInput], title: &str) -> Result<String> {
     if has_steps {
         toc.push(("engine-steps", "Engine steps"));
     }
+    let has_server = charts.iter().any(|c| c.id.starts_with("server-"));
+    if has_server {
+        toc.push(("server-telemetry", "Server telemetry"));
+    }
     if n_campaigns > 0 {
         toc.push(("tuning", "Tuning"));
     }
@@ -549,6 +553,23 @@ pub fn render_report(inputs: &[ReportInput], title: &str) -> Result<String> {
                 if let Some(c) = group_chart(id, k) {
                     figure(&mut out, c)?;
                 }
+            }
+        }
+        out.push_str("</section>\n");
+    }
+    if has_server {
+        out.push_str("<section id=\"server-telemetry\">\n<h2>Server telemetry</h2>\n");
+        for k in 0..groups.len() {
+            let shown: Vec<_> = ["server-kv", "server-queue"]
+                .into_iter()
+                .filter_map(|id| group_chart(id, k))
+                .collect();
+            if shown.is_empty() {
+                continue;
+            }
+            group_head(&mut out, k);
+            for c in shown {
+                figure(&mut out, c)?;
             }
         }
         out.push_str("</section>\n");

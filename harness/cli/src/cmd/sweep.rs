@@ -139,7 +139,21 @@ pub fn run(args: SweepArgs) -> anyhow::Result<Outcome> {
 
 /// Checks the flags and resolves them into a plan.
 pub fn plan(args: &SweepArgs) -> anyhow::Result<SweepPlan> {
-    let kinds = PolicyKind::parse_list(args.policies.as_deref().unwrap_or("all"))?;
+    let over_http = is_http(&args.engine);
+    if over_http && (args.policies.is_some() || !args.knob.is_empty() || args.knobs_from.is_some())
+    {
+        return Err(Error::invalid(
+            "--policies",
+            "policies and knobs do not apply to --engine http://… (the server schedules)",
+            "drop --policies/--knob/--knobs-from; sweep the server's load only",
+        )
+        .into());
+    }
+    let kinds = if over_http {
+        vec![PolicyKind::Continuous]
+    } else {
+        PolicyKind::parse_list(args.policies.as_deref().unwrap_or("all"))?
+    };
     let knobs = exec::with_knob_set(args.knobs_from.as_deref(), &args.engine, &args.knob)?;
     let policies = policies_with_knobs(&kinds, &knobs)?;
     let clients = &args.workload.clients;
@@ -298,6 +312,22 @@ fn load_dir(kind: LoadKind, load: f64) -> String {
     }
 }
 
+fn is_http(engine: &EngineOpts) -> bool {
+    matches!(
+        engine.engine,
+        Some(crate::cmd::bench::EngineChoice::Http(_))
+    )
+}
+
+/// A point's curve label: the policy, or `http` for a remote server.
+fn point_label(plan: &SweepPlan, policy: &PolicyConfig) -> &'static str {
+    if is_http(&plan.engine) {
+        "http"
+    } else {
+        policy.kind.name()
+    }
+}
+
 /// Runs every point of `plan` into `out` (which must exist) and writes `sweep.json`.
 pub fn execute(plan: &SweepPlan, out: &Path, name: &str) -> anyhow::Result<SweepSummary> {
     if let Some(path) = &plan.export {
@@ -308,18 +338,23 @@ pub fn execute(plan: &SweepPlan, out: &Path, name: &str) -> anyhow::Result<Sweep
     let total = plan.policies.len() * plan.loads.len();
     let mut points = Vec::new();
     let mut max_under_slo = Vec::new();
+    let mut length_error: Option<anyhow::Error> = None;
     for policy in &plan.policies {
         let mut known = Vec::new();
         for &load in &plan.loads {
             eprintln!(
                 "[{}/{total}] {} at {} {}",
                 points.len() + 1,
-                policy.kind,
+                point_label(plan, policy),
                 load,
                 unit(plan.load_kind)
             );
             let point = point_at(plan, policy, load)?;
-            let rel = format!("{}/{}", policy.kind, load_dir(plan.load_kind, load));
+            let rel = format!(
+                "{}/{}",
+                point_label(plan, policy),
+                load_dir(plan.load_kind, load)
+            );
             if let Some(n) = plan.repeat {
                 let dir = out.join(&rel);
                 fuselab_store::create_folder(&dir, true)?;
@@ -328,7 +363,7 @@ pub fn execute(plan: &SweepPlan, out: &Path, name: &str) -> anyhow::Result<Sweep
                     .context("a repeated point produced no run")?;
                 known.push((load, metrics.slo_attainment));
                 points.push(SweepPoint {
-                    policy: policy.kind.name().into(),
+                    policy: point_label(plan, policy).into(),
                     load,
                     run: rel,
                     metrics,
@@ -337,6 +372,10 @@ pub fn execute(plan: &SweepPlan, out: &Path, name: &str) -> anyhow::Result<Sweep
             }
             let result = exec::run_point(&point)?;
             exec::write_point(&out.join(&rel), true, &rel, &point, &result)?;
+            if let Err(e) = exec::check_lengths(&point, &result, &out.join(&rel)) {
+                eprintln!("  {e:#}");
+                length_error.get_or_insert(e);
+            }
             if let Some(note) = exec::failure_note(&result.records) {
                 eprintln!("  {note}");
             }
@@ -345,7 +384,7 @@ pub fn execute(plan: &SweepPlan, out: &Path, name: &str) -> anyhow::Result<Sweep
                 .cancelled
                 .then(|| exec::cancelled_error(&result, &out.join(&rel)));
             points.push(SweepPoint {
-                policy: policy.kind.name().into(),
+                policy: point_label(plan, policy).into(),
                 load,
                 run: rel,
                 metrics: result.metrics,
@@ -381,7 +420,7 @@ pub fn execute(plan: &SweepPlan, out: &Path, name: &str) -> anyhow::Result<Sweep
             let found = find_max_load(eval, plan.loads[0], &known, settings)
                 .with_context(|| format!("searching the SLO capacity of {}", policy.kind))?;
             max_under_slo.push(MaxLoadUnderSlo {
-                policy: policy.kind.name().into(),
+                policy: point_label(plan, policy).into(),
                 max_load: found.max_load,
                 attainment_target: settings.target,
                 slo: plan.slo.clone(),
@@ -405,6 +444,9 @@ pub fn execute(plan: &SweepPlan, out: &Path, name: &str) -> anyhow::Result<Sweep
     }
     let curve = out.join(CURVE_FILE);
     std::fs::write(&curve, tables).with_context(|| format!("writing {}", curve.display()))?;
+    if let Some(e) = length_error {
+        return Err(e.context(format!("the sweep folder {} is complete", out.display())));
+    }
     Ok(sweep)
 }
 
