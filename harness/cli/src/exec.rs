@@ -625,10 +625,13 @@ pub fn realtime_engine(
                     .insert("delay_first_s".into(), d.first_token_s.into());
                 info.knobs
                     .insert("delay_per_token_s".into(), d.per_token_s.into());
-                Box::new(NullEngine::delayed(fuselab_harness::NullDelay {
-                    first_token_s: d.first_token_s * f,
-                    per_token_s: d.per_token_s * f,
-                }))
+                Box::new(
+                    NullEngine::delayed(fuselab_harness::NullDelay {
+                        first_token_s: d.first_token_s * f,
+                        per_token_s: d.per_token_s * f,
+                    })
+                    .on_precise_clock(),
+                )
             }
             None => Box::new(NullEngine::default()),
         }

@@ -501,115 +501,130 @@ async fn serve_one(
     });
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn stream_one(
-    client: &reqwest::Client,
-    config: &HttpEngineConfig,
-    url: &str,
+/// One request on the wire.
+struct Call<'a> {
+    client: &'a reqwest::Client,
+    config: &'a HttpEngineConfig,
+    url: &'a str,
     body: Vec<u8>,
-    request_id: &str,
-    spec: &RequestSpec,
+    request_id: &'a str,
+    spec: &'a RequestSpec,
     clock: RunClock,
-    events: &EventSink,
-    server: &mut ServerSide,
-) -> Result<(), String> {
-    let mut attempt = 0;
-    let mut resp = loop {
-        let mut req = client
-            .post(url)
-            .header("content-type", "application/json")
-            .header("accept", "text/event-stream")
-            .header("x-request-id", request_id)
-            .body(body.clone());
-        if let Some(k) = &config.api_key {
-            req = req.bearer_auth(k);
-        }
-        match req.send().await {
-            Ok(r) => break r,
-            Err(e) if attempt < config.retries && (e.is_connect() || e.is_request()) => {
-                attempt += 1;
-                tracing::debug!(request = spec.id, attempt, "retrying after: {e}");
+    events: &'a EventSink,
+}
+
+impl Call<'_> {
+    /// Sends the request and reads its stream to `[DONE]`, reporting chunks as
+    /// they arrive and the server's counts into `server`.
+    async fn stream(self, server: &mut ServerSide) -> Result<(), String> {
+        let Call {
+            client,
+            config,
+            url,
+            body,
+            request_id,
+            spec,
+            clock,
+            events,
+        } = self;
+        let mut attempt = 0;
+        let mut resp = loop {
+            let mut req = client
+                .post(url)
+                .header("content-type", "application/json")
+                .header("accept", "text/event-stream")
+                .header("x-request-id", request_id)
+                .body(body.clone());
+            if let Some(k) = &config.api_key {
+                req = req.bearer_auth(k);
             }
-            Err(e) => return Err(format!("sending: {}", describe(&e))),
-        }
-    };
-    let status = resp.status();
-    if !status.is_success() {
-        let text = resp.text().await.unwrap_or_default();
-        return Err(format!(
-            "HTTP {}: {}",
-            status.as_u16(),
-            error_message(&text)
-        ));
-    }
-    let mut parser = SseParser::default();
-    let mut index = 0u32;
-    let mut done = false;
-    loop {
-        let bytes = match resp.chunk().await {
-            Ok(Some(b)) => b,
-            Ok(None) => break,
-            Err(e) => {
-                return Err(format!(
-                    "stream broke after {index} of {} tokens: {}",
-                    spec.output_len,
-                    describe(&e)
-                ));
+            match req.send().await {
+                Ok(r) => break r,
+                Err(e) if attempt < config.retries && (e.is_connect() || e.is_request()) => {
+                    attempt += 1;
+                    tracing::debug!(request = spec.id, attempt, "retrying after: {e}");
+                }
+                Err(e) => return Err(format!("sending: {}", describe(&e))),
             }
         };
-        let t = clock.now_s();
-        for data in parser.push(&bytes) {
-            if data.trim() == "[DONE]" {
-                done = true;
-                continue;
-            }
-            let chunk: ResponseChunk = serde_json::from_str(&data)
-                .map_err(|e| format!("unreadable stream chunk ({e}): {}", clip(&data)))?;
-            if let Some(err) = &chunk.error {
-                return Err(format!(
-                    "server error in stream: {}",
-                    error_message(&format!("{{\"error\":{err}}}"))
-                ));
-            }
-            let text = chunk.text();
-            let n = match chunk.usage {
-                Some(u) => {
-                    server.prompt_tokens = Some(u.prompt_tokens);
-                    server.completion_tokens = Some(u.completion_tokens);
-                    if let Some(c) = u.prompt_tokens_details.and_then(|d| d.cached_tokens) {
-                        server.cached_tokens = Some(c);
-                    }
-                    // Cumulative usage: whatever it counts beyond the tokens seen so far.
-                    if chunk.choices.is_empty() {
-                        0
-                    } else {
-                        u.completion_tokens.saturating_sub(index)
-                    }
+        let status = resp.status();
+        if !status.is_success() {
+            let text = resp.text().await.unwrap_or_default();
+            return Err(format!(
+                "HTTP {}: {}",
+                status.as_u16(),
+                error_message(&text)
+            ));
+        }
+        let mut parser = SseParser::default();
+        let mut index = 0u32;
+        let mut done = false;
+        loop {
+            let bytes = match resp.chunk().await {
+                Ok(Some(b)) => b,
+                Ok(None) => break,
+                Err(e) => {
+                    return Err(format!(
+                        "stream broke after {index} of {} tokens: {}",
+                        spec.output_len,
+                        describe(&e)
+                    ));
                 }
-                None if text.is_empty() => 0,
-                None => match &config.tokenizer {
-                    Some(tok) => u32::try_from(tok.count(&text)).unwrap_or(u32::MAX).max(1),
-                    None => 1,
-                },
             };
-            if n > 0 {
-                events.send(EngineEvent::Tokens(TokenEvent {
-                    request: spec.id,
-                    index,
-                    t,
-                    n_tokens: n,
-                }));
-                index += n;
+            let t = clock.now_s();
+            for data in parser.push(&bytes) {
+                if data.trim() == "[DONE]" {
+                    done = true;
+                    continue;
+                }
+                let chunk: ResponseChunk = serde_json::from_str(&data)
+                    .map_err(|e| format!("unreadable stream chunk ({e}): {}", clip(&data)))?;
+                if let Some(err) = &chunk.error {
+                    return Err(format!(
+                        "server error in stream: {}",
+                        error_message(&format!("{{\"error\":{err}}}"))
+                    ));
+                }
+                let text = chunk.text();
+                let n = match chunk.usage {
+                    Some(u) => {
+                        server.prompt_tokens = Some(u.prompt_tokens);
+                        server.completion_tokens = Some(u.completion_tokens);
+                        if let Some(c) = u.prompt_tokens_details.and_then(|d| d.cached_tokens) {
+                            server.cached_tokens = Some(c);
+                        }
+                        // Cumulative usage: whatever it counts beyond the tokens seen so far.
+                        if chunk.choices.is_empty() {
+                            0
+                        } else {
+                            u.completion_tokens.saturating_sub(index)
+                        }
+                    }
+                    None if text.is_empty() => 0,
+                    None => match &config.tokenizer {
+                        Some(tok) => u32::try_from(tok.count(&text)).unwrap_or(u32::MAX).max(1),
+                        None => 1,
+                    },
+                };
+                if n > 0 {
+                    events.send(EngineEvent::Tokens(TokenEvent {
+                        request: spec.id,
+                        index,
+                        t,
+                        n_tokens: n,
+                    }));
+                    index += n;
+                }
             }
         }
+        if !done {
+            return Err(format!(
+                "stream closed before [DONE] after {index} of {} tokens",
+                spec.output_len
+            ));
+        }
+        Ok(())
     }
-    if !done {
-        return Err(format!(
-            "stream closed before [DONE] after {index} of {} tokens",
-            spec.output_len
-        ));
-    }
-    Ok(())
 }
 
 fn clip(s: &str) -> String {

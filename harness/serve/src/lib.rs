@@ -100,6 +100,13 @@ impl Server {
         listener: tokio::net::TcpListener,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServeError> {
+        use axum::serve::ListenerExt as _;
+        // Small SSE writes must leave at once, not wait for the last one's ACK.
+        let listener = listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::warn!("TCP_NODELAY: {e}");
+            }
+        });
         let result = axum::serve(listener, self.router)
             .with_graceful_shutdown(shutdown)
             .await;
