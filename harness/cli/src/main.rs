@@ -44,6 +44,8 @@ enum Command {
     Gate(Box<cmd::gate::GateArgs>),
     /// Bayesian-optimisation campaign over engine knobs or an external command; resumable.
     Tune(Box<cmd::tune::TuneArgs>),
+    /// Interactive terminal UI: browse, compare and follow runs, sweeps and campaigns; start new work.
+    Tui(cmd::tui::TuiArgs),
 }
 
 /// What a subcommand reports besides errors.
@@ -67,6 +69,7 @@ fn main() -> ExitCode {
         Command::Report(args) => cmd::report::run(args),
         Command::Gate(args) => cmd::gate::run(*args),
         Command::Tune(args) => cmd::tune::run(*args),
+        Command::Tui(args) => cmd::tui::run(args),
     };
     match result {
         Ok(Outcome::Success) => ExitCode::SUCCESS,

@@ -6,5 +6,6 @@ pub mod kernels;
 pub mod report;
 pub mod run;
 pub mod sweep;
+pub mod tui;
 pub mod tune;
 pub mod workload;

@@ -1,0 +1,2 @@
+//! Criterion benchmark: rendering a run detail view.
+fn main() {}
