@@ -26,8 +26,10 @@ pub(super) fn render(screen: &DetailScreen, frame: &mut Frame, area: Rect) -> Hi
     let Some(opened) = screen.content.ready() else {
         return vec![];
     };
+    let running = matches!(opened.job, Some((_, JobState::Running)));
     let log_h = if opened.job.is_some() && !opened.log.is_empty() {
-        (opened.log.len() as u16 + 1).min(inner.height / 4).max(2)
+        let most = if running { inner.height / 4 } else { 3 };
+        (opened.log.len() as u16 + 1).min(most).max(2)
     } else {
         0
     };
@@ -219,25 +221,23 @@ fn sweep(s: &SweepView, screen: &DetailScreen, frame: &mut Frame, area: Rect) {
         YFrom::Zero,
     );
     let right = |v: String| Cell::from(Line::from(v).right_aligned());
-    let heads = [
-        "policy",
-        s.load_unit(),
-        "done/s",
-        "tok/s",
-        "TTFT p50",
-        "TTFT p99",
-        "ITL p50",
-        "ITL p99",
-        "TPOT p99",
-        "E2E p50",
-        "SLO att",
+    // (header, width, priority): the columns that fit are shown.
+    let cols: [(&str, u16, u8); 11] = [
+        ("policy", 10, 0),
+        (s.load_unit(), 7, 0),
+        ("done/s", 6, 8),
+        ("tok/s", 6, 1),
+        ("TTFT p50", 8, 2),
+        ("TTFT p99", 8, 3),
+        ("ITL p50", 8, 7),
+        ("ITL p99", 8, 4),
+        ("TPOT p99", 8, 5),
+        ("E2E p50", 8, 9),
+        ("SLO att", 7, 6),
     ];
-    let header = Row::new(heads.iter().enumerate().map(|(i, h)| {
-        if i == 0 {
-            Cell::from(*h)
-        } else {
-            right((*h).into())
-        }
+    let keep = super::fit_columns(&cols.map(|(_, w, p)| (w, p)), table.width);
+    let header = Row::new(keep.iter().map(|&i| {
+        if i == 0 { Cell::from(cols[i].0) } else { right(cols[i].0.into()) }
     }))
     .style(Style::new().add_modifier(Modifier::BOLD).fg(Color::Gray));
     let rows: Vec<Row> = s
@@ -246,24 +246,26 @@ fn sweep(s: &SweepView, screen: &DetailScreen, frame: &mut Frame, area: Rect) {
         .iter()
         .map(|p| {
             let m = &p.metrics;
-            Row::new(vec![
-                Cell::from(p.policy.clone()),
-                right(fmt::num(p.load)),
-                right(fmt::num(m.request_throughput)),
-                right(fmt::num(m.output_token_throughput)),
-                right(fmt::secs(m.ttft_s.p50)),
-                right(fmt::secs(m.ttft_s.p99)),
-                right(fmt::secs(m.itl_s.p50)),
-                right(fmt::secs(m.itl_s.p99)),
-                right(fmt::secs(m.tpot_s.p99)),
-                right(fmt::secs(m.e2e_s.p50)),
-                right(format!("{:.2}", m.slo_attainment)),
-            ])
+            let cell = |i: usize| match i {
+                0 => Cell::from(p.policy.clone()),
+                1 => right(fmt::num(p.load)),
+                2 => right(fmt::num(m.request_throughput)),
+                3 => right(fmt::num(m.output_token_throughput)),
+                4 => right(fmt::secs(m.ttft_s.p50)),
+                5 => right(fmt::secs(m.ttft_s.p99)),
+                6 => right(fmt::secs(m.itl_s.p50)),
+                7 => right(fmt::secs(m.itl_s.p99)),
+                8 => right(fmt::secs(m.tpot_s.p99)),
+                9 => right(fmt::secs(m.e2e_s.p50)),
+                _ => right(format!("{:.2}", m.slo_attainment)),
+            };
+            Row::new(keep.iter().map(|&i| cell(i)))
         })
         .collect();
-    let widths = [Constraint::Min(10)]
-        .into_iter()
-        .chain(std::iter::repeat_n(Constraint::Length(8), 10));
+    let widths: Vec<Constraint> = keep
+        .iter()
+        .map(|&i| if i == 0 { Constraint::Min(cols[i].1) } else { Constraint::Length(cols[i].1) })
+        .collect();
     let n = rows.len();
     let table_w = Table::new(rows, widths)
         .header(header)
