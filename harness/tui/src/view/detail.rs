@@ -33,9 +33,13 @@ pub(super) fn render(run: &RunDetail, screen: &DetailScreen, frame: &mut Frame, 
         .areas(area)
     };
     if table_area.height > 0 {
-        let [pct, side] =
-            Layout::horizontal([Constraint::Length(61), Constraint::Min(20)]).areas(table_area);
-        percentiles(run, frame, pct);
+        let wide = table_area.width >= 100;
+        let [pct, side] = Layout::horizontal([
+            Constraint::Length(if wide { 62 } else { 44 }),
+            Constraint::Min(20),
+        ])
+        .areas(table_area);
+        percentiles(run, frame, pct, wide);
         let eff = |k: &str| {
             m.effective_throughput
                 .get(k)
@@ -98,7 +102,7 @@ pub(super) fn render(run: &RunDetail, screen: &DetailScreen, frame: &mut Frame, 
     }
 }
 
-fn percentiles(run: &RunDetail, frame: &mut Frame, area: Rect) {
+fn percentiles(run: &RunDetail, frame: &mut Frame, area: Rect, wide: bool) {
     let m = &run.summary.metrics;
     let rows = [
         ("TTFT", &m.ttft_s),
@@ -108,36 +112,34 @@ fn percentiles(run: &RunDetail, frame: &mut Frame, area: Rect) {
         ("lag", &m.schedule_lag_s),
     ];
     let right = |s: String| Cell::from(Line::from(s).right_aligned());
+    // Narrow terminals drop p95 and the mean.
+    let cols: Vec<(&str, fn(&fuselab_core::LatencyStats) -> f64)> = [
+        ("p50", (|s| s.p50) as fn(&fuselab_core::LatencyStats) -> f64),
+        ("p90", |s| s.p90),
+        ("p95", |s| s.p95),
+        ("p99", |s| s.p99),
+        ("mean", |s| s.mean),
+        ("max", |s| s.max),
+    ]
+    .into_iter()
+    .filter(|(h, _)| wide || !matches!(*h, "p95" | "mean"))
+    .collect();
     let header = Row::new(
-        ["", "p50", "p90", "p95", "p99", "mean", "max"]
-            .into_iter()
-            .enumerate()
-            .map(|(i, h)| {
-                if i == 0 {
-                    Cell::from(h)
-                } else {
-                    right(h.into())
-                }
-            }),
+        std::iter::once(Cell::from("")).chain(cols.iter().map(|(h, _)| right((*h).into()))),
     )
     .style(Style::new().add_modifier(Modifier::BOLD).fg(Color::Gray));
     let body: Vec<Row> = rows
         .iter()
         .map(|(name, s)| {
-            Row::new(vec![
-                Cell::from(*name),
-                right(fmt::secs(s.p50)),
-                right(fmt::secs(s.p90)),
-                right(fmt::secs(s.p95)),
-                right(fmt::secs(s.p99)),
-                right(fmt::secs(s.mean)),
-                right(fmt::secs(s.max)),
-            ])
+            Row::new(
+                std::iter::once(Cell::from(*name))
+                    .chain(cols.iter().map(|(_, f)| right(fmt::secs(f(s))))),
+            )
         })
         .collect();
     let widths = [Constraint::Length(5)]
         .into_iter()
-        .chain(std::iter::repeat_n(Constraint::Length(8), 6));
+        .chain(std::iter::repeat_n(Constraint::Length(8), cols.len()));
     frame.render_widget(
         Table::new(body, widths)
             .header(header)
@@ -188,9 +190,11 @@ fn distribution(
     );
     let [spark, axis] = Layout::vertical([Constraint::Min(1), Constraint::Length(1)]).areas(area);
     let counts: Vec<f64> = d.bins.iter().map(|&c| c as f64).collect();
-    let data: Vec<u64> = rebin(&counts, spark.width as usize, true)
+    // The mean count of the bins under each column: the density, whatever
+    // the ratio of bins to columns.
+    let data: Vec<u64> = rebin(&counts, spark.width as usize, false)
         .into_iter()
-        .map(|v| v as u64)
+        .map(|v| (16.0 * v).round() as u64)
         .collect();
     frame.render_widget(
         Sparkline::default()
@@ -201,7 +205,7 @@ fn distribution(
     );
     let lo = fmt::secs(d.lo);
     let hi = fmt::secs(d.hi);
-    let gap = (axis.width as usize).saturating_sub(lo.chars().count() + hi.chars().count());
+    let gap = (axis.width as usize).saturating_sub(lo.chars().count() + hi.chars().count() + 1);
     frame.render_widget(
         Paragraph::new(format!("{lo}{}{hi}", " ".repeat(gap))).style(Style::new().fg(Color::Gray)),
         axis,

@@ -87,7 +87,7 @@ pub fn render(app: &App, frame: &mut Frame) {
 }
 
 /// Every key, for the `?` overlay.
-pub const KEYS: [(&str, &str); 22] = [
+pub const KEYS: [(&str, &str); 18] = [
     ("↑/↓ k/j", "move"),
     ("PgUp/PgDn ^u/^d", "move a page"),
     ("Home/End g/G", "first / last"),
@@ -102,17 +102,10 @@ pub const KEYS: [(&str, &str); 22] = [
     ("t", "run: histograms ↔ CDFs"),
     ("p", "run: provenance"),
     ("m", "curves: next latency metric"),
-    ("form ↑/↓ Tab", "next / previous field"),
-    ("form ←/→ Space", "change a choice"),
-    ("form Enter", "start the work"),
-    ("form Esc", "cancel"),
+    ("form", "↑/↓ field · ←/→ choice · Enter start · Esc cancel"),
     ("?", "this help (any key closes it)"),
-    ("q", "quit (running work goes on)"),
-    ("Ctrl-C", "quit"),
-    (
-        "",
-        "Work started here keeps running after quitting; open its folder to follow it again.",
-    ),
+    ("q Ctrl-C", "quit; work started here keeps running"),
+    ("", "open a running job's folder again to follow it"),
 ];
 
 fn help(frame: &mut Frame, area: Rect) {
@@ -255,7 +248,6 @@ pub(crate) fn line_chart(
         .map(|s| {
             let scatter = s.scatter || s.points.len() == 1;
             let d = Dataset::default()
-                .name(s.label.clone())
                 .marker(if scatter {
                     Marker::Dot
                 } else {
@@ -263,6 +255,8 @@ pub(crate) fn line_chart(
                 })
                 .style(Style::new().fg(s.color))
                 .data(&s.points);
+            // One series needs no legend.
+            let d = if series.len() > 1 { d.name(s.label.clone()) } else { d };
             if scatter {
                 d.graph_type(GraphType::Scatter)
             } else {
