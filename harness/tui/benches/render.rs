@@ -53,7 +53,11 @@ fn render(c: &mut Criterion) {
             .expect("draws");
         let text = format!("{}", term.backend());
         assert!(text.contains("n=10000"), "{text}");
-        let id = if cdf { "detail-10k/cdf" } else { "detail-10k/histograms" };
+        let id = if cdf {
+            "detail-10k/cdf"
+        } else {
+            "detail-10k/histograms"
+        };
         group.bench_function(id, |b| {
             b.iter(|| {
                 term.draw(|f| fuselab_tui::view::render(black_box(&app), f))

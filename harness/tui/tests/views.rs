@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use fuselab_core::{LoadKind, SweepPoint, SweepSummary, SCHEMA_VERSION};
+use fuselab_core::{LoadKind, SCHEMA_VERSION, SweepPoint, SweepSummary};
 use fuselab_reports::gate::{self, GateConfig};
 use fuselab_reports::synth::{SynthConfig, synth_run};
 use fuselab_reports::{CampaignData, RunData};
@@ -196,7 +196,11 @@ fn sweep_in_progress() {
             job(WorkKind::Sweep, "sweep --clients 2,4,8", Some(6)),
             JobState::Running,
         )),
-        &["[4/6] chunked at 2 clients", "[5/6] chunked at 4 clients", "[6/6] chunked at 8 clients"],
+        &[
+            "[4/6] chunked at 2 clients",
+            "[5/6] chunked at 4 clients",
+            "[6/6] chunked at 8 clients",
+        ],
     ));
     draw(&with_screen(Screen::Detail(screen)), "sweep");
 }
@@ -253,8 +257,10 @@ fn compare() {
             })
             .collect(),
         reports: vec![
-            gate::compare(std::slice::from_ref(&a), std::slice::from_ref(&b), &cfg).map_err(|e| e.to_string()),
-            gate::compare(std::slice::from_ref(&a), std::slice::from_ref(&c), &cfg).map_err(|e| e.to_string()),
+            gate::compare(std::slice::from_ref(&a), std::slice::from_ref(&b), &cfg)
+                .map_err(|e| e.to_string()),
+            gate::compare(std::slice::from_ref(&a), std::slice::from_ref(&c), &cfg)
+                .map_err(|e| e.to_string()),
         ],
         curves: [&a, &b, &c]
             .iter()
@@ -265,7 +271,11 @@ fn compare() {
             .collect(),
     };
     let screen = CompareScreen {
-        paths: vec!["runs/bench-splitfuse".into(), "runs/bench-chunked".into(), "runs/bench-slow".into()],
+        paths: vec![
+            "runs/bench-splitfuse".into(),
+            "runs/bench-chunked".into(),
+            "runs/bench-slow".into(),
+        ],
         content: Loadable::Ready(view),
         metric: fuselab_tui::live::CurveMetric::TtftP99,
         scroll: 0,
@@ -287,6 +297,7 @@ fn form() {
 fn loading_and_failure() {
     let screen = DetailScreen::new("runs/broken".into());
     let mut failed = screen.clone();
-    failed.content = Loadable::Failed("runs/broken: not a run, sweep, repeat or campaign folder".into());
+    failed.content =
+        Loadable::Failed("runs/broken: not a run, sweep, repeat or campaign folder".into());
     draw(&with_screen(Screen::Detail(failed)), "failed");
 }

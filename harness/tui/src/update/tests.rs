@@ -26,7 +26,12 @@ fn entry(name: &str, kind: EntryKind) -> Entry {
         modified: None,
         engine: "sim".into(),
         hardware: "h200".into(),
-        policy: if name.contains("chunked") { "chunked" } else { "splitfuse" }.into(),
+        policy: if name.contains("chunked") {
+            "chunked"
+        } else {
+            "splitfuse"
+        }
+        .into(),
         workload: "fastgen-1200".into(),
         load: "4/s".into(),
         metrics: None,
@@ -93,7 +98,10 @@ fn typing_filters_and_q_is_text_while_filtering() {
     assert!(!app.quit, "q is part of the filter");
     assert_eq!(app.browse.filter, "chunked q");
     assert!(app.browse.visible().is_empty());
-    send(&mut app, [code(KeyCode::Backspace), code(KeyCode::Backspace)]);
+    send(
+        &mut app,
+        [code(KeyCode::Backspace), code(KeyCode::Backspace)],
+    );
     assert_eq!(app.browse.visible().len(), 1);
     assert_eq!(selected(&app), "runs/b-chunked");
     send(&mut app, [code(KeyCode::Enter)]);
@@ -118,7 +126,10 @@ fn space_marks_in_order_and_c_compares_them() {
     send(&mut app, [key('j'), key(' '), key('k'), key('k'), key(' ')]);
     assert_eq!(
         app.browse.marked,
-        [PathBuf::from("runs/b-chunked"), PathBuf::from("runs/a-splitfuse")]
+        [
+            PathBuf::from("runs/b-chunked"),
+            PathBuf::from("runs/a-splitfuse")
+        ]
     );
     assert_eq!(app.browse.mark_of(Path::new("runs/a-splitfuse")), Some(2));
     let fx = send(&mut app, [key('c')]);
@@ -131,7 +142,9 @@ fn space_marks_in_order_and_c_compares_them() {
     );
     assert!(matches!(app.top(), Some(Screen::Compare(c)) if c.content == Loadable::Loading));
     send(&mut app, [key('m')]);
-    let Some(Screen::Compare(c)) = app.top() else { panic!() };
+    let Some(Screen::Compare(c)) = app.top() else {
+        panic!()
+    };
     assert_eq!(c.metric, crate::live::CurveMetric::TtftP50);
     send(&mut app, [key('h')]);
     assert!(app.top().is_none());
@@ -156,7 +169,10 @@ fn q_and_ctrl_c_quit_and_help_toggles() {
     send(&mut app, [key('/')]);
     send(
         &mut app,
-        [Msg::Key(KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL))],
+        [Msg::Key(KeyEvent::new(
+            KeyCode::Char('c'),
+            KeyModifiers::CONTROL,
+        ))],
     );
     assert!(app.quit, "Ctrl-C quits even while typing");
 }
@@ -172,8 +188,8 @@ fn campaign_view(trials: usize) -> Opened {
             )
         })
         .collect();
-    let data =
-        fuselab_reports::CampaignData::parse("c", meta, &journal, Path::new("campaigns/c")).unwrap();
+    let data = fuselab_reports::CampaignData::parse("c", meta, &journal, Path::new("campaigns/c"))
+        .unwrap();
     let mut view = CampaignView::new(Path::new("/nonexistent"), data);
     view.budget = Some(10);
     Opened {
@@ -285,8 +301,14 @@ fn the_form_starts_work_under_the_right_root() {
     send(&mut app, "1,2q".chars().map(key));
     assert!(!app.quit, "q is text in a text field");
     let fx = send(&mut app, [code(KeyCode::Enter)]);
-    let Some(Screen::Form(f)) = app.top() else { panic!() };
-    assert!(f.error.as_deref().unwrap().starts_with("load:"), "{:?}", f.error);
+    let Some(Screen::Form(f)) = app.top() else {
+        panic!()
+    };
+    assert!(
+        f.error.as_deref().unwrap().starts_with("load:"),
+        "{:?}",
+        f.error
+    );
     assert!(fx.is_empty());
     send(&mut app, [code(KeyCode::Backspace)]);
     let fx = send(&mut app, [code(KeyCode::Enter)]);
@@ -310,8 +332,13 @@ fn the_form_starts_work_under_the_right_root() {
 fn a_failed_start_stays_on_the_form_with_the_reason() {
     let mut app = app();
     send(&mut app, [key('n')]);
-    send(&mut app, [Msg::Started(Err("runs/x already exists".into()))]);
-    let Some(Screen::Form(f)) = app.top() else { panic!() };
+    send(
+        &mut app,
+        [Msg::Started(Err("runs/x already exists".into()))],
+    );
+    let Some(Screen::Form(f)) = app.top() else {
+        panic!()
+    };
     assert_eq!(f.error.as_deref(), Some("runs/x already exists"));
     send(&mut app, [code(KeyCode::Esc)]);
     assert!(app.top().is_none());

@@ -15,7 +15,7 @@ type Hints = Vec<(&'static str, &'static str)>;
 /// `(header, width, priority)` of each column; `name` takes what is left.
 const COLUMNS: [(&str, u16, u8); 17] = [
     ("", 2, 0),
-    ("name", 14, 0),
+    ("name", 20, 0),
     ("kind", 6, 1),
     ("status", 7, 10),
     ("age", 4, 12),

@@ -9,7 +9,7 @@ use ratatui::widgets::{Block, Cell, Paragraph, Row, Table};
 
 use fuselab_reports::gate::{GateMetric, Verdict};
 
-use super::{PALETTE, Series, YFrom, fmt, line_chart, not_ready, section};
+use super::{Axes, PALETTE, Series, YFrom, fmt, line_chart, not_ready, section};
 use crate::state::CompareScreen;
 
 type Hints = Vec<(&'static str, &'static str)>;
@@ -180,10 +180,12 @@ pub(super) fn render(c: &CompareScreen, frame: &mut Frame, area: Rect) -> Hints 
             metric.label()
         )),
         &series,
-        "output tok/s",
-        "ms",
-        fmt::num,
-        YFrom::Zero,
+        Axes {
+            x: "output tok/s",
+            y: "ms",
+            y_fmt: fmt::num,
+            y_from: YFrom::Zero,
+        },
     );
     if warn_h > 0 {
         let lines: Vec<Line> = warnings

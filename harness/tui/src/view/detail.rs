@@ -7,7 +7,7 @@ use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::Line;
 use ratatui::widgets::{Cell, Paragraph, Row, Sparkline, Table};
 
-use super::{Series, YFrom, fmt, line_chart, rebin, section};
+use super::{Axes, Series, YFrom, fmt, line_chart, rebin, section};
 use crate::detail::{Distribution, RunDetail};
 use crate::state::DetailScreen;
 
@@ -113,8 +113,9 @@ fn percentiles(run: &RunDetail, frame: &mut Frame, area: Rect, wide: bool) {
     ];
     let right = |s: String| Cell::from(Line::from(s).right_aligned());
     // Narrow terminals drop p95 and the mean.
-    let cols: Vec<(&str, fn(&fuselab_core::LatencyStats) -> f64)> = [
-        ("p50", (|s| s.p50) as fn(&fuselab_core::LatencyStats) -> f64),
+    type Stat = fn(&fuselab_core::LatencyStats) -> f64;
+    let cols: Vec<(&str, Stat)> = [
+        ("p50", (|s| s.p50) as Stat),
         ("p90", |s| s.p90),
         ("p95", |s| s.p95),
         ("p99", |s| s.p99),
@@ -172,10 +173,12 @@ fn distribution(
             area,
             section(format!("{name} CDF · n={}", d.count)),
             &series,
-            "ms",
-            "",
-            |v| format!("{v:.1}"),
-            YFrom::Data,
+            Axes {
+                x: "ms",
+                y: "",
+                y_fmt: |v| format!("{v:.1}"),
+                y_from: YFrom::Data,
+            },
         );
         return;
     }

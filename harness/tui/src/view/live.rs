@@ -8,7 +8,7 @@ use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Cell, Gauge, Paragraph, Row, Table, TableState};
 
-use super::{PALETTE, Series, YFrom, fmt, line_chart, not_ready, section};
+use super::{Axes, PALETTE, Series, YFrom, fmt, line_chart, not_ready, section};
 use crate::job::JobState;
 use crate::live::{CampaignView, Content, Opened, Suggestion, SweepView};
 use crate::state::DetailScreen;
@@ -215,10 +215,12 @@ fn sweep(s: &SweepView, screen: &DetailScreen, frame: &mut Frame, area: Rect) {
             metric.label()
         )),
         &series,
-        "output tok/s",
-        "ms",
-        fmt::num,
-        YFrom::Zero,
+        Axes {
+            x: "output tok/s",
+            y: "ms",
+            y_fmt: fmt::num,
+            y_from: YFrom::Zero,
+        },
     );
     let right = |v: String| Cell::from(Line::from(v).right_aligned());
     // (header, width, priority): the columns that fit are shown.
@@ -237,7 +239,11 @@ fn sweep(s: &SweepView, screen: &DetailScreen, frame: &mut Frame, area: Rect) {
     ];
     let keep = super::fit_columns(&cols.map(|(_, w, p)| (w, p)), table.width);
     let header = Row::new(keep.iter().map(|&i| {
-        if i == 0 { Cell::from(cols[i].0) } else { right(cols[i].0.into()) }
+        if i == 0 {
+            Cell::from(cols[i].0)
+        } else {
+            right(cols[i].0.into())
+        }
     }))
     .style(Style::new().add_modifier(Modifier::BOLD).fg(Color::Gray));
     let rows: Vec<Row> = s
@@ -264,7 +270,13 @@ fn sweep(s: &SweepView, screen: &DetailScreen, frame: &mut Frame, area: Rect) {
         .collect();
     let widths: Vec<Constraint> = keep
         .iter()
-        .map(|&i| if i == 0 { Constraint::Min(cols[i].1) } else { Constraint::Length(cols[i].1) })
+        .map(|&i| {
+            if i == 0 {
+                Constraint::Min(cols[i].1)
+            } else {
+                Constraint::Length(cols[i].1)
+            }
+        })
         .collect();
     let n = rows.len();
     let table_w = Table::new(rows, widths)
@@ -377,10 +389,12 @@ fn campaign(c: &CampaignView, screen: &DetailScreen, frame: &mut Frame, area: Re
             color: Color::Cyan,
             scatter: false,
         }],
-        "trial",
-        "",
-        fmt::num,
-        YFrom::Data,
+        Axes {
+            x: "trial",
+            y: "",
+            y_fmt: fmt::num,
+            y_from: YFrom::Data,
+        },
     );
     if d.is_multi_objective() {
         let ok: Vec<(f64, f64)> = d
@@ -412,10 +426,12 @@ fn campaign(c: &CampaignView, screen: &DetailScreen, frame: &mut Frame, area: Re
                     scatter: false,
                 },
             ],
-            &d.settings.objectives[0].name,
-            &d.settings.objectives[1].name,
-            fmt::num,
-            YFrom::Data,
+            Axes {
+                x: &d.settings.objectives[0].name,
+                y: &d.settings.objectives[1].name,
+                y_fmt: fmt::num,
+                y_from: YFrom::Data,
+            },
         );
     } else {
         let best: Vec<Line> = d

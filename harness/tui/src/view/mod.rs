@@ -226,17 +226,32 @@ fn bounds(series: &[Series], axis: fn(&(f64, f64)) -> f64, from_zero: bool) -> [
     [lo, hi]
 }
 
+/// A chart's axes.
+pub(crate) struct Axes<'a> {
+    /// Title of the x axis.
+    pub x: &'a str,
+    /// Title of the y axis.
+    pub y: &'a str,
+    /// Formats the y labels.
+    pub y_fmt: fn(f64) -> String,
+    /// Where the y axis starts.
+    pub y_from: YFrom,
+}
+
 /// A braille line chart with three labels on each axis.
 pub(crate) fn line_chart(
     frame: &mut Frame,
     area: Rect,
     block: Block<'_>,
     series: &[Series],
-    x_label: &str,
-    y_label: &str,
-    y_fmt: fn(f64) -> String,
-    y_from: YFrom,
+    axes: Axes<'_>,
 ) {
+    let Axes {
+        x: x_label,
+        y: y_label,
+        y_fmt,
+        y_from,
+    } = axes;
     if series.iter().all(|s| s.points.is_empty()) {
         frame.render_widget(Paragraph::new("no points yet").block(block), area);
         return;
@@ -256,7 +271,11 @@ pub(crate) fn line_chart(
                 .style(Style::new().fg(s.color))
                 .data(&s.points);
             // One series needs no legend.
-            let d = if series.len() > 1 { d.name(s.label.clone()) } else { d };
+            let d = if series.len() > 1 {
+                d.name(s.label.clone())
+            } else {
+                d
+            };
             if scatter {
                 d.graph_type(GraphType::Scatter)
             } else {
