@@ -221,3 +221,64 @@ fn tui_browses_filters_compares_starts_a_sweep_and_quits_cleanly() {
         "0"
     );
 }
+
+/// Ctrl-C quits with status 0 and restores the terminal; a resize to the
+/// smallest supported size (80×24) redraws the list at that size.
+#[test]
+fn tui_survives_a_resize_and_ctrl_c_restores_the_terminal() {
+    if Command::new("tmux").arg("-V").output().is_err() {
+        eprintln!("skipped: tmux is not installed (CI installs it; apt-get install tmux)");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir: PathBuf = tmp.path().to_path_buf();
+    bench(&dir, "splitfuse", "bench-splitfuse");
+    let exit_file = dir.join("exit");
+    let script = format!(
+        "cd {dir} && {exe} tui --runs runs; echo EXIT=$? > {exit}; echo TUI-DONE; sleep 120",
+        dir = shell_quote(&dir),
+        exe = shell_quote(Path::new(FUSELAB)),
+        exit = shell_quote(&exit_file),
+    );
+    let tmux = Tmux {
+        session: format!("fuselab-tui-ctrlc-{}", std::process::id()),
+    };
+    tmux.cmd(&[
+        "new-session",
+        "-d",
+        "-s",
+        &tmux.session,
+        "-x",
+        "120",
+        "-y",
+        "40",
+        "sh",
+        "-c",
+        &script,
+    ]);
+    tmux.wait("the run list", |s| s.contains("runs/bench-splitfuse"));
+    tmux.cmd(&["resize-window", "-t", &tmux.session, "-x", "80", "-y", "24"]);
+    tmux.wait("the list at 80×24", |s| {
+        let lines: Vec<&str> = s.lines().collect();
+        lines
+            .first()
+            .is_some_and(|l| l.contains("fuselab ·") && l.chars().count() == 80)
+            && lines.iter().any(|l| l.contains("runs/bench-splitfuse"))
+            && lines.iter().any(|l| l.contains("q quit"))
+    });
+    tmux.keys(&["C-c"]);
+    let s = tmux.wait("the shell after the TUI", |s| s.contains("TUI-DONE"));
+    assert!(!s.contains("fuselab ·"), "the TUI's screen is gone:\n{s}");
+    assert_eq!(
+        std::fs::read_to_string(&exit_file).unwrap().trim(),
+        "EXIT=0"
+    );
+    let alt = tmux.cmd(&[
+        "display-message",
+        "-p",
+        "-t",
+        &tmux.session,
+        "#{alternate_on}",
+    ]);
+    assert_eq!(alt.trim(), "0", "alternate screen left");
+}
