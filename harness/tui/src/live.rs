@@ -185,11 +185,6 @@ pub fn open(path: &Path) -> Result<Opened> {
     })
 }
 
-/// The folder of a sweep point's run (its first repeat for a repeat point).
-pub fn point_folder(sweep: &Path, run: &str) -> PathBuf {
-    sweep.join(run)
-}
-
 /// What the tuner of the campaign in `dir` would try next, from its
 /// `campaign.json` and journal. The journal is only read (a torn last line
 /// is skipped, never truncated: another process may be writing it).
