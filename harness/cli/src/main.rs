@@ -46,6 +46,8 @@ enum Command {
     Tune(Box<cmd::tune::TuneArgs>),
     /// Serve an engine over an OpenAI-compatible HTTP API (completions, chat, models, metrics).
     Serve(Box<cmd::serve::ServeArgs>),
+    /// Interactive terminal UI: browse, compare and follow runs, sweeps and campaigns; start new work.
+    Tui(cmd::tui::TuiArgs),
 }
 
 /// What a subcommand reports besides errors.
@@ -70,6 +72,7 @@ fn main() -> ExitCode {
         Command::Gate(args) => cmd::gate::run(*args),
         Command::Tune(args) => cmd::tune::run(*args),
         Command::Serve(args) => cmd::serve::run(*args),
+        Command::Tui(args) => cmd::tui::run(args),
     };
     match result {
         Ok(Outcome::Success) => ExitCode::SUCCESS,

@@ -7,5 +7,6 @@ pub mod report;
 pub mod run;
 pub mod serve;
 pub mod sweep;
+pub mod tui;
 pub mod tune;
 pub mod workload;

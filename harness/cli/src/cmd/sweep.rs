@@ -329,7 +329,35 @@ fn point_label(plan: &SweepPlan, policy: &PolicyConfig) -> &'static str {
 }
 
 /// Runs every point of `plan` into `out` (which must exist) and writes `sweep.json`.
+///
+/// `sweep.json` is rewritten (atomically) after every finished point, so a
+/// follower such as `fuselab tui` sees the points arrive; `curve.txt`,
+/// written last, marks a complete sweep.
 pub fn execute(plan: &SweepPlan, out: &Path, name: &str) -> anyhow::Result<SweepSummary> {
+    execute_with(plan, out, name, |_| {})
+}
+
+/// [`execute`], calling `on_point` after each point's `sweep.json` is written.
+fn execute_with(
+    plan: &SweepPlan,
+    out: &Path,
+    name: &str,
+    mut on_point: impl FnMut(&SweepSummary),
+) -> anyhow::Result<SweepSummary> {
+    let write_partial = |points: &[SweepPoint],
+                         max_under_slo: &[MaxLoadUnderSlo]|
+     -> anyhow::Result<SweepSummary> {
+        let partial = SweepSummary {
+            schema_version: SCHEMA_VERSION,
+            name: name.into(),
+            load_kind: plan.load_kind,
+            points: points.to_vec(),
+            max_under_slo: max_under_slo.to_vec(),
+        };
+        fuselab_store::write_sweep(out, &partial)
+            .with_context(|| format!("writing {}", out.display()))?;
+        Ok(partial)
+    };
     if let Some(path) = &plan.export {
         let first = point_at(plan, &plan.policies[0], plan.loads[0])?;
         fuselab_workloads::export_to_file(&first.requests, path)
@@ -368,6 +396,7 @@ pub fn execute(plan: &SweepPlan, out: &Path, name: &str) -> anyhow::Result<Sweep
                     run: rel,
                     metrics,
                 });
+                on_point(&write_partial(&points, &max_under_slo)?);
                 continue;
             }
             let result = exec::run_point(&point)?;
@@ -389,19 +418,12 @@ pub fn execute(plan: &SweepPlan, out: &Path, name: &str) -> anyhow::Result<Sweep
                 run: rel,
                 metrics: result.metrics,
             });
+            // Keep every finished point findable (and followable) at once.
+            let partial = write_partial(&points, &max_under_slo)?;
             if let Some(err) = cancelled {
-                // Keep every finished point findable before stopping.
-                let partial = SweepSummary {
-                    schema_version: SCHEMA_VERSION,
-                    name: name.into(),
-                    load_kind: plan.load_kind,
-                    points,
-                    max_under_slo,
-                };
-                fuselab_store::write_sweep(out, &partial)
-                    .with_context(|| format!("writing {}", out.display()))?;
                 return Err(err);
             }
+            on_point(&partial);
         }
         if let Some(settings) = &plan.search {
             eprintln!(
@@ -533,4 +555,41 @@ pub fn max_load_table(found: &[MaxLoadUnderSlo]) -> String {
         ]);
     }
     exec::render_table(&cells)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A follower (`fuselab tui`) sees each point as it finishes: after
+    /// every point, `sweep.json` on disk already lists it, and `curve.txt`
+    /// appears only at the end.
+    #[test]
+    fn sweep_json_is_written_after_every_point() {
+        let args = SweepArgs {
+            policies: Some("splitfuse,chunked".into()),
+            rates: vec![2.0, 4.0],
+            workload: WorkloadOpts {
+                preset: Some("fastgen-1200".into()),
+                n: Some(8),
+                ..WorkloadOpts::default()
+            },
+            ..SweepArgs::default()
+        };
+        let plan = plan(&args).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut seen = Vec::new();
+        let sweep = execute_with(&plan, dir.path(), "t", |partial| {
+            let on_disk = fuselab_store::read_sweep(dir.path()).unwrap();
+            assert_eq!(&on_disk, partial);
+            assert!(!dir.path().join(CURVE_FILE).exists());
+            let last = on_disk.points.last().unwrap();
+            assert!(dir.path().join(&last.run).join("summary.json").is_file());
+            seen.push(on_disk.points.len());
+        })
+        .unwrap();
+        assert_eq!(seen, [1, 2, 3, 4]);
+        assert_eq!(fuselab_store::read_sweep(dir.path()).unwrap(), sweep);
+        assert!(dir.path().join(CURVE_FILE).is_file());
+    }
 }
