@@ -472,18 +472,17 @@ async fn serve_one(
         prompt_exact,
         ..ServerSide::default()
     };
-    let outcome = stream_one(
-        &client,
-        &config,
-        &url,
+    let call = Call {
+        client: &client,
+        config: &config,
+        url: &url,
         body,
-        &request_id,
-        &spec,
+        request_id: &request_id,
+        spec: &spec,
         clock,
-        &events,
-        &mut server,
-    )
-    .await;
+        events: &events,
+    };
+    let outcome = call.stream(&mut server).await;
     let t = clock.now_s();
     events.send(EngineEvent::Server {
         id: spec.id,
