@@ -37,7 +37,34 @@ for _ in $(seq 100); do
 done
 rm -rf "$OUT/run"
 "$FUSELAB" bench --engine "http://127.0.0.1:$PORT" --trace "$OUT/trace.jsonl" \
-    --scrape-interval 0 --out "$OUT/run" | tee "$OUT/bench.txt"
+    --scrape-interval 0 ${WARMUP:+--warmup $WARMUP} --out "$OUT/run" | tee "$OUT/bench.txt"
+python3 -c "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:$PORT/metrics').read().decode())" \
+    > "$OUT/server-metrics.txt" || true
+grep -E "^fuselab:http_connections_total|^vllm:time_to_first_token_seconds_(sum|count)" "$OUT/server-metrics.txt" || true
+# TTFT overhead by second of the run, where pyarrow is installed.
+python3 - "$OUT/run" <<'PY' || true
+import sys
+try:
+    import pyarrow.parquet as pq
+except ImportError:
+    sys.exit(0)
+d = sys.argv[1]
+req = pq.read_table(f"{d}/requests.parquet").to_pydict()
+tok = pq.read_table(f"{d}/tokens.parquet").to_pydict()
+first = {}
+for i, idx, t in zip(tok["id"], tok["index"], tok["t"]):
+    if idx == 0:
+        first[i] = t
+by_sec = {}
+for i, ts in zip(req["id"], req["t_sent"]):
+    if i in first:
+        by_sec.setdefault(int(ts), []).append(1e3 * (first[i] - ts) - 50.0)
+print("second  requests  TTFT overhead p50 / p99 / max (ms)")
+for s in sorted(by_sec):
+    v = sorted(by_sec[s])
+    q = lambda p: v[min(len(v) - 1, int(p * len(v)))]
+    print(f"{s:>6}  {len(v):>8}  {q(0.5):7.3f} / {q(0.99):7.3f} / {v[-1]:7.3f}")
+PY
 
 python3 - "$OUT/run/summary.json" "$OUT_TOKENS" <<'PY' | tee "$OUT/overhead.txt"
 import json, sys

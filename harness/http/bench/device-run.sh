@@ -8,21 +8,23 @@ set -u
 R=$OUT/res; mkdir -p "$R"
 exec > >(tee "$OUT/log.txt") 2>&1
 nproc; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
-echo "== GPU tests (FUSELAB_REQUIRE_GPU=1)"
-for t in gpu/tests/*; do
+PART=${PART:-all}   # all, or overhead (the client-overhead runs only)
+[ "$PART" = all ] && echo "== GPU tests (FUSELAB_REQUIRE_GPU=1)"
+[ "$PART" = all ] && for t in gpu/tests/*; do
   name=$(basename "$t")
   FUSELAB_REQUIRE_GPU=1 timeout 300 "$t" --test-threads=1 > "$R/gpu_tests_$name.txt" 2>&1
   echo "$name rc=$?"; grep -E "test result" "$R/gpu_tests_$name.txt"
 done
 export FUSELAB=$PWD/gpu/fuselab
-for rate in 100 500 1000; do
-  echo "== client overhead at $rate req/s"
-  RATE=$rate N=$((rate * 8)) PORT=$((18000 + rate)) timeout 120 bash harness/http/bench/client-overhead.sh "$R/overhead-$rate" \
-    | tail -8
-  rm -rf "$R/overhead-$rate/run/tokens.parquet" "$R/overhead-$rate/trace.jsonl"
+for case in 100:0 500:0 1000:0 1000:2; do
+  rate=${case%:*} warm=${case#*:}
+  echo "== client overhead at $rate req/s, warm-up $warm s"
+  WARMUP=$warm RATE=$rate N=$((rate * 10)) PORT=$((18000 + rate + warm)) timeout 120 \
+    bash harness/http/bench/client-overhead.sh "$R/overhead-$rate-w$warm" | grep -v "^http " | tail -40
+  rm -rf "$R/overhead-$rate-w$warm/run/tokens.parquet" "$R/overhead-$rate-w$warm/trace.jsonl"
 done
-echo "== in-process vs HTTP, CUDA engine"
-ENGINE=cuda POLICY=splitfuse PRESET=fastgen-1200 N=96 RATE=4 EXTRA="--model llama3-8b" \
+[ "$PART" = all ] && echo "== in-process vs HTTP, CUDA engine"
+[ "$PART" = all ] && ENGINE=cuda POLICY=splitfuse PRESET=fastgen-1200 N=96 RATE=4 EXTRA="--model llama3-8b" \
   timeout 240 bash harness/http/bench/inprocess-vs-http.sh "$R/ivh-cuda" | tail -14
 echo done
 cp "$OUT/log.txt" "$R/log.txt"

@@ -102,7 +102,11 @@ impl Server {
     ) -> Result<(), ServeError> {
         use axum::serve::ListenerExt as _;
         // Small SSE writes must leave at once, not wait for the last one's ACK.
-        let listener = listener.tap_io(|tcp| {
+        let link = self.link.clone();
+        let listener = listener.tap_io(move |tcp| {
+            link.stats
+                .connections
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             if let Err(e) = tcp.set_nodelay(true) {
                 tracing::warn!("TCP_NODELAY: {e}");
             }

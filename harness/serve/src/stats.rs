@@ -58,6 +58,7 @@ impl Histogram {
 #[derive(Debug)]
 pub(crate) struct Stats {
     pub in_flight: AtomicU64,
+    pub connections: AtomicU64,
     pub prompt_tokens: AtomicU64,
     pub generation_tokens: AtomicU64,
     pub success: AtomicU64,
@@ -80,6 +81,7 @@ impl Default for Stats {
     fn default() -> Self {
         Self {
             in_flight: AtomicU64::new(0),
+            connections: AtomicU64::new(0),
             prompt_tokens: AtomicU64::new(0),
             generation_tokens: AtomicU64::new(0),
             success: AtomicU64::new(0),
@@ -211,6 +213,12 @@ impl Stats {
             "Prompt tokens served from the prefix cache.",
             "counter",
             g.prefix_hits as f64,
+        );
+        gauge(
+            "fuselab:http_connections_total",
+            "TCP connections accepted.",
+            "counter",
+            c(&self.connections),
         );
         gauge(
             "fuselab:engine_steps_total",
