@@ -103,6 +103,8 @@ pub struct HttpSpec {
     pub scrape_interval_s: Option<f64>,
     /// Retries of failed connections.
     pub retries: u32,
+    /// Connections opened before the run (`None`: the closed-loop client count, else 0).
+    pub preconnect: Option<usize>,
     /// Send `stream_options`.
     pub stream_usage: bool,
     /// Allowed fraction of requests with a length mismatch.
@@ -349,8 +351,12 @@ pub fn run_point(point: &Point) -> anyhow::Result<PointResult> {
             (run.records, run.steps)
         }
         EngineKind::Cpu | EngineKind::Null | EngineKind::Cuda | EngineKind::Http => {
+            let mut engine_spec = point.engine.clone();
+            if let Some(http) = &mut engine_spec.http {
+                http.preconnect = http.preconnect.or(clients.map(|c| c as usize));
+            }
             let (engine, scraped_from) = realtime_engine(
-                &point.engine,
+                &engine_spec,
                 &point.policy,
                 point.workload.seed,
                 &mut info,
@@ -448,6 +454,7 @@ fn http_config(http: &HttpSpec) -> anyhow::Result<fuselab_http::HttpEngineConfig
     config.tokenizer = tokenizer;
     config.vocab = http.vocab;
     config.retries = http.retries;
+    config.preconnect = http.preconnect.unwrap_or(0);
     config.stream_usage = http.stream_usage;
     config.scrape_interval = http
         .scrape_interval_s

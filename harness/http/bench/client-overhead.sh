@@ -7,7 +7,8 @@
 # keeps RATE × (0.05 + 0.01·(OUT−1)) streams in flight (≈1000 at the
 # defaults).
 #
-#   harness/http/bench/client-overhead.sh OUT_DIR     (env: FUSELAB, RATE, N, OUT_TOKENS, PROMPT, PORT)
+#   harness/http/bench/client-overhead.sh OUT_DIR
+#   (env: FUSELAB, RATE, N, OUT_TOKENS, PROMPT, PORT, WARMUP seconds, PRECONNECT connections)
 set -euo pipefail
 OUT="${1:?usage: client-overhead.sh OUT_DIR}"
 FUSELAB="${FUSELAB:-fuselab}"
@@ -37,7 +38,8 @@ for _ in $(seq 100); do
 done
 rm -rf "$OUT/run"
 "$FUSELAB" bench --engine "http://127.0.0.1:$PORT" --trace "$OUT/trace.jsonl" \
-    --scrape-interval 0 ${WARMUP:+--warmup $WARMUP} --out "$OUT/run" | tee "$OUT/bench.txt"
+    --scrape-interval 0 ${WARMUP:+--warmup $WARMUP} ${PRECONNECT:+--preconnect $PRECONNECT} \
+    --out "$OUT/run" | tee "$OUT/bench.txt"
 python3 -c "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:$PORT/metrics').read().decode())" \
     > "$OUT/server-metrics.txt" || true
 grep -E "^fuselab:http_connections_total|^vllm:time_to_first_token_seconds_(sum|count)" "$OUT/server-metrics.txt" || true

@@ -16,12 +16,14 @@ PART=${PART:-all}   # all, or overhead (the client-overhead runs only)
   echo "$name rc=$?"; grep -E "test result" "$R/gpu_tests_$name.txt"
 done
 export FUSELAB=$PWD/gpu/fuselab
-for case in 100:0 500:0 1000:0 1000:2; do
-  rate=${case%:*} warm=${case#*:}
-  echo "== client overhead at $rate req/s, warm-up $warm s"
-  WARMUP=$warm RATE=$rate N=$((rate * 10)) PORT=$((18000 + rate + warm)) timeout 120 \
-    bash harness/http/bench/client-overhead.sh "$R/overhead-$rate-w$warm" | grep -v "^http " | tail -40
-  rm -rf "$R/overhead-$rate-w$warm/run/tokens.parquet" "$R/overhead-$rate-w$warm/trace.jsonl"
+# rate:warm-up seconds:connections opened before the run
+for case in ${CASES:-100:0:0 500:0:0 1000:0:0 1000:2:0 1100:0:1200 1100:2:1200}; do
+  IFS=: read -r rate warm pre <<< "$case"
+  name="overhead-$rate-w$warm-p$pre"
+  echo "== client overhead at $rate req/s, warm-up $warm s, $pre connections opened first"
+  WARMUP=$warm PRECONNECT=$pre RATE=$rate N=$((rate * 10)) PORT=$((18000 + rate + warm + pre)) timeout 120 \
+    bash harness/http/bench/client-overhead.sh "$R/$name" | grep -v "^http " | tail -40
+  rm -rf "$R/$name/run/tokens.parquet" "$R/$name/trace.jsonl"
 done
 [ "$PART" = all ] && echo "== in-process vs HTTP, CUDA engine"
 [ "$PART" = all ] && ENGINE=cuda POLICY=splitfuse PRESET=fastgen-1200 N=96 RATE=4 EXTRA="--model llama3-8b" \

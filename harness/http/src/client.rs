@@ -92,6 +92,9 @@ pub struct HttpEngineConfig {
     pub scrape_interval: Option<Duration>,
     /// TCP connect timeout.
     pub connect_timeout: Duration,
+    /// Connections to open (and keep in the pool) before the run's clock
+    /// starts, so that the first requests do not pay for TCP set-up.
+    pub preconnect: usize,
 }
 
 impl HttpEngineConfig {
@@ -111,6 +114,7 @@ impl HttpEngineConfig {
             stream_usage: true,
             scrape_interval: None,
             connect_timeout: Duration::from_secs(10),
+            preconnect: 0,
         }
     }
 }
@@ -125,6 +129,7 @@ fn normalise_base(url: &str) -> String {
 pub struct HttpEngine {
     config: Arc<HttpEngineConfig>,
     scraped: Scraped,
+    client: Option<reqwest::Client>,
 }
 
 impl HttpEngine {
@@ -151,6 +156,7 @@ impl HttpEngine {
         Ok(Self {
             config: Arc::new(config),
             scraped: Scraped::default(),
+            client: None,
         })
     }
 
@@ -328,16 +334,18 @@ fn describe(e: &reqwest::Error) -> String {
     s
 }
 
-impl EngineHandle for HttpEngine {
-    fn name(&self) -> &str {
-        "http"
+fn start_error(message: String) -> HarnessError {
+    HarnessError::EngineStart {
+        engine: "http".into(),
+        message,
     }
+}
 
-    fn start(
-        self: Box<Self>,
-        clock: RunClock,
-        events: EventSink,
-    ) -> Result<EngineChannels, HarnessError> {
+impl HttpEngine {
+    fn client(&mut self) -> Result<reqwest::Client, HarnessError> {
+        if let Some(c) = &self.client {
+            return Ok(c.clone());
+        }
         let client = reqwest::Client::builder()
             .connect_timeout(self.config.connect_timeout)
             .pool_max_idle_per_host(usize::MAX)
@@ -345,10 +353,59 @@ impl EngineHandle for HttpEngine {
             .tcp_nodelay(true)
             .http1_only()
             .build()
-            .map_err(|e| HarnessError::EngineStart {
-                engine: "http".into(),
-                message: format!("HTTP client: {e}"),
-            })?;
+            .map_err(|e| start_error(format!("HTTP client: {e}")))?;
+        self.client = Some(client.clone());
+        Ok(client)
+    }
+}
+
+impl EngineHandle for HttpEngine {
+    fn name(&self) -> &str {
+        "http"
+    }
+
+    /// Opens `preconnect` connections at once (`GET /v1/models` on each,
+    /// all in flight together) so the pool holds them when the run starts.
+    fn prepare(&mut self) -> fuselab_harness::Prepare<'_> {
+        Box::pin(async move {
+            let client = self.client()?;
+            let n = self.config.preconnect;
+            if n == 0 {
+                return Ok(());
+            }
+            let url = format!("{}/v1/models", self.config.base_url);
+            let mut calls = tokio::task::JoinSet::new();
+            for _ in 0..n {
+                let mut req = client.get(&url);
+                if let Some(k) = &self.config.api_key {
+                    req = req.bearer_auth(k);
+                }
+                calls.spawn(async move {
+                    let resp = req.send().await?;
+                    resp.bytes().await
+                });
+            }
+            let mut failed = None;
+            while let Some(r) = calls.join_next().await {
+                if let Ok(Err(e)) = r {
+                    failed.get_or_insert(describe(&e));
+                }
+            }
+            match failed {
+                Some(e) => Err(start_error(format!(
+                    "opening {n} connections to {url}: {e}"
+                ))),
+                None => Ok(()),
+            }
+        })
+    }
+
+    fn start(
+        mut self: Box<Self>,
+        clock: RunClock,
+        events: EventSink,
+    ) -> Result<EngineChannels, HarnessError> {
+        let client = self.client()?;
         let (tx, mut rx) = mpsc::unbounded_channel();
         let config = self.config.clone();
         let stop_scrape = config.scrape_interval.map(|interval| {

@@ -156,11 +156,24 @@ pub struct EngineChannels {
     pub thread: Option<std::thread::JoinHandle<()>>,
 }
 
+/// The future of [`EngineHandle::prepare`].
+pub type Prepare<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), HarnessError>> + Send + 'a>>;
+
 /// An engine the harness can drive: the in-process engine on its own thread,
 /// the null engine, an HTTP client.
 pub trait EngineHandle: Send {
     /// Short name: `cpu`, `null`, `http`, ….
     fn name(&self) -> &str;
+
+    /// Set-up that must not count as run time, done before the run's clock
+    /// starts (an HTTP client opening its connections). Nothing by default.
+    ///
+    /// # Errors
+    /// [`HarnessError::EngineStart`] when the set-up fails.
+    fn prepare(&mut self) -> Prepare<'_> {
+        Box::pin(async { Ok(()) })
+    }
 
     /// Starts the engine for one run. Called inside the tokio runtime.
     ///

@@ -40,7 +40,8 @@ pub mod search;
 
 pub use cancel::CancelToken;
 pub use engine::{
-    EngineChannels, EngineCommand, EngineEvent, EngineHandle, EventReceiver, EventSink, RunClock,
+    EngineChannels, EngineCommand, EngineEvent, EngineHandle, EventReceiver, EventSink, Prepare,
+    RunClock,
 };
 pub use error::HarnessError;
 pub use native::{NativeEngineHandle, StepEngine};

@@ -476,10 +476,11 @@ fn progress_bar(show: bool, len: u64) -> ProgressBar {
 /// says why.
 pub async fn run_realtime(
     plan: RealtimePlan,
-    engine: Box<dyn EngineHandle>,
+    mut engine: Box<dyn EngineHandle>,
     cancel: CancelToken,
 ) -> Result<HarnessRun, HarnessError> {
     plan.validate()?;
+    engine.prepare().await?;
     let name = engine.name().to_string();
     let (inbox_tx, mut inbox) = mpsc::unbounded_channel();
     let clock = RunClock::start();

@@ -72,6 +72,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<Outcome> {
         (http.vocab.is_some(), "--vocab"),
         (http.scrape_interval.is_some(), "--scrape-interval"),
         (http.retries.is_some(), "--retries"),
+        (http.preconnect.is_some(), "--preconnect"),
         (http.no_stream_usage, "--no-stream-usage"),
         (http.max_length_mismatch.is_some(), "--max-length-mismatch"),
         (http.allow_length_mismatch, "--allow-length-mismatch"),
