@@ -8,7 +8,7 @@ set -u
 R=$OUT/res; mkdir -p "$R"
 exec > >(tee "$OUT/log.txt") 2>&1
 nproc; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
-PART=${PART:-all}   # all, or overhead (the client-overhead runs only)
+PART=${PART:-all}   # all; http (no GPU tests); overhead (the client-overhead runs only)
 [ "$PART" = all ] && echo "== GPU tests (FUSELAB_REQUIRE_GPU=1)"
 [ "$PART" = all ] && for t in gpu/tests/*; do
   name=$(basename "$t")
@@ -25,8 +25,8 @@ for case in ${CASES:-100:0:0 500:0:0 1000:0:0 1000:2:0 1100:0:1200 1100:2:1200};
     bash harness/http/bench/client-overhead.sh "$R/$name" | grep -v "^http " | tail -40
   rm -rf "$R/$name/run/tokens.parquet" "$R/$name/trace.jsonl"
 done
-[ "$PART" = all ] && echo "== in-process vs HTTP, CUDA engine"
-[ "$PART" = all ] && ENGINE=cuda POLICY=splitfuse PRESET=fastgen-1200 N=96 RATE=4 EXTRA="--model llama3-8b" \
+[ "$PART" != overhead ] && echo "== in-process vs HTTP, CUDA engine"
+[ "$PART" != overhead ] && WARMUP=5 ENGINE=cuda POLICY=splitfuse PRESET=fastgen-1200 N=96 RATE=4 EXTRA="--model llama3-8b" \
   timeout 240 bash harness/http/bench/inprocess-vs-http.sh "$R/ivh-cuda" | tail -14
 echo done
 cp "$OUT/log.txt" "$R/log.txt"

@@ -4,7 +4,9 @@
 # --engine http://…` on loopback. Token counts must match request by
 # request; the metrics' ratios (HTTP / in-process) show what HTTP adds.
 #
-#   harness/http/bench/inprocess-vs-http.sh OUT_DIR     (env: FUSELAB, ENGINE, POLICY, PRESET, N, RATE, PORT)
+#   harness/http/bench/inprocess-vs-http.sh OUT_DIR
+#   (env: FUSELAB, ENGINE, POLICY, PRESET, N, RATE, PORT, WARMUP seconds left out of both runs,
+#    EXTRA flags for both engines, e.g. "--model llama3-8b")
 # ENGINE=sim compares the simulator on its virtual clock with the same
 # simulator paced in real time behind the server; ENGINE=cpu or cuda runs the
 # real engine both ways.
@@ -20,8 +22,9 @@ PORT="${PORT:-18778}"
 EXTRA=(${EXTRA:-})
 mkdir -p "$OUT"
 rm -rf "$OUT/inproc" "$OUT/http"
+WARM=(${WARMUP:+--warmup $WARMUP})
 "$FUSELAB" bench --engine "$ENGINE" --policy "$POLICY" "${EXTRA[@]}" --preset "$PRESET" --n "$N" --rate "$RATE" \
-    --out "$OUT/inproc" | tee "$OUT/inproc.txt"
+    "${WARM[@]}" --out "$OUT/inproc" | tee "$OUT/inproc.txt"
 "$FUSELAB" serve --engine "$ENGINE" --policy "$POLICY" "${EXTRA[@]}" --port "$PORT" > "$OUT/serve.log" 2>&1 &
 SERVER=$!
 trap 'kill $SERVER 2>/dev/null || true; wait $SERVER 2>/dev/null || true' EXIT
@@ -30,7 +33,7 @@ for _ in $(seq 600); do
     sleep 0.1
 done
 "$FUSELAB" bench --engine "http://127.0.0.1:$PORT" --preset "$PRESET" --n "$N" --rate "$RATE" \
-    --out "$OUT/http" | tee "$OUT/http.txt"
+    "${WARM[@]}" --out "$OUT/http" | tee "$OUT/http.txt"
 python3 - "$OUT" <<'PY' | tee "$OUT/ratios.txt"
 import json, sys
 out = sys.argv[1]

@@ -102,6 +102,18 @@ for p in policies:
     if p in out["previous"] and p in fl:
         a, b = out["previous"][p], fl[p]
         prev_rows.append(f"| {p} | {a['e2e_wall_s']} → {b['e2e_wall_s']} | {a['ttft_p50_s']} → {b['ttft_p50_s']} | {a['steps']} → {b['engine'].get('steps')} | {a['decode_tokens']} → {b['engine'].get('decode_tokens')} |")
+same_work = all(
+    out["previous"][p]["steps"] == fl[p]["engine"].get("steps")
+    and out["previous"][p]["decode_tokens"] == fl[p]["engine"].get("decode_tokens")
+    for p in policies
+    if p in out["previous"] and p in fl
+)
+prev_note = (
+    "Steps and decode tokens are the same as in the previous run: the schedules did not change; "
+    "the times differ by run-to-run noise and by any change to the code between the two builds."
+    if same_work
+    else "The runs differ in steps or decode tokens: the schedules changed between the two builds."
+)
 test_lines = []
 for binary, t in tests.items():
     test_lines.append(f"- `{binary}` (exit {t['rc']}): {t['summary']}")
@@ -150,8 +162,7 @@ than skips; their full output is in `gpu_tests_*.txt`.
 
 {chr(10).join(prev_rows) if len(prev_rows) > 2 else '(no previous run given)'}
 
-The previous run dropped each real-time run's last step (steps one short, decode tokens short
-by that step's decodes), and streamed `static`/`prepack` tokens as they were generated.
+{prev_note}
 
 ## How it was run
 
