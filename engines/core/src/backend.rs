@@ -39,6 +39,42 @@ pub enum BackendError {
     Device(String),
 }
 
+/// Implements every [`Backend`] method but `forward` for a wrapper type by
+/// forwarding to its `inner` field, so wrappers (a slowdown, real-time pacing)
+/// state only what they change and never forget a method.
+macro_rules! forward_backend_to_inner {
+    () => {
+        fn name(&self) -> &str {
+            self.inner.name()
+        }
+
+        fn needs_tokens(&self) -> bool {
+            self.inner.needs_tokens()
+        }
+
+        fn kv_bytes_per_token(&self) -> u64 {
+            self.inner.kv_bytes_per_token()
+        }
+
+        fn vocab_size(&self) -> u32 {
+            self.inner.vocab_size()
+        }
+
+        fn context_len(&self) -> Option<u32> {
+            self.inner.context_len()
+        }
+
+        fn kv_budget_bytes(&self) -> u64 {
+            self.inner.kv_budget_bytes()
+        }
+
+        fn init_kv(&mut self, geometry: $crate::KvGeometry) -> Result<(), $crate::BackendError> {
+            self.inner.init_kv(geometry)
+        }
+    };
+}
+pub(crate) use forward_backend_to_inner;
+
 /// Executes forward steps. Implemented by the CPU, CUDA and simulated backends.
 pub trait Backend {
     /// Short name: `cpu`, `cuda`, `sim`.

@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::{Backend, BackendError, ForwardBatch, KvGeometry, StepOutput};
+use crate::{Backend, BackendError, ForwardBatch, StepOutput};
 
 /// Sleeps out each step's predicted duration and reports the step as
 /// wall-timed (`duration_s: None`), so the engine stamps events with the
@@ -56,33 +56,7 @@ impl<B: Backend> RealTime<B> {
 }
 
 impl<B: Backend> Backend for RealTime<B> {
-    fn name(&self) -> &str {
-        self.inner.name()
-    }
-
-    fn needs_tokens(&self) -> bool {
-        self.inner.needs_tokens()
-    }
-
-    fn kv_bytes_per_token(&self) -> u64 {
-        self.inner.kv_bytes_per_token()
-    }
-
-    fn vocab_size(&self) -> u32 {
-        self.inner.vocab_size()
-    }
-
-    fn kv_budget_bytes(&self) -> u64 {
-        self.inner.kv_budget_bytes()
-    }
-
-    fn context_len(&self) -> Option<u32> {
-        self.inner.context_len()
-    }
-
-    fn init_kv(&mut self, geometry: KvGeometry) -> Result<(), BackendError> {
-        self.inner.init_kv(geometry)
-    }
+    crate::backend::forward_backend_to_inner!();
 
     fn forward(&mut self, batch: &ForwardBatch) -> Result<StepOutput, BackendError> {
         let started = Instant::now();

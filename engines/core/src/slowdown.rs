@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::{Backend, BackendError, ForwardBatch, KvGeometry, StepOutput};
+use crate::{Backend, BackendError, ForwardBatch, StepOutput};
 
 /// Runs the inner backend and stretches each step by `factor` (≥ 1).
 ///
@@ -57,29 +57,7 @@ impl<B: Backend> Slowdown<B> {
 }
 
 impl<B: Backend> Backend for Slowdown<B> {
-    fn name(&self) -> &str {
-        self.inner.name()
-    }
-
-    fn needs_tokens(&self) -> bool {
-        self.inner.needs_tokens()
-    }
-
-    fn kv_bytes_per_token(&self) -> u64 {
-        self.inner.kv_bytes_per_token()
-    }
-
-    fn vocab_size(&self) -> u32 {
-        self.inner.vocab_size()
-    }
-
-    fn kv_budget_bytes(&self) -> u64 {
-        self.inner.kv_budget_bytes()
-    }
-
-    fn init_kv(&mut self, geometry: KvGeometry) -> Result<(), BackendError> {
-        self.inner.init_kv(geometry)
-    }
+    crate::backend::forward_backend_to_inner!();
 
     fn forward(&mut self, batch: &ForwardBatch) -> Result<StepOutput, BackendError> {
         let started = Instant::now();
@@ -100,6 +78,7 @@ impl<B: Backend> Backend for Slowdown<B> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::KvGeometry;
 
     struct Predicted(Option<f64>);
 
@@ -140,5 +119,51 @@ mod tests {
         // A wall-timed backend keeps reporting no duration (the engine times it).
         let mut s = Slowdown::new(Predicted(None), 1.1);
         assert_eq!(s.forward(&b).unwrap().duration_s, None);
+    }
+
+    struct WithContext;
+
+    impl Backend for WithContext {
+        fn name(&self) -> &str {
+            "ctx"
+        }
+        fn needs_tokens(&self) -> bool {
+            true
+        }
+        fn kv_bytes_per_token(&self) -> u64 {
+            7
+        }
+        fn vocab_size(&self) -> u32 {
+            99
+        }
+        fn context_len(&self) -> Option<u32> {
+            Some(131_072)
+        }
+        fn kv_budget_bytes(&self) -> u64 {
+            5
+        }
+        fn init_kv(&mut self, _: KvGeometry) -> Result<(), BackendError> {
+            Ok(())
+        }
+        fn forward(&mut self, _: &ForwardBatch) -> Result<StepOutput, BackendError> {
+            Ok(StepOutput::default())
+        }
+    }
+
+    #[test]
+    fn wrappers_forward_every_property_of_the_backend() {
+        fn props(b: &impl Backend) -> (String, bool, u64, u32, Option<u32>, u64) {
+            (
+                b.name().into(),
+                b.needs_tokens(),
+                b.kv_bytes_per_token(),
+                b.vocab_size(),
+                b.context_len(),
+                b.kv_budget_bytes(),
+            )
+        }
+        let want = props(&WithContext);
+        assert_eq!(props(&Slowdown::new(WithContext, 2.0)), want);
+        assert_eq!(props(&crate::RealTime::new(WithContext)), want);
     }
 }
