@@ -751,16 +751,26 @@ mod tests {
         // when re-attached" does not depend on timing.
         let spec = script(
             dir.path(),
-            &format!("read x < {}; echo $x > {}/out", fifo.display(), dir.path().display()),
+            &format!(
+                ": > {d}/up; read x < {f}; echo $x > {d}/out",
+                f = fifo.display(),
+                d = dir.path().display()
+            ),
         );
         let mut first = LocalExecutor::new(2);
         let id = first.submit(&spec).unwrap();
+        // Past its exec (a process id is re-attached by its command line).
+        while !dir.path().join("up").exists() {
+            std::thread::sleep(Duration::from_millis(5));
+        }
         // The campaign process "dies": its executor is dropped, the job lives on.
         drop(first);
         let mut second = LocalExecutor::new(2);
         let r = JobRef { id: &id, run_dir: dir.path() };
-        assert_eq!(second.poll(&[r]).unwrap(), vec![JobState::Running]);
+        let seen = second.poll(&[r]).unwrap();
+        // Release the job before asserting, so a failure leaves no process behind.
         std::fs::write(&fifo, "done\n").unwrap();
+        assert_eq!(seen, vec![JobState::Running]);
         assert!(matches!(wait_final(&mut second, &id, dir.path()), JobState::Ended { .. }));
         assert_eq!(std::fs::read_to_string(dir.path().join("out")).unwrap(), "done\n");
 
