@@ -35,7 +35,9 @@ fn slurm() -> bool {
 }
 
 fn ray() -> Option<String> {
-    let a = std::env::var("FUSELAB_RAY_ADDRESS").ok().filter(|a| !a.is_empty());
+    let a = std::env::var("FUSELAB_RAY_ADDRESS")
+        .ok()
+        .filter(|a| !a.is_empty());
     if a.is_none() {
         eprintln!(
             "skipped: FUSELAB_RAY_ADDRESS is unset (start Ray with harness/tune/tests/cluster/start-ray.sh)"
@@ -98,10 +100,7 @@ fn sim_campaign(dir: &Path, name: &str, executor: &[&str]) -> f64 {
         .success();
     let recs = lines(&out.join("trials.jsonl"));
     assert_eq!(recs.len(), 24, "{name}");
-    assert!(
-        recs.iter().all(|r| r["status"] == "ok"),
-        "{name}: {recs:?}"
-    );
+    assert!(recs.iter().all(|r| r["status"] == "ok"), "{name}: {recs:?}");
     let best = recs
         .iter()
         .map(|r| r["objective"].as_f64().unwrap())
@@ -133,7 +132,14 @@ fn slurm_runs_a_24_trial_sim_campaign_with_4_in_flight_and_finds_the_local_best(
     let s = sim_campaign(
         dir.path(),
         "slurm",
-        &["--executor", "slurm", "--parallel", "4", "--slurm-args", "--partition debug --time 10"],
+        &[
+            "--executor",
+            "slurm",
+            "--parallel",
+            "4",
+            "--slurm-args",
+            "--partition debug --time 10",
+        ],
     );
     let jobs = lines(&dir.path().join("slurm/jobs.jsonl"));
     assert!(jobs.iter().all(|j| j["executor"] == "slurm"));
@@ -173,7 +179,14 @@ fn cancel_one(executor: &[&str], retry: u32, cancel: impl Fn(&str)) -> Vec<serde
     );
     let mut child = StdCommand::new(assert_cmd::cargo::cargo_bin("fuselab"))
         .args(["tune", "--objective-cmd", &cmd, "--space", "x=0.0..1"])
-        .args(["--tuner", "random", "--budget", "5", "--poll-interval", "100ms"])
+        .args([
+            "--tuner",
+            "random",
+            "--budget",
+            "5",
+            "--poll-interval",
+            "100ms",
+        ])
         .args(["--retry-lost", &retry.to_string()])
         .args(executor)
         .arg("--out")
@@ -182,7 +195,9 @@ fn cancel_one(executor: &[&str], retry: u32, cancel: impl Fn(&str)) -> Vec<serde
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    wait_for("slot 1 to start", Duration::from_secs(120), || once.exists());
+    wait_for("slot 1 to start", Duration::from_secs(120), || {
+        once.exists()
+    });
     // The trials that completed before the cancel.
     let before = lines(&out.join("trials.jsonl"));
     let job = lines(&out.join("jobs.jsonl"))
@@ -194,7 +209,11 @@ fn cancel_one(executor: &[&str], retry: u32, cancel: impl Fn(&str)) -> Vec<serde
     assert!(status.success());
     let recs = lines(&out.join("trials.jsonl"));
     assert_eq!(recs.len(), 5);
-    assert_eq!(&recs[..before.len()], &before[..], "completed trials are kept");
+    assert_eq!(
+        &recs[..before.len()],
+        &before[..],
+        "completed trials are kept"
+    );
     recs
 }
 
@@ -204,36 +223,64 @@ fn scancel_of_a_running_trial_is_recorded_with_slurms_reason_or_resubmitted() {
         return;
     }
     let scancel = |id: &str| {
-        assert!(StdCommand::new("scancel").arg(id).status().unwrap().success());
+        assert!(
+            StdCommand::new("scancel")
+                .arg(id)
+                .status()
+                .unwrap()
+                .success()
+        );
     };
     let ex = ["--executor", "slurm", "--parallel", "2"];
     let recs = cancel_one(&ex, 0, scancel);
     let one = recs.iter().find(|r| r["slot"] == 1).unwrap();
     assert_eq!(one["status"], "lost", "{one}");
-    assert!(one["message"].as_str().unwrap().contains("slurm: CANCELLED"), "{one}");
+    assert!(
+        one["message"]
+            .as_str()
+            .unwrap()
+            .contains("slurm: CANCELLED"),
+        "{one}"
+    );
     assert_eq!(recs.iter().filter(|r| r["status"] == "ok").count(), 4);
 
     let recs = cancel_one(&ex, 1, scancel);
     let one = recs.iter().find(|r| r["slot"] == 1).unwrap();
     assert_eq!(one["status"], "ok", "{one}");
-    assert!(one["message"].as_str().unwrap().contains("slurm: CANCELLED"), "{one}");
+    assert!(
+        one["message"]
+            .as_str()
+            .unwrap()
+            .contains("slurm: CANCELLED"),
+        "{one}"
+    );
     assert_eq!(recs.iter().filter(|r| r["status"] == "ok").count(), 5);
 }
 
 #[test]
 fn ray_job_stop_of_a_running_trial_is_recorded_with_rays_reason() {
     let Some(addr) = ray() else { return };
-    let hostport = addr.trim_start_matches("http://").trim_end_matches('/').to_string();
+    let hostport = addr
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
     let ex = format!("ray={addr}");
     let recs = cancel_one(&["--executor", &ex, "--parallel", "2"], 0, |id| {
-        let (code, body) =
-            fuselab_tune::executor::http_request(&hostport, "POST", &format!("/api/jobs/{id}/stop"), None)
-                .unwrap();
+        let (code, body) = fuselab_tune::executor::http_request(
+            &hostport,
+            "POST",
+            &format!("/api/jobs/{id}/stop"),
+            None,
+        )
+        .unwrap();
         assert_eq!(code, 200, "{body}");
     });
     let one = recs.iter().find(|r| r["slot"] == 1).unwrap();
     assert_eq!(one["status"], "lost", "{one}");
-    assert!(one["message"].as_str().unwrap().contains("ray: STOPPED"), "{one}");
+    assert!(
+        one["message"].as_str().unwrap().contains("ray: STOPPED"),
+        "{one}"
+    );
 }
 
 /// `kill -9` of the campaign process while trials are in flight, then
@@ -275,9 +322,11 @@ fn kill_and_resume(executor: &[&str]) {
         .spawn()
         .unwrap();
     // Two trials done and three blocked in flight (slots 2, 3, 4).
-    wait_for("2 trials and 5 submissions", Duration::from_secs(120), || {
-        lines(&out.join("trials.jsonl")).len() == 2 && lines(&out.join("jobs.jsonl")).len() == 5
-    });
+    wait_for(
+        "2 trials and 5 submissions",
+        Duration::from_secs(120),
+        || lines(&out.join("trials.jsonl")).len() == 2 && lines(&out.join("jobs.jsonl")).len() == 5,
+    );
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     let before = lines(&out.join("trials.jsonl"));
@@ -306,7 +355,11 @@ fn kill_and_resume(executor: &[&str]) {
 
     let recs = lines(&out.join("trials.jsonl"));
     assert_eq!(recs.len(), 7);
-    assert_eq!(&recs[..2], &before[..], "completed trials are kept as they were");
+    assert_eq!(
+        &recs[..2],
+        &before[..],
+        "completed trials are kept as they were"
+    );
     let mut slots: Vec<u64> = recs.iter().map(|r| r["slot"].as_u64().unwrap()).collect();
     slots.sort();
     assert_eq!(slots, (0..7).collect::<Vec<_>>(), "each slot recorded once");
@@ -324,7 +377,11 @@ fn kill_and_resume(executor: &[&str]) {
         let r = recs.iter().find(|r| r["slot"] == slot).unwrap();
         assert_eq!(
             r["job"],
-            format!("{}:{}", j["executor"].as_str().unwrap(), j["job"].as_str().unwrap())
+            format!(
+                "{}:{}",
+                j["executor"].as_str().unwrap(),
+                j["job"].as_str().unwrap()
+            )
         );
     }
 }
@@ -356,9 +413,23 @@ fn executor_flags_are_checked_before_any_trial() {
         (vec!["--slurm-args", "--partition x"], "--slurm-args"),
         (vec!["--ray-resources", "num_cpus=1"], "--ray-resources"),
         (vec!["--retry-lost", "1"], "--retry-lost"),
-        (vec!["--executor", "local:2", "--parallel", "3"], "--parallel"),
-        (vec!["--executor", "ray=http://127.0.0.1:1", "--ray-resources", "cpus"], "--ray-resources"),
-        (vec!["--executor", "slurm", "--slurm-args", "--output x"], "--slurm-args"),
+        (
+            vec!["--executor", "local:2", "--parallel", "3"],
+            "--parallel",
+        ),
+        (
+            vec![
+                "--executor",
+                "ray=http://127.0.0.1:1",
+                "--ray-resources",
+                "cpus",
+            ],
+            "--ray-resources",
+        ),
+        (
+            vec!["--executor", "slurm", "--slurm-args", "--output x"],
+            "--slurm-args",
+        ),
     ] {
         fuselab()
             .args(["tune", "--objective-cmd", "echo 1", "--space", "x=0.0..1"])

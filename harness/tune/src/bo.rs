@@ -354,15 +354,9 @@ impl BoTuner {
                 c.as_upper(0.0).1,
             ));
         }
-        let n_fail = told
-            .iter()
-            .filter(|t| !t.outcome.status.ran())
-            .count();
+        let n_fail = told.iter().filter(|t| !t.outcome.status.ran()).count();
         let success = if n_fail > 0 {
-            let xa: Vec<Vec<f64>> = told
-                .iter()
-                .map(|t| p.space.encode(&t.config))
-                .collect();
+            let xa: Vec<Vec<f64>> = told.iter().map(|t| p.space.encode(&t.config)).collect();
             let labels: Vec<f64> = told
                 .iter()
                 .map(|t| if t.outcome.status.ran() { 1.0 } else { -1.0 })

@@ -624,10 +624,7 @@ fn exit_outcome(trial: &dyn CommandTrial, run_dir: &Path, code: i32) -> Outcome 
             ),
         )
     } else if code > 128 {
-        Outcome::failed(
-            Status::Crashed,
-            format!("killed by signal {}", code - 128),
-        )
+        Outcome::failed(Status::Crashed, format!("killed by signal {}", code - 128))
     } else {
         let tail = tail_line(&read("stderr.txt"));
         Outcome::failed(
@@ -648,12 +645,7 @@ fn exit_outcome(trial: &dyn CommandTrial, run_dir: &Path, code: i32) -> Outcome 
 /// The job script of a trial: exports the knobs, runs `command.sh` (under
 /// `timeout` when the trial has a limit), saves its output and writes its
 /// exit status to `exit-code` last.
-fn job_script(
-    trial: &dyn CommandTrial,
-    f: &InFlight,
-    space: &SearchSpace,
-    cwd: &Path,
-) -> String {
+fn job_script(trial: &dyn CommandTrial, f: &InFlight, space: &SearchSpace, cwd: &Path) -> String {
     let q = |p: &Path| sh_quote(&p.to_string_lossy());
     let run = &f.run_dir;
     let mut s = format!(
@@ -866,7 +858,10 @@ fn drive(
         if tuner.trials().len() + inflight.len() >= budget {
             break;
         }
-        eprintln!("re-attaching to trial slot {slot}: {} job {job}", r.executor);
+        eprintln!(
+            "re-attaching to trial slot {slot}: {} job {job}",
+            r.executor
+        );
         inflight.push(InFlight {
             slot,
             attempt: r.attempt,
@@ -938,7 +933,10 @@ fn drive(
             let mut f = inflight.remove(pos);
             let outcome = match fin {
                 Finish::Lost(o) if f.attempt < retry_lost => {
-                    let why = o.message.clone().unwrap_or_else(|| format!("{:?}", o.status));
+                    let why = o
+                        .message
+                        .clone()
+                        .unwrap_or_else(|| format!("{:?}", o.status));
                     eprintln!(
                         "trial slot {slot} lost ({why}); re-submitting (attempt {} of {})",
                         f.attempt + 2,
@@ -1023,6 +1021,8 @@ pub fn run_campaign(
 /// trial. A job the cluster loses (cancelled, preempted, timed out, node
 /// died) is re-submitted up to `opts.retry_lost` times, then recorded with
 /// the scheduler's reason.
+// The same arguments as `run_campaign`, plus the executor.
+#[allow(clippy::too_many_arguments)]
 pub fn run_campaign_on(
     problem: &Problem,
     tuner: &mut dyn Tuner,

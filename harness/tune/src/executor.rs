@@ -134,7 +134,9 @@ impl FromStr for ExecutorSpec {
         if let Some(k) = s.strip_prefix("local:") {
             return match k.parse::<usize>() {
                 Ok(k) if k >= 1 => Ok(Self::Local { slots: k }),
-                _ => Err(bad(format!("`{k}` in `{s}` is not a positive number of slots"))),
+                _ => Err(bad(format!(
+                    "`{k}` in `{s}` is not a positive number of slots"
+                ))),
             };
         }
         if s == "slurm" {
@@ -239,7 +241,10 @@ impl Executor for LocalExecutor {
             .process_group(0)
             .spawn()
             .map_err(|e| {
-                Error::executor("local", format!("cannot start `sh {}`: {e}", job.script.display()))
+                Error::executor(
+                    "local",
+                    format!("cannot start `sh {}`: {e}", job.script.display()),
+                )
             })?;
         let pid = child.id();
         self.children.insert(pid, child);
@@ -311,11 +316,20 @@ impl SlurmExecutor {
             if a.contains(['\'', '"', '\\']) {
                 return Err(Error::invalid(
                     "--slurm-args",
-                    format!("`{a}` has quotes or backslashes; the arguments are split on white space"),
+                    format!(
+                        "`{a}` has quotes or backslashes; the arguments are split on white space"
+                    ),
                     "write e.g. --slurm-args '--partition gpu --gres gpu:1 --time 30:00'",
                 ));
             }
-            for own in ["--output", "--error", "--job-name", "--chdir", "--parsable", "--wrap"] {
+            for own in [
+                "--output",
+                "--error",
+                "--job-name",
+                "--chdir",
+                "--parsable",
+                "--wrap",
+            ] {
                 if a == own || a.starts_with(&format!("{own}=")) {
                     return Err(Error::invalid(
                         "--slurm-args",
@@ -343,9 +357,7 @@ impl SlurmExecutor {
             "PENDING" | "CONFIGURING" | "REQUEUED" | "REQUEUE_HOLD" | "REQUEUE_FED"
             | "RESIZING" | "SUSPENDED" => JobState::Queued,
             "RUNNING" | "COMPLETING" | "STAGE_OUT" | "SIGNALING" => JobState::Running,
-            "COMPLETED" | "FAILED" => JobState::Ended {
-                detail: why(base),
-            },
+            "COMPLETED" | "FAILED" => JobState::Ended { detail: why(base) },
             "TIMEOUT" | "DEADLINE" => JobState::Lost {
                 status: Status::Timeout,
                 reason: why(base),
@@ -380,12 +392,21 @@ impl Executor for SlurmExecutor {
         let mut cmd = Command::new("sbatch");
         cmd.arg("--parsable")
             .arg(format!("--job-name={}", job.name))
-            .arg(format!("--output={}", job.run_dir.join("slurm-%j.out").display()))
+            .arg(format!(
+                "--output={}",
+                job.run_dir.join("slurm-%j.out").display()
+            ))
             .arg(format!("--chdir={}", job.cwd.display()))
             .args(&self.args)
             .arg(&job.script);
         let out = run_tool("slurm", &mut cmd, "sbatch")?;
-        let id = out.trim().split(';').next().unwrap_or("").trim().to_string();
+        let id = out
+            .trim()
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_string();
         if id.is_empty() || !id.chars().all(|c| c.is_ascii_digit() || c == '_') {
             return Err(Error::executor(
                 "slurm",
@@ -414,11 +435,23 @@ impl Executor for SlurmExecutor {
                 }
             }
         }
-        let missing: Vec<&str> = ids.iter().copied().filter(|i| !known.contains_key(*i)).collect();
+        let missing: Vec<&str> = ids
+            .iter()
+            .copied()
+            .filter(|i| !known.contains_key(*i))
+            .collect();
         if !missing.is_empty() {
             // Older jobs: the accounting database, where there is one.
             let mut a = Command::new("sacct");
-            a.args(["-n", "-P", "-X", "-o", "JobID,State,Reason", "-j", &missing.join(",")]);
+            a.args([
+                "-n",
+                "-P",
+                "-X",
+                "-o",
+                "JobID,State,Reason",
+                "-j",
+                &missing.join(","),
+            ]);
             if let Ok(o) = a.stdin(Stdio::null()).stderr(Stdio::null()).output()
                 && o.status.success()
             {
@@ -541,7 +574,12 @@ pub fn http_request(
             .split_whitespace()
             .nth(1)
             .and_then(|c| c.parse::<u16>().ok())
-            .ok_or_else(|| format!("{addr} answered `{}`, not HTTP", head.lines().next().unwrap_or("")))?;
+            .ok_or_else(|| {
+                format!(
+                    "{addr} answered `{}`, not HTTP",
+                    head.lines().next().unwrap_or("")
+                )
+            })?;
         return Ok((code, body.to_string()));
     }
     Err(last)
@@ -558,7 +596,12 @@ impl RayExecutor {
         }
     }
 
-    fn call(&self, method: &str, path: &str, body: Option<&str>) -> Result<(u16, serde_json::Value)> {
+    fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+    ) -> Result<(u16, serde_json::Value)> {
         let (code, text) = http_request(&self.address, method, path, body)
             .map_err(|e| Error::executor("ray", format!("{e} (is `ray start --head` running?)")))?;
         let v = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
@@ -578,7 +621,9 @@ impl RayExecutor {
         match status {
             "PENDING" => JobState::Queued,
             "RUNNING" => JobState::Running,
-            "SUCCEEDED" | "FAILED" => JobState::Ended { detail: why(status) },
+            "SUCCEEDED" | "FAILED" => JobState::Ended {
+                detail: why(status),
+            },
             // STOPPED (ray job stop) and anything unknown.
             other => JobState::Lost {
                 status: Status::Lost,
@@ -668,16 +713,29 @@ mod tests {
 
     #[test]
     fn executor_specs_parse_and_bad_ones_name_the_flag() {
-        assert_eq!("local".parse::<ExecutorSpec>().unwrap(), ExecutorSpec::Local { slots: 1 });
-        assert_eq!("local:4".parse::<ExecutorSpec>().unwrap(), ExecutorSpec::Local { slots: 4 });
-        assert_eq!("slurm".parse::<ExecutorSpec>().unwrap(), ExecutorSpec::Slurm);
+        assert_eq!(
+            "local".parse::<ExecutorSpec>().unwrap(),
+            ExecutorSpec::Local { slots: 1 }
+        );
+        assert_eq!(
+            "local:4".parse::<ExecutorSpec>().unwrap(),
+            ExecutorSpec::Local { slots: 4 }
+        );
+        assert_eq!(
+            "slurm".parse::<ExecutorSpec>().unwrap(),
+            ExecutorSpec::Slurm
+        );
         assert_eq!(
             "ray=http://10.0.0.1:8265/".parse::<ExecutorSpec>().unwrap(),
-            ExecutorSpec::Ray { address: "10.0.0.1:8265".into() }
+            ExecutorSpec::Ray {
+                address: "10.0.0.1:8265".into()
+            }
         );
         assert_eq!(
             "ray=head".parse::<ExecutorSpec>().unwrap(),
-            ExecutorSpec::Ray { address: "head:8265".into() }
+            ExecutorSpec::Ray {
+                address: "head:8265".into()
+            }
         );
         for bad in ["local:0", "local:x", "ray", "ray=https://h:1", "kube"] {
             let e = bad.parse::<ExecutorSpec>().unwrap_err().to_string();
@@ -687,9 +745,15 @@ mod tests {
 
     #[test]
     fn scheduler_states_map_to_trial_fates() {
-        assert_eq!(SlurmExecutor::state("PENDING", "Resources"), JobState::Queued);
+        assert_eq!(
+            SlurmExecutor::state("PENDING", "Resources"),
+            JobState::Queued
+        );
         assert_eq!(SlurmExecutor::state("RUNNING", "None"), JobState::Running);
-        assert!(matches!(SlurmExecutor::state("COMPLETED", "None"), JobState::Ended { .. }));
+        assert!(matches!(
+            SlurmExecutor::state("COMPLETED", "None"),
+            JobState::Ended { .. }
+        ));
         match SlurmExecutor::state("CANCELLED by 0", "None") {
             JobState::Lost { status, reason } => {
                 assert_eq!(status, Status::Lost);
@@ -706,19 +770,34 @@ mod tests {
         }
         assert!(matches!(
             SlurmExecutor::state("TIMEOUT", ""),
-            JobState::Lost { status: Status::Timeout, .. }
+            JobState::Lost {
+                status: Status::Timeout,
+                ..
+            }
         ));
         assert!(matches!(
             RayExecutor::state("STOPPED", "Job was intentionally stopped."),
-            JobState::Lost { status: Status::Lost, .. }
+            JobState::Lost {
+                status: Status::Lost,
+                ..
+            }
         ));
-        assert!(matches!(RayExecutor::state("FAILED", "x"), JobState::Ended { .. }));
+        assert!(matches!(
+            RayExecutor::state("FAILED", "x"),
+            JobState::Ended { .. }
+        ));
         assert!(SlurmExecutor::new("--partition debug --output x").is_err());
         assert!(SlurmExecutor::new("--partition 'a b'").is_err());
         let r: RayResources = "num_cpus=1,num_gpus=0.5,tpu=2".parse().unwrap();
         assert_eq!(r.num_cpus, Some(1.0));
         assert_eq!(r.custom["tpu"], 2.0);
-        assert!("num_cpus".parse::<RayResources>().unwrap_err().to_string().contains("--ray-resources"));
+        assert!(
+            "num_cpus"
+                .parse::<RayResources>()
+                .unwrap_err()
+                .to_string()
+                .contains("--ray-resources")
+        );
     }
 
     fn script(dir: &Path, body: &str) -> JobSpec {
@@ -746,7 +825,13 @@ mod tests {
     fn local_jobs_run_are_reattached_by_a_new_executor_and_cancel() {
         let dir = tempfile::tempdir().unwrap();
         let fifo = dir.path().join("go");
-        assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+        assert!(
+            Command::new("mkfifo")
+                .arg(&fifo)
+                .status()
+                .unwrap()
+                .success()
+        );
         // The job blocks until the test opens the fifo, so "still running
         // when re-attached" does not depend on timing.
         let spec = script(
@@ -766,19 +851,35 @@ mod tests {
         // The campaign process "dies": its executor is dropped, the job lives on.
         drop(first);
         let mut second = LocalExecutor::new(2);
-        let r = JobRef { id: &id, run_dir: dir.path() };
+        let r = JobRef {
+            id: &id,
+            run_dir: dir.path(),
+        };
         let seen = second.poll(&[r]).unwrap();
         // Release the job before asserting, so a failure leaves no process behind.
         std::fs::write(&fifo, "done\n").unwrap();
         assert_eq!(seen, vec![JobState::Running]);
-        assert!(matches!(wait_final(&mut second, &id, dir.path()), JobState::Ended { .. }));
-        assert_eq!(std::fs::read_to_string(dir.path().join("out")).unwrap(), "done\n");
+        assert!(matches!(
+            wait_final(&mut second, &id, dir.path()),
+            JobState::Ended { .. }
+        ));
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("out")).unwrap(),
+            "done\n"
+        );
 
         // Cancel kills the whole group.
         let spec = script(dir.path(), &format!("read x < {}", fifo.display()));
         let mut ex = LocalExecutor::new(1);
         let id = ex.submit(&spec).unwrap();
-        ex.cancel(JobRef { id: &id, run_dir: dir.path() }).unwrap();
-        assert!(matches!(wait_final(&mut ex, &id, dir.path()), JobState::Ended { .. }));
+        ex.cancel(JobRef {
+            id: &id,
+            run_dir: dir.path(),
+        })
+        .unwrap();
+        assert!(matches!(
+            wait_final(&mut ex, &id, dir.path()),
+            JobState::Ended { .. }
+        ));
     }
 }

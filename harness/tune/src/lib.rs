@@ -63,10 +63,10 @@ pub use campaign::{
     CampaignEnd, CommandObjective, CommandTrial, ExecOptions, Objective, TrialContext, TunerKind,
     campaign_meta, open_campaign, run_campaign, run_campaign_on,
 };
+pub use error::{Error, Result};
 pub use executor::{
     Executor, ExecutorSpec, JobState, LocalExecutor, RayExecutor, RayResources, SlurmExecutor,
 };
-pub use error::{Error, Result};
 pub use journal::{CampaignMeta, JobLog, JobRecord, Journal, TrialRecord};
 pub use space::{Config, Constraint, Domain, Param, SearchSpace, Value};
 pub use tuner::{

@@ -189,7 +189,11 @@ pub fn batch_regret(
     let space = SearchSpace::parse(tf.space)?;
     let problem = Problem::single(space, tf.name, Direction::Minimize);
     let mut tuner = BoTuner::new(problem, seed, BoOptions::default());
-    let k = if batching == Batching::Sequential { 1 } else { k.max(1) };
+    let k = if batching == Batching::Sequential {
+        1
+    } else {
+        k.max(1)
+    };
     let duration = |i: usize| -> f64 {
         let mut rng = crate::tuner::trial_rng(seed ^ 0xD0_0D, i);
         let z: f64 = rand_distr::StandardNormal.sample(&mut rng);

@@ -8,8 +8,8 @@ use std::time::Duration;
 use fuselab_tune::testfns::{Batching, HARTMANN6, batch_regret};
 use fuselab_tune::{
     BoOptions, BoTuner, CommandObjective, Config, Direction, ExecOptions, Journal, LocalExecutor,
-    Objective, Outcome, Problem, SearchSpace, TrialContext, Tuner, TunerKind,
-    campaign_meta, open_campaign, run_campaign, run_campaign_on,
+    Objective, Outcome, Problem, SearchSpace, TrialContext, Tuner, TunerKind, campaign_meta,
+    open_campaign, run_campaign, run_campaign_on,
 };
 
 fn lines(path: &Path) -> Vec<serde_json::Value> {
@@ -90,7 +90,10 @@ fn pending_points_are_believed_and_never_repeated() {
     assert_eq!(alone, pending, "the same history gives the same suggestion");
     let next = bo.ask_pending(3, &pending).unwrap();
     assert_eq!(next.len(), 3);
-    assert!(!next.contains(&pending[0]), "a pending point is not suggested again");
+    assert!(
+        !next.contains(&pending[0]),
+        "a pending point is not suggested again"
+    );
     // The same question gets the same answer (deterministic).
     assert_eq!(bo.ask_pending(3, &pending).unwrap(), next);
 }
@@ -194,14 +197,22 @@ fn a_job_killed_under_the_campaign_is_lost_then_resubmitted_once() {
         if retry == 0 {
             assert_eq!(one["status"], "lost", "{one}");
             assert!(
-                one["message"].as_str().unwrap().contains("wrote no exit code"),
+                one["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("wrote no exit code"),
                 "{one}"
             );
             assert_eq!(subs, 1);
         } else {
             assert_eq!(one["status"], "ok", "{one}");
             assert_eq!(one["run"], "runs/0001-r1");
-            assert!(one["message"].as_str().unwrap().starts_with("re-submitted after:"));
+            assert!(
+                one["message"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("re-submitted after:")
+            );
             assert_eq!(subs, 2);
         }
         let ok = recs.iter().filter(|r| r["status"] == "ok").count();

@@ -110,7 +110,7 @@ pub struct TuneArgs {
 
     /// Extra `sbatch` arguments for every trial (split on white space), e.g.
     /// `--partition gpu --gres gpu:1 --time 30:00`.
-    #[arg(long, value_name = "ARGS")]
+    #[arg(long, value_name = "ARGS", allow_hyphen_values = true)]
     pub slurm_args: Option<String>,
 
     /// Resources each trial's Ray job reserves, e.g. `num_cpus=1,num_gpus=1`.
@@ -546,9 +546,11 @@ pub fn run(args: TuneArgs) -> anyhow::Result<CliOutcome> {
         .map(str::parse::<ExecutorSpec>)
         .transpose()?;
     let parallel = executor_flags(&args, executor.as_ref(), parallel)?;
-    let (problem, objective, command): (Problem, Box<dyn Objective>, Option<Box<dyn CommandTrial>>) = if let Some(cmd) =
-        args.server_cmd.as_deref()
-    {
+    let (problem, objective, command): (
+        Problem,
+        Box<dyn Objective>,
+        Option<Box<dyn CommandTrial>>,
+    ) = if let Some(cmd) = args.server_cmd.as_deref() {
         if executor.is_some() {
             bail!(Error::invalid(
                 "--executor",
