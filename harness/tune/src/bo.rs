@@ -318,6 +318,13 @@ impl BoTuner {
 
     fn fit(&self, rng: &mut ChaCha8Rng) -> Result<Option<Models>> {
         let p = &self.problem;
+        // A trial lost to the cluster (cancelled, preempted, node died) says
+        // nothing about its configuration: no model sees it.
+        let told: Vec<&Trial> = self
+            .trials
+            .iter()
+            .filter(|t| t.outcome.status != Status::Lost)
+            .collect();
         let ran = ran_trials(&self.trials, p);
         if ran.len() < 2 {
             return Ok(None);
@@ -331,7 +338,7 @@ impl BoTuner {
         let worst = y.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
         let mut xo = xs.clone();
         let mut yo = y.clone();
-        for t in self.trials.iter().filter(|t| !t.outcome.status.ran()) {
+        for t in told.iter().filter(|t| !t.outcome.status.ran()) {
             xo.push(p.space.encode(&t.config));
             yo.push(worst);
         }
@@ -347,19 +354,10 @@ impl BoTuner {
                 c.as_upper(0.0).1,
             ));
         }
-        let n_fail = self
-            .trials
-            .iter()
-            .filter(|t| !t.outcome.status.ran())
-            .count();
+        let n_fail = told.iter().filter(|t| !t.outcome.status.ran()).count();
         let success = if n_fail > 0 {
-            let xa: Vec<Vec<f64>> = self
-                .trials
-                .iter()
-                .map(|t| p.space.encode(&t.config))
-                .collect();
-            let labels: Vec<f64> = self
-                .trials
+            let xa: Vec<Vec<f64>> = told.iter().map(|t| p.space.encode(&t.config)).collect();
+            let labels: Vec<f64> = told
                 .iter()
                 .map(|t| if t.outcome.status.ran() { 1.0 } else { -1.0 })
                 .collect();
@@ -489,9 +487,15 @@ impl Tuner for BoTuner {
         "bo"
     }
 
-    fn ask(&mut self, n: usize) -> Result<Vec<Config>> {
-        let base = self.trials.len();
-        let mut seen: HashSet<String> = self.trials.iter().map(|t| config_key(&t.config)).collect();
+    fn ask_pending(&mut self, n: usize, pending: &[Config]) -> Result<Vec<Config>> {
+        let base = self.trials.len() + pending.len();
+        let mut seen: HashSet<String> = self
+            .trials
+            .iter()
+            .map(|t| &t.config)
+            .chain(pending)
+            .map(config_key)
+            .collect();
         let n_init = self.n_init();
         let mut models: Option<Models> = None;
         let mut fitted = false;
@@ -509,6 +513,12 @@ impl Tuner for BoTuner {
                 if !fitted {
                     models = self.fit(&mut rng)?;
                     fitted = true;
+                    // Asynchronous batches: believe the points in flight.
+                    if let Some(m) = models.as_mut() {
+                        for c in pending {
+                            m.believe(&self.problem.space.encode(c))?;
+                        }
+                    }
                 }
                 match models.take() {
                     Some(mut m) => {

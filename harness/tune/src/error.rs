@@ -50,6 +50,16 @@ pub enum Error {
         message: String,
     },
 
+    // === executors ===
+    /// A scheduler refused or failed a request (submit, poll, cancel).
+    #[error("{executor}: {message}")]
+    Executor {
+        /// The executor (`local`, `slurm`, `ray`).
+        executor: String,
+        /// What failed, with the scheduler's own words.
+        message: String,
+    },
+
     // === numerics ===
     /// A numerical routine failed (e.g. the kernel matrix is not positive
     /// definite even with the largest jitter).
@@ -86,6 +96,14 @@ impl Error {
             field: field.into(),
             problem: problem.into(),
             hint: hint.into(),
+        }
+    }
+
+    /// Shorthand for [`Error::Executor`].
+    pub fn executor(executor: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::Executor {
+            executor: executor.into(),
+            message: message.into(),
         }
     }
 

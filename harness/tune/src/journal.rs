@@ -66,6 +66,14 @@ pub struct TrialRecord {
     /// Failure reason or notes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// Submission number of the trial (its run folder's number); trials
+    /// finish out of submission order when several are in flight.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slot: Option<usize>,
+    /// The executor's job id of the attempt that produced this record
+    /// (`local:PID`, `slurm:JOBID`, `ray:SUBMISSION_ID`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<String>,
 }
 
 impl TrialRecord {
@@ -91,6 +99,8 @@ impl TrialRecord {
             run: o.run_dir.clone(),
             duration_s: o.duration_s,
             message: o.message.clone(),
+            slot: None,
+            job: None,
         }
     }
 
@@ -323,6 +333,103 @@ impl Journal {
     /// The campaign folder.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+}
+
+/// One line of `jobs.jsonl`: a trial submitted (or re-submitted after its
+/// job was lost). With the trial records it tells a resumed campaign which
+/// jobs are still in flight and how to re-attach to them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobRecord {
+    /// Submission number (the run folder's number).
+    pub slot: usize,
+    /// 0 for the first submission, 1 for the first re-submission, …
+    pub attempt: u32,
+    /// Executor kind: `in-process`, `local`, `slurm`, `ray`.
+    pub executor: String,
+    /// The executor's job id; `None` in process (cannot be re-attached).
+    pub job: Option<String>,
+    /// Run folder, relative to the campaign folder.
+    pub run: String,
+    /// Knob values.
+    pub knobs: BTreeMap<String, Value>,
+    /// Why the previous attempt was re-submitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after: Option<String>,
+}
+
+/// The append-only submission log of a campaign, `jobs.jsonl`.
+#[derive(Debug)]
+pub struct JobLog {
+    path: PathBuf,
+    file: File,
+}
+
+impl JobLog {
+    /// The log of a campaign folder.
+    pub fn path_in(dir: &Path) -> PathBuf {
+        dir.join("jobs.jsonl")
+    }
+
+    /// Opens (creating) the log for appending and returns its records; a
+    /// torn last line (a kill mid-write) is dropped and truncated away.
+    pub fn open(dir: &Path) -> Result<(Self, Vec<JobRecord>)> {
+        let path = Self::path_in(dir);
+        let mut file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(&path)
+            .map_err(io(&path))?;
+        let mut text = String::new();
+        file.read_to_string(&mut text).map_err(io(&path))?;
+        let mut records = Vec::new();
+        let mut good_len = 0usize;
+        let lines: Vec<&str> = text.split_inclusive('\n').collect();
+        for (i, line) in lines.iter().enumerate() {
+            let complete = line.ends_with('\n');
+            let body = line.trim();
+            if body.is_empty() {
+                good_len += line.len();
+                continue;
+            }
+            match serde_json::from_str::<JobRecord>(body) {
+                Ok(r) if complete => {
+                    records.push(r);
+                    good_len += line.len();
+                }
+                _ if !complete && i + 1 == lines.len() => {
+                    tracing::warn!("{}: dropping a torn last line", path.display());
+                }
+                Ok(_) => unreachable!("complete lines are handled above"),
+                Err(e) => {
+                    return Err(Error::Journal {
+                        path: path.clone(),
+                        line: i + 1,
+                        message: e.to_string(),
+                    });
+                }
+            }
+        }
+        if good_len < text.len() {
+            file.set_len(good_len as u64).map_err(io(&path))?;
+            file.seek(SeekFrom::End(0)).map_err(io(&path))?;
+        }
+        Ok((Self { path, file }, records))
+    }
+
+    /// Appends one record, then flushes and fsyncs.
+    pub fn append(&mut self, rec: &JobRecord) -> Result<()> {
+        let mut line = serde_json::to_string(rec)
+            .map_err(|e| Error::invalid("job", e.to_string(), "report this bug"))?;
+        line.push('\n');
+        self.file
+            .write_all(line.as_bytes())
+            .map_err(io(&self.path))?;
+        self.file.flush().map_err(io(&self.path))?;
+        self.file.sync_data().map_err(io(&self.path))?;
+        Ok(())
     }
 }
 

@@ -50,6 +50,7 @@ pub mod acq;
 pub mod bo;
 pub mod campaign;
 mod error;
+pub mod executor;
 pub mod gp;
 pub mod journal;
 pub mod server;
@@ -59,11 +60,14 @@ pub mod tuner;
 
 pub use bo::{BoOptions, BoTuner, MATERIAL_NOISE, ModelPick, Recommendation, recommend};
 pub use campaign::{
-    CampaignEnd, CommandObjective, Objective, TrialContext, TunerKind, campaign_meta,
-    open_campaign, run_campaign,
+    CampaignEnd, CommandObjective, CommandTrial, ExecOptions, Objective, TrialContext, TunerKind,
+    campaign_meta, open_campaign, run_campaign, run_campaign_on,
 };
 pub use error::{Error, Result};
-pub use journal::{CampaignMeta, Journal, TrialRecord};
+pub use executor::{
+    Executor, ExecutorSpec, JobState, LocalExecutor, RayExecutor, RayResources, SlurmExecutor,
+};
+pub use journal::{CampaignMeta, JobLog, JobRecord, Journal, TrialRecord};
 pub use space::{Config, Constraint, Domain, Param, SearchSpace, Value};
 pub use tuner::{
     Direction, GridTuner, ObjectiveDef, Outcome, OutcomeConstraint, Problem, RandomTuner, Status,

@@ -135,6 +135,10 @@ pub enum Status {
     Timeout,
     /// Crashed (killed by a signal, panicked).
     Crashed,
+    /// Lost to the cluster, not to the configuration: the job was cancelled
+    /// (`scancel`, `ray job stop`), preempted, or its node died. Says nothing
+    /// about the configuration, so the models ignore it.
+    Lost,
 }
 
 impl Status {
@@ -205,7 +209,16 @@ pub trait Tuner {
     /// Up to `n` new configurations to evaluate next (fewer, possibly none,
     /// when a finite space or grid is exhausted). Deterministic given the
     /// seed and the trials told so far.
-    fn ask(&mut self, n: usize) -> Result<Vec<Config>>;
+    fn ask(&mut self, n: usize) -> Result<Vec<Config>> {
+        self.ask_pending(n, &[])
+    }
+    /// Like [`Tuner::ask`], with `pending` configurations already being
+    /// evaluated (asynchronous batches: trials in flight whose results are
+    /// not in yet). Suggestions never repeat a pending point, and the BO
+    /// tuner conditions its models on them (Kriging believer), so a freed
+    /// slot gets a new point without waiting for the others. Deterministic
+    /// given the seed, the trials told and `pending`.
+    fn ask_pending(&mut self, n: usize, pending: &[Config]) -> Result<Vec<Config>>;
     /// Records a finished trial.
     fn tell(&mut self, trial: Trial);
     /// The trials told so far.
@@ -276,11 +289,17 @@ impl Tuner for RandomTuner {
     fn name(&self) -> &'static str {
         "random"
     }
-    fn ask(&mut self, n: usize) -> Result<Vec<Config>> {
-        let mut seen: HashSet<String> = self.trials.iter().map(|t| config_key(&t.config)).collect();
+    fn ask_pending(&mut self, n: usize, pending: &[Config]) -> Result<Vec<Config>> {
+        let mut seen: HashSet<String> = self
+            .trials
+            .iter()
+            .map(|t| &t.config)
+            .chain(pending)
+            .map(config_key)
+            .collect();
         let mut out = Vec::new();
         for j in 0..n {
-            let mut rng = trial_rng(self.seed, self.trials.len() + j);
+            let mut rng = trial_rng(self.seed, self.trials.len() + pending.len() + j);
             if let Some(c) = fresh_sample(&self.problem.space, &mut rng, &seen)? {
                 seen.insert(config_key(&c));
                 out.push(c);
@@ -356,8 +375,14 @@ impl Tuner for GridTuner {
     fn name(&self) -> &'static str {
         "grid"
     }
-    fn ask(&mut self, n: usize) -> Result<Vec<Config>> {
-        let seen: HashSet<String> = self.trials.iter().map(|t| config_key(&t.config)).collect();
+    fn ask_pending(&mut self, n: usize, pending: &[Config]) -> Result<Vec<Config>> {
+        let seen: HashSet<String> = self
+            .trials
+            .iter()
+            .map(|t| &t.config)
+            .chain(pending)
+            .map(config_key)
+            .collect();
         Ok(self
             .grid
             .iter()

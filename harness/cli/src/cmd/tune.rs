@@ -10,9 +10,10 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use fuselab_core::Error;
 use fuselab_tune::{
-    CampaignEnd, CommandObjective, Config, Direction, Objective, ObjectiveDef, Outcome,
-    OutcomeConstraint, Problem, SearchSpace, Status, Trial, TrialContext, TunerKind, campaign_meta,
-    open_campaign, pareto_trials, recommend, run_campaign,
+    CampaignEnd, CommandObjective, CommandTrial, Config, Direction, ExecOptions, Executor,
+    ExecutorSpec, LocalExecutor, Objective, ObjectiveDef, Outcome, OutcomeConstraint, Problem,
+    RayExecutor, RayResources, SearchSpace, SlurmExecutor, Status, Trial, TrialContext, TunerKind,
+    campaign_meta, open_campaign, pareto_trials, recommend, run_campaign, run_campaign_on,
 };
 use serde::{Deserialize, Serialize};
 
@@ -91,9 +92,40 @@ pub struct TuneArgs {
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
 
-    /// Trials evaluated at once (Kriging-believer batches) [default: 1].
+    /// Trials in flight at once: whenever one finishes, the next is suggested
+    /// with the others pending (asynchronous Kriging-believer batches)
+    /// [default: 1; with `--executor local:K`, K].
     #[arg(long, value_name = "K")]
     pub parallel: Option<usize>,
+
+    /// Where trials run: `local[:K]` (each trial a process on this machine,
+    /// K at once), `slurm` (each trial an `sbatch` job; `--parallel` in
+    /// flight) or `ray=http://HOST:8265` (each trial a Ray job through the Ray
+    /// Jobs API). A trial is the same `fuselab bench` (or `--objective-cmd`)
+    /// command line in every executor, writing its run folder under `--out`,
+    /// which must be on a file system the nodes share. Without it, trials run
+    /// inside this process.
+    #[arg(long, value_name = "EXECUTOR")]
+    pub executor: Option<String>,
+
+    /// Extra `sbatch` arguments for every trial (split on white space), e.g.
+    /// `--partition gpu --gres gpu:1 --time 30:00`.
+    #[arg(long, value_name = "ARGS", allow_hyphen_values = true)]
+    pub slurm_args: Option<String>,
+
+    /// Resources each trial's Ray job reserves, e.g. `num_cpus=1,num_gpus=1`.
+    #[arg(long, value_name = "NAME=N,...")]
+    pub ray_resources: Option<String>,
+
+    /// Re-submit a trial whose job the cluster lost (cancelled, preempted,
+    /// timed out, node died) up to N times before recording it as failed
+    /// [default: 0].
+    #[arg(long, value_name = "N")]
+    pub retry_lost: Option<u32>,
+
+    /// How often the executor's scheduler is polled, e.g. `1s` [default: 500ms].
+    #[arg(long, value_name = "DURATION")]
+    pub poll_interval: Option<String>,
 
     /// Per-trial time limit of `--objective-cmd`, e.g. `30s`, `500ms`, `2m`
     /// [default: none]. With `--objective-cmd`, `--timeout SECONDS` means the same.
@@ -156,6 +188,11 @@ pub struct TuneArgs {
 
 /// Parses `30s`, `500ms`, `2m`, `1h` or plain seconds.
 fn parse_duration(s: &str) -> anyhow::Result<Duration> {
+    parse_duration_for(s, "--trial-timeout")
+}
+
+/// [`parse_duration`] for `flag`.
+fn parse_duration_for(s: &str, flag: &str) -> anyhow::Result<Duration> {
     let t = s.trim();
     let (num, mult) = if let Some(n) = t.strip_suffix("ms") {
         (n, 1e-3)
@@ -171,7 +208,7 @@ fn parse_duration(s: &str) -> anyhow::Result<Duration> {
     match num.trim().parse::<f64>() {
         Ok(v) if v > 0.0 && v.is_finite() => Ok(Duration::from_secs_f64(v * mult)),
         _ => Err(Error::invalid(
-            "--trial-timeout",
+            flag,
             format!("`{s}` is not a positive duration"),
             "e.g. 30s, 500ms, 2m",
         )
@@ -503,10 +540,26 @@ pub fn run(args: TuneArgs) -> anyhow::Result<CliOutcome> {
             "give --server-cmd 'CMD with {knob} placeholders', or drop it"
         ));
     }
-    let (problem, objective): (Problem, Box<dyn Objective>) = if let Some(cmd) =
-        args.server_cmd.as_deref()
-    {
-        server_objective(&args, cmd, &space)?
+    let executor = args
+        .executor
+        .as_deref()
+        .map(str::parse::<ExecutorSpec>)
+        .transpose()?;
+    let parallel = executor_flags(&args, executor.as_ref(), parallel)?;
+    let (problem, objective, command): (
+        Problem,
+        Box<dyn Objective>,
+        Option<Box<dyn CommandTrial>>,
+    ) = if let Some(cmd) = args.server_cmd.as_deref() {
+        if executor.is_some() {
+            bail!(Error::invalid(
+                "--executor",
+                "does not run --server-cmd trials yet (a server trial starts, benchmarks and stops a server in the campaign process)",
+                "drop --executor to tune the server in this process"
+            ));
+        }
+        let (p, o) = server_objective(&args, cmd, &space)?;
+        (p, o, None)
     } else if let Some(cmd) = args.objective_cmd.as_deref() {
         if args.policy.is_some()
             || args.objective.is_some()
@@ -540,7 +593,7 @@ pub fn run(args: TuneArgs) -> anyhow::Result<CliOutcome> {
             (None, None) => None,
         };
         let obj = CommandObjective::new(cmd, &space, timeout, 1, 0)?;
-        (problem, Box::new(obj))
+        (problem, Box::new(obj.clone()), Some(Box::new(obj)))
     } else {
         let policy = args.policy.clone().unwrap_or_else(|| "splitfuse".into());
         let fixed = exec::with_knob_set(args.knobs_from.as_deref(), &args.engine, &args.knob)?;
@@ -600,23 +653,52 @@ pub fn run(args: TuneArgs) -> anyhow::Result<CliOutcome> {
                 .collect(),
             constraints: cons,
         };
-        (
-            problem,
-            Box::new(SimObjective {
-                base,
-                repeat: crate::cmd::bench::check_repeat(args.repeat)?,
-                policy,
-                fixed,
-                objectives,
-                outcomes,
-            }),
-        )
+        let repeat = crate::cmd::bench::check_repeat(args.repeat)?;
+        let bench = crate::cmd::bench::BenchArgs {
+            config: None,
+            engine: args.engine.clone(),
+            policy: Some(policy.clone()),
+            knob: fixed.clone(),
+            knobs_from: None,
+            slo: args.slo.clone(),
+            out: None,
+            force: false,
+            repeat,
+            workload: args.workload.clone(),
+        };
+        let command = SimCommand {
+            exe: std::env::current_exe().context("locating the fuselab executable")?,
+            bench,
+            timeout,
+            objectives: objectives.clone(),
+            outcomes: outcomes.clone(),
+            describe: String::new(),
+        };
+        let sim = SimObjective {
+            base,
+            repeat,
+            policy,
+            fixed,
+            objectives,
+            outcomes,
+        };
+        let command = SimCommand {
+            describe: sim.describe(),
+            ..command
+        };
+        (problem, Box::new(sim), Some(Box::new(command)))
     };
 
     let out = args
         .out
         .clone()
         .unwrap_or_else(|| PathBuf::from(format!("campaigns/tune-{}-s{seed}", tuner_kind.name())));
+    // Trials that run elsewhere get absolute paths to their run folders.
+    let out = if executor.is_some() {
+        std::path::absolute(&out).with_context(|| format!("--out {}", out.display()))?
+    } else {
+        out
+    };
     let meta = campaign_meta(&problem, tuner_kind, seed, objective.as_ref());
     let (mut journal, done) = open_campaign(&out, &meta, args.resume)?;
     let mut tuner = tuner_kind.build(problem.clone(), seed, budget);
@@ -632,25 +714,63 @@ pub fn run(args: TuneArgs) -> anyhow::Result<CliOutcome> {
     }
     print!("{}", space_table(&space));
     println!(
-        "tuner {} with tuner seed {seed} (--tune-seed){}; {budget} trials, {parallel} at a time → {}",
+        "tuner {} with tuner seed {seed} (--tune-seed){}; {budget} trials, {parallel} in flight{} → {}",
         tuner_kind.name(),
         match args.workload.seed {
             Some(w) if args.objective_cmd.is_none() => format!(", workload seed {w} (--seed)"),
             _ => String::new(),
         },
+        match &executor {
+            Some(_) => String::new(),
+            None => " in this process".into(),
+        },
         out.display()
     );
-    let end = run_campaign(
-        &problem,
-        tuner.as_mut(),
-        objective.as_ref(),
-        &mut journal,
-        budget,
-        parallel,
-        |t| {
-            eprintln!("[{}/{budget}] {}", t.index + 1, trial_line(&problem, t));
-        },
-    )?;
+    let started = std::time::Instant::now();
+    let on_trial = |t: &Trial| {
+        eprintln!("[{}/{budget}] {}", t.index + 1, trial_line(&problem, t));
+    };
+    let end = match (&executor, command) {
+        (Some(spec), Some(command)) => {
+            let mut ex = build_executor(&args, spec)?;
+            println!("executor: {}", ex.describe());
+            let opts = ExecOptions {
+                parallel,
+                retry_lost: args.retry_lost.unwrap_or(0),
+                poll_interval: args
+                    .poll_interval
+                    .as_deref()
+                    .map(|s| parse_duration_for(s, "--poll-interval"))
+                    .transpose()?
+                    .unwrap_or(Duration::from_millis(500)),
+                ..ExecOptions::default()
+            };
+            run_campaign_on(
+                &problem,
+                tuner.as_mut(),
+                command.as_ref(),
+                ex.as_mut(),
+                &mut journal,
+                budget,
+                &opts,
+                on_trial,
+            )?
+        }
+        _ => run_campaign(
+            &problem,
+            tuner.as_mut(),
+            objective.as_ref(),
+            &mut journal,
+            budget,
+            parallel,
+            on_trial,
+        )?,
+    };
+    println!(
+        "campaign wall time: {:.2} s ({} trials, {parallel} in flight)",
+        started.elapsed().as_secs_f64(),
+        tuner.trials().len()
+    );
     if end == CampaignEnd::Exhausted {
         eprintln!("the tuner has no configuration left to try (space or grid exhausted)");
     }
@@ -660,6 +780,149 @@ pub fn run(args: TuneArgs) -> anyhow::Result<CliOutcome> {
         fuselab_tune::Journal::path_in(&out).display()
     );
     Ok(CliOutcome::Success)
+}
+
+/// Checks the executor flags against `--executor`; returns the number of
+/// trials in flight.
+fn executor_flags(
+    args: &TuneArgs,
+    executor: Option<&ExecutorSpec>,
+    parallel: usize,
+) -> anyhow::Result<usize> {
+    let needs = |flag: &str, kind: &str| {
+        Error::invalid(
+            flag,
+            format!("applies only with --executor {kind}"),
+            format!("add --executor {kind}, or drop {flag}"),
+        )
+    };
+    if args.slurm_args.is_some() && !matches!(executor, Some(ExecutorSpec::Slurm)) {
+        bail!(needs("--slurm-args", "slurm"));
+    }
+    if args.ray_resources.is_some() && !matches!(executor, Some(ExecutorSpec::Ray { .. })) {
+        bail!(needs("--ray-resources", "ray=http://HOST:8265"));
+    }
+    if executor.is_none() {
+        if args.retry_lost.is_some() {
+            bail!(needs("--retry-lost", "local|slurm|ray=ADDRESS"));
+        }
+        if args.poll_interval.is_some() {
+            bail!(needs("--poll-interval", "local|slurm|ray=ADDRESS"));
+        }
+    }
+    match executor {
+        Some(ExecutorSpec::Local { slots }) => match args.parallel {
+            Some(p) if p != *slots => bail!(Error::invalid(
+                "--parallel",
+                format!("{p} disagrees with --executor local:{slots}"),
+                format!("give one of them: --executor local:{p}")
+            )),
+            _ => Ok(*slots),
+        },
+        _ => Ok(parallel),
+    }
+}
+
+/// The executor of `--executor`.
+fn build_executor(args: &TuneArgs, spec: &ExecutorSpec) -> anyhow::Result<Box<dyn Executor>> {
+    Ok(match spec {
+        ExecutorSpec::Local { slots } => Box::new(LocalExecutor::new(*slots)),
+        ExecutorSpec::Slurm => Box::new(SlurmExecutor::new(
+            args.slurm_args.as_deref().unwrap_or(""),
+        )?),
+        ExecutorSpec::Ray { address } => {
+            let resources: RayResources = args
+                .ray_resources
+                .as_deref()
+                .unwrap_or("num_cpus=1")
+                .parse()?;
+            // Submission ids must be unique on the cluster, across campaigns.
+            let tag = format!(
+                "{:x}-{:x}",
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_millis())
+                    .unwrap_or(0),
+                std::process::id()
+            );
+            Box::new(RayExecutor::new(address, resources, &tag))
+        }
+    })
+}
+
+/// A simulated-engine trial as a command line: `fuselab bench --config
+/// RUN/bench.toml` with the trial's knobs, writing its run folder to
+/// `RUN/bench`; the outcome is read from its `summary.json` (the mean over
+/// the runs with `--repeat`).
+struct SimCommand {
+    exe: PathBuf,
+    bench: crate::cmd::bench::BenchArgs,
+    timeout: Option<Duration>,
+    objectives: Vec<Metric>,
+    outcomes: Vec<Metric>,
+    describe: String,
+}
+
+impl SimCommand {
+    fn metrics(&self, dir: &std::path::Path) -> anyhow::Result<fuselab_core::Metrics> {
+        if self.bench.repeat.is_some() {
+            let rep = fuselab_store::read_repeat(dir)?;
+            let runs = rep
+                .runs
+                .iter()
+                .map(|r| fuselab_store::read_summary(&dir.join(r)).map(|s| s.metrics))
+                .collect::<Result<Vec<_>, _>>()?;
+            fuselab_metrics::mean_metrics(&runs)
+                .ok_or_else(|| anyhow::anyhow!("{}: the trial produced no run", dir.display()))
+        } else {
+            Ok(fuselab_store::read_summary(dir)?.metrics)
+        }
+    }
+}
+
+impl CommandTrial for SimCommand {
+    fn command(
+        &self,
+        space: &SearchSpace,
+        config: &Config,
+        run_dir: &std::path::Path,
+    ) -> fuselab_tune::Result<String> {
+        use fuselab_tune::executor::sh_quote;
+        let mut b = self.bench.clone();
+        b.knob.extend(
+            space
+                .params()
+                .iter()
+                .zip(&config.0)
+                .map(|(p, v)| format!("{}={v}", p.name)),
+        );
+        b.out = Some(run_dir.join("bench"));
+        let toml_path = run_dir.join("bench.toml");
+        let text = toml::to_string(&b).map_err(|e| {
+            fuselab_tune::Error::invalid("trial", format!("bench.toml: {e}"), "report this bug")
+        })?;
+        std::fs::write(&toml_path, text).map_err(|e| fuselab_tune::Error::io(&toml_path, e))?;
+        Ok(format!(
+            "{} bench --config {}",
+            sh_quote(&self.exe.to_string_lossy()),
+            sh_quote(&toml_path.to_string_lossy())
+        ))
+    }
+
+    fn outcome(&self, run_dir: &std::path::Path, _stdout: &str) -> Outcome {
+        match self.metrics(&run_dir.join("bench")) {
+            Ok(m) => metric_outcome(&m, &self.objectives, &self.outcomes),
+            Err(e) => Outcome::failed(Status::Failed, format!("{e:#}")),
+        }
+    }
+
+    fn timeout(&self) -> Option<Duration> {
+        self.timeout
+    }
+
+    fn describe(&self) -> String {
+        self.describe.clone()
+    }
 }
 
 /// The problem and objective of `--server-cmd`.
