@@ -466,3 +466,20 @@ fn tune_server_cmd_beats_the_servers_default_and_records_the_oom_region_as_faile
     // The server of every trial was stopped: the port is free again.
     assert!(std::net::TcpListener::bind(("127.0.0.1", port)).is_ok());
 }
+
+#[test]
+fn tuning_a_server_without_server_cmd_is_a_usage_error() {
+    let dir = tempfile::tempdir().unwrap();
+    fuselab(dir.path())
+        .args([
+            "tune",
+            "--engine",
+            "http://127.0.0.1:9",
+            "--space",
+            "budget=256..1024",
+        ])
+        .args(WORKLOAD)
+        .assert()
+        .code(2)
+        .stderr(contains("--server-cmd"));
+}

@@ -595,6 +595,16 @@ pub fn run(args: TuneArgs) -> anyhow::Result<CliOutcome> {
         let obj = CommandObjective::new(cmd, &space, timeout, 1, 0)?;
         (problem, Box::new(obj.clone()), Some(Box::new(obj)))
     } else {
+        if matches!(
+            args.engine.engine,
+            Some(crate::cmd::bench::EngineChoice::Http(_))
+        ) {
+            bail!(Error::invalid(
+                "--engine",
+                "a server's scheduling is its own: fuselab's policy knobs do not reach it",
+                "tune the server's launch flags with --server-cmd 'CMD with {knob} placeholders'"
+            ));
+        }
         let policy = args.policy.clone().unwrap_or_else(|| "splitfuse".into());
         let fixed = exec::with_knob_set(args.knobs_from.as_deref(), &args.engine, &args.knob)?;
         // A knob the policy does not have (or a bad fixed knob) is a usage error, found
@@ -613,27 +623,7 @@ pub fn run(args: TuneArgs) -> anyhow::Result<CliOutcome> {
         );
         policy_config(&policy, &knobs)
             .with_context(|| format!("--space: the knobs of policy `{policy}`"))?;
-        let objectives: Vec<Metric> = args
-            .objective
-            .as_deref()
-            .unwrap_or("goodput")
-            .split(',')
-            .map(|s| Metric::parse(s, "--objective"))
-            .collect::<anyhow::Result<_>>()?;
-        if objectives.len() > 2 {
-            bail!(Error::invalid(
-                "--objective",
-                "more than two objectives",
-                "give one, or two for a Pareto front"
-            ));
-        }
-        let mut outcomes = Vec::new();
-        let mut cons = Vec::new();
-        for o in &args.outcome {
-            let (m, c) = parse_outcome(o)?;
-            outcomes.push(m);
-            cons.push(c);
-        }
+        let (objectives, outcomes, cons) = engine_objectives(&args)?;
         let (workload, requests) = args.workload.resolve()?;
         let base = Point::new(
             &args.engine,
@@ -642,17 +632,7 @@ pub fn run(args: TuneArgs) -> anyhow::Result<CliOutcome> {
             requests,
             slo(args.slo.as_deref())?,
         )?;
-        let problem = Problem {
-            space: space.clone(),
-            objectives: objectives
-                .iter()
-                .map(|m| ObjectiveDef {
-                    name: m.name().into(),
-                    direction: m.direction(),
-                })
-                .collect(),
-            constraints: cons,
-        };
+        let problem = engine_problem(&space, &objectives, cons);
         let repeat = crate::cmd::bench::check_repeat(args.repeat)?;
         let bench = crate::cmd::bench::BenchArgs {
             config: None,
@@ -925,6 +905,54 @@ impl CommandTrial for SimCommand {
     }
 }
 
+/// `--objective` (one or two engine metrics) and `--outcome` (constraints on
+/// the run's metrics): the metrics to read and the constraints' definitions.
+fn engine_objectives(
+    args: &TuneArgs,
+) -> anyhow::Result<(Vec<Metric>, Vec<Metric>, Vec<OutcomeConstraint>)> {
+    let objectives: Vec<Metric> = args
+        .objective
+        .as_deref()
+        .unwrap_or("goodput")
+        .split(',')
+        .map(|s| Metric::parse(s, "--objective"))
+        .collect::<anyhow::Result<_>>()?;
+    if objectives.len() > 2 {
+        bail!(Error::invalid(
+            "--objective",
+            "more than two objectives",
+            "give one, or two for a Pareto front"
+        ));
+    }
+    let mut outcomes = Vec::new();
+    let mut constraints = Vec::new();
+    for o in &args.outcome {
+        let (m, c) = parse_outcome(o)?;
+        outcomes.push(m);
+        constraints.push(c);
+    }
+    Ok((objectives, outcomes, constraints))
+}
+
+/// The tuning problem over `space` of an engine or server run's metrics.
+fn engine_problem(
+    space: &SearchSpace,
+    objectives: &[Metric],
+    constraints: Vec<OutcomeConstraint>,
+) -> Problem {
+    Problem {
+        space: space.clone(),
+        objectives: objectives
+            .iter()
+            .map(|m| ObjectiveDef {
+                name: m.name().into(),
+                direction: m.direction(),
+            })
+            .collect(),
+        constraints,
+    }
+}
+
 /// The problem and objective of `--server-cmd`.
 fn server_objective(
     args: &TuneArgs,
@@ -972,42 +1000,12 @@ fn server_objective(
             "e.g. --server-ready http://127.0.0.1:8000/health"
         ));
     }
-    let objectives: Vec<Metric> = args
-        .objective
-        .as_deref()
-        .unwrap_or("goodput")
-        .split(',')
-        .map(|s| Metric::parse(s, "--objective"))
-        .collect::<anyhow::Result<_>>()?;
-    if objectives.len() > 2 {
-        bail!(Error::invalid(
-            "--objective",
-            "more than two objectives",
-            "give one, or two for a Pareto front"
-        ));
-    }
-    let mut outcomes = Vec::new();
-    let mut constraints = Vec::new();
-    for o in &args.outcome {
-        let (m, c) = parse_outcome(o)?;
-        outcomes.push(m);
-        constraints.push(c);
-    }
+    let (objectives, outcomes, constraints) = engine_objectives(args)?;
     let (workload, requests) = args.workload.resolve()?;
     // Checked now; without --model the model is named per trial from /v1/models.
     let engine = args.engine.clone();
     engine.resolve()?;
-    let problem = Problem {
-        space: space.clone(),
-        objectives: objectives
-            .iter()
-            .map(|m| ObjectiveDef {
-                name: m.name().into(),
-                direction: m.direction(),
-            })
-            .collect(),
-        constraints,
-    };
+    let problem = engine_problem(space, &objectives, constraints);
     let objective = ServerObjective {
         command,
         template: cmd.to_owned(),
