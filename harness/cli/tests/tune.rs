@@ -665,3 +665,99 @@ fn tune_repeat_makes_each_trial_a_repeat_folder() {
         .code(2)
         .stderr(predicate::str::contains("--repeat"));
 }
+
+/// Each trial of a deployment search ran on the hardware, TP degree and
+/// policy its knobs name; policy knobs reach only the policies that have them.
+fn check_deployment_trials(campaign: &Path, bench_subdir: &str) {
+    let trials = journal(campaign);
+    assert_eq!(trials.len(), 8);
+    let mut seen = std::collections::BTreeSet::new();
+    for t in &trials {
+        assert_eq!(t["status"], "ok", "{t}");
+        let run = campaign.join(t["run"].as_str().unwrap()).join(bench_subdir);
+        let text = std::fs::read_to_string(run.join("summary.json")).unwrap();
+        let engine =
+            &serde_json::from_str::<serde_json::Value>(&text).unwrap()["provenance"]["engine"];
+        let k = &t["knobs"];
+        assert_eq!(engine["hardware"], k["hardware"], "{t}");
+        assert_eq!(engine["policy"], k["policy"], "{t}");
+        assert_eq!(engine["knobs"]["tp"], k["tp"], "{t}");
+        if k["policy"] == "static" {
+            assert!(
+                engine["knobs"].get("budget").is_none(),
+                "static has no budget: {engine}"
+            );
+        } else {
+            assert_eq!(engine["knobs"]["budget"], k["budget"], "{t}");
+        }
+        seen.insert((k["hardware"].to_string(), k["policy"].to_string()));
+    }
+    assert!(seen.len() > 2, "the search varied the deployment: {seen:?}");
+}
+
+#[test]
+fn a_deployment_search_runs_each_trial_on_its_hardware_tp_and_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    let space =
+        "hardware=a100-80g|h200,tp=1|2,policy=chunked|splitfuse|static,budget=256..4096:log";
+    for (name, executor) in [("inproc", None), ("local", Some("local:2"))] {
+        let out = dir.path().join(name);
+        let mut cmd = fuselab();
+        cmd.args([
+            "tune",
+            "--engine",
+            "sim",
+            "--preset",
+            "fastgen-2600",
+            "--n",
+            "32",
+            "--rate",
+            "8",
+        ])
+        .args([
+            "--space",
+            space,
+            "--objective",
+            "goodput",
+            "--slo",
+            "fastgen:4",
+            "--budget",
+            "8",
+        ])
+        .arg("--out")
+        .arg(&out);
+        if let Some(e) = executor {
+            cmd.args(["--executor", e]);
+        }
+        cmd.assert().success();
+        // In process a trial's folder is its run; through an executor, its `bench` subfolder.
+        check_deployment_trials(&out, if executor.is_some() { "bench" } else { "" });
+    }
+}
+
+#[test]
+fn a_bad_deployment_knob_is_a_usage_error_before_any_trial() {
+    let dir = tempfile::tempdir().unwrap();
+    fuselab()
+        .current_dir(dir.path())
+        .args([
+            "tune",
+            "--engine",
+            "sim",
+            "--preset",
+            "fastgen-2600",
+            "--n",
+            "8",
+            "--rate",
+            "8",
+        ])
+        .args([
+            "--space",
+            "hardware=h200|b300,budget=256..512",
+            "--budget",
+            "2",
+        ])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("b300").or(predicate::str::contains("hardware")));
+}

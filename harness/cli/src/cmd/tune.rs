@@ -294,6 +294,8 @@ impl Metric {
 /// through the policy with the trial's knobs and writes a run folder.
 struct SimObjective {
     base: Point,
+    /// The engine flags, for trials whose deployment knobs change them.
+    engine: EngineOpts,
     /// Runs per trial (`--repeat`); `None` writes one plain run folder.
     repeat: Option<u32>,
     policy: String,
@@ -302,29 +304,151 @@ struct SimObjective {
     outcomes: Vec<Metric>,
 }
 
+/// One trial's engine flags, policy and policy knobs.
+#[derive(Debug, Clone)]
+struct TrialSetup {
+    engine: EngineOpts,
+    policy: String,
+    knobs: Vec<String>,
+    /// A deployment knob changed the engine flags (the point must be rebuilt).
+    engine_changed: bool,
+}
+
+/// Splits a configuration into deployment knobs — `hardware`, `tp`, `model`
+/// and `policy`, which pick each trial's hardware, tensor-parallel degree,
+/// model shape and policy, so that a campaign searches hardware × TP × policy
+/// × knobs (Vidur-Search's question) — and policy knobs. When the policy is itself a knob, a
+/// policy knob the trial's policy does not have is left out for that trial
+/// (as `sweep` applies each knob to the policies that have it).
+fn trial_setup(
+    engine: &EngineOpts,
+    policy: &str,
+    fixed: &[String],
+    space: &SearchSpace,
+    config: &Config,
+) -> anyhow::Result<TrialSetup> {
+    let mut t = TrialSetup {
+        engine: engine.clone(),
+        policy: policy.to_owned(),
+        knobs: fixed.to_vec(),
+        engine_changed: false,
+    };
+    let mut policy_knobs = Vec::new();
+    for (p, v) in space.params().iter().zip(&config.0) {
+        let v = v.to_string();
+        match p.name.as_str() {
+            "hardware" => t.engine.hardware = Some(v),
+            "model" => t.engine.model = Some(v),
+            "tp" => {
+                t.engine.tp = Some(v.parse().map_err(|_| {
+                    Error::invalid(
+                        "--space",
+                        format!("tp = {v} is not a whole number"),
+                        "e.g. tp=1|2|4|8",
+                    )
+                })?);
+            }
+            "policy" => {
+                t.policy = v;
+                continue;
+            }
+            name => {
+                policy_knobs.push((name.to_owned(), v));
+                continue;
+            }
+        }
+        t.engine_changed = true;
+    }
+    let policy_is_a_knob = space.params().iter().any(|p| p.name == "policy");
+    let kind: fuselab_engine::PolicyKind = t.policy.parse()?;
+    let has = kind.knob_names();
+    t.knobs.extend(
+        policy_knobs
+            .into_iter()
+            .filter(|(name, _)| !policy_is_a_knob || has.contains(&name.as_str()))
+            .map(|(name, v)| format!("{name}={v}")),
+    );
+    Ok(t)
+}
+
+/// Every value a deployment knob can take names real hardware, a model
+/// shape, a policy or a whole TP degree, checked before any trial runs.
+fn check_deployment_values(space: &SearchSpace) -> anyhow::Result<()> {
+    use fuselab_tune::Domain;
+    for p in space.params() {
+        let values: Vec<String> = match &p.domain {
+            Domain::Categorical { choices } => choices.clone(),
+            Domain::Ordinal { values } => values.iter().map(ToString::to_string).collect(),
+            Domain::Int { lo, hi, .. } if p.name == "tp" => {
+                (*lo..=*hi).map(|v| v.to_string()).collect()
+            }
+            _ if ["hardware", "model", "policy", "tp"].contains(&p.name.as_str()) => {
+                bail!(Error::invalid(
+                    "--space",
+                    format!(
+                        "`{}` is a deployment knob and takes a list of choices",
+                        p.name
+                    ),
+                    format!(
+                        "e.g. {}",
+                        match p.name.as_str() {
+                            "hardware" => "hardware=a100-80g|h100-sxm|h200",
+                            "model" => "model=llama3-8b|llama3-70b",
+                            "policy" => "policy=chunked|splitfuse",
+                            _ => "tp=1|2|4|8",
+                        }
+                    )
+                ))
+            }
+            _ => continue,
+        };
+        for v in &values {
+            let checked: anyhow::Result<()> = match p.name.as_str() {
+                "hardware" => fuselab_sim::hardware(v).map(|_| ()).map_err(Into::into),
+                "model" => fuselab_engine::ModelShape::preset(v)
+                    .map(|_| ())
+                    .map_err(Into::into),
+                "policy" => v
+                    .parse::<fuselab_engine::PolicyKind>()
+                    .map(|_| ())
+                    .map_err(Into::into),
+                "tp" => v
+                    .parse::<u32>()
+                    .map(|_| ())
+                    .map_err(|_| anyhow::anyhow!("tp = {v} is not a whole number")),
+                _ => Ok(()),
+            };
+            checked.with_context(|| format!("--space: {}={v}", p.name))?;
+        }
+    }
+    Ok(())
+}
+
 impl SimObjective {
-    fn knobs(&self, space: &SearchSpace, config: &Config) -> Vec<String> {
-        let mut k = self.fixed.clone();
-        k.extend(
-            space
-                .params()
-                .iter()
-                .zip(&config.0)
-                .map(|(p, v)| format!("{}={v}", p.name)),
-        );
-        k
+    fn point(&self, space: &SearchSpace, config: &Config) -> anyhow::Result<Point> {
+        let t = trial_setup(&self.engine, &self.policy, &self.fixed, space, config)?;
+        let policy = policy_config(&t.policy, &t.knobs)?;
+        if !t.engine_changed {
+            return Ok(Point {
+                policy,
+                ..self.base.clone()
+            });
+        }
+        Point::new(
+            &t.engine,
+            policy,
+            self.base.workload.clone(),
+            self.base.requests.clone(),
+            self.base.slo.clone(),
+        )
     }
 }
 
 impl Objective for SimObjective {
     fn evaluate(&self, ctx: &TrialContext<'_>, config: &Config) -> Outcome {
-        let policy = match policy_config(&self.policy, &self.knobs(ctx.space, config)) {
+        let point = match self.point(ctx.space, config) {
             Ok(p) => p,
             Err(e) => return Outcome::failed(Status::Failed, format!("{e:#}")),
-        };
-        let point = Point {
-            policy,
-            ..self.base.clone()
         };
         let name = format!("trial-{:04}", ctx.slot);
         let measured = match self.repeat {
@@ -613,16 +737,13 @@ pub fn run(args: TuneArgs) -> anyhow::Result<CliOutcome> {
         let probe = space
             .sample(&mut rng)
             .context("--constraint: no configuration satisfies the constraints")?;
-        let mut knobs = fixed.clone();
-        knobs.extend(
-            space
-                .params()
-                .iter()
-                .zip(&probe.0)
-                .map(|(p, v)| format!("{}={v}", p.name)),
-        );
-        policy_config(&policy, &knobs)
-            .with_context(|| format!("--space: the knobs of policy `{policy}`"))?;
+        check_deployment_values(&space)?;
+        let t = trial_setup(&args.engine, &policy, &fixed, &space, &probe)?;
+        policy_config(&t.policy, &t.knobs)
+            .with_context(|| format!("--space: the knobs of policy `{}`", t.policy))?;
+        if t.engine_changed {
+            t.engine.resolve().context("--space: a deployment knob")?;
+        }
         let (objectives, outcomes, cons) = engine_objectives(&args)?;
         let (workload, requests) = args.workload.resolve()?;
         let base = Point::new(
@@ -656,6 +777,7 @@ pub fn run(args: TuneArgs) -> anyhow::Result<CliOutcome> {
         };
         let sim = SimObjective {
             base,
+            engine: args.engine.clone(),
             repeat,
             policy,
             fixed,
@@ -869,13 +991,13 @@ impl CommandTrial for SimCommand {
     ) -> fuselab_tune::Result<String> {
         use fuselab_tune::executor::sh_quote;
         let mut b = self.bench.clone();
-        b.knob.extend(
-            space
-                .params()
-                .iter()
-                .zip(&config.0)
-                .map(|(p, v)| format!("{}={v}", p.name)),
-        );
+        let policy = b.policy.clone().unwrap_or_else(|| "splitfuse".into());
+        let t = trial_setup(&b.engine, &policy, &b.knob, space, config).map_err(|e| {
+            fuselab_tune::Error::invalid("--space", format!("{e:#}"), "fix the deployment knobs")
+        })?;
+        b.engine = t.engine;
+        b.policy = Some(t.policy);
+        b.knob = t.knobs;
         b.out = Some(run_dir.join("bench"));
         let toml_path = run_dir.join("bench.toml");
         let text = toml::to_string(&b).map_err(|e| {
