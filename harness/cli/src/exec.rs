@@ -882,3 +882,83 @@ pub fn render_table(cells: &[Vec<String>]) -> String {
     }
     out
 }
+
+/// A server that a run starts for itself (`bench --server-cmd`, and each
+/// trial of `tune --server-cmd`): the command, where it answers once ready,
+/// and how long it may take.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerLaunch {
+    /// Shell command that runs the server in the foreground.
+    pub cmd: String,
+    /// URL that answers 2xx once the server is ready.
+    pub ready_url: String,
+    /// How long the server may take to become ready.
+    pub ready_timeout: std::time::Duration,
+}
+
+impl ServerLaunch {
+    /// The launch of `cmd` for the server at `engine_url`: ready at
+    /// `ready_url` or, by default, `ENGINE_URL/v1/models`; within `timeout`
+    /// (default 120 s).
+    ///
+    /// # Errors
+    /// A ready URL that is not `http://`.
+    pub fn new(
+        cmd: &str,
+        engine_url: &str,
+        ready_url: Option<&str>,
+        timeout: Option<std::time::Duration>,
+    ) -> anyhow::Result<Self> {
+        let ready_url = ready_url.map_or_else(
+            || {
+                format!(
+                    "{}/v1/models",
+                    engine_url.trim_end_matches('/').trim_end_matches("/v1")
+                )
+            },
+            str::to_owned,
+        );
+        if !ready_url.starts_with("http://") {
+            return Err(Error::invalid(
+                "--server-ready",
+                format!("`{ready_url}` is not an http:// URL"),
+                "e.g. --server-ready http://127.0.0.1:8000/health",
+            )
+            .into());
+        }
+        Ok(Self {
+            cmd: cmd.to_owned(),
+            ready_url,
+            ready_timeout: timeout.unwrap_or(std::time::Duration::from_secs(120)),
+        })
+    }
+
+    /// Starts the server (its output in `log`), waits until it is ready, runs
+    /// `body`, and stops the server's process group (SIGTERM, then SIGKILL
+    /// after 10 s). The outer error is the server's failure — it exited or
+    /// ran out of memory before it was ready, was never ready, or died
+    /// during `body` — classified as a tuner trial status; the inner result
+    /// is `body`'s.
+    pub fn run<T>(
+        &self,
+        log: &Path,
+        body: impl FnOnce() -> anyhow::Result<T>,
+    ) -> Result<anyhow::Result<T>, fuselab_tune::server::ServerFailure> {
+        use fuselab_tune::server::ServerProcess;
+        let grace = std::time::Duration::from_secs(10);
+        let mut server = ServerProcess::start(&self.cmd, log)?;
+        if let Err(f) = server.wait_ready(&self.ready_url, self.ready_timeout) {
+            server.stop(grace);
+            return Err(f);
+        }
+        let result = body();
+        let died = server
+            .exited()
+            .map(|s| server.failure(s, "died during the benchmark"));
+        server.stop(grace);
+        match died {
+            Some(f) => Err(f),
+            None => Ok(result),
+        }
+    }
+}

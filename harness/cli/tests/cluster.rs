@@ -439,3 +439,113 @@ fn executor_flags_are_checked_before_any_trial() {
             .stderr(predicates::str::contains(want));
     }
 }
+
+/// A `--server-cmd` campaign through `executor`: each trial is `fuselab bench
+/// --server-cmd …` on the executor's node; budgets above 3000 "run out of
+/// memory" at start-up and are recorded failed with that reason.
+fn server_campaign(executor: &str, out: &Path) {
+    let bin = assert_cmd::cargo::cargo_bin("fuselab");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cmd = format!(
+        "if [ {{budget}} -gt 3000 ]; then echo 'torch.OutOfMemoryError: CUDA out of memory' >&2; exit 1; fi; \
+         exec {} serve --engine sim --port {port} --knob budget={{budget}}",
+        bin.display()
+    );
+    let res = fuselab()
+        .args([
+            "tune",
+            "--server-cmd",
+            &cmd,
+            "--engine",
+            &format!("http://127.0.0.1:{port}"),
+        ])
+        .args([
+            "--space",
+            "budget=256..8192:log",
+            "--objective",
+            "p99-ttft",
+            "--budget",
+            "6",
+        ])
+        .args([
+            "--preset",
+            "fastgen-2600",
+            "--n",
+            "8",
+            "--rate",
+            "10",
+            "--executor",
+            executor,
+        ])
+        .arg("--out")
+        .arg(out)
+        .output()
+        .unwrap();
+    assert!(
+        res.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&res.stdout),
+        String::from_utf8_lossy(&res.stderr)
+    );
+    let trials = lines(&out.join("trials.jsonl"));
+    assert_eq!(trials.len(), 6);
+    let mut ok = 0;
+    for t in &trials {
+        let budget = t["knobs"]["budget"].as_i64().unwrap();
+        if budget > 3000 {
+            assert_eq!(t["status"], "failed", "{t}");
+            assert!(
+                t["message"].as_str().unwrap().contains("out of memory"),
+                "{t}"
+            );
+        } else {
+            assert_eq!(t["status"], "ok", "{t}");
+            let run = out.join(t["run"].as_str().unwrap());
+            assert!(run.join("bench/summary.json").is_file(), "{t}");
+            assert!(run.join("bench/server.log").is_file(), "{t}");
+            ok += 1;
+        }
+    }
+    assert!(ok > 0, "some trial ran: {trials:?}");
+    assert!(
+        std::net::TcpListener::bind(("127.0.0.1", port)).is_ok(),
+        "every trial's server stopped"
+    );
+}
+
+#[test]
+fn server_cmd_trials_run_through_the_local_executor() {
+    let dir = tempfile::tempdir().unwrap();
+    server_campaign("local:1", &dir.path().join("c"));
+}
+
+#[test]
+fn server_cmd_trials_run_through_slurm() {
+    if !slurm() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    server_campaign("slurm", &dir.path().join("c"));
+}
+
+#[test]
+fn server_cmd_trials_on_one_machine_run_one_at_a_time() {
+    fuselab()
+        .args([
+            "tune",
+            "--server-cmd",
+            "true",
+            "--engine",
+            "http://127.0.0.1:9",
+            "--space",
+            "x=1..2",
+        ])
+        .args(["--executor", "local:2", "--preset", "cpu-small", "--n", "4"])
+        .assert()
+        .code(2)
+        .stderr(predicates::str::contains("--parallel"));
+}

@@ -483,3 +483,44 @@ fn tuning_a_server_without_server_cmd_is_a_usage_error() {
         .code(2)
         .stderr(contains("--server-cmd"));
 }
+
+#[test]
+fn bench_server_cmd_starts_benchmarks_and_stops_the_server_and_names_an_oom() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = assert_cmd::cargo::cargo_bin("fuselab");
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    fuselab(dir.path())
+        .args(["bench", "--engine", &url, "--out", "run"])
+        .args([
+            "--server-cmd",
+            &format!("exec {} serve --engine null --port {port}", bin.display()),
+        ])
+        .args(WORKLOAD)
+        .assert()
+        .success()
+        .stdout(contains("16 requests (16 ok)"));
+    assert!(dir.path().join("run/server.log").is_file());
+    assert!(
+        std::net::TcpListener::bind(("127.0.0.1", port)).is_ok(),
+        "the server was stopped"
+    );
+    fuselab(dir.path())
+        .args(["bench", "--engine", &url, "--out", "oom"])
+        .args([
+            "--server-cmd",
+            "echo 'RuntimeError: CUDA out of memory' >&2; exit 1",
+        ])
+        .args(WORKLOAD)
+        .assert()
+        .code(2)
+        .stderr(contains(
+            "out of memory: the server exited before it was ready",
+        ));
+    fuselab(dir.path())
+        .args(["bench", "--engine", "sim", "--server-cmd", "true"])
+        .args(WORKLOAD)
+        .assert()
+        .code(2)
+        .stderr(contains("--server-cmd"));
+}

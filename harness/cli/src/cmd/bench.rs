@@ -63,9 +63,66 @@ pub struct BenchArgs {
     #[arg(long, value_name = "N")]
     pub repeat: Option<u32>,
 
+    /// Start this server for the run (with `--engine http://HOST:PORT`, its
+    /// address): wait until `--server-ready` answers, benchmark it, stop its
+    /// process group (SIGTERM, SIGKILL after 10 s). Its output goes to
+    /// OUT/server.log; a server that exits, runs out of memory or is never
+    /// ready fails the run with the reason.
+    #[arg(long, value_name = "CMD")]
+    pub server_cmd: Option<String>,
+
+    /// With --server-cmd: the URL that answers 2xx once the server is ready
+    /// [default: the engine URL's /v1/models].
+    #[arg(long, value_name = "URL")]
+    pub server_ready: Option<String>,
+
+    /// With --server-cmd: how long the server may take to become ready, e.g. `120s` [default: 120s].
+    #[arg(long, value_name = "DURATION")]
+    pub server_timeout: Option<String>,
+
     #[command(flatten)]
     #[serde(default)]
     pub workload: WorkloadOpts,
+}
+
+impl BenchArgs {
+    /// The server this run starts, if `--server-cmd` is given.
+    pub fn server_launch(&self) -> anyhow::Result<Option<exec::ServerLaunch>> {
+        let Some(cmd) = self.server_cmd.as_deref() else {
+            if self.server_ready.is_some() || self.server_timeout.is_some() {
+                return Err(Error::invalid(
+                    if self.server_ready.is_some() {
+                        "--server-ready"
+                    } else {
+                        "--server-timeout"
+                    },
+                    "applies only with --server-cmd",
+                    "give --server-cmd 'CMD', or drop it",
+                )
+                .into());
+            }
+            return Ok(None);
+        };
+        let Some(EngineChoice::Http(url)) = &self.engine.engine else {
+            return Err(Error::invalid(
+                "--server-cmd",
+                "needs the server's URL as the engine",
+                "give --engine http://HOST:PORT, the address the command listens on",
+            )
+            .into());
+        };
+        let timeout = self
+            .server_timeout
+            .as_deref()
+            .map(|t| crate::cmd::tune::parse_duration_for(t, "--server-timeout"))
+            .transpose()?;
+        Ok(Some(exec::ServerLaunch::new(
+            cmd,
+            url,
+            self.server_ready.as_deref(),
+            timeout,
+        )?))
+    }
 }
 
 /// Engine selection flags shared by `bench`, `sweep` and `tune`.
@@ -530,6 +587,31 @@ pub fn run(args: BenchArgs) -> anyhow::Result<Outcome> {
             "bench runs one policy; use `fuselab sweep --policies ...` to compare several",
         )
         .into());
+    }
+    if let Some(launch) = args.server_launch()? {
+        let out = args
+            .out
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("runs/bench-http-server"));
+        fuselab_store::create_folder(&out, args.force)?;
+        let mut inner = args.clone();
+        inner.server_cmd = None;
+        inner.server_ready = None;
+        inner.server_timeout = None;
+        inner.out = Some(out.clone());
+        inner.force = true;
+        return match launch.run(&out.join("server.log"), || run(inner)) {
+            Ok(result) => result,
+            Err(f) => Err(Error::invalid(
+                "--server-cmd",
+                f.reason,
+                format!(
+                    "see {} for the server's output",
+                    out.join("server.log").display()
+                ),
+            )
+            .into()),
+        };
     }
     let knobs = exec::with_knob_set(args.knobs_from.as_deref(), &args.engine, &args.knob)?;
     let policy = policy_config(&policy_name, &knobs)?;

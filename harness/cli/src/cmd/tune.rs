@@ -192,7 +192,7 @@ fn parse_duration(s: &str) -> anyhow::Result<Duration> {
 }
 
 /// [`parse_duration`] for `flag`.
-fn parse_duration_for(s: &str, flag: &str) -> anyhow::Result<Duration> {
+pub(crate) fn parse_duration_for(s: &str, flag: &str) -> anyhow::Result<Duration> {
     let t = s.trim();
     let (num, mult) = if let Some(n) = t.strip_suffix("ms") {
         (n, 1e-3)
@@ -513,8 +513,8 @@ fn metric_outcome(
 struct ServerObjective {
     command: CommandObjective,
     template: String,
-    ready_url: String,
-    ready_timeout: Duration,
+    /// The launch settings (its `cmd` is the template, rendered per trial).
+    launch: exec::ServerLaunch,
     engine: EngineOpts,
     workload: fuselab_core::WorkloadSpec,
     requests: Vec<fuselab_core::RequestSpec>,
@@ -524,6 +524,14 @@ struct ServerObjective {
 }
 
 impl ServerObjective {
+    /// The server of a trial: the template with the trial's knobs.
+    fn launch(&self, space: &SearchSpace, config: &fuselab_tune::Config) -> exec::ServerLaunch {
+        exec::ServerLaunch {
+            cmd: self.command.render(space, config),
+            ..self.launch.clone()
+        }
+    }
+
     fn measure(&self, ctx: &TrialContext<'_>) -> anyhow::Result<fuselab_core::Metrics> {
         let point = Point::new(
             &self.engine,
@@ -542,31 +550,17 @@ impl ServerObjective {
 
 impl Objective for ServerObjective {
     fn evaluate(&self, ctx: &TrialContext<'_>, config: &fuselab_tune::Config) -> Outcome {
-        use fuselab_tune::server::ServerProcess;
         let start = std::time::Instant::now();
-        let cmdline = self.command.render(ctx.space, config);
+        let launch = self.launch(ctx.space, config);
         let _ = std::fs::create_dir_all(&ctx.run_dir);
         let _ = std::fs::write(
             ctx.run_dir.join("server-command.txt"),
-            format!("{cmdline}\n"),
+            format!("{}\n", launch.cmd),
         );
-        let mut server = match ServerProcess::start(&cmdline, &ctx.run_dir.join("server.log")) {
-            Ok(s) => s,
-            Err(f) => return Outcome::failed(f.status, f.reason),
-        };
-        if let Err(f) = server.wait_ready(&self.ready_url, self.ready_timeout) {
-            server.stop(Duration::from_secs(10));
-            return Outcome::failed(f.status, f.reason);
-        }
-        let measured = self.measure(ctx);
-        let died = server
-            .exited()
-            .map(|s| server.failure(s, "died during the benchmark"));
-        server.stop(Duration::from_secs(10));
-        let mut out = match (died, measured) {
-            (Some(f), _) => Outcome::failed(f.status, f.reason),
-            (None, Ok(metrics)) => metric_outcome(&metrics, &self.objectives, &self.outcomes),
-            (None, Err(e)) => Outcome::failed(Status::Failed, format!("{e:#}")),
+        let mut out = match launch.run(&ctx.run_dir.join("server.log"), || self.measure(ctx)) {
+            Err(f) => Outcome::failed(f.status, f.reason),
+            Ok(Ok(metrics)) => metric_outcome(&metrics, &self.objectives, &self.outcomes),
+            Ok(Err(e)) => Outcome::failed(Status::Failed, format!("{e:#}")),
         };
         out.duration_s = start.elapsed().as_secs_f64();
         out
@@ -576,7 +570,7 @@ impl Objective for ServerObjective {
         format!(
             "server: {} (ready at {}), benchmarked over HTTP with workload {} ({} requests, seed {})",
             self.template,
-            self.ready_url,
+            self.launch.ready_url,
             self.workload.name,
             self.requests.len(),
             self.workload.seed
@@ -675,15 +669,18 @@ pub fn run(args: TuneArgs) -> anyhow::Result<CliOutcome> {
         Box<dyn Objective>,
         Option<Box<dyn CommandTrial>>,
     ) = if let Some(cmd) = args.server_cmd.as_deref() {
-        if executor.is_some() {
+        let on_one_machine = matches!(executor, None | Some(ExecutorSpec::Local { .. }));
+        if on_one_machine && parallel > 1 {
             bail!(Error::invalid(
-                "--executor",
-                "does not run --server-cmd trials yet (a server trial starts, benchmarks and stops a server in the campaign process)",
-                "drop --executor to tune the server in this process"
+                "--parallel",
+                format!(
+                    "{parallel} server trials at once on this machine would all listen on the engine URL's port"
+                ),
+                "run server trials one at a time here, or through --executor slurm or ray (one trial a node)"
             ));
         }
-        let (p, o) = server_objective(&args, cmd, &space)?;
-        (p, o, None)
+        let (p, o, c) = server_objective(&args, cmd, &space)?;
+        (p, o, Some(c))
     } else if let Some(cmd) = args.objective_cmd.as_deref() {
         if args.policy.is_some()
             || args.objective.is_some()
@@ -765,6 +762,9 @@ pub fn run(args: TuneArgs) -> anyhow::Result<CliOutcome> {
             out: None,
             force: false,
             repeat,
+            server_cmd: None,
+            server_ready: None,
+            server_timeout: None,
             workload: args.workload.clone(),
         };
         let command = SimCommand {
@@ -1075,12 +1075,16 @@ fn engine_problem(
     }
 }
 
-/// The problem and objective of `--server-cmd`.
+/// What [`server_objective`] sets up.
+type ServerCampaign = (Problem, Box<dyn Objective>, Box<dyn CommandTrial>);
+
+/// The problem and objective of `--server-cmd`, and the trial as a command
+/// line (`fuselab bench --server-cmd …`) for executors.
 fn server_objective(
     args: &TuneArgs,
     cmd: &str,
     space: &SearchSpace,
-) -> anyhow::Result<(Problem, Box<dyn Objective>)> {
+) -> anyhow::Result<ServerCampaign> {
     let url = match &args.engine.engine {
         Some(crate::cmd::bench::EngineChoice::Http(url)) => url.clone(),
         _ => bail!(Error::invalid(
@@ -1102,45 +1106,93 @@ fn server_objective(
         ));
     }
     let command = CommandObjective::new(cmd, space, None, 1, 0)?;
-    let ready_timeout = args
+    let timeout = args
         .server_timeout
         .as_deref()
-        .map(parse_duration)
-        .transpose()
-        .context("--server-timeout")?
-        .unwrap_or(Duration::from_secs(120));
-    let ready_url = args.server_ready.clone().unwrap_or_else(|| {
-        format!(
-            "{}/v1/models",
-            url.trim_end_matches('/').trim_end_matches("/v1")
-        )
-    });
-    if !ready_url.starts_with("http://") {
-        bail!(Error::invalid(
-            "--server-ready",
-            format!("`{ready_url}` is not an http:// URL"),
-            "e.g. --server-ready http://127.0.0.1:8000/health"
-        ));
-    }
+        .map(|t| parse_duration_for(t, "--server-timeout"))
+        .transpose()?;
+    let launch = exec::ServerLaunch::new(cmd, &url, args.server_ready.as_deref(), timeout)?;
     let (objectives, outcomes, constraints) = engine_objectives(args)?;
     let (workload, requests) = args.workload.resolve()?;
     // Checked now; without --model the model is named per trial from /v1/models.
     let engine = args.engine.clone();
     engine.resolve()?;
     let problem = engine_problem(space, &objectives, constraints);
+    let bench = crate::cmd::bench::BenchArgs {
+        engine: engine.clone(),
+        slo: args.slo.clone(),
+        workload: args.workload.clone(),
+        server_ready: Some(launch.ready_url.clone()),
+        server_timeout: Some(format!("{}s", launch.ready_timeout.as_secs_f64())),
+        ..Default::default()
+    };
     let objective = ServerObjective {
-        command,
+        command: command.clone(),
         template: cmd.to_owned(),
-        ready_url,
-        ready_timeout,
+        launch,
         engine,
         workload,
         requests,
         slo: slo(args.slo.as_deref())?,
+        objectives: objectives.clone(),
+        outcomes: outcomes.clone(),
+    };
+    let trial = ServerCommand {
+        exe: std::env::current_exe().context("locating the fuselab executable")?,
+        command,
+        bench,
         objectives,
         outcomes,
+        describe: objective.describe(),
     };
-    Ok((problem, Box::new(objective)))
+    Ok((problem, Box::new(objective), Box::new(trial)))
+}
+
+/// A `--server-cmd` trial as one command line, for executors: `fuselab bench
+/// --config RUN/bench.toml` with the trial's server command in it, which
+/// starts the server, benchmarks it and stops it on whatever node runs it.
+struct ServerCommand {
+    exe: PathBuf,
+    command: CommandObjective,
+    bench: crate::cmd::bench::BenchArgs,
+    objectives: Vec<Metric>,
+    outcomes: Vec<Metric>,
+    describe: String,
+}
+
+impl CommandTrial for ServerCommand {
+    fn command(
+        &self,
+        space: &SearchSpace,
+        config: &Config,
+        run_dir: &std::path::Path,
+    ) -> fuselab_tune::Result<String> {
+        use fuselab_tune::executor::sh_quote;
+        let mut b = self.bench.clone();
+        b.server_cmd = Some(self.command.render(space, config));
+        b.out = Some(run_dir.join("bench"));
+        let toml_path = run_dir.join("bench.toml");
+        let text = toml::to_string(&b).map_err(|e| {
+            fuselab_tune::Error::invalid("trial", format!("bench.toml: {e}"), "report this bug")
+        })?;
+        std::fs::write(&toml_path, text).map_err(|e| fuselab_tune::Error::io(&toml_path, e))?;
+        Ok(format!(
+            "{} bench --config {}",
+            sh_quote(&self.exe.to_string_lossy()),
+            sh_quote(&toml_path.to_string_lossy())
+        ))
+    }
+
+    fn outcome(&self, run_dir: &std::path::Path, _stdout: &str) -> Outcome {
+        match fuselab_store::read_summary(&run_dir.join("bench")) {
+            Ok(s) => metric_outcome(&s.metrics, &self.objectives, &self.outcomes),
+            Err(e) => Outcome::failed(Status::Failed, format!("{e:#}")),
+        }
+    }
+
+    fn describe(&self) -> String {
+        self.describe.clone()
+    }
 }
 
 /// The parsed search space, one knob a line: its type, range and scale, and
