@@ -989,7 +989,6 @@ impl CommandTrial for SimCommand {
         config: &Config,
         run_dir: &std::path::Path,
     ) -> fuselab_tune::Result<String> {
-        use fuselab_tune::executor::sh_quote;
         let mut b = self.bench.clone();
         let policy = b.policy.clone().unwrap_or_else(|| "splitfuse".into());
         let t = trial_setup(&b.engine, &policy, &b.knob, space, config).map_err(|e| {
@@ -998,17 +997,7 @@ impl CommandTrial for SimCommand {
         b.engine = t.engine;
         b.policy = Some(t.policy);
         b.knob = t.knobs;
-        b.out = Some(run_dir.join("bench"));
-        let toml_path = run_dir.join("bench.toml");
-        let text = toml::to_string(&b).map_err(|e| {
-            fuselab_tune::Error::invalid("trial", format!("bench.toml: {e}"), "report this bug")
-        })?;
-        std::fs::write(&toml_path, text).map_err(|e| fuselab_tune::Error::io(&toml_path, e))?;
-        Ok(format!(
-            "{} bench --config {}",
-            sh_quote(&self.exe.to_string_lossy()),
-            sh_quote(&toml_path.to_string_lossy())
-        ))
+        bench_trial(&self.exe, b, run_dir)
     }
 
     fn outcome(&self, run_dir: &std::path::Path, _stdout: &str) -> Outcome {
@@ -1073,6 +1062,26 @@ fn engine_problem(
             .collect(),
         constraints,
     }
+}
+
+/// A trial as `fuselab bench --config RUN/bench.toml` writing `RUN/bench`.
+fn bench_trial(
+    exe: &std::path::Path,
+    mut b: crate::cmd::bench::BenchArgs,
+    run_dir: &std::path::Path,
+) -> fuselab_tune::Result<String> {
+    use fuselab_tune::executor::sh_quote;
+    b.out = Some(run_dir.join("bench"));
+    let toml_path = run_dir.join("bench.toml");
+    let text = toml::to_string(&b).map_err(|e| {
+        fuselab_tune::Error::invalid("trial", format!("bench.toml: {e}"), "report this bug")
+    })?;
+    std::fs::write(&toml_path, text).map_err(|e| fuselab_tune::Error::io(&toml_path, e))?;
+    Ok(format!(
+        "{} bench --config {}",
+        sh_quote(&exe.to_string_lossy()),
+        sh_quote(&toml_path.to_string_lossy())
+    ))
 }
 
 /// What [`server_objective`] sets up.
@@ -1167,20 +1176,9 @@ impl CommandTrial for ServerCommand {
         config: &Config,
         run_dir: &std::path::Path,
     ) -> fuselab_tune::Result<String> {
-        use fuselab_tune::executor::sh_quote;
         let mut b = self.bench.clone();
         b.server_cmd = Some(self.command.render(space, config));
-        b.out = Some(run_dir.join("bench"));
-        let toml_path = run_dir.join("bench.toml");
-        let text = toml::to_string(&b).map_err(|e| {
-            fuselab_tune::Error::invalid("trial", format!("bench.toml: {e}"), "report this bug")
-        })?;
-        std::fs::write(&toml_path, text).map_err(|e| fuselab_tune::Error::io(&toml_path, e))?;
-        Ok(format!(
-            "{} bench --config {}",
-            sh_quote(&self.exe.to_string_lossy()),
-            sh_quote(&toml_path.to_string_lossy())
-        ))
+        bench_trial(&self.exe, b, run_dir)
     }
 
     fn outcome(&self, run_dir: &std::path::Path, _stdout: &str) -> Outcome {
