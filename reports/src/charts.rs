@@ -840,6 +840,25 @@ fn server_series(r: &RunData, name: &str) -> Vec<(f64, f64)> {
     pts
 }
 
+/// A run's server prefix-cache hit rate over time (%): vLLM's cumulative
+/// hits over queries counters, else SGLang's hit-rate gauge.
+fn server_hit_rate(r: &RunData) -> Vec<(f64, f64)> {
+    let hits = server_series(r, "vllm:prefix_cache_hits_total");
+    let queries = server_series(r, "vllm:prefix_cache_queries_total");
+    if !queries.is_empty() {
+        return hits
+            .iter()
+            .zip(&queries)
+            .filter(|(h, q)| h.0 == q.0 && q.1 > 0.0)
+            .map(|(h, q)| (h.0, 100.0 * h.1 / q.1))
+            .collect();
+    }
+    server_series(r, "sglang:cache_hit_rate")
+        .into_iter()
+        .map(|(t, v)| (t, 100.0 * v))
+        .collect()
+}
+
 /// The servers' own view during HTTP runs: KV-cache usage and requests
 /// running and waiting, from `/metrics` scraped into `server_metrics.parquet`.
 fn server_charts(shown: &[&(String, &RunData)], note: &str) -> Vec<Chart> {
@@ -875,7 +894,31 @@ fn server_charts(shown: &[&(String, &RunData)], note: &str) -> Vec<Chart> {
             });
         }
     }
+    let hits: Vec<Series> = shown
+        .iter()
+        .enumerate()
+        .filter_map(|(i, (label, r))| {
+            let points = server_hit_rate(r);
+            (!points.is_empty()).then(|| Series {
+                label: label.clone(),
+                color: i,
+                style: LineStyle::Plain,
+                points,
+            })
+        })
+        .collect();
     let mut charts = Vec::new();
+    if !hits.is_empty() {
+        charts.push(Chart {
+            id: "server-prefix-cache".into(),
+            title: "Server prefix-cache hit rate".into(),
+            x_label: "time since start (s)".into(),
+            y_label: "prompt tokens from the cache (%)".into(),
+            kind: ChartKind::Lines,
+            series: hits,
+            caption: format!("Cumulative share of looked-up prompt tokens the server found in its prefix cache (vLLM's prefix_cache_hits / prefix_cache_queries counters, or SGLang's cache_hit_rate), scraped from its /metrics.{note}"),
+        });
+    }
     if !kv.is_empty() {
         charts.push(Chart {
             id: "server-kv".into(),
@@ -1350,5 +1393,48 @@ mod tests {
         let svg = chart.to_svg().unwrap();
         assert!(svg.contains("<text") && svg.contains("Title"));
         assert!(!chart.to_inline_svg().unwrap().contains("http"));
+    }
+
+    #[test]
+    fn server_telemetry_charts_read_vllm_names_and_sum_over_labels() {
+        let mut run = crate::synth::synth_run("http", &crate::synth::SynthConfig::default());
+        let sample =
+            |t: f64, name: &str, labels: &str, value: f64| fuselab_core::ServerMetricSample {
+                t,
+                name: name.into(),
+                labels: labels.into(),
+                value,
+            };
+        run.server_metrics = vec![
+            sample(1.0, "vllm:kv_cache_usage_perc", "", 0.25),
+            sample(1.0, "vllm:num_requests_running", "engine=\"0\"", 3.0),
+            sample(1.0, "vllm:num_requests_running", "engine=\"1\"", 4.0),
+            sample(1.0, "vllm:prefix_cache_queries_total", "", 200.0),
+            sample(1.0, "vllm:prefix_cache_hits_total", "", 50.0),
+            sample(2.0, "vllm:prefix_cache_queries_total", "", 400.0),
+            sample(2.0, "vllm:prefix_cache_hits_total", "", 300.0),
+        ];
+        let runs = [("http".to_string(), &run)];
+        let shown: Vec<&(String, &RunData)> = runs.iter().collect();
+        let charts = server_charts(&shown, "");
+        let get = |id: &str| {
+            charts
+                .iter()
+                .find(|c| c.id == id)
+                .unwrap_or_else(|| panic!("{id}"))
+        };
+        assert_eq!(get("server-kv").series[0].points, [(1.0, 25.0)]);
+        assert_eq!(get("server-queue").series[0].points, [(1.0, 7.0)]);
+        assert_eq!(
+            get("server-prefix-cache").series[0].points,
+            [(1.0, 25.0), (2.0, 75.0)]
+        );
+        run.server_metrics.clear();
+        let runs = [("http".to_string(), &run)];
+        let shown: Vec<&(String, &RunData)> = runs.iter().collect();
+        assert!(
+            server_charts(&shown, "").is_empty(),
+            "no telemetry, no chart"
+        );
     }
 }

@@ -560,7 +560,7 @@ pub fn render_report(inputs: &[ReportInput], title: &str) -> Result<String> {
     if has_server {
         out.push_str("<section id=\"server-telemetry\">\n<h2>Server telemetry</h2>\n");
         for k in 0..groups.len() {
-            let shown: Vec<_> = ["server-kv", "server-queue"]
+            let shown: Vec<_> = ["server-kv", "server-queue", "server-prefix-cache"]
                 .into_iter()
                 .filter_map(|id| group_chart(id, k))
                 .collect();
