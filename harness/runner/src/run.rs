@@ -687,8 +687,17 @@ pub fn run_realtime_blocking(
     engine: Box<dyn EngineHandle>,
     ctrl_c: bool,
 ) -> Result<HarnessRun, HarnessError> {
+    // One worker per core (or FUSELAB_HARNESS_WORKERS): an HTTP engine's
+    // streams are all served here (a thousand streams at 100 chunks/s each keep
+    // several cores busy), while an in-process engine runs on its own thread
+    // and leaves the workers parked.
+    let workers = std::env::var("FUSELAB_HARNESS_WORKERS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get().max(2)));
     let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(workers)
         .enable_all()
         .build()
         .map_err(HarnessError::Runtime)?;
