@@ -698,6 +698,12 @@ pub fn run_realtime_blocking(
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get().max(2)));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(workers)
+        // Latency over throughput: look at I/O readiness and at tasks woken from
+        // outside the runtime (the sender thread, the null engine's clock) every
+        // 8 polls rather than tokio's default 61 (device run 6: TTFT p99 at ~1000
+        // streams +0.84 to +1.11 ms, against +0.88 to +3.22 ms with the default).
+        .event_interval(8)
+        .global_queue_interval(8)
         .enable_all()
         .build()
         .map_err(HarnessError::Runtime)?;

@@ -154,6 +154,12 @@ pub fn run(args: ServeArgs) -> anyhow::Result<Outcome> {
     config.default_max_tokens = args.default_max_tokens.max(1);
     config.engine_label = label.clone();
     let rt = tokio::runtime::Builder::new_multi_thread()
+        // Latency over throughput: look at I/O readiness and at tasks woken from
+        // outside the runtime (the sender thread, the null engine's clock) every
+        // 8 polls rather than tokio's default 61 (device run 6: TTFT p99 at ~1000
+        // streams +0.84 to +1.11 ms, against +0.88 to +3.22 ms with the default).
+        .event_interval(8)
+        .global_queue_interval(8)
         .enable_all()
         .build()
         .context("starting the async runtime")?;
