@@ -45,6 +45,18 @@ enum Command {
     /// Bayesian-optimisation campaign over engine knobs or an external command; resumable.
     Tune(Box<cmd::tune::TuneArgs>),
     /// Serve an engine over an OpenAI-compatible HTTP API (completions, chat, models, metrics).
+    #[command(mut_arg("endpoint", |a| a.hide(true)))]
+    #[command(mut_arg("prompt_format", |a| a.hide(true)))]
+    #[command(mut_arg("vocab", |a| a.hide(true)))]
+    #[command(mut_arg("scrape_interval", |a| a.hide(true)))]
+    #[command(mut_arg("preconnect", |a| a.hide(true)))]
+    #[command(mut_arg("retries", |a| a.hide(true)))]
+    #[command(mut_arg("no_stream_usage", |a| a.hide(true)))]
+    #[command(mut_arg("max_length_mismatch", |a| a.hide(true)))]
+    #[command(mut_arg("allow_length_mismatch", |a| a.hide(true)))]
+    #[command(mut_arg("timeout", |a| a.hide(true)))]
+    #[command(mut_arg("warmup", |a| a.hide(true)))]
+    #[command(mut_arg("window", |a| a.hide(true)))]
     Serve(Box<cmd::serve::ServeArgs>),
     /// Interactive terminal UI: browse, compare and follow runs, sweeps and campaigns; start new work.
     Tui(cmd::tui::TuiArgs),

@@ -250,7 +250,7 @@ impl<'de> Deserialize<'de> for EngineChoice {
 #[derive(Debug, Clone, Default, clap::Args, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct HttpOpts {
-    /// HTTP engine: Bearer token for the server [env: FUSELAB_API_KEY].
+    /// HTTP engine: Bearer token for the server (`fuselab serve`: the key clients must send).
     #[arg(
         long,
         value_name = "KEY",
@@ -266,7 +266,8 @@ pub struct HttpOpts {
     pub endpoint: Option<String>,
 
     /// HTTP engine: the served model's Hugging Face `tokenizer.json`, for text
-    /// prompts of an exact token count and for counting streamed text.
+    /// prompts of an exact token count and for counting streamed text
+    /// (`fuselab serve`: the tokenizer it serves).
     #[arg(long, value_name = "FILE")]
     pub tokenizer: Option<PathBuf>,
 
