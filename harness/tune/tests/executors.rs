@@ -22,7 +22,7 @@ fn lines(path: &Path) -> Vec<serde_json::Value> {
 
 /// Slot 0 blocks until four other trials have finished: with synchronous
 /// batches of 2 the campaign would wait on it forever; asynchronously the
-/// other slot keeps going and slot 0 is recorded fifth.
+/// other slot keeps going and slot 0 is recorded after at least three others.
 struct SlowFirst {
     finished: Mutex<usize>,
     cv: Condvar,
@@ -65,7 +65,12 @@ fn asynchronous_batches_do_not_wait_for_the_slowest_trial() {
     let recs = lines(&Journal::path_in(dir.path()));
     assert_eq!(recs.len(), 6);
     let slots: Vec<u64> = recs.iter().map(|r| r["slot"].as_u64().unwrap()).collect();
-    assert_eq!(slots[4], 0, "slot 0 finished fifth: {slots:?}");
+    // With two in flight, slots 1, 2 and 3 are recorded before slot 4 starts,
+    // and slot 0 ends only after slot 4 has counted itself finished; whether
+    // slot 0 or slot 4 is recorded first is a race between their threads.
+    let pos = slots.iter().position(|&s| s == 0).unwrap();
+    assert!(pos >= 3, "slot 0 did not hold back the others: {slots:?}");
+    assert_eq!(&slots[..3], [1, 2, 3], "{slots:?}");
     let mut sorted = slots.clone();
     sorted.sort();
     assert_eq!(sorted, vec![0, 1, 2, 3, 4, 5]);
