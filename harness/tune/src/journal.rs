@@ -237,63 +237,13 @@ impl Journal {
     /// dropping (and truncating away) a torn last line left by a kill.
     pub fn resume(dir: &Path) -> Result<(Self, Vec<TrialRecord>)> {
         let path = Self::path_in(dir);
-        let mut file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create(true)
-            .open(&path)
-            .map_err(io(&path))?;
-        let mut text = String::new();
-        file.read_to_string(&mut text).map_err(io(&path))?;
-        let mut records = Vec::new();
-        let mut good_len = 0usize;
-        let lines: Vec<&str> = text.split_inclusive('\n').collect();
-        for (i, line) in lines.iter().enumerate() {
-            let complete = line.ends_with('\n');
-            let body = line.trim();
-            if body.is_empty() {
-                good_len += line.len();
-                continue;
+        let (file, records) = open_jsonl(&path, |r: &TrialRecord, n| {
+            if r.trial == n {
+                Ok(())
+            } else {
+                Err(format!("trial {} out of order (expected {n})", r.trial))
             }
-            match serde_json::from_str::<TrialRecord>(body) {
-                Ok(r) if complete => {
-                    if r.trial != records.len() {
-                        return Err(Error::Journal {
-                            path: path.clone(),
-                            line: i + 1,
-                            message: format!(
-                                "trial {} out of order (expected {})",
-                                r.trial,
-                                records.len()
-                            ),
-                        });
-                    }
-                    records.push(r);
-                    good_len += line.len();
-                }
-                // The last line without its newline: the kill came mid-write.
-                _ if !complete && i + 1 == lines.len() => {
-                    tracing::warn!(
-                        "{}: dropping a torn last line ({} bytes)",
-                        path.display(),
-                        line.len()
-                    );
-                }
-                Ok(_) => unreachable!("complete lines are handled above"),
-                Err(e) => {
-                    return Err(Error::Journal {
-                        path: path.clone(),
-                        line: i + 1,
-                        message: e.to_string(),
-                    });
-                }
-            }
-        }
-        if good_len < text.len() {
-            file.set_len(good_len as u64).map_err(io(&path))?;
-            file.seek(SeekFrom::End(0)).map_err(io(&path))?;
-            file.sync_all().map_err(io(&path))?;
-        }
+        })?;
         let len = records.len();
         Ok((
             Self {
@@ -376,46 +326,7 @@ impl JobLog {
     /// torn last line (a kill mid-write) is dropped and truncated away.
     pub fn open(dir: &Path) -> Result<(Self, Vec<JobRecord>)> {
         let path = Self::path_in(dir);
-        let mut file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create(true)
-            .open(&path)
-            .map_err(io(&path))?;
-        let mut text = String::new();
-        file.read_to_string(&mut text).map_err(io(&path))?;
-        let mut records = Vec::new();
-        let mut good_len = 0usize;
-        let lines: Vec<&str> = text.split_inclusive('\n').collect();
-        for (i, line) in lines.iter().enumerate() {
-            let complete = line.ends_with('\n');
-            let body = line.trim();
-            if body.is_empty() {
-                good_len += line.len();
-                continue;
-            }
-            match serde_json::from_str::<JobRecord>(body) {
-                Ok(r) if complete => {
-                    records.push(r);
-                    good_len += line.len();
-                }
-                _ if !complete && i + 1 == lines.len() => {
-                    tracing::warn!("{}: dropping a torn last line", path.display());
-                }
-                Ok(_) => unreachable!("complete lines are handled above"),
-                Err(e) => {
-                    return Err(Error::Journal {
-                        path: path.clone(),
-                        line: i + 1,
-                        message: e.to_string(),
-                    });
-                }
-            }
-        }
-        if good_len < text.len() {
-            file.set_len(good_len as u64).map_err(io(&path))?;
-            file.seek(SeekFrom::End(0)).map_err(io(&path))?;
-        }
+        let (file, records) = open_jsonl(&path, |_: &JobRecord, _| Ok(()))?;
         Ok((Self { path, file }, records))
     }
 
@@ -431,6 +342,63 @@ impl JobLog {
         self.file.sync_data().map_err(io(&self.path))?;
         Ok(())
     }
+}
+
+/// Opens (creating) a JSON-lines log for appending and returns its records,
+/// each checked by `check` (given the number of records before it). A torn
+/// last line — a kill mid-write — is dropped and truncated away; any other
+/// unreadable or refused line is an error naming it.
+fn open_jsonl<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    mut check: impl FnMut(&T, usize) -> std::result::Result<(), String>,
+) -> Result<(File, Vec<T>)> {
+    let mut file = OpenOptions::new()
+        .read(true)
+        .append(true)
+        .create(true)
+        .open(path)
+        .map_err(io(path))?;
+    let mut text = String::new();
+    file.read_to_string(&mut text).map_err(io(path))?;
+    let mut records = Vec::new();
+    let mut good_len = 0usize;
+    let lines: Vec<&str> = text.split_inclusive('\n').collect();
+    for (i, line) in lines.iter().enumerate() {
+        let complete = line.ends_with('\n');
+        let body = line.trim();
+        if body.is_empty() {
+            good_len += line.len();
+            continue;
+        }
+        let bad = |message: String| Error::Journal {
+            path: path.to_path_buf(),
+            line: i + 1,
+            message,
+        };
+        match serde_json::from_str::<T>(body) {
+            Ok(r) if complete => {
+                check(&r, records.len()).map_err(bad)?;
+                records.push(r);
+                good_len += line.len();
+            }
+            // The last line without its newline: the kill came mid-write.
+            _ if !complete && i + 1 == lines.len() => {
+                tracing::warn!(
+                    "{}: dropping a torn last line ({} bytes)",
+                    path.display(),
+                    line.len()
+                );
+            }
+            Ok(_) => unreachable!("complete lines are handled above"),
+            Err(e) => return Err(bad(e.to_string())),
+        }
+    }
+    if good_len < text.len() {
+        file.set_len(good_len as u64).map_err(io(path))?;
+        file.seek(SeekFrom::End(0)).map_err(io(path))?;
+        file.sync_all().map_err(io(path))?;
+    }
+    Ok((file, records))
 }
 
 fn sync_dir(dir: &Path) {
