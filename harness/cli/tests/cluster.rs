@@ -174,7 +174,9 @@ fn cancel_one(executor: &[&str], retry: u32, cancel: impl Fn(&str)) -> Vec<serde
     let out = dir.path().join("c");
     let once = dir.path().join("once");
     let cmd = format!(
-        r#"if [ "$FUSELAB_TRIAL" = 1 ] && [ ! -e {o} ]; then touch {o}; sleep 120; fi; echo {{x}}"#,
+        // `exec`: the cancelled trial is the sleep itself, so the signal ends
+        // it (no shell left to carry on and exit 0 after its child died).
+        r#"if [ "$FUSELAB_TRIAL" = 1 ] && [ ! -e {o} ]; then touch {o}; exec sleep 120; fi; echo {{x}}"#,
         o = once.display()
     );
     let mut child = StdCommand::new(assert_cmd::cargo::cargo_bin("fuselab"))

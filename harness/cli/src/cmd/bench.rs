@@ -88,41 +88,56 @@ pub struct BenchArgs {
 impl BenchArgs {
     /// The server this run starts, if `--server-cmd` is given.
     pub fn server_launch(&self) -> anyhow::Result<Option<exec::ServerLaunch>> {
-        let Some(cmd) = self.server_cmd.as_deref() else {
-            if self.server_ready.is_some() || self.server_timeout.is_some() {
-                return Err(Error::invalid(
-                    if self.server_ready.is_some() {
-                        "--server-ready"
-                    } else {
-                        "--server-timeout"
-                    },
-                    "applies only with --server-cmd",
-                    "give --server-cmd 'CMD', or drop it",
-                )
-                .into());
-            }
-            return Ok(None);
-        };
-        let Some(EngineChoice::Http(url)) = &self.engine.engine else {
+        server_launch(
+            &self.engine,
+            self.server_cmd.as_deref(),
+            self.server_ready.as_deref(),
+            self.server_timeout.as_deref(),
+        )
+    }
+}
+
+/// The `--server-cmd`, `--server-ready` and `--server-timeout` flags (of
+/// `bench`, and of `tune`, whose command holds `{knob}` placeholders) as a
+/// launch of the server at the `--engine http://…` address; `None` without
+/// `--server-cmd`.
+///
+/// # Errors
+/// `--server-ready` or `--server-timeout` without `--server-cmd`, an engine
+/// that is not a URL, a bad duration or ready URL.
+pub fn server_launch(
+    engine: &EngineOpts,
+    cmd: Option<&str>,
+    ready: Option<&str>,
+    timeout: Option<&str>,
+) -> anyhow::Result<Option<exec::ServerLaunch>> {
+    let Some(cmd) = cmd else {
+        if ready.is_some() || timeout.is_some() {
             return Err(Error::invalid(
-                "--server-cmd",
-                "needs the server's URL as the engine",
-                "give --engine http://HOST:PORT, the address the command listens on",
+                if ready.is_some() {
+                    "--server-ready"
+                } else {
+                    "--server-timeout"
+                },
+                "applies only with --server-cmd",
+                "give --server-cmd 'CMD', or drop it",
             )
             .into());
-        };
-        let timeout = self
-            .server_timeout
-            .as_deref()
-            .map(|t| crate::cmd::tune::parse_duration_for(t, "--server-timeout"))
-            .transpose()?;
-        Ok(Some(exec::ServerLaunch::new(
-            cmd,
-            url,
-            self.server_ready.as_deref(),
-            timeout,
-        )?))
-    }
+        }
+        return Ok(None);
+    };
+    let Some(EngineChoice::Http(url)) = &engine.engine else {
+        return Err(Error::invalid(
+            "--server-cmd",
+            "needs the server's URL as the engine",
+            "give --engine http://HOST:PORT, the address the command listens on",
+        )
+        .into());
+    };
+    let timeout = timeout
+        .map(|t| crate::cmd::tune::parse_duration_for(t, "--server-timeout"))
+        .transpose()?;
+    Ok(Some(exec::ServerLaunch::new(cmd, url, ready, timeout)?))
 }
 
 /// Engine selection flags shared by `bench`, `sweep` and `tune`.

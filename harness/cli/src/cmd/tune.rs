@@ -647,17 +647,12 @@ pub fn run(args: TuneArgs) -> anyhow::Result<CliOutcome> {
         .map(parse_duration)
         .transpose()?;
 
-    if args.server_cmd.is_none() && (args.server_ready.is_some() || args.server_timeout.is_some()) {
-        bail!(Error::invalid(
-            if args.server_ready.is_some() {
-                "--server-ready"
-            } else {
-                "--server-timeout"
-            },
-            "applies only with --server-cmd",
-            "give --server-cmd 'CMD with {knob} placeholders', or drop it"
-        ));
-    }
+    let launch = crate::cmd::bench::server_launch(
+        &args.engine,
+        args.server_cmd.as_deref(),
+        args.server_ready.as_deref(),
+        args.server_timeout.as_deref(),
+    )?;
     let executor = args
         .executor
         .as_deref()
@@ -668,7 +663,7 @@ pub fn run(args: TuneArgs) -> anyhow::Result<CliOutcome> {
         Problem,
         Box<dyn Objective>,
         Option<Box<dyn CommandTrial>>,
-    ) = if let Some(cmd) = args.server_cmd.as_deref() {
+    ) = if let Some(launch) = launch {
         let on_one_machine = matches!(executor, None | Some(ExecutorSpec::Local { .. }));
         if on_one_machine && parallel > 1 {
             bail!(Error::invalid(
@@ -679,7 +674,7 @@ pub fn run(args: TuneArgs) -> anyhow::Result<CliOutcome> {
                 "run server trials one at a time here, or through --executor slurm or ray (one trial a node)"
             ));
         }
-        let (p, o, c) = server_objective(&args, cmd, &space)?;
+        let (p, o, c) = server_objective(&args, launch, &space)?;
         (p, o, Some(c))
     } else if let Some(cmd) = args.objective_cmd.as_deref() {
         if args.policy.is_some()
@@ -1091,17 +1086,9 @@ type ServerCampaign = (Problem, Box<dyn Objective>, Box<dyn CommandTrial>);
 /// line (`fuselab bench --server-cmd …`) for executors.
 fn server_objective(
     args: &TuneArgs,
-    cmd: &str,
+    launch: exec::ServerLaunch,
     space: &SearchSpace,
 ) -> anyhow::Result<ServerCampaign> {
-    let url = match &args.engine.engine {
-        Some(crate::cmd::bench::EngineChoice::Http(url)) => url.clone(),
-        _ => bail!(Error::invalid(
-            "--engine",
-            "--server-cmd needs the server's URL as the engine",
-            "give --engine http://HOST:PORT, the address the command listens on"
-        )),
-    };
     if args.objective_cmd.is_some()
         || args.policy.is_some()
         || !args.knob.is_empty()
@@ -1114,13 +1101,7 @@ fn server_objective(
             "the server's own settings go into the command; tune either a server or fuselab's engine"
         ));
     }
-    let command = CommandObjective::new(cmd, space, None, 1, 0)?;
-    let timeout = args
-        .server_timeout
-        .as_deref()
-        .map(|t| parse_duration_for(t, "--server-timeout"))
-        .transpose()?;
-    let launch = exec::ServerLaunch::new(cmd, &url, args.server_ready.as_deref(), timeout)?;
+    let command = CommandObjective::new(&launch.cmd, space, None, 1, 0)?;
     let (objectives, outcomes, constraints) = engine_objectives(args)?;
     let (workload, requests) = args.workload.resolve()?;
     // Checked now; without --model the model is named per trial from /v1/models.
@@ -1137,7 +1118,7 @@ fn server_objective(
     };
     let objective = ServerObjective {
         command: command.clone(),
-        template: cmd.to_owned(),
+        template: launch.cmd.clone(),
         launch,
         engine,
         workload,
