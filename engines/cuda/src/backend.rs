@@ -1,20 +1,22 @@
 //! [`CudaBackend`]: the bf16 Llama forward pass behind the engine's [`Backend`] trait.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use cudarc::driver::CudaSlice;
 use fuselab_core::RequestId;
 use fuselab_engine::{Backend, BackendError, BatchShape, ForwardBatch, KvGeometry, StepOutput};
 use fuselab_kernels::cpu::rope::Rope;
-use fuselab_kernels::cuda::{CudaDevice, DecodeWorkspace, PagedAttention};
+use fuselab_kernels::cuda::{CudaDevice, DecodeWorkspace, GemmOut, PagedAttention};
 use half::bf16;
 
 use crate::CudaBackendError;
+use crate::profile::{DecodeStep, Op, OpProfile, Phase, Recorder};
 use crate::weights::DeviceWeights;
 use fuselab_engine::ModelShape;
 
 /// Knobs of the CUDA backend.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct CudaOptions {
     /// GPU ordinal (default 0).
     pub device: usize,
@@ -27,6 +29,14 @@ pub struct CudaOptions {
     /// Keep the logits of sampled positions in [`StepOutput::logits`] (tests;
     /// costs a device-to-host copy of `vocab` values per sampled row).
     pub keep_logits: bool,
+    /// Run every kernel path once when the KV cache is allocated (default true), so
+    /// that module loads, cuBLAS heuristics and buffer growth happen before the
+    /// first request rather than inside its step.
+    pub warm_up: bool,
+    /// Record per-operator GPU time ([`crate::profile`]) and write it to this file
+    /// (JSON, and a markdown table beside it with the extension `.md`) when the
+    /// backend is dropped.
+    pub profile: Option<PathBuf>,
 }
 
 impl Default for CudaOptions {
@@ -36,9 +46,22 @@ impl Default for CudaOptions {
             memory_fraction: 0.9,
             kv_budget_bytes: None,
             keep_logits: false,
+            warm_up: true,
+            profile: None,
         }
     }
 }
+
+/// Token rows from which the q, k and v projections run as three GEMMs into the
+/// fused buffer rather than one (the probe in research/review/cuda.md: 0.484 ms
+/// against 0.509 at 6494 rows; one GEMM is 40 % faster at 64 rows).
+const QKV_SPLIT_MIN_ROWS: usize = 2048;
+
+/// Prompt tokens of the warm-up's prefill (at most the cache and the context).
+const WARM_UP_PREFILL: usize = 8192;
+
+/// Sequences of the warm-up's decode step.
+const WARM_UP_DECODE: usize = 64;
 
 /// Activation buffers, grown to the largest step seen.
 #[derive(Debug)]
@@ -47,11 +70,9 @@ struct Scratch {
     rows: usize,
     x: CudaSlice<bf16>,
     h: CudaSlice<bf16>,
+    qkv: CudaSlice<bf16>,
     q: CudaSlice<bf16>,
-    k: CudaSlice<bf16>,
-    v: CudaSlice<bf16>,
     attn: CudaSlice<bf16>,
-    o: CudaSlice<bf16>,
     gate_up: CudaSlice<bf16>,
     act: CudaSlice<bf16>,
 }
@@ -63,11 +84,9 @@ impl Scratch {
             rows,
             x: a(cfg.hidden)?,
             h: a(cfg.hidden)?,
+            qkv: a(cfg.q_width() + 2 * cfg.kv_width())?,
             q: a(cfg.q_width())?,
-            k: a(cfg.kv_width())?,
-            v: a(cfg.kv_width())?,
             attn: a(cfg.q_width())?,
-            o: a(cfg.hidden)?,
             gate_up: a(2 * cfg.ffn)?,
             act: a(cfg.ffn)?,
         })
@@ -99,6 +118,49 @@ impl HeadScratch {
     }
 }
 
+/// The step's metadata on the device: persistent buffers that only grow, so a
+/// step uploads into them instead of allocating.
+#[derive(Debug, Default)]
+struct DeviceMeta {
+    tokens: Option<CudaSlice<i32>>,
+    positions: Option<CudaSlice<i32>>,
+    slots: Option<CudaSlice<i32>>,
+    dec_ctx: Option<CudaSlice<i32>>,
+    dec_tables: Option<CudaSlice<i32>>,
+    pre_ctx: Option<CudaSlice<i32>>,
+    pre_tables: Option<CudaSlice<i32>>,
+    cu_q: Option<CudaSlice<i32>>,
+    sample_rows: Option<CudaSlice<i32>>,
+}
+
+/// Copies `host` (or one 0 when empty) into `buf`, growing it to the next power of two.
+fn upload_into(
+    dev: &CudaDevice,
+    buf: &mut Option<CudaSlice<i32>>,
+    host: &[i32],
+) -> Result<(), CudaBackendError> {
+    let host = if host.is_empty() { &[0][..] } else { host };
+    if buf.as_ref().is_none_or(|b| b.len() < host.len()) {
+        *buf = None;
+        *buf = Some(
+            dev.stream()
+                .alloc_zeros::<i32>(host.len().next_power_of_two().max(64))
+                .map_err(|e| CudaBackendError::driver("allocating step metadata", e))?,
+        );
+    }
+    let b = buf
+        .as_mut()
+        .ok_or_else(|| CudaBackendError::Batch("internal: step metadata buffer missing".into()))?;
+    dev.stream()
+        .memcpy_htod(host, b)
+        .map_err(|e| CudaBackendError::driver("copying step metadata", e))
+}
+
+fn meta(buf: &Option<CudaSlice<i32>>) -> Result<&CudaSlice<i32>, CudaBackendError> {
+    buf.as_ref()
+        .ok_or_else(|| CudaBackendError::Batch("internal: step metadata not uploaded".into()))
+}
+
 /// One layer's paged K and V caches (`[num_blocks, block_size, kv_heads, 128]`).
 #[derive(Debug)]
 struct LayerKv {
@@ -113,13 +175,15 @@ struct StepPlan {
     rows: usize,
     tokens: Vec<i32>,
     positions: Vec<i32>,
-    slots: Vec<i64>,
+    slots: Vec<i32>,
     /// Decode entries (one token each) occupy rows `0 .. n_decode`.
     n_decode: usize,
     dec_ctx: Vec<i32>,
     dec_tables: Vec<i32>,
     dec_max_blocks: usize,
     dec_max_ctx: usize,
+    /// Keys the decode entries attend, summed.
+    dec_context_tokens: u64,
     /// Prompt chunks follow, at `cu_q[i] .. cu_q[i + 1]`.
     n_prefill: usize,
     cu_q: Vec<i32>,
@@ -146,7 +210,10 @@ pub struct CudaBackend {
     scratch: Option<Scratch>,
     head: Option<HeadScratch>,
     decode_ws: DecodeWorkspace,
+    meta: DeviceMeta,
     weights_kind: &'static str,
+    recorder: Option<Recorder>,
+    profile: OpProfile,
 }
 
 impl std::fmt::Debug for CudaBackend {
@@ -235,6 +302,16 @@ impl CudaBackend {
         let inv_freq = dev.upload(&inv)?;
         let decode_ws = DecodeWorkspace::new(&dev)?;
         dev.synchronize()?;
+        let recorder = opts
+            .profile
+            .as_ref()
+            .map(|_| Recorder::new(dev.stream().context().clone()));
+        let profile = OpProfile {
+            weight_bytes_per_step: weight_bytes
+                - (cfg.vocab * cfg.hidden) as u64 * crate::config::ELEM_BYTES,
+            kv_bytes_per_token: cfg.kv_bytes_per_token(1, crate::config::ELEM_BYTES),
+            ..OpProfile::default()
+        };
         tracing::info!(
             device = %dev.info().name,
             model = %cfg.name,
@@ -254,8 +331,17 @@ impl CudaBackend {
             scratch: None,
             head: None,
             decode_ws,
+            meta: DeviceMeta::default(),
             weights_kind,
+            recorder,
+            profile,
         })
+    }
+
+    /// What the per-operator profile has measured so far (empty unless
+    /// [`CudaOptions::profile`] is set).
+    pub fn profile(&self) -> &OpProfile {
+        &self.profile
     }
 
     /// The model shape.
@@ -304,12 +390,28 @@ impl CudaBackend {
             }
         }
         let mut first_row = vec![0usize; batch.entries.len()];
-        // Decodes first (rows 0 .. n_decode), then prompt chunks.
-        for pass_decode in [true, false] {
-            for (i, e) in batch.entries.iter().enumerate() {
-                if e.n_tokens == 0 || is_dec(e) != pass_decode {
-                    continue;
-                }
+        // Decodes first (rows 0 .. n_decode), longest context first so that the
+        // attention's longest blocks start first; then prompt chunks in batch order.
+        let mut decodes: Vec<usize> = (0..batch.entries.len())
+            .filter(|&i| batch.entries[i].n_tokens > 0 && is_dec(&batch.entries[i]))
+            .collect();
+        decodes.sort_by_key(|&i| std::cmp::Reverse(batch.entries[i].start_pos));
+        let prefills = (0..batch.entries.len())
+            .filter(|&i| batch.entries[i].n_tokens > 0 && !is_dec(&batch.entries[i]));
+        let order: Vec<(usize, bool)> = decodes
+            .iter()
+            .map(|&i| (i, true))
+            .chain(prefills.map(|i| (i, false)))
+            .collect();
+        let capacity = geo.num_blocks as usize * bs;
+        if i32::try_from(capacity).is_err() {
+            return Err(CudaBackendError::Batch(format!(
+                "a cache of {capacity} token slots does not fit the kernels' 32-bit slot ids"
+            )));
+        }
+        for &(i, pass_decode) in &order {
+            {
+                let e = &batch.entries[i];
                 let n = e.n_tokens as usize;
                 let start = e.start_pos as usize;
                 let ctx = start + n;
@@ -320,10 +422,11 @@ impl CudaBackend {
                     p.tokens.push(t as i32);
                     p.positions.push(pos as i32);
                     let blk = e.block_table[pos / bs] as usize;
-                    p.slots.push((blk * bs + pos % bs) as i64);
+                    p.slots.push((blk * bs + pos % bs) as i32);
                 }
                 if pass_decode {
                     p.n_decode += 1;
+                    p.dec_context_tokens += ctx as u64;
                     p.dec_ctx.push(ctx as i32);
                     p.dec_max_blocks = p.dec_max_blocks.max(blocks);
                     p.dec_max_ctx = p.dec_max_ctx.max(ctx);
@@ -341,10 +444,10 @@ impl CudaBackend {
         }
         let table = |dec: bool, width: usize| -> Vec<i32> {
             let mut t = Vec::new();
-            for e in batch
-                .entries
+            for e in order
                 .iter()
-                .filter(|e| e.n_tokens > 0 && is_dec(e) == dec)
+                .filter(|o| o.1 == dec)
+                .map(|o| &batch.entries[o.0])
             {
                 let blocks = (e.start_pos + e.n_tokens).div_ceil(geo.block_size) as usize;
                 let row = e.block_table[..blocks].iter().map(|&b| b as i32);
@@ -374,6 +477,7 @@ impl CudaBackend {
     }
 
     fn run(&mut self, batch: &ForwardBatch) -> Result<StepOutput, CudaBackendError> {
+        let started = Instant::now();
         let geo = self.geometry.ok_or_else(|| {
             CudaBackendError::Batch("the KV cache is not allocated; call init_kv first".into())
         })?;
@@ -387,8 +491,20 @@ impl CudaBackend {
         if p.rows == 0 {
             return Ok(out);
         }
+        let stream = self.dev.stream().clone();
+        if let Some(r) = self.recorder.as_mut() {
+            r.begin(&stream)?;
+        }
+        macro_rules! mark {
+            ($op:expr) => {
+                if let Some(r) = self.recorder.as_mut() {
+                    r.mark(&stream, $op)?;
+                }
+            };
+        }
         let cfg = &self.cfg;
         let (t, hd, qw, kw, f) = (p.rows, cfg.hidden, cfg.q_width(), cfg.kv_width(), cfg.ffn);
+        let qkv_w = qw + 2 * kw;
         if self.scratch.as_ref().is_none_or(|s| s.rows < t) {
             // Drop the old buffers first so that their memory can be reused.
             self.scratch = None;
@@ -401,34 +517,56 @@ impl CudaBackend {
             self.head = Some(HeadScratch::new(&self.dev, cfg, ns.next_power_of_two())?);
         }
         let dev = &self.dev;
-        let tokens = dev.upload(&p.tokens)?;
-        let positions = dev.upload(&p.positions)?;
-        let slots = dev.upload(&p.slots)?;
-        let one = |v: &[i32]| -> Result<CudaSlice<i32>, CudaBackendError> {
-            Ok(dev.upload(if v.is_empty() { &[0][..] } else { v })?)
-        };
-        let (dec_ctx, dec_bt) = (one(&p.dec_ctx)?, one(&p.dec_tables)?);
-        let (pre_ctx, pre_bt, cu_q) = (one(&p.pre_ctx)?, one(&p.pre_tables)?, one(&p.cu_q)?);
+        let m = &mut self.meta;
+        upload_into(dev, &mut m.tokens, &p.tokens)?;
+        upload_into(dev, &mut m.positions, &p.positions)?;
+        upload_into(dev, &mut m.slots, &p.slots)?;
+        upload_into(dev, &mut m.dec_ctx, &p.dec_ctx)?;
+        upload_into(dev, &mut m.dec_tables, &p.dec_tables)?;
+        upload_into(dev, &mut m.pre_ctx, &p.pre_ctx)?;
+        upload_into(dev, &mut m.pre_tables, &p.pre_tables)?;
+        upload_into(dev, &mut m.cu_q, &p.cu_q)?;
+        upload_into(dev, &mut m.sample_rows, &p.sample_rows)?;
+        let m = &self.meta;
+        let (tokens, positions, slots) = (meta(&m.tokens)?, meta(&m.positions)?, meta(&m.slots)?);
+        let (dec_ctx, dec_bt) = (meta(&m.dec_ctx)?, meta(&m.dec_tables)?);
+        let (pre_ctx, pre_bt, cu_q) = (meta(&m.pre_ctx)?, meta(&m.pre_tables)?, meta(&m.cu_q)?);
         let s = self.scratch.as_mut().ok_or_else(|| {
             CudaBackendError::Batch("internal: activation buffers missing".into())
         })?;
         let scale = 1.0 / (cfg.head_dim as f32).sqrt();
-        dev.embed_gather(&self.w.embed, &tokens, &mut s.x, t, hd)?;
+        dev.embed_gather(&self.w.embed, tokens, &mut s.x, t, hd)?;
+        mark!(Op::Embed);
         for (lw, kv) in self.w.layers.iter().zip(self.kv.iter_mut()) {
             dev.rms_norm(&s.x, &lw.attn_norm, &mut s.h, t, hd, cfg.rms_eps)?;
-            dev.gemm(&s.h, &lw.wq, &mut s.q, t, hd, qw)?;
-            dev.gemm(&s.h, &lw.wk, &mut s.k, t, hd, kw)?;
-            dev.gemm(&s.h, &lw.wv, &mut s.v, t, hd, kw)?;
-            dev.rope(
+            mark!(Op::Norm);
+            if t >= QKV_SPLIT_MIN_ROWS {
+                for (lo, n) in [(0, qw), (qw, kw), (qw + kw, kw)] {
+                    let w = lw.wqkv.slice(lo * hd..(lo + n) * hd);
+                    let at = GemmOut {
+                        ld: qkv_w,
+                        offset: lo,
+                        accumulate: false,
+                    };
+                    dev.gemm_ex(&s.h, &w, &mut s.qkv, t, hd, n, at)?;
+                }
+            } else {
+                dev.gemm(&s.h, &lw.wqkv, &mut s.qkv, t, hd, qkv_w)?;
+            }
+            mark!(Op::Qkv);
+            dev.qkv_rope_cache(
+                &s.qkv,
                 &mut s.q,
-                &mut s.k,
-                &positions,
+                &mut kv.k,
+                &mut kv.v,
+                positions,
+                slots,
                 &self.inv_freq,
                 t,
                 cfg.n_heads,
                 cfg.n_kv_heads,
             )?;
-            dev.kv_write(&s.k, &s.v, &mut kv.k, &mut kv.v, &slots, t, cfg.n_kv_heads)?;
+            mark!(Op::RopeKv);
             if p.n_decode > 0 {
                 let pa = PagedAttention {
                     batch: p.n_decode,
@@ -436,8 +574,8 @@ impl CudaBackend {
                     num_kv_heads: cfg.n_kv_heads,
                     block_size: geo.block_size as usize,
                     max_blocks_per_seq: p.dec_max_blocks,
-                    ctx_lens: &dec_ctx,
-                    block_tables: &dec_bt,
+                    ctx_lens: dec_ctx,
+                    block_tables: dec_bt,
                     scale,
                 };
                 dev.decode_attention(
@@ -450,6 +588,7 @@ impl CudaBackend {
                     p.dec_max_ctx,
                     None,
                 )?;
+                mark!(Op::DecodeAttention);
             }
             if p.n_prefill > 0 {
                 let pa = PagedAttention {
@@ -458,26 +597,29 @@ impl CudaBackend {
                     num_kv_heads: cfg.n_kv_heads,
                     block_size: geo.block_size as usize,
                     max_blocks_per_seq: p.pre_max_blocks,
-                    ctx_lens: &pre_ctx,
-                    block_tables: &pre_bt,
+                    ctx_lens: pre_ctx,
+                    block_tables: pre_bt,
                     scale,
                 };
-                dev.prefill_attention(&pa, &s.q, &kv.k, &kv.v, &mut s.attn, &cu_q, t, p.pre_max_q)?;
+                dev.prefill_attention(&pa, &s.q, &kv.k, &kv.v, &mut s.attn, cu_q, t, p.pre_max_q)?;
+                mark!(Op::PrefillAttention);
             }
-            dev.gemm(&s.attn, &lw.wo, &mut s.o, t, qw, hd)?;
-            dev.add_inplace(&mut s.x, &s.o, t * hd)?;
+            dev.gemm_acc(&s.attn, &lw.wo, &mut s.x, t, qw, hd)?;
+            mark!(Op::OProj);
             dev.rms_norm(&s.x, &lw.mlp_norm, &mut s.h, t, hd, cfg.rms_eps)?;
+            mark!(Op::Norm);
             dev.gemm(&s.h, &lw.w_gate_up, &mut s.gate_up, t, hd, 2 * f)?;
+            mark!(Op::GateUp);
             dev.silu_mul(&s.gate_up, &mut s.act, t, f)?;
-            dev.gemm(&s.act, &lw.w_down, &mut s.o, t, f, hd)?;
-            dev.add_inplace(&mut s.x, &s.o, t * hd)?;
+            mark!(Op::SiluMul);
+            dev.gemm_acc(&s.act, &lw.w_down, &mut s.x, t, f, hd)?;
+            mark!(Op::Down);
         }
         if ns > 0 {
             let hs = self.head.as_mut().ok_or_else(|| {
                 CudaBackendError::Batch("internal: sampling buffers missing".into())
             })?;
-            let rows = dev.upload(&p.sample_rows)?;
-            dev.gather_rows(&s.x, &rows, &mut hs.last, ns, hd)?;
+            dev.gather_rows(&s.x, meta(&m.sample_rows)?, &mut hs.last, ns, hd)?;
             dev.rms_norm(&hs.last, &self.w.norm, &mut hs.normed, ns, hd, cfg.rms_eps)?;
             dev.gemm(
                 &hs.normed,
@@ -488,6 +630,7 @@ impl CudaBackend {
                 cfg.vocab,
             )?;
             dev.argmax_rows(&hs.logits, &mut hs.ids, ns, cfg.vocab)?;
+            mark!(Op::Head);
             let mut ids = vec![0i32; ns];
             dev.stream()
                 .memcpy_dtoh(&hs.ids.slice(0..ns), &mut ids)
@@ -513,7 +656,96 @@ impl CudaBackend {
                 .collect();
         }
         dev.synchronize()?;
+        if let Some(r) = self.recorder.as_ref() {
+            let wall_ms = started.elapsed().as_secs_f64() * 1e3;
+            let spans = r.spans()?;
+            self.profile
+                .add_step(Phase::of(p.n_decode, p.n_prefill), t, wall_ms, &spans);
+            if p.n_prefill == 0 {
+                self.profile.decode_steps.push(DecodeStep {
+                    batch: p.n_decode,
+                    context_tokens: p.dec_context_tokens,
+                    wall_ms,
+                });
+            }
+        }
         Ok(out)
+    }
+
+    /// Runs a prefill of up to [`WARM_UP_PREFILL`] tokens and a decode step of up to
+    /// [`WARM_UP_DECODE`] sequences over the freshly allocated cache (no request owns
+    /// a block yet), outside any measured window and unprofiled.
+    fn warm_up(&mut self) -> Result<(), CudaBackendError> {
+        let Some(geo) = self.geometry else {
+            return Ok(());
+        };
+        let bs = geo.block_size as usize;
+        let capacity = geo.num_blocks as usize * bs;
+        let n = WARM_UP_PREFILL
+            .min(capacity)
+            .min(self.cfg.context_len as usize)
+            .max(1);
+        let table = |blocks: std::ops::Range<usize>| blocks.map(|b| b as u32).collect::<Vec<_>>();
+        let prefill = fuselab_engine::BatchEntry {
+            request: 0,
+            start_pos: 0,
+            n_tokens: n as u32,
+            sample: true,
+            is_decode: false,
+            tokens: (0..n as u32).map(|i| i % self.cfg.vocab as u32).collect(),
+            block_table: table(0..n.div_ceil(bs)),
+            row: None,
+        };
+        let decodes = WARM_UP_DECODE.min(geo.num_blocks as usize);
+        let decode: Vec<_> = (0..decodes)
+            .map(|i| fuselab_engine::BatchEntry {
+                request: i as RequestId + 1,
+                start_pos: 1,
+                n_tokens: 1,
+                sample: true,
+                is_decode: true,
+                tokens: vec![1],
+                block_table: table(i..i + 1),
+                row: None,
+            })
+            .collect();
+        let recorder = self.recorder.take();
+        let result = (|| {
+            self.run(&ForwardBatch {
+                entries: vec![prefill],
+                shape: BatchShape::Ragged,
+            })?;
+            self.run(&ForwardBatch {
+                entries: decode,
+                shape: BatchShape::Ragged,
+            })
+        })();
+        self.recorder = recorder;
+        result.map(|_| ())
+    }
+
+    /// Writes the profile to [`CudaOptions::profile`] (JSON, and markdown beside it).
+    fn write_profile(&self) -> std::io::Result<()> {
+        let Some(path) = &self.opts.profile else {
+            return Ok(());
+        };
+        std::fs::write(path, self.profile.to_json())?;
+        let md = format!(
+            "# CUDA per-operator profile\n\n{} on {} ({} steps)\n\n{}",
+            self.cfg.name,
+            self.dev.info().name,
+            self.profile.phases.iter().map(|p| p.steps).sum::<u64>(),
+            self.profile.markdown()
+        );
+        std::fs::write(path.with_extension("md"), md)
+    }
+}
+
+impl Drop for CudaBackend {
+    fn drop(&mut self) {
+        if let Err(e) = self.write_profile() {
+            tracing::warn!(error = %e, path = ?self.opts.profile, "cannot write the CUDA profile");
+        }
     }
 }
 
@@ -578,6 +810,14 @@ impl Backend for CudaBackend {
         self.dev.synchronize().map_err(|e| to_backend(e.into()))?;
         self.geometry = Some(geometry);
         tracing::debug!(?geometry, bytes, "cuda backend allocated KV cache");
+        if self.opts.warm_up {
+            let t0 = Instant::now();
+            self.warm_up().map_err(to_backend)?;
+            tracing::info!(
+                seconds = t0.elapsed().as_secs_f64(),
+                "cuda backend warmed up"
+            );
+        }
         Ok(())
     }
 

@@ -27,6 +27,7 @@
 mod backend;
 mod config;
 mod error;
+pub mod profile;
 mod weights;
 
 pub use backend::{CudaBackend, CudaOptions};

@@ -2,9 +2,11 @@
 //! Hugging Face layout tensors (a safetensors file), all bf16.
 //!
 //! Projections keep the Hugging Face `[out, in]` layout, which is what
-//! [`CudaDevice::gemm`] takes; Q, K and V stay separate (the RoPE and KV-write
-//! kernels take separate buffers) and gate/up are fused into one `[2·ffn,
-//! hidden]` matrix (gate rows first), the layout [`CudaDevice::silu_mul`] reads.
+//! [`CudaDevice::gemm`] takes; Q, K and V are stacked into one `[q + 2·kv,
+//! hidden]` matrix (one GEMM in decode; its row blocks are still valid
+//! matrices for three GEMMs at large token counts), the layout
+//! [`CudaDevice::qkv_rope_cache`] reads, and gate/up into one `[2·ffn, hidden]`
+//! matrix (gate rows first), the layout [`CudaDevice::silu_mul`] reads.
 
 use std::path::Path;
 
@@ -20,9 +22,8 @@ use fuselab_engine::ModelShape;
 #[derive(Debug)]
 pub(crate) struct LayerWeights {
     pub(crate) attn_norm: CudaSlice<bf16>,
-    pub(crate) wq: CudaSlice<bf16>,
-    pub(crate) wk: CudaSlice<bf16>,
-    pub(crate) wv: CudaSlice<bf16>,
+    /// `[q_width + 2·kv_width, hidden]`: q rows, then k, then v.
+    pub(crate) wqkv: CudaSlice<bf16>,
     pub(crate) wo: CudaSlice<bf16>,
     pub(crate) mlp_norm: CudaSlice<bf16>,
     pub(crate) w_gate_up: CudaSlice<bf16>,
@@ -46,6 +47,19 @@ fn mix(mut z: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
+}
+
+/// One device buffer holding `parts` back to back.
+fn stack(dev: &CudaDevice, parts: &[CudaSlice<bf16>]) -> Result<CudaSlice<bf16>, CudaBackendError> {
+    let mut out = dev.alloc_bf16(parts.iter().map(CudaSlice::len).sum())?;
+    let mut at = 0;
+    for p in parts {
+        dev.stream()
+            .memcpy_dtod(p, &mut out.slice_mut(at..at + p.len()))
+            .map_err(|e| CudaBackendError::driver("stacking the q, k and v weights", e))?;
+        at += p.len();
+    }
+    Ok(out)
 }
 
 impl DeviceWeights {
@@ -90,11 +104,16 @@ impl DeviceWeights {
             Ok(dev.upload(&host)?)
         };
         for _ in 0..cfg.n_layers {
+            let attn_norm = norm(dev)?;
+            // Filled as three tensors (the same values as separate q, k, v weights).
+            let parts = [
+                fill(q * h, proj(h))?,
+                fill(kv * h, proj(h))?,
+                fill(kv * h, proj(h))?,
+            ];
             layers.push(LayerWeights {
-                attn_norm: norm(dev)?,
-                wq: fill(q * h, proj(h))?,
-                wk: fill(kv * h, proj(h))?,
-                wv: fill(kv * h, proj(h))?,
+                attn_norm,
+                wqkv: stack(dev, &parts)?,
                 wo: fill(h * q, proj(q))?,
                 mlp_norm: norm(dev)?,
                 w_gate_up: fill(2 * f * h, proj(h))?,
@@ -173,11 +192,12 @@ impl DeviceWeights {
             let p = format!("model.layers.{l}");
             let mut gate_up = get(&format!("{p}.mlp.gate_proj.weight"), &[f, h])?;
             gate_up.extend(get(&format!("{p}.mlp.up_proj.weight"), &[f, h])?);
+            let mut qkv = get(&format!("{p}.self_attn.q_proj.weight"), &[q, h])?;
+            qkv.extend(get(&format!("{p}.self_attn.k_proj.weight"), &[kv, h])?);
+            qkv.extend(get(&format!("{p}.self_attn.v_proj.weight"), &[kv, h])?);
             layers.push(LayerWeights {
                 attn_norm: up(&format!("{p}.input_layernorm.weight"), &[h])?,
-                wq: up(&format!("{p}.self_attn.q_proj.weight"), &[q, h])?,
-                wk: up(&format!("{p}.self_attn.k_proj.weight"), &[kv, h])?,
-                wv: up(&format!("{p}.self_attn.v_proj.weight"), &[kv, h])?,
+                wqkv: dev.upload(&qkv)?,
                 wo: up(&format!("{p}.self_attn.o_proj.weight"), &[h, q])?,
                 mlp_norm: up(&format!("{p}.post_attention_layernorm.weight"), &[h])?,
                 w_gate_up: dev.upload(&gate_up)?,

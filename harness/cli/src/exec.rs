@@ -68,6 +68,8 @@ pub struct EngineSpec {
     pub tp: u32,
     /// Safetensors weights for the CPU engine (seeded random when `None`).
     pub weights: Option<PathBuf>,
+    /// Where the CUDA engine writes its per-operator profile (`--cuda-profile`).
+    pub cuda_profile: Option<PathBuf>,
     /// Per-request timeout for real-time engines, seconds.
     pub timeout_s: Option<f64>,
     /// Warm-up for real-time engines: requests due before it run but are not measured.
@@ -600,10 +602,13 @@ pub fn realtime_engine(
         let (policy, seed) = (policy.clone(), weights_seed);
         info.hardware = Some("cuda:0".into());
         info.knobs.insert("weights".into(), "random".into());
+        let opts = fuselab_cuda::CudaOptions {
+            profile: engine.cuda_profile.clone(),
+            ..fuselab_cuda::CudaOptions::default()
+        };
         // The device is opened on the engine's own thread (CUDA contexts are per thread).
         Box::new(NativeEngineHandle::new("cuda", move || {
-            let backend =
-                fuselab_cuda::CudaBackend::random(cfg, seed, fuselab_cuda::CudaOptions::default())?;
+            let backend = fuselab_cuda::CudaBackend::random(cfg, seed, opts)?;
             Ok(NativeEngine::new(Slowdown::new(backend, slowdown), policy)?)
         }))
     } else if engine.kind == EngineKind::Cpu {

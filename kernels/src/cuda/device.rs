@@ -116,6 +116,8 @@ pub(crate) struct Kernels {
     pub(crate) rope: CudaFunction,
     pub(crate) silu_mul: CudaFunction,
     pub(crate) kv_write: CudaFunction,
+    pub(crate) qkv_rope_cache: CudaFunction,
+    pub(crate) read_probe_f4: CudaFunction,
     pub(crate) flash_prefill_r64: CudaFunction,
     pub(crate) flash_prefill_r128: CudaFunction,
     pub(crate) flash_prefill_r128w8: CudaFunction,
@@ -201,7 +203,10 @@ impl CudaDevice {
         // SAFETY: fuselab uses a single stream per device, so cudarc's cross-stream
         // event tracking is not needed; every buffer is used on `stream` only.
         unsafe { ctx.disable_event_tracking() };
-        let stream = ctx.default_stream();
+        // Its own stream, not the legacy default one, which CUDA graphs cannot capture.
+        let stream = ctx
+            .new_stream()
+            .map_err(CudaError::driver("creating the stream"))?;
         let cc = ctx
             .compute_capability()
             .map_err(CudaError::driver("reading the compute capability"))?;
@@ -347,6 +352,8 @@ fn compile_kernels(ctx: &Arc<CudaContext>, arch: &str) -> Result<Kernels, CudaEr
         rope: f("rope")?,
         silu_mul: f("silu_mul")?,
         kv_write: f("kv_write")?,
+        qkv_rope_cache: f("qkv_rope_cache")?,
+        read_probe_f4: f("read_probe_f4")?,
         flash_prefill_r64: f("flash_prefill_r64")?,
         flash_prefill_r128: f("flash_prefill_r128")?,
         flash_prefill_r128w8: f("flash_prefill_r128w8")?,

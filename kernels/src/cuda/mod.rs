@@ -25,7 +25,7 @@ pub use device::{
     probe_driver, skip,
 };
 pub use ops::{
-    DEFAULT_PREFILL_TILE, DecodeWorkspace, LARGE_PREFILL_MIN_Q_LEN, LARGE_PREFILL_TILE,
+    DEFAULT_PREFILL_TILE, DecodeWorkspace, GemmOut, LARGE_PREFILL_MIN_Q_LEN, LARGE_PREFILL_TILE,
     PagedAttention, PrefillTile,
 };
 

@@ -2,7 +2,7 @@
 #![allow(unsafe_code)]
 
 use cudarc::cublas::{Gemm, GemmConfig, sys::cublasOperation_t};
-use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaSlice, DevicePtr, LaunchConfig, PushKernelArg};
 use half::bf16;
 
 use super::{CudaDevice, CudaError, HEAD_DIM};
@@ -183,6 +183,28 @@ impl PagedAttention<'_> {
     }
 }
 
+/// Where [`CudaDevice::gemm_ex`] writes its `[tokens, n]` result inside `y`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GemmOut {
+    /// Elements between the starts of consecutive output rows (≥ n).
+    pub ld: usize,
+    /// Element offset of the first output value in `y`.
+    pub offset: usize,
+    /// Add into `y` (β = 1) instead of overwriting it.
+    pub accumulate: bool,
+}
+
+impl GemmOut {
+    /// A dense `[tokens, n]` result at the start of `y`, overwritten.
+    pub const fn dense(n: usize) -> Self {
+        Self {
+            ld: n,
+            offset: 0,
+            accumulate: false,
+        }
+    }
+}
+
 /// Scratch space of the split-KV decode: per (sequence, head, split) partial
 /// outputs and log-sum-exps.
 #[derive(Debug)]
@@ -314,6 +336,40 @@ impl CudaDevice {
         b.arg(src).arg(dst).arg(&n4);
         // SAFETY: both buffers hold n4 16-byte vectors (checked above); the kernel reads and writes only those.
         self.launched(unsafe { b.launch(cfg) }, "copy_f4")
+    }
+
+    /// Reads `src` once with a grid-stride float4 kernel that writes nothing but one
+    /// word per block into `sink` (the read-only bandwidth probe; `sink` needs
+    /// [`Self::read_probe_blocks`] words).
+    pub fn read_probe(
+        &self,
+        src: &CudaSlice<bf16>,
+        sink: &mut CudaSlice<u32>,
+    ) -> Result<(), CudaError> {
+        if !src.len().is_multiple_of(8) || src.is_empty() {
+            return Err(CudaError::invalid(
+                "src",
+                format!("{} elements is not a positive multiple of 8", src.len()),
+            ));
+        }
+        let blocks = self.read_probe_blocks();
+        check_len("sink", sink.len(), blocks)?;
+        let n4 = (src.len() / 8) as u64;
+        let cfg = LaunchConfig {
+            grid_dim: (grid(blocks, "read_probe")?, 1, 1),
+            block_dim: (512, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let mut b = self.stream.launch_builder(&self.k.read_probe_f4);
+        b.arg(src).arg(sink).arg(&n4);
+        // SAFETY: reads n4 16-byte vectors of `src` and XORs into sink[block] for
+        // `blocks` blocks, both lengths checked above.
+        self.launched(unsafe { b.launch(cfg) }, "read_probe_f4")
+    }
+
+    /// Blocks of [`Self::read_probe`]'s grid (words its sink needs).
+    pub fn read_probe_blocks(&self) -> usize {
+        self.info().sm_count * 8
     }
 
     /// `y = rmsnorm(x) · w` over rows of `hidden` values (`x`, `y`: `[tokens, hidden]`).
@@ -469,6 +525,65 @@ impl CudaDevice {
         self.launched(unsafe { b.launch(cfg) }, "kv_write")
     }
 
+    /// The fused projection's rows `qkv` (`[tokens, (hq + 2·hkv)·128]`: q heads, then
+    /// k, then v) rotated by RoPE at `positions` with the 64 `inv_freq`: the rotated q
+    /// goes to `q_out` (`[tokens, hq, 128]`), the rotated k and the v into the paged
+    /// caches at `slots[t] = block · block_size + offset` (negative: not written).
+    /// One kernel for what [`Self::rope`] and [`Self::kv_write`] do in two.
+    #[allow(clippy::too_many_arguments)]
+    pub fn qkv_rope_cache(
+        &self,
+        qkv: &CudaSlice<bf16>,
+        q_out: &mut CudaSlice<bf16>,
+        k_cache: &mut CudaSlice<bf16>,
+        v_cache: &mut CudaSlice<bf16>,
+        positions: &CudaSlice<i32>,
+        slots: &CudaSlice<i32>,
+        inv_freq: &CudaSlice<f32>,
+        tokens: usize,
+        hq: usize,
+        hkv: usize,
+    ) -> Result<(), CudaError> {
+        let w = hkv * HEAD_DIM;
+        check_len("qkv", qkv.len(), tokens * (hq + 2 * hkv) * HEAD_DIM)?;
+        check_len("q_out", q_out.len(), tokens * hq * HEAD_DIM)?;
+        check_len("positions", positions.len(), tokens)?;
+        check_len("slots", slots.len(), tokens)?;
+        check_len("inv_freq", inv_freq.len(), HEAD_DIM / 2)?;
+        if w == 0 || !k_cache.len().is_multiple_of(w) || v_cache.len() != k_cache.len() {
+            return Err(CudaError::invalid(
+                "k_cache",
+                format!(
+                    "caches of {} and {} elements are not whole token rows of {w}",
+                    k_cache.len(),
+                    v_cache.len()
+                ),
+            ));
+        }
+        if tokens == 0 {
+            return Ok(());
+        }
+        let (hq_i, hkv_i) = (to_i32("hq", hq)?, to_i32("hkv", hkv)?);
+        let cfg = LaunchConfig {
+            grid_dim: (grid(tokens, "tokens")?, 1, 1),
+            block_dim: (256, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let mut b = self.stream.launch_builder(&self.k.qkv_rope_cache);
+        b.arg(qkv)
+            .arg(q_out)
+            .arg(k_cache)
+            .arg(v_cache)
+            .arg(positions)
+            .arg(slots)
+            .arg(inv_freq)
+            .arg(&hq_i)
+            .arg(&hkv_i);
+        // SAFETY: one block per token row of the checked buffers; the caller guarantees
+        // every non-negative slot is below the caches' token capacity (as for kv_write).
+        self.launched(unsafe { b.launch(cfg) }, "qkv_rope_cache")
+    }
+
     /// Ragged causal flash attention for new tokens whose K/V are already in the cache.
     ///
     /// `q`, `out`: `[total_tokens, hq, 128]`; `cu_q`: `[batch + 1]` offsets of each
@@ -610,6 +725,57 @@ impl CudaDevice {
         num_splits: Option<usize>,
     ) -> Result<usize, CudaError> {
         let shift = p.validate(k_cache, v_cache)?;
+        let splits_wanted =
+            num_splits.unwrap_or_else(|| self.decode_splits(p.batch, p.num_kv_heads, max_ctx));
+        if splits_wanted == 0 {
+            return Err(CudaError::invalid("num_splits", "must be at least 1"));
+        }
+        let split_len = max_ctx.max(1).div_ceil(splits_wanted).div_ceil(KV_TILE) * KV_TILE;
+        let splits = max_ctx.max(1).div_ceil(split_len);
+        self.decode_launch(p, q, k_cache, v_cache, out, ws, shift, splits, split_len)?;
+        Ok(splits)
+    }
+
+    /// Paged decode attention with every sequence cut into `num_splits` equal parts
+    /// of whole 64-key tiles (its own length, not the batch's longest): the grid and
+    /// arguments do not depend on the contexts, so the launch can be replayed from a
+    /// CUDA graph while the lengths change.
+    #[allow(clippy::too_many_arguments)]
+    pub fn decode_attention_balanced(
+        &self,
+        p: &PagedAttention<'_>,
+        q: &CudaSlice<bf16>,
+        k_cache: &CudaSlice<bf16>,
+        v_cache: &CudaSlice<bf16>,
+        out: &mut CudaSlice<bf16>,
+        ws: &mut DecodeWorkspace,
+        num_splits: usize,
+    ) -> Result<(), CudaError> {
+        let shift = p.validate(k_cache, v_cache)?;
+        if num_splits == 0 || num_splits > 64 {
+            return Err(CudaError::invalid(
+                "num_splits",
+                format!("{num_splits} must be in 1..=64"),
+            ));
+        }
+        self.decode_launch(p, q, k_cache, v_cache, out, ws, shift, num_splits, 0)
+    }
+
+    /// Launches `paged_decode` (`split_len` 0: per-sequence splits) and, with more
+    /// than one split, `decode_merge`; one split writes `out` directly.
+    #[allow(clippy::too_many_arguments)]
+    fn decode_launch(
+        &self,
+        p: &PagedAttention<'_>,
+        q: &CudaSlice<bf16>,
+        k_cache: &CudaSlice<bf16>,
+        v_cache: &CudaSlice<bf16>,
+        out: &mut CudaSlice<bf16>,
+        ws: &mut DecodeWorkspace,
+        shift: u32,
+        splits: usize,
+        split_len: usize,
+    ) -> Result<(), CudaError> {
         let group = p.num_q_heads / p.num_kv_heads;
         if group > 8 {
             return Err(CudaError::invalid(
@@ -619,13 +785,6 @@ impl CudaDevice {
         }
         check_len("q", q.len(), p.batch * p.num_q_heads * HEAD_DIM)?;
         check_len("out", out.len(), p.batch * p.num_q_heads * HEAD_DIM)?;
-        let splits_wanted =
-            num_splits.unwrap_or_else(|| self.decode_splits(p.batch, p.num_kv_heads, max_ctx));
-        if splits_wanted == 0 {
-            return Err(CudaError::invalid("num_splits", "must be at least 1"));
-        }
-        let split_len = max_ctx.max(1).div_ceil(splits_wanted).div_ceil(KV_TILE) * KV_TILE;
-        let splits = max_ctx.max(1).div_ceil(split_len);
         let rows = p.batch * p.num_q_heads * splits;
         if ws.lse.len() < rows {
             *ws = DecodeWorkspace::with_rows(self, rows)?;
@@ -661,9 +820,21 @@ impl CudaDevice {
             .arg(&hkv)
             .arg(&sl)
             .arg(&scale_log2);
+        let direct = splits == 1;
+        let null: u64 = 0;
+        if direct {
+            b.arg(&mut *out);
+        } else {
+            b.arg(&null);
+        }
         // SAFETY: shapes checked above; the workspace holds batch·hq·splits rows; keys
-        // beyond max_ctx are never read as every ctx_len ≤ max_ctx by contract.
+        // beyond a sequence's ctx_len are never read, and the caller guarantees the
+        // block table covers ctx_len (and, with a fixed split_len, ctx_len ≤ max_ctx).
+        // With one split the kernel writes batch·hq·128 bf16 outputs (checked) instead.
         self.launched(unsafe { b.launch(cfg) }, "paged_decode")?;
+        if direct {
+            return Ok(());
+        }
         let n_splits = to_i32("num_splits", splits)?;
         let cfg = LaunchConfig {
             grid_dim: (grid(p.batch * p.num_q_heads, "batch")?, 1, 1),
@@ -673,8 +844,7 @@ impl CudaDevice {
         let mut b = self.stream.launch_builder(&self.k.decode_merge);
         b.arg(&ws.o_part).arg(&ws.lse).arg(out).arg(&n_splits);
         // SAFETY: reads the rows written above and writes batch·hq·128 outputs (checked).
-        self.launched(unsafe { b.launch(cfg) }, "decode_merge")?;
-        Ok(splits)
+        self.launched(unsafe { b.launch(cfg) }, "decode_merge")
     }
 
     /// `y[t, n] = Σ_k x[t, k] · w[n, k]` in bf16 with f32 accumulation (cuBLAS);
@@ -688,12 +858,56 @@ impl CudaDevice {
         k: usize,
         n: usize,
     ) -> Result<(), CudaError> {
+        self.gemm_ex(x, w, y, tokens, k, n, GemmOut::dense(n))
+    }
+
+    /// `y[t, n] += Σ_k x[t, k] · w[n, k]`: [`Self::gemm`] adding into `y` (cuBLAS
+    /// β = 1, one rounding), e.g. a projection folded into the residual stream.
+    pub fn gemm_acc(
+        &self,
+        x: &CudaSlice<bf16>,
+        w: &CudaSlice<bf16>,
+        y: &mut CudaSlice<bf16>,
+        tokens: usize,
+        k: usize,
+        n: usize,
+    ) -> Result<(), CudaError> {
+        let out = GemmOut {
+            accumulate: true,
+            ..GemmOut::dense(n)
+        };
+        self.gemm_ex(x, w, y, tokens, k, n, out)
+    }
+
+    /// [`Self::gemm`] with `w` any `[n, k]` device matrix (e.g. rows of a fused
+    /// weight) and the output placed by `out` (row stride, column offset, β).
+    #[allow(clippy::too_many_arguments)]
+    pub fn gemm_ex<W: DevicePtr<bf16>>(
+        &self,
+        x: &CudaSlice<bf16>,
+        w: &W,
+        y: &mut CudaSlice<bf16>,
+        tokens: usize,
+        k: usize,
+        n: usize,
+        out: GemmOut,
+    ) -> Result<(), CudaError> {
         check_len("x", x.len(), tokens * k)?;
         check_len("w", w.len(), n * k)?;
-        check_len("y", y.len(), tokens * n)?;
+        if out.ld < n {
+            return Err(CudaError::invalid(
+                "ld",
+                format!(
+                    "row stride {} is shorter than the {n} output columns",
+                    out.ld
+                ),
+            ));
+        }
         if tokens == 0 || n == 0 {
             return Ok(());
         }
+        check_len("y", y.len(), out.offset + (tokens - 1) * out.ld + n)?;
+        let mut yv = y.slice_mut(out.offset..);
         let cfg = GemmConfig {
             transa: cublasOperation_t::CUBLAS_OP_T,
             transb: cublasOperation_t::CUBLAS_OP_N,
@@ -703,13 +917,17 @@ impl CudaDevice {
             alpha: bf16::ONE,
             lda: to_i32("k", k)?,
             ldb: to_i32("k", k)?,
-            beta: bf16::ZERO,
-            ldc: to_i32("n", n)?,
+            beta: if out.accumulate {
+                bf16::ONE
+            } else {
+                bf16::ZERO
+            },
+            ldc: to_i32("ld", out.ld)?,
         };
-        // SAFETY: column-major view: C (n × tokens, ld n) = Wᵀᵀ... i.e. op(A)=Wᵀ of the
-        // k × n column-major W buffer, B = the k × tokens column-major X buffer; all
-        // three lengths checked above.
-        unsafe { self.blas.gemm(cfg, w, x, y) }.map_err(|source| CudaError::Blas {
+        // SAFETY: column-major view: C (n × tokens, ld `out.ld`) = op(A) · B with
+        // op(A) = Wᵀ of the k × n column-major W buffer and B the k × tokens
+        // column-major X buffer; all three extents checked above.
+        unsafe { self.blas.gemm(cfg, w, x, &mut yv) }.map_err(|source| CudaError::Blas {
             context: format!("running a {tokens}×{k}×{n} bf16 GEMM"),
             source,
         })

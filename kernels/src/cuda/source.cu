@@ -81,6 +81,19 @@ extern "C" __global__ void copy_f4(const float4* __restrict__ src, float4* __res
         dst[i] = src[i];
 }
 
+// Read-only bandwidth probe: every thread folds its float4s with XOR and writes one word
+// per block, so nothing is written back to memory but the loads cannot be dropped.
+extern "C" __global__ void read_probe_f4(const uint4* __restrict__ src, unsigned* __restrict__ out, unsigned long long n) {
+    unsigned long long stride = (unsigned long long)gridDim.x * blockDim.x;
+    unsigned acc = 0;
+    for (unsigned long long i = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
+        const uint4 v = src[i];
+        acc ^= v.x ^ v.y ^ v.z ^ v.w;
+    }
+    acc = __reduce_xor_sync(0xffffffffu, acc);
+    if ((threadIdx.x & 31) == 0) atomicXor(out + blockIdx.x, acc);
+}
+
 __device__ __forceinline__ float hash_uniform(unsigned long long i, unsigned long long seed) {
     unsigned long long z = i * 0x9E3779B97F4A7C15ull + seed;
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
@@ -199,6 +212,56 @@ extern "C" __global__ void kv_write(const bf16* __restrict__ k, const bf16* __re
     for (int i = threadIdx.x; i < n; i += blockDim.x) {
         kd[i] = ks[i];
         vd[i] = vs[i];
+    }
+}
+
+// ---------------------------------------------------------------- fused RoPE + KV write
+// qkv [T, (hq + 2 hkv) * D]: the fused projection's rows (q heads, then k, then v).
+// Writes the rotated q to q_out [T, hq, D] and the rotated k and the v into the paged
+// caches at slots[t] (negative: not written). cos/sin are computed once per (token,
+// frequency) and shared by every head; all accesses are 16 bytes. One block per token.
+// Same arithmetic as rope + kv_write (one f32 rotation, one rounding).
+extern "C" __global__ void __launch_bounds__(256) qkv_rope_cache(const bf16* __restrict__ qkv, bf16* __restrict__ q_out,
+                                                                 bf16* __restrict__ kc, bf16* __restrict__ vc,
+                                                                 const int* __restrict__ pos, const int* __restrict__ slots,
+                                                                 const float* __restrict__ inv_freq, int hq, int hkv) {
+    constexpr int HALF = HEAD_DIM / 2;
+    constexpr int CH = HALF / 8;  // 16-byte chunks per half head
+    __shared__ float s_cos[HALF], s_sin[HALF];
+    const size_t t = blockIdx.x;
+    const float p = (float)pos[t];
+    for (int j = threadIdx.x; j < HALF; j += blockDim.x) sincosf(p * inv_freq[j], &s_sin[j], &s_cos[j]);
+    __syncthreads();
+    const int slot = slots[t];
+    const bf16* src = qkv + t * (size_t)(hq + 2 * hkv) * HEAD_DIM;
+    const size_t kv_row = (size_t)hkv * HEAD_DIM;
+    const int n_rot = (hq + hkv) * CH;
+    for (int i = threadIdx.x; i < n_rot; i += blockDim.x) {
+        const int h = i / CH, c = i - h * CH;
+        if (h >= hq && slot < 0) continue;
+        const uint4 a = *reinterpret_cast<const uint4*>(src + h * HEAD_DIM + c * 8);
+        const uint4 b = *reinterpret_cast<const uint4*>(src + h * HEAD_DIM + HALF + c * 8);
+        uint4 ra, rb;
+        const bf162* ap = reinterpret_cast<const bf162*>(&a);
+        const bf162* bp = reinterpret_cast<const bf162*>(&b);
+        bf162* rap = reinterpret_cast<bf162*>(&ra);
+        bf162* rbp = reinterpret_cast<bf162*>(&rb);
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+            const float2 x1 = __bfloat1622float2(ap[e]), x2 = __bfloat1622float2(bp[e]);
+            const int j = c * 8 + 2 * e;
+            const float c0 = s_cos[j], s0 = s_sin[j], c1 = s_cos[j + 1], s1 = s_sin[j + 1];
+            rap[e] = __floats2bfloat162_rn(x1.x * c0 - x2.x * s0, x1.y * c1 - x2.y * s1);
+            rbp[e] = __floats2bfloat162_rn(x2.x * c0 + x1.x * s0, x2.y * c1 + x1.y * s1);
+        }
+        bf16* dst = h < hq ? q_out + (t * hq + h) * HEAD_DIM : kc + (size_t)slot * kv_row + (h - hq) * HEAD_DIM;
+        *reinterpret_cast<uint4*>(dst + c * 8) = ra;
+        *reinterpret_cast<uint4*>(dst + HALF + c * 8) = rb;
+    }
+    if (slot >= 0) {
+        const uint4* vs = reinterpret_cast<const uint4*>(src + (size_t)(hq + hkv) * HEAD_DIM);
+        uint4* vd = reinterpret_cast<uint4*>(vc + (size_t)slot * kv_row);
+        for (int i = threadIdx.x; i < hkv * HEAD_DIM / 8; i += blockDim.x) vd[i] = vs[i];
     }
 }
 
@@ -522,7 +585,7 @@ extern "C" __global__ void __launch_bounds__(256, 1) flash_prefill_r256s3(FLASH_
 extern "C" __global__ void __launch_bounds__(128) paged_decode(
     const bf16* __restrict__ q, const bf16* __restrict__ kc, const bf16* __restrict__ vc, float* __restrict__ o_part,
     float* __restrict__ lse_part, const int* __restrict__ ctx_lens, const int* __restrict__ block_tables, int max_blocks,
-    int block_shift, int hq, int hkv, int split_len, float scale_log2) {
+    int block_shift, int hq, int hkv, int split_len, float scale_log2, bf16* __restrict__ out_direct) {
     constexpr int D = HEAD_DIM;
     constexpr int STAGE = 2 * KV_TILE * D;  // K tile then V tile
     bf16* sKV = reinterpret_cast<bf16*>(smem_raw);
@@ -534,6 +597,8 @@ extern "C" __global__ void __launch_bounds__(128) paged_decode(
     const int g = lane >> 2, t4 = lane & 3;
     const int lm = lane >> 3, lr = lane & 7;
     const int ctx = ctx_lens[b];
+    // split_len <= 0: every sequence is cut into n_splits equal parts of whole tiles.
+    if (split_len <= 0) split_len = max(1, (ctx + n_splits * KV_TILE - 1) / (n_splits * KV_TILE)) * KV_TILE;
     const int start = split * split_len;
     const int end = min(start + split_len, ctx);
     const int n_tiles = end > start ? (end - start + KV_TILE - 1) / KV_TILE : 0;
@@ -673,6 +738,10 @@ extern "C" __global__ void __launch_bounds__(128) paged_decode(
             }
         }
         const size_t bh = (size_t)b * hq + hk * group + r;
+        if (out_direct != nullptr) {  // one split: the final output, no merge pass
+            out_direct[bh * D + d] = __float2bfloat16(den > 0.f ? acc / den : 0.f);
+            continue;
+        }
         o_part[(bh * n_splits + split) * D + d] = den > 0.f ? acc / den : 0.f;
         if (d == 0) lse_part[bh * n_splits + split] = den > 0.f ? mx * scale_log2 + log2f(den) : NEG_INF;
     }

@@ -172,6 +172,13 @@ pub struct EngineOpts {
     #[arg(long, value_name = "FILE")]
     pub weights: Option<PathBuf>,
 
+    /// Profile the CUDA engine per operator class (CUDA events around every
+    /// class in every layer) and write the totals per phase to FILE (JSON) and
+    /// FILE with extension `.md` (a table). The events cost a little GPU time:
+    /// profile in a run of its own.
+    #[arg(long, value_name = "FILE")]
+    pub cuda_profile: Option<PathBuf>,
+
     /// Per-request timeout in seconds for real-time engines (cpu, cuda, null) [default: none].
     #[arg(long, value_name = "SECONDS", allow_negative_numbers = true)]
     pub timeout: Option<f64>,
@@ -473,6 +480,11 @@ impl EngineOpts {
             "cpu",
         )?;
         only_for(
+            "--cuda-profile",
+            self.cuda_profile.is_some() && kind != EngineKind::Cuda,
+            "cuda",
+        )?;
+        only_for(
             "--timeout",
             self.timeout.is_some() && kind == EngineKind::Sim,
             "cpu, cuda, null or http",
@@ -540,6 +552,7 @@ impl EngineOpts {
                 .unwrap_or_else(|| kind.default_model().into()),
             tp: self.tp.unwrap_or(1),
             weights: self.weights.clone(),
+            cuda_profile: self.cuda_profile.clone(),
             timeout_s: self.timeout,
             warmup_s: self.warmup,
             window_s: self.window,
