@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use cudarc::driver::CudaSlice;
+use cudarc::driver::{CudaGraph, CudaSlice};
 use fuselab_core::RequestId;
 use fuselab_engine::{Backend, BackendError, BatchShape, ForwardBatch, KvGeometry, StepOutput};
 use fuselab_kernels::cpu::rope::Rope;
@@ -33,6 +33,10 @@ pub struct CudaOptions {
     /// that module loads, cuBLAS heuristics and buffer growth happen before the
     /// first request rather than inside its step.
     pub warm_up: bool,
+    /// Replay decode-only steps of up to 256 rows from CUDA graphs captured per
+    /// batch-size bucket (default true; graphs are captured at the warm-up and
+    /// again after a buffer grows).
+    pub graphs: bool,
     /// Record per-operator GPU time ([`crate::profile`]) and write it to this file
     /// (JSON, and a markdown table beside it with the extension `.md`) when the
     /// backend is dropped.
@@ -47,6 +51,7 @@ impl Default for CudaOptions {
             kv_budget_bytes: None,
             keep_logits: false,
             warm_up: true,
+            graphs: true,
             profile: None,
         }
     }
@@ -62,6 +67,31 @@ const WARM_UP_PREFILL: usize = 8192;
 
 /// Sequences of the warm-up's decode step.
 const WARM_UP_DECODE: usize = 64;
+
+/// Rows of the decode graphs: a step replays the smallest that holds it.
+const GRAPH_BUCKETS: [usize; 19] = [
+    1, 2, 4, 8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256,
+];
+
+/// The device buffers every decode graph reads: fixed addresses, uploaded into
+/// before each replay (`GRAPH_BUCKETS`' largest rows; tables `width` wide).
+struct GraphMeta {
+    tokens: CudaSlice<i32>,
+    positions: CudaSlice<i32>,
+    slots: CudaSlice<i32>,
+    ctx: CudaSlice<i32>,
+    tables: CudaSlice<i32>,
+    width: usize,
+}
+
+/// A decode step captured for `rows` rows.
+struct DecodeGraph {
+    rows: usize,
+    graph: CudaGraph,
+    /// (activation rows, sampling rows, decode workspace rows) at capture: the
+    /// buffers only grow, so different sizes mean the graph points at freed memory.
+    sizes: (usize, usize, usize),
+}
 
 /// Activation buffers, grown to the largest step seen.
 #[derive(Debug)]
@@ -196,6 +226,44 @@ struct StepPlan {
     sample_ids: Vec<RequestId>,
 }
 
+/// How decode attention splits the context.
+#[derive(Clone, Copy, Debug)]
+enum DecodeSplit {
+    /// [`CudaDevice::decode_attention`]'s choice for the batch's longest context.
+    Auto { max_ctx: usize },
+    /// Every sequence in this many parts ([`CudaDevice::decode_attention_balanced`]).
+    Balanced(usize),
+}
+
+/// Decode entries' metadata on the device.
+struct DecodeInputs<'a> {
+    batch: usize,
+    max_blocks: usize,
+    ctx: &'a CudaSlice<i32>,
+    tables: &'a CudaSlice<i32>,
+    split: DecodeSplit,
+}
+
+/// Prompt chunks' metadata on the device.
+struct PrefillInputs<'a> {
+    batch: usize,
+    max_blocks: usize,
+    ctx: &'a CudaSlice<i32>,
+    tables: &'a CudaSlice<i32>,
+    cu_q: &'a CudaSlice<i32>,
+    max_q: usize,
+}
+
+/// Where one forward reads the step's metadata.
+struct StepInputs<'a> {
+    block_size: usize,
+    tokens: &'a CudaSlice<i32>,
+    positions: &'a CudaSlice<i32>,
+    slots: &'a CudaSlice<i32>,
+    decode: Option<DecodeInputs<'a>>,
+    prefill: Option<PrefillInputs<'a>>,
+}
+
 /// The Llama architecture in bf16 on one NVIDIA GPU: NVRTC kernels for norms,
 /// RoPE, SiLU·mul, the paged KV write and attention; cuBLAS for the GEMMs.
 pub struct CudaBackend {
@@ -214,6 +282,9 @@ pub struct CudaBackend {
     weights_kind: &'static str,
     recorder: Option<Recorder>,
     profile: OpProfile,
+    graph_meta: Option<GraphMeta>,
+    graphs: Vec<DecodeGraph>,
+    graph_replays: u64,
 }
 
 impl std::fmt::Debug for CudaBackend {
@@ -335,7 +406,15 @@ impl CudaBackend {
             weights_kind,
             recorder,
             profile,
+            graph_meta: None,
+            graphs: Vec::new(),
+            graph_replays: 0,
         })
+    }
+
+    /// Steps replayed from CUDA graphs so far (the warm-up's included).
+    pub fn graph_replays(&self) -> u64 {
+        self.graph_replays
     }
 
     /// What the per-operator profile has measured so far (empty unless
@@ -487,36 +566,384 @@ impl CudaBackend {
             .bind_to_thread()
             .map_err(|e| CudaBackendError::driver("binding the context to the engine thread", e))?;
         let p = self.plan(batch, geo)?;
-        let mut out = StepOutput::default();
         if p.rows == 0 {
-            return Ok(out);
+            return Ok(StepOutput::default());
         }
-        let stream = self.dev.stream().clone();
-        if let Some(r) = self.recorder.as_mut() {
-            r.begin(&stream)?;
+        self.ensure_buffers(p.rows, p.sample_rows.len())?;
+        let graph = self.graph_for(&p, geo)?;
+        let out = match graph {
+            Some(i) => self.run_graph(&p, i)?,
+            None => self.run_eager(&p, geo)?,
+        };
+        if let Some(r) = self.recorder.as_ref() {
+            let wall_ms = started.elapsed().as_secs_f64() * 1e3;
+            let spans = r.spans()?;
+            self.profile
+                .add_step(Phase::of(p.n_decode, p.n_prefill), p.rows, wall_ms, &spans);
+            if p.n_prefill == 0 {
+                self.profile.decode_steps.push(DecodeStep {
+                    batch: p.n_decode,
+                    context_tokens: p.dec_context_tokens,
+                    wall_ms,
+                });
+            }
         }
-        macro_rules! mark {
-            ($op:expr) => {
-                if let Some(r) = self.recorder.as_mut() {
-                    r.mark(&stream, $op)?;
-                }
-            };
-        }
-        let cfg = &self.cfg;
-        let (t, hd, qw, kw, f) = (p.rows, cfg.hidden, cfg.q_width(), cfg.kv_width(), cfg.ffn);
-        let qkv_w = qw + 2 * kw;
-        if self.scratch.as_ref().is_none_or(|s| s.rows < t) {
+        Ok(out)
+    }
+
+    /// Grows the activation and sampling buffers to `rows` and `sampled` rows.
+    fn ensure_buffers(&mut self, rows: usize, sampled: usize) -> Result<(), CudaBackendError> {
+        if self.scratch.as_ref().is_none_or(|s| s.rows < rows) {
             // Drop the old buffers first so that their memory can be reused.
             self.scratch = None;
-            let rows = t.next_power_of_two().max(64);
-            self.scratch = Some(Scratch::new(&self.dev, cfg, rows)?);
+            let n = rows.next_power_of_two().max(64);
+            self.scratch = Some(Scratch::new(&self.dev, &self.cfg, n)?);
         }
-        let ns = p.sample_rows.len();
-        if ns > 0 && self.head.as_ref().is_none_or(|s| s.rows < ns) {
+        if sampled > 0 && self.head.as_ref().is_none_or(|s| s.rows < sampled) {
             self.head = None;
-            self.head = Some(HeadScratch::new(&self.dev, cfg, ns.next_power_of_two())?);
+            self.head = Some(HeadScratch::new(
+                &self.dev,
+                &self.cfg,
+                sampled.next_power_of_two(),
+            )?);
         }
+        Ok(())
+    }
+
+    /// Every layer over `t` rows, reading the step's metadata from `inp`.
+    #[allow(clippy::too_many_arguments)]
+    fn layers(
+        dev: &CudaDevice,
+        cfg: &ModelShape,
+        w: &DeviceWeights,
+        inv_freq: &CudaSlice<f32>,
+        kv: &mut [LayerKv],
+        s: &mut Scratch,
+        ws: &mut DecodeWorkspace,
+        rec: &mut Option<Recorder>,
+        inp: &StepInputs<'_>,
+        t: usize,
+    ) -> Result<(), CudaBackendError> {
+        let stream = dev.stream();
+        let mut mark = |op: Op| -> Result<(), CudaBackendError> {
+            match rec.as_mut() {
+                Some(r) => r.mark(stream, op),
+                None => Ok(()),
+            }
+        };
+        let (hd, qw, kw, f) = (cfg.hidden, cfg.q_width(), cfg.kv_width(), cfg.ffn);
+        let qkv_w = qw + 2 * kw;
+        let scale = 1.0 / (cfg.head_dim as f32).sqrt();
+        let paged = |batch, max_blocks, ctx_lens, block_tables| PagedAttention {
+            batch,
+            num_q_heads: cfg.n_heads,
+            num_kv_heads: cfg.n_kv_heads,
+            block_size: inp.block_size,
+            max_blocks_per_seq: max_blocks,
+            ctx_lens,
+            block_tables,
+            scale,
+        };
+        dev.embed_gather(&w.embed, inp.tokens, &mut s.x, t, hd)?;
+        mark(Op::Embed)?;
+        for (lw, kv) in w.layers.iter().zip(kv.iter_mut()) {
+            dev.rms_norm(&s.x, &lw.attn_norm, &mut s.h, t, hd, cfg.rms_eps)?;
+            mark(Op::Norm)?;
+            if t >= QKV_SPLIT_MIN_ROWS {
+                for (lo, n) in [(0, qw), (qw, kw), (qw + kw, kw)] {
+                    let wv = lw.wqkv.slice(lo * hd..(lo + n) * hd);
+                    let at = GemmOut {
+                        ld: qkv_w,
+                        offset: lo,
+                        accumulate: false,
+                    };
+                    dev.gemm_ex(&s.h, &wv, &mut s.qkv, t, hd, n, at)?;
+                }
+            } else {
+                dev.gemm(&s.h, &lw.wqkv, &mut s.qkv, t, hd, qkv_w)?;
+            }
+            mark(Op::Qkv)?;
+            dev.qkv_rope_cache(
+                &s.qkv,
+                &mut s.q,
+                &mut kv.k,
+                &mut kv.v,
+                inp.positions,
+                inp.slots,
+                inv_freq,
+                t,
+                cfg.n_heads,
+                cfg.n_kv_heads,
+            )?;
+            mark(Op::RopeKv)?;
+            if let Some(d) = &inp.decode {
+                let pa = paged(d.batch, d.max_blocks, d.ctx, d.tables);
+                match d.split {
+                    DecodeSplit::Auto { max_ctx } => {
+                        dev.decode_attention(
+                            &pa,
+                            &s.q,
+                            &kv.k,
+                            &kv.v,
+                            &mut s.attn,
+                            ws,
+                            max_ctx,
+                            None,
+                        )?;
+                    }
+                    DecodeSplit::Balanced(n) => {
+                        dev.decode_attention_balanced(&pa, &s.q, &kv.k, &kv.v, &mut s.attn, ws, n)?;
+                    }
+                }
+                mark(Op::DecodeAttention)?;
+            }
+            if let Some(pr) = &inp.prefill {
+                let pa = paged(pr.batch, pr.max_blocks, pr.ctx, pr.tables);
+                dev.prefill_attention(&pa, &s.q, &kv.k, &kv.v, &mut s.attn, pr.cu_q, t, pr.max_q)?;
+                mark(Op::PrefillAttention)?;
+            }
+            dev.gemm_acc(&s.attn, &lw.wo, &mut s.x, t, qw, hd)?;
+            mark(Op::OProj)?;
+            dev.rms_norm(&s.x, &lw.mlp_norm, &mut s.h, t, hd, cfg.rms_eps)?;
+            mark(Op::Norm)?;
+            dev.gemm(&s.h, &lw.w_gate_up, &mut s.gate_up, t, hd, 2 * f)?;
+            mark(Op::GateUp)?;
+            dev.silu_mul(&s.gate_up, &mut s.act, t, f)?;
+            mark(Op::SiluMul)?;
+            dev.gemm_acc(&s.act, &lw.w_down, &mut s.x, t, f, hd)?;
+            mark(Op::Down)?;
+        }
+        Ok(())
+    }
+
+    /// Final norm, `lm_head` and argmax of `rows` hidden states already in `hs.last`
+    /// (or, with `from_x`, the first `rows` rows of `s.x`).
+    fn head(
+        dev: &CudaDevice,
+        cfg: &ModelShape,
+        w: &DeviceWeights,
+        s: &Scratch,
+        hs: &mut HeadScratch,
+        rows: usize,
+        from_x: bool,
+    ) -> Result<(), CudaBackendError> {
+        let hd = cfg.hidden;
+        let input = if from_x { &s.x } else { &hs.last };
+        dev.rms_norm(input, &w.norm, &mut hs.normed, rows, hd, cfg.rms_eps)?;
+        dev.gemm(&hs.normed, &w.lm_head, &mut hs.logits, rows, hd, cfg.vocab)?;
+        dev.argmax_rows(&hs.logits, &mut hs.ids, rows, cfg.vocab)?;
+        Ok(())
+    }
+
+    /// Copies the sampled ids (and, with [`CudaOptions::keep_logits`], their logits)
+    /// back: `rows[i]` is the head row of `p.sample_ids[i]`.
+    fn collect(&mut self, p: &StepPlan, rows: &[usize]) -> Result<StepOutput, CudaBackendError> {
+        let mut out = StepOutput::default();
         let dev = &self.dev;
+        let Some(hs) = self.head.as_ref().filter(|_| !rows.is_empty()) else {
+            dev.synchronize()?;
+            return Ok(out);
+        };
+        let n = rows.iter().max().map_or(0, |&r| r + 1);
+        let mut ids = vec![0i32; n];
+        dev.stream()
+            .memcpy_dtoh(&hs.ids.slice(0..n), &mut ids)
+            .map_err(|e| CudaBackendError::driver("copying sampled ids", e))?;
+        let vocab = self.cfg.vocab;
+        if self.opts.keep_logits {
+            let mut l = vec![bf16::ZERO; n * vocab];
+            dev.stream()
+                .memcpy_dtoh(&hs.logits.slice(0..n * vocab), &mut l)
+                .map_err(|e| CudaBackendError::driver("copying logits", e))?;
+            dev.synchronize()?;
+            for (&id, &r) in p.sample_ids.iter().zip(rows) {
+                let row = &l[r * vocab..(r + 1) * vocab];
+                out.logits
+                    .push((id, row.iter().map(|v| v.to_f32()).collect()));
+            }
+        }
+        dev.synchronize()?;
+        out.sampled = p
+            .sample_ids
+            .iter()
+            .zip(rows)
+            .map(|(&id, &r)| (id, ids[r].max(0) as u32))
+            .collect();
+        Ok(out)
+    }
+
+    /// Current (activation, sampling, decode workspace) buffer rows.
+    fn buffer_sizes(&self) -> (usize, usize, usize) {
+        (
+            self.scratch.as_ref().map_or(0, |s| s.rows),
+            self.head.as_ref().map_or(0, |h| h.rows),
+            self.decode_ws.rows(),
+        )
+    }
+
+    /// The decode graph this step replays (captured now if needed), or `None` for
+    /// an eager step: prefill work, more rows than the largest bucket,
+    /// or a block table wider than the graphs' tables.
+    fn graph_for(
+        &mut self,
+        p: &StepPlan,
+        geo: KvGeometry,
+    ) -> Result<Option<usize>, CudaBackendError> {
+        if !self.opts.graphs || p.n_prefill > 0 || p.n_decode == 0 {
+            return Ok(None);
+        }
+        let Some(&rows) = GRAPH_BUCKETS.iter().find(|&&b| b >= p.rows) else {
+            return Ok(None);
+        };
+        if self.graph_meta.is_none() {
+            let width = (self.cfg.context_len as usize)
+                .div_ceil(geo.block_size as usize)
+                .max(1);
+            let max = GRAPH_BUCKETS[GRAPH_BUCKETS.len() - 1];
+            let dev = &self.dev;
+            let filled = |n: usize, v: i32| dev.upload(&vec![v; n]);
+            self.graph_meta = Some(GraphMeta {
+                tokens: filled(max, 0)?,
+                positions: filled(max, 0)?,
+                slots: filled(max, -1)?,
+                ctx: filled(max, 0)?,
+                tables: filled(max * width, 0)?,
+                width,
+            });
+        }
+        if self
+            .graph_meta
+            .as_ref()
+            .is_some_and(|g| p.dec_max_blocks > g.width)
+        {
+            return Ok(None);
+        }
+        let sizes = self.buffer_sizes();
+        if let Some(i) = self.graphs.iter().position(|g| g.rows == rows) {
+            if self.graphs[i].sizes == sizes {
+                return Ok(Some(i));
+            }
+            self.graphs.remove(i);
+        }
+        let graph = self.capture_decode(rows, geo)?;
+        self.graphs.push(graph);
+        Ok(Some(self.graphs.len() - 1))
+    }
+
+    /// Captures a decode step of `rows` rows reading [`GraphMeta`]: every layer with
+    /// balanced split-KV attention, then the head over all rows.
+    fn capture_decode(
+        &mut self,
+        rows: usize,
+        geo: KvGeometry,
+    ) -> Result<DecodeGraph, CudaBackendError> {
+        let (hkv, ctx) = (self.cfg.n_kv_heads, self.cfg.context_len as usize);
+        let splits = self.dev.decode_splits(rows, hkv, ctx);
+        // Sized for every bucket at once, so capturing one never moves another's buffers.
+        let largest = GRAPH_BUCKETS[GRAPH_BUCKETS.len() - 1];
+        self.ensure_buffers(largest, largest)?;
+        let need = GRAPH_BUCKETS
+            .iter()
+            .map(|&b| b * self.cfg.n_heads * self.dev.decode_splits(b, hkv, ctx))
+            .max()
+            .unwrap_or(0);
+        if self.decode_ws.rows() < need {
+            self.decode_ws = DecodeWorkspace::with_rows(&self.dev, need)?;
+        }
+        let sizes = self.buffer_sizes();
+        let gm = self
+            .graph_meta
+            .as_ref()
+            .ok_or_else(|| CudaBackendError::Batch("internal: graph metadata missing".into()))?;
+        let inp = StepInputs {
+            block_size: geo.block_size as usize,
+            tokens: &gm.tokens,
+            positions: &gm.positions,
+            slots: &gm.slots,
+            decode: Some(DecodeInputs {
+                batch: rows,
+                max_blocks: gm.width,
+                ctx: &gm.ctx,
+                tables: &gm.tables,
+                split: DecodeSplit::Balanced(splits),
+            }),
+            prefill: None,
+        };
+        let (dev, cfg, w, inv_freq) = (&self.dev, &self.cfg, &self.w, &self.inv_freq);
+        let (kv, ws) = (&mut self.kv, &mut self.decode_ws);
+        let missing = || CudaBackendError::Batch("internal: buffers missing".into());
+        let s = self.scratch.as_mut().ok_or_else(missing)?;
+        let hs = self.head.as_mut().ok_or_else(missing)?;
+        let mut no_recorder = None;
+        let graph = dev.capture(|| {
+            Self::layers(
+                dev,
+                cfg,
+                w,
+                inv_freq,
+                kv,
+                s,
+                ws,
+                &mut no_recorder,
+                &inp,
+                rows,
+            )?;
+            Self::head(dev, cfg, w, s, hs, rows, true)
+        })?;
+        tracing::debug!(rows, splits, "captured a decode graph");
+        Ok(DecodeGraph { rows, graph, sizes })
+    }
+
+    /// A decode-only step replayed from graph `i`.
+    fn run_graph(&mut self, p: &StepPlan, i: usize) -> Result<StepOutput, CudaBackendError> {
+        let rows = self.graphs[i].rows;
+        let gm = self
+            .graph_meta
+            .as_mut()
+            .ok_or_else(|| CudaBackendError::Batch("internal: graph metadata missing".into()))?;
+        let pad = |v: &[i32], fill: i32| -> Vec<i32> {
+            v.iter()
+                .copied()
+                .chain(std::iter::repeat(fill))
+                .take(rows)
+                .collect()
+        };
+        let mut tables = vec![0i32; rows * gm.width];
+        for (r, row) in p.dec_tables.chunks(p.dec_max_blocks.max(1)).enumerate() {
+            tables[r * gm.width..r * gm.width + row.len()].copy_from_slice(row);
+        }
+        let stream = self.dev.stream();
+        let copy = |host: &[i32], dst: &mut CudaSlice<i32>| {
+            stream
+                .memcpy_htod(host, dst)
+                .map_err(|e| CudaBackendError::driver("copying decode metadata", e))
+        };
+        copy(&pad(&p.tokens, 0), &mut gm.tokens)?;
+        copy(&pad(&p.positions, 0), &mut gm.positions)?;
+        copy(&pad(&p.slots, -1), &mut gm.slots)?;
+        copy(&pad(&p.dec_ctx, 0), &mut gm.ctx)?;
+        copy(&tables, &mut gm.tables)?;
+        if let Some(r) = self.recorder.as_mut() {
+            r.begin(stream)?;
+        }
+        self.graphs[i]
+            .graph
+            .launch()
+            .map_err(|e| CudaBackendError::driver("launching a decode graph", e))?;
+        self.graph_replays += 1;
+        if let Some(r) = self.recorder.as_mut() {
+            r.mark(stream, Op::DecodeGraph)?;
+        }
+        let sampled: Vec<usize> = p.sample_rows.iter().map(|&r| r as usize).collect();
+        self.collect(p, &sampled)
+    }
+
+    /// The step launched kernel by kernel.
+    fn run_eager(&mut self, p: &StepPlan, geo: KvGeometry) -> Result<StepOutput, CudaBackendError> {
+        let dev = &self.dev;
+        if let Some(r) = self.recorder.as_mut() {
+            r.begin(dev.stream())?;
+        }
         let m = &mut self.meta;
         upload_into(dev, &mut m.tokens, &p.tokens)?;
         upload_into(dev, &mut m.positions, &p.positions)?;
@@ -528,148 +955,71 @@ impl CudaBackend {
         upload_into(dev, &mut m.cu_q, &p.cu_q)?;
         upload_into(dev, &mut m.sample_rows, &p.sample_rows)?;
         let m = &self.meta;
-        let (tokens, positions, slots) = (meta(&m.tokens)?, meta(&m.positions)?, meta(&m.slots)?);
-        let (dec_ctx, dec_bt) = (meta(&m.dec_ctx)?, meta(&m.dec_tables)?);
-        let (pre_ctx, pre_bt, cu_q) = (meta(&m.pre_ctx)?, meta(&m.pre_tables)?, meta(&m.cu_q)?);
+        let inp = StepInputs {
+            block_size: geo.block_size as usize,
+            tokens: meta(&m.tokens)?,
+            positions: meta(&m.positions)?,
+            slots: meta(&m.slots)?,
+            decode: (p.n_decode > 0)
+                .then(|| -> Result<_, CudaBackendError> {
+                    Ok(DecodeInputs {
+                        batch: p.n_decode,
+                        max_blocks: p.dec_max_blocks,
+                        ctx: meta(&m.dec_ctx)?,
+                        tables: meta(&m.dec_tables)?,
+                        split: DecodeSplit::Auto {
+                            max_ctx: p.dec_max_ctx,
+                        },
+                    })
+                })
+                .transpose()?,
+            prefill: (p.n_prefill > 0)
+                .then(|| -> Result<_, CudaBackendError> {
+                    Ok(PrefillInputs {
+                        batch: p.n_prefill,
+                        max_blocks: p.pre_max_blocks,
+                        ctx: meta(&m.pre_ctx)?,
+                        tables: meta(&m.pre_tables)?,
+                        cu_q: meta(&m.cu_q)?,
+                        max_q: p.pre_max_q,
+                    })
+                })
+                .transpose()?,
+        };
         let s = self.scratch.as_mut().ok_or_else(|| {
             CudaBackendError::Batch("internal: activation buffers missing".into())
         })?;
-        let scale = 1.0 / (cfg.head_dim as f32).sqrt();
-        dev.embed_gather(&self.w.embed, tokens, &mut s.x, t, hd)?;
-        mark!(Op::Embed);
-        for (lw, kv) in self.w.layers.iter().zip(self.kv.iter_mut()) {
-            dev.rms_norm(&s.x, &lw.attn_norm, &mut s.h, t, hd, cfg.rms_eps)?;
-            mark!(Op::Norm);
-            if t >= QKV_SPLIT_MIN_ROWS {
-                for (lo, n) in [(0, qw), (qw, kw), (qw + kw, kw)] {
-                    let w = lw.wqkv.slice(lo * hd..(lo + n) * hd);
-                    let at = GemmOut {
-                        ld: qkv_w,
-                        offset: lo,
-                        accumulate: false,
-                    };
-                    dev.gemm_ex(&s.h, &w, &mut s.qkv, t, hd, n, at)?;
-                }
-            } else {
-                dev.gemm(&s.h, &lw.wqkv, &mut s.qkv, t, hd, qkv_w)?;
-            }
-            mark!(Op::Qkv);
-            dev.qkv_rope_cache(
-                &s.qkv,
-                &mut s.q,
-                &mut kv.k,
-                &mut kv.v,
-                positions,
-                slots,
-                &self.inv_freq,
-                t,
-                cfg.n_heads,
-                cfg.n_kv_heads,
-            )?;
-            mark!(Op::RopeKv);
-            if p.n_decode > 0 {
-                let pa = PagedAttention {
-                    batch: p.n_decode,
-                    num_q_heads: cfg.n_heads,
-                    num_kv_heads: cfg.n_kv_heads,
-                    block_size: geo.block_size as usize,
-                    max_blocks_per_seq: p.dec_max_blocks,
-                    ctx_lens: dec_ctx,
-                    block_tables: dec_bt,
-                    scale,
-                };
-                dev.decode_attention(
-                    &pa,
-                    &s.q,
-                    &kv.k,
-                    &kv.v,
-                    &mut s.attn,
-                    &mut self.decode_ws,
-                    p.dec_max_ctx,
-                    None,
-                )?;
-                mark!(Op::DecodeAttention);
-            }
-            if p.n_prefill > 0 {
-                let pa = PagedAttention {
-                    batch: p.n_prefill,
-                    num_q_heads: cfg.n_heads,
-                    num_kv_heads: cfg.n_kv_heads,
-                    block_size: geo.block_size as usize,
-                    max_blocks_per_seq: p.pre_max_blocks,
-                    ctx_lens: pre_ctx,
-                    block_tables: pre_bt,
-                    scale,
-                };
-                dev.prefill_attention(&pa, &s.q, &kv.k, &kv.v, &mut s.attn, cu_q, t, p.pre_max_q)?;
-                mark!(Op::PrefillAttention);
-            }
-            dev.gemm_acc(&s.attn, &lw.wo, &mut s.x, t, qw, hd)?;
-            mark!(Op::OProj);
-            dev.rms_norm(&s.x, &lw.mlp_norm, &mut s.h, t, hd, cfg.rms_eps)?;
-            mark!(Op::Norm);
-            dev.gemm(&s.h, &lw.w_gate_up, &mut s.gate_up, t, hd, 2 * f)?;
-            mark!(Op::GateUp);
-            dev.silu_mul(&s.gate_up, &mut s.act, t, f)?;
-            mark!(Op::SiluMul);
-            dev.gemm_acc(&s.act, &lw.w_down, &mut s.x, t, f, hd)?;
-            mark!(Op::Down);
-        }
+        Self::layers(
+            dev,
+            &self.cfg,
+            &self.w,
+            &self.inv_freq,
+            &mut self.kv,
+            s,
+            &mut self.decode_ws,
+            &mut self.recorder,
+            &inp,
+            p.rows,
+        )?;
+        let ns = p.sample_rows.len();
         if ns > 0 {
             let hs = self.head.as_mut().ok_or_else(|| {
                 CudaBackendError::Batch("internal: sampling buffers missing".into())
             })?;
-            dev.gather_rows(&s.x, meta(&m.sample_rows)?, &mut hs.last, ns, hd)?;
-            dev.rms_norm(&hs.last, &self.w.norm, &mut hs.normed, ns, hd, cfg.rms_eps)?;
-            dev.gemm(
-                &hs.normed,
-                &self.w.lm_head,
-                &mut hs.logits,
+            dev.gather_rows(
+                &s.x,
+                meta(&m.sample_rows)?,
+                &mut hs.last,
                 ns,
-                hd,
-                cfg.vocab,
+                self.cfg.hidden,
             )?;
-            dev.argmax_rows(&hs.logits, &mut hs.ids, ns, cfg.vocab)?;
-            mark!(Op::Head);
-            let mut ids = vec![0i32; ns];
-            dev.stream()
-                .memcpy_dtoh(&hs.ids.slice(0..ns), &mut ids)
-                .map_err(|e| CudaBackendError::driver("copying sampled ids", e))?;
-            if self.opts.keep_logits {
-                let mut l = vec![bf16::ZERO; ns * cfg.vocab];
-                dev.stream()
-                    .memcpy_dtoh(&hs.logits.slice(0..ns * cfg.vocab), &mut l)
-                    .map_err(|e| CudaBackendError::driver("copying logits", e))?;
-                dev.synchronize()?;
-                for (r, id) in p.sample_ids.iter().enumerate() {
-                    let row = &l[r * cfg.vocab..(r + 1) * cfg.vocab];
-                    out.logits
-                        .push((*id, row.iter().map(|v| v.to_f32()).collect()));
-                }
-            }
-            dev.synchronize()?;
-            out.sampled = p
-                .sample_ids
-                .iter()
-                .zip(ids)
-                .map(|(&r, id)| (r, id.max(0) as u32))
-                .collect();
-        }
-        dev.synchronize()?;
-        if let Some(r) = self.recorder.as_ref() {
-            let wall_ms = started.elapsed().as_secs_f64() * 1e3;
-            let spans = r.spans()?;
-            self.profile
-                .add_step(Phase::of(p.n_decode, p.n_prefill), t, wall_ms, &spans);
-            if p.n_prefill == 0 {
-                self.profile.decode_steps.push(DecodeStep {
-                    batch: p.n_decode,
-                    context_tokens: p.dec_context_tokens,
-                    wall_ms,
-                });
+            Self::head(dev, &self.cfg, &self.w, s, hs, ns, false)?;
+            if let Some(r) = self.recorder.as_mut() {
+                r.mark(dev.stream(), Op::Head)?;
             }
         }
-        Ok(out)
+        let rows: Vec<usize> = (0..ns).collect();
+        self.collect(p, &rows)
     }
 
     /// Runs a prefill of up to [`WARM_UP_PREFILL`] tokens and a decode step of up to
@@ -710,6 +1060,8 @@ impl CudaBackend {
             })
             .collect();
         let recorder = self.recorder.take();
+        let graphs = self.opts.graphs;
+        self.opts.graphs = false;
         let result = (|| {
             self.run(&ForwardBatch {
                 entries: vec![prefill],
@@ -718,10 +1070,34 @@ impl CudaBackend {
             self.run(&ForwardBatch {
                 entries: decode,
                 shape: BatchShape::Ragged,
-            })
+            })?;
+            self.opts.graphs = graphs;
+            if graphs {
+                let most = (geo.num_blocks as usize).min(GRAPH_BUCKETS[GRAPH_BUCKETS.len() - 1]);
+                for rows in GRAPH_BUCKETS.into_iter().filter(|&b| b <= most) {
+                    let entries = (0..rows)
+                        .map(|i| fuselab_engine::BatchEntry {
+                            request: i as RequestId + 1,
+                            start_pos: 1,
+                            n_tokens: 1,
+                            sample: true,
+                            is_decode: true,
+                            tokens: vec![1],
+                            block_table: table(i..i + 1),
+                            row: None,
+                        })
+                        .collect();
+                    self.run(&ForwardBatch {
+                        entries,
+                        shape: BatchShape::Ragged,
+                    })?;
+                }
+            }
+            Ok::<_, CudaBackendError>(())
         })();
+        self.opts.graphs = graphs;
         self.recorder = recorder;
-        result.map(|_| ())
+        result
     }
 
     /// Writes the profile to [`CudaOptions::profile`] (JSON, and markdown beside it).

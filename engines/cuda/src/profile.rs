@@ -41,11 +41,13 @@ pub enum Op {
     Down,
     /// Gather of the sampled rows, final norm, `lm_head` and argmax.
     Head,
+    /// A whole decode step replayed from a CUDA graph (its classes are not split).
+    DecodeGraph,
 }
 
 impl Op {
     /// Every class, in forward order.
-    pub const ALL: [Op; 11] = [
+    pub const ALL: [Op; 12] = [
         Op::Embed,
         Op::Norm,
         Op::Qkv,
@@ -57,6 +59,7 @@ impl Op {
         Op::SiluMul,
         Op::Down,
         Op::Head,
+        Op::DecodeGraph,
     ];
 
     /// Short name used in the JSON and the table.
@@ -73,6 +76,7 @@ impl Op {
             Op::SiluMul => "silu_mul",
             Op::Down => "gemm_down_residual",
             Op::Head => "head",
+            Op::DecodeGraph => "decode_graph",
         }
     }
 
@@ -125,7 +129,7 @@ pub struct PhaseTotals {
     /// Wall time of the backend's forward calls (host planning, launches, synchronisation).
     pub wall_ms: f64,
     /// GPU time per [`Op`] class, in [`Op::ALL`] order.
-    pub op_ms: [f64; 11],
+    pub op_ms: [f64; 12],
 }
 
 impl PhaseTotals {

@@ -411,6 +411,150 @@ fn the_engine_runs_all_five_policies_on_tiny_on_cuda() {
     }
 }
 
+/// Worst relative error of `got` against `want` (max |Δ| over max |want|).
+fn rel_error(want: &[f32], got: &[f32]) -> f32 {
+    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
+    want.iter()
+        .zip(got)
+        .fold(0f32, |m, (a, b)| m.max((a - b).abs()))
+        / scale
+}
+
+#[test]
+fn decode_steps_replayed_from_cuda_graphs_match_kernel_by_kernel_steps() {
+    let test = "decode_steps_replayed_from_cuda_graphs_match_kernel_by_kernel_steps";
+    if !gpu_or_skip(test) {
+        return;
+    }
+    let make = |graphs: bool| {
+        cuda_or_skip(test, || {
+            CudaBackend::random(
+                ModelShape::tiny_128(),
+                7,
+                CudaOptions {
+                    kv_budget_bytes: Some(64 << 20),
+                    keep_logits: true,
+                    graphs,
+                    ..CudaOptions::default()
+                },
+            )
+        })
+    };
+    let (Some(mut with), Some(mut without)) = (make(true), make(false)) else {
+        return;
+    };
+    let geo = KvGeometry {
+        block_size: 16,
+        num_blocks: 256,
+    };
+    with.init_kv(geo).unwrap();
+    without.init_kv(geo).unwrap();
+    let warm = with.graph_replays();
+    assert!(warm > 0, "the warm-up captures and replays the graphs");
+    assert_eq!(without.graph_replays(), 0);
+
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    let mut seqs: Vec<(u32, Vec<u32>)> = Vec::new(); // (context, block table)
+    let mut next_block = 0u32;
+    let mut prefill = Vec::new();
+    for id in 0..21u64 {
+        let len: u32 = rng.random_range(1..300);
+        let blocks = (len + 8).div_ceil(16);
+        let table: Vec<u32> = (next_block..next_block + blocks).collect();
+        next_block += blocks;
+        let prompt: Vec<u32> = (0..len).map(|_| rng.random_range(0..4096)).collect();
+        if id < 20 {
+            prefill.push(entry(id, 0, &prompt, &table, true, false));
+        }
+        seqs.push((len, table));
+    }
+    let mut last: BTreeMap<RequestId, u32> = BTreeMap::new();
+    fn run(
+        pair: (&mut CudaBackend, &mut CudaBackend),
+        last: &mut BTreeMap<RequestId, u32>,
+        batch: &ForwardBatch,
+        label: &str,
+    ) {
+        let a = pair.0.forward(batch).unwrap();
+        let b = pair.1.forward(batch).unwrap();
+        assert_eq!(a.logits.len(), b.logits.len(), "{label}");
+        for ((ra, la), (rb, lb)) in a.logits.iter().zip(&b.logits) {
+            assert_eq!(ra, rb, "{label}: entry order");
+            let e = rel_error(lb, la);
+            assert!(e < 2e-2, "{label}: request {ra}: logits differ by {e}");
+        }
+        for (r, t) in &a.sampled {
+            let l = &a.logits.iter().find(|(id, _)| id == r).unwrap().1;
+            assert_eq!(*t, argmax(l), "{label}: request {r} samples its argmax");
+            last.insert(*r, *t);
+        }
+    }
+    run(
+        (&mut with, &mut without),
+        &mut last,
+        &ForwardBatch {
+            entries: prefill,
+            shape: BatchShape::Ragged,
+        },
+        "prefill",
+    );
+    let decode = |seqs: &mut Vec<(u32, Vec<u32>)>, last: &BTreeMap<RequestId, u32>, n: usize| {
+        let entries = seqs[..n]
+            .iter_mut()
+            .enumerate()
+            .map(|(id, (ctx, table))| {
+                let e = entry(id as u64, *ctx, &[last[&(id as u64)]], table, true, true);
+                *ctx += 1;
+                e
+            })
+            .collect();
+        ForwardBatch {
+            entries,
+            shape: BatchShape::Ragged,
+        }
+    };
+    for step in 0..3 {
+        let batch = decode(&mut seqs, &last, 20);
+        run(
+            (&mut with, &mut without),
+            &mut last,
+            &batch,
+            &format!("decode {step} of 20"),
+        );
+    }
+    assert_eq!(
+        with.graph_replays(),
+        warm + 3,
+        "the 20-row decodes replay graphs"
+    );
+    // A padded step larger than the warm-up grows the activation buffers, which
+    // the captured graphs pointed at: they must be captured again, not replayed.
+    let (len, table) = seqs[20].clone();
+    let prompt: Vec<u32> = (0..len).map(|_| rng.random_range(0..4096)).collect();
+    run(
+        (&mut with, &mut without),
+        &mut last,
+        &ForwardBatch {
+            entries: vec![entry(20, 0, &prompt, &table, true, false)],
+            shape: BatchShape::Padded {
+                rows: 8,
+                row_len: 1024,
+            },
+        },
+        "padded prefill",
+    );
+    for step in 0..2 {
+        let batch = decode(&mut seqs, &last, 21);
+        run(
+            (&mut with, &mut without),
+            &mut last,
+            &batch,
+            &format!("decode {step} of 21"),
+        );
+    }
+    assert_eq!(with.graph_replays(), warm + 5);
+}
+
 #[test]
 fn without_a_driver_the_backend_says_so_and_does_not_panic() {
     if fuselab_cuda::probe().is_ok() {

@@ -70,6 +70,8 @@ pub struct EngineSpec {
     pub weights: Option<PathBuf>,
     /// Where the CUDA engine writes its per-operator profile (`--cuda-profile`).
     pub cuda_profile: Option<PathBuf>,
+    /// Whether the CUDA engine replays decode steps from CUDA graphs.
+    pub cuda_graphs: bool,
     /// Per-request timeout for real-time engines, seconds.
     pub timeout_s: Option<f64>,
     /// Warm-up for real-time engines: requests due before it run but are not measured.
@@ -602,8 +604,11 @@ pub fn realtime_engine(
         let (policy, seed) = (policy.clone(), weights_seed);
         info.hardware = Some("cuda:0".into());
         info.knobs.insert("weights".into(), "random".into());
+        info.knobs
+            .insert("cuda_graphs".into(), engine.cuda_graphs.into());
         let opts = fuselab_cuda::CudaOptions {
             profile: engine.cuda_profile.clone(),
+            graphs: engine.cuda_graphs,
             ..fuselab_cuda::CudaOptions::default()
         };
         // The device is opened on the engine's own thread (CUDA contexts are per thread).

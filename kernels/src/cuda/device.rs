@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use cudarc::cublas::CudaBlas;
 use cudarc::driver::sys::{CUdevice_attribute, CUevent_flags, CUfunction_attribute};
-use cudarc::driver::{CudaContext, CudaFunction, CudaStream};
+use cudarc::driver::{CudaContext, CudaFunction, CudaGraph, CudaSlice, CudaStream, DevicePtr};
 use cudarc::nvrtc::CompileOptions;
 
 use super::{CudaError, KERNEL_SOURCE, PrefillTile};
@@ -140,8 +140,13 @@ pub struct CudaDevice {
     pub(crate) k: Kernels,
     /// Work counter of the persistent prefill kernel (one i32).
     pub(crate) counter: std::sync::Mutex<cudarc::driver::CudaSlice<i32>>,
+    /// cuBLAS's workspace, set explicitly so that GEMMs never allocate (graph capture).
+    _blas_workspace: CudaSlice<u8>,
     info: DeviceInfo,
 }
+
+/// Bytes of the cuBLAS workspace (what cuBLAS uses by default on Hopper).
+const BLAS_WORKSPACE_BYTES: usize = 32 << 20;
 
 impl std::fmt::Debug for CudaDevice {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -260,12 +265,33 @@ impl CudaDevice {
         let counter = stream
             .alloc_zeros::<i32>(1)
             .map_err(CudaError::driver("allocating the prefill work counter"))?;
+        let blas_workspace = stream
+            .alloc_zeros::<u8>(BLAS_WORKSPACE_BYTES)
+            .map_err(CudaError::driver("allocating the cuBLAS workspace"))?;
+        {
+            let (ptr, _sync) = blas_workspace.device_ptr(&stream);
+            // SAFETY: the handle is live and bound to `stream`; the buffer holds
+            // BLAS_WORKSPACE_BYTES and lives as long as the handle (both in `Self`,
+            // the workspace declared after `blas` so it is dropped after it).
+            let status = unsafe {
+                cudarc::cublas::sys::cublasSetWorkspace_v2(
+                    *blas.handle(),
+                    ptr as *mut std::ffi::c_void,
+                    BLAS_WORKSPACE_BYTES,
+                )
+            };
+            status.result().map_err(|source| CudaError::Blas {
+                context: "setting the cuBLAS workspace".into(),
+                source,
+            })?;
+        }
         Ok(Self {
             ctx,
             stream,
             blas,
             k,
             counter: std::sync::Mutex::new(counter),
+            _blas_workspace: blas_workspace,
             info,
         })
     }
@@ -278,6 +304,32 @@ impl CudaDevice {
     /// The stream every launch goes to.
     pub fn stream(&self) -> &Arc<CudaStream> {
         &self.stream
+    }
+
+    /// Captures what `f` launches on the stream into a CUDA graph (nothing runs
+    /// until [`CudaGraph::launch`]). `f` must not allocate, copy from the host or
+    /// synchronise; whatever it fails with, the capture is ended and the stream
+    /// left usable.
+    pub fn capture<E: From<CudaError>>(
+        &self,
+        f: impl FnOnce() -> Result<(), E>,
+    ) -> Result<CudaGraph, E> {
+        use cudarc::driver::sys::{CUgraphInstantiate_flags, CUstreamCaptureMode};
+        self.stream
+            .begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
+            .map_err(CudaError::driver("beginning a graph capture"))?;
+        let body = f();
+        let end = self
+            .stream
+            .end_capture(CUgraphInstantiate_flags(0))
+            .map_err(CudaError::driver("ending a graph capture"));
+        body?;
+        let graph =
+            end?.ok_or_else(|| CudaError::invalid("capture", "the captured graph is empty"))?;
+        graph
+            .upload()
+            .map_err(CudaError::driver("uploading a captured graph"))?;
+        Ok(graph)
     }
 
     /// Waits for all queued work.

@@ -219,7 +219,16 @@ impl DecodeWorkspace {
         Self::with_rows(dev, 1)
     }
 
-    fn with_rows(dev: &CudaDevice, rows: usize) -> Result<Self, CudaError> {
+    /// Partial-output rows it holds (batch × query heads × splits); it only grows,
+    /// so an unchanged count means unchanged buffers.
+    pub fn rows(&self) -> usize {
+        self.lse.len()
+    }
+
+    /// A workspace for `rows` partial rows (batch × query heads × splits), so
+    /// that a later launch of that size does not allocate (e.g. while a CUDA
+    /// graph is being captured).
+    pub fn with_rows(dev: &CudaDevice, rows: usize) -> Result<Self, CudaError> {
         let o_part = dev
             .stream
             .alloc_zeros::<f32>(rows * HEAD_DIM)

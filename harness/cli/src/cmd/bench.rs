@@ -179,6 +179,13 @@ pub struct EngineOpts {
     #[arg(long, value_name = "FILE")]
     pub cuda_profile: Option<PathBuf>,
 
+    /// Run the CUDA engine's decode steps kernel by kernel instead of replaying
+    /// them from CUDA graphs (to measure what the graphs save). Recorded as knob
+    /// `cuda_graphs`.
+    #[arg(long)]
+    #[serde(default)]
+    pub no_cuda_graphs: bool,
+
     /// Per-request timeout in seconds for real-time engines (cpu, cuda, null) [default: none].
     #[arg(long, value_name = "SECONDS", allow_negative_numbers = true)]
     pub timeout: Option<f64>,
@@ -485,6 +492,11 @@ impl EngineOpts {
             "cuda",
         )?;
         only_for(
+            "--no-cuda-graphs",
+            self.no_cuda_graphs && kind != EngineKind::Cuda,
+            "cuda",
+        )?;
+        only_for(
             "--timeout",
             self.timeout.is_some() && kind == EngineKind::Sim,
             "cpu, cuda, null or http",
@@ -553,6 +565,7 @@ impl EngineOpts {
             tp: self.tp.unwrap_or(1),
             weights: self.weights.clone(),
             cuda_profile: self.cuda_profile.clone(),
+            cuda_graphs: !self.no_cuda_graphs,
             timeout_s: self.timeout,
             warmup_s: self.warmup,
             window_s: self.window,
