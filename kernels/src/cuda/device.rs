@@ -124,6 +124,8 @@ pub(crate) struct Kernels {
     pub(crate) flash_prefill_r128p: CudaFunction,
     pub(crate) flash_prefill_r256: CudaFunction,
     pub(crate) flash_prefill_r256s3: CudaFunction,
+    pub(crate) flash_prefill_wg128: CudaFunction,
+    pub(crate) flash_prefill_wg128x2: CudaFunction,
     pub(crate) paged_decode: CudaFunction,
     pub(crate) decode_merge: CudaFunction,
     pub(crate) embed_gather: CudaFunction,
@@ -379,7 +381,13 @@ fn compile_kernels(ctx: &Arc<CudaContext>, arch: &str) -> Result<Kernels, CudaEr
     let include = cuda_include_dir()?;
     let opts = CompileOptions {
         include_paths: vec![include.display().to_string()],
-        options: vec![format!("--gpu-architecture={arch}"), "--std=c++17".into()],
+        options: {
+            let mut o = vec![format!("--gpu-architecture={arch}"), "--std=c++17".into()];
+            if arch == "sm_90a" {
+                o.push("-DFUSELAB_WGMMA=1".into());
+            }
+            o
+        },
         name: Some("fuselab_kernels.cu".into()),
         ..Default::default()
     };
@@ -412,6 +420,8 @@ fn compile_kernels(ctx: &Arc<CudaContext>, arch: &str) -> Result<Kernels, CudaEr
         flash_prefill_r128p: f("flash_prefill_r128p")?,
         flash_prefill_r256: f("flash_prefill_r256")?,
         flash_prefill_r256s3: f("flash_prefill_r256s3")?,
+        flash_prefill_wg128: f("flash_prefill_wg128")?,
+        flash_prefill_wg128x2: f("flash_prefill_wg128x2")?,
         paged_decode: f("paged_decode")?,
         decode_merge: f("decode_merge")?,
         embed_gather: f("embed_gather")?,
@@ -431,6 +441,11 @@ fn compile_kernels(ctx: &Arc<CudaContext>, arch: &str) -> Result<Kernels, CudaEr
         (
             &k.flash_prefill_r256s3,
             PrefillTile::Rows256Stages3.smem_bytes(),
+        ),
+        (&k.flash_prefill_wg128, PrefillTile::Wgmma128.smem_bytes()),
+        (
+            &k.flash_prefill_wg128x2,
+            PrefillTile::Wgmma128Occ2.smem_bytes(),
         ),
         (&k.paged_decode, super::ops::DECODE_SMEM_BYTES),
     ];

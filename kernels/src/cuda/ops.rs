@@ -30,24 +30,39 @@ pub enum PrefillTile {
     Rows256,
     /// As [`PrefillTile::Rows256`], with three K/V stages in shared memory.
     Rows256Stages3,
+    /// 128 query rows on two warpgroups with Hopper's `wgmma` (sm_90a only).
+    Wgmma128,
+    /// As [`PrefillTile::Wgmma128`], registers capped for two blocks per SM.
+    Wgmma128Occ2,
 }
 
 impl PrefillTile {
     /// Every variant, for benchmarks and checks.
-    pub const ALL: [PrefillTile; 6] = [
+    pub const ALL: [PrefillTile; 8] = [
         PrefillTile::Rows64,
         PrefillTile::Rows128,
         PrefillTile::Rows128W8,
         PrefillTile::Rows128Persistent,
         PrefillTile::Rows256,
         PrefillTile::Rows256Stages3,
+        PrefillTile::Wgmma128,
+        PrefillTile::Wgmma128Occ2,
     ];
+
+    /// Whether the tile runs on Hopper's `wgmma` (a device compiled for `sm_90a`).
+    pub const fn needs_sm90a(self) -> bool {
+        matches!(self, PrefillTile::Wgmma128 | PrefillTile::Wgmma128Occ2)
+    }
 
     /// Query rows per block.
     pub const fn rows(self) -> usize {
         match self {
             PrefillTile::Rows64 => 64,
-            PrefillTile::Rows128 | PrefillTile::Rows128W8 | PrefillTile::Rows128Persistent => 128,
+            PrefillTile::Rows128
+            | PrefillTile::Rows128W8
+            | PrefillTile::Rows128Persistent
+            | PrefillTile::Wgmma128
+            | PrefillTile::Wgmma128Occ2 => 128,
             PrefillTile::Rows256 | PrefillTile::Rows256Stages3 => 256,
         }
     }
@@ -56,7 +71,11 @@ impl PrefillTile {
     pub const fn threads(self) -> usize {
         match self {
             PrefillTile::Rows64 | PrefillTile::Rows128 | PrefillTile::Rows128Persistent => 128,
-            PrefillTile::Rows128W8 | PrefillTile::Rows256 | PrefillTile::Rows256Stages3 => 256,
+            PrefillTile::Rows128W8
+            | PrefillTile::Rows256
+            | PrefillTile::Rows256Stages3
+            | PrefillTile::Wgmma128
+            | PrefillTile::Wgmma128Occ2 => 256,
         }
     }
 
@@ -70,7 +89,9 @@ impl PrefillTile {
 
     /// Dynamic shared memory: the Q tile and `stages` K and V tiles.
     pub(crate) const fn smem_bytes(self) -> usize {
-        (self.rows() * HEAD_DIM + 2 * self.stages() * KV_TILE * HEAD_DIM) * 2
+        // The wgmma tiles align their swizzled tiles to 1024 bytes inside the buffer.
+        let align = if self.needs_sm90a() { 1024 } else { 0 };
+        (self.rows() * HEAD_DIM + 2 * self.stages() * KV_TILE * HEAD_DIM) * 2 + align
     }
 
     /// Short label, e.g. `r128`.
@@ -82,6 +103,8 @@ impl PrefillTile {
             PrefillTile::Rows128Persistent => "r128p",
             PrefillTile::Rows256 => "r256",
             PrefillTile::Rows256Stages3 => "r256s3",
+            PrefillTile::Wgmma128 => "wg128",
+            PrefillTile::Wgmma128Occ2 => "wg128x2",
         }
     }
 }
@@ -646,7 +669,19 @@ impl CudaDevice {
             PrefillTile::Rows128Persistent => &self.k.flash_prefill_r128p,
             PrefillTile::Rows256 => &self.k.flash_prefill_r256,
             PrefillTile::Rows256Stages3 => &self.k.flash_prefill_r256s3,
+            PrefillTile::Wgmma128 => &self.k.flash_prefill_wg128,
+            PrefillTile::Wgmma128Occ2 => &self.k.flash_prefill_wg128x2,
         };
+        if tile.needs_sm90a() && !self.has_wgmma() {
+            return Err(CudaError::invalid(
+                "tile",
+                format!(
+                    "{} needs Hopper's wgmma (sm_90a) but the kernels were built for {}",
+                    tile.label(),
+                    self.info().arch
+                ),
+            ));
+        }
         check_len("q", q.len(), total_tokens * p.num_q_heads * HEAD_DIM)?;
         check_len("out", out.len(), total_tokens * p.num_q_heads * HEAD_DIM)?;
         check_len("cu_q", cu_q.len(), p.batch + 1)?;
@@ -707,6 +742,19 @@ impl CudaDevice {
         // and blocks by the documented contract of `PagedAttention`; the persistent
         // variant's counter is one zeroed i32 on this stream.
         self.launched(unsafe { b.launch(cfg) }, "flash_prefill")
+    }
+
+    /// Whether the kernels were compiled for `sm_90a` (Hopper's `wgmma`).
+    pub fn has_wgmma(&self) -> bool {
+        self.info().arch == "sm_90a"
+    }
+
+    /// The prefill tiles this device can run, in [`PrefillTile::ALL`] order.
+    pub fn prefill_tiles(&self) -> Vec<PrefillTile> {
+        PrefillTile::ALL
+            .into_iter()
+            .filter(|t| !t.needs_sm90a() || self.has_wgmma())
+            .collect()
     }
 
     /// The split count the decode kernel uses by default for this shape.

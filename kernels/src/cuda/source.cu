@@ -575,6 +575,248 @@ extern "C" __global__ void __launch_bounds__(256, 1) flash_prefill_r256s3(FLASH_
     flash_prefill_pairs<8, 2, 3>(FLASH_PREFILL_PASS);
 }
 
+// ---------------------------------------------------------------- flash prefill on wgmma (Hopper)
+// The same ragged causal paged attention as flash_prefill_* on Hopper's warpgroup MMA: a block
+// of two warpgroups takes 128 query rows (64 each); S = Q·Kᵀ is m64n64k16 with Q and K in
+// shared memory, P stays in registers as the A operand of O += P·V (m64n128k16, V read
+// transposed from shared memory). Tiles are stored as two 64-element halves of 128-byte
+// rows in the 128-byte swizzle wgmma descriptors expect; K/V tiles of 64 keys in two
+// cp.async stages. Needs sm_90a: the host defines FUSELAB_WGMMA when it compiles for it;
+// elsewhere the kernel traps (and the host never picks it).
+
+#ifdef FUSELAB_WGMMA
+// Shared-memory matrix descriptor: 128-byte swizzle, stride `sbo` between 8-row groups,
+// `lbo` between 64-element blocks of the contiguous dimension (MN-major operands only).
+__device__ __forceinline__ unsigned long long wg_desc(unsigned addr, unsigned lbo, unsigned sbo) {
+    return (unsigned long long)((addr & 0x3FFFF) >> 4) | ((unsigned long long)((lbo >> 4) & 0x3FFF) << 16) |
+           ((unsigned long long)((sbo >> 4) & 0x3FFF) << 32) | (1ull << 62);
+}
+__device__ __forceinline__ void wg_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wg_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wg_wait0() { asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory"); }
+// Orders later register uses after an asynchronous wgmma's completion (as CUTLASS's
+// warpgroup_fence_operand): the compiler may not move accesses of r across it.
+template <int N>
+__device__ __forceinline__ void wg_fence_regs(float* r) {
+#pragma unroll
+    for (int i = 0; i < N; ++i) asm volatile("" : "+f"(r[i])::"memory");
+}
+__device__ __forceinline__ void fence_async_smem() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
+// Byte offset of (row r, 16-byte chunk ch of 16) in a tile of R rows stored as two swizzled halves.
+__device__ __forceinline__ unsigned wg_off(int R, int r, int ch) {
+    return (unsigned)((ch >> 3) * R * 128 + r * 128 + (((ch & 7) ^ (r & 7)) << 4));
+}
+__device__ __forceinline__ void wgmma_m64n64k16_ss(float* d, unsigned long long da, unsigned long long db, int accumulate) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31}, %32, %33, p, 1, 1, 0, 0;\n}\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+        : "l"(da), "l"(db), "r"(accumulate));
+}
+
+__device__ __forceinline__ void wgmma_m64n128k16_rs_tb(float* d, const unsigned* a, unsigned long long db) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31,%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47,%48,%49,%50,%51,%52,%53,%54,%55,%56,%57,%58,%59,%60,%61,%62,%63}, {%64,%65,%66,%67}, %68, p, 1, 1, 1;\n}\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(1));
+}
+
+#endif
+
+__device__ __forceinline__ void flash_prefill_wg_body(const bf16* __restrict__ q, const bf16* __restrict__ kc,
+                                                      const bf16* __restrict__ vc, bf16* __restrict__ out,
+                                                      const int* __restrict__ cu_q, const int* __restrict__ ctx_lens,
+                                                      const int* __restrict__ block_tables, int max_blocks,
+                                                      int block_shift, int hq, int hkv, float scale_log2, int b, int h,
+                                                      int tile) {
+#ifdef FUSELAB_WGMMA
+    constexpr int BR = 128, BN = KV_TILE, D = HEAD_DIM, NT = 256;
+    constexpr unsigned Q_BYTES = BR * D * 2, KV_BYTES = BN * D * 2;
+    unsigned char* base = smem_raw + ((1024u - (smem_u32(smem_raw) & 1023u)) & 1023u);
+    const unsigned sQ = smem_u32(base);
+    const unsigned sK = sQ + Q_BYTES;           // [2 stages] K tiles
+    const unsigned sV = sK + 2 * KV_BYTES;      // [2 stages] V tiles
+
+    const int q0 = cu_q[b], q_len = cu_q[b + 1] - q0;
+    const int row0 = tile * BR;
+    if (row0 >= q_len) return;
+    const int ctx = ctx_lens[b];
+    const int prior = ctx - q_len;
+    const int hk = h / (hq / hkv);
+    const int* bt = block_tables + (size_t)b * max_blocks;
+    const int bmask = (1 << block_shift) - 1;
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+    const int wg = warp >> 2, wq = warp & 3;  // warpgroup, warp within it
+    const int last_row = min(row0 + BR, q_len) - 1;
+    const int kv_end = prior + last_row + 1;
+    const int n_tiles = (kv_end + BN - 1) / BN;
+    const size_t row_stride = (size_t)hkv * D;
+
+    for (int c = tid; c < BR * 16; c += NT) {
+        const int r = c >> 4, ch = c & 15;
+        const int qi = row0 + r;
+        const bool ok = qi < q_len;
+        const bf16* src = q + ((size_t)(q0 + (ok ? qi : 0)) * hq + h) * D + ch * 8;
+        cp_async16(sQ + wg_off(BR, r, ch), src, ok);
+    }
+    auto load_kv = [&](int buf, int kt) {
+        const unsigned dK = sK + buf * KV_BYTES, dV = sV + buf * KV_BYTES;
+        const int ch = tid & 15;
+#pragma unroll
+        for (int i = 0; i < BN * 16 / NT; ++i) {
+            const int r = (tid >> 4) + i * (NT / 16);
+            const int j = kt * BN + r;
+            const bool ok = j < kv_end;
+            const int jj = ok ? j : 0;
+            const int blk = bt[jj >> block_shift];
+            const size_t off = ((size_t)blk * (bmask + 1) + (jj & bmask)) * row_stride + (size_t)hk * D + ch * 8;
+            cp_async16(dK + wg_off(BN, r, ch), kc + off, ok);
+            cp_async16(dV + wg_off(BN, r, ch), vc + off, ok);
+        }
+    };
+    load_kv(0, 0);
+    cp_commit();
+
+    float o[64];
+#pragma unroll
+    for (int i = 0; i < 64; ++i) o[i] = 0.f;
+    float m_a = NEG_INF, m_b = NEG_INF, l_a = 0.f, l_b = 0.f;
+    const int g = lane >> 2, t4 = lane & 3;
+    const int wr0 = row0 + wg * 64;           // this warpgroup's first row
+    const int r_a = wr0 + wq * 16 + g;        // this thread's two rows
+    const int lim_a = min(prior + r_a, ctx - 1), lim_b = min(prior + r_a + 8, ctx - 1);
+    const int wg_min_lim = min(prior + wr0, ctx - 1);
+    const int wg_max_lim = min(prior + wr0 + 63, ctx - 1);
+    const unsigned q_wg = sQ + wg * 64 * 128;  // this warpgroup's 64 rows in each half
+
+    for (int kt = 0; kt < n_tiles; ++kt) {
+        const int buf = kt & 1;
+        cp_wait<0>();
+        fence_async_smem();  // cp.async writes are read by wgmma (the async proxy)
+        __syncthreads();
+        if (kt + 1 < n_tiles) load_kv(buf ^ 1, kt + 1);
+        cp_commit();
+        const int kbase = kt * BN;
+        if (kbase > wg_max_lim || row0 + wg * 64 >= q_len) continue;  // uniform per warpgroup
+        const unsigned cK = sK + buf * KV_BYTES, cV = sV + buf * KV_BYTES;
+        float s[32];
+        wg_fence();
+#pragma unroll
+        for (int ks = 0; ks < 8; ++ks) {
+            const unsigned off = (ks & 3) * 32u;  // k16 step inside a 128-byte row
+            const unsigned long long da = wg_desc(q_wg + (ks >> 2) * (BR * 128) + off, 16, 1024);
+            const unsigned long long db = wg_desc(cK + (ks >> 2) * (BN * 128) + off, 16, 1024);
+            wgmma_m64n64k16_ss(s, da, db, ks > 0);
+        }
+        wg_commit();
+        wg_wait0();
+        wg_fence_regs<32>(s);
+        if (kbase + BN - 1 > wg_min_lim) {
+#pragma unroll
+            for (int nt = 0; nt < 8; ++nt) {
+                const int j = kbase + nt * 8 + t4 * 2;
+                if (j > lim_a) s[4 * nt + 0] = NEG_INF;
+                if (j + 1 > lim_a) s[4 * nt + 1] = NEG_INF;
+                if (j > lim_b) s[4 * nt + 2] = NEG_INF;
+                if (j + 1 > lim_b) s[4 * nt + 3] = NEG_INF;
+            }
+        }
+        float mx_a = m_a, mx_b = m_b;
+#pragma unroll
+        for (int nt = 0; nt < 8; ++nt) {
+            mx_a = fmaxf(mx_a, fmaxf(s[4 * nt], s[4 * nt + 1]));
+            mx_b = fmaxf(mx_b, fmaxf(s[4 * nt + 2], s[4 * nt + 3]));
+        }
+        mx_a = fmaxf(mx_a, __shfl_xor_sync(0xffffffffu, mx_a, 1));
+        mx_a = fmaxf(mx_a, __shfl_xor_sync(0xffffffffu, mx_a, 2));
+        mx_b = fmaxf(mx_b, __shfl_xor_sync(0xffffffffu, mx_b, 1));
+        mx_b = fmaxf(mx_b, __shfl_xor_sync(0xffffffffu, mx_b, 2));
+        const float sc_a = mx_a == NEG_INF ? 0.f : mx_a * scale_log2;
+        const float sc_b = mx_b == NEG_INF ? 0.f : mx_b * scale_log2;
+        const float al_a = fast_exp2(m_a * scale_log2 - sc_a);
+        const float al_b = fast_exp2(m_b * scale_log2 - sc_b);
+        m_a = mx_a;
+        m_b = mx_b;
+        l_a *= al_a;
+        l_b *= al_b;
+#pragma unroll
+        for (int i = 0; i < 16; ++i) {
+            o[4 * i + 0] *= al_a;
+            o[4 * i + 1] *= al_a;
+            o[4 * i + 2] *= al_b;
+            o[4 * i + 3] *= al_b;
+        }
+#pragma unroll
+        for (int nt = 0; nt < 8; ++nt) {
+            s[4 * nt + 0] = fast_exp2(s[4 * nt + 0] * scale_log2 - sc_a);
+            s[4 * nt + 1] = fast_exp2(s[4 * nt + 1] * scale_log2 - sc_a);
+            s[4 * nt + 2] = fast_exp2(s[4 * nt + 2] * scale_log2 - sc_b);
+            s[4 * nt + 3] = fast_exp2(s[4 * nt + 3] * scale_log2 - sc_b);
+            l_a += s[4 * nt + 0] + s[4 * nt + 1];
+            l_b += s[4 * nt + 2] + s[4 * nt + 3];
+        }
+        wg_fence_regs<64>(o);
+        wg_fence();
+#pragma unroll
+        for (int ks = 0; ks < 4; ++ks) {
+            unsigned pa[4] = {pack_bf16(s[8 * ks + 0], s[8 * ks + 1]), pack_bf16(s[8 * ks + 2], s[8 * ks + 3]),
+                              pack_bf16(s[8 * ks + 4], s[8 * ks + 5]), pack_bf16(s[8 * ks + 6], s[8 * ks + 7])};
+            // V is [key][dim]: the MN-major B operand; 16 keys = two 8-row groups = 2048 bytes.
+            const unsigned long long db = wg_desc(cV + ks * 2048, BN * 128, 1024);
+            wgmma_m64n128k16_rs_tb(o, pa, db);
+        }
+        wg_commit();
+        wg_wait0();
+        wg_fence_regs<64>(o);
+    }
+    cp_wait<0>();
+
+    l_a += __shfl_xor_sync(0xffffffffu, l_a, 1);
+    l_a += __shfl_xor_sync(0xffffffffu, l_a, 2);
+    l_b += __shfl_xor_sync(0xffffffffu, l_b, 1);
+    l_b += __shfl_xor_sync(0xffffffffu, l_b, 2);
+    const float inv_a = l_a > 0.f ? 1.f / l_a : 0.f;
+    const float inv_b = l_b > 0.f ? 1.f / l_b : 0.f;
+    const int rb = r_a + 8;
+    if (r_a < q_len) {
+        unsigned* dst = reinterpret_cast<unsigned*>(out + ((size_t)(q0 + r_a) * hq + h) * D);
+#pragma unroll
+        for (int dt = 0; dt < 16; ++dt) dst[(dt * 8 + t4 * 2) >> 1] = pack_bf16(o[4 * dt] * inv_a, o[4 * dt + 1] * inv_a);
+    }
+    if (rb < q_len) {
+        unsigned* dst = reinterpret_cast<unsigned*>(out + ((size_t)(q0 + rb) * hq + h) * D);
+#pragma unroll
+        for (int dt = 0; dt < 16; ++dt)
+            dst[(dt * 8 + t4 * 2) >> 1] = pack_bf16(o[4 * dt + 2] * inv_b, o[4 * dt + 3] * inv_b);
+    }
+#else
+    __trap();
+#endif
+}
+
+// 128 query rows on two warpgroups (wgmma), tile pairs as flash_prefill_pairs.
+__device__ __forceinline__ void flash_prefill_wg_pairs(FLASH_PREFILL_ARGS) {
+    const int b = blockIdx.z;
+    const int n = (cu_q[b + 1] - cu_q[b] + 127) / 128;
+    const int lo = blockIdx.x, hi = n - 1 - (int)blockIdx.x;
+    if (hi < lo) return;
+    for (int pass = 0; pass < 2; ++pass) {
+        if (pass == 1) {
+            if (hi == lo) break;
+            __syncthreads();  // shared memory is reused by the second tile
+        }
+        flash_prefill_wg_body(FLASH_PREFILL_PASS, b, (int)blockIdx.y, pass == 0 ? hi : lo);
+    }
+}
+extern "C" __global__ void __launch_bounds__(256, 1) flash_prefill_wg128(FLASH_PREFILL_ARGS) {
+    flash_prefill_wg_pairs(FLASH_PREFILL_PASS);
+}
+// As flash_prefill_wg128 with registers capped for two blocks per SM.
+extern "C" __global__ void __launch_bounds__(256, 2) flash_prefill_wg128x2(FLASH_PREFILL_ARGS) {
+    flash_prefill_wg_pairs(FLASH_PREFILL_PASS);
+}
+
 // ---------------------------------------------------------------- paged decode (split-KV)
 // One query token per sequence. Grid (splits, hkv, batch), 4 warps. The group of
 // hq/hkv (<= 8) query heads sharing a KV head forms the rows of one m16 tile, so
