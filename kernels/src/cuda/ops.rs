@@ -109,13 +109,18 @@ impl PrefillTile {
     }
 }
 
-/// The tile shape [`CudaDevice::prefill_attention`] uses below
+/// The tile shape [`CudaDevice::prefill_attention`] uses without `wgmma`, below
 /// [`LARGE_PREFILL_MIN_Q_LEN`] query rows (fastest of the 128-row tiles on the H200).
 pub const DEFAULT_PREFILL_TILE: PrefillTile = PrefillTile::Rows128;
 
 /// The tile shape [`CudaDevice::prefill_attention`] uses from [`LARGE_PREFILL_MIN_Q_LEN`]
 /// query rows on (H200, causal 8k: 309–311 TFLOP/s against r128's 289–293).
 pub const LARGE_PREFILL_TILE: PrefillTile = PrefillTile::Rows256;
+
+/// The tile [`CudaDevice::prefill_attention`] uses on Hopper (`sm_90a`): H200, causal
+/// 2k / 8k / 16k at 337 / 425 / 426 TFLOP/s against r256's 256 / 312 / 322 and
+/// wg128's 308 / 382 / 393 in the same command.
+pub const WGMMA_PREFILL_TILE: PrefillTile = PrefillTile::Wgmma128Occ2;
 
 /// The longest sequence's new tokens from which [`LARGE_PREFILL_TILE`] is used (it was
 /// measured faster from 2k causal up; below, most of its 256-row blocks would be padding).
@@ -643,8 +648,18 @@ impl CudaDevice {
             cu_q,
             total_tokens,
             max_q_len,
-            PrefillTile::for_max_q_len(max_q_len),
+            self.default_prefill_tile(max_q_len),
         )
+    }
+
+    /// The tile [`Self::prefill_attention`] uses: [`WGMMA_PREFILL_TILE`] where the
+    /// kernels were built for `sm_90a`, else [`PrefillTile::for_max_q_len`].
+    pub fn default_prefill_tile(&self, max_q_len: usize) -> PrefillTile {
+        if self.has_wgmma() {
+            WGMMA_PREFILL_TILE
+        } else {
+            PrefillTile::for_max_q_len(max_q_len)
+        }
     }
 
     /// [`Self::prefill_attention`] with an explicit tile shape.
