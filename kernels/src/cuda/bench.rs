@@ -1009,7 +1009,7 @@ fn run_checks(dev: &CudaDevice, rng: &mut SplitMix) -> Result<Vec<Check>, CudaEr
         &hv,
         &setup.host_tables,
     );
-    for tile in PrefillTile::ALL {
+    for tile in dev.prefill_tiles() {
         let mut out = nan_bf16(dev, total * Q_HEADS * HEAD_DIM)?;
         dev.prefill_attention_tile(
             &setup.params(3),
@@ -1081,7 +1081,7 @@ fn run_checks(dev: &CudaDevice, rng: &mut SplitMix) -> Result<Vec<Check>, CudaEr
         &rows,
     );
     let row_len = Q_HEADS * HEAD_DIM;
-    for tile in PrefillTile::ALL {
+    for tile in dev.prefill_tiles() {
         let mut out = nan_bf16(dev, total * row_len)?;
         dev.prefill_attention_tile(
             &setup.params(2),
@@ -1482,7 +1482,7 @@ fn more_checks(
     );
     drop((hk, hv));
     let default = PrefillTile::for_max_q_len(RAGGED_LEN);
-    for tile in PrefillTile::ALL {
+    for tile in dev.prefill_tiles() {
         let mut out = nan_bf16(dev, total * qw)?;
         dev.prefill_attention_tile(
             &setup.params(q_lens.len()),
@@ -2192,7 +2192,7 @@ fn prefill_rows(
             break;
         }
         let mut case = PrefillCase::new(dev, rng, 1, s)?;
-        for tile in PrefillTile::ALL {
+        for tile in dev.prefill_tiles() {
             let name = format!("prefill_attention ({})", tile.label());
             if !sel.row(&name) {
                 continue;
@@ -2222,7 +2222,7 @@ fn prefill_rows(
             vec![default]
         } else {
             std::iter::once(default)
-                .chain(PrefillTile::ALL.into_iter().filter(|&t| t != default))
+                .chain(dev.prefill_tiles().into_iter().filter(|&t| t != default))
                 .collect()
         };
         for tile in tiles {
