@@ -458,3 +458,253 @@ fn compile_kernels(ctx: &Arc<CudaContext>, arch: &str) -> Result<Kernels, CudaEr
     }
     Ok(k)
 }
+
+/// The spread of one timed kernel: per-launch times over repeated samples, each
+/// sample `launches` back-to-back launches between two CUDA events divided by
+/// `launches` (see [`CudaDevice::time_launches`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct TimeStats {
+    /// Median per-launch time over the samples, milliseconds.
+    pub median_ms: f64,
+    /// 10th percentile, milliseconds.
+    pub p10_ms: f64,
+    /// 90th percentile, milliseconds.
+    pub p90_ms: f64,
+    /// Launches per sample (N).
+    pub launches: usize,
+    /// Samples (R).
+    pub repeats: usize,
+    /// Samples in which the host took longer to enqueue the N launches than the
+    /// GPU was held plus the sample's GPU time (the GPU may have waited for the host).
+    pub host_limited: usize,
+}
+
+impl TimeStats {
+    /// Statistics of per-launch sample times (milliseconds); `None` when `samples`
+    /// is empty or holds a non-finite value.
+    pub fn from_samples(samples: &[f64], launches: usize) -> Option<Self> {
+        if samples.is_empty() || samples.iter().any(|v| !v.is_finite()) {
+            return None;
+        }
+        let mut s = samples.to_vec();
+        s.sort_by(f64::total_cmp);
+        Some(Self {
+            median_ms: percentile(&s, 50.0),
+            p10_ms: percentile(&s, 10.0),
+            p90_ms: percentile(&s, 90.0),
+            launches,
+            repeats: s.len(),
+            host_limited: 0,
+        })
+    }
+}
+
+/// The `p`-th percentile (0–100) of ascending `sorted` values, linearly
+/// interpolated between closest ranks (NaN when empty).
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    match sorted.len() {
+        0 => f64::NAN,
+        1 => sorted[0],
+        n => {
+            let rank = (p.clamp(0.0, 100.0) / 100.0) * (n - 1) as f64;
+            let lo = rank.floor() as usize;
+            let hi = (lo + 1).min(n - 1);
+            let frac = rank - lo as f64;
+            sorted[lo] + (sorted[hi] - sorted[lo]) * frac
+        }
+    }
+}
+
+/// Bytes the [`LaunchTimer`]'s hold buffer reads per probe launch (256 MiB).
+const HOLD_BYTES: usize = 256 << 20;
+/// At most this many hold launches before one sample.
+const MAX_HOLD_LAUNCHES: usize = 64;
+
+/// Times kernels as N back-to-back launches between two CUDA events.
+///
+/// Before each sample the stream is held busy by read-probe launches over a
+/// 256 MiB buffer, long enough (1.5× the host's measured enqueue time of the N
+/// launches) that the host has queued all N launches before the first starts:
+/// the events then bracket GPU work only, not host launch latency.
+#[derive(Debug)]
+pub struct LaunchTimer {
+    hold: cudarc::driver::CudaSlice<half::bf16>,
+    sink: cudarc::driver::CudaSlice<u32>,
+    hold_ms: f64,
+}
+
+impl LaunchTimer {
+    /// Allocates the hold buffer and measures one hold launch.
+    pub fn new(dev: &CudaDevice) -> Result<Self, CudaError> {
+        let mut hold = dev.alloc_bf16(HOLD_BYTES / 2)?;
+        dev.fill_uniform(&mut hold, 0x5eed, 1.0)?;
+        let sink = dev
+            .stream
+            .alloc_zeros::<u32>(dev.read_probe_blocks())
+            .map_err(CudaError::driver("allocating the hold probe's sink"))?;
+        let mut t = Self {
+            hold,
+            sink,
+            hold_ms: 0.0,
+        };
+        let ms = {
+            let (hold, sink) = (&t.hold, &mut t.sink);
+            dev.time_ms(2, 5, || dev.read_probe(hold, sink))?
+        };
+        t.hold_ms = ms.max(1e-3);
+        Ok(t)
+    }
+
+    /// Milliseconds one hold launch keeps the GPU busy.
+    pub fn hold_ms(&self) -> f64 {
+        self.hold_ms
+    }
+
+    /// Per-launch statistics of `f`: `warmup` single calls, then `repeats`
+    /// samples of `launches` back-to-back calls between two events (each
+    /// divided by `launches`), each sample after a hold.
+    pub fn time(
+        &mut self,
+        dev: &CudaDevice,
+        warmup: usize,
+        repeats: usize,
+        launches: usize,
+        mut f: impl FnMut() -> Result<(), CudaError>,
+    ) -> Result<TimeStats, CudaError> {
+        let launches = launches.max(1);
+        for _ in 0..warmup {
+            f()?;
+        }
+        dev.synchronize()?;
+        // One untimed batch to measure how long the host takes to enqueue N launches.
+        let t0 = std::time::Instant::now();
+        for _ in 0..launches {
+            f()?;
+        }
+        let mut host_ms = t0.elapsed().as_secs_f64() * 1e3;
+        dev.synchronize()?;
+        let new = || {
+            dev.ctx
+                .new_event(Some(CUevent_flags::CU_EVENT_DEFAULT))
+                .map_err(CudaError::driver("creating a timing event"))
+        };
+        let (start, end) = (new()?, new()?);
+        let mut samples = Vec::with_capacity(repeats.max(1));
+        let mut host_limited = 0;
+        for _ in 0..repeats.max(1) {
+            let holds = ((1.5 * host_ms + 0.02) / self.hold_ms)
+                .ceil()
+                .clamp(1.0, MAX_HOLD_LAUNCHES as f64) as usize;
+            for _ in 0..holds {
+                dev.read_probe(&self.hold, &mut self.sink)?;
+            }
+            start
+                .record(&dev.stream)
+                .map_err(CudaError::driver("recording the start event"))?;
+            let t0 = std::time::Instant::now();
+            for _ in 0..launches {
+                f()?;
+            }
+            host_ms = t0.elapsed().as_secs_f64() * 1e3;
+            end.record(&dev.stream)
+                .map_err(CudaError::driver("recording the end event"))?;
+            let ms = f64::from(
+                start
+                    .elapsed_ms(&end)
+                    .map_err(CudaError::driver("reading an event time"))?,
+            );
+            if host_ms > holds as f64 * self.hold_ms + ms {
+                host_limited += 1;
+            }
+            samples.push(ms / launches as f64);
+        }
+        let mut stats = TimeStats::from_samples(&samples, launches).ok_or_else(|| {
+            CudaError::CheckFailed(format!("timing produced no finite samples: {samples:?}"))
+        })?;
+        stats.host_limited = host_limited;
+        Ok(stats)
+    }
+}
+
+impl CudaDevice {
+    /// Runs `f` in batches of `batch` launches for at least `seconds` of wall
+    /// time, keeping at most two batches queued (each batch waits for the one
+    /// before it through an event, so the GPU never runs dry); returns the
+    /// launches made and the GPU milliseconds between the first and the last,
+    /// measured by two CUDA events.
+    pub fn run_for(
+        &self,
+        seconds: f64,
+        batch: usize,
+        mut f: impl FnMut() -> Result<(), CudaError>,
+    ) -> Result<(usize, f64), CudaError> {
+        let batch = batch.max(1);
+        for _ in 0..batch {
+            f()?;
+        }
+        self.synchronize()?;
+        let event = |flags| {
+            self.ctx
+                .new_event(flags)
+                .map_err(CudaError::driver("creating an event"))
+        };
+        let (start, end) = (
+            event(Some(CUevent_flags::CU_EVENT_DEFAULT))?,
+            event(Some(CUevent_flags::CU_EVENT_DEFAULT))?,
+        );
+        let marks = [event(None)?, event(None)?];
+        start
+            .record(&self.stream)
+            .map_err(CudaError::driver("recording the start event"))?;
+        let t0 = std::time::Instant::now();
+        let (mut launches, mut k) = (0usize, 0usize);
+        while t0.elapsed().as_secs_f64() < seconds {
+            for _ in 0..batch {
+                f()?;
+            }
+            launches += batch;
+            marks[k % 2]
+                .record(&self.stream)
+                .map_err(CudaError::driver("recording a batch event"))?;
+            // The previous batch (an event never recorded returns at once).
+            marks[(k + 1) % 2]
+                .synchronize()
+                .map_err(CudaError::driver("waiting for the previous batch"))?;
+            k += 1;
+        }
+        end.record(&self.stream)
+            .map_err(CudaError::driver("recording the end event"))?;
+        let ms = start
+            .elapsed_ms(&end)
+            .map_err(CudaError::driver("reading an event time"))?;
+        Ok((launches, f64::from(ms)))
+    }
+}
+
+#[cfg(test)]
+mod timing_tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_interpolate_between_ranks() {
+        let s = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 11.0];
+        assert_eq!(percentile(&s, 50.0), 6.0);
+        assert!((percentile(&s, 10.0) - 2.0).abs() < 1e-12);
+        assert!((percentile(&s, 90.0) - 10.0).abs() < 1e-12);
+        assert!((percentile(&[1.0, 2.0], 50.0) - 1.5).abs() < 1e-12);
+        assert_eq!(percentile(&[3.0], 90.0), 3.0);
+        assert!(percentile(&[], 50.0).is_nan());
+        assert_eq!(percentile(&s, 150.0), 11.0);
+    }
+
+    #[test]
+    fn stats_sort_their_samples_and_refuse_nan() {
+        let t = TimeStats::from_samples(&[5.0, 1.0, 3.0, 2.0, 4.0], 32).unwrap();
+        assert_eq!(t.median_ms, 3.0);
+        assert!((t.p10_ms - 1.4).abs() < 1e-12, "{t:?}");
+        assert!((t.p90_ms - 4.6).abs() < 1e-12, "{t:?}");
+        assert_eq!((t.launches, t.repeats, t.host_limited), (32, 5, 0));
+        assert!(TimeStats::from_samples(&[], 32).is_none());
+        assert!(TimeStats::from_samples(&[1.0, f64::NAN], 32).is_none());
+    }
+}

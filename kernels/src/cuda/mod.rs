@@ -8,7 +8,8 @@
 //!   `mma.sync` bf16 tensor-core instructions), and bf16 GEMMs;
 //! * [`bench`] checks every kernel against a CPU reference on fresh random
 //!   inputs and times it at the Llama-3-8B shapes (`fuselab kernels`);
-//! * [`reference`] holds the small f64 references the checks use.
+//! * [`reference`] holds the small f64 references the checks use;
+//! * [`nvml`] reads the SM clock and power for the sustained benchmarks.
 //!
 //! Layouts: activations `[tokens, width]`; queries and attention outputs
 //! `[tokens, heads, 128]`; the paged cache `[num_blocks, block_size,
@@ -16,13 +17,14 @@
 
 pub mod bench;
 mod device;
+pub mod nvml;
 mod ops;
 pub mod reference;
 pub(crate) mod rng;
 
 pub use device::{
-    CudaDevice, DeviceInfo, REQUIRE_GPU_ENV, driver_present, gpu_or_skip, gpu_required,
-    probe_driver, skip,
+    CudaDevice, DeviceInfo, LaunchTimer, REQUIRE_GPU_ENV, TimeStats, driver_present, gpu_or_skip,
+    gpu_required, percentile, probe_driver, skip,
 };
 pub use ops::{
     DEFAULT_PREFILL_TILE, DecodeWorkspace, GemmOut, LARGE_PREFILL_MIN_Q_LEN, LARGE_PREFILL_TILE,

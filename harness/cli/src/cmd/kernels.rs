@@ -1,5 +1,7 @@
 //! `fuselab kernels`: check every kernel against its CPU reference, then time
-//! it at the Llama-3-8B shapes against the measured copy and GEMM ceilings.
+//! it at the Llama-3-8B shapes against the measured read, copy and GEMM
+//! ceilings (N back-to-back launches per sample; median, p10, p90), with an
+//! optional sustained run of the compute-bound rows beside NVML clock and power.
 
 use std::path::PathBuf;
 
@@ -37,6 +39,20 @@ pub struct KernelsArgs {
     /// kernels/examples/torch_baseline.py in the same device command.
     #[arg(long, value_name = "FILE")]
     pub baseline: Option<PathBuf>,
+
+    /// Back-to-back launches per timed sample, divided out (at least 32) [default: 32].
+    #[arg(long, value_name = "N")]
+    pub launches: Option<usize>,
+
+    /// Timed samples per row, reported as median, p10 and p90 [default: 10, 5 with --quick].
+    #[arg(long, value_name = "R")]
+    pub repeats: Option<usize>,
+
+    /// Also run every compute-bound row (GEMMs at T >= 2048, prefill attention at
+    /// S >= 8192) back to back for this many seconds, with the median SM clock and
+    /// power from NVML (a note where NVML is missing).
+    #[arg(long, value_name = "SECONDS")]
+    pub sustained: Option<f64>,
 
     /// Seed of the random inputs [default: 2026].
     #[arg(long, value_name = "S")]
@@ -76,11 +92,31 @@ pub fn run(args: KernelsArgs) -> anyhow::Result<Outcome> {
         }
         None => Baseline::default(),
     };
+    if let Some(n) = args.launches
+        && n < bench::MIN_LAUNCHES
+    {
+        anyhow::bail!(
+            "--launches {n}: at least {} back-to-back launches per sample are needed so that \
+             launch latency is divided out",
+            bench::MIN_LAUNCHES
+        );
+    }
+    if args.repeats == Some(0) {
+        anyhow::bail!("--repeats must be at least 1");
+    }
+    if let Some(s) = args.sustained
+        && !(s.is_finite() && s > 0.0 && s <= 600.0)
+    {
+        anyhow::bail!("--sustained {s}: give a number of seconds in (0, 600]");
+    }
     let opts = BenchOptions {
         quick: args.quick,
         seed: args.seed.unwrap_or(2026),
         baseline,
         only: args.only.clone(),
+        launches: args.launches.unwrap_or(bench::MIN_LAUNCHES),
+        repeats: args.repeats.unwrap_or(0),
+        sustained: args.sustained,
     };
     let device = args.device.unwrap_or(DeviceKind::Cuda);
     let report = match device {
@@ -120,4 +156,58 @@ pub fn run(args: KernelsArgs) -> anyhow::Result<Outcome> {
         );
     }
     Ok(Outcome::Success)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cpu(args: KernelsArgs) -> anyhow::Result<Outcome> {
+        run(KernelsArgs {
+            device: Some(DeviceKind::Cpu),
+            quick: true,
+            ..args
+        })
+    }
+
+    #[test]
+    fn timing_flags_are_validated_before_anything_runs() {
+        let e = cpu(KernelsArgs {
+            launches: Some(8),
+            ..Default::default()
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("--launches 8") && e.contains("at least 32"),
+            "{e}"
+        );
+        let e = cpu(KernelsArgs {
+            repeats: Some(0),
+            ..Default::default()
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("--repeats"), "{e}");
+        for bad in [0.0, -1.0, f64::NAN, 1e6] {
+            let e = cpu(KernelsArgs {
+                sustained: Some(bad),
+                ..Default::default()
+            })
+            .unwrap_err()
+            .to_string();
+            assert!(e.contains("--sustained"), "{e}");
+        }
+    }
+
+    #[test]
+    fn cpu_run_accepts_the_timing_flags() {
+        let out = cpu(KernelsArgs {
+            launches: Some(64),
+            repeats: Some(2),
+            ..Default::default()
+        })
+        .unwrap();
+        assert!(matches!(out, Outcome::Success));
+    }
 }
