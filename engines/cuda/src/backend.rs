@@ -7,7 +7,7 @@ use cudarc::driver::{CudaGraph, CudaSlice};
 use fuselab_core::RequestId;
 use fuselab_engine::{Backend, BackendError, BatchShape, ForwardBatch, KvGeometry, StepOutput};
 use fuselab_kernels::cpu::rope::Rope;
-use fuselab_kernels::cuda::{CudaDevice, DecodeWorkspace, GemmOut, PagedAttention};
+use fuselab_kernels::cuda::{CudaDevice, DecodeWorkspace, GemmOut, PagedAttention, PrefillTile};
 use half::bf16;
 
 use crate::CudaBackendError;
@@ -37,6 +37,9 @@ pub struct CudaOptions {
     /// batch-size bucket (default true; graphs are captured at the warm-up and
     /// again after a buffer grows).
     pub graphs: bool,
+    /// The prefill attention kernel's tile (default: the device's
+    /// [`CudaDevice::default_prefill_tile`]).
+    pub prefill_tile: Option<PrefillTile>,
     /// Record per-operator GPU time ([`crate::profile`]) and write it to this file
     /// (JSON, and a markdown table beside it with the extension `.md`) when the
     /// backend is dropped.
@@ -52,6 +55,7 @@ impl Default for CudaOptions {
             keep_logits: false,
             warm_up: true,
             graphs: true,
+            prefill_tile: None,
             profile: None,
         }
     }
@@ -252,6 +256,7 @@ struct PrefillInputs<'a> {
     tables: &'a CudaSlice<i32>,
     cu_q: &'a CudaSlice<i32>,
     max_q: usize,
+    tile: PrefillTile,
 }
 
 /// Where one forward reads the step's metadata.
@@ -350,6 +355,19 @@ impl CudaBackend {
             });
         }
         let dev = CudaDevice::new(opts.device)?;
+        if let Some(t) = opts.prefill_tile
+            && t.needs_sm90a()
+            && !dev.has_wgmma()
+        {
+            return Err(CudaBackendError::Config {
+                field: "prefill_tile",
+                problem: format!(
+                    "{} needs Hopper's wgmma but this device's kernels are built for {}; use r128 or r256",
+                    t.label(),
+                    dev.info().arch
+                ),
+            });
+        }
         let (free, _) = dev
             .stream()
             .context()
@@ -699,7 +717,17 @@ impl CudaBackend {
             }
             if let Some(pr) = &inp.prefill {
                 let pa = paged(pr.batch, pr.max_blocks, pr.ctx, pr.tables);
-                dev.prefill_attention(&pa, &s.q, &kv.k, &kv.v, &mut s.attn, pr.cu_q, t, pr.max_q)?;
+                dev.prefill_attention_tile(
+                    &pa,
+                    &s.q,
+                    &kv.k,
+                    &kv.v,
+                    &mut s.attn,
+                    pr.cu_q,
+                    t,
+                    pr.max_q,
+                    pr.tile,
+                )?;
                 mark(Op::PrefillAttention)?;
             }
             dev.gemm_acc(&s.attn, &lw.wo, &mut s.x, t, qw, hd)?;
@@ -982,6 +1010,10 @@ impl CudaBackend {
                         tables: meta(&m.pre_tables)?,
                         cu_q: meta(&m.cu_q)?,
                         max_q: p.pre_max_q,
+                        tile: self
+                            .opts
+                            .prefill_tile
+                            .unwrap_or_else(|| dev.default_prefill_tile(p.pre_max_q)),
                     })
                 })
                 .transpose()?,

@@ -72,6 +72,8 @@ pub struct EngineSpec {
     pub cuda_profile: Option<PathBuf>,
     /// Whether the CUDA engine replays decode steps from CUDA graphs.
     pub cuda_graphs: bool,
+    /// The CUDA engine's prefill attention tile (`None`: the device's default).
+    pub cuda_prefill_tile: Option<fuselab_kernels::cuda::PrefillTile>,
     /// Per-request timeout for real-time engines, seconds.
     pub timeout_s: Option<f64>,
     /// Warm-up for real-time engines: requests due before it run but are not measured.
@@ -606,9 +608,13 @@ pub fn realtime_engine(
         info.knobs.insert("weights".into(), "random".into());
         info.knobs
             .insert("cuda_graphs".into(), engine.cuda_graphs.into());
+        if let Some(t) = engine.cuda_prefill_tile {
+            info.knobs.insert("prefill_tile".into(), t.label().into());
+        }
         let opts = fuselab_cuda::CudaOptions {
             profile: engine.cuda_profile.clone(),
             graphs: engine.cuda_graphs,
+            prefill_tile: engine.cuda_prefill_tile,
             ..fuselab_cuda::CudaOptions::default()
         };
         // The device is opened on the engine's own thread (CUDA contexts are per thread).

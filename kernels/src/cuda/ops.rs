@@ -94,6 +94,11 @@ impl PrefillTile {
         (self.rows() * HEAD_DIM + 2 * self.stages() * KV_TILE * HEAD_DIM) * 2 + align
     }
 
+    /// The tile whose [`Self::label`] is `label`.
+    pub fn from_label(label: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| t.label() == label)
+    }
+
     /// Short label, e.g. `r128`.
     pub fn label(self) -> &'static str {
         match self {

@@ -186,6 +186,13 @@ pub struct EngineOpts {
     #[serde(default)]
     pub no_cuda_graphs: bool,
 
+    /// The CUDA engine's prefill attention kernel, by tile label (r64, r128,
+    /// r128w8, r128p, r256, r256s3, wg128, wg128x2) [default: wg128x2 on
+    /// Hopper, else r128 below 2048 new tokens and r256 from there]. Recorded
+    /// as knob `prefill_tile`.
+    #[arg(long, value_name = "TILE")]
+    pub cuda_prefill_tile: Option<String>,
+
     /// Per-request timeout in seconds for real-time engines (cpu, cuda, null) [default: none].
     #[arg(long, value_name = "SECONDS", allow_negative_numbers = true)]
     pub timeout: Option<f64>,
@@ -492,6 +499,29 @@ impl EngineOpts {
             "cuda",
         )?;
         only_for(
+            "--cuda-prefill-tile",
+            self.cuda_prefill_tile.is_some() && kind != EngineKind::Cuda,
+            "cuda",
+        )?;
+        let cuda_prefill_tile = self
+            .cuda_prefill_tile
+            .as_deref()
+            .map(|l| {
+                fuselab_kernels::cuda::PrefillTile::from_label(l).ok_or_else(|| {
+                    Error::invalid(
+                        "--cuda-prefill-tile",
+                        format!("`{l}` is not a prefill tile"),
+                        format!(
+                            "use one of {}",
+                            fuselab_kernels::cuda::PrefillTile::ALL
+                                .map(|t| t.label())
+                                .join(", ")
+                        ),
+                    )
+                })
+            })
+            .transpose()?;
+        only_for(
             "--no-cuda-graphs",
             self.no_cuda_graphs && kind != EngineKind::Cuda,
             "cuda",
@@ -566,6 +596,7 @@ impl EngineOpts {
             weights: self.weights.clone(),
             cuda_profile: self.cuda_profile.clone(),
             cuda_graphs: !self.no_cuda_graphs,
+            cuda_prefill_tile,
             timeout_s: self.timeout,
             warmup_s: self.warmup,
             window_s: self.window,
