@@ -7,7 +7,7 @@ use cudarc::driver::{CudaGraph, CudaSlice};
 use fuselab_core::RequestId;
 use fuselab_engine::{Backend, BackendError, BatchShape, ForwardBatch, KvGeometry, StepOutput};
 use fuselab_kernels::cpu::rope::Rope;
-use fuselab_kernels::cuda::{CudaDevice, DecodeWorkspace, GemmOut, PagedAttention, PrefillTile};
+use fuselab_kernels::cuda::{CudaDevice, DecodeWorkspace, PagedAttention, PrefillTile};
 use half::bf16;
 
 use crate::CudaBackendError;
@@ -60,11 +60,6 @@ impl Default for CudaOptions {
         }
     }
 }
-
-/// Token rows from which the q, k and v projections run as three GEMMs into the
-/// fused buffer rather than one (the probe in research/review/cuda.md: 0.484 ms
-/// against 0.509 at 6494 rows; one GEMM is 40 % faster at 64 rows).
-const QKV_SPLIT_MIN_ROWS: usize = 2048;
 
 /// Prompt tokens of the warm-up's prefill (at most the cache and the context).
 const WARM_UP_PREFILL: usize = 8192;
@@ -667,19 +662,9 @@ impl CudaBackend {
         for (lw, kv) in w.layers.iter().zip(kv.iter_mut()) {
             dev.rms_norm(&s.x, &lw.attn_norm, &mut s.h, t, hd, cfg.rms_eps)?;
             mark(Op::Norm)?;
-            if t >= QKV_SPLIT_MIN_ROWS {
-                for (lo, n) in [(0, qw), (qw, kw), (qw + kw, kw)] {
-                    let wv = lw.wqkv.slice(lo * hd..(lo + n) * hd);
-                    let at = GemmOut {
-                        ld: qkv_w,
-                        offset: lo,
-                        accumulate: false,
-                    };
-                    dev.gemm_ex(&s.h, &wv, &mut s.qkv, t, hd, n, at)?;
-                }
-            } else {
-                dev.gemm(&s.h, &lw.wqkv, &mut s.qkv, t, hd, qkv_w)?;
-            }
+            // One GEMM at every size: three into the fused buffer measured 4-93 %
+            // slower on the H200 (reports/results/h200/kernels.md, qkv comparison rows).
+            dev.gemm(&s.h, &lw.wqkv, &mut s.qkv, t, hd, qkv_w)?;
             mark(Op::Qkv)?;
             dev.qkv_rope_cache(
                 &s.qkv,

@@ -126,6 +126,11 @@ pub(crate) struct Kernels {
     pub(crate) flash_prefill_r256s3: CudaFunction,
     pub(crate) flash_prefill_wg128: CudaFunction,
     pub(crate) flash_prefill_wg128x2: CudaFunction,
+    pub(crate) flash_prefill_wg128x2u: CudaFunction,
+    pub(crate) flash_prefill_wg128o: CudaFunction,
+    pub(crate) flash_prefill_wg128n: CudaFunction,
+    pub(crate) flash_prefill_wg192: CudaFunction,
+    pub(crate) flash_prefill_wg192o: CudaFunction,
     pub(crate) paged_decode: CudaFunction,
     pub(crate) decode_merge: CudaFunction,
     pub(crate) embed_gather: CudaFunction,
@@ -422,6 +427,11 @@ fn compile_kernels(ctx: &Arc<CudaContext>, arch: &str) -> Result<Kernels, CudaEr
         flash_prefill_r256s3: f("flash_prefill_r256s3")?,
         flash_prefill_wg128: f("flash_prefill_wg128")?,
         flash_prefill_wg128x2: f("flash_prefill_wg128x2")?,
+        flash_prefill_wg128x2u: f("flash_prefill_wg128x2u")?,
+        flash_prefill_wg128o: f("flash_prefill_wg128o")?,
+        flash_prefill_wg128n: f("flash_prefill_wg128n")?,
+        flash_prefill_wg192: f("flash_prefill_wg192")?,
+        flash_prefill_wg192o: f("flash_prefill_wg192o")?,
         paged_decode: f("paged_decode")?,
         decode_merge: f("decode_merge")?,
         embed_gather: f("embed_gather")?,
@@ -430,25 +440,23 @@ fn compile_kernels(ctx: &Arc<CudaContext>, arch: &str) -> Result<Kernels, CudaEr
         argmax_rows: f("argmax_rows")?,
     };
     let big_smem = [
-        (&k.flash_prefill_r64, PrefillTile::Rows64.smem_bytes()),
-        (&k.flash_prefill_r128, PrefillTile::Rows128.smem_bytes()),
-        (&k.flash_prefill_r128w8, PrefillTile::Rows128W8.smem_bytes()),
-        (
-            &k.flash_prefill_r128p,
-            PrefillTile::Rows128Persistent.smem_bytes(),
-        ),
-        (&k.flash_prefill_r256, PrefillTile::Rows256.smem_bytes()),
-        (
-            &k.flash_prefill_r256s3,
-            PrefillTile::Rows256Stages3.smem_bytes(),
-        ),
-        (&k.flash_prefill_wg128, PrefillTile::Wgmma128.smem_bytes()),
-        (
-            &k.flash_prefill_wg128x2,
-            PrefillTile::Wgmma128Occ2.smem_bytes(),
-        ),
-        (&k.paged_decode, super::ops::DECODE_SMEM_BYTES),
-    ];
+        (&k.flash_prefill_r64, PrefillTile::Rows64),
+        (&k.flash_prefill_r128, PrefillTile::Rows128),
+        (&k.flash_prefill_r128w8, PrefillTile::Rows128W8),
+        (&k.flash_prefill_r128p, PrefillTile::Rows128Persistent),
+        (&k.flash_prefill_r256, PrefillTile::Rows256),
+        (&k.flash_prefill_r256s3, PrefillTile::Rows256Stages3),
+        (&k.flash_prefill_wg128, PrefillTile::Wgmma128),
+        (&k.flash_prefill_wg128x2, PrefillTile::Wgmma128Occ2),
+        (&k.flash_prefill_wg128x2u, PrefillTile::Wgmma128Occ2Unpaired),
+        (&k.flash_prefill_wg128o, PrefillTile::Wgmma128Overlap),
+        (&k.flash_prefill_wg128n, PrefillTile::Wgmma128Keys128),
+        (&k.flash_prefill_wg192, PrefillTile::Wgmma192),
+        (&k.flash_prefill_wg192o, PrefillTile::Wgmma192Overlap),
+    ]
+    .map(|(f, t)| (f, t.smem_bytes()))
+    .into_iter()
+    .chain([(&k.paged_decode, super::ops::DECODE_SMEM_BYTES)]);
     for (func, bytes) in big_smem {
         func.set_attribute(
             CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,

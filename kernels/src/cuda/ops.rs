@@ -34,11 +34,23 @@ pub enum PrefillTile {
     Wgmma128,
     /// As [`PrefillTile::Wgmma128`], registers capped for two blocks per SM.
     Wgmma128Occ2,
+    /// As [`PrefillTile::Wgmma128Occ2`], one block per query tile (no pairing of
+    /// heavy and light tiles): twice the blocks, for chunks after a long prefix.
+    Wgmma128Occ2Unpaired,
+    /// As [`PrefillTile::Wgmma128`], the softmax of one K/V tile overlapping the
+    /// P·V product of the previous one (three stages).
+    Wgmma128Overlap,
+    /// As [`PrefillTile::Wgmma128`] with K/V tiles of 128 keys.
+    Wgmma128Keys128,
+    /// 192 query rows on three warpgroups (`wgmma`).
+    Wgmma192,
+    /// As [`PrefillTile::Wgmma192`] with the softmax/P·V overlap.
+    Wgmma192Overlap,
 }
 
 impl PrefillTile {
     /// Every variant, for benchmarks and checks.
-    pub const ALL: [PrefillTile; 8] = [
+    pub const ALL: [PrefillTile; 13] = [
         PrefillTile::Rows64,
         PrefillTile::Rows128,
         PrefillTile::Rows128W8,
@@ -47,23 +59,33 @@ impl PrefillTile {
         PrefillTile::Rows256Stages3,
         PrefillTile::Wgmma128,
         PrefillTile::Wgmma128Occ2,
+        PrefillTile::Wgmma128Occ2Unpaired,
+        PrefillTile::Wgmma128Overlap,
+        PrefillTile::Wgmma128Keys128,
+        PrefillTile::Wgmma192,
+        PrefillTile::Wgmma192Overlap,
     ];
 
     /// Whether the tile runs on Hopper's `wgmma` (a device compiled for `sm_90a`).
     pub const fn needs_sm90a(self) -> bool {
-        matches!(self, PrefillTile::Wgmma128 | PrefillTile::Wgmma128Occ2)
+        !matches!(
+            self,
+            PrefillTile::Rows64
+                | PrefillTile::Rows128
+                | PrefillTile::Rows128W8
+                | PrefillTile::Rows128Persistent
+                | PrefillTile::Rows256
+                | PrefillTile::Rows256Stages3
+        )
     }
 
     /// Query rows per block.
     pub const fn rows(self) -> usize {
         match self {
             PrefillTile::Rows64 => 64,
-            PrefillTile::Rows128
-            | PrefillTile::Rows128W8
-            | PrefillTile::Rows128Persistent
-            | PrefillTile::Wgmma128
-            | PrefillTile::Wgmma128Occ2 => 128,
             PrefillTile::Rows256 | PrefillTile::Rows256Stages3 => 256,
+            PrefillTile::Wgmma192 | PrefillTile::Wgmma192Overlap => 192,
+            _ => 128,
         }
     }
 
@@ -71,27 +93,34 @@ impl PrefillTile {
     pub const fn threads(self) -> usize {
         match self {
             PrefillTile::Rows64 | PrefillTile::Rows128 | PrefillTile::Rows128Persistent => 128,
-            PrefillTile::Rows128W8
-            | PrefillTile::Rows256
-            | PrefillTile::Rows256Stages3
-            | PrefillTile::Wgmma128
-            | PrefillTile::Wgmma128Occ2 => 256,
+            PrefillTile::Wgmma192 | PrefillTile::Wgmma192Overlap => 384,
+            _ => 256,
         }
     }
 
     /// K/V stages in shared memory.
     const fn stages(self) -> usize {
         match self {
-            PrefillTile::Rows256Stages3 => 3,
+            PrefillTile::Rows256Stages3
+            | PrefillTile::Wgmma128Overlap
+            | PrefillTile::Wgmma192Overlap => 3,
             _ => 2,
         }
     }
 
-    /// Dynamic shared memory: the Q tile and `stages` K and V tiles.
+    /// Keys per K/V tile.
+    const fn kv_tile(self) -> usize {
+        match self {
+            PrefillTile::Wgmma128Keys128 => 128,
+            _ => KV_TILE,
+        }
+    }
+
+    /// Dynamic shared memory: the Q tile and `stages` K and V tiles (the wgmma
+    /// tiles align their swizzled tiles to 1024 bytes inside the buffer).
     pub(crate) const fn smem_bytes(self) -> usize {
-        // The wgmma tiles align their swizzled tiles to 1024 bytes inside the buffer.
         let align = if self.needs_sm90a() { 1024 } else { 0 };
-        (self.rows() * HEAD_DIM + 2 * self.stages() * KV_TILE * HEAD_DIM) * 2 + align
+        (self.rows() * HEAD_DIM + 2 * self.stages() * self.kv_tile() * HEAD_DIM) * 2 + align
     }
 
     /// The tile whose [`Self::label`] is `label`.
@@ -110,6 +139,11 @@ impl PrefillTile {
             PrefillTile::Rows256Stages3 => "r256s3",
             PrefillTile::Wgmma128 => "wg128",
             PrefillTile::Wgmma128Occ2 => "wg128x2",
+            PrefillTile::Wgmma128Occ2Unpaired => "wg128x2u",
+            PrefillTile::Wgmma128Overlap => "wg128o",
+            PrefillTile::Wgmma128Keys128 => "wg128n",
+            PrefillTile::Wgmma192 => "wg192",
+            PrefillTile::Wgmma192Overlap => "wg192o",
         }
     }
 }
@@ -691,6 +725,11 @@ impl CudaDevice {
             PrefillTile::Rows256Stages3 => &self.k.flash_prefill_r256s3,
             PrefillTile::Wgmma128 => &self.k.flash_prefill_wg128,
             PrefillTile::Wgmma128Occ2 => &self.k.flash_prefill_wg128x2,
+            PrefillTile::Wgmma128Occ2Unpaired => &self.k.flash_prefill_wg128x2u,
+            PrefillTile::Wgmma128Overlap => &self.k.flash_prefill_wg128o,
+            PrefillTile::Wgmma128Keys128 => &self.k.flash_prefill_wg128n,
+            PrefillTile::Wgmma192 => &self.k.flash_prefill_wg192,
+            PrefillTile::Wgmma192Overlap => &self.k.flash_prefill_wg192o,
         };
         if tile.needs_sm90a() && !self.has_wgmma() {
             return Err(CudaError::invalid(
@@ -718,12 +757,20 @@ impl CudaDevice {
         let scale_log2 = p.scale * std::f32::consts::LOG2_E;
         let max_tiles = max_q_len.div_ceil(rows);
         let persistent = tile == PrefillTile::Rows128Persistent;
+        let unpaired = tile == PrefillTile::Wgmma128Occ2Unpaired;
         let grid_dim = if persistent {
             let items = max_tiles * p.num_q_heads * p.batch;
             (grid(items.min(2 * self.info().sm_count), "batch")?, 1, 1)
         } else {
             (
-                grid(max_tiles.div_ceil(2), "max_q_len")?,
+                grid(
+                    if unpaired {
+                        max_tiles
+                    } else {
+                        max_tiles.div_ceil(2)
+                    },
+                    "max_q_len",
+                )?,
                 grid(p.num_q_heads, "num_q_heads")?,
                 grid(p.batch, "batch")?,
             )

@@ -155,6 +155,14 @@ extern "C" __global__ void rms_norm(const bf16* __restrict__ x, const bf16* __re
 }
 
 // ---------------------------------------------------------------- RoPE
+// Both RoPE kernels rotate with explicitly rounded products (no FMA contraction), so the
+// fused qkv_rope_cache and rope + kv_write agree bit for bit.
+__device__ __forceinline__ float rot_a(float x1, float x2, float c, float s) {
+    return __fsub_rn(__fmul_rn(x1, c), __fmul_rn(x2, s));
+}
+__device__ __forceinline__ float rot_b(float x1, float x2, float c, float s) {
+    return __fadd_rn(__fmul_rn(x2, c), __fmul_rn(x1, s));
+}
 // In place on q [T, hq, D] and k [T, hkv, D]; "rotate half" pairing (i, i + D/2);
 // inv_freq has D/2 entries (Llama-3 scaling already applied by the caller).
 extern "C" __global__ void rope(bf16* __restrict__ q, bf16* __restrict__ k, const int* __restrict__ pos,
@@ -169,8 +177,8 @@ extern "C" __global__ void rope(bf16* __restrict__ q, bf16* __restrict__ k, cons
         float s, c;
         sincosf(p * inv_freq[j], &s, &c);
         const float x1 = __bfloat162float(base[j]), x2 = __bfloat162float(base[j + half]);
-        base[j] = __float2bfloat16(x1 * c - x2 * s);
-        base[j + half] = __float2bfloat16(x2 * c + x1 * s);
+        base[j] = __float2bfloat16(rot_a(x1, x2, c, s));
+        base[j + half] = __float2bfloat16(rot_b(x1, x2, c, s));
     }
 }
 
@@ -251,8 +259,8 @@ extern "C" __global__ void __launch_bounds__(256) qkv_rope_cache(const bf16* __r
             const float2 x1 = __bfloat1622float2(ap[e]), x2 = __bfloat1622float2(bp[e]);
             const int j = c * 8 + 2 * e;
             const float c0 = s_cos[j], s0 = s_sin[j], c1 = s_cos[j + 1], s1 = s_sin[j + 1];
-            rap[e] = __floats2bfloat162_rn(x1.x * c0 - x2.x * s0, x1.y * c1 - x2.y * s1);
-            rbp[e] = __floats2bfloat162_rn(x2.x * c0 + x1.x * s0, x2.y * c1 + x1.y * s1);
+            rap[e] = __floats2bfloat162_rn(rot_a(x1.x, x2.x, c0, s0), rot_a(x1.y, x2.y, c1, s1));
+            rbp[e] = __floats2bfloat162_rn(rot_b(x1.x, x2.x, c0, s0), rot_b(x1.y, x2.y, c1, s1));
         }
         bf16* dst = h < hq ? q_out + (t * hq + h) * HEAD_DIM : kc + (size_t)slot * kv_row + (h - hq) * HEAD_DIM;
         *reinterpret_cast<uint4*>(dst + c * 8) = ra;
@@ -614,6 +622,20 @@ __device__ __forceinline__ void wgmma_m64n64k16_ss(float* d, unsigned long long 
         : "l"(da), "l"(db), "r"(accumulate));
 }
 
+__device__ __forceinline__ void wgmma_m64n128k16_ss(float* d, unsigned long long da, unsigned long long db, int accumulate) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31,%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47,%48,%49,%50,%51,%52,%53,%54,%55,%56,%57,%58,%59,%60,%61,%62,%63}, %64, %65, p, 1, 1, 0, 0;\n}\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+        : "l"(da), "l"(db), "r"(accumulate));
+}
+template <int N>
+__device__ __forceinline__ void wgmma_ss(float* d, unsigned long long da, unsigned long long db, int accumulate) {
+    if constexpr (N == 64) wgmma_m64n64k16_ss(d, da, db, accumulate);
+    else wgmma_m64n128k16_ss(d, da, db, accumulate);
+}
+template <int N>
+__device__ __forceinline__ void wg_wait() { asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory"); }
 __device__ __forceinline__ void wgmma_m64n128k16_rs_tb(float* d, const unsigned* a, unsigned long long db) {
     asm volatile(
         "{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"
@@ -624,6 +646,11 @@ __device__ __forceinline__ void wgmma_m64n128k16_rs_tb(float* d, const unsigned*
 
 #endif
 
+// NWG warpgroups of 64 query rows; BN keys per K/V tile in ST cp.async stages. With OVL
+// (FlashAttention-3's intra-warpgroup overlap) the P·V product of tile j runs on the tensor
+// cores while the softmax of tile j + 1 runs on the other units; V of tile j is then still
+// needed while tile j + 2 loads, hence three stages.
+template <int NWG, int BN, int ST, bool OVL>
 __device__ __forceinline__ void flash_prefill_wg_body(const bf16* __restrict__ q, const bf16* __restrict__ kc,
                                                       const bf16* __restrict__ vc, bf16* __restrict__ out,
                                                       const int* __restrict__ cu_q, const int* __restrict__ ctx_lens,
@@ -631,12 +658,14 @@ __device__ __forceinline__ void flash_prefill_wg_body(const bf16* __restrict__ q
                                                       int block_shift, int hq, int hkv, float scale_log2, int b, int h,
                                                       int tile) {
 #ifdef FUSELAB_WGMMA
-    constexpr int BR = 128, BN = KV_TILE, D = HEAD_DIM, NT = 256;
+    constexpr int BR = 64 * NWG, D = HEAD_DIM, NT = 128 * NWG, NS = BN / 2, KS = BN / 16;
+    constexpr int PD = OVL ? ST - 2 : ST - 1;  // tiles loaded ahead
+    static_assert(PD >= 1, "too few stages");
     constexpr unsigned Q_BYTES = BR * D * 2, KV_BYTES = BN * D * 2;
     unsigned char* base = smem_raw + ((1024u - (smem_u32(smem_raw) & 1023u)) & 1023u);
     const unsigned sQ = smem_u32(base);
-    const unsigned sK = sQ + Q_BYTES;           // [2 stages] K tiles
-    const unsigned sV = sK + 2 * KV_BYTES;      // [2 stages] V tiles
+    const unsigned sK = sQ + Q_BYTES;       // [ST] K tiles
+    const unsigned sV = sK + ST * KV_BYTES;  // [ST] V tiles
 
     const int q0 = cu_q[b], q_len = cu_q[b + 1] - q0;
     const int row0 = tile * BR;
@@ -660,12 +689,11 @@ __device__ __forceinline__ void flash_prefill_wg_body(const bf16* __restrict__ q
         const bf16* src = q + ((size_t)(q0 + (ok ? qi : 0)) * hq + h) * D + ch * 8;
         cp_async16(sQ + wg_off(BR, r, ch), src, ok);
     }
-    auto load_kv = [&](int buf, int kt) {
-        const unsigned dK = sK + buf * KV_BYTES, dV = sV + buf * KV_BYTES;
-        const int ch = tid & 15;
+    auto load_kv = [&](int kt) {
+        const unsigned dK = sK + (kt % ST) * KV_BYTES, dV = sV + (kt % ST) * KV_BYTES;
 #pragma unroll
-        for (int i = 0; i < BN * 16 / NT; ++i) {
-            const int r = (tid >> 4) + i * (NT / 16);
+        for (int c = tid; c < BN * 16; c += NT) {
+            const int r = c >> 4, ch = c & 15;
             const int j = kt * BN + r;
             const bool ok = j < kv_end;
             const int jj = ok ? j : 0;
@@ -675,8 +703,11 @@ __device__ __forceinline__ void flash_prefill_wg_body(const bf16* __restrict__ q
             cp_async16(dV + wg_off(BN, r, ch), vc + off, ok);
         }
     };
-    load_kv(0, 0);
-    cp_commit();
+#pragma unroll
+    for (int i = 0; i < PD; ++i) {
+        if (i < n_tiles) load_kv(i);
+        cp_commit();
+    }
 
     float o[64];
 #pragma unroll
@@ -688,33 +719,41 @@ __device__ __forceinline__ void flash_prefill_wg_body(const bf16* __restrict__ q
     const int lim_a = min(prior + r_a, ctx - 1), lim_b = min(prior + r_a + 8, ctx - 1);
     const int wg_min_lim = min(prior + wr0, ctx - 1);
     const int wg_max_lim = min(prior + wr0 + 63, ctx - 1);
+    // Tiles this warpgroup computes (uniform over it): the later ones are fully masked.
+    const int my_tiles = wr0 < q_len ? min(n_tiles, wg_max_lim / BN + 1) : 0;
     const unsigned q_wg = sQ + wg * 64 * 128;  // this warpgroup's 64 rows in each half
 
-    for (int kt = 0; kt < n_tiles; ++kt) {
-        const int buf = kt & 1;
-        cp_wait<0>();
-        fence_async_smem();  // cp.async writes are read by wgmma (the async proxy)
-        __syncthreads();
-        if (kt + 1 < n_tiles) load_kv(buf ^ 1, kt + 1);
-        cp_commit();
-        const int kbase = kt * BN;
-        if (kbase > wg_max_lim || row0 + wg * 64 >= q_len) continue;  // uniform per warpgroup
-        const unsigned cK = sK + buf * KV_BYTES, cV = sV + buf * KV_BYTES;
-        float s[32];
+    auto qk = [&](float* s, int kt) {
+        const unsigned cK = sK + (kt % ST) * KV_BYTES;
         wg_fence();
 #pragma unroll
         for (int ks = 0; ks < 8; ++ks) {
             const unsigned off = (ks & 3) * 32u;  // k16 step inside a 128-byte row
             const unsigned long long da = wg_desc(q_wg + (ks >> 2) * (BR * 128) + off, 16, 1024);
             const unsigned long long db = wg_desc(cK + (ks >> 2) * (BN * 128) + off, 16, 1024);
-            wgmma_m64n64k16_ss(s, da, db, ks > 0);
+            wgmma_ss<BN>(s, da, db, ks > 0);
         }
         wg_commit();
-        wg_wait0();
-        wg_fence_regs<32>(s);
+    };
+    auto pv = [&](const unsigned (*pa)[4], int kt) {
+        const unsigned cV = sV + (kt % ST) * KV_BYTES;
+        wg_fence_regs<64>(o);
+        wg_fence();
+#pragma unroll
+        for (int ks = 0; ks < KS; ++ks) {
+            // V is [key][dim]: the MN-major B operand; 16 keys = two 8-row groups = 2048 bytes.
+            const unsigned long long db = wg_desc(cV + ks * 2048, BN * 128, 1024);
+            wgmma_m64n128k16_rs_tb(o, pa[ks], db);
+        }
+        wg_commit();
+    };
+    // Masks, updates the running max and sum, leaves P packed for the A operand in pa and
+    // the factor for the accumulators in al_a / al_b.
+    auto softmax = [&](float* s, int kt, float& al_a, float& al_b, unsigned (*pa)[4]) {
+        const int kbase = kt * BN;
         if (kbase + BN - 1 > wg_min_lim) {
 #pragma unroll
-            for (int nt = 0; nt < 8; ++nt) {
+            for (int nt = 0; nt < BN / 8; ++nt) {
                 const int j = kbase + nt * 8 + t4 * 2;
                 if (j > lim_a) s[4 * nt + 0] = NEG_INF;
                 if (j + 1 > lim_a) s[4 * nt + 1] = NEG_INF;
@@ -724,7 +763,7 @@ __device__ __forceinline__ void flash_prefill_wg_body(const bf16* __restrict__ q
         }
         float mx_a = m_a, mx_b = m_b;
 #pragma unroll
-        for (int nt = 0; nt < 8; ++nt) {
+        for (int nt = 0; nt < BN / 8; ++nt) {
             mx_a = fmaxf(mx_a, fmaxf(s[4 * nt], s[4 * nt + 1]));
             mx_b = fmaxf(mx_b, fmaxf(s[4 * nt + 2], s[4 * nt + 3]));
         }
@@ -734,21 +773,14 @@ __device__ __forceinline__ void flash_prefill_wg_body(const bf16* __restrict__ q
         mx_b = fmaxf(mx_b, __shfl_xor_sync(0xffffffffu, mx_b, 2));
         const float sc_a = mx_a == NEG_INF ? 0.f : mx_a * scale_log2;
         const float sc_b = mx_b == NEG_INF ? 0.f : mx_b * scale_log2;
-        const float al_a = fast_exp2(m_a * scale_log2 - sc_a);
-        const float al_b = fast_exp2(m_b * scale_log2 - sc_b);
+        al_a = fast_exp2(m_a * scale_log2 - sc_a);
+        al_b = fast_exp2(m_b * scale_log2 - sc_b);
         m_a = mx_a;
         m_b = mx_b;
         l_a *= al_a;
         l_b *= al_b;
 #pragma unroll
-        for (int i = 0; i < 16; ++i) {
-            o[4 * i + 0] *= al_a;
-            o[4 * i + 1] *= al_a;
-            o[4 * i + 2] *= al_b;
-            o[4 * i + 3] *= al_b;
-        }
-#pragma unroll
-        for (int nt = 0; nt < 8; ++nt) {
+        for (int nt = 0; nt < BN / 8; ++nt) {
             s[4 * nt + 0] = fast_exp2(s[4 * nt + 0] * scale_log2 - sc_a);
             s[4 * nt + 1] = fast_exp2(s[4 * nt + 1] * scale_log2 - sc_a);
             s[4 * nt + 2] = fast_exp2(s[4 * nt + 2] * scale_log2 - sc_b);
@@ -756,19 +788,81 @@ __device__ __forceinline__ void flash_prefill_wg_body(const bf16* __restrict__ q
             l_a += s[4 * nt + 0] + s[4 * nt + 1];
             l_b += s[4 * nt + 2] + s[4 * nt + 3];
         }
-        wg_fence_regs<64>(o);
-        wg_fence();
 #pragma unroll
-        for (int ks = 0; ks < 4; ++ks) {
-            unsigned pa[4] = {pack_bf16(s[8 * ks + 0], s[8 * ks + 1]), pack_bf16(s[8 * ks + 2], s[8 * ks + 3]),
-                              pack_bf16(s[8 * ks + 4], s[8 * ks + 5]), pack_bf16(s[8 * ks + 6], s[8 * ks + 7])};
-            // V is [key][dim]: the MN-major B operand; 16 keys = two 8-row groups = 2048 bytes.
-            const unsigned long long db = wg_desc(cV + ks * 2048, BN * 128, 1024);
-            wgmma_m64n128k16_rs_tb(o, pa, db);
+        for (int ks = 0; ks < KS; ++ks) {
+            pa[ks][0] = pack_bf16(s[8 * ks + 0], s[8 * ks + 1]);
+            pa[ks][1] = pack_bf16(s[8 * ks + 2], s[8 * ks + 3]);
+            pa[ks][2] = pack_bf16(s[8 * ks + 4], s[8 * ks + 5]);
+            pa[ks][3] = pack_bf16(s[8 * ks + 6], s[8 * ks + 7]);
         }
-        wg_commit();
-        wg_wait0();
-        wg_fence_regs<64>(o);
+    };
+    auto rescale = [&](float al_a, float al_b) {
+#pragma unroll
+        for (int i = 0; i < 16; ++i) {
+            o[4 * i + 0] *= al_a;
+            o[4 * i + 1] *= al_a;
+            o[4 * i + 2] *= al_b;
+            o[4 * i + 3] *= al_b;
+        }
+    };
+
+    unsigned pa[KS][4];
+    for (int kt = 0; kt < n_tiles; ++kt) {
+        cp_wait<PD - 1>();   // tile kt has landed (PD - 1 younger groups may be in flight)
+        fence_async_smem();  // cp.async writes are read by wgmma (the async proxy)
+        __syncthreads();     // ... for every thread, and no one still reads the buffer loaded next
+        if (kt + PD < n_tiles) load_kv(kt + PD);
+        cp_commit();
+        if constexpr (OVL) {
+            if (kt < my_tiles) {
+                float s[NS];
+                qk(s, kt);
+                if (kt > 0) {
+                    pv(pa, kt - 1);
+                    wg_wait<1>();  // the S product (committed first) is done
+                } else {
+                    wg_wait<0>();
+                }
+                wg_fence_regs<NS>(s);
+                float al_a, al_b;
+                unsigned pn[KS][4];
+                softmax(s, kt, al_a, al_b, pn);
+                wg_wait<0>();  // P·V of tile kt - 1 is done: the accumulators are ours again
+                wg_fence_regs<64>(o);
+#pragma unroll
+                for (int ks = 0; ks < KS; ++ks)
+#pragma unroll
+                    for (int i = 0; i < 4; ++i) asm volatile("" : "+r"(pa[ks][i])::"memory");
+                rescale(al_a, al_b);
+#pragma unroll
+                for (int ks = 0; ks < KS; ++ks)
+#pragma unroll
+                    for (int i = 0; i < 4; ++i) pa[ks][i] = pn[ks][i];
+            } else if (kt == my_tiles && kt > 0) {
+                pv(pa, kt - 1);
+                wg_wait<0>();
+                wg_fence_regs<64>(o);
+            }
+        } else {
+            if (kt >= my_tiles) continue;  // uniform per warpgroup
+            float s[NS];
+            qk(s, kt);
+            wg_wait<0>();
+            wg_fence_regs<NS>(s);
+            float al_a, al_b;
+            softmax(s, kt, al_a, al_b, pa);
+            rescale(al_a, al_b);
+            pv(pa, kt);
+            wg_wait<0>();
+            wg_fence_regs<64>(o);
+        }
+    }
+    if constexpr (OVL) {
+        if (my_tiles > 0 && my_tiles == n_tiles) {  // the last tile's P·V
+            pv(pa, my_tiles - 1);
+            wg_wait<0>();
+            wg_fence_regs<64>(o);
+        }
     }
     cp_wait<0>();
 
@@ -795,10 +889,12 @@ __device__ __forceinline__ void flash_prefill_wg_body(const bf16* __restrict__ q
 #endif
 }
 
-// 128 query rows on two warpgroups (wgmma), tile pairs as flash_prefill_pairs.
+// Heavy and light q tiles paired per block, as flash_prefill_pairs.
+template <int NWG, int BN, int ST, bool OVL>
 __device__ __forceinline__ void flash_prefill_wg_pairs(FLASH_PREFILL_ARGS) {
+    constexpr int BR = 64 * NWG;
     const int b = blockIdx.z;
-    const int n = (cu_q[b + 1] - cu_q[b] + 127) / 128;
+    const int n = (cu_q[b + 1] - cu_q[b] + BR - 1) / BR;
     const int lo = blockIdx.x, hi = n - 1 - (int)blockIdx.x;
     if (hi < lo) return;
     for (int pass = 0; pass < 2; ++pass) {
@@ -806,15 +902,39 @@ __device__ __forceinline__ void flash_prefill_wg_pairs(FLASH_PREFILL_ARGS) {
             if (hi == lo) break;
             __syncthreads();  // shared memory is reused by the second tile
         }
-        flash_prefill_wg_body(FLASH_PREFILL_PASS, b, (int)blockIdx.y, pass == 0 ? hi : lo);
+        flash_prefill_wg_body<NWG, BN, ST, OVL>(FLASH_PREFILL_PASS, b, (int)blockIdx.y, pass == 0 ? hi : lo);
     }
 }
 extern "C" __global__ void __launch_bounds__(256, 1) flash_prefill_wg128(FLASH_PREFILL_ARGS) {
-    flash_prefill_wg_pairs(FLASH_PREFILL_PASS);
+    flash_prefill_wg_pairs<2, 64, 2, false>(FLASH_PREFILL_PASS);
 }
-// As flash_prefill_wg128 with registers capped for two blocks per SM.
+// Registers capped for two blocks per SM.
 extern "C" __global__ void __launch_bounds__(256, 2) flash_prefill_wg128x2(FLASH_PREFILL_ARGS) {
-    flash_prefill_wg_pairs(FLASH_PREFILL_PASS);
+    flash_prefill_wg_pairs<2, 64, 2, false>(FLASH_PREFILL_PASS);
+}
+// One block per q tile, heaviest (last) tile first: twice the blocks of the paired grid,
+// for chunks after a long prefix, where every tile costs about the same.
+extern "C" __global__ void __launch_bounds__(256, 2) flash_prefill_wg128x2u(FLASH_PREFILL_ARGS) {
+    const int b = blockIdx.z;
+    const int n = (cu_q[b + 1] - cu_q[b] + 127) / 128;
+    const int tile = n - 1 - (int)blockIdx.x;
+    if (tile >= 0) flash_prefill_wg_body<2, 64, 2, false>(FLASH_PREFILL_PASS, b, (int)blockIdx.y, tile);
+}
+// Intra-warpgroup overlap of softmax and P·V, three stages.
+extern "C" __global__ void __launch_bounds__(256, 1) flash_prefill_wg128o(FLASH_PREFILL_ARGS) {
+    flash_prefill_wg_pairs<2, 64, 3, true>(FLASH_PREFILL_PASS);
+}
+// K/V tiles of 128 keys.
+extern "C" __global__ void __launch_bounds__(256, 1) flash_prefill_wg128n(FLASH_PREFILL_ARGS) {
+    flash_prefill_wg_pairs<2, 128, 2, false>(FLASH_PREFILL_PASS);
+}
+// Three warpgroups: 192 query rows per block.
+extern "C" __global__ void __launch_bounds__(384, 1) flash_prefill_wg192(FLASH_PREFILL_ARGS) {
+    flash_prefill_wg_pairs<3, 64, 2, false>(FLASH_PREFILL_PASS);
+}
+// Three warpgroups with the intra-warpgroup overlap.
+extern "C" __global__ void __launch_bounds__(384, 1) flash_prefill_wg192o(FLASH_PREFILL_ARGS) {
+    flash_prefill_wg_pairs<3, 64, 3, true>(FLASH_PREFILL_PASS);
 }
 
 // ---------------------------------------------------------------- paged decode (split-KV)
