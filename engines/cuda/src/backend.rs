@@ -37,6 +37,9 @@ pub struct CudaOptions {
     /// batch-size bucket (default true; graphs are captured at the warm-up and
     /// again after a buffer grows).
     pub graphs: bool,
+    /// GEMMs of at most 64 rows (decode steps) on the skinny wgmma kernel instead of
+    /// cuBLAS where the device has `wgmma` (default true).
+    pub skinny_gemm: bool,
     /// The prefill attention kernel's tile (default: the device's
     /// [`CudaDevice::default_prefill_tile`]).
     pub prefill_tile: Option<PrefillTile>,
@@ -55,6 +58,7 @@ impl Default for CudaOptions {
             keep_logits: false,
             warm_up: true,
             graphs: true,
+            skinny_gemm: true,
             prefill_tile: None,
             profile: None,
         }
@@ -350,6 +354,7 @@ impl CudaBackend {
             });
         }
         let dev = CudaDevice::new(opts.device)?;
+        dev.set_skinny_gemm(opts.skinny_gemm);
         if let Some(t) = opts.prefill_tile
             && t.needs_sm90a()
             && !dev.has_wgmma()
@@ -995,10 +1000,9 @@ impl CudaBackend {
                         tables: meta(&m.pre_tables)?,
                         cu_q: meta(&m.cu_q)?,
                         max_q: p.pre_max_q,
-                        tile: self
-                            .opts
-                            .prefill_tile
-                            .unwrap_or_else(|| dev.default_prefill_tile(p.pre_max_q)),
+                        tile: self.opts.prefill_tile.unwrap_or_else(|| {
+                            dev.default_prefill_tile(p.pre_max_q, p.n_prefill, self.cfg.n_heads)
+                        }),
                     })
                 })
                 .transpose()?,

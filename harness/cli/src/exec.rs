@@ -72,6 +72,8 @@ pub struct EngineSpec {
     pub cuda_profile: Option<PathBuf>,
     /// Whether the CUDA engine replays decode steps from CUDA graphs.
     pub cuda_graphs: bool,
+    /// Whether the CUDA engine runs small GEMMs on its skinny wgmma kernel.
+    pub cuda_skinny_gemm: bool,
     /// The CUDA engine's prefill attention tile (`None`: the device's default).
     pub cuda_prefill_tile: Option<fuselab_kernels::cuda::PrefillTile>,
     /// Per-request timeout for real-time engines, seconds.
@@ -608,12 +610,15 @@ pub fn realtime_engine(
         info.knobs.insert("weights".into(), "random".into());
         info.knobs
             .insert("cuda_graphs".into(), engine.cuda_graphs.into());
+        info.knobs
+            .insert("skinny_gemm".into(), engine.cuda_skinny_gemm.into());
         if let Some(t) = engine.cuda_prefill_tile {
             info.knobs.insert("prefill_tile".into(), t.label().into());
         }
         let opts = fuselab_cuda::CudaOptions {
             profile: engine.cuda_profile.clone(),
             graphs: engine.cuda_graphs,
+            skinny_gemm: engine.cuda_skinny_gemm,
             prefill_tile: engine.cuda_prefill_tile,
             ..fuselab_cuda::CudaOptions::default()
         };

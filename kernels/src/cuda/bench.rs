@@ -47,7 +47,7 @@ use super::reference::{self as reference, AttnGeometry};
 use super::rng::SplitMix;
 use super::{
     CudaDevice, CudaError, DecodeWorkspace, GemmOut, HEAD_DIM, LaunchTimer, PagedAttention,
-    PrefillTile, TimeStats,
+    PrefillTile, SKINNY_MAX_TOKENS, TimeStats,
 };
 
 /// Llama-3-8B hidden size.
@@ -1281,6 +1281,49 @@ fn more_checks(
         );
     }
 
+    // The skinny wgmma GEMM of decode steps: split-K with the f32 reduction, adding into y
+    // or not, and one split writing y directly (n of more than two blocks per SM).
+    if dev.has_wgmma() {
+        for (name, t, k, n, acc) in [
+            ("o", 64usize, Q_HEADS * HEAD_DIM, HIDDEN, true),
+            ("qkv", 7, HIDDEN, QKV_WIDTH, false),
+            ("down", 5, FFN, HIDDEN, true),
+            ("gate_up", 3, HIDDEN, 2 * FFN, false),
+            ("one split", 9, 512, 34816, true),
+        ] {
+            let x = rng.bf16_vec(t * k, 1.0);
+            let w = rng.bf16_vec(n * k, 0.05);
+            let y0 = rng.bf16_vec(t * n, 2.0);
+            let mut dy = if acc {
+                dev.upload(&y0)?
+            } else {
+                nan_bf16(dev, t * n)?
+            };
+            let out = GemmOut {
+                accumulate: acc,
+                ..GemmOut::dense(n)
+            };
+            dev.gemm_skinny(&dev.upload(&x)?, &dev.upload(&w)?, &mut dy, t, k, n, out)?;
+            let mut want = reference::gemm(&to_f32(&x), &to_f32(&w), t, k, n);
+            if acc {
+                for (o, &a) in want.iter_mut().zip(&y0) {
+                    *o = (f64::from(*o) + f64::from(a.to_f32())) as f32;
+                }
+            }
+            let (splits, _) = dev.skinny_splits(k, n);
+            push(
+                checks,
+                "gemm_skinny",
+                format!(
+                    "{name}: T={t} {k}->{n}, {splits} k split(s){}",
+                    if acc { ", y += x·wᵀ" } else { "" }
+                ),
+                reference::max_row_rel_err(&to_f32(&dev.download(&dy)?), &want, n),
+                BF16_TOL,
+            );
+        }
+    }
+
     // gemm_ex: q, k and v as three GEMMs from views of the fused weight into the
     // strided fused buffer; then a narrow block at an offset whose neighbours
     // must keep their poison.
@@ -1481,7 +1524,7 @@ fn more_checks(
         &rows,
     );
     drop((hk, hv));
-    let default = PrefillTile::for_max_q_len(RAGGED_LEN);
+    let default = dev.default_prefill_tile(RAGGED_LEN, RAGGED_SEQS, Q_HEADS);
     for tile in dev.prefill_tiles() {
         let mut out = nan_bf16(dev, total * qw)?;
         dev.prefill_attention_tile(
@@ -2006,6 +2049,49 @@ fn gemm_rows(
         &GEMM_TOKENS
     };
     let mut fused_qkv: BTreeMap<usize, f64> = BTreeMap::new();
+    // Decode-size rows on cuBLAS too, where `gemm` takes the skinny wgmma path.
+    if dev.has_wgmma() {
+        dev.set_skinny_gemm(false);
+        let t = SKINNY_MAX_TOKENS;
+        let mut cublas: BTreeMap<&str, f64> = BTreeMap::new();
+        for (name, k, n) in LINEARS {
+            if sel.row(&format!("gemm {name}")) {
+                let mut case = GemmCase::new(dev, rng, (t, k, n), false, false)?;
+                let st = g.time(|| case.launch(dev))?;
+                let row = report.push_row(
+                    &format!("gemm {name}"),
+                    format!("T={t} {k}->{n} on cuBLAS"),
+                    st,
+                    None,
+                    (n * k * 2) as f64,
+                    Ceiling::Read,
+                );
+                cublas.insert(name, row.time_us);
+            }
+        }
+        dev.set_skinny_gemm(true);
+        for (name, k, n) in LINEARS {
+            if let Some(&c) = cublas.get(name) {
+                let mut case = GemmCase::new(dev, rng, (t, k, n), false, false)?;
+                let st = g.time(|| case.launch(dev))?;
+                let row = report.push_row(
+                    &format!("gemm {name}"),
+                    format!("T={t} {k}->{n} skinny wgmma"),
+                    st,
+                    None,
+                    (n * k * 2) as f64,
+                    Ceiling::Read,
+                );
+                let skinny = row.time_us;
+                report.comparisons.push(Comparison {
+                    name: format!("gemm {name} T={t}: skinny wgmma / cuBLAS"),
+                    ratio: skinny / c,
+                    detail: "below 1: the skinny path is faster (the engine uses it up to 64 rows)"
+                        .into(),
+                });
+            }
+        }
+    }
     for (name, k, n) in LINEARS {
         if !sel.row(&format!("gemm {name}")) {
             continue;
@@ -2047,14 +2133,8 @@ fn gemm_rows(
             report.comparisons.push(Comparison {
                 name: format!("qkv T={t}: 3 GEMMs into the fused buffer / 1 fused GEMM"),
                 ratio: split / fused,
-                detail: format!(
-                    "below 1: three GEMMs are faster (the engine uses three from T ≥ 2048){}",
-                    if t >= 2048 {
-                        ""
-                    } else {
-                        "; engine uses one here"
-                    }
-                ),
+                detail: "above 1: one fused GEMM is faster (the engine runs one at every size)"
+                    .into(),
             });
         }
     }
@@ -2198,7 +2278,7 @@ fn prefill_rows(
                 continue;
             }
             let st = g.time(|| case.launch(dev, tile))?;
-            let default = tile == PrefillTile::for_max_q_len(s);
+            let default = tile == dev.default_prefill_tile(s, 1, Q_HEADS);
             let row = report.push_row(
                 &name,
                 format!(
@@ -2217,7 +2297,7 @@ fn prefill_rows(
     // Ragged: 3 sequences of 2560 new tokens in one call.
     if sel.group("prefill_attention") {
         let mut case = PrefillCase::new(dev, rng, RAGGED_SEQS, RAGGED_LEN)?;
-        let default = PrefillTile::for_max_q_len(RAGGED_LEN);
+        let default = dev.default_prefill_tile(RAGGED_LEN, RAGGED_SEQS, Q_HEADS);
         let tiles: Vec<PrefillTile> = if opts.quick {
             vec![default]
         } else {
@@ -2257,7 +2337,7 @@ fn prefill_rows(
         let mut one_pass = None;
         let sizes: Vec<usize> = CHUNK_SIZES.iter().rev().copied().collect();
         for c in sizes {
-            let tile = PrefillTile::for_max_q_len(c);
+            let tile = dev.default_prefill_tile(c, 1, Q_HEADS);
             let name = format!("prefill_attention ({})", tile.label());
             if !sel.row(&name) {
                 continue;
@@ -2413,7 +2493,7 @@ fn sustained_rows(
         }
     }
     for s in [8192usize, 16384] {
-        let tile = PrefillTile::for_max_q_len(s);
+        let tile = dev.default_prefill_tile(s, 1, Q_HEADS);
         let name = format!("prefill_attention ({})", tile.label());
         if !sel.row(&name) {
             continue;

@@ -127,10 +127,10 @@ pub(crate) struct Kernels {
     pub(crate) flash_prefill_wg128: CudaFunction,
     pub(crate) flash_prefill_wg128x2: CudaFunction,
     pub(crate) flash_prefill_wg128x2u: CudaFunction,
-    pub(crate) flash_prefill_wg128o: CudaFunction,
     pub(crate) flash_prefill_wg128n: CudaFunction,
     pub(crate) flash_prefill_wg192: CudaFunction,
-    pub(crate) flash_prefill_wg192o: CudaFunction,
+    pub(crate) skinny_gemm: CudaFunction,
+    pub(crate) skinny_reduce: CudaFunction,
     pub(crate) paged_decode: CudaFunction,
     pub(crate) decode_merge: CudaFunction,
     pub(crate) embed_gather: CudaFunction,
@@ -147,6 +147,10 @@ pub struct CudaDevice {
     pub(crate) k: Kernels,
     /// Work counter of the persistent prefill kernel (one i32).
     pub(crate) counter: std::sync::Mutex<cudarc::driver::CudaSlice<i32>>,
+    /// The skinny GEMM's split-K partials (f32), grown on first use of a shape.
+    pub(crate) skinny_ws: std::sync::Mutex<Option<CudaSlice<f32>>>,
+    /// Whether [`CudaDevice::gemm`] takes the skinny wgmma path for ≤ 64 rows.
+    pub(crate) skinny: std::sync::atomic::AtomicBool,
     /// cuBLAS's workspace, set explicitly so that GEMMs never allocate (graph capture).
     _blas_workspace: CudaSlice<u8>,
     info: DeviceInfo,
@@ -298,6 +302,8 @@ impl CudaDevice {
             blas,
             k,
             counter: std::sync::Mutex::new(counter),
+            skinny_ws: std::sync::Mutex::new(None),
+            skinny: std::sync::atomic::AtomicBool::new(arch == "sm_90a"),
             _blas_workspace: blas_workspace,
             info,
         })
@@ -428,10 +434,10 @@ fn compile_kernels(ctx: &Arc<CudaContext>, arch: &str) -> Result<Kernels, CudaEr
         flash_prefill_wg128: f("flash_prefill_wg128")?,
         flash_prefill_wg128x2: f("flash_prefill_wg128x2")?,
         flash_prefill_wg128x2u: f("flash_prefill_wg128x2u")?,
-        flash_prefill_wg128o: f("flash_prefill_wg128o")?,
         flash_prefill_wg128n: f("flash_prefill_wg128n")?,
         flash_prefill_wg192: f("flash_prefill_wg192")?,
-        flash_prefill_wg192o: f("flash_prefill_wg192o")?,
+        skinny_gemm: f("skinny_gemm")?,
+        skinny_reduce: f("skinny_reduce")?,
         paged_decode: f("paged_decode")?,
         decode_merge: f("decode_merge")?,
         embed_gather: f("embed_gather")?,
@@ -449,14 +455,15 @@ fn compile_kernels(ctx: &Arc<CudaContext>, arch: &str) -> Result<Kernels, CudaEr
         (&k.flash_prefill_wg128, PrefillTile::Wgmma128),
         (&k.flash_prefill_wg128x2, PrefillTile::Wgmma128Occ2),
         (&k.flash_prefill_wg128x2u, PrefillTile::Wgmma128Occ2Unpaired),
-        (&k.flash_prefill_wg128o, PrefillTile::Wgmma128Overlap),
         (&k.flash_prefill_wg128n, PrefillTile::Wgmma128Keys128),
         (&k.flash_prefill_wg192, PrefillTile::Wgmma192),
-        (&k.flash_prefill_wg192o, PrefillTile::Wgmma192Overlap),
     ]
     .map(|(f, t)| (f, t.smem_bytes()))
     .into_iter()
-    .chain([(&k.paged_decode, super::ops::DECODE_SMEM_BYTES)]);
+    .chain([
+        (&k.paged_decode, super::ops::DECODE_SMEM_BYTES),
+        (&k.skinny_gemm, super::ops::SKINNY_SMEM_BYTES),
+    ]);
     for (func, bytes) in big_smem {
         func.set_attribute(
             CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,

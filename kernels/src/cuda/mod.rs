@@ -28,7 +28,7 @@ pub use device::{
 };
 pub use ops::{
     DEFAULT_PREFILL_TILE, DecodeWorkspace, GemmOut, LARGE_PREFILL_MIN_Q_LEN, LARGE_PREFILL_TILE,
-    PagedAttention, PrefillTile, WGMMA_PREFILL_TILE,
+    PagedAttention, PrefillTile, SKINNY_MAX_TOKENS, WGMMA_PREFILL_TILE,
 };
 
 /// The CUDA C source of every kernel (compiled by NVRTC at start-up).

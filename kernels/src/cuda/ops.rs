@@ -37,20 +37,15 @@ pub enum PrefillTile {
     /// As [`PrefillTile::Wgmma128Occ2`], one block per query tile (no pairing of
     /// heavy and light tiles): twice the blocks, for chunks after a long prefix.
     Wgmma128Occ2Unpaired,
-    /// As [`PrefillTile::Wgmma128`], the softmax of one K/V tile overlapping the
-    /// P·V product of the previous one (three stages).
-    Wgmma128Overlap,
     /// As [`PrefillTile::Wgmma128`] with K/V tiles of 128 keys.
     Wgmma128Keys128,
     /// 192 query rows on three warpgroups (`wgmma`).
     Wgmma192,
-    /// As [`PrefillTile::Wgmma192`] with the softmax/P·V overlap.
-    Wgmma192Overlap,
 }
 
 impl PrefillTile {
     /// Every variant, for benchmarks and checks.
-    pub const ALL: [PrefillTile; 13] = [
+    pub const ALL: [PrefillTile; 11] = [
         PrefillTile::Rows64,
         PrefillTile::Rows128,
         PrefillTile::Rows128W8,
@@ -60,10 +55,8 @@ impl PrefillTile {
         PrefillTile::Wgmma128,
         PrefillTile::Wgmma128Occ2,
         PrefillTile::Wgmma128Occ2Unpaired,
-        PrefillTile::Wgmma128Overlap,
         PrefillTile::Wgmma128Keys128,
         PrefillTile::Wgmma192,
-        PrefillTile::Wgmma192Overlap,
     ];
 
     /// Whether the tile runs on Hopper's `wgmma` (a device compiled for `sm_90a`).
@@ -84,7 +77,7 @@ impl PrefillTile {
         match self {
             PrefillTile::Rows64 => 64,
             PrefillTile::Rows256 | PrefillTile::Rows256Stages3 => 256,
-            PrefillTile::Wgmma192 | PrefillTile::Wgmma192Overlap => 192,
+            PrefillTile::Wgmma192 => 192,
             _ => 128,
         }
     }
@@ -93,7 +86,7 @@ impl PrefillTile {
     pub const fn threads(self) -> usize {
         match self {
             PrefillTile::Rows64 | PrefillTile::Rows128 | PrefillTile::Rows128Persistent => 128,
-            PrefillTile::Wgmma192 | PrefillTile::Wgmma192Overlap => 384,
+            PrefillTile::Wgmma192 => 384,
             _ => 256,
         }
     }
@@ -101,9 +94,7 @@ impl PrefillTile {
     /// K/V stages in shared memory.
     const fn stages(self) -> usize {
         match self {
-            PrefillTile::Rows256Stages3
-            | PrefillTile::Wgmma128Overlap
-            | PrefillTile::Wgmma192Overlap => 3,
+            PrefillTile::Rows256Stages3 => 3,
             _ => 2,
         }
     }
@@ -140,10 +131,8 @@ impl PrefillTile {
             PrefillTile::Wgmma128 => "wg128",
             PrefillTile::Wgmma128Occ2 => "wg128x2",
             PrefillTile::Wgmma128Occ2Unpaired => "wg128x2u",
-            PrefillTile::Wgmma128Overlap => "wg128o",
             PrefillTile::Wgmma128Keys128 => "wg128n",
             PrefillTile::Wgmma192 => "wg192",
-            PrefillTile::Wgmma192Overlap => "wg192o",
         }
     }
 }
@@ -156,9 +145,10 @@ pub const DEFAULT_PREFILL_TILE: PrefillTile = PrefillTile::Rows128;
 /// query rows on (H200, causal 8k: 309–311 TFLOP/s against r128's 289–293).
 pub const LARGE_PREFILL_TILE: PrefillTile = PrefillTile::Rows256;
 
-/// The tile [`CudaDevice::prefill_attention`] uses on Hopper (`sm_90a`): H200, causal
-/// 2k / 8k / 16k at 337 / 425 / 426 TFLOP/s against r256's 256 / 312 / 322 and
-/// wg128's 308 / 382 / 393 in the same command.
+/// The tile [`CudaDevice::prefill_attention`] uses on Hopper (`sm_90a`) for full
+/// prompts: H200, causal 2k / 8k / 16k at 337 / 425 / 426 TFLOP/s against r256's
+/// 256 / 312 / 322 and wg128's 308 / 382 / 393 in the same command; wg128n and wg192
+/// measured 5-35 % slower.
 pub const WGMMA_PREFILL_TILE: PrefillTile = PrefillTile::Wgmma128Occ2;
 
 /// The longest sequence's new tokens from which [`LARGE_PREFILL_TILE`] is used (it was
@@ -249,6 +239,14 @@ impl PagedAttention<'_> {
         Ok(self.block_size.trailing_zeros())
     }
 }
+
+/// Rows up to which [`CudaDevice::gemm`] and [`CudaDevice::gemm_acc`] take the skinny
+/// wgmma path (decode steps) where it is enabled.
+pub const SKINNY_MAX_TOKENS: usize = 64;
+/// Stages of the skinny GEMM (`SK_ST`): a 64-row x chunk and a 128-row w chunk each.
+const SKINNY_STAGES: usize = 4;
+/// Dynamic shared memory of the skinny GEMM (1024 bytes for the swizzle alignment).
+pub(crate) const SKINNY_SMEM_BYTES: usize = SKINNY_STAGES * (64 + 128) * 128 + 1024;
 
 /// Where [`CudaDevice::gemm_ex`] writes its `[tokens, n]` result inside `y`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -687,17 +685,30 @@ impl CudaDevice {
             cu_q,
             total_tokens,
             max_q_len,
-            self.default_prefill_tile(max_q_len),
+            self.default_prefill_tile(max_q_len, p.batch, p.num_q_heads),
         )
     }
 
-    /// The tile [`Self::prefill_attention`] uses: [`WGMMA_PREFILL_TILE`] where the
-    /// kernels were built for `sm_90a`, else [`PrefillTile::for_max_q_len`].
-    pub fn default_prefill_tile(&self, max_q_len: usize) -> PrefillTile {
-        if self.has_wgmma() {
-            WGMMA_PREFILL_TILE
+    /// The tile [`Self::prefill_attention`] uses for `batch` sequences of up to
+    /// `max_q_len` new tokens over `heads` query heads: where the kernels were built
+    /// for `sm_90a`, [`WGMMA_PREFILL_TILE`], or its unpaired form when the paired
+    /// grid would not fill every SM twice (chunks after a long prefix); else
+    /// [`PrefillTile::for_max_q_len`].
+    pub fn default_prefill_tile(
+        &self,
+        max_q_len: usize,
+        batch: usize,
+        heads: usize,
+    ) -> PrefillTile {
+        if !self.has_wgmma() {
+            return PrefillTile::for_max_q_len(max_q_len);
+        }
+        let paired_blocks =
+            max_q_len.div_ceil(WGMMA_PREFILL_TILE.rows()).div_ceil(2) * batch * heads;
+        if paired_blocks < 2 * self.info().sm_count {
+            PrefillTile::Wgmma128Occ2Unpaired
         } else {
-            PrefillTile::for_max_q_len(max_q_len)
+            WGMMA_PREFILL_TILE
         }
     }
 
@@ -726,10 +737,8 @@ impl CudaDevice {
             PrefillTile::Wgmma128 => &self.k.flash_prefill_wg128,
             PrefillTile::Wgmma128Occ2 => &self.k.flash_prefill_wg128x2,
             PrefillTile::Wgmma128Occ2Unpaired => &self.k.flash_prefill_wg128x2u,
-            PrefillTile::Wgmma128Overlap => &self.k.flash_prefill_wg128o,
             PrefillTile::Wgmma128Keys128 => &self.k.flash_prefill_wg128n,
             PrefillTile::Wgmma192 => &self.k.flash_prefill_wg192,
-            PrefillTile::Wgmma192Overlap => &self.k.flash_prefill_wg192o,
         };
         if tile.needs_sm90a() && !self.has_wgmma() {
             return Err(CudaError::invalid(
@@ -973,6 +982,9 @@ impl CudaDevice {
 
     /// `y[t, n] = Σ_k x[t, k] · w[n, k]` in bf16 with f32 accumulation (cuBLAS);
     /// `x`: `[tokens, k]`, `w`: `[n, k]` (a linear layer's weight), `y`: `[tokens, n]`.
+    /// Up to [`SKINNY_MAX_TOKENS`] rows run on [`Self::gemm_skinny`] where it is
+    /// enabled ([`Self::set_skinny_gemm`]; on by default on `sm_90a`) and the shape
+    /// allows it; everything else on cuBLAS.
     pub fn gemm(
         &self,
         x: &CudaSlice<bf16>,
@@ -982,7 +994,152 @@ impl CudaDevice {
         k: usize,
         n: usize,
     ) -> Result<(), CudaError> {
+        if self.skinny_applies(tokens, k, n) {
+            return self.gemm_skinny(x, w, y, tokens, k, n, GemmOut::dense(n));
+        }
         self.gemm_ex(x, w, y, tokens, k, n, GemmOut::dense(n))
+    }
+
+    /// Whether [`Self::gemm`] takes the skinny path for this shape.
+    pub fn skinny_applies(&self, tokens: usize, k: usize, n: usize) -> bool {
+        self.skinny.load(std::sync::atomic::Ordering::Relaxed)
+            && (1..=SKINNY_MAX_TOKENS).contains(&tokens)
+            && k.is_multiple_of(64)
+            && n.is_multiple_of(128)
+            && k > 0
+    }
+
+    /// Turns the skinny path of [`Self::gemm`] on or off (it needs `sm_90a`); returns
+    /// whether it is on.
+    pub fn set_skinny_gemm(&self, on: bool) -> bool {
+        let on = on && self.has_wgmma();
+        self.skinny.store(on, std::sync::atomic::Ordering::Relaxed);
+        on
+    }
+
+    /// Split-K factor of the skinny GEMM for `k × n`: enough blocks of 128 outputs
+    /// for two per SM, in whole 64-wide chunks of k.
+    pub fn skinny_splits(&self, k: usize, n: usize) -> (usize, usize) {
+        let tiles = (n / 128).max(1);
+        let chunks = (k / 64).max(1);
+        let want = (2 * self.info().sm_count).div_ceil(tiles).clamp(1, chunks);
+        let per = chunks.div_ceil(want) * 64;
+        (k.div_ceil(per), per)
+    }
+
+    /// `y (+)= x · wᵀ` for at most [`SKINNY_MAX_TOKENS`] rows on Hopper's `wgmma`, the
+    /// weight read once (a memory-bound shape where cuBLAS reaches 2.5-3.6 TB/s);
+    /// split over k with an f32 reduction when the output alone has too few blocks.
+    /// `k` a multiple of 64, `n` of 128, `out.ld` and `out.offset` even.
+    #[allow(clippy::too_many_arguments)]
+    pub fn gemm_skinny(
+        &self,
+        x: &CudaSlice<bf16>,
+        w: &CudaSlice<bf16>,
+        y: &mut CudaSlice<bf16>,
+        tokens: usize,
+        k: usize,
+        n: usize,
+        out: GemmOut,
+    ) -> Result<(), CudaError> {
+        if !self.has_wgmma() {
+            return Err(CudaError::invalid(
+                "device",
+                format!("the skinny GEMM needs sm_90a, not {}", self.info().arch),
+            ));
+        }
+        if !(1..=SKINNY_MAX_TOKENS).contains(&tokens)
+            || !k.is_multiple_of(64)
+            || k == 0
+            || !n.is_multiple_of(128)
+            || !out.ld.is_multiple_of(2)
+            || !out.offset.is_multiple_of(2)
+            || out.ld < n
+        {
+            return Err(CudaError::invalid(
+                "tokens",
+                format!(
+                    "the skinny GEMM takes 1..={SKINNY_MAX_TOKENS} rows, k a multiple of 64, n of 128 and an even row stride and offset; got {tokens} rows, k {k}, n {n}, ld {}, offset {}",
+                    out.ld, out.offset
+                ),
+            ));
+        }
+        check_len("x", x.len(), tokens * k)?;
+        check_len("w", w.len(), n * k)?;
+        check_len("y", y.len(), out.offset + (tokens - 1) * out.ld + n)?;
+        let (splits, per) = self.skinny_splits(k, n);
+        let mut ws = self.skinny_ws.lock().map_err(|_| {
+            CudaError::invalid(
+                "device",
+                "the skinny-GEMM workspace lock was poisoned by a panic",
+            )
+        })?;
+        let need = if splits > 1 { splits * 64 * n } else { 1 };
+        if ws.as_ref().is_none_or(|b| b.len() < need) {
+            *ws = None;
+            *ws = Some(
+                self.stream
+                    .alloc_zeros::<f32>(need)
+                    .map_err(CudaError::driver("allocating the skinny-GEMM workspace"))?,
+            );
+        }
+        let part = ws
+            .as_mut()
+            .ok_or_else(|| CudaError::invalid("device", "no workspace"))?;
+        let mut yv = y.slice_mut(out.offset..);
+        let (t_i, k_i, n_i, per_i, ld_i, acc) = (
+            to_i32("tokens", tokens)?,
+            to_i32("k", k)?,
+            to_i32("n", n)?,
+            to_i32("k", per)?,
+            to_i32("ld", out.ld)?,
+            i32::from(out.accumulate),
+        );
+        let cfg = LaunchConfig {
+            grid_dim: (grid(n / 128, "n")?, grid(splits, "splits")?, 1),
+            block_dim: (128, 1, 1),
+            shared_mem_bytes: SKINNY_SMEM_BYTES as u32,
+        };
+        let mut b = self.stream.launch_builder(&self.k.skinny_gemm);
+        b.arg(x)
+            .arg(w)
+            .arg(&mut *part)
+            .arg(&mut yv)
+            .arg(&t_i)
+            .arg(&k_i)
+            .arg(&n_i)
+            .arg(&per_i)
+            .arg(&ld_i)
+            .arg(&acc);
+        // SAFETY: x holds tokens rows of k and w n rows of k (checked; rows of x beyond
+        // `tokens` are not read); each block writes its 128 columns of `tokens` rows, into
+        // y (one split, extent checked) or into the workspace of splits·64·n floats.
+        self.launched(unsafe { b.launch(cfg) }, "skinny_gemm")?;
+        if splits == 1 {
+            return Ok(());
+        }
+        let pairs = tokens * n / 2;
+        let cfg = LaunchConfig {
+            grid_dim: (
+                grid(pairs.div_ceil(256).min(self.info().sm_count * 8), "n")?,
+                1,
+                1,
+            ),
+            block_dim: (256, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let s_i = to_i32("splits", splits)?;
+        let mut b = self.stream.launch_builder(&self.k.skinny_reduce);
+        b.arg(&*part)
+            .arg(&mut yv)
+            .arg(&t_i)
+            .arg(&n_i)
+            .arg(&s_i)
+            .arg(&ld_i)
+            .arg(&acc);
+        // SAFETY: reads the splits·64·n partials written above and writes tokens rows of n
+        // columns of y at stride ld (extent checked).
+        self.launched(unsafe { b.launch(cfg) }, "skinny_reduce")
     }
 
     /// `y[t, n] += Σ_k x[t, k] · w[n, k]`: [`Self::gemm`] adding into `y` (cuBLAS
@@ -1000,6 +1157,9 @@ impl CudaDevice {
             accumulate: true,
             ..GemmOut::dense(n)
         };
+        if self.skinny_applies(tokens, k, n) {
+            return self.gemm_skinny(x, w, y, tokens, k, n, out);
+        }
         self.gemm_ex(x, w, y, tokens, k, n, out)
     }
 

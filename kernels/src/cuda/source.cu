@@ -646,11 +646,8 @@ __device__ __forceinline__ void wgmma_m64n128k16_rs_tb(float* d, const unsigned*
 
 #endif
 
-// NWG warpgroups of 64 query rows; BN keys per K/V tile in ST cp.async stages. With OVL
-// (FlashAttention-3's intra-warpgroup overlap) the P·V product of tile j runs on the tensor
-// cores while the softmax of tile j + 1 runs on the other units; V of tile j is then still
-// needed while tile j + 2 loads, hence three stages.
-template <int NWG, int BN, int ST, bool OVL>
+// NWG warpgroups of 64 query rows; BN keys per K/V tile in ST cp.async stages.
+template <int NWG, int BN, int ST>
 __device__ __forceinline__ void flash_prefill_wg_body(const bf16* __restrict__ q, const bf16* __restrict__ kc,
                                                       const bf16* __restrict__ vc, bf16* __restrict__ out,
                                                       const int* __restrict__ cu_q, const int* __restrict__ ctx_lens,
@@ -659,8 +656,7 @@ __device__ __forceinline__ void flash_prefill_wg_body(const bf16* __restrict__ q
                                                       int tile) {
 #ifdef FUSELAB_WGMMA
     constexpr int BR = 64 * NWG, D = HEAD_DIM, NT = 128 * NWG, NS = BN / 2, KS = BN / 16;
-    constexpr int PD = OVL ? ST - 2 : ST - 1;  // tiles loaded ahead
-    static_assert(PD >= 1, "too few stages");
+    constexpr int PD = ST - 1;  // tiles loaded ahead
     constexpr unsigned Q_BYTES = BR * D * 2, KV_BYTES = BN * D * 2;
     unsigned char* base = smem_raw + ((1024u - (smem_u32(smem_raw) & 1023u)) & 1023u);
     const unsigned sQ = smem_u32(base);
@@ -806,63 +802,24 @@ __device__ __forceinline__ void flash_prefill_wg_body(const bf16* __restrict__ q
         }
     };
 
-    unsigned pa[KS][4];
     for (int kt = 0; kt < n_tiles; ++kt) {
         cp_wait<PD - 1>();   // tile kt has landed (PD - 1 younger groups may be in flight)
         fence_async_smem();  // cp.async writes are read by wgmma (the async proxy)
         __syncthreads();     // ... for every thread, and no one still reads the buffer loaded next
         if (kt + PD < n_tiles) load_kv(kt + PD);
         cp_commit();
-        if constexpr (OVL) {
-            if (kt < my_tiles) {
-                float s[NS];
-                qk(s, kt);
-                if (kt > 0) {
-                    pv(pa, kt - 1);
-                    wg_wait<1>();  // the S product (committed first) is done
-                } else {
-                    wg_wait<0>();
-                }
-                wg_fence_regs<NS>(s);
-                float al_a, al_b;
-                unsigned pn[KS][4];
-                softmax(s, kt, al_a, al_b, pn);
-                wg_wait<0>();  // P·V of tile kt - 1 is done: the accumulators are ours again
-                wg_fence_regs<64>(o);
-#pragma unroll
-                for (int ks = 0; ks < KS; ++ks)
-#pragma unroll
-                    for (int i = 0; i < 4; ++i) asm volatile("" : "+r"(pa[ks][i])::"memory");
-                rescale(al_a, al_b);
-#pragma unroll
-                for (int ks = 0; ks < KS; ++ks)
-#pragma unroll
-                    for (int i = 0; i < 4; ++i) pa[ks][i] = pn[ks][i];
-            } else if (kt == my_tiles && kt > 0) {
-                pv(pa, kt - 1);
-                wg_wait<0>();
-                wg_fence_regs<64>(o);
-            }
-        } else {
-            if (kt >= my_tiles) continue;  // uniform per warpgroup
-            float s[NS];
-            qk(s, kt);
-            wg_wait<0>();
-            wg_fence_regs<NS>(s);
-            float al_a, al_b;
-            softmax(s, kt, al_a, al_b, pa);
-            rescale(al_a, al_b);
-            pv(pa, kt);
-            wg_wait<0>();
-            wg_fence_regs<64>(o);
-        }
-    }
-    if constexpr (OVL) {
-        if (my_tiles > 0 && my_tiles == n_tiles) {  // the last tile's P·V
-            pv(pa, my_tiles - 1);
-            wg_wait<0>();
-            wg_fence_regs<64>(o);
-        }
+        if (kt >= my_tiles) continue;  // uniform per warpgroup
+        float s[NS];
+        unsigned pa[KS][4];
+        qk(s, kt);
+        wg_wait<0>();
+        wg_fence_regs<NS>(s);
+        float al_a, al_b;
+        softmax(s, kt, al_a, al_b, pa);
+        rescale(al_a, al_b);
+        pv(pa, kt);
+        wg_wait<0>();
+        wg_fence_regs<64>(o);
     }
     cp_wait<0>();
 
@@ -890,7 +847,7 @@ __device__ __forceinline__ void flash_prefill_wg_body(const bf16* __restrict__ q
 }
 
 // Heavy and light q tiles paired per block, as flash_prefill_pairs.
-template <int NWG, int BN, int ST, bool OVL>
+template <int NWG, int BN, int ST>
 __device__ __forceinline__ void flash_prefill_wg_pairs(FLASH_PREFILL_ARGS) {
     constexpr int BR = 64 * NWG;
     const int b = blockIdx.z;
@@ -902,15 +859,15 @@ __device__ __forceinline__ void flash_prefill_wg_pairs(FLASH_PREFILL_ARGS) {
             if (hi == lo) break;
             __syncthreads();  // shared memory is reused by the second tile
         }
-        flash_prefill_wg_body<NWG, BN, ST, OVL>(FLASH_PREFILL_PASS, b, (int)blockIdx.y, pass == 0 ? hi : lo);
+        flash_prefill_wg_body<NWG, BN, ST>(FLASH_PREFILL_PASS, b, (int)blockIdx.y, pass == 0 ? hi : lo);
     }
 }
 extern "C" __global__ void __launch_bounds__(256, 1) flash_prefill_wg128(FLASH_PREFILL_ARGS) {
-    flash_prefill_wg_pairs<2, 64, 2, false>(FLASH_PREFILL_PASS);
+    flash_prefill_wg_pairs<2, 64, 2>(FLASH_PREFILL_PASS);
 }
 // Registers capped for two blocks per SM.
 extern "C" __global__ void __launch_bounds__(256, 2) flash_prefill_wg128x2(FLASH_PREFILL_ARGS) {
-    flash_prefill_wg_pairs<2, 64, 2, false>(FLASH_PREFILL_PASS);
+    flash_prefill_wg_pairs<2, 64, 2>(FLASH_PREFILL_PASS);
 }
 // One block per q tile, heaviest (last) tile first: twice the blocks of the paired grid,
 // for chunks after a long prefix, where every tile costs about the same.
@@ -918,23 +875,130 @@ extern "C" __global__ void __launch_bounds__(256, 2) flash_prefill_wg128x2u(FLAS
     const int b = blockIdx.z;
     const int n = (cu_q[b + 1] - cu_q[b] + 127) / 128;
     const int tile = n - 1 - (int)blockIdx.x;
-    if (tile >= 0) flash_prefill_wg_body<2, 64, 2, false>(FLASH_PREFILL_PASS, b, (int)blockIdx.y, tile);
-}
-// Intra-warpgroup overlap of softmax and P·V, three stages.
-extern "C" __global__ void __launch_bounds__(256, 1) flash_prefill_wg128o(FLASH_PREFILL_ARGS) {
-    flash_prefill_wg_pairs<2, 64, 3, true>(FLASH_PREFILL_PASS);
+    if (tile >= 0) flash_prefill_wg_body<2, 64, 2>(FLASH_PREFILL_PASS, b, (int)blockIdx.y, tile);
 }
 // K/V tiles of 128 keys.
 extern "C" __global__ void __launch_bounds__(256, 1) flash_prefill_wg128n(FLASH_PREFILL_ARGS) {
-    flash_prefill_wg_pairs<2, 128, 2, false>(FLASH_PREFILL_PASS);
+    flash_prefill_wg_pairs<2, 128, 2>(FLASH_PREFILL_PASS);
 }
 // Three warpgroups: 192 query rows per block.
 extern "C" __global__ void __launch_bounds__(384, 1) flash_prefill_wg192(FLASH_PREFILL_ARGS) {
-    flash_prefill_wg_pairs<3, 64, 2, false>(FLASH_PREFILL_PASS);
+    flash_prefill_wg_pairs<3, 64, 2>(FLASH_PREFILL_PASS);
 }
-// Three warpgroups with the intra-warpgroup overlap.
-extern "C" __global__ void __launch_bounds__(384, 1) flash_prefill_wg192o(FLASH_PREFILL_ARGS) {
-    flash_prefill_wg_pairs<3, 64, 3, true>(FLASH_PREFILL_PASS);
+
+// ---------------------------------------------------------------- skinny GEMM (wgmma; decode)
+// y[t, n] (+)= Σ_k x[t, k] · w[n, k] for T ≤ 64 rows: the weight streams once through shared
+// memory in 64-wide k chunks (SK_ST cp.async stages, 128-byte swizzled rows) into one
+// warpgroup's m64n128 accumulators. Grid (N / 128, splits) over k ranges of k_split; with
+// several splits each block writes f32 partials part[split][64][N] that skinny_reduce sums,
+// with one it writes y itself. x rows beyond T read as zeros and are not written.
+#define SK_ST 4
+extern "C" __global__ void __launch_bounds__(128) skinny_gemm(const bf16* __restrict__ x, const bf16* __restrict__ w,
+                                                              float* __restrict__ part, bf16* __restrict__ y, int T,
+                                                              int K, int N, int k_split, int ld_y, int accumulate) {
+#ifdef FUSELAB_WGMMA
+    constexpr unsigned X_BYTES = 64 * 128, W_BYTES = 128 * 128, STAGE = X_BYTES + W_BYTES;
+    unsigned char* base = smem_raw + ((1024u - (smem_u32(smem_raw) & 1023u)) & 1023u);
+    const unsigned s0 = smem_u32(base);
+    const int tid = threadIdx.x;
+    const int n0 = blockIdx.x * 128;
+    const int k0 = blockIdx.y * k_split;
+    const int n_k = (min(K, k0 + k_split) - k0) / 64;
+    auto load = [&](int kt) {
+        const unsigned sx = s0 + (kt % SK_ST) * STAGE, sw = sx + X_BYTES;
+        const int kk = k0 + kt * 64;
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {  // x: 64 rows of 8 chunks
+            const int c = tid + i * 128, r = c >> 3, ch = c & 7;
+            const bool ok = r < T;
+            cp_async16(sx + r * 128 + ((ch ^ (r & 7)) << 4), x + (size_t)(ok ? r : 0) * K + kk + ch * 8, ok);
+        }
+#pragma unroll
+        for (int i = 0; i < 8; ++i) {  // w: 128 rows of 8 chunks
+            const int c = tid + i * 128, r = c >> 3, ch = c & 7;
+            cp_async16(sw + r * 128 + ((ch ^ (r & 7)) << 4), w + (size_t)(n0 + r) * K + kk + ch * 8, true);
+        }
+    };
+#pragma unroll
+    for (int i = 0; i < SK_ST - 1; ++i) {
+        if (i < n_k) load(i);
+        cp_commit();
+    }
+    float d[64];
+#pragma unroll
+    for (int i = 0; i < 64; ++i) d[i] = 0.f;
+    for (int kt = 0; kt < n_k; ++kt) {
+        cp_wait<SK_ST - 2>();
+        fence_async_smem();
+        __syncthreads();
+        if (kt + SK_ST - 1 < n_k) load(kt + SK_ST - 1);
+        cp_commit();
+        const unsigned sx = s0 + (kt % SK_ST) * STAGE, sw = sx + X_BYTES;
+        wg_fence_regs<64>(d);
+        wg_fence();
+#pragma unroll
+        for (int ks = 0; ks < 4; ++ks)
+            wgmma_m64n128k16_ss(d, wg_desc(sx + ks * 32, 16, 1024), wg_desc(sw + ks * 32, 16, 1024), 1);
+        wg_commit();
+        wg_wait<0>();
+        wg_fence_regs<64>(d);
+    }
+    cp_wait<0>();
+    const int lane = tid & 31, g = lane >> 2, t4 = lane & 3;
+    const int ra = (tid >> 5) * 16 + g, rb = ra + 8;
+    if (gridDim.y == 1) {
+#pragma unroll
+        for (int j = 0; j < 16; ++j) {
+            const int col = n0 + 8 * j + 2 * t4;
+#pragma unroll
+            for (int half = 0; half < 2; ++half) {
+                const int r = half ? rb : ra;
+                if (r >= T) continue;
+                bf162* dst = reinterpret_cast<bf162*>(y + (size_t)r * ld_y + col);
+                float a = d[4 * j + 2 * half], b = d[4 * j + 2 * half + 1];
+                if (accumulate) {
+                    const float2 o = __bfloat1622float2(*dst);
+                    a += o.x;
+                    b += o.y;
+                }
+                *dst = __floats2bfloat162_rn(a, b);
+            }
+        }
+    } else {
+        float* p = part + (size_t)blockIdx.y * 64 * N;
+#pragma unroll
+        for (int j = 0; j < 16; ++j) {
+            const int col = n0 + 8 * j + 2 * t4;
+            if (ra < T) *reinterpret_cast<float2*>(p + (size_t)ra * N + col) = make_float2(d[4 * j], d[4 * j + 1]);
+            if (rb < T) *reinterpret_cast<float2*>(p + (size_t)rb * N + col) = make_float2(d[4 * j + 2], d[4 * j + 3]);
+        }
+    }
+#else
+    __trap();
+#endif
+}
+
+// y[t, n] (+)= Σ_s part[s][t][n] for t < T, rounded once; grid-stride over pairs of columns.
+extern "C" __global__ void skinny_reduce(const float* __restrict__ part, bf16* __restrict__ y, int T, int N, int splits,
+                                         int ld_y, int accumulate) {
+    const int pairs = N / 2;
+    const size_t total = (size_t)T * pairs;
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x) {
+        const size_t t = i / pairs, c = (i - t * pairs) * 2;
+        float a = 0.f, b = 0.f;
+        for (int s = 0; s < splits; ++s) {
+            const float2 v = *reinterpret_cast<const float2*>(part + ((size_t)s * 64 + t) * N + c);
+            a += v.x;
+            b += v.y;
+        }
+        bf162* dst = reinterpret_cast<bf162*>(y + t * ld_y + c);
+        if (accumulate) {
+            const float2 o = __bfloat1622float2(*dst);
+            a += o.x;
+            b += o.y;
+        }
+        *dst = __floats2bfloat162_rn(a, b);
+    }
 }
 
 // ---------------------------------------------------------------- paged decode (split-KV)

@@ -1,40 +1,62 @@
 #!/bin/bash
-# One device command, one build: the GPU test binaries with FUSELAB_REQUIRE_GPU=1 (a
-# missing GPU fails them), the kernels (with the PyTorch baseline) and the h200-64
-# end-to-end experiment beside HF. Run from the repository root with the binaries in gpu/
-# (gpu/fuselab, gpu/tests/*, gpu/hf_baseline.py); everything lands in $OUT/res.tgz.
-#
-#   cargo build --profile gpu -p fuselab-cli
-#   cargo test --profile gpu -p fuselab-cuda -p fuselab-kernels --no-run
-#   (copy target/gpu/fuselab and the test executables into gpu/, then on the device:)
-#   bash reports/results/h200/device-run.sh
+# The H200 results in two device commands of one build (a device command may run at most
+# 10 minutes), run back to back on the same machine:
+#   bash reports/results/h200/device-run.sh kernels  # GPU tests (FUSELAB_REQUIRE_GPU=1),
+#       compute-sanitizer memcheck and racecheck, the PyTorch baseline and `fuselab kernels`
+#   bash reports/results/h200/device-run.sh e2e      # h200-64 for every policy, the variants
+#       (no CUDA graphs, budget 16384, the r256 tile), the per-operator profile, HF
+# Run from the repository root with the binaries in gpu/ (build-for-device.sh); each part's
+# files land in $OUT/res-PART.tgz, unpacked here into reports/results/h200/run/ and turned
+# into the pages by make_results.py.
 set -u
+PART=${1:?give kernels or e2e}
 R=$OUT/res; mkdir -p "$R" gpu/runs
-exec > >(tee "$OUT/log.txt") 2>&1
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
-echo "== GPU tests (FUSELAB_REQUIRE_GPU=1)"
-for t in gpu/tests/*; do
-  name=$(basename "$t")
-  FUSELAB_REQUIRE_GPU=1 timeout 300 "$t" --test-threads=1 --nocapture > "$R/gpu_tests_$name.txt" 2>&1
-  echo "$name rc=$?"; grep -E "^test |test result" "$R/gpu_tests_$name.txt"
-done
-echo "== kernels"
-python3 kernels/examples/torch_baseline.py "$R/kernels_torch_baseline.txt"
-FUSELAB_REQUIRE_GPU=1 ./gpu/fuselab kernels --device cuda --baseline "$R/kernels_torch_baseline.txt" \
-  --json "$R/kernels.json" --markdown "$R/kernels.md"
-echo "kernels rc=$?"
+exec > >(tee "$OUT/log-$PART.txt") 2>&1
 BIN=gpu/fuselab
-$BIN workload --preset h200-64 --export gpu/w.jsonl | tail -3; cp gpu/w.jsonl "$R/w.jsonl"
-for P in continuous chunked splitfuse prepack static; do
-  t0=$(date +%s.%N)
-  timeout 150 $BIN bench --engine cuda --model llama3-8b --policy $P --trace gpu/w.jsonl --out gpu/runs/$P | tail -3
-  rc=$?; t1=$(date +%s.%N)
-  echo "== $P rc=$rc process_wall_s=$(python3 -c "print(round($t1-$t0,2))")"
-  cp gpu/runs/$P/summary.json "$R/$P.json" 2>/dev/null
-done
-echo "== HF baselines"
-timeout 300 python3 gpu/hf_baseline.py --workload gpu/w.jsonl --out "$R/hf.json"; echo "hf rc=$?"
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm,power.limit --format=csv
+if [ "$PART" = kernels ]; then
+  echo "== GPU tests (FUSELAB_REQUIRE_GPU=1)"
+  for t in gpu/tests/*; do
+    name=$(basename "$t")
+    FUSELAB_REQUIRE_GPU=1 timeout 300 "$t" --test-threads=1 --nocapture > "$R/gpu_tests_$name.txt" 2>&1
+    echo "$name rc=$?"; grep -E "^test |test result" "$R/gpu_tests_$name.txt"
+  done
+  echo "== compute-sanitizer (our kernels through the engine on tiny, every policy; and every kernel check)"
+  for tool in memcheck racecheck; do
+    timeout 240 compute-sanitizer --tool $tool --print-limit 20 gpu/tests/gpu-test \
+      the_engine_runs_all_five_policies --test-threads=1 > "$R/sanitizer_${tool}_engine.txt" 2>&1
+    echo "sanitizer $tool engine rc=$?"; grep -E "ERROR SUMMARY|RACECHECK SUMMARY|Hazard|test result" "$R/sanitizer_${tool}_engine.txt" | sort | uniq -c | head
+    timeout 240 compute-sanitizer --tool $tool --print-limit 20 gpu/tests/fuselab_kernels-lib \
+      gpu_checks --test-threads=1 > "$R/sanitizer_${tool}_checks.txt" 2>&1
+    echo "sanitizer $tool checks rc=$?"; grep -E "ERROR SUMMARY|RACECHECK SUMMARY|Hazard|test result" "$R/sanitizer_${tool}_checks.txt" | sort | uniq -c | head
+  done
+  echo "== kernels"
+  timeout 240 python3 kernels/examples/torch_baseline.py "$R/kernels_torch_baseline.txt" 2> "$R/kernels_torch_times.txt"
+  echo "torch rc=$?"
+  FUSELAB_REQUIRE_GPU=1 timeout 300 $BIN kernels --device cuda --baseline "$R/kernels_torch_baseline.txt" \
+    --sustained 3 --json "$R/kernels.json" --markdown "$R/kernels.md"
+  echo "kernels rc=$?"
+else
+  $BIN workload --preset h200-64 --export gpu/w.jsonl | tail -3; cp gpu/w.jsonl "$R/w.jsonl"
+  run() {
+    name=$1; shift
+    t0=$(date +%s.%N)
+    timeout 150 $BIN bench --engine cuda --model llama3-8b --trace gpu/w.jsonl --out gpu/runs/$name "$@" | tail -3
+    rc=$?; t1=$(date +%s.%N)
+    echo "== $name rc=$rc process_wall_s=$(python3 -c "print(round($t1-$t0,2))")"
+    cp gpu/runs/$name/summary.json "$R/$name.json" 2>/dev/null
+  }
+  for P in continuous chunked splitfuse prepack static; do run $P --policy $P; done
+  run continuous-no-graphs --policy continuous --no-cuda-graphs
+  run continuous-cublas-decode --policy continuous --no-cuda-skinny-gemm
+  run continuous-r256 --policy continuous --cuda-prefill-tile r256
+  run continuous-budget16384 --policy continuous --knob budget=16384
+  run continuous-profile --policy continuous --cuda-profile "$R/profile.json"
+  run continuous-profile-no-graphs --policy continuous --no-cuda-graphs --cuda-profile "$R/profile_no_graphs.json"
+  echo "== HF baselines"
+  timeout 300 python3 gpu/hf_baseline.py --workload gpu/w.jsonl --out "$R/hf.json"; echo "hf rc=$?"
+fi
 echo done
 # The device returns a handful of files: everything travels as one tarball.
-cp "$OUT/log.txt" "$R/log.txt"
-tar czf "$OUT/res.tgz" -C "$OUT" res && rm -rf "$R"
+cp "$OUT/log-$PART.txt" "$R/"
+tar czf "$OUT/res-$PART.tgz" -C "$OUT" res && rm -rf "$R"

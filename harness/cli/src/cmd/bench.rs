@@ -186,6 +186,12 @@ pub struct EngineOpts {
     #[serde(default)]
     pub no_cuda_graphs: bool,
 
+    /// Run the CUDA engine's GEMMs of at most 64 rows (decode steps) on cuBLAS
+    /// instead of the skinny wgmma kernel. Recorded as knob `skinny_gemm`.
+    #[arg(long)]
+    #[serde(default)]
+    pub no_cuda_skinny_gemm: bool,
+
     /// The CUDA engine's prefill attention kernel, by tile label (r64, r128,
     /// r128w8, r128p, r256, r256s3, wg128, wg128x2) [default: wg128x2 on
     /// Hopper, else r128 below 2048 new tokens and r256 from there]. Recorded
@@ -522,6 +528,11 @@ impl EngineOpts {
             })
             .transpose()?;
         only_for(
+            "--no-cuda-skinny-gemm",
+            self.no_cuda_skinny_gemm && kind != EngineKind::Cuda,
+            "cuda",
+        )?;
+        only_for(
             "--no-cuda-graphs",
             self.no_cuda_graphs && kind != EngineKind::Cuda,
             "cuda",
@@ -596,6 +607,7 @@ impl EngineOpts {
             weights: self.weights.clone(),
             cuda_profile: self.cuda_profile.clone(),
             cuda_graphs: !self.no_cuda_graphs,
+            cuda_skinny_gemm: !self.no_cuda_skinny_gemm,
             cuda_prefill_tile,
             timeout_s: self.timeout,
             warmup_s: self.warmup,
