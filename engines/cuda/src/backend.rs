@@ -38,7 +38,7 @@ pub struct CudaOptions {
     /// again after a buffer grows).
     pub graphs: bool,
     /// GEMMs of at most 64 rows (decode steps) on the skinny wgmma kernel instead of
-    /// cuBLAS where the device has `wgmma` (default true).
+    /// cuBLAS where the device has `wgmma` (default false: it measured slower).
     pub skinny_gemm: bool,
     /// The prefill attention kernel's tile (default: the device's
     /// [`CudaDevice::default_prefill_tile`]).
@@ -58,7 +58,7 @@ impl Default for CudaOptions {
             keep_logits: false,
             warm_up: true,
             graphs: true,
-            skinny_gemm: true,
+            skinny_gemm: false,
             prefill_tile: None,
             profile: None,
         }

@@ -2086,11 +2086,13 @@ fn gemm_rows(
                 report.comparisons.push(Comparison {
                     name: format!("gemm {name} T={t}: skinny wgmma / cuBLAS"),
                     ratio: skinny / c,
-                    detail: "below 1: the skinny path is faster (the engine uses it up to 64 rows)"
+                    detail: "below 1: the skinny path is faster (the engine uses it only with \
+                             --cuda-skinny-gemm)"
                         .into(),
                 });
             }
         }
+        dev.set_skinny_gemm(false);
     }
     for (name, k, n) in LINEARS {
         if !sel.row(&format!("gemm {name}")) {

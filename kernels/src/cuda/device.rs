@@ -303,7 +303,7 @@ impl CudaDevice {
             k,
             counter: std::sync::Mutex::new(counter),
             skinny_ws: std::sync::Mutex::new(None),
-            skinny: std::sync::atomic::AtomicBool::new(arch == "sm_90a"),
+            skinny: std::sync::atomic::AtomicBool::new(false),
             _blas_workspace: blas_workspace,
             info,
         })

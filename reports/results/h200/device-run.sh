@@ -48,7 +48,7 @@ else
   }
   for P in continuous chunked splitfuse prepack static; do run $P --policy $P; done
   run continuous-no-graphs --policy continuous --no-cuda-graphs
-  run continuous-cublas-decode --policy continuous --no-cuda-skinny-gemm
+  run continuous-skinny-gemm --policy continuous --cuda-skinny-gemm
   run continuous-r256 --policy continuous --cuda-prefill-tile r256
   run continuous-budget16384 --policy continuous --knob budget=16384
   run continuous-profile --policy continuous --cuda-profile "$R/profile.json"

@@ -41,7 +41,7 @@ for p in policies:
     }
 variants = {}
 for name, what in [("continuous-no-graphs", "decode steps kernel by kernel (--no-cuda-graphs)"),
-                   ("continuous-cublas-decode", "decode GEMMs on cuBLAS, not the skinny wgmma kernel (--no-cuda-skinny-gemm)"),
+                   ("continuous-skinny-gemm", "decode GEMMs on the skinny wgmma kernel, not cuBLAS (--cuda-skinny-gemm)"),
                    ("continuous-r256", "the mma.sync prefill tile r256 (--cuda-prefill-tile r256)"),
                    ("continuous-budget16384", "token budget 16384 (--knob budget=16384)")]:
     f = src / f"{name}.json"
