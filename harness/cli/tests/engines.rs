@@ -110,6 +110,23 @@ fn engine_flags_that_do_not_apply_are_rejected() {
             "--weights",
         ),
         (&["--engine", "cpu", "--timeout", "-1"][..], "--timeout"),
+        (
+            &["--engine", "sim", "--cuda-profile", "p.json"][..],
+            "--cuda-profile",
+        ),
+        (&["--engine", "cpu", "--no-cuda-graphs"][..], "--no-cuda-graphs"),
+        (
+            &["--engine", "sim", "--cuda-skinny-gemm"][..],
+            "--cuda-skinny-gemm",
+        ),
+        (
+            &["--engine", "cpu", "--cuda-prefill-tile", "r128"][..],
+            "--cuda-prefill-tile",
+        ),
+        (
+            &["--engine", "cuda", "--cuda-prefill-tile", "r1024"][..],
+            "`r1024` is not a prefill tile",
+        ),
     ] {
         fuselab(tmp.path())
             .arg("bench")
