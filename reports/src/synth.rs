@@ -174,7 +174,7 @@ pub fn synth_run(name: &str, cfg: &SynthConfig) -> RunData {
         },
         prefix: None,
         trace: None,
-        conversation: None,
+        conversation: None, lora: None,
     };
     let mut knobs = BTreeMap::new();
     knobs.insert("tpot_s".to_string(), serde_json::json!(cfg.tpot_s));

@@ -67,6 +67,9 @@ pub fn validate(spec: &WorkloadSpec) -> Result<()> {
         }
         // The lengths of a trace come from the file; its prompt/output fields
         // only record the observed range.
+        if let Some(l) = &spec.lora {
+            crate::lora::validate_lora(l)?;
+        }
         return Ok(());
     }
     validate_length("prompt", &spec.prompt)?;
@@ -77,6 +80,9 @@ pub fn validate(spec: &WorkloadSpec) -> Result<()> {
     }
     if let Some(c) = &spec.conversation {
         validate_conversation(c, &spec.arrivals)?;
+    }
+    if let Some(l) = &spec.lora {
+        crate::lora::validate_lora(l)?;
     }
     Ok(())
 }
@@ -279,7 +285,7 @@ fn validate_prefix(prefix: &PrefixSpec) -> Result<()> {
 ///     prompt: LengthDist::Fixed { value: 10 },
 ///     output: LengthDist::Uniform { min: 1, max: 4 },
 ///     arrivals: Arrivals::Constant { rate: 2.0 },
-///     prefix: None, trace: None, conversation: None,
+///     prefix: None, trace: None, conversation: None, lora: None,
 /// };
 /// let reqs = fuselab_workloads::generate(&spec)?;
 /// let arrivals: Vec<f64> = reqs.iter().map(|r| r.arrival_s).collect();
@@ -298,9 +304,17 @@ pub fn generate(spec: &WorkloadSpec) -> Result<Vec<RequestSpec>> {
             "use fewer requests",
         )
     })?;
-    if let Some(c) = &spec.conversation {
-        return generate_conversations(spec, c, n);
+    let mut requests = match &spec.conversation {
+        Some(c) => generate_conversations(spec, c, n)?,
+        None => generate_single(spec, n)?,
+    };
+    if let Some(l) = &spec.lora {
+        crate::lora::assign_adapters(l, spec.seed, &mut requests);
     }
+    Ok(requests)
+}
+
+fn generate_single(spec: &WorkloadSpec, n: usize) -> Result<Vec<RequestSpec>> {
     let mut prompt_rng = stream(spec.seed, STREAM_PROMPT);
     let mut output_rng = stream(spec.seed, STREAM_OUTPUT);
     let mut arrival_rng = stream(spec.seed, STREAM_ARRIVALS);
@@ -327,6 +341,7 @@ pub fn generate(spec: &WorkloadSpec) -> Result<Vec<RequestSpec>> {
             prefix_group,
             prefix_len,
             conversation: None,
+            adapter: None,
         });
     }
     Ok(requests)
@@ -393,6 +408,7 @@ fn generate_conversations(
                     turn,
                     think_s,
                 }),
+                adapter: None,
             });
             context = prompt_len.saturating_add(output_len);
         }
@@ -409,6 +425,21 @@ fn generate_from_trace(spec: &WorkloadSpec) -> Result<Vec<RequestSpec>> {
     let path = std::path::Path::new(spec.trace.as_deref().unwrap_or_default());
     let mut requests = crate::read_trace(path)?;
     crate::trace::truncate(&mut requests, spec.n, path)?;
+    match &spec.lora {
+        Some(l) => crate::lora::check_trace_adapters(l, &requests)?,
+        None => {
+            if let Some(r) = requests.iter().find(|r| r.adapter.is_some()) {
+                return Err(Error::invalid(
+                    "lora",
+                    format!(
+                        "trace request {} names an adapter but the workload has no LoRA adapters",
+                        r.id
+                    ),
+                    "give the adapters (--adapters N --lora-rank R) or drop the trace's `adapter` fields",
+                ));
+            }
+        }
+    }
     Ok(requests)
 }
 
@@ -556,6 +587,7 @@ mod tests {
             prefix: None,
             trace: None,
             conversation: None,
+            lora: None,
         }
     }
 

@@ -42,17 +42,21 @@
 //! Rates are therefore capped at [`MAX_RATE`] requests per second.
 
 mod generate;
+mod lora;
 mod presets;
 pub mod stats;
 mod trace;
 
 pub use fuselab_core::{
-    Arrivals, Error, LengthDist, PrefixSpec, RequestSpec, Result, WorkloadSpec,
+    Arrivals, Error, LengthDist, LoraSpec, Popularity, PrefixSpec, RequestSpec, Result,
+    WorkloadSpec,
 };
 pub use generate::{DEFAULT_SEED, MAX_RATE, MAX_REQUESTS, generate, validate};
+pub use lora::{AdapterSampler, MAX_ADAPTERS, MAX_RANK, MAX_ZIPF_S, validate_lora};
 pub use presets::{
     Preset, describe_arrivals, describe_length, preset, preset_model, preset_names, presets,
 };
 pub use trace::{
-    digest, export_jsonl, export_to_file, parse_trace, read_trace, replay, trace_spec, write_jsonl,
+    DEFAULT_TRACE_RANK, digest, export_jsonl, export_to_file, parse_trace, read_trace, replay,
+    trace_spec, write_jsonl,
 };

@@ -51,6 +51,7 @@ fn spec(
         prefix: None,
         trace: None,
         conversation: None,
+        lora: None,
     }
 }
 

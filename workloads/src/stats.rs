@@ -307,6 +307,7 @@ mod tests {
             prefix_group: g,
             prefix_len: if g.is_some() { 1 } else { 0 },
             conversation: None,
+            adapter: None,
         };
         let reqs = [
             r(0, 0.0, 10, 1, Some(0)),

@@ -4,7 +4,8 @@
 //! `{"id":0,"arrival_s":0.000000,"prompt_len":2600,"output_len":60,"prefix_group":1,"prefix_len":512}`
 //! (`prefix_group` and `prefix_len` only when the request has a prefix group;
 //! `"conversation_id":4,"turn":1,"think_s":2.500000` only for a turn of a
-//! multi-turn conversation).
+//! multi-turn conversation; `"adapter":3` only for a request served with a
+//! LoRA adapter).
 //! `arrival_s` always has six decimals, so the text is stable.
 
 use std::collections::HashSet;
@@ -38,6 +39,9 @@ fn push_line(out: &mut String, r: &RequestSpec) {
             c.id, c.turn
         );
         push_seconds(out, c.think_s);
+    }
+    if let Some(a) = r.adapter {
+        let _ = write!(out, ",\"adapter\":{a}");
     }
     out.push_str("}\n");
 }
@@ -77,7 +81,7 @@ pub fn write_jsonl<W: Write>(requests: &[RequestSpec], mut w: W) -> std::io::Res
 /// # Example
 /// ```
 /// use fuselab_core::RequestSpec;
-/// let r = RequestSpec { id: 3, arrival_s: 0.25, prompt_len: 10, output_len: 2, prefix_group: None, prefix_len: 0, conversation: None };
+/// let r = RequestSpec { id: 3, arrival_s: 0.25, prompt_len: 10, output_len: 2, prefix_group: None, prefix_len: 0, conversation: None, adapter: None };
 /// assert_eq!(
 ///     fuselab_workloads::export_jsonl(&[r]),
 ///     b"{\"id\":3,\"arrival_s\":0.250000,\"prompt_len\":10,\"output_len\":2}\n"
@@ -131,7 +135,7 @@ pub fn read_trace(path: &Path) -> Result<Vec<RequestSpec>> {
     parse_trace(&text, path)
 }
 
-const KNOWN_KEYS: [&str; 10] = [
+const KNOWN_KEYS: [&str; 11] = [
     "id",
     "arrival_s",
     "prompt_len",
@@ -139,6 +143,7 @@ const KNOWN_KEYS: [&str; 10] = [
     "output_len",
     "prefix_group",
     "prefix_len",
+    "adapter",
     "conversation_id",
     "turn",
     "think_s",
@@ -146,7 +151,7 @@ const KNOWN_KEYS: [&str; 10] = [
 
 /// Parses a JSONL trace: one object a line,
 /// `{"id"?, "arrival_s", "prompt_len" | "prompt_tokens": [...], "output_len",
-/// "prefix_group"?, "prefix_len"?, "conversation_id"?, "turn"?, "think_s"?}`.
+/// "prefix_group"?, "prefix_len"?, "adapter"?, "conversation_id"?, "turn"?, "think_s"?}`.
 /// Blank lines are skipped.
 ///
 /// - `prompt_tokens` only contributes its length: engines synthesise token ids
@@ -444,6 +449,7 @@ fn parse_object(
                 0
             },
             conversation,
+            adapter: get_u32(obj, "adapter")?,
         },
     ))
 }
@@ -489,7 +495,9 @@ pub(crate) fn truncate(requests: &mut Vec<RequestSpec>, n: u64, path: &Path) -> 
 /// The [`WorkloadSpec`] recorded for a replayed trace: `name` "trace",
 /// arrivals [`Arrivals::Trace`], the file in `trace`, and the observed
 /// prompt and output ranges as `uniform` distributions (informational only;
-/// the digest identifies the exact requests).
+/// the digest identifies the exact requests), and, when requests name
+/// adapters, `max id + 1` adapters of rank [`DEFAULT_TRACE_RANK`] (their
+/// popularity recorded as uniform: the ids come from the file).
 pub fn trace_spec(path: &Path, requests: &[RequestSpec]) -> WorkloadSpec {
     let range = |f: fn(&RequestSpec) -> u32| {
         let min = requests.iter().map(f).min().unwrap_or(1);
@@ -506,8 +514,21 @@ pub fn trace_spec(path: &Path, requests: &[RequestSpec]) -> WorkloadSpec {
         prefix: None,
         trace: Some(path.display().to_string()),
         conversation: None,
+        lora: requests
+            .iter()
+            .filter_map(|r| r.adapter)
+            .max()
+            .map(|max| fuselab_core::LoraSpec {
+                adapters: max + 1,
+                rank: DEFAULT_TRACE_RANK,
+                popularity: fuselab_core::Popularity::Uniform,
+            }),
     }
 }
+
+/// LoRA rank recorded for a trace whose requests name adapters (the file
+/// carries ids only; `--lora-rank` overrides it).
+pub const DEFAULT_TRACE_RANK: u32 = 16;
 
 #[cfg(test)]
 mod tests {

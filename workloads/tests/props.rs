@@ -66,6 +66,7 @@ fn spec() -> impl Strategy<Value = WorkloadSpec> {
             prefix,
             trace: None,
             conversation: None,
+            lora: None,
         })
 }
 
@@ -101,7 +102,7 @@ proptest! {
             arrivals: a,
             prefix: None,
             trace: None,
-            conversation: None,
+            conversation: None, lora: None,
         };
         let other = WorkloadSpec { seed: seed.wrapping_add(1), ..s.clone() };
         prop_assert_ne!(digest(&generate(&s).unwrap()), digest(&generate(&other).unwrap()));

@@ -103,7 +103,7 @@ impl RequestState {
 /// }
 /// let mut engine = NativeEngine::new(Fixed, PolicyConfig::new(PolicyKind::SplitFuse)).unwrap();
 /// let spec = fuselab_core::RequestSpec { id: 0, arrival_s: 0.0, prompt_len: 1000, output_len: 3,
-///                                        prefix_group: None, prefix_len: 0, conversation: None };
+///                                        prefix_group: None, prefix_len: 0, conversation: None, adapter: None };
 /// engine.submit(&spec, 0.0);
 /// let (mut now, mut tokens) = (0.0, 0);
 /// while engine.has_work() {

@@ -137,7 +137,7 @@ impl StepCost {
 /// let sim = fuselab_sim::SimBackend::from_names("h200", "llama3-8b", 1).unwrap();
 /// let mut engine = NativeEngine::new(sim, PolicyConfig::new(PolicyKind::SplitFuse)).unwrap();
 /// let specs: Vec<_> = (0..4).map(|id| fuselab_core::RequestSpec {
-///     id, arrival_s: 0.0, prompt_len: 2048, output_len: 16, prefix_group: None, prefix_len: 0, conversation: None,
+///     id, arrival_s: 0.0, prompt_len: 2048, output_len: 16, prefix_group: None, prefix_len: 0, conversation: None, adapter: None,
 /// }).collect();
 /// let run = simulate(&specs, None, &mut engine).unwrap();
 /// assert!(run.makespan_s() > 0.01 && run.makespan_s() < 1.0);

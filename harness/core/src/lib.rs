@@ -41,4 +41,6 @@ pub use summary::{
     Provenance, RepeatSummary, RunSummary, SCHEMA_VERSION, Slo, SweepPoint, SweepSummary,
 };
 pub use time::{utc_from_unix, utc_now};
-pub use workload::{Arrivals, ConversationSpec, LengthDist, PrefixSpec, WorkloadSpec};
+pub use workload::{
+    Arrivals, ConversationSpec, LengthDist, LoraSpec, Popularity, PrefixSpec, WorkloadSpec,
+};

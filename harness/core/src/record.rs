@@ -189,4 +189,19 @@ pub struct StepRecord {
     /// Of those, tokens served from the prefix cache (not prefilled).
     #[serde(default)]
     pub prefix_hit_tokens: u32,
+    /// LoRA adapters copied into a device slot before this step.
+    #[serde(default)]
+    pub adapter_loads: u32,
+    /// Resident adapters evicted (least recently used) to make room for those loads.
+    #[serde(default)]
+    pub adapter_evictions: u32,
+    /// Distinct adapters used by the step's batch.
+    #[serde(default)]
+    pub adapters_in_batch: u32,
+    /// Device adapter slots holding an adapter after the step.
+    #[serde(default)]
+    pub adapter_slots_used: u32,
+    /// Device adapter slots (the `max_loras` knob; 0 when no request used an adapter).
+    #[serde(default)]
+    pub adapter_slots: u32,
 }

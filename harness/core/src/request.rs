@@ -28,6 +28,9 @@ pub struct RequestSpec {
     /// The request's place in a multi-turn conversation, if it has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub conversation: Option<Turn>,
+    /// The LoRA adapter the request is served with; `None` is the base model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adapter: Option<u32>,
 }
 
 /// Where a request sits in a multi-turn conversation. Turn `k`'s prompt is the
@@ -63,7 +66,7 @@ impl RequestSpec {
     /// # Example
     /// ```
     /// use fuselab_core::RequestSpec;
-    /// let a = RequestSpec { id: 1, arrival_s: 0.0, prompt_len: 8, output_len: 4, prefix_group: Some(3), prefix_len: 5, conversation: None };
+    /// let a = RequestSpec { id: 1, arrival_s: 0.0, prompt_len: 8, output_len: 4, prefix_group: Some(3), prefix_len: 5, conversation: None, adapter: None };
     /// let b = RequestSpec { id: 2, ..a.clone() };
     /// let (ta, tb) = (a.prompt_tokens(4096), b.prompt_tokens(4096));
     /// assert_eq!(ta.len(), 8);
@@ -87,7 +90,7 @@ impl RequestSpec {
     /// ```
     /// use fuselab_core::{RequestSpec, Turn};
     /// let t0 = RequestSpec { id: 0, arrival_s: 0.0, prompt_len: 6, output_len: 3, prefix_group: None,
-    ///                        prefix_len: 0, conversation: Some(Turn { id: 7, turn: 0, think_s: 0.0 }) };
+    ///                        prefix_len: 0, conversation: Some(Turn { id: 7, turn: 0, think_s: 0.0 }), adapter: None };
     /// let t1 = RequestSpec { id: 5, prompt_len: 14, conversation: Some(Turn { id: 7, turn: 1, think_s: 2.0 }), ..t0.clone() };
     /// let (a, b) = (t0.prompt_tokens(1000), t1.prompt_tokens(1000));
     /// assert_eq!(a[..], b[..6]); // turn 1 starts with turn 0's prompt ...
@@ -138,7 +141,7 @@ impl TurnLinks {
     /// ```
     /// use fuselab_core::{RequestSpec, Turn, TurnLinks};
     /// let turn = |id, t| RequestSpec { id, arrival_s: 0.0, prompt_len: 4, output_len: 1, prefix_group: None,
-    ///     prefix_len: 0, conversation: Some(Turn { id: 9, turn: t, think_s: 1.0 }) };
+    ///     prefix_len: 0, conversation: Some(Turn { id: 9, turn: t, think_s: 1.0 }), adapter: None };
     /// let links = TurnLinks::of(&[turn(0, 0), turn(1, 2), turn(2, 1)]);
     /// assert_eq!(links.next, [Some(2), None, Some(1)]);
     /// assert_eq!(links.waits, [false, true, true]);

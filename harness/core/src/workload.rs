@@ -108,6 +108,32 @@ pub struct ConversationSpec {
     pub think_s: f64,
 }
 
+/// How often each adapter is asked for.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Popularity {
+    /// Every adapter equally likely.
+    Uniform,
+    /// Adapter `k` (0-based) drawn with probability proportional to
+    /// `(k + 1)^-s`; `s = 0` is uniform, larger `s` is more skewed.
+    Zipf {
+        /// The exponent.
+        s: f64,
+    },
+}
+
+/// Multi-LoRA serving: requests spread over `adapters` adapters of one rank.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoraSpec {
+    /// Number of distinct adapters (ids `0 .. adapters`).
+    pub adapters: u32,
+    /// Rank `r` of every adapter (A is `r × d_in`, B is `d_out × r`).
+    pub rank: u32,
+    /// How requests pick their adapter.
+    pub popularity: Popularity,
+}
+
 /// A complete, reproducible description of a workload: the same spec gives
 /// byte-identical requests.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -135,4 +161,7 @@ pub struct WorkloadSpec {
     /// counts conversations).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub conversation: Option<ConversationSpec>,
+    /// Optional LoRA adapters: every request is served with one of them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lora: Option<LoraSpec>,
 }

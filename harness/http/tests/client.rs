@@ -135,7 +135,7 @@ fn spec(id: u64, prompt_len: u32, output_len: u32) -> RequestSpec {
         output_len,
         prefix_group: None,
         prefix_len: 0,
-        conversation: None,
+        conversation: None, adapte, adapter: Noner: None,
     }
 }
 

@@ -23,7 +23,7 @@
 //!
 //! let reqs: Vec<RequestSpec> = (0..20)
 //!     .map(|i| RequestSpec { id: i, arrival_s: i as f64 * 0.001, prompt_len: 8,
-//!                            output_len: 4, prefix_group: None, prefix_len: 0, conversation: None })
+//!                            output_len: 4, prefix_group: None, prefix_len: 0, conversation: None, adapter: None })
 //!     .collect();
 //! let run = run_realtime_blocking(RealtimePlan::open_loop(reqs), Box::new(NullEngine::default()), false).unwrap();
 //! assert_eq!(run.records.len(), 20);

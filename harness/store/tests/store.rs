@@ -50,7 +50,7 @@ fn summary(name: &str) -> RunSummary {
                 arrivals: Arrivals::Poisson { rate: 2.0 },
                 prefix: None,
                 trace: None,
-                conversation: None,
+                conversation: None, lora: None,
             },
             workload_digest: "00ff".into(),
             seed: u64::MAX,
