@@ -2,7 +2,7 @@
 
 use fuselab_core::RequestId;
 
-use crate::ForwardBatch;
+use crate::{AdapterStep, ForwardBatch};
 
 /// How the KV cache is laid out in blocks; the engine decides it and the
 /// backend allocates storage for it.
@@ -34,6 +34,9 @@ pub enum BackendError {
     /// The device ran out of memory.
     #[error("out of memory: {0}")]
     OutOfMemory(String),
+    /// The backend cannot do what the step asks (e.g. multi-LoRA on a backend without it).
+    #[error("unsupported: {0}")]
+    Unsupported(String),
     /// Anything else from the device or the numerics.
     #[error("backend error: {0}")]
     Device(String),
@@ -71,6 +74,17 @@ macro_rules! forward_backend_to_inner {
         fn init_kv(&mut self, geometry: $crate::KvGeometry) -> Result<(), $crate::BackendError> {
             self.inner.init_kv(geometry)
         }
+
+        fn lora_adapters(&self) -> u32 {
+            self.inner.lora_adapters()
+        }
+
+        fn stage_adapters(
+            &mut self,
+            step: &$crate::AdapterStep,
+        ) -> Result<(), $crate::BackendError> {
+            self.inner.stage_adapters(step)
+        }
     };
 }
 pub(crate) use forward_backend_to_inner;
@@ -105,6 +119,30 @@ pub trait Backend {
 
     /// Allocates KV storage for `geometry`; called once before the first step.
     fn init_kv(&mut self, geometry: KvGeometry) -> Result<(), BackendError>;
+
+    /// LoRA adapters the backend serves (ids `0 .. n`); 0, the default, means
+    /// none, and the engine rejects requests that name an adapter.
+    fn lora_adapters(&self) -> u32 {
+        0
+    }
+
+    /// Tells the backend which adapter each entry of the next
+    /// [`Self::forward`] uses and which adapters to load into device slots
+    /// first (see [`crate::AdapterSlots`]). Called before every step of an
+    /// engine whose backend serves adapters. The default refuses any step
+    /// that uses an adapter.
+    ///
+    /// # Errors
+    /// [`BackendError::Unsupported`] from the default when the step uses adapters.
+    fn stage_adapters(&mut self, step: &AdapterStep) -> Result<(), BackendError> {
+        if step.uses_adapters() {
+            return Err(BackendError::Unsupported(format!(
+                "multi-LoRA is not supported on {} yet",
+                self.name()
+            )));
+        }
+        Ok(())
+    }
 
     /// Runs one step.
     fn forward(&mut self, batch: &ForwardBatch) -> Result<StepOutput, BackendError>;

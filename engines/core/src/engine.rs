@@ -171,9 +171,11 @@ impl<B: Backend> NativeEngine<B> {
         // Without a vocabulary (a backend that only prices steps) token ids
         // still key the prefix cache; any fixed range will do.
         let vocab = if vocab == 0 { SYNTHETIC_VOCAB } else { vocab };
+        let mut sched = Scheduler::new(policy, geometry, vocab);
+        sched.lora = backend.lora_adapters() > 0;
         Ok(Self {
             backend,
-            sched: Scheduler::new(policy, geometry, vocab),
+            sched,
             needs_tokens,
             vocab,
             step_no: 0,
@@ -273,7 +275,11 @@ impl<B: Backend> NativeEngine<B> {
     /// cache, zero lengths, a duplicate id) is reported as `Rejected` by the
     /// next [`Self::step`].
     pub fn submit(&mut self, spec: &RequestSpec, now: f64) {
-        if let Some(why) = self.sched.rejection(spec) {
+        if let Some(why) = self
+            .sched
+            .rejection(spec)
+            .or_else(|| self.adapter_rejection(spec))
+        {
             tracing::debug!(id = spec.id, %why, "request rejected");
             self.pending.push(FinishedRequest {
                 id: spec.id,
@@ -284,6 +290,30 @@ impl<B: Backend> NativeEngine<B> {
             return;
         }
         self.sched.add(spec, spec.prompt_tokens(self.vocab));
+    }
+
+    /// Why the adapter `spec` names cannot be served, if it cannot.
+    fn adapter_rejection(&self, spec: &RequestSpec) -> Option<String> {
+        let a = spec.adapter?;
+        let have = self.backend.lora_adapters();
+        (a >= have).then(|| {
+            if have == 0 {
+                format!(
+                    "request names LoRA adapter {a} but backend `{}` serves no adapters; give the workload's adapters to the backend or drop the request's adapter",
+                    self.backend.name()
+                )
+            } else {
+                format!(
+                    "request names LoRA adapter {a} but backend `{}` serves only adapters 0..{have}",
+                    self.backend.name()
+                )
+            }
+        })
+    }
+
+    /// The LoRA adapter slots (read-only), for inspection and tests.
+    pub fn adapter_slots(&self) -> &crate::AdapterSlots {
+        &self.sched.slots
     }
 
     /// Cancels a request (client gone, timeout); `status` is what is reported
@@ -360,7 +390,13 @@ impl<B: Backend> NativeEngine<B> {
             }
         }
         let started = Instant::now();
-        let output = self.backend.forward(&batch);
+        let output = if self.sched.lora {
+            self.backend
+                .stage_adapters(&report.audit.adapters)
+                .and_then(|()| self.backend.forward(&batch))
+        } else {
+            self.backend.forward(&batch)
+        };
         let wall = started.elapsed().as_secs_f64();
         let output = match output {
             Ok(o) => o,
@@ -479,6 +515,19 @@ impl<B: Backend> NativeEngine<B> {
             running,
             prefix_query_tokens: audit.prefix_query_tokens,
             prefix_hit_tokens: audit.prefix_hit_tokens,
+            adapter_loads: audit.adapters.loads.len() as u32,
+            adapter_evictions: audit.adapters.evictions.len() as u32,
+            adapters_in_batch: audit.adapters.distinct().len() as u32,
+            adapter_slots_used: if self.sched.lora {
+                self.sched.slots.used()
+            } else {
+                0
+            },
+            adapter_slots: if self.sched.lora {
+                self.sched.slots.capacity()
+            } else {
+                0
+            },
         }
     }
 

@@ -33,6 +33,13 @@
 //! vLLM's `max_model_len`): requests with more prompt + output tokens are
 //! rejected.
 //!
+//! ## Multi-LoRA
+//! Requests may name a LoRA adapter ([`fuselab_core::RequestSpec::adapter`]).
+//! Adapters live in `max_loras` device slots (a knob of every policy, default
+//! 1 as in vLLM) with LRU replacement; a waiting request is admitted only when
+//! its adapter is resident or can be loaded in this step, and each step's
+//! loads and evictions are recorded ([`AdapterSlots`], [`AdapterStep`]).
+//!
 //! ## Prefix caching
 //! With `prefix_cache` on, the [`BlockManager`] keeps every full KV block,
 //! hashed by its token ids and its parent's hash, after its request ends, and
@@ -49,6 +56,7 @@ mod driver;
 mod engine;
 mod error;
 mod kv;
+mod lora;
 mod model;
 mod pack;
 mod policy;
@@ -62,6 +70,7 @@ pub use driver::{SimRun, simulate};
 pub use engine::{FinishedRequest, NativeEngine, RequestState, StepReport};
 pub use error::{EngineError, Result};
 pub use kv::{BlockManager, PrefixHit};
+pub use lora::{AdapterSlots, AdapterStep};
 pub use model::{MODEL_NAMES, ModelShape, RopeScaling};
 pub use pack::best_fit_decreasing;
 pub use policy::{

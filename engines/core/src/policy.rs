@@ -68,7 +68,7 @@ impl PolicyKind {
     /// The knobs this policy accepts.
     pub fn knob_names(self) -> &'static [&'static str] {
         match self {
-            Self::Static | Self::Prepack => &["batch", "block", "max_len", "stream"],
+            Self::Static | Self::Prepack => &["batch", "block", "max_len", "stream", "max_loras"],
             Self::Continuous | Self::Chunked => &[
                 "budget",
                 "max_seqs",
@@ -77,6 +77,7 @@ impl PolicyKind {
                 "max_len",
                 "stream",
                 "prefix_cache",
+                "max_loras",
             ],
             Self::SplitFuse => &[
                 "budget",
@@ -86,6 +87,7 @@ impl PolicyKind {
                 "max_len",
                 "stream",
                 "prefix_cache",
+                "max_loras",
             ],
         }
     }
@@ -196,6 +198,9 @@ pub struct PolicyConfig {
     /// have no such knob: they model Hugging Face `generate` pipelines, which
     /// keep no KV across batches.
     pub prefix_cache: bool,
+    /// Device slots for LoRA adapters (vLLM's `max_loras`, default 1): the
+    /// most distinct adapters the running requests may use at once.
+    pub max_loras: u32,
 }
 
 /// The knob sets `--knobs-from` accepts: a published system's defaults, with
@@ -277,6 +282,7 @@ impl PolicyConfig {
             max_len: None,
             stream: None,
             prefix_cache: matches!(kind, PolicyKind::Continuous | PolicyKind::Chunked),
+            max_loras: 1,
         }
     }
 
@@ -311,7 +317,7 @@ impl PolicyConfig {
     /// assert_eq!(p.token_budget(), Some(1024));
     /// assert_eq!(p.knobs()["block"], 64);
     /// let e = PolicyConfig::with_knobs(PolicyKind::Static, ["budget=1"]).unwrap_err();
-    /// assert!(e.to_string().contains("valid knobs: batch, block, max_len, stream"));
+    /// assert!(e.to_string().contains("valid knobs: batch, block, max_len, stream, max_loras"));
     /// ```
     pub fn with_knobs<I, S>(kind: PolicyKind, knobs: I) -> Result<Self>
     where
@@ -350,6 +356,7 @@ impl PolicyConfig {
             "max_len" => self.max_len = Some(int_knob(name, value, 2, 1 << 24)?),
             "stream" => self.stream = Some(bool_knob(name, value)?),
             "prefix_cache" => self.prefix_cache = bool_knob(name, value)?,
+            "max_loras" => self.max_loras = int_knob(name, value, 1, 1 << 16)?,
             "watermark" => {
                 let w: f64 = value.parse().map_err(|_| {
                     Error::invalid(
@@ -413,6 +420,7 @@ impl PolicyConfig {
                     "batch" => serde_json::json!(self.batch),
                     "stream" => serde_json::json!(self.streams()),
                     "prefix_cache" => serde_json::json!(self.prefix_cache),
+                    "max_loras" => serde_json::json!(self.max_loras),
                     _ => serde_json::json!(self.max_len()),
                 };
                 (k.to_string(), v)

@@ -11,15 +11,19 @@
 //! the cached full blocks of its tokens (never the last token to compute), so
 //! its prefill starts at `computed = cached tokens`; every block a step
 //! completes is registered in the cache when the step commits.
+//!
+//! With adapters in play (see [`crate::AdapterSlots`]), waiting requests whose
+//! adapter cannot get a slot in this step are set aside before the policy
+//! runs and put back, in their places, after it.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use fuselab_core::{RequestId, RequestSpec};
 
 use crate::kv::{BlockHash, PrefixHit};
 use crate::{
-    BatchEntry, BatchShape, BlockManager, EngineError, ForwardBatch, KvGeometry, PolicyConfig,
-    PolicyKind, Result, best_fit_decreasing,
+    AdapterSlots, AdapterStep, BatchEntry, BatchShape, BlockManager, EngineError, ForwardBatch,
+    KvGeometry, PolicyConfig, PolicyKind, Result, best_fit_decreasing,
 };
 
 /// What the scheduler decided in one step, for tests, traces and the TUI.
@@ -44,6 +48,11 @@ pub struct StepAudit {
     pub prefix_query_tokens: u32,
     /// Of those, tokens found in the prefix cache and not recomputed.
     pub prefix_hit_tokens: u32,
+    /// Waiting requests set aside in this step because no adapter slot was
+    /// free or evictable for their adapter.
+    pub adapter_deferred: Vec<RequestId>,
+    /// The step's adapters: per entry, and the loads and evictions before it.
+    pub adapters: AdapterStep,
 }
 
 #[derive(Clone, Debug)]
@@ -93,6 +102,10 @@ pub(crate) struct Scheduler {
     rows: Vec<RequestId>,
     /// Vocabulary of the synthetic token ids.
     vocab: u32,
+    /// LoRA adapter slots; used only when `lora` is on.
+    pub slots: AdapterSlots,
+    /// Whether the backend serves adapters.
+    pub lora: bool,
 }
 
 impl Scheduler {
@@ -102,12 +115,14 @@ impl Scheduler {
         Self {
             vocab,
             budget: cfg.token_budget(),
-            cfg,
             kv,
             seqs: BTreeMap::new(),
             waiting: VecDeque::new(),
             running: Vec::new(),
             rows: Vec::new(),
+            slots: AdapterSlots::new(cfg.max_loras),
+            lora: false,
+            cfg,
         }
     }
 
@@ -257,12 +272,22 @@ impl Scheduler {
             token_budget: self.budget,
             ..StepAudit::default()
         };
+        let deferred = if self.lora {
+            self.defer_for_adapters()
+        } else {
+            (Vec::new(), BTreeSet::new())
+        };
+        audit.adapter_deferred = deferred.1.iter().copied().collect();
         let batch = match self.cfg.kind {
             PolicyKind::Static | PolicyKind::Prepack => self.schedule_static(&mut audit)?,
             PolicyKind::Continuous => self.schedule_continuous(&mut audit)?,
             PolicyKind::Chunked => self.schedule_chunked(&mut audit)?,
             PolicyKind::SplitFuse => self.schedule_splitfuse(&mut audit)?,
         };
+        if self.lora {
+            self.restore_deferred(deferred);
+            audit.adapters = self.stage_adapters(&batch)?;
+        }
         let in_batch: std::collections::BTreeSet<RequestId> =
             batch.entries.iter().map(|e| e.request).collect();
         audit.skipped_decodes = self
@@ -278,6 +303,90 @@ impl Scheduler {
             })
             .collect();
         Ok((batch, audit))
+    }
+
+    /// The distinct adapters of the running requests.
+    fn running_adapters(&self) -> BTreeSet<u32> {
+        self.running
+            .iter()
+            .filter_map(|id| self.seqs.get(id).and_then(|s| s.spec.adapter))
+            .collect()
+    }
+
+    /// Takes out of the waiting queue every request whose adapter could not
+    /// get a slot in this step: walking the queue in order, an adapter is
+    /// granted while the running requests' adapters plus those granted fit
+    /// in the slots. Returns the queue as it was and the requests taken out.
+    fn defer_for_adapters(&mut self) -> (Vec<RequestId>, BTreeSet<RequestId>) {
+        let cap = self.slots.capacity() as usize;
+        let mut active = self.running_adapters();
+        let mut deferred = BTreeSet::new();
+        for id in &self.waiting {
+            let Some(a) = self.seqs.get(id).and_then(|s| s.spec.adapter) else {
+                continue;
+            };
+            if active.contains(&a) {
+                continue;
+            }
+            if active.len() < cap {
+                active.insert(a);
+            } else {
+                deferred.insert(*id);
+            }
+        }
+        if deferred.is_empty() {
+            return (Vec::new(), deferred);
+        }
+        let before: Vec<RequestId> = self.waiting.iter().copied().collect();
+        self.waiting.retain(|id| !deferred.contains(id));
+        (before, deferred)
+    }
+
+    /// Puts the deferred requests back where they were: requests preempted
+    /// in this step stay at the front, then the queue in its old order.
+    fn restore_deferred(&mut self, (before, deferred): (Vec<RequestId>, BTreeSet<RequestId>)) {
+        if deferred.is_empty() {
+            return;
+        }
+        let old: BTreeSet<RequestId> = before.iter().copied().collect();
+        let still: BTreeSet<RequestId> = self.waiting.iter().copied().collect();
+        let mut queue: VecDeque<RequestId> = self
+            .waiting
+            .iter()
+            .copied()
+            .filter(|id| !old.contains(id))
+            .collect();
+        queue.extend(
+            before
+                .into_iter()
+                .filter(|id| deferred.contains(id) || still.contains(id)),
+        );
+        self.waiting = queue;
+    }
+
+    /// Makes the batch's adapters resident; the running requests' adapters
+    /// are pinned.
+    fn stage_adapters(&mut self, batch: &ForwardBatch) -> Result<AdapterStep> {
+        let entries: Vec<Option<u32>> = batch
+            .entries
+            .iter()
+            .map(|e| self.seqs.get(&e.request).and_then(|s| s.spec.adapter))
+            .collect();
+        let needed: BTreeSet<u32> = entries.iter().flatten().copied().collect();
+        let pinned = self.running_adapters();
+        let (loads, evictions) = self.slots.make_resident(&needed, &pinned).ok_or_else(|| {
+            EngineError::Stalled(format!(
+                "{} adapters needed with {} running but only {} slots (max_loras)",
+                needed.len(),
+                pinned.len(),
+                self.slots.capacity()
+            ))
+        })?;
+        Ok(AdapterStep {
+            entries,
+            loads,
+            evictions,
+        })
     }
 
     /// Decodes of running sequences, oldest first, at most `limit`; a decode

@@ -415,7 +415,8 @@ fn specs_from(raw: &[(u32, u32, u16)], sharing: Sharing) -> Vec<RequestSpec> {
                 output_len: o,
                 prefix_group,
                 prefix_len,
-                conversation, adapter: None,
+                conversation,
+                adapter: None,
             }
         })
         .collect()
@@ -521,7 +522,8 @@ fn a_hit_needs_fewer_blocks_and_evictable_blocks_are_free_capacity() {
         output_len: 1,
         prefix_group: group,
         prefix_len: if group.is_some() { 64 } else { 0 },
-        conversation: None, adapter: None,
+        conversation: None,
+        adapter: None,
     };
     let specs = [
         mk(0, 0.0, 64, Some(5)),
@@ -548,7 +550,8 @@ fn a_request_that_fits_only_with_its_hit_is_admitted_early() {
         output_len,
         prefix_group: Some(1),
         prefix_len: 64,
-        conversation: None, adapter: None,
+        conversation: None,
+        adapter: None,
     };
     let specs = [mk(0, 0.0, 64, 12), mk(1, 0.003, 79, 1)];
     let run = |cache: bool| {
@@ -594,7 +597,8 @@ fn burst(n: u64, prompt: u32, output: u32) -> Vec<RequestSpec> {
             output_len: output,
             prefix_group: None,
             prefix_len: 0,
-            conversation: None, adapter: None,
+            conversation: None,
+            adapter: None,
         })
         .collect()
 }
@@ -630,7 +634,8 @@ fn static_padding_waste_is_hand_computed() {
             output_len: o,
             prefix_group: None,
             prefix_len: 0,
-            conversation: None, adapter: None,
+            conversation: None,
+            adapter: None,
         })
         .collect();
     let policy = PolicyConfig::with_knobs(PolicyKind::Static, ["batch=4"]).unwrap();
@@ -657,7 +662,8 @@ fn prepack_rows_are_best_fit_decreasing() {
             output_len: 2,
             prefix_group: None,
             prefix_len: 0,
-            conversation: None, adapter: None,
+            conversation: None,
+            adapter: None,
         })
         .collect();
     let policy = PolicyConfig::with_knobs(PolicyKind::Prepack, ["batch=8"]).unwrap();
@@ -716,7 +722,8 @@ fn splitfuse_admits_a_prompt_only_when_its_whole_remainder_fits() {
             output_len: 20,
             prefix_group: None,
             prefix_len: 0,
-            conversation: None, adapter: None,
+            conversation: None,
+            adapter: None,
         },
         RequestSpec {
             id: 1,
@@ -725,7 +732,8 @@ fn splitfuse_admits_a_prompt_only_when_its_whole_remainder_fits() {
             output_len: 5,
             prefix_group: None,
             prefix_len: 0,
-            conversation: None, adapter: None,
+            conversation: None,
+            adapter: None,
         },
     ];
     let policy = PolicyConfig::new(PolicyKind::SplitFuse);
@@ -769,7 +777,8 @@ fn continuous_is_prefill_first() {
         output_len: 2,
         prefix_group: None,
         prefix_len: 0,
-        conversation: None, adapter: None,
+        conversation: None,
+        adapter: None,
     });
     let out = run_checked(
         &specs,
@@ -798,7 +807,8 @@ fn rejected_requests_say_why() {
             output_len: 10,
             prefix_group: None,
             prefix_len: 0,
-            conversation: None, adapter: None,
+            conversation: None,
+            adapter: None,
         },
         RequestSpec {
             id: 1,
@@ -807,7 +817,8 @@ fn rejected_requests_say_why() {
             output_len: 0,
             prefix_group: None,
             prefix_len: 0,
-            conversation: None, adapter: None,
+            conversation: None,
+            adapter: None,
         },
         RequestSpec {
             id: 2,
@@ -816,7 +827,8 @@ fn rejected_requests_say_why() {
             output_len: 3,
             prefix_group: None,
             prefix_len: 0,
-            conversation: None, adapter: None,
+            conversation: None,
+            adapter: None,
         },
     ];
     let mut engine = NativeEngine::new(

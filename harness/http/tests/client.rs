@@ -135,7 +135,8 @@ fn spec(id: u64, prompt_len: u32, output_len: u32) -> RequestSpec {
         output_len,
         prefix_group: None,
         prefix_len: 0,
-        conversation: None, adapte, adapter: Noner: None,
+        conversation: None,
+        adapter: None,
     }
 }
 

@@ -22,7 +22,8 @@ fn spec(id: u64, arrival_s: f64, output_len: u32) -> RequestSpec {
         output_len,
         prefix_group: None,
         prefix_len: 0,
-        conversation: None, adapte, adapter: Noner: None,
+        conversation: None,
+        adapter: None,
     }
 }
 

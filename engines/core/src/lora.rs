@@ -1,0 +1,165 @@
+//! Multi-LoRA serving: adapters in a fixed number of device slots.
+//!
+//! A backend that serves adapters ([`crate::Backend::lora_adapters`] > 0)
+//! keeps at most `max_loras` of them in device memory (vLLM's `max_loras`).
+//! Before each step the scheduler makes every adapter of the step's batch
+//! resident: an absent one is loaded into a free slot, or into the slot of the
+//! least recently used adapter that no running request needs, which is evicted.
+//! The distinct adapters of the running requests never exceed the slots,
+//! because a waiting request is admitted only when its adapter is resident,
+//! or a slot is free or evictable for it in this step; the others wait their
+//! turn without blocking requests behind them (vLLM's scheduler skips them the
+//! same way). The step's loads reach the backend through
+//! [`crate::Backend::stage_adapters`], which prices or performs them.
+
+use std::collections::BTreeSet;
+
+/// The adapters one step uses, handed to the backend before its `forward`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AdapterStep {
+    /// The adapter of each batch entry, in entry order (`None`: base model).
+    pub entries: Vec<Option<u32>>,
+    /// Adapters copied into a device slot before this step.
+    pub loads: Vec<u32>,
+    /// Adapters evicted from their slot to make room for `loads`.
+    pub evictions: Vec<u32>,
+}
+
+impl AdapterStep {
+    /// Whether any entry uses an adapter.
+    pub fn uses_adapters(&self) -> bool {
+        self.entries.iter().any(Option::is_some)
+    }
+
+    /// The distinct adapters of the batch.
+    pub fn distinct(&self) -> BTreeSet<u32> {
+        self.entries.iter().flatten().copied().collect()
+    }
+}
+
+/// Device adapter slots with least-recently-used replacement.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AdapterSlots {
+    capacity: u32,
+    /// `(adapter, step it was last used)` per occupied slot.
+    resident: Vec<(u32, u64)>,
+    clock: u64,
+}
+
+impl AdapterSlots {
+    /// `capacity` empty slots.
+    pub fn new(capacity: u32) -> Self {
+        Self {
+            capacity,
+            resident: Vec::new(),
+            clock: 0,
+        }
+    }
+
+    /// Number of slots.
+    pub fn capacity(&self) -> u32 {
+        self.capacity
+    }
+
+    /// Slots holding an adapter.
+    pub fn used(&self) -> u32 {
+        self.resident.len() as u32
+    }
+
+    /// Whether `adapter` is in a slot.
+    pub fn is_resident(&self, adapter: u32) -> bool {
+        self.resident.iter().any(|&(a, _)| a == adapter)
+    }
+
+    /// The resident adapters, in slot order.
+    pub fn resident(&self) -> Vec<u32> {
+        self.resident.iter().map(|&(a, _)| a).collect()
+    }
+
+    /// Makes every adapter of `needed` resident and marks it used now,
+    /// evicting least recently used adapters outside `pinned` (and outside
+    /// `needed`). Returns the loads and the evictions, or `None`, changing
+    /// nothing, when the slots cannot hold them all.
+    pub fn make_resident(
+        &mut self,
+        needed: &BTreeSet<u32>,
+        pinned: &BTreeSet<u32>,
+    ) -> Option<(Vec<u32>, Vec<u32>)> {
+        let missing: Vec<u32> = needed
+            .iter()
+            .copied()
+            .filter(|&a| !self.is_resident(a))
+            .collect();
+        let free = self.capacity.saturating_sub(self.used()) as usize;
+        let mut victims: Vec<(u64, u32)> = self
+            .resident
+            .iter()
+            .filter(|(a, _)| !pinned.contains(a) && !needed.contains(a))
+            .map(|&(a, t)| (t, a))
+            .collect();
+        if missing.len() > free + victims.len() {
+            return None;
+        }
+        victims.sort_unstable();
+        let evicted: Vec<u32> = victims
+            .iter()
+            .take(missing.len().saturating_sub(free))
+            .map(|&(_, a)| a)
+            .collect();
+        self.clock += 1;
+        self.resident.retain(|(a, _)| !evicted.contains(a));
+        for &a in &missing {
+            self.resident.push((a, self.clock));
+        }
+        for (a, t) in &mut self.resident {
+            if needed.contains(a) {
+                *t = self.clock;
+            }
+        }
+        Some((missing, evicted))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(v: &[u32]) -> BTreeSet<u32> {
+        v.iter().copied().collect()
+    }
+
+    #[test]
+    fn least_recently_used_unpinned_adapter_is_evicted() {
+        let mut s = AdapterSlots::new(2);
+        assert_eq!(
+            s.make_resident(&set(&[1]), &set(&[])),
+            Some((vec![1], vec![]))
+        );
+        assert_eq!(
+            s.make_resident(&set(&[2]), &set(&[])),
+            Some((vec![2], vec![]))
+        );
+        assert_eq!(
+            s.make_resident(&set(&[1]), &set(&[])),
+            Some((vec![], vec![]))
+        );
+        // 2 is now the least recently used.
+        assert_eq!(
+            s.make_resident(&set(&[3]), &set(&[])),
+            Some((vec![3], vec![2]))
+        );
+        assert_eq!(s.resident(), [1, 3]);
+        // A pinned adapter is never evicted, even when it is the oldest.
+        assert_eq!(
+            s.make_resident(&set(&[4]), &set(&[1])),
+            Some((vec![4], vec![3]))
+        );
+        assert_eq!(s.make_resident(&set(&[5, 6]), &set(&[1])), None);
+        assert_eq!(s.resident(), [1, 4]);
+        assert_eq!(
+            s.make_resident(&set(&[5, 6]), &set(&[])),
+            Some((vec![5, 6], vec![1, 4]))
+        );
+        assert_eq!(s.used(), 2);
+    }
+}
