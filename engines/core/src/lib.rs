@@ -70,7 +70,7 @@ pub use driver::{SimRun, simulate};
 pub use engine::{FinishedRequest, NativeEngine, RequestState, StepReport};
 pub use error::{EngineError, Result};
 pub use kv::{BlockManager, PrefixHit};
-pub use lora::{AdapterSlots, AdapterStep};
+pub use lora::{AdapterSlots, AdapterStep, LoraConfig, LoraMode, adapter_params, lora_projections};
 pub use model::{MODEL_NAMES, ModelShape, RopeScaling};
 pub use pack::best_fit_decreasing;
 pub use policy::{

@@ -14,6 +14,67 @@
 
 use std::collections::BTreeSet;
 
+use crate::ModelShape;
+
+/// How a backend uses its adapters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LoraMode {
+    /// Multi-LoRA serving: each request names one adapter, `slots` of them
+    /// are resident at a time (the engine's `max_loras`).
+    Slots {
+        /// Device slots.
+        slots: u32,
+    },
+    /// MeteoRA: every adapter is embedded; a gate in each adapted projection
+    /// picks the `top_k` adapters of each token and mixes them by the softmax
+    /// of their gate logits. Requests name no adapter.
+    Meteora {
+        /// Adapters per token.
+        top_k: u32,
+    },
+}
+
+/// The adapters a backend serves: how many, their rank and the mode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LoraConfig {
+    /// Number of adapters (ids `0 .. adapters`).
+    pub adapters: u32,
+    /// Rank of every adapter.
+    pub rank: u32,
+    /// Slots or MeteoRA.
+    pub mode: LoraMode,
+}
+
+impl LoraConfig {
+    /// Adapters that must be in device memory: the slots, or all of them for MeteoRA.
+    pub fn resident_adapters(&self) -> u32 {
+        match self.mode {
+            LoraMode::Slots { slots } => slots.min(self.adapters),
+            LoraMode::Meteora { .. } => self.adapters,
+        }
+    }
+}
+
+/// The projections an adapter adapts in every layer, as `(name, d_in, d_out)`:
+/// every linear layer of a block (the fused qkv, o, the fused gate/up and down).
+pub fn lora_projections(m: &ModelShape) -> [(&'static str, usize, usize); 4] {
+    let q = m.n_heads * m.head_dim;
+    let kv = m.n_kv_heads * m.head_dim;
+    [
+        ("qkv", m.hidden, q + 2 * kv),
+        ("o", q, m.hidden),
+        ("gate_up", m.hidden, 2 * m.ffn),
+        ("down", m.ffn, m.hidden),
+    ]
+}
+
+/// Parameters of one adapter of rank `rank`: `A` (`r × d_in`) and `B`
+/// (`d_out × r`) of every adapted projection of every layer.
+pub fn adapter_params(m: &ModelShape, rank: u32) -> u64 {
+    let per_layer: usize = lora_projections(m).iter().map(|&(_, i, o)| i + o).sum();
+    (m.n_layers * per_layer) as u64 * u64::from(rank)
+}
+
 /// The adapters one step uses, handed to the backend before its `forward`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct AdapterStep {

@@ -21,6 +21,9 @@ pub struct Hardware {
     /// Per-GPU, per-direction bandwidth of the link used for tensor-parallel
     /// all-reduce (NVLink, or PCIe where there is none), bytes/s.
     pub link_bw: f64,
+    /// Per-direction bandwidth between host memory and the device (PCIe),
+    /// bytes/s: what LoRA adapter loads travel over.
+    pub host_bw: f64,
     /// Where the numbers come from.
     pub source: &'static str,
 }
@@ -35,8 +38,10 @@ pub const HARDWARE: [Hardware; 4] = [
         mem_bw: 2.039e12,
         memory_bytes: 81920.0 * MIB,
         link_bw: 300e9,
+        host_bw: 32e9,
         source: "NVIDIA A100 Tensor Core GPU datasheet (SXM4 80GB): BF16 312 TFLOPS dense (624 with sparsity), \
-                 HBM2e 2,039 GB/s, NVLink 600 GB/s (300 GB/s per direction)",
+                 HBM2e 2,039 GB/s, NVLink 600 GB/s (300 GB/s per direction), \
+                 PCIe Gen4 x16 64 GB/s (32 GB/s per direction)",
     },
     Hardware {
         name: "h100-sxm",
@@ -44,8 +49,10 @@ pub const HARDWARE: [Hardware; 4] = [
         mem_bw: 3.35e12,
         memory_bytes: 81559.0 * MIB,
         link_bw: 450e9,
+        host_bw: 64e9,
         source: "NVIDIA H100 Tensor Core GPU datasheet (SXM5): BF16 1,979 TFLOPS with sparsity = 989 dense, \
-                 80 GB HBM3 3.35 TB/s, NVLink 900 GB/s (450 GB/s per direction)",
+                 80 GB HBM3 3.35 TB/s, NVLink 900 GB/s (450 GB/s per direction), \
+                 PCIe Gen5 x16 128 GB/s (64 GB/s per direction)",
     },
     Hardware {
         name: "h200",
@@ -53,8 +60,9 @@ pub const HARDWARE: [Hardware; 4] = [
         mem_bw: 4.8e12,
         memory_bytes: 143_771.0 * MIB,
         link_bw: 450e9,
+        host_bw: 64e9,
         source: "NVIDIA H200 Tensor Core GPU datasheet (SXM): BF16 1,979 TFLOPS with sparsity = 989 dense, \
-                 141 GB HBM3e 4.8 TB/s, NVLink 900 GB/s (450 GB/s per direction); measured here: \
+                 141 GB HBM3e 4.8 TB/s, NVLink 900 GB/s (450 GB/s per direction), PCIe Gen5 x16 128 GB/s (64 GB/s per direction); measured here: \
                  cuBLAS bf16 GEMM 795 TFLOP/s, copy 3.94 TB/s (DESIGN.md §8)",
     },
     Hardware {
@@ -63,6 +71,7 @@ pub const HARDWARE: [Hardware; 4] = [
         mem_bw: 864e9,
         memory_bytes: 46068.0 * MIB,
         link_bw: 32e9,
+        host_bw: 32e9,
         source: "NVIDIA L40S datasheet: BF16 tensor 362 TFLOPS dense (733 with sparsity), 48 GB GDDR6 864 GB/s, \
                  no NVLink: PCIe Gen4 x16 64 GB/s (32 GB/s per direction)",
     },

@@ -20,7 +20,32 @@
 //! * Tensor parallelism divides GEMMs, heads and KV by `tp` and adds two ring
 //!   all-reduces per layer over NVLink (PCIe on L40S).
 //!
-//! The KV budget is `memory × utilisation − weights / tp` per GPU.
+//! The KV budget is `memory × utilisation − weights / tp` per GPU (minus the
+//! resident LoRA adapters, see below).
+//!
+//! ## LoRA (multi-LoRA slots and MeteoRA)
+//! An adapter of rank `r` adds `A` (`r × d_in`) and `B` (`d_out × r`) to each
+//! of the four projections of every layer ([`fuselab_engine::lora_projections`]);
+//! weights in bf16. Per projection and layer the BGMV/SGMV pair is priced as
+//! two kernels, shrink `x·Aᵀ` and expand `(x·Aᵀ)·Bᵀ` added to the output,
+//! each `max(F/(η_c·peak), bytes/(η_m·BW)) + t₀` with the priors
+//! η_c = 0.35, η_m = 0.6 (gather kernels run far below cuBLAS; to be replaced
+//! by the CUDA kernel's measurements). `F = 2·T·d·r` and the bytes count the
+//! activations read and written once plus each *distinct* adapter's `A` or
+//! `B` once, `T` being the tokens that use an adapter.
+//!
+//! *Load cost model.* An adapter absent from the device slots is copied from
+//! pinned host memory before the step that first needs it, synchronously (as
+//! vLLM's `set_active_adapters` does): `bytes / (0.8 · host_bw) + 2·4·layers ×
+//! 5 µs`, the second term one copy per `A` and `B` tensor of every adapted
+//! projection. With tensor parallelism each GPU copies its `1/tp` share in
+//! parallel. Loads are serial with the step, so they add to its time.
+//!
+//! *MeteoRA* embeds all adapters (no loads; their memory comes off the KV
+//! budget). Every token of every projection first runs the gate (`d_in × N`
+//! logits), then shrink/expand over its `top_k` adapters; the distinct
+//! adapters a step touches are taken as their expectation under a uniform
+//! gate, `N·(1 − (1 − k/N)^T)`.
 //! Other GPUs reuse the H200-fitted efficiencies with their own datasheet peaks.
 
 mod calib;
@@ -31,7 +56,8 @@ use std::collections::BTreeMap;
 
 use fuselab_core::Error;
 use fuselab_engine::{
-    Backend, BackendError, BatchShape, ForwardBatch, KvGeometry, ModelShape, StepOutput,
+    AdapterStep, Backend, BackendError, BatchShape, ForwardBatch, KvGeometry, LoraConfig, LoraMode,
+    ModelShape, StepOutput, adapter_params,
 };
 
 pub use calib::{
@@ -69,6 +95,13 @@ const ALLREDUCE_ETA: f64 = 0.8;
 const ALLREDUCE_LATENCY_S: f64 = 2e-5;
 /// Vidur's batching overhead for several prefill chunks in one pass.
 const PREFILL_BATCH_OVERHEAD: f64 = 1.1;
+/// LoRA shrink/expand kernels: compute and bandwidth efficiency (priors).
+const LORA_ETA_C: f64 = 0.35;
+const LORA_ETA_M: f64 = 0.6;
+/// Host-to-device copies of adapter weights: achieved fraction of PCIe
+/// bandwidth and the fixed cost of each tensor copy, seconds.
+const HOST_ETA: f64 = 0.8;
+const HOST_COPY_S: f64 = 5e-6;
 
 /// What to simulate.
 #[derive(Clone, Debug, PartialEq)]
@@ -114,6 +147,10 @@ pub struct StepCost {
     pub allreduce_s: f64,
     /// CPU-side step overhead.
     pub overhead_s: f64,
+    /// LoRA shrink/expand kernels (and MeteoRA's gates).
+    pub lora_s: f64,
+    /// Copying adapters into device slots before the step.
+    pub adapter_load_s: f64,
 }
 
 impl StepCost {
@@ -126,6 +163,8 @@ impl StepCost {
             + self.elementwise_s
             + self.allreduce_s
             + self.overhead_s
+            + self.lora_s
+            + self.adapter_load_s
     }
 }
 
@@ -149,6 +188,8 @@ pub struct SimBackend {
     model: ModelShape,
     cal: &'static Calibration,
     geometry: Option<KvGeometry>,
+    lora: Option<LoraConfig>,
+    staged: AdapterStep,
 }
 
 impl SimBackend {
@@ -220,7 +261,139 @@ impl SimBackend {
             model,
             cal,
             geometry: None,
+            lora: None,
+            staged: AdapterStep::default(),
         })
+    }
+
+    /// Serves LoRA adapters: multi-LoRA slots (requests name adapters) or
+    /// MeteoRA (a per-token gate over all of them).
+    ///
+    /// # Errors
+    /// [`SimError::Input`] for 0 adapters, rank 0 or `top_k` outside
+    /// `1..=adapters`, or when the resident adapters leave no memory for KV.
+    pub fn with_lora(mut self, lora: LoraConfig) -> Result<Self, SimError> {
+        if lora.adapters == 0 || lora.rank == 0 {
+            return Err(Error::invalid(
+                "--adapters",
+                format!("{} adapters of rank {}", lora.adapters, lora.rank),
+                "give at least one adapter (--adapters N) of rank >= 1 (--lora-rank R)",
+            )
+            .into());
+        }
+        if let LoraMode::Meteora { top_k } = lora.mode
+            && !(1..=lora.adapters).contains(&top_k)
+        {
+            return Err(Error::invalid(
+                "--meteora-top-k",
+                format!("top-k {top_k} with {} adapters", lora.adapters),
+                format!("give a top-k between 1 and {}", lora.adapters),
+            )
+            .into());
+        }
+        self.lora = Some(lora);
+        if self.kv_budget_bytes() == 0 {
+            return Err(Error::invalid(
+                "--adapters",
+                format!(
+                    "{} resident adapters of rank {} ({:.1} GB) leave no memory for the KV cache",
+                    lora.resident_adapters(),
+                    lora.rank,
+                    self.lora_bytes() / 1e9
+                ),
+                "use fewer slots (--knob max_loras=N), fewer MeteoRA adapters or a lower rank",
+            )
+            .into());
+        }
+        Ok(self)
+    }
+
+    /// The LoRA configuration, if the backend serves adapters.
+    pub fn lora(&self) -> Option<&LoraConfig> {
+        self.lora.as_ref()
+    }
+
+    /// Bytes per GPU of one adapter (bf16, its `1/tp` share).
+    pub fn adapter_bytes(&self) -> f64 {
+        self.lora.map_or(0.0, |l| {
+            2.0 * adapter_params(&self.model, l.rank) as f64 / f64::from(self.cfg.tp)
+        })
+    }
+
+    /// Bytes per GPU of the resident adapters.
+    fn lora_bytes(&self) -> f64 {
+        self.lora.map_or(0.0, |l| {
+            f64::from(l.resident_adapters()) * self.adapter_bytes()
+        })
+    }
+
+    /// Seconds to copy one adapter from host memory into a device slot
+    /// (the load-cost model of the crate docs).
+    pub fn adapter_load_s(&self) -> f64 {
+        let copies = 2.0 * 4.0 * self.model.n_layers as f64;
+        self.adapter_bytes() / (HOST_ETA * self.hw.host_bw) + copies * HOST_COPY_S
+    }
+
+    /// Prices one step with its adapters: [`Self::step_cost`] plus the LoRA
+    /// kernels and the adapter loads.
+    pub fn step_cost_with_adapters(&self, batch: &ForwardBatch, step: &AdapterStep) -> StepCost {
+        let mut cost = self.step_cost(batch);
+        let Some(lora) = self.lora else {
+            return cost;
+        };
+        let m = &self.model;
+        let tp = f64::from(self.cfg.tp);
+        let (h, ffn) = (m.hidden as f64, m.ffn as f64 / tp);
+        let q = (m.n_heads * m.head_dim) as f64 / tp;
+        let kv = (m.n_kv_heads.div_ceil(self.cfg.tp as usize) * m.head_dim) as f64;
+        let shapes = [(h, q + 2.0 * kv), (q, h), (h, 2.0 * ffn), (ffn, h)];
+        let r = f64::from(lora.rank);
+        let n_adapters = f64::from(lora.adapters);
+        let (peak, bw) = (self.hw.peak_flops, self.hw.mem_bw);
+        let kernel = |flops: f64, bytes: f64| {
+            (flops / (LORA_ETA_C * peak)).max(bytes / (LORA_ETA_M * bw)) + KERNEL_FLOOR_S
+        };
+        // (tokens through the adapters, adapters per token, distinct adapters, gate?)
+        let (t, per_token, distinct, gate) = match lora.mode {
+            LoraMode::Slots { .. } => {
+                let t: u32 = batch
+                    .entries
+                    .iter()
+                    .zip(&step.entries)
+                    .filter(|(_, a)| a.is_some())
+                    .map(|(e, _)| e.n_tokens)
+                    .sum();
+                (f64::from(t), 1.0, step.distinct().len() as f64, false)
+            }
+            LoraMode::Meteora { top_k } => {
+                let t = f64::from(batch.real_tokens());
+                let k = f64::from(top_k);
+                let distinct = n_adapters * (1.0 - (1.0 - k / n_adapters).powf(t));
+                (t, k, distinct, true)
+            }
+        };
+        if t > 0.0 {
+            let mut per_layer = 0.0;
+            for (k_in, n_out) in shapes {
+                if gate {
+                    per_layer += kernel(
+                        2.0 * t * k_in * n_adapters,
+                        2.0 * (n_adapters * k_in + t * k_in + t * n_adapters),
+                    );
+                }
+                per_layer += kernel(
+                    2.0 * t * per_token * k_in * r,
+                    2.0 * (t * k_in + distinct * r * k_in + t * per_token * r),
+                );
+                per_layer += kernel(
+                    2.0 * t * per_token * r * n_out,
+                    2.0 * (t * per_token * r + distinct * r * n_out + 2.0 * t * n_out),
+                );
+            }
+            cost.lora_s = m.n_layers as f64 * per_layer;
+        }
+        cost.adapter_load_s = step.loads.len() as f64 * self.adapter_load_s();
+        cost
     }
 
     /// Shorthand for [`Self::new`] with default utilisation and overhead.
@@ -273,6 +446,22 @@ impl SimBackend {
             "mem_bw_tbps".into(),
             serde_json::json!(self.hw.mem_bw / 1e12),
         );
+        if let Some(l) = self.lora {
+            m.insert("lora_adapters".into(), serde_json::json!(l.adapters));
+            m.insert("lora_rank".into(), serde_json::json!(l.rank));
+            match l.mode {
+                LoraMode::Slots { slots } => {
+                    m.insert("lora_slots".into(), serde_json::json!(slots))
+                }
+                LoraMode::Meteora { top_k } => {
+                    m.insert("meteora_top_k".into(), serde_json::json!(top_k))
+                }
+            };
+            m.insert(
+                "adapter_load_ms".into(),
+                serde_json::json!(self.adapter_load_s() * 1e3),
+            );
+        }
         m
     }
 
@@ -416,7 +605,23 @@ impl Backend for SimBackend {
     fn kv_budget_bytes(&self) -> u64 {
         let usable = self.hw.memory_bytes * self.cfg.mem_util;
         let weights = self.model.weight_bytes(2) as f64 / f64::from(self.cfg.tp);
-        (usable - weights).max(0.0) as u64
+        (usable - weights - self.lora_bytes()).max(0.0) as u64
+    }
+
+    fn lora_adapters(&self) -> u32 {
+        match self.lora {
+            Some(LoraConfig {
+                adapters,
+                mode: LoraMode::Slots { .. },
+                ..
+            }) => adapters,
+            _ => 0,
+        }
+    }
+
+    fn stage_adapters(&mut self, step: &AdapterStep) -> Result<(), BackendError> {
+        self.staged = step.clone();
+        Ok(())
     }
 
     fn init_kv(&mut self, geometry: KvGeometry) -> Result<(), BackendError> {
@@ -425,7 +630,12 @@ impl Backend for SimBackend {
     }
 
     fn forward(&mut self, batch: &ForwardBatch) -> Result<StepOutput, BackendError> {
-        let cost = self.step_cost(batch);
+        let cost = if self.lora.is_some() {
+            let step = std::mem::take(&mut self.staged);
+            self.step_cost_with_adapters(batch, &step)
+        } else {
+            self.step_cost(batch)
+        };
         Ok(StepOutput {
             duration_s: Some(cost.total_s()),
             sampled: batch

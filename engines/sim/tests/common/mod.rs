@@ -43,7 +43,8 @@ pub fn workload(
                 output_len,
                 prefix_group: None,
                 prefix_len: 0,
-                conversation: None, adapter: None,
+                conversation: None,
+                adapter: None,
             }
         })
         .collect()
