@@ -2,10 +2,15 @@
 
 use std::path::Path;
 
-use fuselab_engine::{Backend, BackendError, ForwardBatch, KvGeometry, StepOutput};
+use std::collections::BTreeSet;
+
+use fuselab_engine::{
+    AdapterStep, Backend, BackendError, ForwardBatch, KvGeometry, LoraConfig, LoraMode, StepOutput,
+};
 use fuselab_kernels::cpu::paged::PagedKv;
 
-use crate::model::{ForwardOptions, SeqInput, argmax};
+use crate::lora::LoraWeights;
+use crate::model::{ForwardOptions, LoraInput, SeqInput, argmax};
 use crate::{CpuError, Model, ModelShape, Weights, config};
 
 /// Knobs of the CPU backend.
@@ -37,6 +42,10 @@ pub struct CpuBackend {
     kv: Vec<PagedKv>,
     geometry: Option<KvGeometry>,
     logit_log: Vec<SampledLogits>,
+    lora: Option<LoraWeights>,
+    /// Multi-LoRA: the adapters in the device slots and the next step's adapters.
+    resident: BTreeSet<u32>,
+    staged: AdapterStep,
 }
 
 /// Logits of one sampled position, kept when [`CpuOptions::keep_logits`] is on.
@@ -65,7 +74,33 @@ impl CpuBackend {
             kv: Vec::new(),
             geometry: None,
             logit_log: Vec::new(),
+            lora: None,
+            resident: BTreeSet::new(),
+            staged: AdapterStep::default(),
         }
+    }
+
+    /// Serves seeded random LoRA adapters ([`LoraWeights::random`]): multi-LoRA
+    /// slots, where each request names its adapter, or MeteoRA, where a gate
+    /// picks each token's adapters.
+    ///
+    /// # Errors
+    /// As [`LoraWeights::random`].
+    pub fn with_lora(mut self, cfg: LoraConfig, seed: u64) -> Result<Self, CpuError> {
+        self.lora = Some(LoraWeights::random(self.model.config(), cfg, seed)?);
+        Ok(self)
+    }
+
+    /// Serves the given adapters.
+    #[must_use]
+    pub fn with_lora_weights(mut self, lora: LoraWeights) -> Self {
+        self.lora = Some(lora);
+        self
+    }
+
+    /// The adapters, if any.
+    pub fn lora(&self) -> Option<&LoraWeights> {
+        self.lora.as_ref()
     }
 
     /// The `tiny` model ([`ModelShape::tiny`]) with weights seeded by `seed`
@@ -153,7 +188,39 @@ impl CpuBackend {
                 decode: e.is_decode,
             })
             .collect();
-        let logits = self.model.forward(&mut self.kv, &seqs, self.opts.forward)?;
+        let staged = std::mem::take(&mut self.staged);
+        let lora = match &self.lora {
+            Some(weights) => {
+                let adapters = if staged.entries.len() == seqs.len() {
+                    staged.entries
+                } else if matches!(weights.config().mode, LoraMode::Meteora { .. }) {
+                    vec![None; seqs.len()]
+                } else {
+                    return Err(CpuError::Batch(format!(
+                        "{} staged adapters for {} entries; the engine stages adapters before every step",
+                        staged.entries.len(),
+                        seqs.len()
+                    )));
+                };
+                if let Some(a) = adapters
+                    .iter()
+                    .flatten()
+                    .find(|a| !self.resident.contains(a))
+                {
+                    return Err(CpuError::Batch(format!(
+                        "adapter {a} is used but not in a slot"
+                    )));
+                }
+                Some((weights, adapters))
+            }
+            None => None,
+        };
+        let input = lora
+            .as_ref()
+            .map(|(weights, adapters)| LoraInput { weights, adapters });
+        let logits = self
+            .model
+            .forward_lora(&mut self.kv, &seqs, self.opts.forward, input)?;
         let sampled = batch.entries.iter().filter(|e| e.sample && e.n_tokens > 0);
         let mut out = StepOutput::default();
         for (e, l) in sampled.zip(logits) {
@@ -218,6 +285,26 @@ impl Backend for CpuBackend {
             .map_err(|e| BackendError::Device(e.to_string()))?;
         self.geometry = Some(geometry);
         tracing::debug!(?geometry, bytes, "cpu backend allocated KV cache");
+        Ok(())
+    }
+
+    fn lora_adapters(&self) -> u32 {
+        match self.lora.as_ref().map(LoraWeights::config) {
+            Some(LoraConfig {
+                adapters,
+                mode: LoraMode::Slots { .. },
+                ..
+            }) => *adapters,
+            _ => 0,
+        }
+    }
+
+    fn stage_adapters(&mut self, step: &AdapterStep) -> Result<(), BackendError> {
+        for a in &step.evictions {
+            self.resident.remove(a);
+        }
+        self.resident.extend(step.loads.iter().copied());
+        self.staged = step.clone();
         Ok(())
     }
 

@@ -10,6 +10,10 @@
 //!   chunks, split-KV paged attention for decodes.
 //! * Weights are seeded random at a configurable size ([`ModelShape::tiny`] by
 //!   default) or loaded from a safetensors file with Hugging Face Llama names.
+//! * LoRA ([`CpuBackend::with_lora`]): batched multi-LoRA, each token with
+//!   its own adapter's `A` and `B` in all four projections (BGMV), or
+//!   MeteoRA's per-token top-k gate over all adapters; [`Model::merged`]
+//!   folds one adapter into the weights for reference runs.
 //! * [`Model::naive_logits`] recomputes a whole sequence densely, with no KV
 //!   cache: the oracle of the invariance tests.
 //!
@@ -33,11 +37,13 @@
 mod backend;
 mod config;
 mod error;
+mod lora;
 mod model;
 mod weights;
 
 pub use backend::{CpuBackend, CpuOptions, SampledLogits};
 pub use error::CpuError;
 pub use fuselab_engine::ModelShape;
-pub use model::{ForwardOptions, Model, SeqInput};
+pub use lora::{LoraWeights, Proj};
+pub use model::{ForwardOptions, LoraInput, Model, SeqInput};
 pub use weights::{Weights, write_random_safetensors};

@@ -9,7 +9,36 @@ use fuselab_kernels::cpu::norm::{rms_norm, rms_norm_ref};
 use fuselab_kernels::cpu::paged::{AttnShape, PagedKv};
 use fuselab_kernels::cpu::rope::Rope;
 
+use crate::lora::{LoraWeights, Mix, Proj};
 use crate::{CpuError, ModelShape, Weights};
+
+/// The adapters of one forward pass: the weights and, per sequence, its
+/// adapter (`None`: base model; ignored under MeteoRA, whose gate decides).
+#[derive(Clone, Copy, Debug)]
+pub struct LoraInput<'a> {
+    /// Every adapter.
+    pub weights: &'a LoraWeights,
+    /// One entry per sequence of the pass.
+    pub adapters: &'a [Option<u32>],
+}
+
+/// Per-row mixtures for one projection: fixed per row (multi-LoRA) or from the gate.
+struct RowLora<'a> {
+    weights: &'a LoraWeights,
+    fixed: Option<Vec<Mix>>,
+}
+
+impl RowLora<'_> {
+    fn add(&self, layer: usize, p: Proj, x: &[f32], rows: usize, y: &mut [f32]) {
+        match &self.fixed {
+            Some(m) => self.weights.apply(layer, p, x, m, y),
+            None => {
+                let m = self.weights.gate(layer, p, x, rows);
+                self.weights.apply(layer, p, x, &m, y);
+            }
+        }
+    }
+}
 
 /// One sequence's chunk in a ragged forward pass.
 #[derive(Clone, Copy, Debug)]
@@ -143,9 +172,18 @@ impl Model {
     }
 
     /// SwiGLU MLP of normed rows `h` (`[rows, hidden]`).
-    fn mlp(&self, h: &[f32], rows: usize, layer: usize) -> Result<Vec<f32>, CpuError> {
+    fn mlp(
+        &self,
+        h: &[f32],
+        rows: usize,
+        layer: usize,
+        lora: Option<&RowLora<'_>>,
+    ) -> Result<Vec<f32>, CpuError> {
         let f = self.cfg.ffn;
-        let gu = matmul(h, rows, &self.w.layers[layer].w_gate_up)?;
+        let mut gu = matmul(h, rows, &self.w.layers[layer].w_gate_up)?;
+        if let Some(l) = lora {
+            l.add(layer, Proj::GateUp, h, rows, &mut gu);
+        }
         let mut gate = Vec::with_capacity(rows * f);
         let mut up = Vec::with_capacity(rows * f);
         for r in gu.chunks_exact(2 * f) {
@@ -154,7 +192,42 @@ impl Model {
         }
         let mut act = vec![0f32; rows * f];
         silu_mul(&gate, &up, &mut act)?;
-        matmul(&act, rows, &self.w.layers[layer].w_down)
+        let mut down = matmul(&act, rows, &self.w.layers[layer].w_down)?;
+        if let Some(l) = lora {
+            l.add(layer, Proj::Down, &act, rows, &mut down);
+        }
+        Ok(down)
+    }
+
+    /// This model with adapter `adapter` of `lora` merged into its weights
+    /// (`W + scale·(B·A)ᵀ` in every adapted projection): the reference that
+    /// batched multi-LoRA must match.
+    ///
+    /// # Errors
+    /// [`CpuError::Batch`] for an unknown adapter or adapters of another
+    /// shape; tensor errors.
+    pub fn merged(&self, lora: &LoraWeights, adapter: u32) -> Result<Self, CpuError> {
+        if adapter >= lora.config().adapters {
+            return Err(CpuError::Batch(format!(
+                "adapter {adapter} is not among the {} adapters",
+                lora.config().adapters
+            )));
+        }
+        let mut out = self.clone();
+        for (l, lw) in out.w.layers.iter_mut().enumerate() {
+            for (p, t) in [
+                (Proj::Qkv, &mut lw.wqkv),
+                (Proj::O, &mut lw.wo),
+                (Proj::GateUp, &mut lw.w_gate_up),
+                (Proj::Down, &mut lw.w_down),
+            ] {
+                let dims = t.dims2()?;
+                let mut data = t.flatten_all()?.to_vec1::<f32>()?;
+                lora.merge_into(adapter as usize, l, p, &mut data);
+                *t = Tensor::from_vec(data, dims, &Device::Cpu)?;
+            }
+        }
+        Ok(out)
     }
 
     /// Runs one ragged step: writes every chunk's K/V into `kv` and returns the
@@ -164,6 +237,22 @@ impl Model {
         kv: &mut [PagedKv],
         seqs: &[SeqInput<'_>],
         opts: ForwardOptions,
+    ) -> Result<Vec<Vec<f32>>, CpuError> {
+        self.forward_lora(kv, seqs, opts, None)
+    }
+
+    /// [`Self::forward`] with LoRA adapters in every projection: each token
+    /// uses its sequence's adapter (BGMV), or under MeteoRA its gate's top-k.
+    ///
+    /// # Errors
+    /// As [`Self::forward`]; [`CpuError::Batch`] when `lora` names an adapter
+    /// it does not hold or gives a different number of sequences.
+    pub fn forward_lora(
+        &self,
+        kv: &mut [PagedKv],
+        seqs: &[SeqInput<'_>],
+        opts: ForwardOptions,
+        lora: Option<LoraInput<'_>>,
     ) -> Result<Vec<Vec<f32>>, CpuError> {
         let (hd, qw, kw) = (self.cfg.hidden, self.cfg.q_width(), self.cfg.kv_width());
         if kv.len() != self.cfg.n_layers {
@@ -210,12 +299,20 @@ impl Model {
             })
             .collect();
 
+        let lora = match lora {
+            None => None,
+            Some(li) => Some(self.row_lora(li, seqs)?),
+        };
+        let lora = lora.as_ref();
         let mut x = self.embed(seqs.iter().flat_map(|s| s.tokens.iter().copied()))?;
         let mut h = vec![0f32; rows * hd];
         let mut attn = vec![0f32; rows * qw];
         for (l, lw) in self.w.layers.iter().enumerate() {
             rms_norm(&x, &lw.attn_norm, self.cfg.rms_eps, &mut h)?;
-            let qkv = matmul(&h, rows, &lw.wqkv)?;
+            let mut qkv = matmul(&h, rows, &lw.wqkv)?;
+            if let Some(lr) = lora {
+                lr.add(l, Proj::Qkv, &h, rows, &mut qkv);
+            }
             let (mut q, mut k, v) = self.split_qkv(&qkv, rows);
             self.rope.apply(&mut q, self.cfg.n_heads, &positions)?;
             self.rope.apply(&mut k, self.cfg.n_kv_heads, &positions)?;
@@ -250,9 +347,13 @@ impl Model {
                     &mut attn,
                 )?;
             }
-            add_into(&mut x, &matmul(&attn, rows, &lw.wo)?);
+            let mut o = matmul(&attn, rows, &lw.wo)?;
+            if let Some(lr) = lora {
+                lr.add(l, Proj::O, &attn, rows, &mut o);
+            }
+            add_into(&mut x, &o);
             rms_norm(&x, &lw.mlp_norm, self.cfg.rms_eps, &mut h)?;
-            add_into(&mut x, &self.mlp(&h, rows, l)?);
+            add_into(&mut x, &self.mlp(&h, rows, l, lora)?);
         }
         let sampled: Vec<usize> = seqs
             .iter()
@@ -265,6 +366,47 @@ impl Model {
             last.extend_from_slice(&x[r * hd..(r + 1) * hd]);
         }
         self.head(&last, sampled.len(), false)
+    }
+
+    fn row_lora<'a>(
+        &self,
+        li: LoraInput<'a>,
+        seqs: &[SeqInput<'_>],
+    ) -> Result<RowLora<'a>, CpuError> {
+        if li.adapters.len() != seqs.len() {
+            return Err(CpuError::Batch(format!(
+                "{} adapter entries for {} sequences",
+                li.adapters.len(),
+                seqs.len()
+            )));
+        }
+        if matches!(
+            li.weights.config().mode,
+            fuselab_engine::LoraMode::Meteora { .. }
+        ) {
+            return Ok(RowLora {
+                weights: li.weights,
+                fixed: None,
+            });
+        }
+        let have = li.weights.config().adapters;
+        let mut mixes = Vec::new();
+        for (s, a) in seqs.iter().zip(li.adapters) {
+            let mix = match *a {
+                Some(a) if a >= have => {
+                    return Err(CpuError::Batch(format!(
+                        "adapter {a} is not among the {have} adapters"
+                    )));
+                }
+                Some(a) => vec![(a as usize, 1.0)],
+                None => Vec::new(),
+            };
+            mixes.extend(std::iter::repeat_n(mix, s.tokens.len()));
+        }
+        Ok(RowLora {
+            weights: li.weights,
+            fixed: Some(mixes),
+        })
     }
 
     /// Final norm and `lm_head` over `rows` hidden rows; one logits vector per row.
@@ -299,7 +441,7 @@ impl Model {
             let attn = naive_attention(&q, &k, &v, self.shape, 0, self.scale)?;
             add_into(&mut x, &matmul(&attn, n, &lw.wo)?);
             let h = rms_norm_ref(&x, &lw.mlp_norm, self.cfg.rms_eps);
-            add_into(&mut x, &self.mlp(&h, n, l)?);
+            add_into(&mut x, &self.mlp(&h, n, l, None)?);
         }
         self.head(&x, n, true)
     }

@@ -26,7 +26,8 @@ fn requests() -> Vec<RequestSpec> {
             output_len: rng.random_range(6..14),
             prefix_group: None,
             prefix_len: 0,
-            conversation: None, adapter: None,
+            conversation: None,
+            adapter: None,
         })
         .collect()
 }

@@ -24,7 +24,8 @@ fn requests() -> Vec<(RequestSpec, Option<usize>)> {
         output_len,
         prefix_group: Some(1),
         prefix_len: 24,
-        conversation: None, adapter: None,
+        conversation: None,
+        adapter: None,
     };
     let turn = |id, turn, prompt_len, output_len| RequestSpec {
         id,
@@ -37,7 +38,8 @@ fn requests() -> Vec<(RequestSpec, Option<usize>)> {
             id: 3,
             turn,
             think_s: 0.0,
-        }), adapter: None,
+        }),
+        adapter: None,
     };
     vec![
         (group(0, 30, 5), Some(0)),
