@@ -174,7 +174,8 @@ pub fn synth_run(name: &str, cfg: &SynthConfig) -> RunData {
         },
         prefix: None,
         trace: None,
-        conversation: None, lora: None,
+        conversation: None,
+        lora: None,
     };
     let mut knobs = BTreeMap::new();
     knobs.insert("tpot_s".to_string(), serde_json::json!(cfg.tpot_s));
@@ -250,6 +251,7 @@ fn synth_steps(requests: &[RequestRecord], dt: f64) -> Vec<StepRecord> {
             running: 0,
             prefix_query_tokens: 0,
             prefix_hit_tokens: 0,
+            ..Default::default()
         })
         .collect()
 }

@@ -330,7 +330,8 @@ fn requests() -> Vec<RequestSpec> {
             output_len: rng.random_range(4..24),
             prefix_group: None,
             prefix_len: 0,
-            conversation: None, adapter: None,
+            conversation: None,
+            adapter: None,
         })
         .collect()
 }
@@ -627,7 +628,8 @@ fn sharing_requests() -> Vec<RequestSpec> {
         output_len: 4,
         prefix_group: Some(0),
         prefix_len: 64,
-        conversation: None, adapter: None,
+        conversation: None,
+        adapter: None,
     };
     let turn = |id, turn, prompt_len| RequestSpec {
         id,
@@ -640,7 +642,8 @@ fn sharing_requests() -> Vec<RequestSpec> {
             id: 1,
             turn,
             think_s: 0.0,
-        }), adapter: None,
+        }),
+        adapter: None,
     };
     // Turn 1 carries turn 0's 70 prompt tokens and 6 answer tokens.
     vec![

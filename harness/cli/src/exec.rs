@@ -9,7 +9,9 @@ use fuselab_core::{
     Arrivals, EngineInfo, Error, Metrics, Provenance, RequestRecord, RequestSpec, RequestStatus,
     RunSummary, SCHEMA_VERSION, Slo, StepRecord, WorkloadSpec,
 };
-use fuselab_engine::{ModelShape, NativeEngine, PolicyConfig, Slowdown, simulate};
+use fuselab_engine::{
+    LoraConfig, LoraMode, ModelShape, NativeEngine, PolicyConfig, Slowdown, simulate,
+};
 use fuselab_harness::{
     EngineHandle, NativeEngineHandle, NullEngine, RealtimePlan, run_realtime_blocking,
 };
@@ -159,6 +161,18 @@ impl Point {
                 http.model = Some(served_model(http)?);
             }
             engine_spec.model = http.model.clone().unwrap_or_default();
+        }
+        if workload.lora.is_some() && !matches!(engine_spec.kind, EngineKind::Sim | EngineKind::Cpu)
+        {
+            return Err(Error::invalid(
+                "--adapters",
+                format!(
+                    "multi-LoRA is not supported on {} yet",
+                    engine_spec.kind.name()
+                ),
+                "run LoRA workloads with --engine sim or --engine cpu, or drop --adapters",
+            )
+            .into());
         }
         if matches!(engine_spec.kind, EngineKind::Null | EngineKind::Http) {
             return Ok(Self {
@@ -325,6 +339,18 @@ pub struct PointResult {
     pub server_metrics: Vec<fuselab_core::ServerMetricSample>,
 }
 
+/// The adapters a point's backend serves: the workload's, in the policy's
+/// `max_loras` slots.
+pub fn lora_config(workload: &WorkloadSpec, policy: &PolicyConfig) -> Option<LoraConfig> {
+    workload.lora.map(|l| LoraConfig {
+        adapters: l.adapters,
+        rank: l.rank,
+        mode: LoraMode::Slots {
+            slots: policy.max_loras,
+        },
+    })
+}
+
 /// Runs a point to completion (or until Ctrl-C for real-time engines).
 pub fn run_point(point: &Point) -> anyhow::Result<PointResult> {
     let clients = match point.workload.arrivals {
@@ -343,12 +369,15 @@ pub fn run_point(point: &Point) -> anyhow::Result<PointResult> {
     let slowdown = point.engine.slowdown.unwrap_or(1.0);
     let (records, steps) = match point.engine.kind {
         EngineKind::Sim => {
-            let backend = SimBackend::new(&SimConfig {
+            let mut backend = SimBackend::new(&SimConfig {
                 hardware: point.engine.hardware.clone(),
                 model: point.engine.model.clone(),
                 tp: point.engine.tp,
                 ..SimConfig::default()
             })?;
+            if let Some(l) = lora_config(&point.workload, &point.policy) {
+                backend = backend.with_lora(l)?;
+            }
             let mut engine =
                 NativeEngine::new(Slowdown::new(backend, slowdown), point.policy.clone())?;
             let run = simulate(&point.requests, clients, &mut engine)
@@ -369,6 +398,7 @@ pub fn run_point(point: &Point) -> anyhow::Result<PointResult> {
                 point.workload.seed,
                 &mut info,
                 false,
+                lora_config(&point.workload, &point.policy),
             )?;
             let mut plan = match clients {
                 Some(c) => RealtimePlan::closed_loop(point.requests.clone(), c),
@@ -556,6 +586,7 @@ pub fn realtime_engine(
     weights_seed: u64,
     info: &mut EngineInfo,
     pace_sim: bool,
+    lora: Option<LoraConfig>,
 ) -> anyhow::Result<(Box<dyn EngineHandle>, Scraped)> {
     let slowdown = engine.slowdown.unwrap_or(1.0);
     let handle: Box<dyn EngineHandle> = if engine.kind == EngineKind::Http {
@@ -628,8 +659,13 @@ pub fn realtime_engine(
             Ok(NativeEngine::new(Slowdown::new(backend, slowdown), policy)?)
         }))
     } else if engine.kind == EngineKind::Cpu {
-        let backend =
+        let mut backend =
             fuselab_cpu::CpuBackend::load(&engine.model, engine.weights.as_deref(), weights_seed)?;
+        if let Some(l) = lora {
+            backend = backend.with_lora(l, weights_seed)?;
+            info.knobs.insert("lora_adapters".into(), l.adapters.into());
+            info.knobs.insert("lora_rank".into(), l.rank.into());
+        }
         let policy = policy.clone();
         info.hardware = Some(fuselab_store::host_cpu());
         info.knobs.insert(

@@ -133,6 +133,18 @@ pub struct EngineStats {
     pub prefix_hit_tokens: u64,
     /// `prefix_hit_tokens / prefix_query_tokens` (0 with no lookups or the cache off).
     pub prefix_cache_hit_rate: f64,
+    /// LoRA adapters loaded into device slots.
+    #[serde(default)]
+    pub adapter_loads: u64,
+    /// Adapter loads per second of engine time (first step's start to last step's end).
+    #[serde(default)]
+    pub adapter_loads_per_s: f64,
+    /// Mean fraction of the adapter slots holding an adapter, over steps (0 without LoRA).
+    #[serde(default)]
+    pub adapter_slot_utilisation: f64,
+    /// Mean distinct adapters per step.
+    #[serde(default)]
+    pub adapters_per_step_mean: f64,
 }
 
 /// The metrics of a run (DESIGN.md §5). Latencies in seconds.

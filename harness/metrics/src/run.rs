@@ -67,6 +67,16 @@ pub fn engine_stats(steps: &[StepRecord]) -> EngineStats {
     let n = steps.len() as u64;
     let query = sum(|s| s.prefix_query_tokens);
     let hits = sum(|s| s.prefix_hit_tokens);
+    let adapter_loads = sum(|s| s.adapter_loads);
+    let span = match (steps.first(), steps.last()) {
+        (Some(a), Some(b)) => b.t_start + b.duration_s - a.t_start,
+        _ => 0.0,
+    };
+    let slot_use: Vec<f64> = steps
+        .iter()
+        .filter(|s| s.adapter_slots > 0)
+        .map(|s| f64::from(s.adapter_slots_used) / f64::from(s.adapter_slots))
+        .collect();
     EngineStats {
         steps: n,
         prefill_tokens,
@@ -87,6 +97,18 @@ pub fn engine_stats(steps: &[StepRecord]) -> EngineStats {
             0.0
         } else {
             hits as f64 / query as f64
+        },
+        adapter_loads,
+        adapter_loads_per_s: if span > 0.0 {
+            adapter_loads as f64 / span
+        } else {
+            0.0
+        },
+        adapter_slot_utilisation: mean(&slot_use),
+        adapters_per_step_mean: if n == 0 {
+            0.0
+        } else {
+            sum(|s| s.adapters_in_batch) as f64 / n as f64
         },
     }
 }
@@ -338,6 +360,10 @@ pub fn mean_metrics(runs: &[Metrics]) -> Option<Metrics> {
                 prefix_query_tokens: c(&|s| s.prefix_query_tokens),
                 prefix_hit_tokens: c(&|s| s.prefix_hit_tokens),
                 prefix_cache_hit_rate: g(&|s| s.prefix_cache_hit_rate),
+                adapter_loads: c(&|s| s.adapter_loads),
+                adapter_loads_per_s: g(&|s| s.adapter_loads_per_s),
+                adapter_slot_utilisation: g(&|s| s.adapter_slot_utilisation),
+                adapters_per_step_mean: g(&|s| s.adapters_per_step_mean),
             }
         });
     Some(Metrics {

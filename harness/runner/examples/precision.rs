@@ -76,7 +76,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 output_len: 16,
                 prefix_group: None,
                 prefix_len: 0,
-                conversation: None, adapter: None,
+                conversation: None,
+                adapter: None,
             }
         })
         .collect();

@@ -45,7 +45,8 @@ fn specs(n: u64) -> Vec<RequestSpec> {
             output_len: 3 + (id % 4) as u32,
             prefix_group: None,
             prefix_len: 0,
-            conversation: None, adapter: None,
+            conversation: None,
+            adapter: None,
         })
         .collect()
 }
@@ -160,7 +161,8 @@ async fn thread_sender_sends_everything_in_schedule_order() {
             output_len: 2,
             prefix_group: None,
             prefix_len: 0,
-            conversation: None, adapter: None,
+            conversation: None,
+            adapter: None,
         })
         .collect();
     let mut plan = RealtimePlan::open_loop(reqs);
@@ -199,7 +201,8 @@ async fn thread_sender_stops_on_cancellation() {
             output_len: 1,
             prefix_group: None,
             prefix_len: 0,
-            conversation: None, adapter: None,
+            conversation: None,
+            adapter: None,
         })
         .collect();
     // Cancelled before it starts: the sender thread must still stop at once

@@ -121,7 +121,8 @@ impl Link {
             output_len,
             prefix_group: None,
             prefix_len: 0,
-            conversation: None, adapter: None,
+            conversation: None,
+            adapter: None,
         };
         let (tx, rx) = mpsc::unbounded_channel();
         if let Some(msg) = self.fatal() {

@@ -6,7 +6,7 @@
 //! | `tokens.parquet` | `id` u64, `index` u32, `t` f64, `n_tokens` u32 — one row per streamed chunk, in arrival order |
 //! | `requests.parquet`, HTTP engines only | also `x_request_id` str?, `usage_prompt_tokens` u32?, `usage_completion_tokens` u32?, `usage_cached_tokens` u32?, `prompt_exact` bool? |
 //! | `server_metrics.parquet` (HTTP engines, when scraped) | `t` f64, `name` str, `labels` str, `value` f64 — one row per Prometheus sample |
-//! | `steps.parquet` | every [`StepRecord`] field: `step` u64, `t_start` f64, `duration_s` f64, then u32 counts (`prefix_query_tokens`, `prefix_hit_tokens` since schema 2) |
+//! | `steps.parquet` | every [`StepRecord`] field: `step` u64, `t_start` f64, `duration_s` f64, then u32 counts (`prefix_query_tokens`, `prefix_hit_tokens` since schema 2; `adapter_loads`, `adapter_evictions`, `adapters_in_batch`, `adapter_slots_used`, `adapter_slots`, read as 0 when absent) |
 //!
 //! (`?` marks nullable columns.) Times are seconds from the run's start.
 //! Every table is written even when it has no rows, so readers never have to
@@ -344,7 +344,7 @@ pub(crate) fn read_requests(
 /// A u32 column of `steps.parquet`: its name and the field it stores.
 type StepField = (&'static str, fn(&StepRecord) -> u32);
 
-const STEP_U32: [StepField; 11] = [
+const STEP_U32: [StepField; 16] = [
     ("n_seqs", |s| s.n_seqs),
     ("prefill_tokens", |s| s.prefill_tokens),
     ("decode_tokens", |s| s.decode_tokens),
@@ -356,7 +356,16 @@ const STEP_U32: [StepField; 11] = [
     ("running", |s| s.running),
     ("prefix_query_tokens", |s| s.prefix_query_tokens),
     ("prefix_hit_tokens", |s| s.prefix_hit_tokens),
+    ("adapter_loads", |s| s.adapter_loads),
+    ("adapter_evictions", |s| s.adapter_evictions),
+    ("adapters_in_batch", |s| s.adapters_in_batch),
+    ("adapter_slots_used", |s| s.adapter_slots_used),
+    ("adapter_slots", |s| s.adapter_slots),
 ];
+
+/// Columns added after the first release of `steps.parquet`: a file without
+/// them reads them as 0.
+const STEP_OPTIONAL_FROM: usize = 11;
 
 pub(crate) fn write_steps(path: &Path, steps: &[StepRecord]) -> Result<()> {
     let mut columns = vec![
@@ -388,8 +397,12 @@ pub(crate) fn read_steps(path: &Path) -> Result<Vec<StepRecord>> {
     let t_start = t.f64("t_start")?;
     let duration_s = t.f64("duration_s")?;
     let mut u32s = Vec::with_capacity(STEP_U32.len());
-    for (name, _) in STEP_U32 {
-        u32s.push(t.u32(name)?);
+    for (i, (name, _)) in STEP_U32.into_iter().enumerate() {
+        if i >= STEP_OPTIONAL_FROM && !t.has(name) {
+            u32s.push(vec![0; step.len()]);
+        } else {
+            u32s.push(t.u32(name)?);
+        }
     }
     Ok((0..step.len())
         .map(|i| StepRecord {
@@ -407,6 +420,11 @@ pub(crate) fn read_steps(path: &Path) -> Result<Vec<StepRecord>> {
             running: u32s[8][i],
             prefix_query_tokens: u32s[9][i],
             prefix_hit_tokens: u32s[10][i],
+            adapter_loads: u32s[11][i],
+            adapter_evictions: u32s[12][i],
+            adapters_in_batch: u32s[13][i],
+            adapter_slots_used: u32s[14][i],
+            adapter_slots: u32s[15][i],
         })
         .collect())
 }

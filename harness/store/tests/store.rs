@@ -50,7 +50,8 @@ fn summary(name: &str) -> RunSummary {
                 arrivals: Arrivals::Poisson { rate: 2.0 },
                 prefix: None,
                 trace: None,
-                conversation: None, lora: None,
+                conversation: None,
+                lora: None,
             },
             workload_digest: "00ff".into(),
             seed: u64::MAX,
@@ -156,6 +157,7 @@ fn hand_steps() -> Vec<StepRecord> {
             running: 2,
             prefix_query_tokens: 900,
             prefix_hit_tokens: 132,
+            ..Default::default()
         },
         StepRecord {
             step: u64::MAX,
@@ -571,6 +573,7 @@ fn arb_step() -> impl Strategy<Value = StepRecord> {
             running: u[8],
             prefix_query_tokens: u[9],
             prefix_hit_tokens: u[10],
+            ..Default::default()
         })
 }
 

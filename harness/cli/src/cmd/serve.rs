@@ -164,7 +164,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<Outcome> {
         .build()
         .context("starting the async runtime")?;
     rt.block_on(async move {
-        let (engine, _) = exec::realtime_engine(&spec, &policy, 0, &mut info, true)?;
+        let (engine, _) = exec::realtime_engine(&spec, &policy, 0, &mut info, true, None)?;
         let addr = format!("{}:{}", args.host, args.port);
         let listener = tokio::net::TcpListener::bind(&addr).await.map_err(|e| {
             Error::invalid(

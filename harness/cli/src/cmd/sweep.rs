@@ -79,10 +79,26 @@ pub struct SweepArgs {
     #[arg(long, value_name = "N")]
     pub repeat: Option<u32>,
 
+    /// Multi-LoRA axis: numbers of adapters to sweep, e.g. `1,8,64,512`; each
+    /// (adapters, --sweep-zipf) pair is a full sweep in its own subfolder,
+    /// summarised in `lora.txt`. Slots are the `max_loras` knob.
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    #[serde(default)]
+    pub sweep_adapters: Vec<u32>,
+
+    /// Multi-LoRA axis: Zipf exponents of adapter popularity to sweep, e.g.
+    /// `0,1.1` [default: 0, uniform].
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    #[serde(default)]
+    pub sweep_zipf: Vec<f64>,
+
     #[command(flatten)]
     #[serde(default)]
     pub workload: WorkloadOpts,
 }
+
+/// The multi-LoRA summary table of a sweep over adapters × Zipf exponents.
+pub const LORA_FILE: &str = "lora.txt";
 
 /// The sweep folder's plain-text curve table (the one printed at the end).
 pub const CURVE_FILE: &str = "curve.txt";
@@ -113,6 +129,9 @@ pub struct SweepPlan {
 /// Runs `fuselab sweep`.
 pub fn run(args: SweepArgs) -> anyhow::Result<Outcome> {
     let args = config::merge(args.clone(), args.config.as_deref())?;
+    if !args.sweep_adapters.is_empty() || !args.sweep_zipf.is_empty() {
+        return run_lora_grid(&args);
+    }
     let plan = plan(&args)?;
     // Check the workload flags before creating anything.
     point_at(&plan, &plan.policies[0], plan.loads[0])?;
@@ -135,6 +154,144 @@ pub fn run(args: SweepArgs) -> anyhow::Result<Outcome> {
     }
     println!("sweep folder {}", out.display());
     Ok(Outcome::Success)
+}
+
+/// The (adapters, Zipf s) pairs of the multi-LoRA axis, checked.
+pub fn lora_grid(args: &SweepArgs) -> anyhow::Result<Vec<(u32, f64)>> {
+    if args.sweep_adapters.is_empty() {
+        return Err(Error::invalid(
+            "--sweep-zipf",
+            "given without --sweep-adapters",
+            "list the numbers of adapters too, e.g. --sweep-adapters 1,8,64,512",
+        )
+        .into());
+    }
+    for (flag, set) in [
+        ("--adapters", args.workload.adapters.is_some()),
+        ("--zipf", args.workload.zipf.is_some()),
+    ] {
+        if set {
+            return Err(Error::invalid(
+                flag,
+                "cannot be combined with the --sweep-adapters axis",
+                "drop it; the sweep sets adapters and popularity per point",
+            )
+            .into());
+        }
+    }
+    if let Some(bad) = args
+        .sweep_zipf
+        .iter()
+        .find(|s| !(s.is_finite() && **s >= 0.0))
+    {
+        return Err(Error::invalid(
+            "--sweep-zipf",
+            format!("{bad} is not a Zipf exponent >= 0"),
+            "give exponents such as 0,1.1",
+        )
+        .into());
+    }
+    let zipf = if args.sweep_zipf.is_empty() {
+        vec![0.0]
+    } else {
+        args.sweep_zipf.clone()
+    };
+    Ok(zipf
+        .iter()
+        .flat_map(|&s| args.sweep_adapters.iter().map(move |&n| (n, s)))
+        .collect())
+}
+
+/// One cell of the multi-LoRA grid: its adapters, exponent and sweep.
+pub type LoraCell = (u32, f64, SweepSummary);
+
+/// Runs a full sweep per (adapters, Zipf s) pair into `adapters-N-zipf-S/`
+/// subfolders and prints (and writes to `lora.txt`) their summary.
+fn run_lora_grid(args: &SweepArgs) -> anyhow::Result<Outcome> {
+    let grid = lora_grid(args)?;
+    // Check every cell's flags before creating anything.
+    let mut plans = Vec::new();
+    for &(n, s) in &grid {
+        let mut a = args.clone();
+        a.workload.adapters = Some(n);
+        a.workload.zipf = Some(s);
+        let p = plan(&a)?;
+        point_at(&p, &p.policies[0], p.loads[0])?;
+        plans.push((n, s, p));
+    }
+    let out = args.out.clone().unwrap_or_else(|| {
+        let w = args
+            .workload
+            .preset
+            .clone()
+            .unwrap_or_else(|| "trace".into());
+        PathBuf::from(format!(
+            "runs/sweep-lora-{w}-s{}",
+            args.workload.seed.unwrap_or(42)
+        ))
+    });
+    fuselab_store::create_folder(&out, args.force)?;
+    let mut cells = Vec::new();
+    for (n, s, p) in plans {
+        eprintln!("== {n} adapters, Zipf s = {s}");
+        let dir = out.join(format!("adapters-{n}-zipf-{s}"));
+        fuselab_store::create_folder(&dir, true)?;
+        let sweep = execute(&p, &dir, &format!("lora-a{n}-s{s}"))?;
+        cells.push((n, s, sweep));
+    }
+    let table = lora_table(&cells);
+    std::fs::write(out.join(LORA_FILE), &table)
+        .with_context(|| format!("writing {}", out.join(LORA_FILE).display()))?;
+    print!("{table}");
+    println!("sweep folder {}", out.display());
+    Ok(Outcome::Success)
+}
+
+/// Throughput, latency and adapter traffic per (adapters, Zipf s, policy, load).
+pub fn lora_table(cells: &[LoraCell]) -> String {
+    let mut rows = vec![
+        [
+            "adapters",
+            "zipf s",
+            "policy",
+            "load",
+            "req/s",
+            "out tok/s",
+            "TTFT p50",
+            "TTFT p99",
+            "TPOT p50",
+            "TPOT p99",
+            "loads/s",
+            "loads",
+            "slot use",
+            "adapters/step",
+        ]
+        .map(String::from)
+        .to_vec(),
+    ];
+    for (n, s, sweep) in cells {
+        for p in &sweep.points {
+            let m = &p.metrics;
+            let e = m.engine.clone().unwrap_or_default();
+            rows.push(vec![
+                n.to_string(),
+                format!("{s}"),
+                p.policy.clone(),
+                format!("{}", p.load),
+                format!("{:.3}", m.request_throughput),
+                format!("{:.0}", m.output_token_throughput),
+                exec::secs(m.ttft_s.p50),
+                exec::secs(m.ttft_s.p99),
+                exec::secs(m.tpot_s.p50),
+                exec::secs(m.tpot_s.p99),
+                format!("{:.1}", e.adapter_loads_per_s),
+                e.adapter_loads.to_string(),
+                format!("{:.2}", e.adapter_slot_utilisation),
+                format!("{:.1}", e.adapters_per_step_mean),
+            ]);
+        }
+    }
+    exec::render_table(&rows)
 }
 
 /// Checks the flags and resolves them into a plan.

@@ -5,7 +5,9 @@ use std::io::Write as _;
 use std::path::PathBuf;
 
 use anyhow::Context as _;
-use fuselab_core::{Arrivals, ConversationSpec, Error, PrefixSpec, RequestSpec, WorkloadSpec};
+use fuselab_core::{
+    Arrivals, ConversationSpec, Error, LoraSpec, Popularity, PrefixSpec, RequestSpec, WorkloadSpec,
+};
 use fuselab_workloads::stats::Summary;
 use serde::{Deserialize, Serialize};
 
@@ -87,6 +89,20 @@ pub struct WorkloadOpts {
     /// (needs --turns or a multi-turn preset) [default: 10 for multiturn-chat, else 0].
     #[arg(long, value_name = "S", allow_negative_numbers = true)]
     pub think_time: Option<f64>,
+
+    /// Multi-LoRA: spread requests over N adapters (ids 0..N), drawn per
+    /// request from the popularity law (--zipf) on their own seeded stream.
+    #[arg(long, value_name = "N")]
+    pub adapters: Option<u32>,
+
+    /// Rank of every LoRA adapter (needs --adapters or a trace naming adapters) [default: 16].
+    #[arg(long, value_name = "R")]
+    pub lora_rank: Option<u32>,
+
+    /// Adapter popularity: Zipf exponent s, adapter k drawn with weight
+    /// (k+1)^-s; 0 is uniform (needs --adapters) [default: 0].
+    #[arg(long, value_name = "S", allow_negative_numbers = true)]
+    pub zipf: Option<f64>,
 
     /// Replay a JSONL trace: one `{"arrival_s", "prompt_len" | "prompt_tokens", "output_len", ...}` a line.
     #[arg(long, value_name = "FILE")]
@@ -213,7 +229,31 @@ fn resolve(a: &WorkloadOpts) -> Result<(WorkloadSpec, Option<Vec<RequestSpec>>),
                 "a trace carries its own arrivals, lengths, prefixes and conversations; drop one of them",
             ));
         }
-        let (spec, requests) = fuselab_workloads::replay(trace, a.n)?;
+        for (flag, set) in [
+            ("--adapters", a.adapters.is_some()),
+            ("--zipf", a.zipf.is_some()),
+        ] {
+            if set {
+                return Err(conflict(
+                    flag,
+                    "--trace",
+                    "a trace names its requests' adapters itself (the `adapter` field); drop the flag",
+                ));
+            }
+        }
+        let (mut spec, requests) = fuselab_workloads::replay(trace, a.n)?;
+        match (spec.lora.as_mut(), a.lora_rank) {
+            (Some(l), Some(r)) => l.rank = r,
+            (None, Some(_)) => {
+                return Err(Error::invalid(
+                    "--lora-rank",
+                    "given, but the trace names no adapters",
+                    "drop --lora-rank, or add `adapter` fields to the trace",
+                ));
+            }
+            _ => {}
+        }
+        fuselab_workloads::validate(&spec)?;
         return Ok((spec, Some(requests)));
     }
     let Some(name) = &a.preset else {
@@ -272,6 +312,29 @@ fn resolve(a: &WorkloadOpts) -> Result<(WorkloadSpec, Option<Vec<RequestSpec>>),
             ));
         }
     }
+    spec.lora = match (a.adapters, a.lora_rank, a.zipf) {
+        (None, None, None) => spec.lora,
+        (Some(adapters), rank, zipf) => Some(LoraSpec {
+            adapters,
+            rank: rank.unwrap_or(fuselab_workloads::DEFAULT_TRACE_RANK),
+            popularity: match zipf {
+                None => Popularity::Uniform,
+                Some(s) => Popularity::Zipf { s },
+            },
+        }),
+        (None, rank, _) => {
+            let flag = if rank.is_some() {
+                "--lora-rank"
+            } else {
+                "--zipf"
+            };
+            return Err(Error::invalid(
+                flag,
+                "given without --adapters",
+                "give the number of LoRA adapters with --adapters N",
+            ));
+        }
+    };
     fuselab_workloads::validate(&spec)?;
     Ok((spec, None))
 }
