@@ -157,7 +157,11 @@ fn hand_steps() -> Vec<StepRecord> {
             running: 2,
             prefix_query_tokens: 900,
             prefix_hit_tokens: 132,
-            ..Default::default()
+            adapter_loads: 3,
+            adapter_evictions: 2,
+            adapters_in_batch: 5,
+            adapter_slots_used: 8,
+            adapter_slots: 8,
         },
         StepRecord {
             step: u64::MAX,
@@ -271,7 +275,16 @@ fn parquet_columns_have_the_documented_types() {
         ["id", "index", "t", "n_tokens"]
     );
     let steps = read("steps.parquet");
-    assert_eq!(steps.width(), 14);
+    assert_eq!(steps.width(), 19);
+    assert_eq!(
+        steps
+            .column("adapter_evictions")
+            .unwrap()
+            .u32()
+            .unwrap()
+            .get(0),
+        Some(2)
+    );
     assert_eq!(
         steps
             .column("prefix_hit_tokens")
@@ -380,6 +393,43 @@ fn missing_folder_and_files_name_the_path() {
     let err = read_run(&path).unwrap_err();
     assert!(matches!(err, Error::NotAFolderOfRuns { .. }), "{err}");
     assert!(err.to_string().contains("summary.json"));
+}
+
+#[test]
+fn steps_written_before_the_adapter_columns_read_them_as_zero() {
+    use polars::prelude::*;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("r");
+    write_run(&path, false, &summary("r"), &hand_requests(), &hand_steps()).unwrap();
+    let file = path.join("steps.parquet");
+    let mut df = ParquetReader::new(std::fs::File::open(&file).unwrap())
+        .finish()
+        .unwrap();
+    for c in [
+        "adapter_loads",
+        "adapter_evictions",
+        "adapters_in_batch",
+        "adapter_slots_used",
+        "adapter_slots",
+    ] {
+        df = df.drop(c).unwrap();
+    }
+    ParquetWriter::new(std::fs::File::create(&file).unwrap())
+        .finish(&mut df)
+        .unwrap();
+    let back = RunFolder::open(&path).unwrap().read_steps().unwrap();
+    let want: Vec<StepRecord> = hand_steps()
+        .into_iter()
+        .map(|s| StepRecord {
+            adapter_loads: 0,
+            adapter_evictions: 0,
+            adapters_in_batch: 0,
+            adapter_slots_used: 0,
+            adapter_slots: 0,
+            ..s
+        })
+        .collect();
+    assert_eq!(back, want);
 }
 
 #[test]
