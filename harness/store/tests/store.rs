@@ -156,6 +156,11 @@ fn hand_steps() -> Vec<StepRecord> {
             running: 2,
             prefix_query_tokens: 900,
             prefix_hit_tokens: 132,
+            draft_s: 0.002,
+            decode_seqs: 1,
+            spec_seqs: 1,
+            spec_proposed: 4,
+            spec_accepted: 3,
         },
         StepRecord {
             step: u64::MAX,
@@ -554,9 +559,10 @@ fn arb_step() -> impl Strategy<Value = StepRecord> {
         any::<u64>(),
         any::<f64>(),
         any::<f64>(),
-        prop::array::uniform11(any::<u32>()),
+        prop::array::uniform15(any::<u32>()),
+        any::<f64>(),
     )
-        .prop_map(|(step, t_start, duration_s, u)| StepRecord {
+        .prop_map(|(step, t_start, duration_s, u, draft_s)| StepRecord {
             step,
             t_start,
             duration_s,
@@ -571,6 +577,11 @@ fn arb_step() -> impl Strategy<Value = StepRecord> {
             running: u[8],
             prefix_query_tokens: u[9],
             prefix_hit_tokens: u[10],
+            decode_seqs: u[11],
+            spec_seqs: u[12],
+            spec_proposed: u[13],
+            spec_accepted: u[14],
+            draft_s,
         })
 }
 
