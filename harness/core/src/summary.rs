@@ -264,6 +264,10 @@ pub struct SweepPoint {
     pub run: String,
     /// The point's metrics (a copy of its `summary.json` metrics).
     pub metrics: Metrics,
+    /// Draft tokens per step of a speculative-decoding sweep (`--spec k=…`;
+    /// `Some(0)` is the run without speculation), `None` otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spec_k: Option<u32>,
 }
 
 /// The highest load that met the SLO, per policy.

@@ -476,6 +476,7 @@ fn sweep_folder_round_trips_and_is_recognised() {
             load: 2.0 + i as f64 / 3.0,
             run,
             metrics: summary("x").metrics,
+            spec_k: None,
         });
     }
     let sweep = SweepSummary {
