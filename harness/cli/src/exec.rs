@@ -631,18 +631,31 @@ pub fn realtime_engine(
         if !pace_sim {
             anyhow::bail!("the simulator runs on a virtual clock here; it has no real-time engine");
         }
+        let speculates = policy.speculates();
         let backend = SimBackend::new(&SimConfig {
             hardware: engine.hardware.clone(),
             model: engine.model.clone(),
             tp: engine.tp,
+            draft: speculates.then(|| {
+                engine
+                    .spec
+                    .draft
+                    .clone()
+                    .unwrap_or_else(|| DEFAULT_SIM_DRAFT.into())
+            }),
             ..SimConfig::default()
         })?;
+        let acceptance = match engine.spec.alpha {
+            Some(a) if speculates => Some(fuselab_engine::AcceptanceModel::new(a, weights_seed)?),
+            _ => None,
+        };
         let policy = policy.clone();
         info.hardware = Some(format!("{} (simulated, in real time)", engine.hardware));
         Box::new(NativeEngineHandle::new("sim", move || {
-            Ok(NativeEngine::new(
+            Ok(NativeEngine::with_spec(
                 fuselab_engine::RealTime::new(Slowdown::new(backend, slowdown)),
                 policy,
+                acceptance,
             )?)
         }))
     } else if engine.kind == EngineKind::Cuda {

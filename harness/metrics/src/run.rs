@@ -447,6 +447,27 @@ fn pooled_lengths(runs: &[Metrics]) -> Option<fuselab_core::LengthCheck> {
     })
 }
 
+/// The mean of the runs' speculative-decoding figures (`None` unless every run speculated).
+fn mean_spec(runs: &[EngineStats]) -> Option<fuselab_core::SpecStats> {
+    let all: Vec<&fuselab_core::SpecStats> = runs
+        .iter()
+        .map(|e| e.spec.as_ref())
+        .collect::<Option<_>>()?;
+    let k = all.len() as f64;
+    let g = |h: &dyn Fn(&fuselab_core::SpecStats) -> f64| all.iter().map(|s| h(s)).sum::<f64>() / k;
+    let c = |h: &dyn Fn(&fuselab_core::SpecStats) -> u64| g(&|s| h(s) as f64).round() as u64;
+    Some(fuselab_core::SpecStats {
+        rounds: c(&|s| s.rounds),
+        proposed: c(&|s| s.proposed),
+        accepted: c(&|s| s.accepted),
+        acceptance_rate: g(&|s| s.acceptance_rate),
+        mean_accepted_len: g(&|s| s.mean_accepted_len),
+        block_efficiency: g(&|s| s.block_efficiency),
+        draft_time_share: g(&|s| s.draft_time_share),
+        verify_time_share: g(&|s| s.verify_time_share),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -695,25 +716,4 @@ mod tests {
         assert!(approx(e.tokens_per_step_mean, 712.0 / 3.0));
         assert!(approx(e.busy_s, 1.0));
     }
-}
-
-/// The mean of the runs' speculative-decoding figures (`None` unless every run speculated).
-fn mean_spec(runs: &[EngineStats]) -> Option<fuselab_core::SpecStats> {
-    let all: Vec<&fuselab_core::SpecStats> = runs
-        .iter()
-        .map(|e| e.spec.as_ref())
-        .collect::<Option<_>>()?;
-    let k = all.len() as f64;
-    let g = |h: &dyn Fn(&fuselab_core::SpecStats) -> f64| all.iter().map(|s| h(s)).sum::<f64>() / k;
-    let c = |h: &dyn Fn(&fuselab_core::SpecStats) -> u64| g(&|s| h(s) as f64).round() as u64;
-    Some(fuselab_core::SpecStats {
-        rounds: c(&|s| s.rounds),
-        proposed: c(&|s| s.proposed),
-        accepted: c(&|s| s.accepted),
-        acceptance_rate: g(&|s| s.acceptance_rate),
-        mean_accepted_len: g(&|s| s.mean_accepted_len),
-        block_efficiency: g(&|s| s.block_efficiency),
-        draft_time_share: g(&|s| s.draft_time_share),
-        verify_time_share: g(&|s| s.verify_time_share),
-    })
 }

@@ -274,7 +274,29 @@ fn parquet_columns_have_the_documented_types() {
         ["id", "index", "t", "n_tokens"]
     );
     let steps = read("steps.parquet");
-    assert_eq!(steps.width(), 14);
+    assert_eq!(steps.width(), 19);
+    assert_eq!(
+        steps.column("spec_accepted").unwrap().u32().unwrap().get(0),
+        Some(3)
+    );
+    assert_eq!(steps.column("draft_s").unwrap().dtype(), &DataType::Float64);
+    // A steps table from before speculative decoding reads as no speculation.
+    let mut legacy = steps.drop_many([
+        "decode_seqs",
+        "spec_seqs",
+        "spec_proposed",
+        "spec_accepted",
+        "draft_s",
+    ]);
+    ParquetWriter::new(std::fs::File::create(run.path().join("steps.parquet")).unwrap())
+        .finish(&mut legacy)
+        .unwrap();
+    let old = fuselab_store::RunFolder::open(run.path())
+        .unwrap()
+        .read_steps()
+        .unwrap();
+    assert_eq!(old[0].prefix_hit_tokens, 132);
+    assert_eq!((old[0].spec_accepted, old[0].draft_s), (0, 0.0));
     assert_eq!(
         steps
             .column("prefix_hit_tokens")
