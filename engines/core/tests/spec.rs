@@ -392,3 +392,37 @@ fn a_backend_without_a_draft_model_is_refused_by_name() {
     let e = PolicyConfig::with_knobs(PolicyKind::Chunked, ["spec_k=17"]).unwrap_err();
     assert!(e.to_string().contains("--knob spec_k"), "{e}");
 }
+
+#[test]
+fn adaptive_drafts_shrink_when_rejected_and_grow_when_accepted() {
+    let specs: Vec<RequestSpec> = (0..4)
+        .map(|id| RequestSpec {
+            id,
+            arrival_s: 0.0,
+            prompt_len: 16,
+            output_len: 300,
+            prefix_group: None,
+            prefix_len: 0,
+            conversation: None,
+        })
+        .collect();
+    let per_round = |alpha: f64, adaptive: &str| {
+        let p = PolicyConfig::with_knobs(
+            PolicyKind::Chunked,
+            ["spec_k=8", &format!("spec_adaptive={adaptive}")],
+        )
+        .unwrap();
+        let r = run(&specs, &p, 1 << 16, alpha);
+        r.proposed as f64 / (r.decode_entries as f64)
+    };
+    let (poor_fixed, poor_adaptive) = (per_round(0.2, "off"), per_round(0.2, "on"));
+    let (good_fixed, good_adaptive) = (per_round(0.97, "off"), per_round(0.97, "on"));
+    assert!(
+        poor_adaptive < 0.5 * poor_fixed,
+        "{poor_adaptive} vs {poor_fixed}"
+    );
+    assert!(
+        good_adaptive > 0.8 * good_fixed,
+        "{good_adaptive} vs {good_fixed}"
+    );
+}

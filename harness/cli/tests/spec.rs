@@ -204,3 +204,56 @@ fn sweep_over_k_reports_speed_up_and_where_it_stops_paying() {
         );
     }
 }
+
+#[test]
+fn tune_searches_the_draft_length_with_the_other_knobs() {
+    let tmp = tempfile::tempdir().unwrap();
+    fuselab(tmp.path())
+        .args([
+            "tune",
+            "--engine",
+            "sim",
+            "--policy",
+            "chunked",
+            "--spec-alpha",
+            "0.9",
+        ])
+        .args([
+            "--space",
+            "spec_k=0..8,budget=256..4096:log",
+            "--objective",
+            "p99-e2e",
+        ])
+        .args([
+            "--budget",
+            "6",
+            "--preset",
+            "fastgen-1200",
+            "--n",
+            "32",
+            "--clients",
+            "4",
+        ])
+        .args(["--out", "c"])
+        .assert()
+        .success()
+        .stdout(contains("best: spec_k="));
+    let journal = std::fs::read_to_string(tmp.path().join("c/trials.jsonl")).unwrap();
+    let mut ks = std::collections::BTreeSet::new();
+    for line in journal.lines() {
+        let t: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(t["status"], "ok", "{line}");
+        let k = t["knobs"]["spec_k"].as_u64().unwrap();
+        ks.insert(k);
+        let run = tmp.path().join("c").join(t["run"].as_str().unwrap());
+        let s = summary(&run);
+        let knobs = &s["provenance"]["engine"]["knobs"];
+        if k > 0 {
+            assert_eq!(knobs["spec_k"], k);
+            assert_eq!(knobs["spec_acceptance"], "modelled");
+        } else {
+            assert!(knobs.get("spec_k").is_none());
+        }
+    }
+    assert!(ks.len() >= 3, "the tuner tried {ks:?}");
+}
