@@ -44,6 +44,12 @@ fn run(k: u32, alpha: f64, specs: &[RequestSpec]) -> (f64, f64, Vec<fuselab_core
     let r = simulate(specs, None, &mut engine).unwrap();
     engine.check_drained().unwrap();
     assert!(r.records.iter().all(|r| r.status == RequestStatus::Ok));
+    // Accepted drafts stream together: one chunk of several tokens per round.
+    for rec in &r.records {
+        assert_eq!(rec.tokens_received(), u64::from(rec.output_len));
+        let multi = rec.tokens.iter().any(|c| c.n_tokens > 1);
+        assert_eq!(multi, k > 0, "request {}", rec.id);
+    }
     let e2e: f64 = r
         .records
         .iter()
