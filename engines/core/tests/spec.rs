@@ -218,6 +218,8 @@ fn requests(n: u64, shared_prefix: bool) -> Vec<RequestSpec> {
 #[derive(Debug, Default)]
 struct Run {
     ids: BTreeMap<RequestId, Vec<u32>>,
+    /// Tokens delivered in events (streamed, or held until the result).
+    events: BTreeMap<RequestId, u32>,
     preemptions: u64,
     proposed: u64,
     accepted: u64,
@@ -270,6 +272,11 @@ fn run(specs: &[RequestSpec], policy: &PolicyConfig, kv_tokens: u64, alpha: f64)
         for (id, t) in &r.token_ids {
             out.ids.entry(*id).or_default().extend(t);
         }
+        for ev in &r.events {
+            let n = out.events.entry(ev.request).or_default();
+            assert_eq!(ev.index, *n, "{}: token index out of order", policy.kind);
+            *n += ev.n_tokens;
+        }
         if let Some(rec) = r.record {
             if let Some(b) = budget {
                 // Verify tokens count against the budget.
@@ -315,6 +322,7 @@ fn greedy_output_with_speculation_equals_output_without_for_every_policy() {
         assert_eq!(spec.ids, plain.ids, "{}", pk.kind);
         for s in &specs {
             assert_eq!(spec.ids[&s.id].len() as u32, s.output_len);
+            assert_eq!(spec.events[&s.id], s.output_len, "{} events", pk.kind);
         }
     }
 }

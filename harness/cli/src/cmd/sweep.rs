@@ -699,10 +699,18 @@ pub fn spec_table(sweep: &SweepSummary) -> Option<String> {
         if curve.is_empty() {
             continue;
         }
-        let line = match curve.iter().find(|(_, x)| *x < 1.0) {
-            Some((load, x)) => {
-                format!("{policy} k={k}: stops paying at load {load} (E2E speed-up {x:.2})")
-            }
+        let best = curve.iter().map(|c| c.1).fold(0.0, f64::max);
+        let line = match curve.iter().position(|(_, x)| *x < 1.0) {
+            Some(0) => format!(
+                "{policy} k={k}: does not pay at any swept load (best E2E speed-up {best:.2})"
+            ),
+            Some(i) => format!(
+                "{policy} k={k}: stops paying at load {} (E2E speed-up {:.2}; {:.2} at load {})",
+                curve[i].0,
+                curve[i].1,
+                curve[i - 1].1,
+                curve[i - 1].0
+            ),
             None => format!(
                 "{policy} k={k}: pays at every swept load (E2E speed-up ≥ {:.2})",
                 curve.iter().map(|c| c.1).fold(f64::INFINITY, f64::min)
