@@ -82,7 +82,7 @@ const PREFILL_BATCH_OVERHEAD: f64 = 1.1;
 pub struct SimConfig {
     /// Hardware profile name (see [`HARDWARE`]).
     pub hardware: String,
-    /// Model shape name (see [`MODELS`]).
+    /// Model shape name (see [`fuselab_engine::MODEL_NAMES`]).
     pub model: String,
     /// Tensor-parallel degree (1, 2, 4 or 8).
     pub tp: u32,
