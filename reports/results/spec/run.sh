@@ -22,3 +22,11 @@ for alpha in 0.5 0.7 0.9; do
   sed '$d' "$here/raw/alpha-$alpha.txt" > "$here/raw/alpha-$alpha.tmp" && mv "$here/raw/alpha-$alpha.tmp" "$here/raw/alpha-$alpha.txt"
   cp "$work/alpha-$alpha/sweep.json" "$here/raw/alpha-$alpha.sweep.json"
 done
+# Every policy at α = 0.9, k ∈ {0, 4}: where the crossover comes depends on
+# how the policy shares its step between prompts and verify tokens.
+"$bin" sweep --engine sim --hardware h200 --model llama3-8b --draft llama3.2-1b \
+  --policies all --spec k=0,4 --spec-alpha 0.9 \
+  --clients 1,16,64 --preset fastgen-1200 --n 512 --seed 42 \
+  --out "$work/policies" > "$here/raw/policies-alpha-0.9.txt"
+sed '$d' "$here/raw/policies-alpha-0.9.txt" > "$here/raw/policies.tmp" && mv "$here/raw/policies.tmp" "$here/raw/policies-alpha-0.9.txt"
+cp "$work/policies/sweep.json" "$here/raw/policies-alpha-0.9.sweep.json"
