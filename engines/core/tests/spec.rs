@@ -434,3 +434,52 @@ fn adaptive_drafts_shrink_when_rejected_and_grow_when_accepted() {
         "{good_adaptive} vs {good_fixed}"
     );
 }
+
+proptest::proptest! {
+    // A fixed seed keeps CI deterministic; set PROPTEST_RNG_SEED to explore others.
+    #![proptest_config(proptest::test_runner::Config {
+        cases: 96,
+        failure_persistence: None,
+        rng_seed: proptest::test_runner::RngSeed::Fixed(
+            std::env::var("PROPTEST_RNG_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x5bec),
+        ),
+        ..proptest::test_runner::Config::default()
+    })]
+
+    /// Random workloads, policies, draft lengths, acceptance rates and KV
+    /// sizes: speculation never changes the output, leaks a block, breaks the
+    /// budget or leaves rejected positions' blocks behind (all checked in `run`).
+    #[test]
+    fn speculation_is_exact_on_random_workloads(
+        raw in proptest::collection::vec((1u32..90, 1u32..50, 0u16..30), 1..10),
+        kind in proptest::sample::select(PolicyKind::ALL.to_vec()),
+        k in 1u32..=8,
+        adaptive in proptest::bool::ANY,
+        shared in proptest::bool::ANY,
+        alpha in proptest::sample::select(vec![0.0, 0.3, 0.8, 1.0]),
+        kv_tokens in proptest::sample::select(vec![400u64, 1200, 1 << 16]),
+    ) {
+        let mut t = 0.0;
+        let specs: Vec<RequestSpec> = raw
+            .iter()
+            .enumerate()
+            .map(|(i, &(p, o, gap))| {
+                t += f64::from(gap) * 1e-3;
+                RequestSpec {
+                    id: i as u64,
+                    arrival_s: t,
+                    prompt_len: p,
+                    output_len: o,
+                    prefix_group: shared.then_some((i % 2) as u32),
+                    prefix_len: if shared { 32 } else { 0 },
+                    conversation: None,
+                }
+            })
+            .collect();
+        let pick = |ps: Vec<PolicyConfig>| ps.into_iter().find(|p| p.kind == kind).unwrap();
+        let plain = run(&specs, &pick(policies(0, &[])), 1 << 16, alpha);
+        let extra: &[&str] = if adaptive { &["spec_adaptive=on"] } else { &[] };
+        let spec = run(&specs, &pick(policies(k, extra)), kv_tokens, alpha);
+        proptest::prop_assert_eq!(spec.ids, plain.ids);
+    }
+}
