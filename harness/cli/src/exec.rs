@@ -444,8 +444,11 @@ pub fn run_point(point: &Point) -> anyhow::Result<PointResult> {
         info.knobs.insert("slowdown".into(), f.into());
     }
     let step_records = (!steps.is_empty()).then_some(steps.as_slice());
-    let metrics =
+    let mut metrics =
         fuselab_metrics::compute_metrics(&records, step_records, &point.slo, point.workload.seed);
+    if let Some(spec) = metrics.engine.as_mut().and_then(|e| e.spec.as_mut()) {
+        spec.source = acceptance_source(&info.knobs);
+    }
     Ok(PointResult {
         records,
         steps,
@@ -935,11 +938,7 @@ pub fn metrics_table(rows: &[(String, &Metrics)]) -> String {
 pub fn spec_line(result: &PointResult) -> Option<String> {
     let s = result.metrics.engine.as_ref()?.spec.as_ref()?;
     let knobs = &result.info.knobs;
-    let source = match (knobs.get("spec_acceptance"), knobs.get("spec_alpha")) {
-        (Some(a), Some(alpha)) => format!("{}, α={alpha}", a.as_str().unwrap_or("modelled")),
-        (Some(a), None) => a.as_str().unwrap_or("measured").to_string(),
-        _ => "measured".into(),
-    };
+    let source = &s.source;
     Some(format!(
         "speculation: k={} · draft {} · acceptance {:.3} ({source}) · mean accepted {:.2} · block efficiency {:.2} tokens/forward · draft {:.0}% / verify {:.0}% of busy time",
         knobs
@@ -955,6 +954,19 @@ pub fn spec_line(result: &PointResult) -> Option<String> {
         100.0 * s.draft_time_share,
         100.0 * s.verify_time_share,
     ))
+}
+
+/// Where a speculating run's acceptance came from, from its knobs:
+/// `measured`, or `modelled α=0.7`.
+fn acceptance_source(knobs: &std::collections::BTreeMap<String, serde_json::Value>) -> String {
+    match (
+        knobs.get("spec_acceptance").and_then(|a| a.as_str()),
+        knobs.get("spec_alpha"),
+    ) {
+        (Some(a), Some(alpha)) => format!("{a} α={alpha}"),
+        (Some(a), None) => a.to_string(),
+        (None, _) => String::new(),
+    }
 }
 
 /// Formats seconds with a unit that keeps three significant digits readable.

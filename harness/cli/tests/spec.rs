@@ -33,9 +33,7 @@ fn bench_on_sim_records_modelled_acceptance_and_its_figures() {
         .args(["--out", "r"])
         .assert()
         .success()
-        .stdout(
-            contains("speculation: k=4 · draft llama3.2-1b").and(contains("(modelled, α=0.8)")),
-        );
+        .stdout(contains("speculation: k=4 · draft llama3.2-1b").and(contains("(modelled α=0.8)")));
     let s = summary(&tmp.path().join("r"));
     let knobs = &s["provenance"]["engine"]["knobs"];
     assert_eq!(knobs["spec_k"], 4);
@@ -43,6 +41,7 @@ fn bench_on_sim_records_modelled_acceptance_and_its_figures() {
     assert_eq!(knobs["spec_alpha"], 0.8);
     assert_eq!(knobs["spec_draft"], "llama3.2-1b");
     let spec = &s["metrics"]["engine"]["spec"];
+    assert_eq!(spec["source"], "modelled α=0.8");
     let be = spec["block_efficiency"].as_f64().unwrap();
     let want = fuselab_engine::expected_block_efficiency(0.8, 4);
     assert!(be > 1.0 && be <= want * 1.05, "{be} vs {want}");
@@ -79,6 +78,7 @@ fn bench_on_cpu_measures_acceptance_with_a_perturbed_draft() {
             .contains("first 4 of 4 layers, noise 0.01")
     );
     assert!(s["metrics"]["engine"]["spec"]["accepted"].as_u64().unwrap() > 0);
+    assert_eq!(s["metrics"]["engine"]["spec"]["source"], "measured");
 }
 
 #[test]

@@ -159,6 +159,10 @@ pub struct SpecStats {
     pub draft_time_share: f64,
     /// Share of the engine's busy time spent in target forwards (verify and prefill).
     pub verify_time_share: f64,
+    /// Where acceptance came from: `measured` (a real draft) or `modelled
+    /// α=…` (a seeded coin), from the engine's provenance; empty when unknown.
+    #[serde(default)]
+    pub source: String,
 }
 
 /// The metrics of a run (DESIGN.md §5). Latencies in seconds.

@@ -139,6 +139,7 @@ pub fn spec_stats(steps: &[StepRecord]) -> Option<fuselab_core::SpecStats> {
         },
         draft_time_share: share(draft),
         verify_time_share: share(busy - draft),
+        source: String::new(),
     })
 }
 
@@ -465,6 +466,7 @@ fn mean_spec(runs: &[EngineStats]) -> Option<fuselab_core::SpecStats> {
         block_efficiency: g(&|s| s.block_efficiency),
         draft_time_share: g(&|s| s.draft_time_share),
         verify_time_share: g(&|s| s.verify_time_share),
+        source: all[0].source.clone(),
     })
 }
 

@@ -647,6 +647,7 @@ pub fn spec_table(sweep: &SweepSummary) -> Option<String> {
             "policy",
             "k",
             "load",
+            "acceptance",
             "accept",
             "mean acc",
             "block eff",
@@ -671,6 +672,8 @@ pub fn spec_table(sweep: &SweepSummary) -> Option<String> {
             base_label(p),
             p.spec_k.map_or_else(|| "-".into(), |k| k.to_string()),
             format!("{}", p.load),
+            spec.as_ref()
+                .map_or_else(|| "-".into(), |s| s.source.clone()),
             f(spec.as_ref().map(|s| s.acceptance_rate), 3),
             f(spec.as_ref().map(|s| s.mean_accepted_len), 2),
             f(spec.as_ref().map(|s| s.block_efficiency), 2),
