@@ -250,6 +250,7 @@ fn synth_steps(requests: &[RequestRecord], dt: f64) -> Vec<StepRecord> {
             running: 0,
             prefix_query_tokens: 0,
             prefix_hit_tokens: 0,
+            ..StepRecord::default()
         })
         .collect()
 }

@@ -10,6 +10,11 @@
 //!   chunks, split-KV paged attention for decodes.
 //! * Weights are seeded random at a configurable size ([`ModelShape::tiny`] by
 //!   default) or loaded from a safetensors file with Hugging Face Llama names.
+//! * A draft model for speculative decoding ([`CpuBackend::with_draft`]) is
+//!   made from the target by a documented perturbation — its first layers,
+//!   seeded noise on every matrix ([`Weights::perturbed`]) — so its
+//!   acceptance is *measured*; an optional seeded coin ([`DraftOptions::alpha`])
+//!   makes acceptance i.i.d. at a chosen rate (*modelled*).
 //! * [`Model::naive_logits`] recomputes a whole sequence densely, with no KV
 //!   cache: the oracle of the invariance tests.
 //!
@@ -36,7 +41,7 @@ mod error;
 mod model;
 mod weights;
 
-pub use backend::{CpuBackend, CpuOptions, SampledLogits};
+pub use backend::{CpuBackend, CpuOptions, DraftOptions, SampledLogits};
 pub use error::CpuError;
 pub use fuselab_engine::ModelShape;
 pub use model::{ForwardOptions, Model, SeqInput};

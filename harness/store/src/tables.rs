@@ -6,7 +6,7 @@
 //! | `tokens.parquet` | `id` u64, `index` u32, `t` f64, `n_tokens` u32 — one row per streamed chunk, in arrival order |
 //! | `requests.parquet`, HTTP engines only | also `x_request_id` str?, `usage_prompt_tokens` u32?, `usage_completion_tokens` u32?, `usage_cached_tokens` u32?, `prompt_exact` bool? |
 //! | `server_metrics.parquet` (HTTP engines, when scraped) | `t` f64, `name` str, `labels` str, `value` f64 — one row per Prometheus sample |
-//! | `steps.parquet` | every [`StepRecord`] field: `step` u64, `t_start` f64, `duration_s` f64, then u32 counts (`prefix_query_tokens`, `prefix_hit_tokens` since schema 2) |
+//! | `steps.parquet` | every [`StepRecord`] field: `step` u64, `t_start` f64, `duration_s` f64, then u32 counts (`prefix_query_tokens`, `prefix_hit_tokens` since schema 2; the speculative-decoding `decode_seqs`, `spec_seqs`, `spec_proposed`, `spec_accepted`, read as 0 when absent), then `draft_s` f64 (0 when absent) |
 //!
 //! (`?` marks nullable columns.) Times are seconds from the run's start.
 //! Every table is written even when it has no rows, so readers never have to
@@ -358,6 +358,15 @@ const STEP_U32: [StepField; 11] = [
     ("prefix_hit_tokens", |s| s.prefix_hit_tokens),
 ];
 
+/// The speculative-decoding u32 columns of `steps.parquet`; files written
+/// before speculation existed lack them and read as 0.
+const STEP_SPEC_U32: [StepField; 4] = [
+    ("decode_seqs", |s| s.decode_seqs),
+    ("spec_seqs", |s| s.spec_seqs),
+    ("spec_proposed", |s| s.spec_proposed),
+    ("spec_accepted", |s| s.spec_accepted),
+];
+
 pub(crate) fn write_steps(path: &Path, steps: &[StepRecord]) -> Result<()> {
     let mut columns = vec![
         Column::new(
@@ -373,12 +382,16 @@ pub(crate) fn write_steps(path: &Path, steps: &[StepRecord]) -> Result<()> {
             steps.iter().map(|s| s.duration_s).collect::<Vec<_>>(),
         ),
     ];
-    for (name, get) in STEP_U32 {
+    for (name, get) in STEP_U32.into_iter().chain(STEP_SPEC_U32) {
         columns.push(Column::new(
             name.into(),
             steps.iter().map(get).collect::<Vec<_>>(),
         ));
     }
+    columns.push(Column::new(
+        "draft_s".into(),
+        steps.iter().map(|s| s.draft_s).collect::<Vec<_>>(),
+    ));
     write_frame(path, steps.len(), columns)
 }
 
@@ -391,6 +404,19 @@ pub(crate) fn read_steps(path: &Path) -> Result<Vec<StepRecord>> {
     for (name, _) in STEP_U32 {
         u32s.push(t.u32(name)?);
     }
+    let n = step.len();
+    for (name, _) in STEP_SPEC_U32 {
+        u32s.push(if t.has(name) {
+            t.u32(name)?
+        } else {
+            vec![0; n]
+        });
+    }
+    let draft_s = if t.has("draft_s") {
+        t.f64("draft_s")?
+    } else {
+        vec![0.0; n]
+    };
     Ok((0..step.len())
         .map(|i| StepRecord {
             step: step[i],
@@ -407,6 +433,11 @@ pub(crate) fn read_steps(path: &Path) -> Result<Vec<StepRecord>> {
             running: u32s[8][i],
             prefix_query_tokens: u32s[9][i],
             prefix_hit_tokens: u32s[10][i],
+            decode_seqs: u32s[11][i],
+            spec_seqs: u32s[12][i],
+            spec_proposed: u32s[13][i],
+            spec_accepted: u32s[14][i],
+            draft_s: draft_s[i],
         })
         .collect())
 }

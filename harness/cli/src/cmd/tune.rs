@@ -752,6 +752,7 @@ pub fn run(args: TuneArgs) -> anyhow::Result<CliOutcome> {
             engine: args.engine.clone(),
             policy: Some(policy.clone()),
             knob: fixed.clone(),
+            spec_k: None,
             knobs_from: None,
             slo: args.slo.clone(),
             out: None,
