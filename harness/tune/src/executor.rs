@@ -902,18 +902,18 @@ mod tests {
     #[test]
     fn local_trials_get_a_gpu_each_and_a_finished_trial_frees_its_gpu() {
         let root = tempfile::tempdir().unwrap();
-        let fifo = root.path().join("go");
-        assert!(
-            Command::new("mkfifo")
-                .arg(&fifo)
-                .status()
-                .unwrap()
-                .success()
-        );
-        // Each trial records the device it sees, then blocks on the fifo (one line each).
+        // Each trial records the device it sees, then blocks on a fifo of its own.
         let job = |name: &str| {
             let dir = root.path().join(name);
             std::fs::create_dir(&dir).unwrap();
+            let fifo = dir.join("go");
+            assert!(
+                Command::new("mkfifo")
+                    .arg(&fifo)
+                    .status()
+                    .unwrap()
+                    .success()
+            );
             let mut spec = script(
                 &dir,
                 &format!(
@@ -922,47 +922,27 @@ mod tests {
                 ),
             );
             spec.name = name.into();
-            spec
+            (spec, fifo)
         };
         let mut ex = LocalExecutor::with_gpus(2, vec!["3".into(), "5".into()]);
         assert_eq!(ex.describe(), "local:2, one trial per GPU of 3,5");
-        let (a, b) = (job("a"), job("b"));
+        let ((a, go_a), (b, go_b), (c, go_c)) = (job("a"), job("b"), job("c"));
         let ida = ex.submit(&a).unwrap();
         let idb = ex.submit(&b).unwrap();
         let gpu = |spec: &JobSpec| std::fs::read_to_string(spec.run_dir.join(GPU_FILE)).unwrap();
         assert_eq!((gpu(&a), gpu(&b)), ("3\n".into(), "5\n".into()));
         // Both GPUs held: a third trial has none.
-        let c = job("c");
         let err = ex.submit(&c).unwrap_err().to_string();
         assert!(err.contains("no free GPU for c"), "{err}");
-        // Let one trial end; its GPU goes to the next trial.
-        std::fs::write(&fifo, "one\n").unwrap();
-        let ended = loop {
-            let states = ex
-                .poll(&[
-                    JobRef {
-                        id: &ida,
-                        run_dir: &a.run_dir,
-                    },
-                    JobRef {
-                        id: &idb,
-                        run_dir: &b.run_dir,
-                    },
-                ])
-                .unwrap();
-            if let Some(i) = states.iter().position(JobState::is_final) {
-                break if i == 0 { &a } else { &b };
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        };
-        let freed = gpu(ended);
+        // Trial a ends; its GPU goes to the next trial.
+        std::fs::write(&go_a, "go\n").unwrap();
+        wait_final(&mut ex, &ida, &a.run_dir);
         let idc = ex.submit(&c).unwrap();
-        assert_eq!(gpu(&c), freed);
-        std::fs::write(&fifo, "two\n").unwrap();
-        std::fs::write(&fifo, "three\n").unwrap();
-        for (id, spec) in [(&ida, &a), (&idb, &b), (&idc, &c)] {
-            wait_final(&mut ex, id, &spec.run_dir);
-        }
+        assert_eq!(gpu(&c), "3\n");
+        std::fs::write(&go_b, "go\n").unwrap();
+        std::fs::write(&go_c, "go\n").unwrap();
+        wait_final(&mut ex, &idb, &b.run_dir);
+        wait_final(&mut ex, &idc, &c.run_dir);
         for spec in [&a, &b, &c] {
             let seen = std::fs::read_to_string(spec.run_dir.join("seen")).unwrap();
             assert_eq!(seen, format!("{} PCI_BUS_ID\n", gpu(spec).trim()));
