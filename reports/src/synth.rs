@@ -251,7 +251,7 @@ fn synth_steps(requests: &[RequestRecord], dt: f64) -> Vec<StepRecord> {
             running: 0,
             prefix_query_tokens: 0,
             prefix_hit_tokens: 0,
-            ..Default::default()
+            ..StepRecord::default()
         })
         .collect()
 }

@@ -43,6 +43,7 @@ fn sweep() -> SweepData {
                 load: clients as f64,
                 run: r.name().to_string(),
                 metrics: r.summary.metrics.clone(),
+                spec_k: None,
             });
             runs.insert(r.name().to_string(), r);
         }

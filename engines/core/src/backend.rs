@@ -24,6 +24,22 @@ pub struct StepOutput {
     pub sampled: Vec<(RequestId, u32)>,
     /// Logits of the sampled positions, when the backend was asked to keep them.
     pub logits: Vec<(RequestId, Vec<f32>)>,
+    /// For each speculative verify entry (a decode entry of more than one
+    /// token, see [`crate::BatchEntry`]), the target's greedy token after
+    /// each of its positions, in entry order. Backends without real tokens
+    /// leave it empty.
+    pub verified: Vec<(RequestId, Vec<u32>)>,
+}
+
+/// The draft model a backend runs beside its target (speculative decoding).
+#[derive(Clone, Debug, PartialEq)]
+pub struct DraftInfo {
+    /// What the draft is, for provenance (e.g. `llama3.2-1b`, or
+    /// `tiny, noise 0.1, 2 of 4 layers`).
+    pub name: String,
+    /// When the draft's proposals are steered by a seeded acceptance coin of
+    /// this per-token probability, acceptance is *modelled*, not measured.
+    pub modelled_alpha: Option<f64>,
 }
 
 /// Errors a backend can report for a step; the engine fails the affected
@@ -34,12 +50,13 @@ pub enum BackendError {
     /// The device ran out of memory.
     #[error("out of memory: {0}")]
     OutOfMemory(String),
-    /// The backend cannot do what the step asks (e.g. multi-LoRA on a backend without it).
-    #[error("unsupported: {0}")]
-    Unsupported(String),
     /// Anything else from the device or the numerics.
     #[error("backend error: {0}")]
     Device(String),
+    /// The backend cannot do what the step asks (e.g. it has no draft model,
+    /// or the step uses LoRA adapters it does not serve).
+    #[error("{0}")]
+    Unsupported(String),
 }
 
 /// Implements every [`Backend`] method but `forward` for a wrapper type by
@@ -84,6 +101,10 @@ macro_rules! forward_backend_to_inner {
             step: &$crate::AdapterStep,
         ) -> Result<(), $crate::BackendError> {
             self.inner.stage_adapters(step)
+        }
+
+        fn draft_model(&self) -> Option<$crate::DraftInfo> {
+            self.inner.draft_model()
         }
     };
 }
@@ -146,4 +167,29 @@ pub trait Backend {
 
     /// Runs one step.
     fn forward(&mut self, batch: &ForwardBatch) -> Result<StepOutput, BackendError>;
+
+    /// The draft model beside the target, for speculative decoding: a short
+    /// description for provenance (`None`: the backend has none and cannot
+    /// speculate). A backend with a draft counts the draft's KV in
+    /// [`Self::kv_bytes_per_token`] and its weights in
+    /// [`Self::kv_budget_bytes`]: the draft's KV lives in the same blocks as
+    /// the target's (one block table indexes both models' caches), so a
+    /// rollback of the table rolls back both.
+    fn draft_model(&self) -> Option<DraftInfo> {
+        None
+    }
+
+    /// Runs one forward of the draft model: the same contract as
+    /// [`Self::forward`] (entries, block tables, one sampled token per
+    /// `sample` entry), over the draft's own KV cache.
+    ///
+    /// # Errors
+    /// [`BackendError::Unsupported`] by default: the backend has no draft model.
+    fn draft_forward(&mut self, batch: &ForwardBatch) -> Result<StepOutput, BackendError> {
+        let _ = batch;
+        Err(BackendError::Unsupported(format!(
+            "speculative decoding is not supported on {} yet: it has no draft model",
+            self.name()
+        )))
+    }
 }

@@ -3,6 +3,11 @@
 use fuselab_core::RequestId;
 
 /// One sequence's slice of a forward step: tokens `start_pos .. start_pos + n_tokens`.
+///
+/// A decode entry of more than one token is a speculative *verify*: its first
+/// token is the sequence's last generated token and the other `n_tokens − 1`
+/// are draft tokens; a backend with real tokens returns the target's greedy
+/// token after every one of its positions in [`crate::StepOutput::verified`].
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct BatchEntry {
     /// The request (sequence).
@@ -71,6 +76,15 @@ impl ForwardBatch {
     /// Useful tokens in this step.
     pub fn real_tokens(&self) -> u32 {
         self.entries.iter().map(|e| e.n_tokens).sum()
+    }
+
+    /// Draft tokens verified in this step (decode entries' tokens beyond their first).
+    pub fn draft_tokens(&self) -> u32 {
+        self.entries
+            .iter()
+            .filter(|e| e.is_decode)
+            .map(|e| e.n_tokens.saturating_sub(1))
+            .sum()
     }
 
     /// Padding tokens computed and wasted (0 for ragged batches).

@@ -10,8 +10,11 @@ use std::time::Instant;
 
 use fuselab_core::{RequestId, RequestSpec, RequestStatus, StepRecord, TokenEvent};
 
-use crate::sched::Scheduler;
-use crate::{Backend, BlockManager, EngineError, KvGeometry, PolicyConfig, Result, StepAudit};
+use crate::sched::{Scheduler, Verified};
+use crate::{
+    AcceptanceModel, Backend, BackendError, BatchEntry, BatchShape, BlockManager, EngineError,
+    ForwardBatch, KvGeometry, PolicyConfig, Result, StepAudit,
+};
 
 /// Token-id range used when the backend reports no vocabulary.
 const SYNTHETIC_VOCAB: u32 = 1 << 20;
@@ -41,6 +44,10 @@ pub struct StepReport {
     pub record: Option<StepRecord>,
     /// What the scheduler decided (admissions, preemptions, skipped decodes).
     pub audit: StepAudit,
+    /// The ids of the tokens generated in this step, per request in batch
+    /// order, as soon as they are generated (streaming or not): the
+    /// backend's tokens, or synthetic ids for a backend without them.
+    pub token_ids: Vec<(RequestId, Vec<u32>)>,
 }
 
 impl StepReport {
@@ -129,6 +136,15 @@ pub struct NativeEngine<B: Backend> {
     /// for the rest of their batch.
     held: BTreeMap<RequestId, (u32, u32)>,
     held_finished: Vec<RequestId>,
+    /// The modelled acceptance of a speculating backend without tokens.
+    acceptance: Option<AcceptanceModel>,
+}
+
+/// What the draft passes of one step produced.
+#[derive(Debug, Default)]
+struct DraftRun {
+    seconds: f64,
+    proposals: BTreeMap<RequestId, Vec<u32>>,
 }
 
 impl<B: Backend> NativeEngine<B> {
@@ -139,7 +155,63 @@ impl<B: Backend> NativeEngine<B> {
     /// [`EngineError::KvTooSmall`] when not one block fits; backend errors from
     /// [`Backend::init_kv`]; an input error when the backend needs tokens but
     /// reports no vocabulary.
-    pub fn new(mut backend: B, mut policy: PolicyConfig) -> Result<Self> {
+    pub fn new(backend: B, policy: PolicyConfig) -> Result<Self> {
+        Self::with_spec(backend, policy, None)
+    }
+
+    /// [`Self::new`] for a policy that may speculate (`spec_k > 0`), with the
+    /// acceptance model a backend without real tokens (the simulator) needs:
+    /// its draft passes are priced, and `acceptance` decides which drafts the
+    /// target keeps (recorded as *modelled*). A backend with real tokens
+    /// measures acceptance with its draft model and takes no model here.
+    ///
+    /// # Errors
+    /// As [`Self::new`]; an input error naming `--spec-k` when the backend has
+    /// no draft model, or `--spec-alpha` when the acceptance model is missing
+    /// (no tokens) or does not apply (real tokens).
+    pub fn with_spec(
+        mut backend: B,
+        mut policy: PolicyConfig,
+        acceptance: Option<AcceptanceModel>,
+    ) -> Result<Self> {
+        if policy.speculates() {
+            if backend.draft_model().is_none() {
+                return Err(fuselab_core::Error::invalid(
+                    "--spec-k",
+                    format!(
+                        "speculative decoding is not supported on {} yet: the backend has no draft model",
+                        backend.name()
+                    ),
+                    "use --engine sim or cpu with a draft (--draft), or set --spec-k 0",
+                )
+                .into());
+            }
+            match (backend.needs_tokens(), acceptance.is_some()) {
+                (false, false) => {
+                    return Err(fuselab_core::Error::invalid(
+                        "--spec-alpha",
+                        format!(
+                            "backend `{}` computes no tokens, so draft acceptance must be modelled",
+                            backend.name()
+                        ),
+                        "give the per-token acceptance probability, e.g. --spec-alpha 0.7",
+                    )
+                    .into());
+                }
+                (true, true) => {
+                    return Err(fuselab_core::Error::invalid(
+                        "--spec-alpha",
+                        format!(
+                            "backend `{}` measures acceptance with its draft model; an engine-side acceptance model does not apply",
+                            backend.name()
+                        ),
+                        "configure the draft's acceptance coin on the backend instead",
+                    )
+                    .into());
+                }
+                _ => {}
+            }
+        }
         if let Some(context) = backend.context_len() {
             policy.default_max_len(context);
         }
@@ -171,6 +243,7 @@ impl<B: Backend> NativeEngine<B> {
         // Without a vocabulary (a backend that only prices steps) token ids
         // still key the prefix cache; any fixed range will do.
         let vocab = if vocab == 0 { SYNTHETIC_VOCAB } else { vocab };
+        let policy_speculates = policy.speculates();
         let mut sched = Scheduler::new(policy, geometry, vocab);
         sched.lora = backend.lora_adapters() > 0;
         Ok(Self {
@@ -185,6 +258,7 @@ impl<B: Backend> NativeEngine<B> {
             preemptions: 0,
             held: BTreeMap::new(),
             held_finished: Vec::new(),
+            acceptance: if policy_speculates { acceptance } else { None },
         })
     }
 
@@ -193,9 +267,34 @@ impl<B: Backend> NativeEngine<B> {
         &self.sched.cfg
     }
 
-    /// Every knob in effect, defaults included (for provenance).
+    /// Every knob in effect, defaults included (for provenance). A
+    /// speculating engine adds `spec_draft` (the draft model) and
+    /// `spec_acceptance`: `measured`, or `modelled` with `spec_alpha` (and
+    /// `spec_seed` for an engine-side coin).
     pub fn knobs(&self) -> BTreeMap<String, serde_json::Value> {
-        self.sched.cfg.knobs()
+        let mut knobs = self.sched.cfg.knobs();
+        if self.sched.cfg.speculates()
+            && let Some(draft) = self.backend.draft_model()
+        {
+            knobs.insert("spec_draft".into(), draft.name.into());
+            let alpha = self.acceptance.map(|a| a.alpha).or(draft.modelled_alpha);
+            knobs.insert(
+                "spec_acceptance".into(),
+                if alpha.is_some() {
+                    "modelled"
+                } else {
+                    "measured"
+                }
+                .into(),
+            );
+            if let Some(a) = alpha {
+                knobs.insert("spec_alpha".into(), a.into());
+            }
+            if let Some(m) = self.acceptance {
+                knobs.insert("spec_seed".into(), m.seed.into());
+            }
+        }
+        knobs
     }
 
     /// The backend.
@@ -384,21 +483,37 @@ impl<B: Backend> NativeEngine<B> {
                 let s = self.sched.tokens_of(e.request).ok_or_else(|| {
                     EngineError::Stalled(format!("batch names unknown request {}", e.request))
                 })?;
-                let (a, b) = (e.start_pos as usize, (e.start_pos + e.n_tokens) as usize);
+                // A verify entry's drafts are appended after the draft passes.
+                let n = if is_verify(e) { 1 } else { e.n_tokens };
+                let (a, b) = (e.start_pos as usize, (e.start_pos + n) as usize);
                 e.tokens = s.tokens.get(a..b).map(<[u32]>::to_vec).unwrap_or_default();
                 e.block_table = self.sched.kv.table(e.request).to_vec();
             }
         }
         let started = Instant::now();
-        let output = if self.sched.lora {
-            self.backend
-                .stage_adapters(&report.audit.adapters)
-                .and_then(|()| self.backend.forward(&batch))
+        let drafted = self.draft(&batch)?;
+        let staged = if self.sched.lora {
+            self.backend.stage_adapters(&report.audit.adapters)
         } else {
-            self.backend.forward(&batch)
+            Ok(())
         };
+        let output = staged.and(drafted).and_then(|d| {
+            for e in batch.entries.iter_mut().filter(|e| is_verify(e)) {
+                if let Some(p) = d.proposals.get(&e.request) {
+                    e.tokens.extend_from_slice(p);
+                }
+            }
+            let verify_started = Instant::now();
+            self.backend.forward(&batch).map(|mut o| {
+                let verify = o
+                    .duration_s
+                    .unwrap_or_else(|| verify_started.elapsed().as_secs_f64());
+                o.duration_s = Some(d.seconds + verify);
+                (o, d)
+            })
+        });
         let wall = started.elapsed().as_secs_f64();
-        let output = match output {
+        let (output, draft) = match output {
             Ok(o) => o,
             Err(err) => {
                 let ids: Vec<RequestId> = batch.entries.iter().map(|e| e.request).collect();
@@ -417,7 +532,7 @@ impl<B: Backend> NativeEngine<B> {
                     });
                 }
                 report.record =
-                    Some(self.record(&batch, now, wall, waiting, running, &report.audit));
+                    Some(self.record(&batch, now, wall, waiting, running, &report.audit, (0.0, 0)));
                 self.step_no += 1;
                 return Ok(report);
             }
@@ -438,10 +553,11 @@ impl<B: Backend> NativeEngine<B> {
         } else {
             BTreeMap::new()
         };
-        let commit = self.sched.commit(&batch, &sampled)?;
+        let verified = self.verdicts(&batch, &draft, &output)?;
+        let mut commit = self.sched.commit(&batch, &sampled, &verified)?;
+        report.token_ids = std::mem::take(&mut commit.ids);
         let (emitted, finished) = if self.sched.cfg.streams() {
-            let emitted = commit.emitted.iter().map(|&(r, i)| (r, i, 1)).collect();
-            (emitted, commit.finished)
+            (commit.emitted.clone(), commit.finished.clone())
         } else {
             self.hold(&commit)
         };
@@ -462,9 +578,145 @@ impl<B: Backend> NativeEngine<B> {
                 error: None,
                 t: t_end,
             }));
-        report.record = Some(self.record(&batch, now, duration, waiting, running, &report.audit));
+        report.record = Some(self.record(
+            &batch,
+            now,
+            duration,
+            waiting,
+            running,
+            &report.audit,
+            (draft.seconds, commit.accepted),
+        ));
         self.step_no += 1;
         Ok(report)
+    }
+
+    /// Runs the draft passes of a step's verify entries: the first pass
+    /// catches each sequence's draft KV up to its last token and proposes a
+    /// token; each further pass feeds the previous proposal. The outer error
+    /// is an engine error, the inner one the backend's.
+    fn draft(
+        &mut self,
+        batch: &ForwardBatch,
+    ) -> Result<std::result::Result<DraftRun, BackendError>> {
+        let mut run = DraftRun::default();
+        let verify: Vec<&BatchEntry> = batch.entries.iter().filter(|e| is_verify(e)).collect();
+        let passes = verify.iter().map(|e| e.n_tokens - 1).max().unwrap_or(0);
+        for j in 0..passes {
+            let mut entries = Vec::new();
+            for e in verify.iter().filter(|e| e.n_tokens - 1 > j) {
+                let s = self.sched.tokens_of(e.request).ok_or_else(|| {
+                    EngineError::Stalled(format!("batch names unknown request {}", e.request))
+                })?;
+                let last = e.start_pos;
+                let (start, tokens) = if j == 0 {
+                    let from = s.draft_computed.min(last);
+                    let tokens = if self.needs_tokens {
+                        s.tokens[from as usize..=last as usize].to_vec()
+                    } else {
+                        Vec::new()
+                    };
+                    (from, tokens)
+                } else {
+                    let tokens = match run.proposals.get(&e.request) {
+                        Some(p) if self.needs_tokens => vec![p[j as usize - 1]],
+                        _ => Vec::new(),
+                    };
+                    (last + j, tokens)
+                };
+                let n = last + j + 1 - start;
+                self.sched.kv.check_writable(e.request, start, start + n)?;
+                entries.push(BatchEntry {
+                    request: e.request,
+                    start_pos: start,
+                    n_tokens: n,
+                    sample: true,
+                    is_decode: n == 1,
+                    tokens,
+                    block_table: if self.needs_tokens {
+                        self.sched.kv.table(e.request).to_vec()
+                    } else {
+                        Vec::new()
+                    },
+                    row: None,
+                });
+            }
+            let pass = ForwardBatch {
+                entries,
+                shape: BatchShape::Ragged,
+            };
+            let started = Instant::now();
+            let out = match self.backend.draft_forward(&pass) {
+                Ok(o) => o,
+                Err(e) => return Ok(Err(e)),
+            };
+            run.seconds += out
+                .duration_s
+                .unwrap_or_else(|| started.elapsed().as_secs_f64())
+                .max(0.0);
+            if self.needs_tokens {
+                if out.sampled.len() != pass.entries.len() {
+                    return Ok(Err(BackendError::Device(format!(
+                        "backend `{}` returned {} draft tokens for {} draft entries",
+                        self.backend.name(),
+                        out.sampled.len(),
+                        pass.entries.len()
+                    ))));
+                }
+                for (id, t) in out.sampled {
+                    run.proposals.entry(id).or_default().push(t);
+                }
+            }
+        }
+        Ok(Ok(run))
+    }
+
+    /// The target's verdict on each verify entry: the greedy match of the
+    /// drafts against the target's tokens, or the acceptance model's coin for
+    /// a backend without tokens.
+    fn verdicts(
+        &self,
+        batch: &ForwardBatch,
+        draft: &DraftRun,
+        output: &crate::StepOutput,
+    ) -> Result<BTreeMap<RequestId, Verified>> {
+        let mut out = BTreeMap::new();
+        let target: BTreeMap<RequestId, &Vec<u32>> =
+            output.verified.iter().map(|(id, t)| (*id, t)).collect();
+        for e in batch.entries.iter().filter(|e| is_verify(e)) {
+            let drafts = e.n_tokens - 1;
+            let v = if self.needs_tokens {
+                let proposals = draft
+                    .proposals
+                    .get(&e.request)
+                    .map_or(&[][..], Vec::as_slice);
+                let Some(t) = target
+                    .get(&e.request)
+                    .filter(|t| t.len() == e.n_tokens as usize)
+                else {
+                    return Err(EngineError::Backend(BackendError::Device(format!(
+                        "backend `{}` returned no {} verified tokens for request {}",
+                        self.backend.name(),
+                        e.n_tokens,
+                        e.request
+                    ))));
+                };
+                let accepted = crate::greedy_accepted(proposals, t).min(drafts);
+                let mut tokens = proposals[..accepted as usize].to_vec();
+                tokens.push(t[accepted as usize]);
+                Verified { accepted, tokens }
+            } else {
+                let accepted = self
+                    .acceptance
+                    .map_or(0, |m| m.accepted_prefix(e.request, e.start_pos + 1, drafts));
+                Verified {
+                    accepted,
+                    tokens: Vec::new(),
+                }
+            };
+            out.insert(e.request, v);
+        }
+        Ok(out)
     }
 
     /// Streaming off: keeps a step's tokens back until each request's result
@@ -476,8 +728,8 @@ impl<B: Backend> NativeEngine<B> {
         &mut self,
         commit: &crate::sched::Commit,
     ) -> (Vec<(RequestId, u32, u32)>, Vec<RequestId>) {
-        for &(request, index) in &commit.emitted {
-            self.held.entry(request).or_insert((index, 0)).1 += 1;
+        for &(request, index, n) in &commit.emitted {
+            self.held.entry(request).or_insert((index, 0)).1 += n;
         }
         self.held_finished.extend(&commit.finished);
         if self.sched.in_padded_batch() {
@@ -491,6 +743,7 @@ impl<B: Backend> NativeEngine<B> {
         (emitted, finished)
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn record(
         &self,
         batch: &crate::ForwardBatch,
@@ -499,8 +752,15 @@ impl<B: Backend> NativeEngine<B> {
         waiting: u32,
         running: u32,
         audit: &StepAudit,
+        (draft_s, accepted): (f64, u32),
     ) -> StepRecord {
+        let decodes = batch.entries.iter().filter(|e| e.is_decode);
         StepRecord {
+            draft_s,
+            decode_seqs: decodes.clone().count() as u32,
+            spec_seqs: decodes.filter(|e| is_verify(e)).count() as u32,
+            spec_proposed: batch.draft_tokens(),
+            spec_accepted: accepted,
             step: self.step_no,
             t_start: now,
             duration_s: duration,
@@ -562,4 +822,9 @@ impl<B: Backend> NativeEngine<B> {
         }
         self.sched.kv.check_drained()
     }
+}
+
+/// Whether `e` verifies draft tokens (a decode of more than one token).
+fn is_verify(e: &BatchEntry) -> bool {
+    e.is_decode && e.n_tokens > 1
 }

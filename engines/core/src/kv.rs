@@ -413,8 +413,14 @@ impl BlockManager {
         let Some(table) = self.tables.remove(&seq) else {
             return 0;
         };
+        self.release(seq, table)
+    }
+
+    /// Drops one reference to each of `blocks` (tail first); blocks nobody
+    /// references go back to the free list, or to the LRU when cached.
+    fn release(&mut self, seq: RequestId, blocks: Vec<u32>) -> u32 {
         let mut released = 0;
-        for b in table.into_iter().rev() {
+        for b in blocks.into_iter().rev() {
             let i = b as usize;
             if self.ref_counts[i] == 0 {
                 self.violation.get_or_insert_with(|| {
@@ -435,6 +441,26 @@ impl BlockManager {
             }
         }
         released
+    }
+
+    /// Shrinks `seq`'s table to the blocks covering its first `tokens`
+    /// positions, releasing the tail (the rollback of rejected speculative
+    /// tokens); returns how many blocks nobody references any more. Tail
+    /// blocks hold positions past every computed token, so none of them is
+    /// in the prefix cache.
+    pub fn truncate(&mut self, seq: RequestId, tokens: u32) -> u32 {
+        let keep = self.blocks_for(tokens) as usize;
+        let Some(table) = self.tables.get_mut(&seq) else {
+            return 0;
+        };
+        if table.len() <= keep {
+            return 0;
+        }
+        let tail = table.split_off(keep);
+        if let Some(chain) = self.chains.get_mut(&seq) {
+            chain.truncate(keep);
+        }
+        self.release(seq, tail)
     }
 
     /// Sequences currently holding blocks.
@@ -702,6 +728,23 @@ mod tests {
         assert_eq!(m.lookup(&b).blocks(), &tb[..]);
         m.check().unwrap();
         m.free_seq(3);
+        m.check_drained().unwrap();
+    }
+
+    #[test]
+    fn truncate_releases_the_tail_only() {
+        let mut m = cached(16);
+        let tokens: Vec<u32> = (0..20).collect();
+        m.ensure(1, 20).unwrap();
+        m.register(1, &tokens, 8);
+        assert_eq!((m.table(1).len(), m.cached_blocks()), (5, 2));
+        assert_eq!(m.truncate(1, 9), 2);
+        assert_eq!((m.table(1).len(), m.free_blocks()), (3, 13));
+        assert_eq!(m.truncate(1, 12), 0);
+        m.check().unwrap();
+        m.ensure(1, 17).unwrap();
+        assert_eq!(m.table(1).len(), 5);
+        m.free_seq(1);
         m.check_drained().unwrap();
     }
 

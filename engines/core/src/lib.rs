@@ -40,6 +40,15 @@
 //! its adapter is resident or can be loaded in this step, and each step's
 //! loads and evictions are recorded ([`AdapterSlots`], [`AdapterStep`]).
 //!
+//! ## Speculative decoding
+//! Every policy takes `spec_k` (draft tokens per sequence and decode step, 0
+//! off) and `spec_adaptive`. The backend's draft model proposes, the target
+//! verifies `1 + k` positions per sequence in the step's one ragged forward
+//! (counted against the token budget), greedy exact match keeps the longest
+//! accepted prefix plus one token, and rejected positions' KV is rolled back.
+//! Acceptance is measured (a real draft) or modelled ([`AcceptanceModel`]);
+//! see the `spec` module and [`NativeEngine::with_spec`].
+//!
 //! ## Prefix caching
 //! With `prefix_cache` on, the [`BlockManager`] keeps every full KV block,
 //! hashed by its token ids and its parent's hash, after its request ends, and
@@ -63,8 +72,9 @@ mod policy;
 mod realtime;
 mod sched;
 mod slowdown;
+mod spec;
 
-pub use backend::{Backend, BackendError, KvGeometry, StepOutput};
+pub use backend::{Backend, BackendError, DraftInfo, KvGeometry, StepOutput};
 pub use batch::{BatchEntry, BatchShape, ForwardBatch};
 pub use driver::{SimRun, simulate};
 pub use engine::{FinishedRequest, NativeEngine, RequestState, StepReport};
@@ -79,3 +89,7 @@ pub use policy::{
 pub use realtime::RealTime;
 pub use sched::StepAudit;
 pub use slowdown::Slowdown;
+pub use spec::{
+    AcceptanceModel, MAX_SPEC_K, Verdict, adapt_k, expected_block_efficiency, greedy_accepted,
+    rejection_sample,
+};

@@ -62,11 +62,12 @@ pub struct ModelShape {
 }
 
 /// Names of the preset shapes, in the order `--help` lists them.
-pub const MODEL_NAMES: [&str; 9] = [
+pub const MODEL_NAMES: [&str; 10] = [
     "llama3-8b",
     "llama3.1-8b",
     "llama3-70b",
     "llama3.1-70b",
+    "llama3.2-1b",
     "llama2-7b",
     "llama2-13b",
     "tiny",
@@ -103,6 +104,28 @@ impl ModelShape {
             hidden: 8192,
             n_heads: 64,
             ffn: 28672,
+            ..Self::llama3_8b()
+        }
+    }
+
+    /// Llama-3.2-1B (the usual draft for Llama-3-8B): 16 layers, hidden
+    /// 2048, 32 query / 8 KV heads of 64, FFN 8192, vocab 128256, tied
+    /// embeddings, 131072 context with Llama-3 RoPE scaling (factor 32).
+    pub fn llama3_2_1b() -> Self {
+        Self {
+            name: "llama3.2-1b".into(),
+            n_layers: 16,
+            hidden: 2048,
+            n_heads: 32,
+            n_kv_heads: 8,
+            head_dim: 64,
+            ffn: 8192,
+            context_len: 131_072,
+            rope_scaling: Some(RopeScaling {
+                factor: 32.0,
+                ..RopeScaling::LLAMA3_1
+            }),
+            tie_embeddings: true,
             ..Self::llama3_8b()
         }
     }
@@ -174,6 +197,7 @@ impl ModelShape {
             "llama3.1-8b" => llama3_1(Self::llama3_8b(), "llama3.1-8b"),
             "llama3-70b" => Self::llama3_70b(),
             "llama3.1-70b" => llama3_1(Self::llama3_70b(), "llama3.1-70b"),
+            "llama3.2-1b" => Self::llama3_2_1b(),
             "llama2-7b" => llama2,
             "llama2-13b" => Self {
                 name: "llama2-13b".into(),
@@ -330,6 +354,10 @@ mod tests {
         assert_eq!(m.params(), 8_030_261_248);
         assert_eq!(m.kv_bytes_per_token(1, 2), 128 * 1024);
         assert_eq!(m.kv_bytes_per_token(2, 2), 64 * 1024);
+        // Llama-3.2-1B's published 1.24 B parameters (tied embeddings), 32 KiB of KV a token.
+        let d = ModelShape::llama3_2_1b();
+        assert_eq!(d.params(), 1_235_814_400);
+        assert_eq!(d.kv_bytes_per_token(1, 2), 32 * 1024);
         let m70 = ModelShape::preset("llama3.1-70b").unwrap();
         assert!(
             (m70.params() as f64 / 1e9 - 70.55).abs() < 0.1,

@@ -68,7 +68,15 @@ impl PolicyKind {
     /// The knobs this policy accepts.
     pub fn knob_names(self) -> &'static [&'static str] {
         match self {
-            Self::Static | Self::Prepack => &["batch", "block", "max_len", "stream", "max_loras"],
+            Self::Static | Self::Prepack => &[
+                "batch",
+                "block",
+                "max_len",
+                "stream",
+                "spec_k",
+                "spec_adaptive",
+                "max_loras",
+            ],
             Self::Continuous | Self::Chunked => &[
                 "budget",
                 "max_seqs",
@@ -77,6 +85,8 @@ impl PolicyKind {
                 "max_len",
                 "stream",
                 "prefix_cache",
+                "spec_k",
+                "spec_adaptive",
                 "max_loras",
             ],
             Self::SplitFuse => &[
@@ -87,6 +97,8 @@ impl PolicyKind {
                 "max_len",
                 "stream",
                 "prefix_cache",
+                "spec_k",
+                "spec_adaptive",
                 "max_loras",
             ],
         }
@@ -201,6 +213,14 @@ pub struct PolicyConfig {
     /// Device slots for LoRA adapters (vLLM's `max_loras`, default 1): the
     /// most distinct adapters the running requests may use at once.
     pub max_loras: u32,
+    /// Speculative decoding: draft tokens proposed per sequence and decode
+    /// step (0: off). Every policy has it; a decode of a speculating sequence
+    /// computes `1 + k` verify tokens, which count against the token budget
+    /// and need KV blocks. Needs a backend with a draft model.
+    pub spec_k: u32,
+    /// Adapt each sequence's draft length to its acceptance, up to `spec_k`
+    /// ([`crate::adapt_k`]).
+    pub spec_adaptive: bool,
 }
 
 /// The knob sets `--knobs-from` accepts: a published system's defaults, with
@@ -283,7 +303,14 @@ impl PolicyConfig {
             stream: None,
             prefix_cache: matches!(kind, PolicyKind::Continuous | PolicyKind::Chunked),
             max_loras: 1,
+            spec_k: 0,
+            spec_adaptive: false,
         }
+    }
+
+    /// Whether the policy speculates (`spec_k > 0`).
+    pub fn speculates(&self) -> bool {
+        self.spec_k > 0
     }
 
     /// Whether tokens are streamed (the `stream` knob or the policy's default).
@@ -317,7 +344,7 @@ impl PolicyConfig {
     /// assert_eq!(p.token_budget(), Some(1024));
     /// assert_eq!(p.knobs()["block"], 64);
     /// let e = PolicyConfig::with_knobs(PolicyKind::Static, ["budget=1"]).unwrap_err();
-    /// assert!(e.to_string().contains("valid knobs: batch, block, max_len, stream, max_loras"));
+    /// assert!(e.to_string().contains("valid knobs: batch, block, max_len, stream, spec_k, spec_adaptive, max_loras"));
     /// ```
     pub fn with_knobs<I, S>(kind: PolicyKind, knobs: I) -> Result<Self>
     where
@@ -357,6 +384,10 @@ impl PolicyConfig {
             "stream" => self.stream = Some(bool_knob(name, value)?),
             "prefix_cache" => self.prefix_cache = bool_knob(name, value)?,
             "max_loras" => self.max_loras = int_knob(name, value, 1, 1 << 16)?,
+            "spec_k" => {
+                self.spec_k = int_knob(name, value, 0, crate::spec::MAX_SPEC_K)?;
+            }
+            "spec_adaptive" => self.spec_adaptive = bool_knob(name, value)?,
             "watermark" => {
                 let w: f64 = value.parse().map_err(|_| {
                     Error::invalid(
@@ -405,11 +436,13 @@ impl PolicyConfig {
         self.prefix_cache && self.kind.knob_names().contains(&"prefix_cache")
     }
 
-    /// Every knob in effect, defaults resolved, keyed by knob name.
+    /// Every knob in effect, defaults resolved, keyed by knob name (the
+    /// speculative-decoding knobs only when `spec_k > 0`).
     pub fn knobs(&self) -> BTreeMap<String, serde_json::Value> {
         self.kind
             .knob_names()
             .iter()
+            .filter(|k| self.speculates() || !k.starts_with("spec_"))
             .map(|&k| {
                 let v = match k {
                     "budget" => serde_json::json!(self.token_budget()),
@@ -421,6 +454,8 @@ impl PolicyConfig {
                     "stream" => serde_json::json!(self.streams()),
                     "prefix_cache" => serde_json::json!(self.prefix_cache),
                     "max_loras" => serde_json::json!(self.max_loras),
+                    "spec_k" => serde_json::json!(self.spec_k),
+                    "spec_adaptive" => serde_json::json!(self.spec_adaptive),
                     _ => serde_json::json!(self.max_len()),
                 };
                 (k.to_string(), v)
@@ -461,7 +496,11 @@ fn bool_knob(name: &str, value: &str) -> Result<bool> {
 fn int_knob(name: &str, value: &str, min: u32, max: u32) -> Result<u32> {
     let hint = format!(
         "give an integer between {min} and {max}, e.g. {name}={}",
-        min.max(16).min(max)
+        if min == 0 {
+            max.min(4)
+        } else {
+            min.max(16).min(max)
+        }
     );
     let v: u64 = value.parse().map_err(|_| {
         Error::invalid(

@@ -60,7 +60,20 @@ impl<B: Backend> Backend for RealTime<B> {
 
     fn forward(&mut self, batch: &ForwardBatch) -> Result<StepOutput, BackendError> {
         let started = Instant::now();
-        let mut out = self.inner.forward(batch)?;
+        let out = self.inner.forward(batch)?;
+        Ok(self.pace(started, out))
+    }
+
+    fn draft_forward(&mut self, batch: &ForwardBatch) -> Result<StepOutput, BackendError> {
+        let started = Instant::now();
+        let out = self.inner.draft_forward(batch)?;
+        Ok(self.pace(started, out))
+    }
+}
+
+impl<B: Backend> RealTime<B> {
+    /// Sleeps out a pass's predicted duration, which the engine then measures.
+    fn pace(&mut self, started: Instant, mut out: StepOutput) -> StepOutput {
         if let Some(d) = out.duration_s.take() {
             let from = match self.last_due {
                 Some(due) if started <= due + BACK_TO_BACK => due,
@@ -73,6 +86,6 @@ impl<B: Backend> Backend for RealTime<B> {
                 std::thread::sleep(until - now);
             }
         }
-        Ok(out)
+        out
     }
 }

@@ -15,6 +15,15 @@
 //! With adapters in play (see [`crate::AdapterSlots`]), waiting requests whose
 //! adapter cannot get a slot in this step are set aside before the policy
 //! runs and put back, in their places, after it.
+//!
+//! With speculative decoding (`spec_k > 0`) a decode computes `1 + k` verify
+//! tokens (`k` shortened to fit the remaining output and the token budget),
+//! so it costs `1 + k` budget tokens and KV for them; committing keeps the
+//! accepted tokens plus one and truncates the block table back to the
+//! computed positions. Each sequence also tracks `draft_computed`, the
+//! positions whose draft-model KV is in the cache (it lags the target's and
+//! catches up in the next draft pass); with speculation on, only blocks
+//! complete in both models are registered in the prefix cache.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -68,6 +77,10 @@ pub(crate) struct Seq {
     pub chain: Vec<BlockHash>,
     pub done: bool,
     pub admitted_once: bool,
+    /// Positions whose draft-model KV is computed (speculative decoding).
+    pub draft_computed: u32,
+    /// The sequence's current draft length (`spec_k`, or adapted).
+    pub draft_k: u32,
 }
 
 impl Seq {
@@ -80,13 +93,27 @@ impl Seq {
     }
 }
 
+/// The target's verdict on one sequence's draft tokens.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Verified {
+    /// Leading draft tokens accepted.
+    pub accepted: u32,
+    /// The accepted drafts and the target's next token (`accepted + 1` ids);
+    /// empty for a backend without real tokens (synthetic ids are used).
+    pub tokens: Vec<u32>,
+}
+
 /// What committing a step produced.
 #[derive(Debug, Default)]
 pub(crate) struct Commit {
-    /// `(request, index of the sampled token)` in entry order.
-    pub emitted: Vec<(RequestId, u32)>,
+    /// `(request, index of the first new token, new tokens)` in entry order.
+    pub emitted: Vec<(RequestId, u32, u32)>,
     /// Requests that produced their last token.
     pub finished: Vec<RequestId>,
+    /// Draft tokens accepted in the step.
+    pub accepted: u32,
+    /// The ids of the tokens generated, per request, in entry order.
+    pub ids: Vec<(RequestId, Vec<u32>)>,
 }
 
 #[derive(Debug)]
@@ -179,6 +206,8 @@ impl Scheduler {
                 chain: Vec::new(),
                 done: false,
                 admitted_once: false,
+                draft_computed: 0,
+                draft_k: self.cfg.spec_k,
             },
         );
         self.waiting.push_back(spec.id);
@@ -235,6 +264,7 @@ impl Scheduler {
             .get_mut(&id)
             .ok_or_else(|| EngineError::Stalled(format!("unknown request {id}")))?;
         s.computed = hit.tokens();
+        s.draft_computed = hit.tokens();
         audit.prefix_query_tokens += s.target;
         audit.prefix_hit_tokens += hit.tokens();
         Ok(())
@@ -246,11 +276,24 @@ impl Scheduler {
         self.kv.free_seq(id);
         if let Some(s) = self.seqs.get_mut(&id) {
             s.computed = 0;
+            s.draft_computed = 0;
             s.target = s.num_tokens();
         }
         self.running.retain(|&r| r != id);
         self.waiting.push_front(id);
         audit.preempted.push(id);
+    }
+
+    /// Verify tokens of `id`'s next decode with at most `room` tokens of
+    /// budget left: 1, plus its draft length shortened so that the round
+    /// cannot produce more than the output still due.
+    fn decode_len(&self, id: RequestId, room: u32) -> u32 {
+        let s = self.seq(id);
+        let due = s.output_len.saturating_sub(s.generated);
+        1 + s
+            .draft_k
+            .min(due.saturating_sub(1))
+            .min(room.saturating_sub(1))
     }
 
     fn entry(&self, id: RequestId, n: u32, row: Option<u32>) -> BatchEntry {
@@ -389,9 +432,10 @@ impl Scheduler {
         })
     }
 
-    /// Decodes of running sequences, oldest first, at most `limit`; a decode
-    /// that cannot get a block preempts the newest running request (possibly
-    /// itself, which ends the pass). Returns the number scheduled.
+    /// Decodes of running sequences, oldest first, at most `limit` tokens
+    /// (verify tokens included); a decode that cannot get a block preempts the
+    /// newest running request (possibly itself, which ends the pass). Returns
+    /// the tokens scheduled.
     fn decodes_with_preemption(
         &mut self,
         limit: u32,
@@ -409,7 +453,8 @@ impl Scheduler {
             if count >= limit {
                 break;
             }
-            let need_tokens = self.seq(id).computed + 1;
+            let n = self.decode_len(id, limit - count);
+            let need_tokens = self.seq(id).computed + n;
             let mut self_preempted = false;
             while !self
                 .kv
@@ -428,8 +473,8 @@ impl Scheduler {
                 break;
             }
             self.kv.ensure(id, need_tokens)?;
-            entries.push(self.entry(id, 1, None));
-            count += 1;
+            entries.push(self.entry(id, n, None));
+            count += n;
             i += 1;
         }
         Ok(count)
@@ -515,7 +560,6 @@ impl Scheduler {
             let mut tokens = 0u32;
             audit.blocked_decodes.clear();
             // 1) Decodes first; one that needs a block when none is free is skipped.
-            let decode_limit = (self.cfg.max_seqs).min(budget);
             let decoders: Vec<RequestId> = self
                 .running
                 .iter()
@@ -523,17 +567,18 @@ impl Scheduler {
                 .filter(|&id| !self.seq(id).in_prefill())
                 .collect();
             for id in decoders {
-                if tokens >= decode_limit {
+                if tokens >= budget || entries.len() >= max_seqs {
                     break;
                 }
-                let upto = self.seq(id).computed + 1;
+                let n = self.decode_len(id, budget - tokens);
+                let upto = self.seq(id).computed + n;
                 if !self.kv.can_allocate(self.kv.extra_blocks(id, upto), false) {
                     audit.blocked_decodes.push(id);
                     continue;
                 }
                 self.kv.ensure(id, upto)?;
-                entries.push(self.entry(id, 1, None));
-                tokens += 1;
+                entries.push(self.entry(id, n, None));
+                tokens += n;
             }
             // 2) Prompts FCFS: running partial prefills (the split remainders sit
             // at the front of the queue), then waiting requests.
@@ -696,19 +741,22 @@ impl Scheduler {
             });
         }
         let mut entries = Vec::new();
+        let mut row_len = 1;
         for (i, id) in self.rows.clone().into_iter().enumerate() {
             if self.seq(id).done {
                 continue;
             }
-            let upto = self.seq(id).computed + 1;
+            let n = self.decode_len(id, u32::MAX);
+            let upto = self.seq(id).computed + n;
             self.kv.ensure(id, upto)?;
-            entries.push(self.entry(id, 1, Some(i as u32)));
+            entries.push(self.entry(id, n, Some(i as u32)));
+            row_len = row_len.max(n);
         }
         Ok(ForwardBatch {
             entries,
             shape: BatchShape::Padded {
                 rows: self.rows.len() as u32,
-                row_len: 1,
+                row_len,
             },
         })
     }
@@ -718,32 +766,70 @@ impl Scheduler {
     /// retires finished requests.
     /// Requests missing from `sampled` (a backend without real sampling)
     /// continue with their synthetic continuation ([`RequestSpec::token_at`]).
+    /// A verify entry keeps `verified`'s accepted drafts plus one token and
+    /// rolls its KV back to them.
     pub fn commit(
         &mut self,
         batch: &ForwardBatch,
         sampled: &BTreeMap<RequestId, u32>,
+        verified: &BTreeMap<RequestId, Verified>,
     ) -> Result<Commit> {
         let mut out = Commit::default();
+        let (spec_k, adaptive) = (self.cfg.spec_k, self.cfg.spec_adaptive);
         for e in &batch.entries {
             let s = self.seqs.get_mut(&e.request).ok_or_else(|| {
                 EngineError::Stalled(format!("batch names unknown request {}", e.request))
             })?;
-            s.computed += e.n_tokens;
-            if e.sample {
-                out.emitted.push((e.request, s.generated));
-                s.generated += 1;
-                let pos = s.num_tokens() - 1;
-                let token = match sampled.get(&e.request) {
-                    Some(&t) => t,
-                    None => s.spec.token_at(pos, self.vocab),
-                };
-                s.tokens.push(token);
-                if s.generated >= s.output_len {
-                    s.done = true;
-                    out.finished.push(e.request);
+            let drafts = if e.is_decode { e.n_tokens - 1 } else { 0 };
+            if drafts > 0 {
+                let first = s.num_tokens();
+                let v = verified.get(&e.request);
+                let accepted = v.map_or(0, |v| v.accepted).min(drafts);
+                out.emitted.push((e.request, s.generated, accepted + 1));
+                for i in 0..=accepted {
+                    let token = match v.and_then(|v| v.tokens.get(i as usize)) {
+                        Some(&t) => t,
+                        None => s.spec.token_at(first + i, self.vocab),
+                    };
+                    s.tokens.push(token);
+                }
+                out.ids.push((
+                    e.request,
+                    s.tokens[s.tokens.len() - accepted as usize - 1..].to_vec(),
+                ));
+                s.generated += accepted + 1;
+                s.computed += accepted + 1;
+                // The draft computed KV up to its last proposal's input.
+                s.draft_computed = (first + drafts - 1).min(first + accepted);
+                if adaptive {
+                    s.draft_k = crate::spec::adapt_k(drafts, spec_k, accepted);
+                }
+                out.accepted += accepted;
+                self.kv.truncate(e.request, s.computed);
+            } else {
+                s.computed += e.n_tokens;
+                if e.sample {
+                    out.emitted.push((e.request, s.generated, 1));
+                    s.generated += 1;
+                    let pos = s.num_tokens() - 1;
+                    let token = match sampled.get(&e.request) {
+                        Some(&t) => t,
+                        None => s.spec.token_at(pos, self.vocab),
+                    };
+                    s.tokens.push(token);
+                    out.ids.push((e.request, vec![token]));
                 }
             }
-            self.kv.register(e.request, &s.tokens, s.computed);
+            if e.sample && s.generated >= s.output_len {
+                s.done = true;
+                out.finished.push(e.request);
+            }
+            let complete = if spec_k > 0 {
+                s.computed.min(s.draft_computed)
+            } else {
+                s.computed
+            };
+            self.kv.register(e.request, &s.tokens, complete);
         }
         if self.rows.is_empty() {
             for &id in &out.finished {

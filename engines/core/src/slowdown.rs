@@ -61,7 +61,20 @@ impl<B: Backend> Backend for Slowdown<B> {
 
     fn forward(&mut self, batch: &ForwardBatch) -> Result<StepOutput, BackendError> {
         let started = Instant::now();
-        let mut out = self.inner.forward(batch)?;
+        let out = self.inner.forward(batch)?;
+        Ok(self.stretch(started, out))
+    }
+
+    fn draft_forward(&mut self, batch: &ForwardBatch) -> Result<StepOutput, BackendError> {
+        let started = Instant::now();
+        let out = self.inner.draft_forward(batch)?;
+        Ok(self.stretch(started, out))
+    }
+}
+
+impl<B: Backend> Slowdown<B> {
+    /// Stretches a pass that started at `started` by the factor.
+    fn stretch(&self, started: Instant, mut out: StepOutput) -> StepOutput {
         match &mut out.duration_s {
             Some(d) => *d *= self.factor,
             None => {
@@ -71,7 +84,7 @@ impl<B: Backend> Backend for Slowdown<B> {
                 }
             }
         }
-        Ok(out)
+        out
     }
 }
 

@@ -162,7 +162,7 @@ impl Backend for Fake {
         Ok(StepOutput {
             duration_s: Some(1e-3 + 1e-6 * f64::from(work)),
             sampled,
-            logits: Vec::new(),
+            ..StepOutput::default()
         })
     }
 }

@@ -56,6 +56,7 @@ fn prefill(s: &mut Setup) {
             block_table: b,
             sample: true,
             decode: false,
+            verify: false,
         })
         .collect();
     s.model
@@ -74,6 +75,7 @@ fn decode(s: &mut Setup) {
             block_table: b,
             sample: true,
             decode: true,
+            verify: false,
         })
         .collect();
     s.model

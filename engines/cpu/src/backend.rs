@@ -5,7 +5,8 @@ use std::path::Path;
 use std::collections::BTreeSet;
 
 use fuselab_engine::{
-    AdapterStep, Backend, BackendError, ForwardBatch, KvGeometry, LoraConfig, LoraMode, StepOutput,
+    AcceptanceModel, AdapterStep, Backend, BackendError, DraftInfo, ForwardBatch, KvGeometry,
+    LoraConfig, LoraMode, StepOutput,
 };
 use fuselab_kernels::cpu::paged::PagedKv;
 
@@ -34,7 +35,45 @@ impl Default for CpuOptions {
     }
 }
 
-/// Real f32 numerics on the CPU: a Llama model and its paged KV cache.
+/// How the CPU backend's draft model is made from its target (speculative
+/// decoding): see [`crate::Weights::perturbed`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct DraftOptions {
+    /// Layers kept (the target's first ones); `None` keeps them all.
+    pub layers: Option<usize>,
+    /// Noise on every matrix, relative to the matrix's RMS (0: none).
+    pub noise: f64,
+    /// Seed of the noise.
+    pub seed: u64,
+    /// A modelled acceptance coin: the draft's proposal for a position is
+    /// kept when the coin accepts it, else replaced by its second choice, so
+    /// a draft that agrees with its target is accepted i.i.d. with this
+    /// probability. `None`: proposals are the draft's own (measured acceptance).
+    pub alpha: Option<AcceptanceModel>,
+}
+
+impl Default for DraftOptions {
+    /// An exact copy of the target (every layer, no noise), no coin.
+    fn default() -> Self {
+        Self {
+            layers: None,
+            noise: 0.0,
+            seed: 0,
+            alpha: None,
+        }
+    }
+}
+
+/// A draft model with its own paged KV cache (indexed by the target's block tables).
+#[derive(Debug)]
+struct Draft {
+    model: Model,
+    kv: Vec<PagedKv>,
+    opts: DraftOptions,
+}
+
+/// Real f32 numerics on the CPU: a Llama model and its paged KV cache, and
+/// optionally a draft model beside it ([`Self::with_draft`]).
 #[derive(Debug)]
 pub struct CpuBackend {
     model: Model,
@@ -46,6 +85,7 @@ pub struct CpuBackend {
     /// Multi-LoRA: the adapters in the device slots and the next step's adapters.
     resident: BTreeSet<u32>,
     staged: AdapterStep,
+    draft: Option<Draft>,
 }
 
 /// Logits of one sampled position, kept when [`CpuOptions::keep_logits`] is on.
@@ -77,7 +117,23 @@ impl CpuBackend {
             lora: None,
             resident: BTreeSet::new(),
             staged: AdapterStep::default(),
+            draft: None,
         }
+    }
+
+    /// Adds a draft model made from the target by `opts` (before `init_kv`).
+    ///
+    /// # Errors
+    /// A bad layer count or noise scale (naming `--draft-layers` or `--draft-noise`).
+    pub fn with_draft(mut self, opts: DraftOptions) -> Result<Self, CpuError> {
+        let layers = opts.layers.unwrap_or(self.model.config().n_layers);
+        let model = self.model.perturbed(layers, opts.noise, opts.seed)?;
+        self.draft = Some(Draft {
+            model,
+            kv: Vec::new(),
+            opts,
+        });
+        Ok(self)
     }
 
     /// Serves seeded random LoRA adapters ([`LoraWeights::random`]): multi-LoRA
@@ -162,6 +218,11 @@ impl CpuBackend {
     }
 
     fn run(&mut self, batch: &ForwardBatch) -> Result<StepOutput, CpuError> {
+        self.pass(batch, false)
+    }
+
+    /// Runs `batch` through the target, or through the draft with `draft`.
+    fn pass(&mut self, batch: &ForwardBatch, draft: bool) -> Result<StepOutput, CpuError> {
         if self.geometry.is_none() {
             return Err(CpuError::Batch(
                 "the KV cache is not allocated; call init_kv first".into(),
@@ -186,8 +247,26 @@ impl CpuBackend {
                 block_table: &e.block_table,
                 sample: e.sample,
                 decode: e.is_decode,
+                verify: !draft && e.is_decode && e.n_tokens > 1,
             })
             .collect();
+        if draft {
+            let d = self.draft.as_mut().ok_or_else(|| {
+                CpuError::Batch("a draft pass but the backend has no draft model".into())
+            })?;
+            let logits = d.model.forward(&mut d.kv, &seqs, self.opts.forward)?;
+            let sampled = batch.entries.iter().filter(|e| e.sample && e.n_tokens > 0);
+            let mut out = StepOutput::default();
+            for (e, l) in sampled.zip(logits) {
+                let pos = e.start_pos + e.n_tokens;
+                let token = match d.opts.alpha {
+                    Some(coin) if !coin.accepts(e.request, pos) => second_choice(&l),
+                    _ => argmax(&l),
+                };
+                out.sampled.push((e.request, token));
+            }
+            return Ok(out);
+        }
         let staged = std::mem::take(&mut self.staged);
         let lora = match &self.lora {
             Some(weights) => {
@@ -221,20 +300,36 @@ impl CpuBackend {
         let logits = self
             .model
             .forward_lora(&mut self.kv, &seqs, self.opts.forward, input)?;
-        let sampled = batch.entries.iter().filter(|e| e.sample && e.n_tokens > 0);
+        let mut logits = logits.into_iter();
         let mut out = StepOutput::default();
-        for (e, l) in sampled.zip(logits) {
-            out.sampled.push((e.request, argmax(&l)));
-            if self.opts.keep_logits {
-                self.logit_log.push(SampledLogits {
-                    request: e.request,
-                    pos: e.start_pos + e.n_tokens - 1,
-                    is_decode: e.is_decode,
-                    chunk: e.n_tokens,
-                    batch_entries: batch.entries.len(),
-                    logits: l.clone(),
-                });
-                out.logits.push((e.request, l));
+        for (e, s) in batch.entries.iter().zip(&seqs) {
+            if e.n_tokens == 0 || !(s.sample || s.verify) {
+                continue;
+            }
+            let n = if s.verify { e.n_tokens } else { 1 };
+            let mut verified = Vec::with_capacity(n as usize);
+            for i in 0..n {
+                let l = logits
+                    .next()
+                    .ok_or_else(|| CpuError::Batch("internal: too few logits".into()))?;
+                verified.push(argmax(&l));
+                if self.opts.keep_logits {
+                    self.logit_log.push(SampledLogits {
+                        request: e.request,
+                        pos: e.start_pos + e.n_tokens - n + i,
+                        is_decode: e.is_decode,
+                        chunk: e.n_tokens,
+                        batch_entries: batch.entries.len(),
+                        logits: l.clone(),
+                    });
+                    out.logits.push((e.request, l));
+                }
+            }
+            if let Some(&last) = verified.last() {
+                out.sampled.push((e.request, last));
+            }
+            if s.verify {
+                out.verified.push((e.request, verified));
             }
         }
         Ok(out)
@@ -255,9 +350,15 @@ impl Backend for CpuBackend {
     }
 
     fn kv_bytes_per_token(&self) -> u64 {
+        let draft = self.draft.as_ref().map_or(0, |d| {
+            d.model
+                .config()
+                .kv_bytes_per_token(1, config::KV_ELEM_BYTES)
+        });
         self.model
             .config()
             .kv_bytes_per_token(1, config::KV_ELEM_BYTES)
+            + draft
     }
 
     fn vocab_size(&self) -> u32 {
@@ -279,10 +380,17 @@ impl Backend for CpuBackend {
                 geometry.num_blocks, geometry.block_size, self.opts.kv_budget_bytes
             )));
         }
+        let (bs, n) = (geometry.block_size as usize, geometry.num_blocks as usize);
         self.kv = self
             .model
-            .new_kv(geometry.block_size as usize, geometry.num_blocks as usize)
+            .new_kv(bs, n)
             .map_err(|e| BackendError::Device(e.to_string()))?;
+        if let Some(d) = &mut self.draft {
+            d.kv = d
+                .model
+                .new_kv(bs, n)
+                .map_err(|e| BackendError::Device(e.to_string()))?;
+        }
         self.geometry = Some(geometry);
         tracing::debug!(?geometry, bytes, "cpu backend allocated KV cache");
         Ok(())
@@ -312,4 +420,38 @@ impl Backend for CpuBackend {
         self.run(batch)
             .map_err(|e| BackendError::Device(e.to_string()))
     }
+
+    fn draft_model(&self) -> Option<DraftInfo> {
+        let d = self.draft.as_ref()?;
+        let target = self.model.config();
+        Some(DraftInfo {
+            name: format!(
+                "{}: first {} of {} layers, noise {} (seed {})",
+                target.name,
+                d.model.config().n_layers,
+                target.n_layers,
+                d.opts.noise,
+                d.opts.seed
+            ),
+            modelled_alpha: d.opts.alpha.map(|a| a.alpha),
+        })
+    }
+
+    fn draft_forward(&mut self, batch: &ForwardBatch) -> Result<StepOutput, BackendError> {
+        self.pass(batch, true)
+            .map_err(|e| BackendError::Device(e.to_string()))
+    }
+}
+
+/// The index of the second-largest logit: a proposal the target's greedy
+/// choice (the largest) rejects when draft and target agree.
+fn second_choice(logits: &[f32]) -> u32 {
+    let best = argmax(logits) as usize;
+    let mut second = usize::from(best == 0);
+    for (i, v) in logits.iter().enumerate() {
+        if i != best && *v > logits[second] {
+            second = i;
+        }
+    }
+    second as u32
 }

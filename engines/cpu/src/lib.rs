@@ -14,6 +14,11 @@
 //!   its own adapter's `A` and `B` in all four projections (BGMV), or
 //!   MeteoRA's per-token top-k gate over all adapters; [`Model::merged`]
 //!   folds one adapter into the weights for reference runs.
+//! * A draft model for speculative decoding ([`CpuBackend::with_draft`]) is
+//!   made from the target by a documented perturbation — its first layers,
+//!   seeded noise on every matrix ([`Weights::perturbed`]) — so its
+//!   acceptance is *measured*; an optional seeded coin ([`DraftOptions::alpha`])
+//!   makes acceptance i.i.d. at a chosen rate (*modelled*).
 //! * [`Model::naive_logits`] recomputes a whole sequence densely, with no KV
 //!   cache: the oracle of the invariance tests.
 //!
@@ -41,7 +46,7 @@ mod lora;
 mod model;
 mod weights;
 
-pub use backend::{CpuBackend, CpuOptions, SampledLogits};
+pub use backend::{CpuBackend, CpuOptions, DraftOptions, SampledLogits};
 pub use error::CpuError;
 pub use fuselab_engine::ModelShape;
 pub use lora::{LoraWeights, Proj};

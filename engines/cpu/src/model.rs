@@ -53,6 +53,9 @@ pub struct SeqInput<'a> {
     pub sample: bool,
     /// Whether this is a one-token decode (uses the split-KV decode kernel).
     pub decode: bool,
+    /// Whether to return the logits of every position of the chunk (a
+    /// speculative verify) instead of the last one only.
+    pub verify: bool,
 }
 
 /// Kernel choices of the forward pass.
@@ -132,6 +135,19 @@ impl Model {
     /// The model's shape.
     pub fn config(&self) -> &ModelShape {
         &self.cfg
+    }
+
+    /// A draft for this model: its first `layers` layers with seeded noise
+    /// on every matrix ([`Weights::perturbed`]).
+    ///
+    /// # Errors
+    /// As [`Weights::perturbed`].
+    pub fn perturbed(&self, layers: usize, noise: f64, seed: u64) -> Result<Self, CpuError> {
+        let cfg = ModelShape {
+            n_layers: layers,
+            ..self.cfg.clone()
+        };
+        Self::new(cfg, self.w.perturbed(layers, noise, seed)?)
     }
 
     /// Allocates a zeroed paged KV cache: one [`PagedKv`] per layer.
@@ -231,7 +247,8 @@ impl Model {
     }
 
     /// Runs one ragged step: writes every chunk's K/V into `kv` and returns the
-    /// logits of the last position of each chunk with `sample`, in chunk order.
+    /// logits of the last position of each chunk with `sample` (of every
+    /// position of a chunk with `verify`), in chunk order.
     pub fn forward(
         &self,
         kv: &mut [PagedKv],
@@ -358,8 +375,11 @@ impl Model {
         let sampled: Vec<usize> = seqs
             .iter()
             .zip(&first_row)
-            .filter(|(s, _)| s.sample && !s.tokens.is_empty())
-            .map(|(s, &r)| r + s.tokens.len() - 1)
+            .filter(|(s, _)| (s.sample || s.verify) && !s.tokens.is_empty())
+            .flat_map(|(s, &r)| {
+                let first = if s.verify { r } else { r + s.tokens.len() - 1 };
+                first..r + s.tokens.len()
+            })
             .collect();
         let mut last = Vec::with_capacity(sampled.len() * hd);
         for &r in &sampled {

@@ -166,6 +166,74 @@ impl Weights {
         })
     }
 
+    /// A draft model's weights made from these (a target's) by a documented
+    /// perturbation: the first `layers` transformer layers only, and every
+    /// matrix (embeddings, projections, `lm_head`) plus seeded noise of
+    /// `noise` × the matrix's RMS per element (uniform, unit variance; the
+    /// norm weights are kept). `layers = all, noise = 0` is an exact copy.
+    ///
+    /// # Errors
+    /// `layers` of 0 or more than the model has; a tensor error.
+    pub fn perturbed(&self, layers: usize, noise: f64, seed: u64) -> Result<Self, CpuError> {
+        if layers == 0 || layers > self.layers.len() {
+            return Err(fuselab_core::Error::invalid(
+                "--draft-layers",
+                format!("{layers} layers of a {}-layer target", self.layers.len()),
+                format!(
+                    "give 1 to {} (the draft keeps the target's first layers)",
+                    self.layers.len()
+                ),
+            )
+            .into());
+        }
+        if !(noise.is_finite() && noise >= 0.0) {
+            return Err(fuselab_core::Error::invalid(
+                "--draft-noise",
+                format!("{noise} is not a noise scale"),
+                "give a scale ≥ 0 relative to each matrix's RMS, e.g. --draft-noise 0.1",
+            )
+            .into());
+        }
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut noisy = |x: &[f32]| -> Vec<f32> {
+            if noise == 0.0 {
+                return x.to_vec();
+            }
+            let rms = (x.iter().map(|v| f64::from(*v).powi(2)).sum::<f64>()
+                / x.len().max(1) as f64)
+                .sqrt();
+            let a = (noise * rms * 3f64.sqrt()) as f32;
+            x.iter().map(|v| v + rng.random_range(-a..=a)).collect()
+        };
+        let mut noisy_t = |t: &Tensor| -> Result<Tensor, CpuError> {
+            let data = t.flatten_all()?.to_vec1::<f32>()?;
+            Ok(Tensor::from_vec(noisy(&data), t.dims(), &Device::Cpu)?)
+        };
+        let embed = noisy_t(&Tensor::from_slice(
+            &self.embed,
+            self.embed.len(),
+            &Device::Cpu,
+        )?)?
+        .to_vec1::<f32>()?;
+        let mut out_layers = Vec::with_capacity(layers);
+        for l in &self.layers[..layers] {
+            out_layers.push(LayerWeights {
+                attn_norm: l.attn_norm.clone(),
+                wqkv: noisy_t(&l.wqkv)?,
+                wo: noisy_t(&l.wo)?,
+                mlp_norm: l.mlp_norm.clone(),
+                w_gate_up: noisy_t(&l.w_gate_up)?,
+                w_down: noisy_t(&l.w_down)?,
+            });
+        }
+        Ok(Self {
+            embed,
+            layers: out_layers,
+            norm: self.norm.clone(),
+            lm_head: noisy_t(&self.lm_head)?,
+        })
+    }
+
     /// Loads weights for `cfg` from a safetensors file with Hugging Face Llama
     /// names (`model.embed_tokens.weight`, `model.layers.N.self_attn.q_proj.weight`,
     /// …, `lm_head.weight` unless tied). F32, F16 and BF16 tensors are accepted.

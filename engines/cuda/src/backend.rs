@@ -1067,19 +1067,22 @@ impl CudaBackend {
             block_table: table(0..n.div_ceil(bs)),
             row: None,
         };
-        let decodes = WARM_UP_DECODE.min(geo.num_blocks as usize);
-        let decode: Vec<_> = (0..decodes)
-            .map(|i| fuselab_engine::BatchEntry {
-                request: i as RequestId + 1,
-                start_pos: 1,
-                n_tokens: 1,
-                sample: true,
-                is_decode: true,
-                tokens: vec![1],
-                block_table: table(i..i + 1),
-                row: None,
-            })
-            .collect();
+        // `rows` one-token decodes over blocks 0 .. rows.
+        let decode = |rows: usize| ForwardBatch {
+            entries: (0..rows)
+                .map(|i| fuselab_engine::BatchEntry {
+                    request: i as RequestId + 1,
+                    start_pos: 1,
+                    n_tokens: 1,
+                    sample: true,
+                    is_decode: true,
+                    tokens: vec![1],
+                    block_table: table(i..i + 1),
+                    row: None,
+                })
+                .collect(),
+            shape: BatchShape::Ragged,
+        };
         let recorder = self.recorder.take();
         let graphs = self.opts.graphs;
         self.opts.graphs = false;
@@ -1088,30 +1091,12 @@ impl CudaBackend {
                 entries: vec![prefill],
                 shape: BatchShape::Ragged,
             })?;
-            self.run(&ForwardBatch {
-                entries: decode,
-                shape: BatchShape::Ragged,
-            })?;
+            self.run(&decode(WARM_UP_DECODE.min(geo.num_blocks as usize)))?;
             self.opts.graphs = graphs;
             if graphs {
                 let most = (geo.num_blocks as usize).min(GRAPH_BUCKETS[GRAPH_BUCKETS.len() - 1]);
                 for rows in GRAPH_BUCKETS.into_iter().filter(|&b| b <= most) {
-                    let entries = (0..rows)
-                        .map(|i| fuselab_engine::BatchEntry {
-                            request: i as RequestId + 1,
-                            start_pos: 1,
-                            n_tokens: 1,
-                            sample: true,
-                            is_decode: true,
-                            tokens: vec![1],
-                            block_table: table(i..i + 1),
-                            row: None,
-                        })
-                        .collect();
-                    self.run(&ForwardBatch {
-                        entries,
-                        shape: BatchShape::Ragged,
-                    })?;
+                    self.run(&decode(rows))?;
                 }
             }
             Ok::<_, CudaBackendError>(())

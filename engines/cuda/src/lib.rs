@@ -4,17 +4,23 @@
 //! behind the engine's [`fuselab_engine::Backend`] trait.
 //!
 //! * Kernels come from [`fuselab_kernels::cuda`] (NVRTC at start-up): RMSNorm,
-//!   RoPE, SiLU·mul, the paged KV write, ragged flash prefill attention and
-//!   split-KV paged decode attention through block tables; GEMMs on cuBLAS.
+//!   one fused RoPE + paged K/V write, SiLU·mul, ragged flash prefill attention
+//!   (on Hopper's `wgmma` where the device has it) and split-KV paged decode
+//!   attention through block tables; GEMMs on cuBLAS: one fused QKV projection,
+//!   and the o and down projections added into the residual stream (β = 1).
 //! * The paged KV cache lives on the device, sized in
 //!   [`fuselab_engine::Backend::init_kv`] from the budget
-//!   `free memory × 0.9 − weights`.
+//!   `free memory × 0.9 − weights`; allocating it also runs every kernel path
+//!   once (a warm-up) and captures the decode graphs, before any request.
 //! * A step uploads its metadata (token ids, positions, KV slots, `cu_seqlens`,
-//!   block tables) built on the host, runs every layer over all the step's
-//!   rows (padding rows too, for padded batches), applies `lm_head` only to the
-//!   sampled rows, samples greedily on the device and copies back only the
-//!   token ids; it synchronises the stream before returning, so the engine's
-//!   wall-clock step time is the real one.
+//!   block tables, decodes longest first) into persistent device buffers, runs
+//!   every layer over all the step's rows (padding rows too, for padded batches),
+//!   applies `lm_head` only to the sampled rows, samples greedily on the device
+//!   and copies back only the token ids; decode-only steps of up to 256 rows
+//!   replay a CUDA graph captured for their batch-size bucket. It synchronises
+//!   the stream before returning, so the engine's wall-clock step time is the
+//!   real one.
+//! * [`profile`]: opt-in per-operator GPU time per phase (`--cuda-profile`).
 //! * Shapes: any [`ModelShape`] that [`validate_shape`] accepts, e.g. `llama3-8b`
 //!   and `tiny-128`
 //!   (heads of 128, which the attention kernels require). Weights are seeded

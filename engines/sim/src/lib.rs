@@ -23,6 +23,13 @@
 //! The KV budget is `memory × utilisation − weights / tp` per GPU (minus the
 //! resident LoRA adapters, see below).
 //!
+//! With a draft model ([`SimConfig::draft`], speculative decoding) the
+//! draft's passes are priced by the same model with the draft's shape, its
+//! weights come off the KV budget and its KV shares the target's blocks. A
+//! verify entry (a decode of `1 + k` tokens) is priced as `1 + k` tokens
+//! through the GEMMs and the LM head and `1 + k` queries over its context in
+//! decode attention, whose KV is read once.
+//!
 //! ## LoRA (multi-LoRA slots and MeteoRA)
 //! An adapter of rank `r` adds `A` (`r × d_in`) and `B` (`d_out × r`) to each
 //! of the four projections of every layer ([`fuselab_engine::lora_projections`]);
@@ -108,7 +115,7 @@ const HOST_COPY_S: f64 = 5e-6;
 pub struct SimConfig {
     /// Hardware profile name (see [`HARDWARE`]).
     pub hardware: String,
-    /// Model shape name (see [`MODELS`]).
+    /// Model shape name (see [`fuselab_engine::MODEL_NAMES`]).
     pub model: String,
     /// Tensor-parallel degree (1, 2, 4 or 8).
     pub tp: u32,
@@ -116,6 +123,8 @@ pub struct SimConfig {
     pub mem_util: f64,
     /// CPU-side cost per step, seconds.
     pub step_overhead_s: f64,
+    /// Model shape of the draft model for speculative decoding (`None`: none).
+    pub draft: Option<String>,
 }
 
 impl Default for SimConfig {
@@ -126,6 +135,7 @@ impl Default for SimConfig {
             tp: 1,
             mem_util: DEFAULT_MEM_UTIL,
             step_overhead_s: DEFAULT_STEP_OVERHEAD_S,
+            draft: None,
         }
     }
 }
@@ -186,6 +196,7 @@ pub struct SimBackend {
     cfg: SimConfig,
     hw: Hardware,
     model: ModelShape,
+    draft: Option<ModelShape>,
     cal: &'static Calibration,
     geometry: Option<KvGeometry>,
     lora: Option<LoraConfig>,
@@ -235,8 +246,35 @@ impl SimBackend {
             )
             .into());
         }
+        let draft = cfg
+            .draft
+            .as_deref()
+            .map(ModelShape::preset)
+            .transpose()
+            .map_err(|e| {
+                Error::invalid(
+                    "--draft",
+                    e.to_string(),
+                    "name a model shape for the draft, e.g. --draft llama3.2-1b",
+                )
+            })?;
+        if let Some(d) = &draft
+            && (d.vocab != model.vocab || !d.n_heads.is_multiple_of(cfg.tp as usize))
+        {
+            return Err(Error::invalid(
+                "--draft",
+                format!(
+                    "draft {} (vocabulary {}, {} heads) cannot serve {} (vocabulary {}) at tp {}",
+                    d.name, d.vocab, d.n_heads, model.name, model.vocab, cfg.tp
+                ),
+                "a draft must share its target's vocabulary and split over the same tp",
+            )
+            .into());
+        }
         let usable = hw.memory_bytes * cfg.mem_util;
-        let weights = model.weight_bytes(2) as f64 / f64::from(cfg.tp);
+        let weights = (model.weight_bytes(2) + draft.as_ref().map_or(0, |d| d.weight_bytes(2)))
+            as f64
+            / f64::from(cfg.tp);
         if weights >= usable {
             return Err(Error::invalid(
                 "--model",
@@ -259,6 +297,7 @@ impl SimBackend {
             cfg: cfg.clone(),
             hw,
             model,
+            draft,
             cal,
             geometry: None,
             lora: None,
@@ -465,9 +504,23 @@ impl SimBackend {
         m
     }
 
-    /// Prices one step.
+    /// The draft model's shape, when there is one.
+    pub fn draft(&self) -> Option<&ModelShape> {
+        self.draft.as_ref()
+    }
+
+    /// Prices one step of the target.
     pub fn step_cost(&self, batch: &ForwardBatch) -> StepCost {
-        let m = &self.model;
+        self.cost_of(&self.model, batch)
+    }
+
+    /// Prices one pass of the draft model (`None` without one).
+    pub fn draft_cost(&self, batch: &ForwardBatch) -> Option<StepCost> {
+        self.draft.as_ref().map(|d| self.cost_of(d, batch))
+    }
+
+    /// Prices one pass of `m` over `batch`.
+    fn cost_of(&self, m: &ModelShape, batch: &ForwardBatch) -> StepCost {
         let tp = f64::from(self.cfg.tp);
         let (peak, bw) = (self.hw.peak_flops, self.hw.mem_bw);
         let h = m.hidden as f64;
@@ -489,10 +542,16 @@ impl SimBackend {
         let (lin_tokens, lm_tokens) = match batch.shape {
             BatchShape::Ragged => (
                 f64::from(batch.real_tokens()),
-                batch.entries.iter().filter(|e| e.sample).count() as f64,
+                batch.entries.iter().filter(|e| e.sample).count() as f64
+                    + f64::from(batch.draft_tokens()),
             ),
             BatchShape::Padded { rows, row_len } => {
-                (f64::from(rows) * f64::from(row_len), f64::from(rows))
+                let verify = batch.entries.iter().any(|e| e.is_decode);
+                let lm = if verify { row_len } else { 1 };
+                (
+                    f64::from(rows) * f64::from(row_len),
+                    f64::from(rows) * f64::from(lm),
+                )
             }
         };
 
@@ -524,14 +583,14 @@ impl SimBackend {
                 sum_c2 = f64::from(rows) * c * c;
                 fc = f64::from(rows) * calib::prefill_flops(c, 0.0, q_heads, d).0;
             }
-            BatchShape::Padded { rows, .. } => {
+            BatchShape::Padded { rows, row_len } => {
                 let longest = batch
                     .entries
                     .iter()
                     .map(|e| e.start_pos + e.n_tokens)
                     .max()
                     .unwrap_or(0);
-                dec_b = f64::from(rows);
+                dec_b = f64::from(rows) * f64::from(row_len);
                 dec_ctx = f64::from(rows) * f64::from(longest);
             }
             BatchShape::Ragged => {
@@ -600,11 +659,17 @@ impl Backend for SimBackend {
 
     fn kv_bytes_per_token(&self) -> u64 {
         self.model.kv_bytes_per_token(self.cfg.tp, 2)
+            + self
+                .draft
+                .as_ref()
+                .map_or(0, |d| d.kv_bytes_per_token(self.cfg.tp, 2))
     }
 
     fn kv_budget_bytes(&self) -> u64 {
         let usable = self.hw.memory_bytes * self.cfg.mem_util;
-        let weights = self.model.weight_bytes(2) as f64 / f64::from(self.cfg.tp);
+        let weights = (self.model.weight_bytes(2)
+            + self.draft.as_ref().map_or(0, |d| d.weight_bytes(2))) as f64
+            / f64::from(self.cfg.tp);
         (usable - weights - self.lora_bytes()).max(0.0) as u64
     }
 
@@ -622,6 +687,23 @@ impl Backend for SimBackend {
     fn stage_adapters(&mut self, step: &AdapterStep) -> Result<(), BackendError> {
         self.staged = step.clone();
         Ok(())
+    }
+
+    fn draft_model(&self) -> Option<fuselab_engine::DraftInfo> {
+        self.draft.as_ref().map(|d| fuselab_engine::DraftInfo {
+            name: d.name.clone(),
+            modelled_alpha: None,
+        })
+    }
+
+    fn draft_forward(&mut self, batch: &ForwardBatch) -> Result<StepOutput, BackendError> {
+        let cost = self.draft_cost(batch).ok_or_else(|| {
+            BackendError::Unsupported("the simulator was built without a draft model".into())
+        })?;
+        Ok(StepOutput {
+            duration_s: Some(cost.total_s()),
+            ..StepOutput::default()
+        })
     }
 
     fn init_kv(&mut self, geometry: KvGeometry) -> Result<(), BackendError> {
@@ -644,7 +726,7 @@ impl Backend for SimBackend {
                 .filter(|e| e.sample)
                 .map(|e| (e.request, 0))
                 .collect(),
-            logits: Vec::new(),
+            ..StepOutput::default()
         })
     }
 }

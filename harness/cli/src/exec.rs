@@ -90,7 +90,15 @@ pub struct EngineSpec {
     pub delay: Option<fuselab_harness::NullDelay>,
     /// The server and client settings of `--engine http://…`.
     pub http: Option<HttpSpec>,
+    /// The speculative-decoding flags (used when the policy's `spec_k > 0`).
+    pub spec: crate::cmd::bench::SpecSpec,
 }
+
+/// The draft the simulator prices when speculating without `--draft`.
+pub const DEFAULT_SIM_DRAFT: &str = "llama3.2-1b";
+
+/// The CPU draft's noise without `--draft-noise`.
+pub const DEFAULT_DRAFT_NOISE: f64 = 0.01;
 
 /// The HTTP engine's resolved flags.
 #[derive(Debug, Clone, PartialEq)]
@@ -171,6 +179,31 @@ impl Point {
                     engine_spec.kind.name()
                 ),
                 "run LoRA workloads with --engine sim or --engine cpu, or drop --adapters",
+            )
+            .into());
+        }
+        if policy.speculates()
+            && engine_spec.kind != EngineKind::Sim
+            && engine_spec.kind != EngineKind::Cpu
+        {
+            return Err(Error::invalid(
+                "--spec-k",
+                format!(
+                    "speculative decoding is not supported on {} yet",
+                    engine_spec.kind.name()
+                ),
+                "use --engine sim (modelled acceptance) or --engine cpu (a real draft), or spec_k=0",
+            )
+            .into());
+        }
+        if policy.speculates()
+            && engine_spec.kind == EngineKind::Sim
+            && engine_spec.spec.alpha.is_none()
+        {
+            return Err(Error::invalid(
+                "--spec-alpha",
+                "the simulator computes no tokens, so speculative acceptance must be modelled",
+                "give the per-token acceptance probability, e.g. --spec-alpha 0.7",
             )
             .into());
         }
@@ -369,17 +402,36 @@ pub fn run_point(point: &Point) -> anyhow::Result<PointResult> {
     let slowdown = point.engine.slowdown.unwrap_or(1.0);
     let (records, steps) = match point.engine.kind {
         EngineKind::Sim => {
+            let speculates = point.policy.speculates();
             let mut backend = SimBackend::new(&SimConfig {
                 hardware: point.engine.hardware.clone(),
                 model: point.engine.model.clone(),
                 tp: point.engine.tp,
+                draft: speculates.then(|| {
+                    point
+                        .engine
+                        .spec
+                        .draft
+                        .clone()
+                        .unwrap_or_else(|| DEFAULT_SIM_DRAFT.into())
+                }),
                 ..SimConfig::default()
             })?;
             if let Some(l) = lora_config(&point.workload, &point.policy) {
                 backend = backend.with_lora(l)?;
             }
-            let mut engine =
-                NativeEngine::new(Slowdown::new(backend, slowdown), point.policy.clone())?;
+            let acceptance = match point.engine.spec.alpha {
+                Some(a) if speculates => Some(fuselab_engine::AcceptanceModel::new(
+                    a,
+                    point.workload.seed,
+                )?),
+                _ => None,
+            };
+            let mut engine = NativeEngine::with_spec(
+                Slowdown::new(backend, slowdown),
+                point.policy.clone(),
+                acceptance,
+            )?;
             let run = simulate(&point.requests, clients, &mut engine)
                 .with_context(|| format!("simulating policy {}", point.policy.kind))?;
             info.knobs = engine.knobs();
@@ -430,8 +482,11 @@ pub fn run_point(point: &Point) -> anyhow::Result<PointResult> {
         info.knobs.insert("slowdown".into(), f.into());
     }
     let step_records = (!steps.is_empty()).then_some(steps.as_slice());
-    let metrics =
+    let mut metrics =
         fuselab_metrics::compute_metrics(&records, step_records, &point.slo, point.workload.seed);
+    if let Some(spec) = metrics.engine.as_mut().and_then(|e| e.spec.as_mut()) {
+        spec.source = acceptance_source(&info.knobs);
+    }
     Ok(PointResult {
         records,
         steps,
@@ -618,18 +673,31 @@ pub fn realtime_engine(
         if !pace_sim {
             anyhow::bail!("the simulator runs on a virtual clock here; it has no real-time engine");
         }
+        let speculates = policy.speculates();
         let backend = SimBackend::new(&SimConfig {
             hardware: engine.hardware.clone(),
             model: engine.model.clone(),
             tp: engine.tp,
+            draft: speculates.then(|| {
+                engine
+                    .spec
+                    .draft
+                    .clone()
+                    .unwrap_or_else(|| DEFAULT_SIM_DRAFT.into())
+            }),
             ..SimConfig::default()
         })?;
+        let acceptance = match engine.spec.alpha {
+            Some(a) if speculates => Some(fuselab_engine::AcceptanceModel::new(a, weights_seed)?),
+            _ => None,
+        };
         let policy = policy.clone();
         info.hardware = Some(format!("{} (simulated, in real time)", engine.hardware));
         Box::new(NativeEngineHandle::new("sim", move || {
-            Ok(NativeEngine::new(
+            Ok(NativeEngine::with_spec(
                 fuselab_engine::RealTime::new(Slowdown::new(backend, slowdown)),
                 policy,
+                acceptance,
             )?)
         }))
     } else if engine.kind == EngineKind::Cuda {
@@ -665,6 +733,35 @@ pub fn realtime_engine(
             backend = backend.with_lora(l, weights_seed)?;
             info.knobs.insert("lora_adapters".into(), l.adapters.into());
             info.knobs.insert("lora_rank".into(), l.rank.into());
+        }
+        if policy.speculates() {
+            let alpha = engine
+                .spec
+                .alpha
+                .map(|a| fuselab_engine::AcceptanceModel::new(a, weights_seed))
+                .transpose()?;
+            backend = backend.with_draft(fuselab_cpu::DraftOptions {
+                layers: engine.spec.draft_layers,
+                noise: engine.spec.draft_noise.unwrap_or(DEFAULT_DRAFT_NOISE),
+                seed: weights_seed,
+                alpha,
+            })?;
+            use fuselab_engine::Backend as _;
+            if let Some(d) = backend.draft_model() {
+                info.knobs.insert("spec_draft".into(), d.name.into());
+                info.knobs.insert(
+                    "spec_acceptance".into(),
+                    if d.modelled_alpha.is_some() {
+                        "modelled"
+                    } else {
+                        "measured"
+                    }
+                    .into(),
+                );
+                if let Some(a) = d.modelled_alpha {
+                    info.knobs.insert("spec_alpha".into(), a.into());
+                }
+            }
         }
         let policy = policy.clone();
         info.hardware = Some(fuselab_store::host_cpu());
@@ -890,6 +987,43 @@ pub fn metrics_table(rows: &[(String, &Metrics)]) -> String {
         ]);
     }
     render_table(&cells)
+}
+
+/// One line on a speculating run: acceptance (measured or modelled), mean
+/// accepted length, block efficiency and the draft/verify time shares;
+/// `None` when the run did not speculate.
+pub fn spec_line(result: &PointResult) -> Option<String> {
+    let s = result.metrics.engine.as_ref()?.spec.as_ref()?;
+    let knobs = &result.info.knobs;
+    let source = &s.source;
+    Some(format!(
+        "speculation: k={} · draft {} · acceptance {:.3} ({source}) · mean accepted {:.2} · block efficiency {:.2} tokens/forward · draft {:.0}% / verify {:.0}% of busy time",
+        knobs
+            .get("spec_k")
+            .map_or_else(|| "?".into(), ToString::to_string),
+        knobs
+            .get("spec_draft")
+            .and_then(|d| d.as_str())
+            .unwrap_or("?"),
+        s.acceptance_rate,
+        s.mean_accepted_len,
+        s.block_efficiency,
+        100.0 * s.draft_time_share,
+        100.0 * s.verify_time_share,
+    ))
+}
+
+/// Where a speculating run's acceptance came from, from its knobs:
+/// `measured`, or `modelled α=0.7`.
+fn acceptance_source(knobs: &std::collections::BTreeMap<String, serde_json::Value>) -> String {
+    match (
+        knobs.get("spec_acceptance").and_then(|a| a.as_str()),
+        knobs.get("spec_alpha"),
+    ) {
+        (Some(a), Some(alpha)) => format!("{a} α={alpha}"),
+        (Some(a), None) => a.to_string(),
+        (None, _) => String::new(),
+    }
 }
 
 /// Formats seconds with a unit that keeps three significant digits readable.

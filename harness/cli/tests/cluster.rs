@@ -442,6 +442,90 @@ fn executor_flags_are_checked_before_any_trial() {
     }
 }
 
+#[test]
+fn gpus_place_one_local_trial_per_gpu_and_are_checked_before_any_trial() {
+    let dir = tempfile::tempdir().unwrap();
+    // The objective is the GPU the trial sees: every trial must see one of ours.
+    let campaign = |name: &str, gpus: &str, env: Option<&str>| {
+        let out = dir.path().join(name);
+        let mut cmd = fuselab();
+        cmd.args([
+            "tune",
+            "--objective-cmd",
+            "sleep 0.2; echo $CUDA_VISIBLE_DEVICES",
+            "--space",
+            "x=0.0..1",
+            "--tuner",
+            "random",
+            "--budget",
+            "6",
+            "--executor",
+            "local",
+            "--gpus",
+            gpus,
+            "--poll-interval",
+            "50ms",
+        ])
+        .arg("--out")
+        .arg(&out);
+        if let Some(v) = env {
+            cmd.env("CUDA_VISIBLE_DEVICES", v);
+        }
+        let o = cmd.assert().success();
+        let stdout = String::from_utf8_lossy(&o.get_output().stdout).to_string();
+        let values: Vec<f64> = lines(&out.join("trials.jsonl"))
+            .iter()
+            .map(|r| r["objective"].as_f64().unwrap())
+            .collect();
+        let gpus_json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("gpus.json")).unwrap()).unwrap();
+        (values, stdout, gpus_json)
+    };
+    let (values, stdout, doc) = campaign("two", "3,5", None);
+    assert!(
+        stdout.contains("executor: local:2, one trial per GPU of 3,5"),
+        "{stdout}"
+    );
+    assert_eq!(values.len(), 6);
+    assert!(values.iter().all(|&v| v == 3.0 || v == 5.0), "{values:?}");
+    // The first two trials start together, one on each GPU.
+    assert!(values.contains(&3.0) && values.contains(&5.0), "{values:?}");
+    assert!(doc["wall_s"].as_f64().unwrap() > 0.0);
+    // `all` means the devices CUDA_VISIBLE_DEVICES lists.
+    let (values, _, _) = campaign("all", "all", Some("7"));
+    assert!(values.iter().all(|&v| v == 7.0), "{values:?}");
+
+    for (args, want) in [
+        (vec!["--gpus", "0"], "add --executor local:N"),
+        (
+            vec!["--executor", "local:3", "--gpus", "0,1"],
+            "gives 2 GPU(s)",
+        ),
+        (vec!["--executor", "local", "--gpus", "0,0"], "named twice"),
+        (
+            vec!["--executor", "local", "--gpus", "zero"],
+            "not a GPU index",
+        ),
+        (vec!["--executor", "slurm", "--gpus", "0"], "--gpus"),
+    ] {
+        fuselab()
+            .args(["tune", "--objective-cmd", "echo 1", "--space", "x=0.0..1"])
+            .args(&args)
+            .assert()
+            .code(2)
+            .stderr(predicates::str::contains(want));
+    }
+    // No GPU to find: a clear error, not a campaign without placement.
+    fuselab()
+        .args(["tune", "--objective-cmd", "echo 1", "--space", "x=0.0..1"])
+        .args(["--executor", "local", "--gpus", "all"])
+        .env("CUDA_VISIBLE_DEVICES", "")
+        .env("PATH", "/nonexistent")
+        .assert()
+        .code(2)
+        .stderr(predicates::str::contains("no GPU found"));
+}
+
 /// A `--server-cmd` campaign through `executor`: each trial is `fuselab bench
 /// --server-cmd …` on the executor's node; budgets above 3000 "run out of
 /// memory" at start-up and are recorded failed with that reason.

@@ -114,7 +114,10 @@ fn engine_flags_that_do_not_apply_are_rejected() {
             &["--engine", "sim", "--cuda-profile", "p.json"][..],
             "--cuda-profile",
         ),
-        (&["--engine", "cpu", "--no-cuda-graphs"][..], "--no-cuda-graphs"),
+        (
+            &["--engine", "cpu", "--no-cuda-graphs"][..],
+            "--no-cuda-graphs",
+        ),
         (
             &["--engine", "sim", "--cuda-skinny-gemm"][..],
             "--cuda-skinny-gemm",

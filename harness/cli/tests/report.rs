@@ -35,6 +35,7 @@ fn write_sweep(dir: &Path) -> PathBuf {
                 load: clients as f64,
                 run: name,
                 metrics: summary.metrics,
+                spec_k: None,
             });
         }
     }

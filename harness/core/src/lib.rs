@@ -38,7 +38,8 @@ pub use record::{
 pub use request::{RequestId, RequestSpec, Turn, TurnLinks};
 pub use summary::{
     EngineInfo, EngineStats, LatencyStats, LengthCheck, LoadKind, MaxLoadUnderSlo, Metrics,
-    Provenance, RepeatSummary, RunSummary, SCHEMA_VERSION, Slo, SweepPoint, SweepSummary,
+    Provenance, RepeatSummary, RunSummary, SCHEMA_VERSION, Slo, SpecStats, SweepPoint,
+    SweepSummary,
 };
 pub use time::{utc_from_unix, utc_now};
 pub use workload::{

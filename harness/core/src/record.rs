@@ -204,4 +204,20 @@ pub struct StepRecord {
     /// Device adapter slots (the `max_loras` knob; 0 when no request used an adapter).
     #[serde(default)]
     pub adapter_slots: u32,
+    /// Seconds of `duration_s` spent in the draft model's passes
+    /// (speculative decoding; 0 without it).
+    #[serde(default)]
+    pub draft_s: f64,
+    /// Decode entries (sequences decoding) in the batch, verify entries included.
+    #[serde(default)]
+    pub decode_seqs: u32,
+    /// Of those, sequences whose draft tokens were verified (speculative decoding).
+    #[serde(default)]
+    pub spec_seqs: u32,
+    /// Draft tokens proposed and verified in the step.
+    #[serde(default)]
+    pub spec_proposed: u32,
+    /// Of those, draft tokens the target accepted.
+    #[serde(default)]
+    pub spec_accepted: u32,
 }

@@ -145,6 +145,36 @@ pub struct EngineStats {
     /// Mean distinct adapters per step.
     #[serde(default)]
     pub adapters_per_step_mean: f64,
+    /// Speculative-decoding figures, when the engine speculated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spec: Option<SpecStats>,
+}
+
+/// Speculative-decoding aggregates of a run's steps.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpecStats {
+    /// Verify passes of one sequence with at least one draft token.
+    pub rounds: u64,
+    /// Draft tokens proposed.
+    pub proposed: u64,
+    /// Draft tokens accepted.
+    pub accepted: u64,
+    /// `accepted / proposed`.
+    pub acceptance_rate: f64,
+    /// Accepted drafts per round (`accepted / rounds`).
+    pub mean_accepted_len: f64,
+    /// Tokens generated per target forward of a decoding sequence: decode
+    /// tokens emitted over decode entries (1 without speculation).
+    pub block_efficiency: f64,
+    /// Share of the engine's busy time spent in draft passes.
+    pub draft_time_share: f64,
+    /// Share of the engine's busy time spent in target forwards (verify and prefill).
+    pub verify_time_share: f64,
+    /// Where acceptance came from: `measured` (a real draft) or `modelled
+    /// α=…` (a seeded coin), from the engine's provenance; empty when unknown.
+    #[serde(default)]
+    pub source: String,
 }
 
 /// The metrics of a run (DESIGN.md §5). Latencies in seconds.
@@ -250,6 +280,10 @@ pub struct SweepPoint {
     pub run: String,
     /// The point's metrics (a copy of its `summary.json` metrics).
     pub metrics: Metrics,
+    /// Draft tokens per step of a speculative-decoding sweep (`--spec k=…`;
+    /// `Some(0)` is the run without speculation), `None` otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spec_k: Option<u32>,
 }
 
 /// The highest load that met the SLO, per policy.

@@ -50,7 +50,9 @@ mod stats;
 pub use request::{
     FASTGEN_PROMPT_RATE, FASTGEN_RATES, RequestMetrics, meets_fastgen_sla, request_metrics,
 };
-pub use run::{compute_metrics, engine_stats, fastgen_key, length_check, mean_metrics, meets_slo};
+pub use run::{
+    compute_metrics, engine_stats, fastgen_key, length_check, mean_metrics, meets_slo, spec_stats,
+};
 pub use slo::{format_slo, parse_slo};
 pub use stats::{
     BOOTSTRAP_RESAMPLES, CI_PERCENTILES, clustered_latency_stats, latency_stats,

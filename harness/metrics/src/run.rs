@@ -110,7 +110,59 @@ pub fn engine_stats(steps: &[StepRecord]) -> EngineStats {
         } else {
             sum(|s| s.adapters_in_batch) as f64 / n as f64
         },
+        spec: spec_stats(steps),
     }
+}
+
+/// Speculative-decoding aggregates of a run's steps; `None` when no step
+/// verified a draft token.
+///
+/// # Example
+/// ```
+/// use fuselab_core::StepRecord;
+/// let s = [
+///     StepRecord { duration_s: 0.010, draft_s: 0.002, decode_seqs: 2, spec_seqs: 2,
+///                  spec_proposed: 8, spec_accepted: 5, ..Default::default() },
+///     StepRecord { duration_s: 0.010, decode_seqs: 1, ..Default::default() },
+/// ];
+/// let x = fuselab_metrics::spec_stats(&s).unwrap();
+/// assert_eq!((x.rounds, x.proposed, x.accepted), (2, 8, 5));
+/// assert_eq!((x.acceptance_rate, x.mean_accepted_len), (0.625, 2.5));
+/// assert_eq!(x.block_efficiency, (3.0 + 5.0) / 3.0); // 3 decode entries emitted 3 + 5 tokens
+/// assert!((x.draft_time_share - 0.1).abs() < 1e-12 && (x.verify_time_share - 0.9).abs() < 1e-12);
+/// assert!(fuselab_metrics::spec_stats(&s[1..]).is_none());
+/// ```
+pub fn spec_stats(steps: &[StepRecord]) -> Option<fuselab_core::SpecStats> {
+    let sum = |f: fn(&StepRecord) -> u32| steps.iter().map(|s| u64::from(f(s))).sum::<u64>();
+    let proposed = sum(|s| s.spec_proposed);
+    if proposed == 0 {
+        return None;
+    }
+    let rounds = sum(|s| s.spec_seqs);
+    let accepted = sum(|s| s.spec_accepted);
+    let decodes = sum(|s| s.decode_seqs);
+    let busy: f64 = steps.iter().map(|s| s.duration_s).sum();
+    let draft: f64 = steps.iter().map(|s| s.draft_s).sum();
+    let share = |x: f64| if busy > 0.0 { x / busy } else { 0.0 };
+    Some(fuselab_core::SpecStats {
+        rounds,
+        proposed,
+        accepted,
+        acceptance_rate: accepted as f64 / proposed as f64,
+        mean_accepted_len: if rounds == 0 {
+            0.0
+        } else {
+            accepted as f64 / rounds as f64
+        },
+        block_efficiency: if decodes == 0 {
+            0.0
+        } else {
+            (decodes + accepted) as f64 / decodes as f64
+        },
+        draft_time_share: share(draft),
+        verify_time_share: share(busy - draft),
+        source: String::new(),
+    })
 }
 
 fn mean(x: &[f64]) -> f64 {
@@ -364,6 +416,7 @@ pub fn mean_metrics(runs: &[Metrics]) -> Option<Metrics> {
                 adapter_loads_per_s: g(&|s| s.adapter_loads_per_s),
                 adapter_slot_utilisation: g(&|s| s.adapter_slot_utilisation),
                 adapters_per_step_mean: g(&|s| s.adapters_per_step_mean),
+                spec: mean_spec(&e),
             }
         });
     Some(Metrics {
@@ -418,6 +471,28 @@ fn pooled_lengths(runs: &[Metrics]) -> Option<fuselab_core::LengthCheck> {
         mismatch_rate: weighted(|c| c.mismatch_rate),
         without_usage: sum(|c| c.without_usage),
         prompt_diff_mean: weighted(|c| c.prompt_diff_mean),
+    })
+}
+
+/// The mean of the runs' speculative-decoding figures (`None` unless every run speculated).
+fn mean_spec(runs: &[EngineStats]) -> Option<fuselab_core::SpecStats> {
+    let all: Vec<&fuselab_core::SpecStats> = runs
+        .iter()
+        .map(|e| e.spec.as_ref())
+        .collect::<Option<_>>()?;
+    let k = all.len() as f64;
+    let g = |h: &dyn Fn(&fuselab_core::SpecStats) -> f64| all.iter().map(|s| h(s)).sum::<f64>() / k;
+    let c = |h: &dyn Fn(&fuselab_core::SpecStats) -> u64| g(&|s| h(s) as f64).round() as u64;
+    Some(fuselab_core::SpecStats {
+        rounds: c(&|s| s.rounds),
+        proposed: c(&|s| s.proposed),
+        accepted: c(&|s| s.accepted),
+        acceptance_rate: g(&|s| s.acceptance_rate),
+        mean_accepted_len: g(&|s| s.mean_accepted_len),
+        block_efficiency: g(&|s| s.block_efficiency),
+        draft_time_share: g(&|s| s.draft_time_share),
+        verify_time_share: g(&|s| s.verify_time_share),
+        source: all[0].source.clone(),
     })
 }
 

@@ -6,7 +6,7 @@
 //! | `tokens.parquet` | `id` u64, `index` u32, `t` f64, `n_tokens` u32 — one row per streamed chunk, in arrival order |
 //! | `requests.parquet`, HTTP engines only | also `x_request_id` str?, `usage_prompt_tokens` u32?, `usage_completion_tokens` u32?, `usage_cached_tokens` u32?, `prompt_exact` bool? |
 //! | `server_metrics.parquet` (HTTP engines, when scraped) | `t` f64, `name` str, `labels` str, `value` f64 — one row per Prometheus sample |
-//! | `steps.parquet` | every [`StepRecord`] field: `step` u64, `t_start` f64, `duration_s` f64, then u32 counts (`prefix_query_tokens`, `prefix_hit_tokens` since schema 2; `adapter_loads`, `adapter_evictions`, `adapters_in_batch`, `adapter_slots_used`, `adapter_slots`, read as 0 when absent) |
+//! | `steps.parquet` | every [`StepRecord`] field: `step` u64, `t_start` f64, `duration_s` f64, then u32 counts (`prefix_query_tokens`, `prefix_hit_tokens` since schema 2; the speculative-decoding `decode_seqs`, `spec_seqs`, `spec_proposed`, `spec_accepted` and the multi-LoRA `adapter_loads`, `adapter_evictions`, `adapters_in_batch`, `adapter_slots_used`, `adapter_slots`, read as 0 when absent), then `draft_s` f64 (0 when absent) |
 //!
 //! (`?` marks nullable columns.) Times are seconds from the run's start.
 //! Every table is written even when it has no rows, so readers never have to
@@ -344,7 +344,7 @@ pub(crate) fn read_requests(
 /// A u32 column of `steps.parquet`: its name and the field it stores.
 type StepField = (&'static str, fn(&StepRecord) -> u32);
 
-const STEP_U32: [StepField; 16] = [
+const STEP_U32: [StepField; 11] = [
     ("n_seqs", |s| s.n_seqs),
     ("prefill_tokens", |s| s.prefill_tokens),
     ("decode_tokens", |s| s.decode_tokens),
@@ -356,16 +356,26 @@ const STEP_U32: [StepField; 16] = [
     ("running", |s| s.running),
     ("prefix_query_tokens", |s| s.prefix_query_tokens),
     ("prefix_hit_tokens", |s| s.prefix_hit_tokens),
+];
+
+/// The speculative-decoding u32 columns of `steps.parquet`; files written
+/// before speculation existed lack them and read as 0.
+const STEP_SPEC_U32: [StepField; 4] = [
+    ("decode_seqs", |s| s.decode_seqs),
+    ("spec_seqs", |s| s.spec_seqs),
+    ("spec_proposed", |s| s.spec_proposed),
+    ("spec_accepted", |s| s.spec_accepted),
+];
+
+/// The multi-LoRA u32 columns of `steps.parquet`; files written before
+/// multi-LoRA existed lack them and read as 0.
+const STEP_LORA_U32: [StepField; 5] = [
     ("adapter_loads", |s| s.adapter_loads),
     ("adapter_evictions", |s| s.adapter_evictions),
     ("adapters_in_batch", |s| s.adapters_in_batch),
     ("adapter_slots_used", |s| s.adapter_slots_used),
     ("adapter_slots", |s| s.adapter_slots),
 ];
-
-/// Columns added after the first release of `steps.parquet`: a file without
-/// them reads them as 0.
-const STEP_OPTIONAL_FROM: usize = 11;
 
 pub(crate) fn write_steps(path: &Path, steps: &[StepRecord]) -> Result<()> {
     let mut columns = vec![
@@ -382,12 +392,20 @@ pub(crate) fn write_steps(path: &Path, steps: &[StepRecord]) -> Result<()> {
             steps.iter().map(|s| s.duration_s).collect::<Vec<_>>(),
         ),
     ];
-    for (name, get) in STEP_U32 {
+    for (name, get) in STEP_U32
+        .into_iter()
+        .chain(STEP_SPEC_U32)
+        .chain(STEP_LORA_U32)
+    {
         columns.push(Column::new(
             name.into(),
             steps.iter().map(get).collect::<Vec<_>>(),
         ));
     }
+    columns.push(Column::new(
+        "draft_s".into(),
+        steps.iter().map(|s| s.draft_s).collect::<Vec<_>>(),
+    ));
     write_frame(path, steps.len(), columns)
 }
 
@@ -397,13 +415,22 @@ pub(crate) fn read_steps(path: &Path) -> Result<Vec<StepRecord>> {
     let t_start = t.f64("t_start")?;
     let duration_s = t.f64("duration_s")?;
     let mut u32s = Vec::with_capacity(STEP_U32.len());
-    for (i, (name, _)) in STEP_U32.into_iter().enumerate() {
-        if i >= STEP_OPTIONAL_FROM && !t.has(name) {
-            u32s.push(vec![0; step.len()]);
-        } else {
-            u32s.push(t.u32(name)?);
-        }
+    for (name, _) in STEP_U32 {
+        u32s.push(t.u32(name)?);
     }
+    let n = step.len();
+    for (name, _) in STEP_SPEC_U32.into_iter().chain(STEP_LORA_U32) {
+        u32s.push(if t.has(name) {
+            t.u32(name)?
+        } else {
+            vec![0; n]
+        });
+    }
+    let draft_s = if t.has("draft_s") {
+        t.f64("draft_s")?
+    } else {
+        vec![0.0; n]
+    };
     Ok((0..step.len())
         .map(|i| StepRecord {
             step: step[i],
@@ -420,11 +447,16 @@ pub(crate) fn read_steps(path: &Path) -> Result<Vec<StepRecord>> {
             running: u32s[8][i],
             prefix_query_tokens: u32s[9][i],
             prefix_hit_tokens: u32s[10][i],
-            adapter_loads: u32s[11][i],
-            adapter_evictions: u32s[12][i],
-            adapters_in_batch: u32s[13][i],
-            adapter_slots_used: u32s[14][i],
-            adapter_slots: u32s[15][i],
+            decode_seqs: u32s[11][i],
+            spec_seqs: u32s[12][i],
+            spec_proposed: u32s[13][i],
+            spec_accepted: u32s[14][i],
+            draft_s: draft_s[i],
+            adapter_loads: u32s[15][i],
+            adapter_evictions: u32s[16][i],
+            adapters_in_batch: u32s[17][i],
+            adapter_slots_used: u32s[18][i],
+            adapter_slots: u32s[19][i],
         })
         .collect())
 }

@@ -162,6 +162,11 @@ fn hand_steps() -> Vec<StepRecord> {
             adapters_in_batch: 5,
             adapter_slots_used: 8,
             adapter_slots: 8,
+            draft_s: 0.002,
+            decode_seqs: 1,
+            spec_seqs: 1,
+            spec_proposed: 4,
+            spec_accepted: 3,
         },
         StepRecord {
             step: u64::MAX,
@@ -275,7 +280,7 @@ fn parquet_columns_have_the_documented_types() {
         ["id", "index", "t", "n_tokens"]
     );
     let steps = read("steps.parquet");
-    assert_eq!(steps.width(), 19);
+    assert_eq!(steps.width(), 24);
     assert_eq!(
         steps
             .column("adapter_evictions")
@@ -285,6 +290,28 @@ fn parquet_columns_have_the_documented_types() {
             .get(0),
         Some(2)
     );
+    assert_eq!(
+        steps.column("spec_accepted").unwrap().u32().unwrap().get(0),
+        Some(3)
+    );
+    assert_eq!(steps.column("draft_s").unwrap().dtype(), &DataType::Float64);
+    // A steps table from before speculative decoding reads as no speculation.
+    let mut legacy = steps.drop_many([
+        "decode_seqs",
+        "spec_seqs",
+        "spec_proposed",
+        "spec_accepted",
+        "draft_s",
+    ]);
+    ParquetWriter::new(std::fs::File::create(run.path().join("steps.parquet")).unwrap())
+        .finish(&mut legacy)
+        .unwrap();
+    let old = fuselab_store::RunFolder::open(run.path())
+        .unwrap()
+        .read_steps()
+        .unwrap();
+    assert_eq!(old[0].prefix_hit_tokens, 132);
+    assert_eq!((old[0].spec_accepted, old[0].draft_s), (0, 0.0));
     assert_eq!(
         steps
             .column("prefix_hit_tokens")
@@ -523,6 +550,7 @@ fn sweep_folder_round_trips_and_is_recognised() {
             load: 2.0 + i as f64 / 3.0,
             run,
             metrics: summary("x").metrics,
+            spec_k: None,
         });
     }
     let sweep = SweepSummary {
@@ -606,9 +634,10 @@ fn arb_step() -> impl Strategy<Value = StepRecord> {
         any::<u64>(),
         any::<f64>(),
         any::<f64>(),
-        prop::array::uniform11(any::<u32>()),
+        prop::array::uniform20(any::<u32>()),
+        any::<f64>(),
     )
-        .prop_map(|(step, t_start, duration_s, u)| StepRecord {
+        .prop_map(|(step, t_start, duration_s, u, draft_s)| StepRecord {
             step,
             t_start,
             duration_s,
@@ -623,7 +652,16 @@ fn arb_step() -> impl Strategy<Value = StepRecord> {
             running: u[8],
             prefix_query_tokens: u[9],
             prefix_hit_tokens: u[10],
-            ..Default::default()
+            decode_seqs: u[11],
+            spec_seqs: u[12],
+            spec_proposed: u[13],
+            spec_accepted: u[14],
+            draft_s,
+            adapter_loads: u[15],
+            adapter_evictions: u[16],
+            adapters_in_batch: u[17],
+            adapter_slots_used: u[18],
+            adapter_slots: u[19],
         })
 }
 

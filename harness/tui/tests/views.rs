@@ -174,6 +174,7 @@ fn sweep_in_progress() {
                 load: clients as f64,
                 run: format!("{pol}/clients-{clients}"),
                 metrics: r.summary.metrics,
+                spec_k: None,
             });
         }
     }

@@ -7,6 +7,9 @@
 //! * [`LocalExecutor`] (`--executor local[:K]`): each trial a process group
 //!   on this machine. Re-attachable: a campaign killed with SIGKILL leaves
 //!   its trials running, and a resumed campaign watches them by process id.
+//!   With GPUs ([`LocalExecutor::with_gpus`], `--gpus`), each trial gets one
+//!   GPU of its own through `CUDA_VISIBLE_DEVICES` (named in `gpu` in its run
+//!   folder), taken from those no running trial holds.
 //! * [`SlurmExecutor`] (`--executor slurm`): each trial an `sbatch` job with
 //!   the user's `--slurm-args` (partition, `--gres`, `--time`, …); states come
 //!   from `squeue` (which lists finished jobs for `MinJobAge`) and then
@@ -199,7 +202,14 @@ fn run_tool(exe: &str, cmd: &mut Command, what: &str) -> Result<String> {
 pub struct LocalExecutor {
     slots: usize,
     children: HashMap<u32, Child>,
+    /// GPU ids to place trials on (empty: no placement).
+    gpus: Vec<String>,
+    /// The GPU each running trial holds, by process id.
+    held: HashMap<u32, String>,
 }
+
+/// The file in a trial's run folder naming the GPU it was given.
+pub const GPU_FILE: &str = "gpu";
 
 impl LocalExecutor {
     /// A local executor for `slots` trials at once (the campaign keeps that
@@ -207,8 +217,23 @@ impl LocalExecutor {
     pub fn new(slots: usize) -> Self {
         Self {
             slots: slots.max(1),
-            children: HashMap::new(),
+            ..Self::default()
         }
+    }
+
+    /// As [`Self::new`], each trial on one of `gpus` (CUDA device ids or UUIDs)
+    /// that no running trial holds, through `CUDA_VISIBLE_DEVICES` (with
+    /// `CUDA_DEVICE_ORDER=PCI_BUS_ID`, so ids count as `nvidia-smi` does).
+    pub fn with_gpus(slots: usize, gpus: Vec<String>) -> Self {
+        Self {
+            gpus,
+            ..Self::new(slots)
+        }
+    }
+
+    /// Marks `pid`'s GPU free.
+    fn release(&mut self, pid: u32) {
+        self.held.remove(&pid);
     }
 }
 
@@ -228,11 +253,48 @@ impl Executor for LocalExecutor {
     }
 
     fn describe(&self) -> String {
-        format!("local:{}", self.slots)
+        if self.gpus.is_empty() {
+            format!("local:{}", self.slots)
+        } else {
+            format!(
+                "local:{}, one trial per GPU of {}",
+                self.slots,
+                self.gpus.join(",")
+            )
+        }
     }
 
     fn submit(&mut self, job: &JobSpec) -> Result<String> {
-        let child = Command::new("sh")
+        let mut cmd = Command::new("sh");
+        let gpu = if self.gpus.is_empty() {
+            None
+        } else {
+            let free = self
+                .gpus
+                .iter()
+                .find(|g| !self.held.values().any(|h| h == *g))
+                .cloned()
+                .ok_or_else(|| {
+                    Error::executor(
+                        "local",
+                        format!(
+                            "no free GPU for {}: all of {} are held by running trials",
+                            job.name,
+                            self.gpus.join(",")
+                        ),
+                    )
+                })?;
+            std::fs::write(job.run_dir.join(GPU_FILE), format!("{free}\n")).map_err(|e| {
+                Error::executor(
+                    "local",
+                    format!("cannot write {}: {e}", job.run_dir.join(GPU_FILE).display()),
+                )
+            })?;
+            cmd.env("CUDA_VISIBLE_DEVICES", &free)
+                .env("CUDA_DEVICE_ORDER", "PCI_BUS_ID");
+            Some(free)
+        };
+        let child = cmd
             .arg(&job.script)
             .current_dir(&job.cwd)
             .stdin(Stdio::null())
@@ -248,6 +310,9 @@ impl Executor for LocalExecutor {
             })?;
         let pid = child.id();
         self.children.insert(pid, child);
+        if let Some(g) = gpu {
+            self.held.insert(pid, g);
+        }
         Ok(pid.to_string())
     }
 
@@ -261,6 +326,7 @@ impl Executor for LocalExecutor {
                 match child.try_wait() {
                     Ok(Some(s)) => {
                         self.children.remove(&pid);
+                        self.release(pid);
                         JobState::Ended {
                             detail: format!("process {pid} {s}"),
                         }
@@ -273,10 +339,21 @@ impl Executor for LocalExecutor {
             } else {
                 // Re-attached after a resume: not our child; watch /proc.
                 match proc_state(pid, j.run_dir) {
-                    Some(('Z' | 'X', _)) | None | Some((_, false)) => JobState::Ended {
-                        detail: format!("process {pid} is gone"),
-                    },
-                    Some(_) => JobState::Running,
+                    Some(('Z' | 'X', _)) | None | Some((_, false)) => {
+                        self.release(pid);
+                        JobState::Ended {
+                            detail: format!("process {pid} is gone"),
+                        }
+                    }
+                    Some(_) => {
+                        // A re-attached trial keeps the GPU its run folder names.
+                        if !self.gpus.is_empty()
+                            && let Ok(g) = std::fs::read_to_string(j.run_dir.join(GPU_FILE))
+                        {
+                            self.held.insert(pid, g.trim().to_string());
+                        }
+                        JobState::Running
+                    }
                 }
             };
             out.push(state);
@@ -295,6 +372,7 @@ impl Executor for LocalExecutor {
                 .stderr(Stdio::null())
                 .status();
         }
+        self.release(pid);
         Ok(())
     }
 }
@@ -818,6 +896,56 @@ mod tests {
                 return s;
             }
             std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    #[test]
+    fn local_trials_get_a_gpu_each_and_a_finished_trial_frees_its_gpu() {
+        let root = tempfile::tempdir().unwrap();
+        // Each trial records the device it sees, then blocks on a fifo of its own.
+        let job = |name: &str| {
+            let dir = root.path().join(name);
+            std::fs::create_dir(&dir).unwrap();
+            let fifo = dir.join("go");
+            assert!(
+                Command::new("mkfifo")
+                    .arg(&fifo)
+                    .status()
+                    .unwrap()
+                    .success()
+            );
+            let mut spec = script(
+                &dir,
+                &format!(
+                    "echo $CUDA_VISIBLE_DEVICES $CUDA_DEVICE_ORDER > seen; read x < {}",
+                    fifo.display()
+                ),
+            );
+            spec.name = name.into();
+            (spec, fifo)
+        };
+        let mut ex = LocalExecutor::with_gpus(2, vec!["3".into(), "5".into()]);
+        assert_eq!(ex.describe(), "local:2, one trial per GPU of 3,5");
+        let ((a, go_a), (b, go_b), (c, go_c)) = (job("a"), job("b"), job("c"));
+        let ida = ex.submit(&a).unwrap();
+        let idb = ex.submit(&b).unwrap();
+        let gpu = |spec: &JobSpec| std::fs::read_to_string(spec.run_dir.join(GPU_FILE)).unwrap();
+        assert_eq!((gpu(&a), gpu(&b)), ("3\n".into(), "5\n".into()));
+        // Both GPUs held: a third trial has none.
+        let err = ex.submit(&c).unwrap_err().to_string();
+        assert!(err.contains("no free GPU for c"), "{err}");
+        // Trial a ends; its GPU goes to the next trial.
+        std::fs::write(&go_a, "go\n").unwrap();
+        wait_final(&mut ex, &ida, &a.run_dir);
+        let idc = ex.submit(&c).unwrap();
+        assert_eq!(gpu(&c), "3\n");
+        std::fs::write(&go_b, "go\n").unwrap();
+        std::fs::write(&go_c, "go\n").unwrap();
+        wait_final(&mut ex, &idb, &b.run_dir);
+        wait_final(&mut ex, &idc, &c.run_dir);
+        for spec in [&a, &b, &c] {
+            let seen = std::fs::read_to_string(spec.run_dir.join("seen")).unwrap();
+            assert_eq!(seen, format!("{} PCI_BUS_ID\n", gpu(spec).trim()));
         }
     }
 

@@ -65,7 +65,8 @@ pub use campaign::{
 };
 pub use error::{Error, Result};
 pub use executor::{
-    Executor, ExecutorSpec, JobState, LocalExecutor, RayExecutor, RayResources, SlurmExecutor,
+    Executor, ExecutorSpec, GPU_FILE, JobState, LocalExecutor, RayExecutor, RayResources,
+    SlurmExecutor,
 };
 pub use journal::{CampaignMeta, JobLog, JobRecord, Journal, TrialRecord};
 pub use space::{Config, Constraint, Domain, Param, SearchSpace, Value};

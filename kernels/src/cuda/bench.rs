@@ -2049,50 +2049,40 @@ fn gemm_rows(
         &GEMM_TOKENS
     };
     let mut fused_qkv: BTreeMap<usize, f64> = BTreeMap::new();
-    // Decode-size rows on cuBLAS too, where `gemm` takes the skinny wgmma path.
+    // Decode-size rows on cuBLAS and on the skinny wgmma kernel, side by side.
     if dev.has_wgmma() {
-        dev.set_skinny_gemm(false);
         let t = SKINNY_MAX_TOKENS;
-        let mut cublas: BTreeMap<&str, f64> = BTreeMap::new();
         for (name, k, n) in LINEARS {
-            if sel.row(&format!("gemm {name}")) {
+            if !sel.row(&format!("gemm {name}")) {
+                continue;
+            }
+            let mut times = [0.0; 2];
+            for (i, (skinny, label)) in [(false, "on cuBLAS"), (true, "skinny wgmma")]
+                .into_iter()
+                .enumerate()
+            {
+                dev.set_skinny_gemm(skinny);
                 let mut case = GemmCase::new(dev, rng, (t, k, n), false, false)?;
                 let st = g.time(|| case.launch(dev))?;
                 let row = report.push_row(
                     &format!("gemm {name}"),
-                    format!("T={t} {k}->{n} on cuBLAS"),
+                    format!("T={t} {k}->{n} {label}"),
                     st,
                     None,
                     (n * k * 2) as f64,
                     Ceiling::Read,
                 );
-                cublas.insert(name, row.time_us);
+                times[i] = row.time_us;
             }
+            dev.set_skinny_gemm(false);
+            report.comparisons.push(Comparison {
+                name: format!("gemm {name} T={t}: skinny wgmma / cuBLAS"),
+                ratio: times[1] / times[0],
+                detail: "below 1: the skinny path is faster (the engine uses it only with \
+                         --cuda-skinny-gemm)"
+                    .into(),
+            });
         }
-        dev.set_skinny_gemm(true);
-        for (name, k, n) in LINEARS {
-            if let Some(&c) = cublas.get(name) {
-                let mut case = GemmCase::new(dev, rng, (t, k, n), false, false)?;
-                let st = g.time(|| case.launch(dev))?;
-                let row = report.push_row(
-                    &format!("gemm {name}"),
-                    format!("T={t} {k}->{n} skinny wgmma"),
-                    st,
-                    None,
-                    (n * k * 2) as f64,
-                    Ceiling::Read,
-                );
-                let skinny = row.time_us;
-                report.comparisons.push(Comparison {
-                    name: format!("gemm {name} T={t}: skinny wgmma / cuBLAS"),
-                    ratio: skinny / c,
-                    detail: "below 1: the skinny path is faster (the engine uses it only with \
-                             --cuda-skinny-gemm)"
-                        .into(),
-                });
-            }
-        }
-        dev.set_skinny_gemm(false);
     }
     for (name, k, n) in LINEARS {
         if !sel.row(&format!("gemm {name}")) {

@@ -51,6 +51,8 @@ type InitFn = unsafe extern "C" fn() -> c_int;
 type HandleFn = unsafe extern "C" fn(c_uint, *mut *mut c_void) -> c_int;
 type ClockFn = unsafe extern "C" fn(*mut c_void, c_int, *mut c_uint) -> c_int;
 type PowerFn = unsafe extern "C" fn(*mut c_void, *mut c_uint) -> c_int;
+/// `nvmlDeviceGetUtilizationRates`: writes `nvmlUtilization_t { gpu, memory }`.
+type UtilFn = unsafe extern "C" fn(*mut c_void, *mut [c_uint; 2]) -> c_int;
 
 /// An initialised NVML session with the handle of one GPU; shuts NVML down when dropped.
 pub struct Nvml {
@@ -59,6 +61,7 @@ pub struct Nvml {
     shutdown: InitFn,
     clock: ClockFn,
     power: PowerFn,
+    util: UtilFn,
     device: *mut c_void,
 }
 
@@ -99,13 +102,14 @@ impl Nvml {
             reason,
         })?;
         // SAFETY: each symbol is looked up with the C signature NVML documents.
-        let (init, shutdown, handle, clock, power) = unsafe {
+        let (init, shutdown, handle, clock, power, util) = unsafe {
             (
                 sym::<InitFn>(&lib, "nvmlInit_v2")?,
                 sym::<InitFn>(&lib, "nvmlShutdown")?,
                 sym::<HandleFn>(&lib, "nvmlDeviceGetHandleByIndex_v2")?,
                 sym::<ClockFn>(&lib, "nvmlDeviceGetClockInfo")?,
                 sym::<PowerFn>(&lib, "nvmlDeviceGetPowerUsage")?,
+                sym::<UtilFn>(&lib, "nvmlDeviceGetUtilizationRates")?,
             )
         };
         // SAFETY: nvmlInit_v2 takes no arguments.
@@ -124,8 +128,20 @@ impl Nvml {
             shutdown,
             clock,
             power,
+            util,
             device,
         })
+    }
+
+    /// The percentage of the last sample period (NVML's, about 1/6 s to 1 s) during
+    /// which a kernel ran on the GPU.
+    pub fn utilization_percent(&self) -> Result<u32, NvmlError> {
+        let mut v: [c_uint; 2] = [0, 0];
+        // SAFETY: a valid device handle and the two-word nvmlUtilization_t.
+        check("nvmlDeviceGetUtilizationRates", unsafe {
+            (self.util)(self.device, &mut v)
+        })?;
+        Ok(v[0])
     }
 
     /// The current SM clock in MHz.
@@ -181,6 +197,8 @@ pub struct Samples {
     pub sm_clock_mhz: Vec<f64>,
     /// Power readings, W.
     pub power_w: Vec<f64>,
+    /// GPU utilisation readings (% of time a kernel ran), where NVML reports them.
+    pub utilization_pct: Vec<f64>,
     /// The first error a reading returned, if any.
     pub error: Option<String>,
 }
@@ -189,6 +207,19 @@ impl Samples {
     /// Median SM clock in MHz (`None` without readings).
     pub fn median_clock_mhz(&self) -> Option<f64> {
         median(&self.sm_clock_mhz)
+    }
+
+    /// Fraction of utilisation readings above zero, and their mean (`None` without
+    /// readings).
+    pub fn busy(&self) -> Option<(f64, f64)> {
+        let n = self.utilization_pct.len();
+        (n > 0).then(|| {
+            let busy = self.utilization_pct.iter().filter(|&&u| u > 0.0).count();
+            (
+                busy as f64 / n as f64,
+                self.utilization_pct.iter().sum::<f64>() / n as f64,
+            )
+        })
     }
 
     /// Median power in W (`None` without readings).
@@ -221,6 +252,9 @@ impl Sampler {
         let thread = std::thread::spawn(move || {
             let mut s = Samples::default();
             while !flag.load(Ordering::Relaxed) {
+                if let Ok(u) = nvml.utilization_percent() {
+                    s.utilization_pct.push(f64::from(u));
+                }
                 match (nvml.sm_clock_mhz(), nvml.power_w()) {
                     (Ok(c), Ok(p)) => {
                         s.sm_clock_mhz.push(f64::from(c));
@@ -286,8 +320,11 @@ mod tests {
         let s = Samples {
             sm_clock_mhz: vec![1500.0, 1980.0, 1400.0],
             power_w: vec![690.0, 700.0],
+            utilization_pct: vec![0.0, 100.0, 50.0, 0.0],
             error: None,
         };
+        assert_eq!(s.busy(), Some((0.5, 37.5)));
+        assert_eq!(Samples::default().busy(), None);
         assert_eq!(s.median_clock_mhz(), Some(1500.0));
         assert_eq!(s.median_power_w(), Some(695.0));
         assert_eq!(Samples::default().median_clock_mhz(), None);

@@ -2,7 +2,8 @@
 # The H200 results in two device commands of one build (a device command may run at most
 # 10 minutes), run back to back on the same machine:
 #   bash reports/results/h200/device-run.sh kernels  # GPU tests (FUSELAB_REQUIRE_GPU=1),
-#       compute-sanitizer memcheck and racecheck, the PyTorch baseline and `fuselab kernels`
+#       compute-sanitizer memcheck and racecheck on the engine test, the PyTorch baseline and
+#       `fuselab kernels`
 #   bash reports/results/h200/device-run.sh e2e      # h200-64 for every policy, the variants
 #       (no CUDA graphs, budget 16384, the r256 tile), the per-operator profile, HF
 # Run from the repository root with the binaries in gpu/ (build-for-device.sh); each part's
@@ -18,23 +19,22 @@ if [ "$PART" = kernels ]; then
   echo "== GPU tests (FUSELAB_REQUIRE_GPU=1)"
   for t in gpu/tests/*; do
     name=$(basename "$t")
-    FUSELAB_REQUIRE_GPU=1 timeout 300 "$t" --test-threads=1 --nocapture > "$R/gpu_tests_$name.txt" 2>&1
+    FUSELAB_REQUIRE_GPU=1 timeout 120 "$t" --test-threads=1 --nocapture > "$R/gpu_tests_$name.txt" 2>&1
     echo "$name rc=$?"; grep -E "^test |test result" "$R/gpu_tests_$name.txt"
   done
-  echo "== compute-sanitizer (our kernels through the engine on tiny, every policy; and every kernel check)"
+  echo "== compute-sanitizer (our kernels through the CUDA backend on tiny: prefill, mixed, padded and graph-replayed decode steps)"
   for tool in memcheck racecheck; do
-    timeout 240 compute-sanitizer --tool $tool --print-limit 20 gpu/tests/gpu-test \
-      the_engine_runs_all_five_policies --test-threads=1 > "$R/sanitizer_${tool}_engine.txt" 2>&1
-    echo "sanitizer $tool engine rc=$?"; grep -E "ERROR SUMMARY|RACECHECK SUMMARY|Hazard|test result" "$R/sanitizer_${tool}_engine.txt" | sort | uniq -c | head
-    timeout 240 compute-sanitizer --tool $tool --print-limit 20 gpu/tests/fuselab_kernels-lib \
-      gpu_checks --test-threads=1 > "$R/sanitizer_${tool}_checks.txt" 2>&1
-    echo "sanitizer $tool checks rc=$?"; grep -E "ERROR SUMMARY|RACECHECK SUMMARY|Hazard|test result" "$R/sanitizer_${tool}_checks.txt" | sort | uniq -c | head
+    timeout 100 compute-sanitizer --tool $tool --print-limit 20 gpu/tests/gpu-test \
+      tiny_logits_on_cuda_match_the_cpu_backend --test-threads=1 > "$R/sanitizer_${tool}_engine.txt" 2>&1
+    echo "sanitizer $tool engine rc=$?"
+    grep -E "ERROR SUMMARY|RACECHECK SUMMARY|test result" "$R/sanitizer_${tool}_engine.txt"
+    grep -oE "(Race reported|Invalid|Error).{0,160}" "$R/sanitizer_${tool}_engine.txt" | sort | uniq -c | head
   done
   echo "== kernels"
   timeout 240 python3 kernels/examples/torch_baseline.py "$R/kernels_torch_baseline.txt" 2> "$R/kernels_torch_times.txt"
   echo "torch rc=$?"
   FUSELAB_REQUIRE_GPU=1 timeout 300 $BIN kernels --device cuda --baseline "$R/kernels_torch_baseline.txt" \
-    --sustained 3 --json "$R/kernels.json" --markdown "$R/kernels.md"
+    --sustained 2 --json "$R/kernels.json" --markdown "$R/kernels.md"
   echo "kernels rc=$?"
 else
   $BIN workload --preset h200-64 --export gpu/w.jsonl | tail -3; cp gpu/w.jsonl "$R/w.jsonl"
@@ -53,6 +53,12 @@ else
   run continuous-budget16384 --policy continuous --knob budget=16384
   run continuous-profile --policy continuous --cuda-profile "$R/profile.json"
   run continuous-profile-no-graphs --policy continuous --no-cuda-graphs --cuda-profile "$R/profile_no_graphs.json"
+  echo "== tune --executor local --gpus all (one trial per GPU; N = 1 here)"
+  timeout 150 $BIN tune --engine cuda --model llama3-8b --policy continuous --trace gpu/w.jsonl \
+    --space "budget=4096|8192|16384" --tuner grid --budget 3 --executor local --gpus all \
+    --out gpu/campaign > "$R/tune_gpus.txt" 2>&1
+  echo "tune rc=$?"; grep -E "executor:|GPU |campaign wall|best" "$R/tune_gpus.txt"
+  cp gpu/campaign/gpus.json "$R/tune_gpus.json" 2>/dev/null
   echo "== HF baselines"
   timeout 300 python3 gpu/hf_baseline.py --workload gpu/w.jsonl --out "$R/hf.json"; echo "hf rc=$?"
 fi

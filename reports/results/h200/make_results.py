@@ -79,6 +79,10 @@ for f in sorted(src.glob("sanitizer_*.txt")):
     sanitizer[f.stem] = {"summary": summary[-1] if summary else "(no summary line)",
                          "result": (re.findall(r"^test result: .*$", text, re.M) or ["(no test result)"])[-1],
                          "kernels_named": [k for k in named if k][:20], "hazard_kernels": hazard_kernels}
+tune_gpus = json.loads((src / "tune_gpus.json").read_text()) if (src / "tune_gpus.json").exists() else None
+tune_lines = [l for l in (src / "tune_gpus.txt").read_text().splitlines()
+              if re.match(r"^(executor:|GPU |campaign wall|best:|\d+ trials)", l)] \
+    if (src / "tune_gpus.txt").exists() else []
 hf = json.loads((src / "hf.json").read_text()) if (src / "hf.json").exists() else {}
 hs, hc = hf.get("static_bs16_wall_s"), hf.get("continuous_batching_wall_s")
 best = min(fl, key=lambda p: fl[p]["e2e_wall_s"]) if fl else None
@@ -128,6 +132,7 @@ out = {
     "prefill_attention_vs_sdpa": sdpa,
     "chunk_after_prefix": [c for c in (kernels or {}).get("comparisons", []) if c["name"].startswith("chunks")],
     "sanitizer": sanitizer,
+    "tune_gpus": tune_gpus,
     "previous": {p: {k: r.get(k) for k in ("e2e_wall_s", "ttft_p50_s", "ttft_p99_s")} | {
         "steps": r["engine"].get("steps"), "decode_tokens": r["engine"].get("decode_tokens")}
         for p, r in (prev or {}).get("fuselab", {}).items()},
@@ -235,6 +240,12 @@ From `kernels.md` (method: N = 32 back-to-back launches between two events, medi
 ## compute-sanitizer
 
 {sanitizer_lines}
+
+## One trial per GPU (`tune --executor local --gpus all`, one GPU here)
+
+```
+{chr(10).join(tune_lines) if tune_lines else '(not run)'}
+```
 
 Every step is recorded: the workload implies {implied_decode} decode tokens (64 × 127) and every
 policy's steps add up to {'exactly that, with no preemption' if decode_ok else 'something else: see e2e.json'}.

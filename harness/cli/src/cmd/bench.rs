@@ -36,6 +36,11 @@ pub struct BenchArgs {
     #[serde(default)]
     pub knob: Vec<String>,
 
+    /// Speculative decoding: draft tokens per sequence and step, verified in
+    /// one forward (the `spec_k` knob; 0 off) [default: 0].
+    #[arg(long, value_name = "K")]
+    pub spec_k: Option<u32>,
+
     /// Start from a published system's knobs, `--knob` still winning: `sarathi`
     /// (budget 512, max_seqs 128) or `vllm-v1` (8192 / 1024 on GPUs of ≥ 70 GiB
     /// other than the A100, else 2048 / 256).
@@ -232,6 +237,64 @@ pub struct EngineOpts {
     /// its delays. Recorded as knob `slowdown` [default: 1, no slowdown].
     #[arg(long, value_name = "FACTOR", allow_negative_numbers = true)]
     pub slowdown: Option<f64>,
+
+    #[command(flatten)]
+    #[serde(default, flatten)]
+    pub spec: SpecOpts,
+}
+
+/// Speculative-decoding flags of the engine (the draft length itself is the
+/// `spec_k` policy knob: `bench --spec-k N`, `sweep --spec k=…`, `--knob spec_k=N`).
+#[derive(Debug, Clone, Default, clap::Args, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct SpecOpts {
+    /// Speculative decoding, sim: the draft model's shape, priced beside the
+    /// target [default: llama3.2-1b].
+    #[arg(long, value_name = "MODEL")]
+    pub draft: Option<String>,
+
+    /// Speculative decoding, cpu: the draft keeps the target's first N layers [default: all].
+    #[arg(long, value_name = "N")]
+    pub draft_layers: Option<usize>,
+
+    /// Speculative decoding, cpu: seeded noise on every draft matrix, relative
+    /// to its RMS; acceptance is measured and falls as it grows [default: 0.01].
+    #[arg(long, value_name = "SCALE", allow_negative_numbers = true)]
+    pub draft_noise: Option<f64>,
+
+    /// Speculative decoding: model acceptance as a seeded coin of this
+    /// per-token probability (recorded as `modelled`). Required on sim,
+    /// which has no tokens; on cpu it steers the draft's proposals (an exact
+    /// copy with no noise then gives i.i.d. acceptance α).
+    #[arg(long, value_name = "ALPHA", allow_negative_numbers = true)]
+    pub spec_alpha: Option<f64>,
+}
+
+/// The resolved speculative-decoding flags.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SpecSpec {
+    /// Draft shape for the simulator.
+    pub draft: Option<String>,
+    /// Layers of the CPU draft.
+    pub draft_layers: Option<usize>,
+    /// Noise of the CPU draft.
+    pub draft_noise: Option<f64>,
+    /// Modelled per-token acceptance.
+    pub alpha: Option<f64>,
+}
+
+impl SpecSpec {
+    /// The first flag given, for errors about flags that need speculation.
+    pub fn any_set(&self) -> Option<&'static str> {
+        [
+            (self.draft.is_some(), "--draft"),
+            (self.draft_layers.is_some(), "--draft-layers"),
+            (self.draft_noise.is_some(), "--draft-noise"),
+            (self.alpha.is_some(), "--spec-alpha"),
+        ]
+        .into_iter()
+        .find_map(|(set, flag)| set.then_some(flag))
+    }
 }
 
 /// `--engine`: a built-in engine or the URL of an OpenAI-compatible server.
@@ -593,6 +656,7 @@ impl EngineOpts {
                 .into());
             }
         }
+        let spec = self.spec.resolve(kind)?;
         let http = match &self.engine {
             Some(EngineChoice::Http(url)) => Some(self.http.resolve(url, self.model.as_deref())?),
             _ => None,
@@ -616,7 +680,101 @@ impl EngineOpts {
             window_s: self.window,
             slowdown: self.slowdown,
             delay,
+            spec,
         })
+    }
+}
+
+impl SpecOpts {
+    /// Checks the flags against the engine.
+    fn resolve(&self, kind: EngineKind) -> anyhow::Result<SpecSpec> {
+        let spec = SpecSpec {
+            draft: self.draft.clone(),
+            draft_layers: self.draft_layers,
+            draft_noise: self.draft_noise,
+            alpha: self.spec_alpha,
+        };
+        if let Some(flag) = spec.any_set() {
+            match kind {
+                EngineKind::Cuda => {
+                    return Err(Error::invalid(
+                        flag,
+                        "speculative decoding is not supported on cuda yet",
+                        "use --engine sim (modelled acceptance) or --engine cpu (a real draft)",
+                    )
+                    .into());
+                }
+                EngineKind::Null | EngineKind::Http => {
+                    return Err(Error::invalid(
+                        flag,
+                        format!("does not apply to --engine {}", kind.name()),
+                        "speculative decoding runs in fuselab's engines: --engine sim or cpu",
+                    )
+                    .into());
+                }
+                EngineKind::Sim | EngineKind::Cpu => {}
+            }
+        }
+        let only = |flag: &str, set: bool, engine: EngineKind| -> anyhow::Result<()> {
+            if set && kind != engine {
+                return Err(Error::invalid(
+                    flag,
+                    format!("does not apply to --engine {}", kind.name()),
+                    format!("it applies to --engine {}; drop it", engine.name()),
+                )
+                .into());
+            }
+            Ok(())
+        };
+        only("--draft", spec.draft.is_some(), EngineKind::Sim)?;
+        only(
+            "--draft-layers",
+            spec.draft_layers.is_some(),
+            EngineKind::Cpu,
+        )?;
+        only("--draft-noise", spec.draft_noise.is_some(), EngineKind::Cpu)?;
+        if let Some(a) = spec.alpha
+            && !(0.0..=1.0).contains(&a)
+        {
+            return Err(Error::invalid(
+                "--spec-alpha",
+                format!("{a} is not a probability"),
+                "give the per-token acceptance probability in [0, 1], e.g. --spec-alpha 0.7",
+            )
+            .into());
+        }
+        if let Some(n) = spec.draft_noise
+            && !(n.is_finite() && n >= 0.0)
+        {
+            return Err(Error::invalid(
+                "--draft-noise",
+                format!("{n} is not a noise scale"),
+                "give a scale ≥ 0 relative to each matrix's RMS, e.g. --draft-noise 0.05",
+            )
+            .into());
+        }
+        if spec.draft_layers == Some(0) {
+            return Err(Error::invalid(
+                "--draft-layers",
+                "0 layers",
+                "give at least 1 (the draft keeps the target's first N layers)",
+            )
+            .into());
+        }
+        if let Some(d) = &spec.draft
+            && fuselab_engine::ModelShape::preset(d).is_err()
+        {
+            return Err(Error::invalid(
+                "--draft",
+                format!("unknown model `{d}`"),
+                format!(
+                    "name a model shape for the draft, e.g. --draft llama3.2-1b (valid: {})",
+                    fuselab_engine::MODEL_NAMES.join(", ")
+                ),
+            )
+            .into());
+        }
+        Ok(spec)
     }
 }
 
@@ -700,8 +858,50 @@ pub fn run(args: BenchArgs) -> anyhow::Result<Outcome> {
             .into()),
         };
     }
-    let knobs = exec::with_knob_set(args.knobs_from.as_deref(), &args.engine, &args.knob)?;
+    let mut knobs = exec::with_knob_set(args.knobs_from.as_deref(), &args.engine, &args.knob)?;
+    if let Some(k) = args.spec_k {
+        if args
+            .knob
+            .iter()
+            .any(|k| k.trim_start().starts_with("spec_k"))
+        {
+            return Err(Error::invalid(
+                "--spec-k",
+                "given together with --knob spec_k",
+                "give the draft length once",
+            )
+            .into());
+        }
+        knobs.push(format!("spec_k={k}"));
+    }
+    if let Some(k) = args.spec_k
+        && k > fuselab_engine::MAX_SPEC_K
+    {
+        return Err(Error::invalid(
+            "--spec-k",
+            format!("{k} draft tokens per step is out of range"),
+            format!("give 0 (off) to {}", fuselab_engine::MAX_SPEC_K),
+        )
+        .into());
+    }
     let policy = policy_config(&policy_name, &knobs)?;
+    // An explicit spec_k=0 (a tuner's baseline trial) keeps the flags quietly.
+    let k_given =
+        args.spec_k.is_some() || knobs.iter().any(|k| k.trim_start().starts_with("spec_k"));
+    if !k_given
+        && let Some(flag) = args
+            .engine
+            .spec
+            .resolve(args.engine.resolve()?.kind)?
+            .any_set()
+    {
+        return Err(Error::invalid(
+            flag,
+            "applies only with speculative decoding",
+            "give --spec-k N (N ≥ 1) or --knob spec_k=N",
+        )
+        .into());
+    }
     let (workload, requests) = args.workload.resolve()?;
     let point = Point::new(
         &args.engine,
@@ -733,6 +933,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<Outcome> {
         }
         exec::check_lengths(&point, &result, &out)?;
         print!("{}", exec::metrics_table(&[(label, &result.metrics)]));
+        if let Some(line) = exec::spec_line(&result) {
+            println!("{line}");
+        }
         println!(
             "{} requests ({} ok) · window {} · run folder {}",
             result.metrics.requests,

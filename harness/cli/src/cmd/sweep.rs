@@ -45,6 +45,13 @@ pub struct SweepArgs {
     #[serde(default)]
     pub knob: Vec<String>,
 
+    /// Speculative decoding: sweep the draft length too, `k=0,2,4,8` (0 is
+    /// the run without speculation that speed-ups are measured against).
+    /// Needs --spec-alpha on sim; the table of acceptance, block efficiency,
+    /// draft share and speed-up per load follows the curve.
+    #[arg(long, value_name = "k=LIST")]
+    pub spec: Option<String>,
+
     /// Start every policy that has these knobs from a published system's:
     /// `sarathi` or `vllm-v1` (see `fuselab bench --help`); `--knob` wins.
     #[arg(long, value_name = "SET")]
@@ -124,6 +131,36 @@ pub struct SweepPlan {
     pub export: Option<PathBuf>,
     /// Runs per point (`--repeat`); `None` writes plain run folders.
     pub repeat: Option<u32>,
+    /// Whether `--spec` sweeps the draft length (each policy appears once per `k`).
+    pub spec_sweep: bool,
+}
+
+/// Parses `--spec k=0,2,4,8`.
+fn parse_spec(s: &str) -> anyhow::Result<Vec<u32>> {
+    let hint = format!(
+        "give the draft lengths to sweep, e.g. --spec k=0,2,4,8 (each 0 to {}; include 0 for the speed-up)",
+        fuselab_engine::MAX_SPEC_K
+    );
+    let Some(list) = s.trim().strip_prefix("k=") else {
+        return Err(Error::invalid("--spec", format!("`{s}` is not k=LIST"), hint).into());
+    };
+    let mut ks = Vec::new();
+    for part in list.split(',').map(str::trim) {
+        match part.parse::<u32>() {
+            Ok(k) if k <= fuselab_engine::MAX_SPEC_K => ks.push(k),
+            _ => {
+                return Err(Error::invalid(
+                    "--spec",
+                    format!("`{part}` is not a draft length"),
+                    hint,
+                )
+                .into());
+            }
+        }
+    }
+    ks.sort_unstable();
+    ks.dedup();
+    Ok(ks)
 }
 
 /// Runs `fuselab sweep`.
@@ -149,6 +186,10 @@ pub fn run(args: SweepArgs) -> anyhow::Result<Outcome> {
     fuselab_store::create_folder(&out, args.force)?;
     let sweep = execute(&plan, &out, "sweep")?;
     print!("{}", curve_table(&sweep));
+    if let Some(spec) = spec_table(&sweep) {
+        println!();
+        print!("{spec}");
+    }
     if !sweep.max_under_slo.is_empty() {
         print!("{}", max_load_table(&sweep.max_under_slo));
     }
@@ -312,7 +353,28 @@ pub fn plan(args: &SweepArgs) -> anyhow::Result<SweepPlan> {
         PolicyKind::parse_list(args.policies.as_deref().unwrap_or("all"))?
     };
     let knobs = exec::with_knob_set(args.knobs_from.as_deref(), &args.engine, &args.knob)?;
-    let policies = policies_with_knobs(&kinds, &knobs)?;
+    let mut policies = policies_with_knobs(&kinds, &knobs)?;
+    let spec_sweep = args.spec.is_some();
+    if let Some(spec) = &args.spec {
+        if knobs.iter().any(|k| k.trim_start().starts_with("spec_k")) {
+            return Err(Error::invalid(
+                "--spec",
+                "given together with --knob spec_k",
+                "sweep the draft length with --spec k=LIST only",
+            )
+            .into());
+        }
+        let ks = parse_spec(spec)?;
+        policies = policies
+            .iter()
+            .flat_map(|p| {
+                ks.iter().map(move |&k| PolicyConfig {
+                    spec_k: k,
+                    ..p.clone()
+                })
+            })
+            .collect();
+    }
     let clients = &args.workload.clients;
     let (load_kind, loads) = match (args.rates.is_empty(), clients.is_empty()) {
         (false, true) => (LoadKind::Rate, args.rates.clone()),
@@ -408,6 +470,7 @@ pub fn plan(args: &SweepArgs) -> anyhow::Result<SweepPlan> {
         search,
         export,
         repeat: crate::cmd::bench::check_repeat(args.repeat)?,
+        spec_sweep,
     })
 }
 
@@ -476,13 +539,21 @@ fn is_http(engine: &EngineOpts) -> bool {
     )
 }
 
-/// A point's curve label: the policy, or `http` for a remote server.
-fn point_label(plan: &SweepPlan, policy: &PolicyConfig) -> &'static str {
+/// A point's curve label: the policy (with its draft length in a `--spec`
+/// sweep), or `http` for a remote server.
+fn point_label(plan: &SweepPlan, policy: &PolicyConfig) -> String {
     if is_http(&plan.engine) {
-        "http"
+        "http".into()
+    } else if plan.spec_sweep {
+        format!("{} k={}", policy.kind.name(), policy.spec_k)
     } else {
-        policy.kind.name()
+        policy.kind.name().into()
     }
+}
+
+/// A point's folder under the sweep folder (no spaces).
+fn point_dir(plan: &SweepPlan, policy: &PolicyConfig) -> String {
+    point_label(plan, policy).replace(" k=", "-k")
 }
 
 /// Runs every point of `plan` into `out` (which must exist) and writes `sweep.json`.
@@ -537,9 +608,10 @@ fn execute_with(
             let point = point_at(plan, policy, load)?;
             let rel = format!(
                 "{}/{}",
-                point_label(plan, policy),
+                point_dir(plan, policy),
                 load_dir(plan.load_kind, load)
             );
+            let spec_k = plan.spec_sweep.then_some(policy.spec_k);
             if let Some(n) = plan.repeat {
                 let dir = out.join(&rel);
                 fuselab_store::create_folder(&dir, true)?;
@@ -548,10 +620,11 @@ fn execute_with(
                     .context("a repeated point produced no run")?;
                 known.push((load, metrics.slo_attainment));
                 points.push(SweepPoint {
-                    policy: point_label(plan, policy).into(),
+                    policy: point_label(plan, policy),
                     load,
                     run: rel,
                     metrics,
+                    spec_k,
                 });
                 on_point(&write_partial(&points, &max_under_slo)?);
                 continue;
@@ -570,10 +643,11 @@ fn execute_with(
                 .cancelled
                 .then(|| exec::cancelled_error(&result, &out.join(&rel)));
             points.push(SweepPoint {
-                policy: point_label(plan, policy).into(),
+                policy: point_label(plan, policy),
                 load,
                 run: rel,
                 metrics: result.metrics,
+                spec_k,
             });
             // Keep every finished point findable (and followable) at once.
             let partial = write_partial(&points, &max_under_slo)?;
@@ -599,7 +673,7 @@ fn execute_with(
             let found = find_max_load(eval, plan.loads[0], &known, settings)
                 .with_context(|| format!("searching the SLO capacity of {}", policy.kind))?;
             max_under_slo.push(MaxLoadUnderSlo {
-                policy: point_label(plan, policy).into(),
+                policy: point_label(plan, policy),
                 max_load: found.max_load,
                 attainment_target: settings.target,
                 slo: plan.slo.clone(),
@@ -617,6 +691,10 @@ fn execute_with(
     fuselab_store::write_sweep(out, &sweep)
         .with_context(|| format!("writing {}", out.display()))?;
     let mut tables = curve_table(&sweep);
+    if let Some(spec) = spec_table(&sweep) {
+        tables.push('\n');
+        tables.push_str(&spec);
+    }
     if !sweep.max_under_slo.is_empty() {
         tables.push('\n');
         tables.push_str(&max_load_table(&sweep.max_under_slo));
@@ -686,6 +764,122 @@ pub fn curve_table(sweep: &SweepSummary) -> String {
         ]);
     }
     exec::render_table(&cells)
+}
+
+/// The speculative-decoding table of a `--spec` sweep: per policy, draft
+/// length and load, the acceptance, mean accepted length, block efficiency,
+/// draft share of busy time, and the speed-up against the same policy and
+/// load at `k=0` (mean E2E latency and output throughput), then per policy
+/// and `k` the lowest swept load where speculation stops paying (E2E
+/// speed-up below 1). `None` for a sweep without `--spec`.
+pub fn spec_table(sweep: &SweepSummary) -> Option<String> {
+    if sweep.points.iter().all(|p| p.spec_k.is_none()) {
+        return None;
+    }
+    let base_label = |p: &SweepPoint| {
+        p.policy
+            .split_once(" k=")
+            .map_or(p.policy.clone(), |(b, _)| b.to_string())
+    };
+    let baseline = |p: &SweepPoint| {
+        sweep
+            .points
+            .iter()
+            .find(|q| q.spec_k == Some(0) && base_label(q) == base_label(p) && q.load == p.load)
+    };
+    let speedup = |p: &SweepPoint| {
+        baseline(p).map(|b| {
+            let ratio = |x: f64, y: f64| if y > 0.0 { x / y } else { 0.0 };
+            (
+                ratio(b.metrics.e2e_s.mean, p.metrics.e2e_s.mean),
+                ratio(
+                    p.metrics.output_token_throughput,
+                    b.metrics.output_token_throughput,
+                ),
+            )
+        })
+    };
+    let mut cells = vec![
+        [
+            "policy",
+            "k",
+            "load",
+            "acceptance",
+            "accept",
+            "mean acc",
+            "block eff",
+            "draft %",
+            "out tok/s",
+            "TPOT p50",
+            "E2E mean",
+            "speed-up E2E",
+            "speed-up tok/s",
+        ]
+        .map(String::from)
+        .to_vec(),
+    ];
+    for p in &sweep.points {
+        let m = &p.metrics;
+        let spec = m.engine.as_ref().and_then(|e| e.spec.clone());
+        let f = |v: Option<f64>, digits: usize| {
+            v.map_or_else(|| "-".into(), |v| format!("{v:.digits$}"))
+        };
+        let (e2e_x, tok_x) = speedup(p).unzip();
+        cells.push(vec![
+            base_label(p),
+            p.spec_k.map_or_else(|| "-".into(), |k| k.to_string()),
+            format!("{}", p.load),
+            spec.as_ref()
+                .map_or_else(|| "-".into(), |s| s.source.clone()),
+            f(spec.as_ref().map(|s| s.acceptance_rate), 3),
+            f(spec.as_ref().map(|s| s.mean_accepted_len), 2),
+            f(spec.as_ref().map(|s| s.block_efficiency), 2),
+            f(spec.as_ref().map(|s| 100.0 * s.draft_time_share), 0),
+            format!("{:.0}", m.output_token_throughput),
+            exec::secs(m.tpot_s.p50),
+            exec::secs(m.e2e_s.mean),
+            f(e2e_x, 2),
+            f(tok_x, 2),
+        ]);
+    }
+    let mut out = exec::render_table(&cells);
+    let mut groups: Vec<(String, u32)> = sweep
+        .points
+        .iter()
+        .filter_map(|p| p.spec_k.filter(|&k| k > 0).map(|k| (base_label(p), k)))
+        .collect();
+    groups.dedup();
+    for (policy, k) in groups {
+        let curve: Vec<(f64, f64)> = sweep
+            .points
+            .iter()
+            .filter(|p| p.spec_k == Some(k) && base_label(p) == policy)
+            .filter_map(|p| speedup(p).map(|(x, _)| (p.load, x)))
+            .collect();
+        if curve.is_empty() {
+            continue;
+        }
+        let best = curve.iter().map(|c| c.1).fold(0.0, f64::max);
+        let line = match curve.iter().position(|(_, x)| *x < 1.0) {
+            Some(0) => format!(
+                "{policy} k={k}: does not pay at any swept load (best E2E speed-up {best:.2})"
+            ),
+            Some(i) => format!(
+                "{policy} k={k}: stops paying at load {} (E2E speed-up {:.2}; {:.2} at load {})",
+                curve[i].0,
+                curve[i].1,
+                curve[i - 1].1,
+                curve[i - 1].0
+            ),
+            None => format!(
+                "{policy} k={k}: pays at every swept load (E2E speed-up ≥ {:.2})",
+                curve.iter().map(|c| c.1).fold(f64::INFINITY, f64::min)
+            ),
+        };
+        out.push_str(&line);
+        out.push('\n');
+    }
+    Some(out)
 }
 
 /// The table of max-load-under-SLO results.

@@ -127,6 +127,14 @@ pub struct TuneArgs {
     #[arg(long, value_name = "DURATION")]
     pub poll_interval: Option<String>,
 
+    /// With `--executor local[:N]`: one trial per GPU, each seeing only its own
+    /// through `CUDA_VISIBLE_DEVICES`: `all` (the devices `CUDA_VISIBLE_DEVICES`
+    /// lists, else every GPU `nvidia-smi` sees) or a list such as `0,2,3`.
+    /// `local` alone runs as many trials at once as there are GPUs. The GPUs'
+    /// busy fraction over the campaign (NVML) goes to `gpus.json`.
+    #[arg(long, value_name = "all|LIST")]
+    pub gpus: Option<String>,
+
     /// Per-trial time limit of `--objective-cmd`, e.g. `30s`, `500ms`, `2m`
     /// [default: none]. With `--objective-cmd`, `--timeout SECONDS` means the same.
     #[arg(long, value_name = "DURATION")]
@@ -658,7 +666,40 @@ pub fn run(args: TuneArgs) -> anyhow::Result<CliOutcome> {
         .as_deref()
         .map(str::parse::<ExecutorSpec>)
         .transpose()?;
-    let parallel = executor_flags(&args, executor.as_ref(), parallel)?;
+    let gpus = args.gpus.as_deref().map(resolve_gpus).transpose()?;
+    let (executor, parallel) = match (&gpus, executor) {
+        (None, executor) => {
+            let parallel = executor_flags(&args, executor.as_ref(), parallel)?;
+            (executor, parallel)
+        }
+        (Some(gpus), Some(ExecutorSpec::Local { slots })) => {
+            // `local` alone: one trial per GPU.
+            let slots = if args.executor.as_deref() == Some("local") {
+                gpus.len()
+            } else {
+                slots
+            };
+            if slots > gpus.len() {
+                bail!(Error::invalid(
+                    "--gpus",
+                    format!(
+                        "--executor local:{slots} runs {slots} trials at once but --gpus gives {} GPU(s) ({})",
+                        gpus.len(),
+                        gpus.join(",")
+                    ),
+                    format!("use --executor local:{} or name more GPUs", gpus.len())
+                ));
+            }
+            let executor = Some(ExecutorSpec::Local { slots });
+            let parallel = executor_flags(&args, executor.as_ref(), parallel)?;
+            (executor, parallel)
+        }
+        (Some(_), _) => bail!(Error::invalid(
+            "--gpus",
+            "places trials of the local executor only",
+            "add --executor local:N (slurm and ray place GPUs with --slurm-args / --ray-resources)"
+        )),
+    };
     let (problem, objective, command): (
         Problem,
         Box<dyn Objective>,
@@ -752,6 +793,7 @@ pub fn run(args: TuneArgs) -> anyhow::Result<CliOutcome> {
             engine: args.engine.clone(),
             policy: Some(policy.clone()),
             knob: fixed.clone(),
+            spec_k: None,
             knobs_from: None,
             slo: args.slo.clone(),
             out: None,
@@ -829,8 +871,9 @@ pub fn run(args: TuneArgs) -> anyhow::Result<CliOutcome> {
     };
     let end = match (&executor, command) {
         (Some(spec), Some(command)) => {
-            let mut ex = build_executor(&args, spec)?;
+            let mut ex = build_executor(&args, spec, gpus.as_deref())?;
             println!("executor: {}", ex.describe());
+            let watch = gpus.as_deref().map(GpuWatch::start);
             let opts = ExecOptions {
                 parallel,
                 retry_lost: args.retry_lost.unwrap_or(0),
@@ -842,7 +885,7 @@ pub fn run(args: TuneArgs) -> anyhow::Result<CliOutcome> {
                     .unwrap_or(Duration::from_millis(500)),
                 ..ExecOptions::default()
             };
-            run_campaign_on(
+            let end = run_campaign_on(
                 &problem,
                 tuner.as_mut(),
                 command.as_ref(),
@@ -851,7 +894,11 @@ pub fn run(args: TuneArgs) -> anyhow::Result<CliOutcome> {
                 budget,
                 &opts,
                 on_trial,
-            )?
+            );
+            if let Some(w) = watch {
+                w.finish(&out)?;
+            }
+            end?
         }
         _ => run_campaign(
             &problem,
@@ -920,10 +967,138 @@ fn executor_flags(
     }
 }
 
-/// The executor of `--executor`.
-fn build_executor(args: &TuneArgs, spec: &ExecutorSpec) -> anyhow::Result<Box<dyn Executor>> {
+/// `--gpus all|LIST`: the GPU ids trials are placed on.
+fn resolve_gpus(spec: &str) -> anyhow::Result<Vec<String>> {
+    let bad = |what: String| Error::invalid("--gpus", what, "give all or GPU ids such as 0,1,3");
+    let ids: Vec<String> = if spec.trim() == "all" {
+        match std::env::var("CUDA_VISIBLE_DEVICES") {
+            Ok(v) if !v.trim().is_empty() => v.split(',').map(|s| s.trim().to_string()).collect(),
+            _ => {
+                let out = std::process::Command::new("nvidia-smi")
+                    .args(["--query-gpu=index", "--format=csv,noheader"])
+                    .output();
+                match out {
+                    Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout)
+                        .lines()
+                        .map(|l| l.trim().to_string())
+                        .filter(|l| !l.is_empty())
+                        .collect(),
+                    Ok(o) => bail!(bad(format!(
+                        "all: nvidia-smi failed ({}): {}",
+                        o.status,
+                        String::from_utf8_lossy(&o.stderr).trim()
+                    ))),
+                    Err(e) => bail!(bad(format!(
+                        "all: nvidia-smi cannot run ({e}): no GPU found"
+                    ))),
+                }
+            }
+        }
+    } else {
+        spec.split(',').map(|s| s.trim().to_string()).collect()
+    };
+    if ids.is_empty() {
+        bail!(bad(format!("`{spec}` names no GPU")));
+    }
+    for id in &ids {
+        let ok = !id.is_empty()
+            && (id.chars().all(|c| c.is_ascii_digit())
+                || (id.starts_with("GPU-") || id.starts_with("MIG-")) && id.len() > 4);
+        if !ok {
+            bail!(bad(format!(
+                "`{id}` is not a GPU index or UUID (GPU-…/MIG-…)"
+            )));
+        }
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    if let Some(d) = ids.iter().find(|id| !seen.insert(id.as_str())) {
+        bail!(bad(format!("GPU {d} is named twice")));
+    }
+    Ok(ids)
+}
+
+/// NVML samplers of the campaign's GPUs (those given by index); NVML missing is a note.
+struct GpuWatch {
+    started: std::time::Instant,
+    samplers: Vec<(String, fuselab_kernels::cuda::nvml::Sampler)>,
+    notes: Vec<String>,
+}
+
+impl GpuWatch {
+    fn start(gpus: &[String]) -> Self {
+        let mut samplers = Vec::new();
+        let mut notes = Vec::new();
+        for id in gpus {
+            match id.parse::<u32>() {
+                Ok(i) => match fuselab_kernels::cuda::nvml::Nvml::open(i) {
+                    Ok(n) => samplers.push((
+                        id.clone(),
+                        fuselab_kernels::cuda::nvml::Sampler::start(std::sync::Arc::new(n)),
+                    )),
+                    Err(e) => notes.push(format!("GPU {id}: not sampled ({e})")),
+                },
+                Err(_) => notes.push(format!("GPU {id}: not sampled (NVML here takes indices)")),
+            }
+        }
+        Self {
+            started: std::time::Instant::now(),
+            samplers,
+            notes,
+        }
+    }
+
+    /// Stops sampling, prints each GPU's busy fraction and writes `gpus.json` in `out`.
+    fn finish(self, out: &std::path::Path) -> anyhow::Result<()> {
+        let wall_s = self.started.elapsed().as_secs_f64();
+        let mut gpus = Vec::new();
+        for (id, sampler) in self.samplers {
+            let s = sampler.stop();
+            let busy = s.busy();
+            match busy {
+                Some((f, mean)) => println!(
+                    "GPU {id}: busy in {:.1} % of {} NVML samples over {wall_s:.1} s (mean utilisation {mean:.1} %)",
+                    100.0 * f,
+                    s.utilization_pct.len()
+                ),
+                None => println!("GPU {id}: NVML returned no utilisation samples"),
+            }
+            gpus.push(serde_json::json!({
+                "gpu": id,
+                "samples": s.utilization_pct.len(),
+                "busy_fraction": busy.map(|b| b.0),
+                "mean_utilization_pct": busy.map(|b| b.1),
+                "median_sm_clock_mhz": s.median_clock_mhz(),
+                "median_power_w": s.median_power_w(),
+                "error": s.error,
+            }));
+        }
+        for n in &self.notes {
+            println!("{n}");
+        }
+        let doc = serde_json::json!({
+            "what": "NVML utilisation of each GPU over the campaign: busy_fraction = share of samples (every 20 ms) with utilisation above 0",
+            "wall_s": wall_s,
+            "gpus": gpus,
+            "notes": self.notes,
+        });
+        let path = out.join("gpus.json");
+        std::fs::write(&path, serde_json::to_string_pretty(&doc)? + "\n")
+            .with_context(|| format!("writing {}", path.display()))?;
+        Ok(())
+    }
+}
+
+/// The executor of `--executor` (local trials placed on `gpus` when given).
+fn build_executor(
+    args: &TuneArgs,
+    spec: &ExecutorSpec,
+    gpus: Option<&[String]>,
+) -> anyhow::Result<Box<dyn Executor>> {
     Ok(match spec {
-        ExecutorSpec::Local { slots } => Box::new(LocalExecutor::new(*slots)),
+        ExecutorSpec::Local { slots } => match gpus {
+            Some(g) => Box::new(LocalExecutor::with_gpus(*slots, g.to_vec())),
+            None => Box::new(LocalExecutor::new(*slots)),
+        },
         ExecutorSpec::Slurm => Box::new(SlurmExecutor::new(
             args.slurm_args.as_deref().unwrap_or(""),
         )?),
