@@ -66,7 +66,7 @@ if profile and kernels:
 sdpa = []
 if kernels:
     for r in kernels["rows"]:
-        if r.get("target") == ">= PyTorch SDPA" and r.get("baseline"):
+        if r.get("target") == ">= PyTorch SDPA" and r.get("baseline") and "(default tile)" in r["shape"]:
             sdpa.append({"kernel": r["kernel"], "shape": r["shape"], "tflops": round(r["rate"], 1),
                          "sdpa_tflops": r["baseline"], "ratio": round(r["rate"] / r["baseline"], 3),
                          "met": bool(r.get("target_met"))})
@@ -75,7 +75,7 @@ for f in sorted(src.glob("sanitizer_*.txt")):
     text = f.read_text()
     summary = re.findall(r"(?:ERROR|RACECHECK) SUMMARY: .*$", text, re.M)
     named = sorted(set(re.findall(r"(?:in|kernel) (\w+)(?:<|\(| at)", text)))
-    hazard_kernels = sorted(set(m for m in re.findall(r"Race reported between .*? in (\S+)", text)))
+    hazard_kernels = sorted(set(re.findall(r"Race reported between \w+ access at (\w+)", text)))
     sanitizer[f.stem] = {"summary": summary[-1] if summary else "(no summary line)",
                          "result": (re.findall(r"^test result: .*$", text, re.M) or ["(no test result)"])[-1],
                          "kernels_named": [k for k in named if k][:20], "hazard_kernels": hazard_kernels}
@@ -119,7 +119,8 @@ gpu = re.search(r"^name, memory.total.*\n(.*)$", log, re.M)
 implied_decode = sum(r["output_len"] - 1 for r in workload) if workload else None
 out = {
     "what": "64-request h200-64 workload (burst at t=0, prompts N(2600, 0.3*2600) clamped [256, 4096], 128 output tokens each), Llama-3-8B shape, bf16 random weights, greedy decoding; fuselab CUDA engine per policy vs HF transformers on the same exported workload in the same device command",
-    "device": (lambda f: f"{f[0]} ({f[1]}, driver {f[-1]})")([x.strip() for x in gpu.group(1).split(",")]) if gpu else None,
+    "device": (lambda f: f"{f[0]} ({f[1]}, driver {f[2]}" + (f", {f[4]} power limit)" if len(f) > 4 else ")"))(
+        [x.strip() for x in gpu.group(1).split(",")]) if gpu else None,
     "weights": "random bf16 (seeded); speed depends on shapes, not values: every request runs exactly its prompt and its 128 output tokens (no EOS), so the work per step is fixed by the workload",
     "implied_decode_tokens": implied_decode,
     "fuselab": fl,
@@ -196,8 +197,9 @@ sdpa_table = "\n".join(
        for r in sdpa]) if sdpa else "(no kernels run)"
 chunk_lines = "\n".join(f"- {c['name']}: {c['ratio']:.3f} ({c['detail']})" for c in out["chunk_after_prefix"])
 sanitizer_lines = "\n".join(
-    f"- `{n}`: {v['summary']}; {v['result']}" + (f"; hazards reported in: {', '.join(v['hazard_kernels'])}" if v['hazard_kernels'] else "")
+    f"- `{n}`: {v['summary']}; {v['result']}" + (f"; the hazards displayed are all in: {', '.join(v['hazard_kernels'])}" if v['hazard_kernels'] else "")
     for n, v in sanitizer.items()) or "(not run)"
+builds = (src / "builds.md").read_text().strip() if (src / "builds.md").exists() else ""
 md = f"""# H200 end to end: fuselab CUDA engine vs HF transformers
 
 Workload: `fuselab workload --preset h200-64 --export w.jsonl` (64 requests, burst at t = 0,
@@ -231,7 +233,8 @@ runs the decode steps kernel by kernel to split them. Full tables: `profile.md`,
 
 ## Kernels against PyTorch in the same command
 
-From `kernels.md` (method: N = 32 back-to-back launches between two events, median of 10):
+From `kernels.md` (method: N = 32 back-to-back launches between two events, median of 10),
+the tile the engine picks at each shape (every tile's row is in `kernels.md`):
 
 {sdpa_table}
 
@@ -256,10 +259,10 @@ does (the `stream` knob, off for them by default), so their TTFT is the batch's 
 process, start-up included (NVRTC compile, 16 GB of weights filled on the device, the KV
 cache), took {pw} s. The full console output of the device command is in `e2e_log.txt`.
 
-## The GPU tests, same command, same build
+## The GPU tests
 
-Run first, with `FUSELAB_REQUIRE_GPU=1` so that a test that cannot reach the GPU fails rather
-than skips; their full output is in `gpu_tests_*.txt`.
+Run first in the `kernels` part, with `FUSELAB_REQUIRE_GPU=1` so that a test that cannot reach
+the GPU fails rather than skips; their full output is in `gpu_tests_*.txt`.
 
 {chr(10).join(test_lines) if test_lines else '(none ran)'}
 
@@ -271,10 +274,12 @@ than skips; their full output is in `gpu_tests_*.txt`.
 
 ## How it was run
 
-One device command, `device-run.sh` beside this file, with the binaries and `hf_baseline.py`
-carried in `gpu/`, built here with `cargo build --profile gpu -p fuselab-cli` and
-`cargo test --profile gpu -p fuselab-cuda -p fuselab-kernels --no-run`; `make_results.py`
-wrote this page from what the command returned.
+{builds}
+
+Two device commands on the same machine kind, `device-run.sh kernels` and `device-run.sh e2e`
+beside this file (a command may run at most 10 minutes), with the binaries and
+`hf_baseline.py` carried in `gpu/`, built here by `build-for-device.sh`; `make_results.py` wrote
+this page from what they returned, and `e2e_log.txt` is both consoles.
 
 The weights are random (seeded, bf16). That does not change speed: every GEMM, attention and
 norm costs the same for any values of the same shape and dtype, and decoding is greedy with no
