@@ -235,6 +235,44 @@ impl LocalExecutor {
     fn release(&mut self, pid: u32) {
         self.held.remove(&pid);
     }
+
+    /// Frees the GPUs of trials whose process has exited.
+    fn reap(&mut self) {
+        let pids: Vec<u32> = self.held.keys().copied().collect();
+        for pid in pids {
+            let gone = match self.children.get_mut(&pid) {
+                Some(child) => !matches!(child.try_wait(), Ok(None)),
+                None => !matches!(
+                    std::fs::read_to_string(format!("/proc/{pid}/stat")),
+                    Ok(stat) if !stat.rsplit_once(')').is_some_and(|(_, r)| r.trim_start().starts_with(['Z', 'X']))
+                ),
+            };
+            if gone {
+                self.release(pid);
+            }
+        }
+    }
+
+    /// A GPU no running trial holds. A trial counts as done once it writes its
+    /// exit code, a moment before its process exits, so this waits briefly for
+    /// a finished trial's process to go before giving up.
+    fn free_gpu(&mut self) -> Option<String> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        loop {
+            self.reap();
+            if let Some(g) = self
+                .gpus
+                .iter()
+                .find(|g| !self.held.values().any(|h| h == *g))
+            {
+                return Some(g.clone());
+            }
+            if std::time::Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
 }
 
 /// State letter of `/proc/PID/stat` and whether its command line mentions
@@ -269,21 +307,16 @@ impl Executor for LocalExecutor {
         let gpu = if self.gpus.is_empty() {
             None
         } else {
-            let free = self
-                .gpus
-                .iter()
-                .find(|g| !self.held.values().any(|h| h == *g))
-                .cloned()
-                .ok_or_else(|| {
-                    Error::executor(
-                        "local",
-                        format!(
-                            "no free GPU for {}: all of {} are held by running trials",
-                            job.name,
-                            self.gpus.join(",")
-                        ),
-                    )
-                })?;
+            let free = self.free_gpu().ok_or_else(|| {
+                Error::executor(
+                    "local",
+                    format!(
+                        "no free GPU for {}: all of {} are held by running trials",
+                        job.name,
+                        self.gpus.join(",")
+                    ),
+                )
+            })?;
             std::fs::write(job.run_dir.join(GPU_FILE), format!("{free}\n")).map_err(|e| {
                 Error::executor(
                     "local",
