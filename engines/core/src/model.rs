@@ -62,12 +62,13 @@ pub struct ModelShape {
 }
 
 /// Names of the preset shapes, in the order `--help` lists them.
-pub const MODEL_NAMES: [&str; 10] = [
+pub const MODEL_NAMES: [&str; 11] = [
     "llama3-8b",
     "llama3.1-8b",
     "llama3-70b",
     "llama3.1-70b",
     "llama3.2-1b",
+    "llama3.2-1b-h128",
     "llama2-7b",
     "llama2-13b",
     "tiny",
@@ -127,6 +128,21 @@ impl ModelShape {
             }),
             tie_embeddings: true,
             ..Self::llama3_8b()
+        }
+    }
+
+    /// Llama-3.2-1B with its heads regrouped to 128 elements (the CUDA
+    /// attention kernels' head size): 16 query / 4 KV heads of 128 instead of
+    /// 32 / 8 of 64. Every GEMM, the parameter count, the KV bytes per token
+    /// and the attention FLOPs are Llama-3.2-1B's; only the split of the same
+    /// widths into heads differs. The CUDA engine's Llama-3.2-1B-shaped draft.
+    pub fn llama3_2_1b_h128() -> Self {
+        Self {
+            name: "llama3.2-1b-h128".into(),
+            n_heads: 16,
+            n_kv_heads: 4,
+            head_dim: 128,
+            ..Self::llama3_2_1b()
         }
     }
 
@@ -198,6 +214,7 @@ impl ModelShape {
             "llama3-70b" => Self::llama3_70b(),
             "llama3.1-70b" => llama3_1(Self::llama3_70b(), "llama3.1-70b"),
             "llama3.2-1b" => Self::llama3_2_1b(),
+            "llama3.2-1b-h128" => Self::llama3_2_1b_h128(),
             "llama2-7b" => llama2,
             "llama2-13b" => Self {
                 name: "llama2-13b".into(),
@@ -358,6 +375,21 @@ mod tests {
         let d = ModelShape::llama3_2_1b();
         assert_eq!(d.params(), 1_235_814_400);
         assert_eq!(d.kv_bytes_per_token(1, 2), 32 * 1024);
+        let h = ModelShape::llama3_2_1b_h128();
+        assert_eq!(
+            (
+                h.params(),
+                h.kv_bytes_per_token(1, 2),
+                h.q_width(),
+                h.kv_width()
+            ),
+            (
+                d.params(),
+                d.kv_bytes_per_token(1, 2),
+                d.q_width(),
+                d.kv_width()
+            )
+        );
         let m70 = ModelShape::preset("llama3.1-70b").unwrap();
         assert!(
             (m70.params() as f64 / 1e9 - 70.55).abs() < 0.1,

@@ -1,11 +1,15 @@
 //! [`CudaBackend`]: the bf16 Llama forward pass behind the engine's [`Backend`] trait.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use cudarc::driver::{CudaGraph, CudaSlice};
 use fuselab_core::RequestId;
-use fuselab_engine::{Backend, BackendError, BatchShape, ForwardBatch, KvGeometry, StepOutput};
+use fuselab_engine::{
+    AcceptanceModel, Backend, BackendError, BatchShape, DraftInfo, ForwardBatch, KvGeometry,
+    StepOutput,
+};
 use fuselab_kernels::cpu::rope::Rope;
 use fuselab_kernels::cuda::{CudaDevice, DecodeWorkspace, PagedAttention, PrefillTile};
 use half::bf16;
@@ -63,6 +67,42 @@ impl Default for CudaOptions {
             profile: None,
         }
     }
+}
+
+/// Where the CUDA backend's draft model comes from (speculative decoding).
+#[derive(Clone, Debug, PartialEq)]
+pub enum DraftSource {
+    /// A model of its own shape with seeded random weights, e.g.
+    /// `llama3.2-1b-h128` beside `llama3-8b` (same vocabulary as the target).
+    Model {
+        /// The draft's shape.
+        shape: ModelShape,
+        /// Seed of its weights.
+        seed: u64,
+    },
+    /// Made from the target: its first `layers` layers with its embeddings,
+    /// final norm and head, every matrix plus seeded uniform noise of `noise`
+    /// times the matrix's RMS (random target weights only, whose RMS is known).
+    Perturbed {
+        /// Layers kept (1 ..= the target's).
+        layers: usize,
+        /// Noise relative to each matrix's RMS (0: none).
+        noise: f64,
+        /// Seed of the noise.
+        seed: u64,
+    },
+}
+
+/// The draft model beside the target ([`CudaBackend::with_draft`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct DraftOptions {
+    /// Its shape and weights.
+    pub source: DraftSource,
+    /// A modelled acceptance coin: the target's verification keeps a draft
+    /// token when the coin accepts its position (and otherwise its own greedy
+    /// token), so acceptance is i.i.d. α while draft and target still run
+    /// for real. `None`: greedy verification (measured acceptance).
+    pub alpha: Option<AcceptanceModel>,
 }
 
 /// Prompt tokens of the warm-up's prefill (at most the cache and the context).
@@ -224,9 +264,23 @@ struct StepPlan {
     pre_tables: Vec<i32>,
     pre_max_blocks: usize,
     pre_max_q: usize,
-    /// Rows whose last hidden state is sampled, in entry order.
+    /// Rows whose hidden state goes through the head: one per sampled entry
+    /// (its last row), every row of a verify entry; in entry order.
     sample_rows: Vec<i32>,
-    sample_ids: Vec<RequestId>,
+    /// What each sampled entry gets back from the head rows.
+    outputs: Vec<SampledEntry>,
+}
+
+/// A sampled entry's head rows: `first .. first + n` of [`StepPlan::sample_rows`].
+#[derive(Debug)]
+struct SampledEntry {
+    request: RequestId,
+    first: usize,
+    /// 1, or `k + 1` for a verify entry (a decode entry of `k` drafts).
+    n: usize,
+    start_pos: u32,
+    /// A verify entry's drafts (its tokens after the first).
+    drafts: Vec<u32>,
 }
 
 /// How decode attention splits the context.
@@ -271,7 +325,7 @@ struct StepInputs<'a> {
 /// The Llama architecture in bf16 on one NVIDIA GPU: NVRTC kernels for norms,
 /// RoPE, SiLU·mul, the paged KV write and attention; cuBLAS for the GEMMs.
 pub struct CudaBackend {
-    dev: CudaDevice,
+    dev: Arc<CudaDevice>,
     cfg: ModelShape,
     opts: CudaOptions,
     w: DeviceWeights,
@@ -289,6 +343,10 @@ pub struct CudaBackend {
     graph_meta: Option<GraphMeta>,
     graphs: Vec<DecodeGraph>,
     graph_replays: u64,
+    /// The draft model (speculative decoding), on the same device and stream.
+    draft: Option<Box<CudaBackend>>,
+    /// What the draft is, and the modelled acceptance coin if any.
+    draft_info: Option<(String, Option<AcceptanceModel>)>,
 }
 
 impl std::fmt::Debug for CudaBackend {
@@ -300,6 +358,7 @@ impl std::fmt::Debug for CudaBackend {
             .field("kv_budget", &self.kv_budget)
             .field("geometry", &self.geometry)
             .field("weights", &self.weights_kind)
+            .field("draft", &self.draft_info)
             .finish_non_exhaustive()
     }
 }
@@ -353,7 +412,7 @@ impl CudaBackend {
                 problem: format!("{} must be in (0, 1]", opts.memory_fraction),
             });
         }
-        let dev = CudaDevice::new(opts.device)?;
+        let dev = Arc::new(CudaDevice::new(opts.device)?);
         dev.set_skinny_gemm(opts.skinny_gemm);
         if let Some(t) = opts.prefill_tile
             && t.needs_sm90a()
@@ -383,6 +442,19 @@ impl CudaBackend {
         }
         let kv_budget = opts.kv_budget_bytes.unwrap_or(usable - weight_bytes);
         let w = make(&dev, &cfg)?;
+        Self::assemble(dev, cfg, opts, w, kv_budget, weights_kind)
+    }
+
+    /// A backend over weights already on `dev`.
+    fn assemble(
+        dev: Arc<CudaDevice>,
+        cfg: ModelShape,
+        opts: CudaOptions,
+        w: DeviceWeights,
+        kv_budget: u64,
+        weights_kind: &'static str,
+    ) -> Result<Self, CudaBackendError> {
+        let weight_bytes = cfg.weight_bytes(crate::config::ELEM_BYTES);
         let rope = Rope::new(crate::config::rope(&cfg)).map_err(|e| CudaBackendError::Config {
             field: "rope_theta",
             problem: e.to_string(),
@@ -427,7 +499,105 @@ impl CudaBackend {
             graph_meta: None,
             graphs: Vec::new(),
             graph_replays: 0,
+            draft: None,
+            draft_info: None,
         })
+    }
+
+    /// Adds a draft model beside the target (speculative decoding), before
+    /// the KV cache is allocated: its weights come off the KV budget and its
+    /// KV lives in the same blocks as the target's (one block table indexes
+    /// both caches), so a rollback of the table rolls back both.
+    ///
+    /// # Errors
+    /// [`CudaBackendError::Config`] naming `draft` (a vocabulary other than
+    /// the target's, a shape the kernels cannot run, the KV cache already
+    /// allocated), `draft_layers` or `draft_noise`; too little memory.
+    pub fn with_draft(mut self, opts: DraftOptions) -> Result<Self, CudaBackendError> {
+        let bad =
+            |field: &'static str, problem: String| CudaBackendError::Config { field, problem };
+        if self.geometry.is_some() {
+            return Err(bad(
+                "draft",
+                "the KV cache is already allocated; add the draft before init_kv".into(),
+            ));
+        }
+        let (cfg, w, name) = match &opts.source {
+            DraftSource::Model { shape, seed } => {
+                crate::config::validate(shape)?;
+                if shape.vocab != self.cfg.vocab {
+                    return Err(bad(
+                        "draft",
+                        format!(
+                            "{} has a vocabulary of {} but the target {} has {}; a draft must share the target's tokenizer",
+                            shape.name, shape.vocab, self.cfg.name, self.cfg.vocab
+                        ),
+                    ));
+                }
+                let w = DeviceWeights::random(&self.dev, shape, *seed)?;
+                let name = format!("{}, random weights (seed {seed})", shape.name);
+                (shape.clone(), w, name)
+            }
+            DraftSource::Perturbed {
+                layers,
+                noise,
+                seed,
+            } => {
+                if self.weights_kind != "random" {
+                    return Err(bad(
+                        "draft",
+                        "a draft made from the target needs its random weights (their RMS sets the noise); name a draft model instead".into(),
+                    ));
+                }
+                if *layers == 0 || *layers > self.cfg.n_layers {
+                    return Err(bad(
+                        "draft_layers",
+                        format!(
+                            "{layers} layers, but the target {} has {}",
+                            self.cfg.name, self.cfg.n_layers
+                        ),
+                    ));
+                }
+                if !(noise.is_finite() && *noise >= 0.0) {
+                    return Err(bad("draft_noise", format!("{noise} is not a scale ≥ 0")));
+                }
+                let w = self
+                    .w
+                    .perturbed(&self.dev, &self.cfg, *layers, *noise as f32, *seed)?;
+                let cfg = ModelShape {
+                    n_layers: *layers,
+                    ..self.cfg.clone()
+                };
+                let name = format!(
+                    "{}: first {layers} of {} layers, noise {noise} (seed {seed})",
+                    self.cfg.name, self.cfg.n_layers
+                );
+                (cfg, w, name)
+            }
+        };
+        let draft_bytes = w.bytes();
+        // A budget measured from free memory pays for the draft's weights; a
+        // fixed one is the KV cache's alone.
+        if self.opts.kv_budget_bytes.is_none() {
+            if draft_bytes >= self.kv_budget {
+                return Err(CudaBackendError::OutOfMemory(format!(
+                    "the draft's {draft_bytes} bytes of weights leave nothing of the {} bytes of KV budget",
+                    self.kv_budget
+                )));
+            }
+            self.kv_budget -= draft_bytes;
+        }
+        let draft_opts = CudaOptions {
+            kv_budget_bytes: Some(u64::MAX),
+            keep_logits: false,
+            profile: None,
+            ..self.opts.clone()
+        };
+        let draft = Self::assemble(self.dev.clone(), cfg, draft_opts, w, u64::MAX, "random")?;
+        tracing::info!(draft = %name, draft_bytes, kv_budget = self.kv_budget, "cuda draft model ready");
+        self.draft = Some(Box::new(draft));
+        self.draft_info = Some((name, opts.alpha));
+        Ok(self)
     }
 
     /// Steps replayed from CUDA graphs so far (the warm-up's included).
@@ -455,7 +625,6 @@ impl CudaBackend {
     fn plan(&self, batch: &ForwardBatch, geo: KvGeometry) -> Result<StepPlan, CudaBackendError> {
         let bs = geo.block_size as usize;
         let mut p = StepPlan::default();
-        let is_dec = |e: &fuselab_engine::BatchEntry| e.is_decode && e.n_tokens == 1;
         for e in &batch.entries {
             let n = e.n_tokens as usize;
             if e.tokens.len() != n {
@@ -488,17 +657,16 @@ impl CudaBackend {
         }
         let mut first_row = vec![0usize; batch.entries.len()];
         // Decodes first (rows 0 .. n_decode), longest context first so that the
-        // attention's longest blocks start first; then prompt chunks in batch order.
+        // attention's longest blocks start first; then prompt chunks in batch
+        // order. A verify entry (a decode entry of k + 1 tokens) is k + 1 decode
+        // rows, row j attending the first start + j + 1 positions: its K and V
+        // are written before attention in every layer, so this is causal.
         let mut decodes: Vec<usize> = (0..batch.entries.len())
-            .filter(|&i| batch.entries[i].n_tokens > 0 && is_dec(&batch.entries[i]))
+            .filter(|&i| batch.entries[i].n_tokens > 0 && batch.entries[i].is_decode)
             .collect();
         decodes.sort_by_key(|&i| std::cmp::Reverse(batch.entries[i].start_pos));
-        let prefills = (0..batch.entries.len())
-            .filter(|&i| batch.entries[i].n_tokens > 0 && !is_dec(&batch.entries[i]));
-        let order: Vec<(usize, bool)> = decodes
-            .iter()
-            .map(|&i| (i, true))
-            .chain(prefills.map(|i| (i, false)))
+        let prefills: Vec<usize> = (0..batch.entries.len())
+            .filter(|&i| batch.entries[i].n_tokens > 0 && !batch.entries[i].is_decode)
             .collect();
         let capacity = geo.num_blocks as usize * bs;
         if i32::try_from(capacity).is_err() {
@@ -506,54 +674,57 @@ impl CudaBackend {
                 "a cache of {capacity} token slots does not fit the kernels' 32-bit slot ids"
             )));
         }
-        for &(i, pass_decode) in &order {
-            {
-                let e = &batch.entries[i];
-                let n = e.n_tokens as usize;
-                let start = e.start_pos as usize;
-                let ctx = start + n;
-                let blocks = ctx.div_ceil(bs);
-                first_row[i] = p.tokens.len();
-                for (j, &t) in e.tokens.iter().enumerate() {
-                    let pos = start + j;
-                    p.tokens.push(t as i32);
-                    p.positions.push(pos as i32);
-                    let blk = e.block_table[pos / bs] as usize;
-                    p.slots.push((blk * bs + pos % bs) as i32);
-                }
+        let blocks_of = |e: &fuselab_engine::BatchEntry| {
+            (e.start_pos + e.n_tokens).div_ceil(geo.block_size) as usize
+        };
+        p.dec_max_blocks = decodes
+            .iter()
+            .map(|&i| blocks_of(&batch.entries[i]))
+            .max()
+            .unwrap_or(0);
+        p.pre_max_blocks = prefills
+            .iter()
+            .map(|&i| blocks_of(&batch.entries[i]))
+            .max()
+            .unwrap_or(0);
+        let table_row = |e: &fuselab_engine::BatchEntry, width: usize| -> Vec<i32> {
+            let row = e.block_table[..blocks_of(e)].iter().map(|&b| b as i32);
+            row.chain(std::iter::repeat(0)).take(width).collect()
+        };
+        let order = decodes
+            .iter()
+            .map(|&i| (i, true))
+            .chain(prefills.iter().map(|&i| (i, false)));
+        for (i, pass_decode) in order {
+            let e = &batch.entries[i];
+            let n = e.n_tokens as usize;
+            let start = e.start_pos as usize;
+            first_row[i] = p.tokens.len();
+            for (j, &t) in e.tokens.iter().enumerate() {
+                let pos = start + j;
+                p.tokens.push(t as i32);
+                p.positions.push(pos as i32);
+                let blk = e.block_table[pos / bs] as usize;
+                p.slots.push((blk * bs + pos % bs) as i32);
                 if pass_decode {
                     p.n_decode += 1;
-                    p.dec_context_tokens += ctx as u64;
-                    p.dec_ctx.push(ctx as i32);
-                    p.dec_max_blocks = p.dec_max_blocks.max(blocks);
-                    p.dec_max_ctx = p.dec_max_ctx.max(ctx);
-                } else {
-                    if p.n_prefill == 0 {
-                        p.cu_q.push(first_row[i] as i32);
-                    }
-                    p.n_prefill += 1;
-                    p.cu_q.push(p.tokens.len() as i32);
-                    p.pre_ctx.push(ctx as i32);
-                    p.pre_max_blocks = p.pre_max_blocks.max(blocks);
-                    p.pre_max_q = p.pre_max_q.max(n);
+                    p.dec_context_tokens += pos as u64 + 1;
+                    p.dec_ctx.push(pos as i32 + 1);
+                    p.dec_max_ctx = p.dec_max_ctx.max(pos + 1);
+                    p.dec_tables.extend(table_row(e, p.dec_max_blocks));
                 }
             }
-        }
-        let table = |dec: bool, width: usize| -> Vec<i32> {
-            let mut t = Vec::new();
-            for e in order
-                .iter()
-                .filter(|o| o.1 == dec)
-                .map(|o| &batch.entries[o.0])
-            {
-                let blocks = (e.start_pos + e.n_tokens).div_ceil(geo.block_size) as usize;
-                let row = e.block_table[..blocks].iter().map(|&b| b as i32);
-                t.extend(row.chain(std::iter::repeat(0)).take(width));
+            if !pass_decode {
+                if p.n_prefill == 0 {
+                    p.cu_q.push(first_row[i] as i32);
+                }
+                p.n_prefill += 1;
+                p.cu_q.push(p.tokens.len() as i32);
+                p.pre_ctx.push((start + n) as i32);
+                p.pre_max_q = p.pre_max_q.max(n);
+                p.pre_tables.extend(table_row(e, p.pre_max_blocks));
             }
-            t
-        };
-        p.dec_tables = table(true, p.dec_max_blocks);
-        p.pre_tables = table(false, p.pre_max_blocks);
+        }
         let real = p.tokens.len();
         p.rows = match batch.shape {
             BatchShape::Ragged => real,
@@ -564,11 +735,27 @@ impl CudaBackend {
         p.positions.resize(p.rows, 0);
         p.slots.resize(p.rows, -1);
         for (i, e) in batch.entries.iter().enumerate() {
-            if e.sample && e.n_tokens > 0 {
-                p.sample_rows
-                    .push((first_row[i] + e.n_tokens as usize - 1) as i32);
-                p.sample_ids.push(e.request);
+            if e.n_tokens == 0 {
+                continue;
             }
+            let verify = e.is_decode && e.n_tokens > 1;
+            if !(e.sample || verify) {
+                continue;
+            }
+            let n = if verify { e.n_tokens as usize } else { 1 };
+            let last = first_row[i] + e.n_tokens as usize;
+            p.outputs.push(SampledEntry {
+                request: e.request,
+                first: p.sample_rows.len(),
+                n,
+                start_pos: e.start_pos,
+                drafts: if verify {
+                    e.tokens[1..].to_vec()
+                } else {
+                    Vec::new()
+                },
+            });
+            p.sample_rows.extend((last - n..last).map(|r| r as i32));
         }
         Ok(p)
     }
@@ -754,7 +941,9 @@ impl CudaBackend {
     }
 
     /// Copies the sampled ids (and, with [`CudaOptions::keep_logits`], their logits)
-    /// back: `rows[i]` is the head row of `p.sample_ids[i]`.
+    /// back: `rows[i]` is the head row of `p.sample_rows[i]`. A verify entry gets
+    /// its tokens in [`StepOutput::verified`] (the coin's verdicts where
+    /// acceptance is modelled) and its last in [`StepOutput::sampled`].
     fn collect(&mut self, p: &StepPlan, rows: &[usize]) -> Result<StepOutput, CudaBackendError> {
         let mut out = StepOutput::default();
         let dev = &self.dev;
@@ -768,25 +957,39 @@ impl CudaBackend {
             .memcpy_dtoh(&hs.ids.slice(0..n), &mut ids)
             .map_err(|e| CudaBackendError::driver("copying sampled ids", e))?;
         let vocab = self.cfg.vocab;
+        let mut logits = Vec::new();
         if self.opts.keep_logits {
-            let mut l = vec![bf16::ZERO; n * vocab];
+            logits = vec![bf16::ZERO; n * vocab];
             dev.stream()
-                .memcpy_dtoh(&hs.logits.slice(0..n * vocab), &mut l)
+                .memcpy_dtoh(&hs.logits.slice(0..n * vocab), &mut logits)
                 .map_err(|e| CudaBackendError::driver("copying logits", e))?;
-            dev.synchronize()?;
-            for (&id, &r) in p.sample_ids.iter().zip(rows) {
-                let row = &l[r * vocab..(r + 1) * vocab];
-                out.logits
-                    .push((id, row.iter().map(|v| v.to_f32()).collect()));
-            }
         }
         dev.synchronize()?;
-        out.sampled = p
-            .sample_ids
-            .iter()
-            .zip(rows)
-            .map(|(&id, &r)| (id, ids[r].max(0) as u32))
-            .collect();
+        let coin = self.draft_info.as_ref().and_then(|d| d.1);
+        for o in &p.outputs {
+            let head_rows = &rows[o.first..o.first + o.n];
+            let mut tokens: Vec<u32> = head_rows.iter().map(|&r| ids[r].max(0) as u32).collect();
+            if self.opts.keep_logits {
+                for &r in head_rows {
+                    let row = &logits[r * vocab..(r + 1) * vocab];
+                    out.logits
+                        .push((o.request, row.iter().map(|v| v.to_f32()).collect()));
+                }
+            }
+            if let Some(coin) = coin {
+                // The draft token for position start + 1 + j is kept when the coin accepts it.
+                for (j, &d) in o.drafts.iter().enumerate() {
+                    if coin.accepts(o.request, o.start_pos + 1 + j as u32) {
+                        tokens[j] = d;
+                    }
+                }
+            }
+            let last = tokens.last().copied().unwrap_or(0);
+            out.sampled.push((o.request, last));
+            if o.n > 1 {
+                out.verified.push((o.request, tokens));
+            }
+        }
         Ok(out)
     }
 
@@ -1145,7 +1348,8 @@ impl Backend for CudaBackend {
     }
 
     fn kv_bytes_per_token(&self) -> u64 {
-        self.cfg.kv_bytes_per_token(1, crate::config::ELEM_BYTES)
+        let draft = self.draft.as_ref().map_or(0, |d| d.kv_bytes_per_token());
+        self.cfg.kv_bytes_per_token(1, crate::config::ELEM_BYTES) + draft
     }
 
     fn vocab_size(&self) -> u32 {
@@ -1179,6 +1383,9 @@ impl Backend for CudaBackend {
             .bind_to_thread()
             .map_err(|e| BackendError::Device(format!("binding the CUDA context: {e}")))?;
         self.kv.clear();
+        if let Some(d) = self.draft.as_mut() {
+            d.init_kv(geometry)?;
+        }
         let n = geometry.num_blocks as usize * geometry.block_size as usize * self.cfg.kv_width();
         for _ in 0..self.cfg.n_layers {
             let k = self.dev.alloc_bf16(n).map_err(|e| {
@@ -1205,5 +1412,23 @@ impl Backend for CudaBackend {
 
     fn forward(&mut self, batch: &ForwardBatch) -> Result<StepOutput, BackendError> {
         self.run(batch).map_err(to_backend)
+    }
+
+    fn draft_model(&self) -> Option<DraftInfo> {
+        let (name, coin) = self.draft_info.as_ref()?;
+        Some(DraftInfo {
+            name: name.clone(),
+            modelled_alpha: coin.map(|c| c.alpha),
+        })
+    }
+
+    fn draft_forward(&mut self, batch: &ForwardBatch) -> Result<StepOutput, BackendError> {
+        let draft = self.draft.as_mut().ok_or_else(|| {
+            BackendError::Unsupported(
+                "speculative decoding needs a draft model: build the CUDA backend with_draft"
+                    .into(),
+            )
+        })?;
+        draft.run(batch).map_err(to_backend)
     }
 }

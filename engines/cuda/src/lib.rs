@@ -20,6 +20,12 @@
 //!   replay a CUDA graph captured for their batch-size bucket. It synchronises
 //!   the stream before returning, so the engine's wall-clock step time is the
 //!   real one.
+//! * Speculative decoding ([`CudaBackend::with_draft`]): a draft model on the
+//!   same device and stream, its own shape with random weights or made from the
+//!   target (first layers, seeded noise), its KV in the target's blocks. The
+//!   target verifies `k` drafts as `k + 1` decode rows of one sequence (row j
+//!   attends the first `start + j + 1` positions), so a verify step is a
+//!   decode step and can replay a graph.
 //! * [`profile`]: opt-in per-operator GPU time per phase (`--cuda-profile`).
 //! * Shapes: any [`ModelShape`] that [`validate_shape`] accepts, e.g. `llama3-8b`
 //!   and `tiny-128`
@@ -36,7 +42,7 @@ mod error;
 pub mod profile;
 mod weights;
 
-pub use backend::{CudaBackend, CudaOptions};
+pub use backend::{CudaBackend, CudaOptions, DraftOptions, DraftSource};
 pub use config::validate as validate_shape;
 pub use error::CudaBackendError;
 pub use fuselab_engine::ModelShape;

@@ -130,6 +130,74 @@ impl DeviceWeights {
         })
     }
 
+    /// Bytes the weights occupy on the device.
+    pub(crate) fn bytes(&self) -> u64 {
+        let layer = |l: &LayerWeights| {
+            l.attn_norm.len()
+                + l.wqkv.len()
+                + l.wo.len()
+                + l.mlp_norm.len()
+                + l.w_gate_up.len()
+                + l.w_down.len()
+        };
+        let n = self.embed.len()
+            + self.norm.len()
+            + self.lm_head.len()
+            + self.layers.iter().map(layer).sum::<usize>();
+        2 * n as u64
+    }
+
+    /// A draft made from [`Self::random`] weights of `cfg`: copies of the
+    /// embeddings, the first `layers` layers, the final norm and the head, and
+    /// on every matrix seeded uniform noise of `noise` × its RMS (the random
+    /// fill's RMS: a uniform ±a matrix has RMS a/√3, so the noise is ±noise·a).
+    /// Norm weights are copied unperturbed.
+    pub(crate) fn perturbed(
+        &self,
+        dev: &CudaDevice,
+        cfg: &ModelShape,
+        layers: usize,
+        noise: f32,
+        seed: u64,
+    ) -> Result<Self, CudaBackendError> {
+        let mut counter = 0u64;
+        let mut copy = |src: &CudaSlice<bf16>,
+                        amplitude: Option<f32>|
+         -> Result<CudaSlice<bf16>, CudaBackendError> {
+            let mut out = dev.alloc_bf16(src.len())?;
+            dev.stream()
+                .memcpy_dtod(src, &mut out)
+                .map_err(|e| CudaBackendError::driver("copying the draft's weights", e))?;
+            if let Some(a) = amplitude.filter(|_| noise > 0.0) {
+                counter += 1;
+                let mut n = dev.alloc_bf16(src.len())?;
+                dev.fill_uniform(&mut n, mix(seed ^ mix(counter ^ 0xd1af)), noise * a)?;
+                dev.add_inplace(&mut out, &n, src.len())?;
+            }
+            Ok(out)
+        };
+        let proj = |fan_in: usize| Some((3.0 / fan_in as f32).sqrt());
+        let (h, q, f) = (cfg.hidden, cfg.q_width(), cfg.ffn);
+        let embed = copy(&self.embed, Some(1.0))?;
+        let mut out = Vec::with_capacity(layers);
+        for l in self.layers.iter().take(layers) {
+            out.push(LayerWeights {
+                attn_norm: copy(&l.attn_norm, None)?,
+                wqkv: copy(&l.wqkv, proj(h))?,
+                wo: copy(&l.wo, proj(q))?,
+                mlp_norm: copy(&l.mlp_norm, None)?,
+                w_gate_up: copy(&l.w_gate_up, proj(h))?,
+                w_down: copy(&l.w_down, proj(f))?,
+            });
+        }
+        Ok(Self {
+            embed,
+            layers: out,
+            norm: copy(&self.norm, None)?,
+            lm_head: copy(&self.lm_head, proj(h))?,
+        })
+    }
+
     /// Uploads the tensors of a safetensors file with Hugging Face Llama names
     /// (F32, F16 or BF16), rounding to bf16. `lm_head.weight` may be absent
     /// (tied embeddings).

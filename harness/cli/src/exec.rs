@@ -183,8 +183,10 @@ impl Point {
             .into());
         }
         if policy.speculates()
-            && engine_spec.kind != EngineKind::Sim
-            && engine_spec.kind != EngineKind::Cpu
+            && !matches!(
+                engine_spec.kind,
+                EngineKind::Sim | EngineKind::Cpu | EngineKind::Cuda
+            )
         {
             return Err(Error::invalid(
                 "--spec-k",
@@ -192,7 +194,7 @@ impl Point {
                     "speculative decoding is not supported on {} yet",
                     engine_spec.kind.name()
                 ),
-                "use --engine sim (modelled acceptance) or --engine cpu (a real draft), or spec_k=0",
+                "use --engine sim (modelled acceptance), cpu or cuda (a real draft), or spec_k=0",
             )
             .into());
         }
@@ -206,6 +208,10 @@ impl Point {
                 "give the per-token acceptance probability, e.g. --spec-alpha 0.7",
             )
             .into());
+        }
+        if policy.speculates() && engine_spec.kind == EngineKind::Cuda {
+            // The draft flags are checked here, before the device is opened.
+            cuda_draft(&engine_spec, 0)?;
         }
         if matches!(engine_spec.kind, EngineKind::Null | EngineKind::Http) {
             return Ok(Self {
@@ -721,9 +727,31 @@ pub fn realtime_engine(
             prefill_tile: engine.cuda_prefill_tile,
             ..fuselab_cuda::CudaOptions::default()
         };
+        let draft = if policy.speculates() {
+            let d = cuda_draft(engine, seed)?;
+            info.knobs.insert("spec_draft".into(), d.1.clone().into());
+            info.knobs.insert(
+                "spec_acceptance".into(),
+                if d.0.alpha.is_some() {
+                    "modelled"
+                } else {
+                    "measured"
+                }
+                .into(),
+            );
+            if let Some(a) = d.0.alpha {
+                info.knobs.insert("spec_alpha".into(), a.alpha.into());
+            }
+            Some(d.0)
+        } else {
+            None
+        };
         // The device is opened on the engine's own thread (CUDA contexts are per thread).
         Box::new(NativeEngineHandle::new("cuda", move || {
-            let backend = fuselab_cuda::CudaBackend::random(cfg, seed, opts)?;
+            let mut backend = fuselab_cuda::CudaBackend::random(cfg, seed, opts)?;
+            if let Some(d) = draft {
+                backend = backend.with_draft(d)?;
+            }
             Ok(NativeEngine::new(Slowdown::new(backend, slowdown), policy)?)
         }))
     } else if engine.kind == EngineKind::Cpu {
@@ -798,6 +826,65 @@ pub fn realtime_engine(
         }
     };
     Ok((handle, None))
+}
+
+/// The CUDA engine's draft from the speculative-decoding flags, and its
+/// description for provenance (the same words the backend's `draft_model`
+/// gives): `--draft MODEL` is a model of its own with random weights seeded by
+/// `seed`, otherwise the draft is made from the target (`--draft-layers`,
+/// `--draft-noise`, like the CPU engine's).
+fn cuda_draft(
+    engine: &EngineSpec,
+    seed: u64,
+) -> anyhow::Result<(fuselab_cuda::DraftOptions, String)> {
+    let alpha = engine
+        .spec
+        .alpha
+        .map(|a| fuselab_engine::AcceptanceModel::new(a, seed))
+        .transpose()?;
+    let (source, name) = match &engine.spec.draft {
+        Some(model) => {
+            let shape = ModelShape::preset(model)?;
+            fuselab_cuda::validate_shape(&shape).map_err(|e| {
+                Error::invalid(
+                    "--draft",
+                    format!("the CUDA engine cannot run {model}: {e}"),
+                    "give a shape with heads of 128, e.g. --draft llama3.2-1b-h128 for llama3-8b",
+                )
+            })?;
+            let name = format!("{model}, random weights (seed {seed})");
+            (fuselab_cuda::DraftSource::Model { shape, seed }, name)
+        }
+        None => {
+            let target = ModelShape::preset(&engine.model)?;
+            let layers = engine.spec.draft_layers.unwrap_or(target.n_layers);
+            if layers > target.n_layers {
+                return Err(Error::invalid(
+                    "--draft-layers",
+                    format!(
+                        "{layers} layers, but {} has {}",
+                        target.name, target.n_layers
+                    ),
+                    format!("give 1 to {}", target.n_layers),
+                )
+                .into());
+            }
+            let noise = engine.spec.draft_noise.unwrap_or(DEFAULT_DRAFT_NOISE);
+            let name = format!(
+                "{}: first {layers} of {} layers, noise {noise} (seed {seed})",
+                target.name, target.n_layers
+            );
+            (
+                fuselab_cuda::DraftSource::Perturbed {
+                    layers,
+                    noise,
+                    seed,
+                },
+                name,
+            )
+        }
+    };
+    Ok((fuselab_cuda::DraftOptions { source, alpha }, name))
 }
 
 /// Builds the `summary.json` of a point.

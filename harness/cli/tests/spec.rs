@@ -84,7 +84,7 @@ fn bench_on_cpu_measures_acceptance_with_a_perturbed_draft() {
 #[test]
 fn bad_speculation_flags_exit_2_naming_the_flag() {
     let tmp = tempfile::tempdir().unwrap();
-    let cases: [(&[&str], &str); 9] = [
+    let cases: [(&[&str], &str); 12] = [
         (&["--engine", "sim", "--spec-k", "4"], "--spec-alpha"),
         (
             &["--engine", "sim", "--spec-k", "17", "--spec-alpha", "0.5"],
@@ -130,8 +130,36 @@ fn bad_speculation_flags_exit_2_naming_the_flag() {
             "--draft-layers",
         ),
         (
-            &["--engine", "cuda", "--spec-k", "2"],
-            "not supported on cuda yet",
+            &[
+                "--engine",
+                "cuda",
+                "--spec-k",
+                "2",
+                "--draft",
+                "llama3.2-1b",
+            ],
+            "--draft: the CUDA engine cannot run llama3.2-1b",
+        ),
+        (
+            &[
+                "--engine",
+                "cuda",
+                "--spec-k",
+                "2",
+                "--draft",
+                "llama3.2-1b-h128",
+                "--draft-noise",
+                "0.1",
+            ],
+            "--draft-noise: shapes a draft made from the target",
+        ),
+        (
+            &["--engine", "cuda", "--spec-k", "2", "--draft-layers", "40"],
+            "--draft-layers: 40 layers, but llama3-8b has 32",
+        ),
+        (
+            &["--engine", "null", "--spec-k", "2"],
+            "not supported on null yet",
         ),
     ];
     for (args, flag) in cases {

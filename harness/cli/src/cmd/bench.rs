@@ -161,8 +161,9 @@ pub struct EngineOpts {
     pub hardware: Option<String>,
 
     /// Model shape: llama3-8b, llama3.1-8b, llama3-70b, llama3.1-70b (131072-token
-    /// context), llama2-7b, llama2-13b, tiny, tiny-128, small. Every engine takes
-    /// every shape, except that CUDA needs heads of 128 (not tiny or small); the
+    /// context), llama3.2-1b, llama3.2-1b-h128 (its heads regrouped to 128),
+    /// llama2-7b, llama2-13b, tiny, tiny-128, small. Every engine takes every
+    /// shape, except that CUDA needs heads of 128 (not tiny, small or llama3.2-1b); the
     /// `max_len` knob defaults to the shape's context length [default: llama3-8b,
     /// tiny for cpu; long-8k and long-32k pick llama3.1-8b].
     #[arg(long, value_name = "NAME")]
@@ -248,16 +249,19 @@ pub struct EngineOpts {
 #[derive(Debug, Clone, Default, clap::Args, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct SpecOpts {
-    /// Speculative decoding, sim: the draft model's shape, priced beside the
-    /// target [default: llama3.2-1b].
+    /// Speculative decoding, sim and cuda: the draft model's shape, priced
+    /// beside the target on sim [default: llama3.2-1b], run with seeded random
+    /// weights on cuda (e.g. llama3.2-1b-h128 for llama3-8b) [default on cuda:
+    /// a draft made from the target, see --draft-layers].
     #[arg(long, value_name = "MODEL")]
     pub draft: Option<String>,
 
-    /// Speculative decoding, cpu: the draft keeps the target's first N layers [default: all].
+    /// Speculative decoding, cpu and cuda: the draft keeps the target's first N
+    /// layers (with its embeddings and head) [default: all].
     #[arg(long, value_name = "N")]
     pub draft_layers: Option<usize>,
 
-    /// Speculative decoding, cpu: seeded noise on every draft matrix, relative
+    /// Speculative decoding, cpu and cuda: seeded noise on every draft matrix, relative
     /// to its RMS; acceptance is measured and falls as it grows [default: 0.01].
     #[arg(long, value_name = "SCALE", allow_negative_numbers = true)]
     pub draft_noise: Option<f64>,
@@ -265,7 +269,8 @@ pub struct SpecOpts {
     /// Speculative decoding: model acceptance as a seeded coin of this
     /// per-token probability (recorded as `modelled`). Required on sim,
     /// which has no tokens; on cpu it steers the draft's proposals (an exact
-    /// copy with no noise then gives i.i.d. acceptance α).
+    /// copy with no noise then gives i.i.d. acceptance α); on cuda it decides
+    /// each verified draft token while draft and target still run for real.
     #[arg(long, value_name = "ALPHA", allow_negative_numbers = true)]
     pub spec_alpha: Option<f64>,
 }
@@ -694,45 +699,62 @@ impl SpecOpts {
             draft_noise: self.draft_noise,
             alpha: self.spec_alpha,
         };
-        if let Some(flag) = spec.any_set() {
-            match kind {
-                EngineKind::Cuda => {
-                    return Err(Error::invalid(
-                        flag,
-                        "speculative decoding is not supported on cuda yet",
-                        "use --engine sim (modelled acceptance) or --engine cpu (a real draft)",
-                    )
-                    .into());
-                }
-                EngineKind::Null | EngineKind::Http => {
-                    return Err(Error::invalid(
-                        flag,
-                        format!("does not apply to --engine {}", kind.name()),
-                        "speculative decoding runs in fuselab's engines: --engine sim or cpu",
-                    )
-                    .into());
-                }
-                EngineKind::Sim | EngineKind::Cpu => {}
-            }
+        if let Some(flag) = spec.any_set()
+            && matches!(kind, EngineKind::Null | EngineKind::Http)
+        {
+            return Err(Error::invalid(
+                flag,
+                format!("does not apply to --engine {}", kind.name()),
+                "speculative decoding runs in fuselab's engines: --engine sim, cpu or cuda",
+            )
+            .into());
         }
-        let only = |flag: &str, set: bool, engine: EngineKind| -> anyhow::Result<()> {
-            if set && kind != engine {
+        let only = |flag: &str, set: bool, engines: &[EngineKind]| -> anyhow::Result<()> {
+            if set && !engines.contains(&kind) {
+                let names: Vec<&str> = engines.iter().map(|e| e.name()).collect();
                 return Err(Error::invalid(
                     flag,
                     format!("does not apply to --engine {}", kind.name()),
-                    format!("it applies to --engine {}; drop it", engine.name()),
+                    format!("it applies to --engine {}; drop it", names.join(" or ")),
                 )
                 .into());
             }
             Ok(())
         };
-        only("--draft", spec.draft.is_some(), EngineKind::Sim)?;
+        only(
+            "--draft",
+            spec.draft.is_some(),
+            &[EngineKind::Sim, EngineKind::Cuda],
+        )?;
+        let made_from_target = [EngineKind::Cpu, EngineKind::Cuda];
         only(
             "--draft-layers",
             spec.draft_layers.is_some(),
-            EngineKind::Cpu,
+            &made_from_target,
         )?;
-        only("--draft-noise", spec.draft_noise.is_some(), EngineKind::Cpu)?;
+        only(
+            "--draft-noise",
+            spec.draft_noise.is_some(),
+            &made_from_target,
+        )?;
+        if let (Some(d), Some(flag)) = (
+            &spec.draft,
+            [
+                (spec.draft_layers.is_some(), "--draft-layers"),
+                (spec.draft_noise.is_some(), "--draft-noise"),
+            ]
+            .into_iter()
+            .find_map(|(set, flag)| set.then_some(flag)),
+        ) {
+            return Err(Error::invalid(
+                flag,
+                format!(
+                    "shapes a draft made from the target, but --draft {d} names a model of its own"
+                ),
+                "give either --draft MODEL or --draft-layers/--draft-noise",
+            )
+            .into());
+        }
         if let Some(a) = spec.alpha
             && !(0.0..=1.0).contains(&a)
         {
