@@ -90,6 +90,6 @@ pub use realtime::RealTime;
 pub use sched::StepAudit;
 pub use slowdown::Slowdown;
 pub use spec::{
-    AcceptanceModel, MAX_SPEC_K, Verdict, adapt_k, expected_block_efficiency, greedy_accepted,
-    rejection_sample,
+    AcceptanceModel, MAX_SPEC_K, Sampler, SamplerStream, Verdict, adapt_k,
+    expected_block_efficiency, greedy_accepted, rejection_sample,
 };

@@ -20,11 +20,12 @@
 //!   forward is [`expected_block_efficiency`]). The simulator, which has no
 //!   tokens, always uses it.
 //!
-//! The engine samples greedily. For sampling at temperature > 0 the standard
-//! rule is [`rejection_sample`] (accept draft token x with probability
-//! min(1, p(x)/q(x)), else sample from norm(max(0, p − q))); the modelled
-//! acceptance is that rule with E[min(1, p/q)] = α, which is what the coin
-//! draws.
+//! The engine samples greedily unless its backend samples at a temperature
+//! ([`Sampler`], the CPU backend's `--temperature`). Then the standard rule
+//! is [`rejection_sample`] (accept draft token x with probability
+//! min(1, p(x)/q(x)), else sample from norm(max(0, p − q))), applied by
+//! [`Sampler::verify`]; the modelled acceptance is that rule with
+//! E[min(1, p/q)] = α, which is what the coin draws.
 
 use fuselab_core::{Error, RequestId};
 
@@ -79,6 +80,142 @@ impl AcceptanceModel {
             .take_while(|&i| self.accepts(request, first_pos + i))
             .count() as u32
     }
+}
+
+/// The independent random streams of [`Sampler`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SamplerStream {
+    /// The target's samples.
+    Target = 1,
+    /// The draft's proposals.
+    Draft = 2,
+    /// The acceptance draw of a draft token.
+    Accept = 3,
+    /// The residual draw after a rejection.
+    Residual = 4,
+}
+
+/// Sampling at a temperature: the Gumbel-max trick over `logits / T`, with
+/// counter-based noise keyed by the seed, the stream, the request and the
+/// position of the token drawn, so a draw does not depend on batch
+/// composition, timing or policy (the same request samples the same tokens
+/// from the same logits in any run).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Sampler {
+    /// Temperature, > 0.
+    pub temperature: f64,
+    /// Seed of the noise.
+    pub seed: u64,
+}
+
+impl Sampler {
+    /// A sampler at `temperature`.
+    ///
+    /// # Errors
+    /// An input error naming `--temperature` unless it is finite and > 0.
+    pub fn new(temperature: f64, seed: u64) -> Result<Self, Error> {
+        if !(temperature.is_finite() && temperature > 0.0) {
+            return Err(Error::invalid(
+                "--temperature",
+                format!("{temperature} is not a temperature > 0"),
+                "give a temperature > 0, e.g. --temperature 0.8, or leave it out for greedy decoding",
+            ));
+        }
+        Ok(Self { temperature, seed })
+    }
+
+    fn key(&self, stream: SamplerStream, request: RequestId, pos: u32) -> u64 {
+        mix(
+            mix(mix(self.seed ^ 0x5a4d_u64.rotate_left(40)) ^ stream as u64)
+                ^ request.rotate_left(23)
+                ^ u64::from(pos),
+        )
+    }
+
+    /// A uniform draw in `[0, 1)` of `stream` for the token at `pos` of `request`.
+    pub fn uniform(&self, stream: SamplerStream, request: RequestId, pos: u32) -> f64 {
+        unit(mix(self.key(stream, request, pos)))
+    }
+
+    /// `softmax(logits / T)`.
+    pub fn probs(&self, logits: &[f32]) -> Vec<f32> {
+        let t = self.temperature;
+        let max = logits.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+        let e: Vec<f64> = logits
+            .iter()
+            .map(|&v| ((f64::from(v) - f64::from(max)) / t).exp())
+            .collect();
+        let sum: f64 = e.iter().sum();
+        e.iter().map(|v| (v / sum) as f32).collect()
+    }
+
+    /// A token drawn from `softmax(logits / T)`: the largest `logit / T + g`
+    /// with `g` Gumbel noise of `stream` per token id.
+    pub fn sample(
+        &self,
+        logits: &[f32],
+        stream: SamplerStream,
+        request: RequestId,
+        pos: u32,
+    ) -> u32 {
+        let key = self.key(stream, request, pos);
+        let mut best = (f64::NEG_INFINITY, 0u32);
+        for (i, &v) in logits.iter().enumerate() {
+            let u = unit(mix(key ^ (i as u64).wrapping_mul(0xd6e8_feb8_6659_fd93)));
+            let g = -(-(u.max(f64::MIN_POSITIVE)).ln()).ln();
+            let score = f64::from(v) / self.temperature + g;
+            if score > best.0 {
+                best = (score, i as u32);
+            }
+        }
+        best.1
+    }
+
+    /// The standard speculative-sampling verdicts on one verify entry of
+    /// `request`: `drafts[j]` (proposed for position `first_pos + j`, drawn
+    /// from `draft_probs[j]`) against the target's `logits[j]` at that
+    /// position, `logits` holding one more row (the position after the last
+    /// draft). Returns `drafts.len() + 1` tokens in the shape greedy
+    /// verification reads (see [`greedy_accepted`]): the accepted drafts, then
+    /// the replacement drawn from the residual at the first rejection, or the
+    /// target's own sample after the last draft when all are accepted; the
+    /// kept tokens are distributed exactly as the target's.
+    pub fn verify(
+        &self,
+        logits: &[Vec<f32>],
+        drafts: &[u32],
+        draft_probs: &[Vec<f32>],
+        request: RequestId,
+        first_pos: u32,
+    ) -> Vec<u32> {
+        let mut out = Vec::with_capacity(drafts.len() + 1);
+        for (j, (&d, q)) in drafts.iter().zip(draft_probs).enumerate() {
+            let pos = first_pos + j as u32;
+            let p = self.probs(&logits[j]);
+            match rejection_sample(
+                &p,
+                q,
+                d,
+                self.uniform(SamplerStream::Accept, request, pos),
+                self.uniform(SamplerStream::Residual, request, pos),
+            ) {
+                Verdict::Accept(t) => out.push(t),
+                Verdict::Reject(t) => {
+                    // The rest is never read: greedy verification stops here.
+                    out.resize(drafts.len() + 1, t);
+                    return out;
+                }
+            }
+        }
+        let last = first_pos + drafts.len() as u32;
+        out.push(self.sample(&logits[drafts.len()], SamplerStream::Target, request, last));
+        out
+    }
+}
+
+/// 53 uniform bits of `x` in `[0, 1)`.
+fn unit(x: u64) -> f64 {
+    ((x >> 11) as f64) * (1.0 / (1u64 << 53) as f64)
 }
 
 fn mix(mut x: u64) -> u64 {
@@ -246,6 +383,56 @@ mod tests {
         // The acceptance rate is Σ min(p, q) = 0.1 + 0.1 + 0.1 + 0.2.
         let rate = f64::from(accepted) / f64::from(n);
         assert!((rate - 0.5).abs() < 0.005, "{rate}");
+    }
+
+    #[test]
+    fn gumbel_max_samples_follow_the_softmax_at_the_temperature() {
+        let logits = [1.0f32, 0.0, 2.0, -1.0];
+        let s = Sampler::new(0.7, 3).unwrap();
+        let p = s.probs(&logits);
+        let n = 100_000u32;
+        let mut counts = [0u32; 4];
+        for r in 0..n {
+            counts[s.sample(&logits, SamplerStream::Target, u64::from(r), 5) as usize] += 1;
+        }
+        for (c, want) in counts.iter().zip(&p) {
+            let got = f64::from(*c) / f64::from(n);
+            assert!((got - f64::from(*want)).abs() < 0.005, "{got} vs {want}");
+        }
+        assert!(Sampler::new(0.0, 0).is_err() && Sampler::new(f64::NAN, 0).is_err());
+        // The same key draws the same token; another stream draws independently.
+        assert_eq!(
+            s.sample(&logits, SamplerStream::Target, 9, 1),
+            s.sample(&logits, SamplerStream::Target, 9, 1)
+        );
+    }
+
+    #[test]
+    fn sampler_verify_keeps_the_target_distribution_and_the_greedy_shape() {
+        let target = vec![vec![0.5f32, 1.5, 0.0], vec![1.0, 0.0, 0.2]];
+        let s = Sampler::new(1.0, 8).unwrap();
+        let q = vec![0.6f32, 0.1, 0.3];
+        let p = s.probs(&target[0]);
+        let n = 100_000u32;
+        let mut counts = [0u32; 3];
+        for r in 0..n {
+            // The draft token drawn from q with the draft's stream.
+            let u = s.uniform(SamplerStream::Draft, u64::from(r), 4);
+            let d = if u < 0.6 {
+                0
+            } else if u < 0.7 {
+                1
+            } else {
+                2
+            };
+            let out = s.verify(&target, &[d], std::slice::from_ref(&q), u64::from(r), 4);
+            assert_eq!(out.len(), 2);
+            counts[out[0] as usize] += 1;
+        }
+        for (c, want) in counts.iter().zip(&p) {
+            let got = f64::from(*c) / f64::from(n);
+            assert!((got - f64::from(*want)).abs() < 0.005, "{got} vs {want}");
+        }
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 
 use fuselab_engine::{
     AcceptanceModel, AdapterStep, Backend, BackendError, DraftInfo, ForwardBatch, KvGeometry,
-    LoraConfig, LoraMode, StepOutput,
+    LoraConfig, LoraMode, Sampler, SamplerStream, StepOutput,
 };
 use fuselab_kernels::cpu::paged::PagedKv;
 
@@ -23,6 +23,10 @@ pub struct CpuOptions {
     pub keep_logits: bool,
     /// Kernel choices.
     pub forward: ForwardOptions,
+    /// Sample at a temperature instead of greedily (`None`, the default).
+    /// With a draft, speculative sampling's standard rule verifies its
+    /// proposals ([`Sampler::verify`]).
+    pub sampling: Option<Sampler>,
 }
 
 impl Default for CpuOptions {
@@ -31,6 +35,7 @@ impl Default for CpuOptions {
             kv_budget_bytes: 256 << 20,
             keep_logits: false,
             forward: ForwardOptions::default(),
+            sampling: None,
         }
     }
 }
@@ -70,6 +75,9 @@ struct Draft {
     model: Model,
     kv: Vec<PagedKv>,
     opts: DraftOptions,
+    /// At a temperature: the distribution each pending proposal was drawn
+    /// from, by (request, position), until the target verifies it.
+    proposals: std::collections::HashMap<(fuselab_core::RequestId, u32), Vec<f32>>,
 }
 
 /// Real f32 numerics on the CPU: a Llama model and its paged KV cache, and
@@ -126,12 +134,20 @@ impl CpuBackend {
     /// # Errors
     /// A bad layer count or noise scale (naming `--draft-layers` or `--draft-noise`).
     pub fn with_draft(mut self, opts: DraftOptions) -> Result<Self, CpuError> {
+        if opts.alpha.is_some() && self.opts.sampling.is_some() {
+            return Err(CpuError::Shape(fuselab_core::Error::invalid(
+                "--spec-alpha",
+                "a modelled acceptance coin steers greedy proposals; it cannot be combined with sampling at a temperature",
+                "drop --spec-alpha (acceptance is then measured) or --temperature",
+            )));
+        }
         let layers = opts.layers.unwrap_or(self.model.config().n_layers);
         let model = self.model.perturbed(layers, opts.noise, opts.seed)?;
         self.draft = Some(Draft {
             model,
             kv: Vec::new(),
             opts,
+            proposals: Default::default(),
         });
         Ok(self)
     }
@@ -259,8 +275,13 @@ impl CpuBackend {
             let mut out = StepOutput::default();
             for (e, l) in sampled.zip(logits) {
                 let pos = e.start_pos + e.n_tokens;
-                let token = match d.opts.alpha {
-                    Some(coin) if !coin.accepts(e.request, pos) => second_choice(&l),
+                let token = match (self.opts.sampling, d.opts.alpha) {
+                    (Some(s), _) => {
+                        let t = s.sample(&l, SamplerStream::Draft, e.request, pos);
+                        d.proposals.insert((e.request, pos), s.probs(&l));
+                        t
+                    }
+                    (None, Some(coin)) if !coin.accepts(e.request, pos) => second_choice(&l),
                     _ => argmax(&l),
                 };
                 out.sampled.push((e.request, token));
@@ -308,11 +329,19 @@ impl CpuBackend {
             }
             let n = if s.verify { e.n_tokens } else { 1 };
             let mut verified = Vec::with_capacity(n as usize);
+            let mut rows = Vec::new();
             for i in 0..n {
                 let l = logits
                     .next()
                     .ok_or_else(|| CpuError::Batch("internal: too few logits".into()))?;
-                verified.push(argmax(&l));
+                let pos = e.start_pos + e.n_tokens - n + i + 1;
+                verified.push(match self.opts.sampling {
+                    Some(sampler) => sampler.sample(&l, SamplerStream::Target, e.request, pos),
+                    None => argmax(&l),
+                });
+                if s.verify && self.opts.sampling.is_some() {
+                    rows.push(l.clone());
+                }
                 if self.opts.keep_logits {
                     self.logit_log.push(SampledLogits {
                         request: e.request,
@@ -324,6 +353,27 @@ impl CpuBackend {
                     });
                     out.logits.push((e.request, l));
                 }
+            }
+            if let (Some(sampler), true) = (self.opts.sampling, s.verify) {
+                let first = e.start_pos + 1;
+                let draft = self.draft.as_mut().ok_or_else(|| {
+                    CpuError::Batch("a verify entry but the backend has no draft model".into())
+                })?;
+                let q = (0..n - 1)
+                    .map(|j| {
+                        draft
+                            .proposals
+                            .remove(&(e.request, first + j))
+                            .ok_or_else(|| {
+                                CpuError::Batch(format!(
+                                    "request {}: no draft distribution for position {}",
+                                    e.request,
+                                    first + j
+                                ))
+                            })
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                verified = sampler.verify(&rows, &e.tokens[1..], &q, e.request, first);
             }
             if let Some(&last) = verified.last() {
                 out.sampled.push((e.request, last));

@@ -762,6 +762,15 @@ pub fn realtime_engine(
             info.knobs.insert("lora_adapters".into(), l.adapters.into());
             info.knobs.insert("lora_rank".into(), l.rank.into());
         }
+        if let Some(t) = engine.spec.temperature {
+            let sampling = Some(fuselab_engine::Sampler::new(t, weights_seed)?);
+            let opts = fuselab_cpu::CpuOptions {
+                sampling,
+                ..*backend.options()
+            };
+            backend = backend.with_options(opts);
+            info.knobs.insert("temperature".into(), t.into());
+        }
         if policy.speculates() {
             let alpha = engine
                 .spec

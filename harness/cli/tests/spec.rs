@@ -82,9 +82,37 @@ fn bench_on_cpu_measures_acceptance_with_a_perturbed_draft() {
 }
 
 #[test]
+fn bench_on_cpu_samples_at_a_temperature_with_speculative_sampling() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = |out: &str, extra: &[&str]| {
+        fuselab(tmp.path())
+            .args(["bench", "--engine", "cpu", "--policy", "chunked"])
+            .args(["--temperature", "0.8", "--preset", "cpu-small", "--n", "4"])
+            .args(extra)
+            .args(["--out", out])
+            .assert()
+            .success();
+        summary(&tmp.path().join(out))
+    };
+    let s = run("spec", &["--spec-k", "3", "--draft-noise", "0.05"]);
+    assert_eq!(s["provenance"]["engine"]["knobs"]["temperature"], 0.8);
+    let accepted = s["metrics"]["engine"]["spec"]["accepted"].as_u64().unwrap();
+    let proposed = s["metrics"]["engine"]["spec"]["proposed"].as_u64().unwrap();
+    assert!(
+        accepted > 0 && accepted < proposed,
+        "{accepted} of {proposed}"
+    );
+    let plain = run("plain", &[]);
+    assert_eq!(
+        plain["metrics"]["completed"], s["metrics"]["completed"],
+        "every request completes either way"
+    );
+}
+
+#[test]
 fn bad_speculation_flags_exit_2_naming_the_flag() {
     let tmp = tempfile::tempdir().unwrap();
-    let cases: [(&[&str], &str); 12] = [
+    let cases: [(&[&str], &str); 15] = [
         (&["--engine", "sim", "--spec-k", "4"], "--spec-alpha"),
         (
             &["--engine", "sim", "--spec-k", "17", "--spec-alpha", "0.5"],
@@ -160,6 +188,27 @@ fn bad_speculation_flags_exit_2_naming_the_flag() {
         (
             &["--engine", "null", "--spec-k", "2"],
             "not supported on null yet",
+        ),
+        (
+            &["--engine", "cpu", "--temperature", "0"],
+            "--temperature: 0 is not a temperature > 0",
+        ),
+        (
+            &["--engine", "sim", "--temperature", "0.7"],
+            "--temperature: does not apply to --engine sim",
+        ),
+        (
+            &[
+                "--engine",
+                "cpu",
+                "--spec-k",
+                "2",
+                "--spec-alpha",
+                "0.5",
+                "--temperature",
+                "0.7",
+            ],
+            "--spec-alpha: a modelled acceptance coin",
         ),
     ];
     for (args, flag) in cases {

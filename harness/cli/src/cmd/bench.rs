@@ -273,6 +273,12 @@ pub struct SpecOpts {
     /// each verified draft token while draft and target still run for real.
     #[arg(long, value_name = "ALPHA", allow_negative_numbers = true)]
     pub spec_alpha: Option<f64>,
+
+    /// cpu: sample at this temperature (Gumbel-max over logits / T, seeded
+    /// by --seed) instead of greedily; with a draft, speculative sampling's
+    /// standard rule verifies the proposals [default: greedy].
+    #[arg(long, value_name = "T", allow_negative_numbers = true)]
+    pub temperature: Option<f64>,
 }
 
 /// The resolved speculative-decoding flags.
@@ -286,6 +292,8 @@ pub struct SpecSpec {
     pub draft_noise: Option<f64>,
     /// Modelled per-token acceptance.
     pub alpha: Option<f64>,
+    /// Sampling temperature of the CPU engine (`None`: greedy).
+    pub temperature: Option<f64>,
 }
 
 impl SpecSpec {
@@ -698,7 +706,27 @@ impl SpecOpts {
             draft_layers: self.draft_layers,
             draft_noise: self.draft_noise,
             alpha: self.spec_alpha,
+            temperature: self.temperature,
         };
+        if let Some(t) = spec.temperature {
+            if kind != EngineKind::Cpu {
+                return Err(Error::invalid(
+                    "--temperature",
+                    format!("does not apply to --engine {}", kind.name()),
+                    "the CUDA engine and the simulator decode greedily; sample at a temperature with --engine cpu",
+                )
+                .into());
+            }
+            fuselab_engine::Sampler::new(t, 0)?;
+            if spec.alpha.is_some() {
+                return Err(Error::invalid(
+                    "--spec-alpha",
+                    "a modelled acceptance coin steers greedy proposals; it cannot be combined with --temperature",
+                    "drop --spec-alpha (acceptance is then measured) or --temperature",
+                )
+                .into());
+            }
+        }
         if let Some(flag) = spec.any_set()
             && matches!(kind, EngineKind::Null | EngineKind::Http)
         {
