@@ -5,12 +5,16 @@ use std::time::Instant;
 
 use cudarc::driver::{CudaGraph, CudaSlice};
 use fuselab_core::RequestId;
-use fuselab_engine::{Backend, BackendError, BatchShape, ForwardBatch, KvGeometry, StepOutput};
+use fuselab_engine::{
+    AdapterStep, Backend, BackendError, BatchShape, ForwardBatch, KvGeometry, LoraConfig, LoraMode,
+    StepOutput,
+};
 use fuselab_kernels::cpu::rope::Rope;
 use fuselab_kernels::cuda::{CudaDevice, DecodeWorkspace, PagedAttention, PrefillTile};
 use half::bf16;
 
 use crate::CudaBackendError;
+use crate::lora::{DeviceLora, Proj};
 use crate::profile::{DecodeStep, Op, OpProfile, Phase, Recorder};
 use crate::weights::DeviceWeights;
 use fuselab_engine::ModelShape;
@@ -227,6 +231,8 @@ struct StepPlan {
     /// Rows whose last hidden state is sampled, in entry order.
     sample_rows: Vec<i32>,
     sample_ids: Vec<RequestId>,
+    /// First row of each batch entry, in entry order (LoRA maps entries to rows).
+    first_row: Vec<usize>,
 }
 
 /// How decode attention splits the context.
@@ -289,6 +295,8 @@ pub struct CudaBackend {
     graph_meta: Option<GraphMeta>,
     graphs: Vec<DecodeGraph>,
     graph_replays: u64,
+    /// LoRA adapters ([`CudaBackend::with_lora`]).
+    lora: Option<DeviceLora>,
 }
 
 impl std::fmt::Debug for CudaBackend {
@@ -427,7 +435,61 @@ impl CudaBackend {
             graph_meta: None,
             graphs: Vec::new(),
             graph_replays: 0,
+            lora: None,
         })
+    }
+
+    /// Serves seeded random LoRA adapters, the values of the CPU backend's
+    /// `LoraWeights::random` for the same shape, `cfg` and `seed`
+    /// ([`fuselab_engine::lora_tensor`]): multi-LoRA in `slots` device slots
+    /// (each request names its adapter; loads copy from host memory) or
+    /// MeteoRA (every adapter resident, a gate picks each token's top-k).
+    /// Call it before `init_kv`: the adapters' device memory comes out of the
+    /// KV budget.
+    ///
+    /// # Errors
+    /// A bad config (0 adapters, rank 0, 0 slots, a top-k outside
+    /// `1..=adapters`), a call after `init_kv`, or too little device memory.
+    pub fn with_lora(mut self, cfg: LoraConfig, seed: u64) -> Result<Self, CudaBackendError> {
+        if self.geometry.is_some() {
+            return Err(CudaBackendError::Config {
+                field: "lora",
+                problem: "adapters must be added before the KV cache is allocated".into(),
+            });
+        }
+        let bytes = crate::lora::device_bytes(&self.cfg, &cfg);
+        if self.opts.kv_budget_bytes.is_none() {
+            if bytes >= self.kv_budget {
+                return Err(CudaBackendError::OutOfMemory(format!(
+                    "{} adapters of rank {} need {bytes} bytes of device memory but only {} are left after the weights",
+                    cfg.resident_adapters(),
+                    cfg.rank,
+                    self.kv_budget
+                )));
+            }
+            self.kv_budget -= bytes;
+        }
+        self.lora = Some(DeviceLora::new(&self.dev, &self.cfg, cfg, seed)?);
+        tracing::info!(?cfg, bytes, "cuda backend serves LoRA adapters");
+        Ok(self)
+    }
+
+    /// Makes every MeteoRA gate one-hot on `adapter` (zero weights, bias 1 on
+    /// it), so top-k = 1 always picks it with weight exactly 1 (tests).
+    ///
+    /// # Errors
+    /// Outside MeteoRA mode or for an unknown adapter.
+    pub fn set_one_hot_gate(&mut self, adapter: u32) -> Result<(), CudaBackendError> {
+        let dev = &self.dev;
+        self.lora
+            .as_mut()
+            .ok_or_else(|| CudaBackendError::Batch("the backend serves no LoRA adapters".into()))?
+            .set_one_hot_gate(dev, adapter)
+    }
+
+    /// Adapters copied into a device slot so far (MeteoRA's initial loads included).
+    pub fn lora_loads(&self) -> u64 {
+        self.lora.as_ref().map_or(0, |l| l.loads)
     }
 
     /// Steps replayed from CUDA graphs so far (the warm-up's included).
@@ -570,6 +632,7 @@ impl CudaBackend {
                 p.sample_ids.push(e.request);
             }
         }
+        p.first_row = first_row;
         Ok(p)
     }
 
@@ -589,6 +652,10 @@ impl CudaBackend {
         }
         self.ensure_buffers(p.rows, p.sample_rows.len())?;
         let graph = self.graph_for(&p, geo)?;
+        if let Some(l) = self.lora.as_mut() {
+            let rows = graph.map_or(p.rows, |i| self.graphs[i].rows);
+            l.stage_rows(&self.dev, batch, &p.first_row, rows)?;
+        }
         let out = match graph {
             Some(i) => self.run_graph(&p, i)?,
             None => self.run_eager(&p, geo)?,
@@ -625,6 +692,9 @@ impl CudaBackend {
                 sampled.next_power_of_two(),
             )?);
         }
+        if let (Some(l), Some(s)) = (self.lora.as_mut(), self.scratch.as_ref()) {
+            l.ensure_rows(&self.dev, s.rows)?;
+        }
         Ok(())
     }
 
@@ -641,6 +711,7 @@ impl CudaBackend {
         rec: &mut Option<Recorder>,
         inp: &StepInputs<'_>,
         t: usize,
+        mut lora: Option<&mut DeviceLora>,
     ) -> Result<(), CudaBackendError> {
         let stream = dev.stream();
         let mut mark = |op: Op| -> Result<(), CudaBackendError> {
@@ -664,13 +735,23 @@ impl CudaBackend {
         };
         dev.embed_gather(&w.embed, inp.tokens, &mut s.x, t, hd)?;
         mark(Op::Embed)?;
-        for (lw, kv) in w.layers.iter().zip(kv.iter_mut()) {
+        // LoRA after each adapted projection: y += B·(A·x) per row's adapter.
+        let mut adapt = |l: usize, p: Proj, x: &CudaSlice<bf16>, y: &mut CudaSlice<bf16>| {
+            match lora.as_deref_mut() {
+                Some(lo) => lo.apply(dev, l, p, x, y, t).map(|()| true),
+                None => Ok(false),
+            }
+        };
+        for (l, (lw, kv)) in w.layers.iter().zip(kv.iter_mut()).enumerate() {
             dev.rms_norm(&s.x, &lw.attn_norm, &mut s.h, t, hd, cfg.rms_eps)?;
             mark(Op::Norm)?;
             // One GEMM at every size: three into the fused buffer measured 4-93 %
             // slower on the H200 (reports/results/h200/kernels.md, qkv comparison rows).
             dev.gemm(&s.h, &lw.wqkv, &mut s.qkv, t, hd, qkv_w)?;
             mark(Op::Qkv)?;
+            if adapt(l, Proj::Qkv, &s.h, &mut s.qkv)? {
+                mark(Op::Lora)?;
+            }
             dev.qkv_rope_cache(
                 &s.qkv,
                 &mut s.q,
@@ -722,14 +803,23 @@ impl CudaBackend {
             }
             dev.gemm_acc(&s.attn, &lw.wo, &mut s.x, t, qw, hd)?;
             mark(Op::OProj)?;
+            if adapt(l, Proj::O, &s.attn, &mut s.x)? {
+                mark(Op::Lora)?;
+            }
             dev.rms_norm(&s.x, &lw.mlp_norm, &mut s.h, t, hd, cfg.rms_eps)?;
             mark(Op::Norm)?;
             dev.gemm(&s.h, &lw.w_gate_up, &mut s.gate_up, t, hd, 2 * f)?;
             mark(Op::GateUp)?;
+            if adapt(l, Proj::GateUp, &s.h, &mut s.gate_up)? {
+                mark(Op::Lora)?;
+            }
             dev.silu_mul(&s.gate_up, &mut s.act, t, f)?;
             mark(Op::SiluMul)?;
             dev.gemm_acc(&s.act, &lw.w_down, &mut s.x, t, f, hd)?;
             mark(Op::Down)?;
+            if adapt(l, Proj::Down, &s.act, &mut s.x)? {
+                mark(Op::Lora)?;
+            }
         }
         Ok(())
     }
@@ -892,6 +982,7 @@ impl CudaBackend {
         let missing = || CudaBackendError::Batch("internal: buffers missing".into());
         let s = self.scratch.as_mut().ok_or_else(missing)?;
         let hs = self.head.as_mut().ok_or_else(missing)?;
+        let lora = self.lora.as_mut();
         let mut no_recorder = None;
         let graph = dev.capture(|| {
             Self::layers(
@@ -905,6 +996,7 @@ impl CudaBackend {
                 &mut no_recorder,
                 &inp,
                 rows,
+                lora,
             )?;
             Self::head(dev, cfg, w, s, hs, rows, true)
         })?;
@@ -1021,6 +1113,7 @@ impl CudaBackend {
             &mut self.recorder,
             &inp,
             p.rows,
+            self.lora.as_mut(),
         )?;
         let ns = p.sample_rows.len();
         if ns > 0 {
@@ -1205,5 +1298,26 @@ impl Backend for CudaBackend {
 
     fn forward(&mut self, batch: &ForwardBatch) -> Result<StepOutput, BackendError> {
         self.run(batch).map_err(to_backend)
+    }
+
+    fn lora_adapters(&self) -> u32 {
+        match self.lora.as_ref().map(DeviceLora::config) {
+            Some(LoraConfig {
+                adapters,
+                mode: LoraMode::Slots { .. },
+                ..
+            }) => *adapters,
+            _ => 0,
+        }
+    }
+
+    fn stage_adapters(&mut self, step: &AdapterStep) -> Result<(), BackendError> {
+        match self.lora.as_mut() {
+            Some(l) => l.stage(&self.dev, step).map_err(to_backend),
+            None if step.uses_adapters() => Err(BackendError::Unsupported(
+                "the CUDA backend serves no LoRA adapters; build it with with_lora".into(),
+            )),
+            None => Ok(()),
+        }
     }
 }

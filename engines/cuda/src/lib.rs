@@ -33,6 +33,7 @@
 mod backend;
 mod config;
 mod error;
+mod lora;
 pub mod profile;
 mod weights;
 

@@ -1,0 +1,139 @@
+
+// ---------------------------------------------------------------- LoRA (BGMV) and MeteoRA's gate
+//
+// Appended to source.cu (one NVRTC module): uses its bf16 typedefs, warp_sum and smem_raw.
+//
+// Every token row carries k_mix mixture entries (slot, weight): idx[row * k_mix + e] is a
+// slot of the adapter storage (-1: no adapter) and w[row * k_mix + e] its weight. Storage
+// per projection and layer: A [slots, rank, d_in] and B [slots, d_out, rank], bf16.
+// t holds the shrunk activations [rows, k_mix, rank] in f32.
+
+// t[row, e, j] = sum_i A[slot][j][i] * x[row][i]: one block per (row, entry), one warp per
+// rank row j (strided), 8 bf16 per lane per load (d_in a multiple of 8), f32 accumulation.
+extern "C" __global__ void __launch_bounds__(256) lora_shrink(const bf16* __restrict__ x,
+                                                              const bf16* __restrict__ a,
+                                                              const int* __restrict__ idx,
+                                                              float* __restrict__ t, int d_in,
+                                                              int rank, int k_mix) {
+    const int row = blockIdx.x;
+    const int e = blockIdx.y;
+    const int slot = idx[row * k_mix + e];
+    float* out = t + ((size_t)row * k_mix + e) * rank;
+    if (slot < 0) {
+        for (int j = threadIdx.x; j < rank; j += blockDim.x) out[j] = 0.f;
+        return;
+    }
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int n_warps = blockDim.x >> 5;
+    const int nv = d_in >> 3;
+    const uint4* xv = reinterpret_cast<const uint4*>(x + (size_t)row * d_in);
+    for (int j = warp; j < rank; j += n_warps) {
+        const uint4* av = reinterpret_cast<const uint4*>(a + ((size_t)slot * rank + j) * d_in);
+        float acc = 0.f;
+        for (int i = lane; i < nv; i += 32) {
+            const uint4 xa = xv[i];
+            const uint4 aa = av[i];
+            const bf162* xp = reinterpret_cast<const bf162*>(&xa);
+            const bf162* ap = reinterpret_cast<const bf162*>(&aa);
+#pragma unroll
+            for (int q = 0; q < 4; ++q) {
+                const float2 fx = __bfloat1622float2(xp[q]);
+                const float2 fa = __bfloat1622float2(ap[q]);
+                acc = fmaf(fx.x, fa.x, acc);
+                acc = fmaf(fx.y, fa.y, acc);
+            }
+        }
+        acc = warp_sum(acc);
+        if (lane == 0) out[j] = acc;
+    }
+}
+
+// y[row, o] += scale * sum_e w[row, e] * sum_j B[slot_e][o][j] * t[row, e, j]: one thread per
+// output column o, blocks of 256 columns along x, one row per block along y. Rows whose
+// entries are all -1 are left untouched. y is rounded to bf16 once.
+extern "C" __global__ void __launch_bounds__(256) lora_expand(const float* __restrict__ t,
+                                                              const bf16* __restrict__ b,
+                                                              const int* __restrict__ idx,
+                                                              const float* __restrict__ w,
+                                                              bf16* __restrict__ y, int d_out,
+                                                              int rank, int k_mix, float scale) {
+    const int row = blockIdx.y;
+    const int o = blockIdx.x * blockDim.x + threadIdx.x;
+    if (o >= d_out) return;
+    float acc = 0.f;
+    bool any = false;
+    for (int e = 0; e < k_mix; ++e) {
+        const int slot = idx[row * k_mix + e];
+        if (slot < 0) continue;
+        any = true;
+        const bf16* br = b + ((size_t)slot * d_out + o) * rank;
+        const float* tr = t + ((size_t)row * k_mix + e) * rank;
+        float s = 0.f;
+        for (int j = 0; j < rank; ++j) s = fmaf(__bfloat162float(br[j]), tr[j], s);
+        acc = fmaf(w[row * k_mix + e], s, acc);
+    }
+    if (!any) return;
+    bf16* yp = y + (size_t)row * d_out + o;
+    *yp = __float2bfloat16(__bfloat162float(*yp) + scale * acc);
+}
+
+// MeteoRA's gate of one row per block: logits[a] = Wg[a, :] . x[row, :] + bias[a] over n
+// adapters (one warp per adapter, strided), then the top_k largest (ties to the lower id)
+// with their softmax weights into idx / w [rows, top_k]. Dynamic shared memory: n floats
+// and n flags.
+extern "C" __global__ void __launch_bounds__(256) lora_gate(const bf16* __restrict__ x,
+                                                            const bf16* __restrict__ wg,
+                                                            const float* __restrict__ bias,
+                                                            int* __restrict__ idx,
+                                                            float* __restrict__ w, int d_in, int n,
+                                                            int top_k) {
+    float* logits = reinterpret_cast<float*>(smem_raw);
+    unsigned char* used = smem_raw + (size_t)n * sizeof(float);
+    const int row = blockIdx.x;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int n_warps = blockDim.x >> 5;
+    const int nv = d_in >> 3;
+    const uint4* xv = reinterpret_cast<const uint4*>(x + (size_t)row * d_in);
+    for (int a = warp; a < n; a += n_warps) {
+        const uint4* gv = reinterpret_cast<const uint4*>(wg + (size_t)a * d_in);
+        float acc = 0.f;
+        for (int i = lane; i < nv; i += 32) {
+            const uint4 xa = xv[i];
+            const uint4 ga = gv[i];
+            const bf162* xp = reinterpret_cast<const bf162*>(&xa);
+            const bf162* gp = reinterpret_cast<const bf162*>(&ga);
+#pragma unroll
+            for (int q = 0; q < 4; ++q) {
+                const float2 fx = __bfloat1622float2(xp[q]);
+                const float2 fg = __bfloat1622float2(gp[q]);
+                acc = fmaf(fx.x, fg.x, acc);
+                acc = fmaf(fx.y, fg.y, acc);
+            }
+        }
+        acc = warp_sum(acc);
+        if (lane == 0) logits[a] = acc + bias[a];
+    }
+    for (int a = threadIdx.x; a < n; a += blockDim.x) used[a] = 0;
+    __syncthreads();
+    if (threadIdx.x != 0) return;
+    int* oi = idx + (size_t)row * top_k;
+    float* ow = w + (size_t)row * top_k;
+    float top = 0.f, sum = 0.f;
+    for (int e = 0; e < top_k; ++e) {
+        int best = -1;
+        float bv = 0.f;
+        for (int a = 0; a < n; ++a) {
+            if (!used[a] && (best < 0 || logits[a] > bv)) {
+                best = a;
+                bv = logits[a];
+            }
+        }
+        used[best] = 1;
+        if (e == 0) top = bv;
+        const float ex = expf(bv - top);
+        oi[e] = best;
+        ow[e] = ex;
+        sum += ex;
+    }
+    for (int e = 0; e < top_k; ++e) ow[e] = ow[e] / sum;
+}
