@@ -277,7 +277,10 @@ mod tests {
         let v = a(2, 7);
         assert_eq!(v.len(), 4 * shape.hidden);
         let bound = (3.0 / shape.hidden as f32).sqrt();
-        assert!(v.iter().all(|x| x.abs() <= bound * 1.004 && x.to_bits() & 0xffff == 0));
+        assert!(
+            v.iter()
+                .all(|x| x.abs() <= bound * 1.004 && x.to_bits() & 0xffff == 0)
+        );
         let b = lora_tensor(&shape, &cfg, 7, LoraTensor::B { adapter: 0 }, 1, 2);
         assert_eq!(b.len(), 2 * shape.ffn * 4);
         let g = lora_tensor(&shape, &cfg, 7, LoraTensor::Gate, 0, 3);

@@ -78,7 +78,8 @@ impl LoraWeights {
             )));
         }
         let dims = lora_projections(shape).map(|(_, i, o)| (i, o));
-        let tensor = |t: LoraTensor, layer: usize, p: usize| lora_tensor(shape, &cfg, seed, t, layer, p);
+        let tensor =
+            |t: LoraTensor, layer: usize, p: usize| lora_tensor(shape, &cfg, seed, t, layer, p);
         let pairs = (0..cfg.adapters)
             .map(|adapter| {
                 (0..shape.n_layers)

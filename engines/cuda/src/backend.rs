@@ -736,11 +736,11 @@ impl CudaBackend {
         dev.embed_gather(&w.embed, inp.tokens, &mut s.x, t, hd)?;
         mark(Op::Embed)?;
         // LoRA after each adapted projection: y += B·(A·x) per row's adapter.
-        let mut adapt = |l: usize, p: Proj, x: &CudaSlice<bf16>, y: &mut CudaSlice<bf16>| {
-            match lora.as_deref_mut() {
-                Some(lo) => lo.apply(dev, l, p, x, y, t).map(|()| true),
-                None => Ok(false),
-            }
+        let mut adapt = |l: usize, p: Proj, x: &CudaSlice<bf16>, y: &mut CudaSlice<bf16>| match lora
+            .as_deref_mut()
+        {
+            Some(lo) => lo.apply(dev, l, p, x, y, t).map(|()| true),
+            None => Ok(false),
         };
         for (l, (lw, kv)) in w.layers.iter().zip(kv.iter_mut()).enumerate() {
             dev.rms_norm(&s.x, &lw.attn_norm, &mut s.h, t, hd, cfg.rms_eps)?;

@@ -229,7 +229,9 @@ impl DeviceLora {
             rows: 64,
             idx: stream.alloc_zeros::<i32>(64 * k_mix).map_err(alloc_err)?,
             w: stream.alloc_zeros::<f32>(64 * k_mix).map_err(alloc_err)?,
-            t: stream.alloc_zeros::<f32>(64 * k_mix * r).map_err(alloc_err)?,
+            t: stream
+                .alloc_zeros::<f32>(64 * k_mix * r)
+                .map_err(alloc_err)?,
             loads: 0,
         };
         lora.fill_rows(dev)?;
@@ -317,10 +319,16 @@ impl DeviceLora {
                 let (i, o) = self.dims[p];
                 let (a, b) = (&h.a[l * 4 + p], &h.b[l * 4 + p]);
                 dev.stream()
-                    .memcpy_htod(a.as_slice(), &mut ps.a.slice_mut(slot * r * i..(slot + 1) * r * i))
+                    .memcpy_htod(
+                        a.as_slice(),
+                        &mut ps.a.slice_mut(slot * r * i..(slot + 1) * r * i),
+                    )
                     .map_err(err)?;
                 dev.stream()
-                    .memcpy_htod(b.as_slice(), &mut ps.b.slice_mut(slot * o * r..(slot + 1) * o * r))
+                    .memcpy_htod(
+                        b.as_slice(),
+                        &mut ps.b.slice_mut(slot * o * r..(slot + 1) * o * r),
+                    )
                     .map_err(err)?;
             }
         }

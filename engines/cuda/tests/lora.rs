@@ -311,7 +311,12 @@ fn bgmv_and_gate_kernels_match_their_references() {
     dev.lora_shrink(&dx, &da, &didx, &mut dt, &shape).unwrap();
     dev.lora_expand(&dt, &db, &didx, &dw, &mut dy, &shape, 0.5)
         .unwrap();
-    let got: Vec<f32> = dev.download(&dy).unwrap().iter().map(|v| v.to_f32()).collect();
+    let got: Vec<f32> = dev
+        .download(&dy)
+        .unwrap()
+        .iter()
+        .map(|v| v.to_f32())
+        .collect();
     let want = bgmv_reference(&x, &a, &b, &idx, &w, &y, &shape, 0.5);
     let (rel, max) = errors(&want, &got);
     eprintln!("bgmv: relative L2 {rel:.2e}, max {max:.2e}");
@@ -358,7 +363,8 @@ fn batched_multi_lora_on_cuda_equals_each_request_alone_with_its_adapter_merged(
     let dir = tempfile::tempdir().unwrap();
     let path = write_bf16_weights(&cfg, WEIGHTS_SEED, dir.path());
     let Some(cuda) = cuda_or_skip(test, || {
-        CudaBackend::from_safetensors(cfg.clone(), &path, cuda_opts())?.with_lora(slots(2), LORA_SEED)
+        CudaBackend::from_safetensors(cfg.clone(), &path, cuda_opts())?
+            .with_lora(slots(2), LORA_SEED)
     }) else {
         return;
     };
@@ -367,7 +373,10 @@ fn batched_multi_lora_on_cuda_equals_each_request_alone_with_its_adapter_merged(
     let knobs = ["budget=48", "max_loras=2"];
     let batched = run(cuda, &knobs, &reqs);
     assert_eq!(batched.most, 2, "steps should mix two adapters");
-    assert!(batched.evictions > 0, "two slots for four adapters must evict");
+    assert!(
+        batched.evictions > 0,
+        "two slots for four adapters must evict"
+    );
 
     // The CPU backend serving the same batch (same bf16-exact adapters).
     let cpu = CpuBackend::from_safetensors(cfg.clone(), &path)
@@ -397,7 +406,11 @@ fn batched_multi_lora_on_cuda_equals_each_request_alone_with_its_adapter_merged(
         };
         let alone = run(CpuBackend::new(m, cpu_opts()), &[], &[solo]);
         let mine: Trace = [(r.id, batched.trace[&r.id].clone())].into();
-        compared += compare(&format!("request {} alone, merged", r.id), &alone.trace, &mine);
+        compared += compare(
+            &format!("request {} alone, merged", r.id),
+            &alone.trace,
+            &mine,
+        );
     }
     assert!(compared >= reqs.len());
 
@@ -518,8 +531,8 @@ fn more_adapters_than_slots_load_and_evict_through_the_engine_to_completion() {
         }) else {
             return;
         };
-        let policy = PolicyConfig::with_knobs(PolicyKind::Chunked, ["budget=64", "max_loras=4"])
-            .unwrap();
+        let policy =
+            PolicyConfig::with_knobs(PolicyKind::Chunked, ["budget=64", "max_loras=4"]).unwrap();
         let mut engine = NativeEngine::new(cuda, policy).unwrap();
         for r in &reqs {
             engine.submit(r, 0.0);
@@ -548,11 +561,23 @@ fn more_adapters_than_slots_load_and_evict_through_the_engine_to_completion() {
         for r in &reqs {
             assert_eq!(tokens[&r.id], r.output_len, "request {}", r.id);
         }
-        let distinct: std::collections::BTreeSet<u32> = adapters.iter().flatten().copied().collect();
-        assert!(loads as usize >= distinct.len(), "every adapter loaded at least once");
-        assert!(evictions > 0, "4 slots for {} adapters must evict", distinct.len());
+        let distinct: std::collections::BTreeSet<u32> =
+            adapters.iter().flatten().copied().collect();
+        assert!(
+            loads as usize >= distinct.len(),
+            "every adapter loaded at least once"
+        );
+        assert!(
+            evictions > 0,
+            "4 slots for {} adapters must evict",
+            distinct.len()
+        );
         assert!(most <= 4);
-        assert_eq!(u64::from(loads), engine.backend().lora_loads(), "graphs {graphs}");
+        assert_eq!(
+            u64::from(loads),
+            engine.backend().lora_loads(),
+            "graphs {graphs}"
+        );
         eprintln!(
             "graphs {graphs}: {loads} loads, {evictions} evictions, {} graph replays",
             engine.backend().graph_replays()

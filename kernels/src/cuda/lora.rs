@@ -129,7 +129,13 @@ impl CudaDevice {
             shared_mem_bytes: 0,
         };
         let mut b = self.stream.launch_builder(&self.k.lora_shrink);
-        b.arg(x).arg(a).arg(idx).arg(t).arg(&d_in).arg(&rank).arg(&k_mix);
+        b.arg(x)
+            .arg(a)
+            .arg(idx)
+            .arg(t)
+            .arg(&d_in)
+            .arg(&rank)
+            .arg(&k_mix);
         // SAFETY: one block per (row, entry), reading row `row` of x, rank rows of A
         // at the entry's slot (lengths checked; slots below `slots` by contract) and
         // writing `rank` values of t.

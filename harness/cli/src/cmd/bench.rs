@@ -666,7 +666,8 @@ impl EngineOpts {
         }
         only_for(
             "--meteora",
-            self.meteora.is_some() && !matches!(kind, EngineKind::Sim | EngineKind::Cpu | EngineKind::Cuda),
+            self.meteora.is_some()
+                && !matches!(kind, EngineKind::Sim | EngineKind::Cpu | EngineKind::Cuda),
             "sim, cpu or cuda",
         )?;
         if self.meteora == Some(0) {
