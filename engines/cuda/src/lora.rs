@@ -150,6 +150,13 @@ impl DeviceLora {
                 cfg.adapters, cfg.rank
             )));
         }
+        if cfg.rank as usize > fuselab_kernels::cuda::lora::MAX_RANK {
+            return Err(bad(format!(
+                "the CUDA LoRA kernels take ranks up to {}, got {}",
+                fuselab_kernels::cuda::lora::MAX_RANK,
+                cfg.rank
+            )));
+        }
         let k_mix = match cfg.mode {
             LoraMode::Meteora { top_k } => {
                 if !(1..=cfg.adapters).contains(&top_k) {

@@ -286,7 +286,7 @@ fn bgmv_and_gate_kernels_match_their_references() {
     let dev = CudaDevice::new(0).unwrap();
     let mut rng = ChaCha8Rng::seed_from_u64(5);
     let shape = LoraShape {
-        rows: 7,
+        rows: 37,
         d_in: 512,
         d_out: 392,
         rank: 16,
@@ -298,8 +298,17 @@ fn bgmv_and_gate_kernels_match_their_references() {
     let a = bf16_vec(&mut rng, s.slots * s.rank * s.d_in, 0.08);
     let b = bf16_vec(&mut rng, s.slots * s.d_out * s.rank, 0.2);
     let y = bf16_vec(&mut rng, s.rows * s.d_out, 1.0);
-    // Rows (two entries each): two adapters, one, none (row 2), a repeated slot, ...
-    let idx: Vec<i32> = vec![0, 2, 1, -1, -1, -1, 2, 2, -1, 0, 1, 0, 2, -1];
+    // Two entries a row: runs of one slot over several rows (as a prompt chunk's),
+    // second adapters on some rows, and rows without any (row 2 among them); 37 rows
+    // span three tiles of the expand kernel.
+    let idx: Vec<i32> = (0..s.rows)
+        .flat_map(|r| {
+            let first = if r % 5 == 2 { -1 } else { ((r / 8) % 3) as i32 };
+            let second = if r % 4 == 1 { ((r / 3) % 3) as i32 } else { -1 };
+            [first, second]
+        })
+        .collect();
+    assert_eq!(idx[4..6], [-1, -1]);
     let w: Vec<f32> = (0..s.rows * s.k_mix)
         .map(|_| rng.random_range(0.1..1.0))
         .collect();

@@ -48,33 +48,58 @@ extern "C" __global__ void __launch_bounds__(256) lora_shrink(const bf16* __rest
     }
 }
 
+#define LORA_EXPAND_ROWS 16
+#define LORA_MAX_RANK 64
+
 // y[row, o] += scale * sum_e w[row, e] * sum_j B[slot_e][o][j] * t[row, e, j]: one thread per
-// output column o, blocks of 256 columns along x, one row per block along y. Rows whose
-// entries are all -1 are left untouched. y is rounded to bf16 once.
+// output column o (blocks of 256 columns along x) over LORA_EXPAND_ROWS consecutive rows
+// (along y), keeping its B row in registers while the slot repeats (a prompt chunk's rows
+// share one adapter), so B is read once per tile instead of once per row. rank <=
+// LORA_MAX_RANK. Rows whose entries are all -1 are left untouched. y is rounded once.
 extern "C" __global__ void __launch_bounds__(256) lora_expand(const float* __restrict__ t,
                                                               const bf16* __restrict__ b,
                                                               const int* __restrict__ idx,
                                                               const float* __restrict__ w,
-                                                              bf16* __restrict__ y, int d_out,
-                                                              int rank, int k_mix, float scale) {
-    const int row = blockIdx.y;
+                                                              bf16* __restrict__ y, int rows,
+                                                              int d_out, int rank, int k_mix,
+                                                              float scale) {
     const int o = blockIdx.x * blockDim.x + threadIdx.x;
     if (o >= d_out) return;
-    float acc = 0.f;
-    bool any = false;
-    for (int e = 0; e < k_mix; ++e) {
-        const int slot = idx[row * k_mix + e];
-        if (slot < 0) continue;
-        any = true;
-        const bf16* br = b + ((size_t)slot * d_out + o) * rank;
-        const float* tr = t + ((size_t)row * k_mix + e) * rank;
-        float s = 0.f;
-        for (int j = 0; j < rank; ++j) s = fmaf(__bfloat162float(br[j]), tr[j], s);
-        acc = fmaf(w[row * k_mix + e], s, acc);
+    const int row0 = blockIdx.y * LORA_EXPAND_ROWS;
+    const int row_end = min(row0 + LORA_EXPAND_ROWS, rows);
+    float bo[LORA_MAX_RANK];
+    int cached = -1;
+    for (int row = row0; row < row_end; ++row) {
+        float acc = 0.f;
+        bool any = false;
+        for (int e = 0; e < k_mix; ++e) {
+            const int slot = idx[row * k_mix + e];
+            if (slot < 0) continue;
+            any = true;
+            if (slot != cached) {
+                const bf16* br = b + ((size_t)slot * d_out + o) * rank;
+#pragma unroll
+                for (int j = 0; j < LORA_MAX_RANK; ++j) {
+                    if (j < rank) {
+                        bo[j] = __bfloat162float(br[j]);
+                    } else {
+                        bo[j] = 0.f;
+                    }
+                }
+                cached = slot;
+            }
+            const float* tr = t + ((size_t)row * k_mix + e) * rank;
+            float s = 0.f;
+#pragma unroll
+            for (int j = 0; j < LORA_MAX_RANK; ++j) {
+                if (j < rank) s = fmaf(bo[j], tr[j], s);
+            }
+            acc = fmaf(w[row * k_mix + e], s, acc);
+        }
+        if (!any) continue;
+        bf16* yp = y + (size_t)row * d_out + o;
+        *yp = __float2bfloat16(__bfloat162float(*yp) + scale * acc);
     }
-    if (!any) return;
-    bf16* yp = y + (size_t)row * d_out + o;
-    *yp = __float2bfloat16(__bfloat162float(*yp) + scale * acc);
 }
 
 // MeteoRA's gate of one row per block: logits[a] = Wg[a, :] . x[row, :] + bias[a] over n

@@ -26,6 +26,13 @@ const THREADS: u32 = 256;
 /// Adapters MeteoRA's gate kernel takes at most (its logits live in shared memory).
 pub const MAX_GATE_ADAPTERS: usize = 8192;
 
+/// The largest adapter rank the expand kernel takes (`LORA_MAX_RANK`: a
+/// thread keeps one row of `B` in registers).
+pub const MAX_RANK: usize = 64;
+
+/// Token rows one expand block covers (`LORA_EXPAND_ROWS`).
+const EXPAND_ROWS: usize = 16;
+
 fn need(field: &'static str, found: usize, needed: usize) -> Result<(), CudaError> {
     if found < needed {
         return Err(CudaError::invalid(
@@ -84,6 +91,15 @@ impl LoraShape {
             if v == 0 {
                 return Err(CudaError::invalid(field, "must be positive"));
             }
+        }
+        if self.rank > MAX_RANK {
+            return Err(CudaError::invalid(
+                "rank",
+                format!(
+                    "{} is above the kernels' largest rank {MAX_RANK}",
+                    self.rank
+                ),
+            ));
         }
         Ok(())
     }
@@ -166,7 +182,8 @@ impl CudaDevice {
         if s.rows == 0 {
             return Ok(());
         }
-        let (d_out, rank, k_mix) = (
+        let (rows, d_out, rank, k_mix) = (
+            int("rows", s.rows)?,
             int("d_out", s.d_out)?,
             int("rank", s.rank)?,
             int("k_mix", s.k_mix)?,
@@ -174,7 +191,7 @@ impl CudaDevice {
         let cfg = LaunchConfig {
             grid_dim: (
                 blocks(s.d_out.div_ceil(THREADS as usize), "d_out")?,
-                blocks(s.rows, "rows")?,
+                blocks(s.rows.div_ceil(EXPAND_ROWS), "rows")?,
                 1,
             ),
             block_dim: (THREADS, 1, 1),
@@ -186,12 +203,14 @@ impl CudaDevice {
             .arg(idx)
             .arg(w)
             .arg(y)
+            .arg(&rows)
             .arg(&d_out)
             .arg(&rank)
             .arg(&k_mix)
             .arg(&scale);
-        // SAFETY: one thread per (row, output column below d_out), reading the row's
-        // entries, their B rows (slots below `slots` by contract) and t; lengths checked.
+        // SAFETY: one thread per (output column below d_out, tile of up to 16 rows below
+        // `rows`), reading the rows' entries, their B rows (slots below `slots` by
+        // contract, rank <= MAX_RANK checked) and t; lengths checked.
         self.lora_launched(unsafe { l.launch(cfg) }.map(|_| ()), "lora_expand")
     }
 
