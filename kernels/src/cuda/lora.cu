@@ -8,43 +8,60 @@
 // per projection and layer: A [slots, rank, d_in] and B [slots, d_out, rank], bf16.
 // t holds the shrunk activations [rows, k_mix, rank] in f32.
 
-// t[row, e, j] = sum_i A[slot][j][i] * x[row][i]: one block per (row, entry), one warp per
-// rank row j (strided), 8 bf16 per lane per load (d_in a multiple of 8), f32 accumulation.
+#define LORA_SHRINK_ROWS 8
+
+// t[row, e, j] = sum_i A[slot][j][i] * x[row][i]: one block per (tile of LORA_SHRINK_ROWS
+// rows, entry e), one warp per rank row j (strided), 8 bf16 per lane per load (d_in a
+// multiple of 8), f32 accumulation; a lane reuses its A vector while consecutive rows share
+// the slot (a prompt chunk's rows), so A is read once per tile. Rows without an adapter get 0.
 extern "C" __global__ void __launch_bounds__(256) lora_shrink(const bf16* __restrict__ x,
                                                               const bf16* __restrict__ a,
                                                               const int* __restrict__ idx,
-                                                              float* __restrict__ t, int d_in,
-                                                              int rank, int k_mix) {
-    const int row = blockIdx.x;
+                                                              float* __restrict__ t, int rows,
+                                                              int d_in, int rank, int k_mix) {
+    const int row0 = blockIdx.x * LORA_SHRINK_ROWS;
     const int e = blockIdx.y;
-    const int slot = idx[row * k_mix + e];
-    float* out = t + ((size_t)row * k_mix + e) * rank;
-    if (slot < 0) {
-        for (int j = threadIdx.x; j < rank; j += blockDim.x) out[j] = 0.f;
-        return;
-    }
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int n_warps = blockDim.x >> 5;
     const int nv = d_in >> 3;
-    const uint4* xv = reinterpret_cast<const uint4*>(x + (size_t)row * d_in);
-    for (int j = warp; j < rank; j += n_warps) {
-        const uint4* av = reinterpret_cast<const uint4*>(a + ((size_t)slot * rank + j) * d_in);
-        float acc = 0.f;
-        for (int i = lane; i < nv; i += 32) {
-            const uint4 xa = xv[i];
-            const uint4 aa = av[i];
-            const bf162* xp = reinterpret_cast<const bf162*>(&xa);
-            const bf162* ap = reinterpret_cast<const bf162*>(&aa);
+    int slot[LORA_SHRINK_ROWS];
 #pragma unroll
-            for (int q = 0; q < 4; ++q) {
-                const float2 fx = __bfloat1622float2(xp[q]);
-                const float2 fa = __bfloat1622float2(ap[q]);
-                acc = fmaf(fx.x, fa.x, acc);
-                acc = fmaf(fx.y, fa.y, acc);
+    for (int rr = 0; rr < LORA_SHRINK_ROWS; ++rr) {
+        const int row = row0 + rr;
+        slot[rr] = row < rows ? idx[row * k_mix + e] : -1;
+    }
+    for (int j = warp; j < rank; j += n_warps) {
+        float acc[LORA_SHRINK_ROWS];
+#pragma unroll
+        for (int rr = 0; rr < LORA_SHRINK_ROWS; ++rr) acc[rr] = 0.f;
+        for (int i = lane; i < nv; i += 32) {
+            int prev = -1;
+            uint4 aa = make_uint4(0u, 0u, 0u, 0u);
+#pragma unroll
+            for (int rr = 0; rr < LORA_SHRINK_ROWS; ++rr) {
+                if (slot[rr] < 0) continue;
+                if (slot[rr] != prev) {
+                    aa = reinterpret_cast<const uint4*>(a + ((size_t)slot[rr] * rank + j) * d_in)[i];
+                    prev = slot[rr];
+                }
+                const uint4 xa = reinterpret_cast<const uint4*>(x + (size_t)(row0 + rr) * d_in)[i];
+                const bf162* xp = reinterpret_cast<const bf162*>(&xa);
+                const bf162* ap = reinterpret_cast<const bf162*>(&aa);
+#pragma unroll
+                for (int q = 0; q < 4; ++q) {
+                    const float2 fx = __bfloat1622float2(xp[q]);
+                    const float2 fa = __bfloat1622float2(ap[q]);
+                    acc[rr] = fmaf(fx.x, fa.x, acc[rr]);
+                    acc[rr] = fmaf(fx.y, fa.y, acc[rr]);
+                }
             }
         }
-        acc = warp_sum(acc);
-        if (lane == 0) out[j] = acc;
+#pragma unroll
+        for (int rr = 0; rr < LORA_SHRINK_ROWS; ++rr) {
+            const float v = warp_sum(acc[rr]);
+            const int row = row0 + rr;
+            if (lane == 0 && row < rows) t[((size_t)row * k_mix + e) * rank + j] = v;
+        }
     }
 }
 

@@ -33,6 +33,9 @@ pub const MAX_RANK: usize = 64;
 /// Token rows one expand block covers (`LORA_EXPAND_ROWS`).
 const EXPAND_ROWS: usize = 16;
 
+/// Token rows one shrink block covers (`LORA_SHRINK_ROWS`).
+const SHRINK_ROWS: usize = 8;
+
 fn need(field: &'static str, found: usize, needed: usize) -> Result<(), CudaError> {
     if found < needed {
         return Err(CudaError::invalid(
@@ -115,7 +118,8 @@ impl CudaDevice {
     }
 
     /// BGMV shrink: `t[row, e, :] = A[idx[row, e]] · x[row, :]` (f32; zeros
-    /// for `idx = -1`), with `A` `[slots, rank, d_in]`. Every `idx` must be
+    /// for `idx = -1`), with `A` `[slots, rank, d_in]`, over tiles of 8 rows
+    /// that read `A` once while their slot repeats. Every `idx` must be
     /// `-1` or a slot below `shape.slots` (the caller's contract).
     pub fn lora_shrink(
         &self,
@@ -134,13 +138,18 @@ impl CudaDevice {
         if s.rows == 0 {
             return Ok(());
         }
-        let (d_in, rank, k_mix) = (
+        let (rows, d_in, rank, k_mix) = (
+            int("rows", s.rows)?,
             int("d_in", s.d_in)?,
             int("rank", s.rank)?,
             int("k_mix", s.k_mix)?,
         );
         let cfg = LaunchConfig {
-            grid_dim: (blocks(s.rows, "rows")?, blocks(s.k_mix, "k_mix")?, 1),
+            grid_dim: (
+                blocks(s.rows.div_ceil(SHRINK_ROWS), "rows")?,
+                blocks(s.k_mix, "k_mix")?,
+                1,
+            ),
             block_dim: (THREADS, 1, 1),
             shared_mem_bytes: 0,
         };
@@ -149,12 +158,13 @@ impl CudaDevice {
             .arg(a)
             .arg(idx)
             .arg(t)
+            .arg(&rows)
             .arg(&d_in)
             .arg(&rank)
             .arg(&k_mix);
-        // SAFETY: one block per (row, entry), reading row `row` of x, rank rows of A
-        // at the entry's slot (lengths checked; slots below `slots` by contract) and
-        // writing `rank` values of t.
+        // SAFETY: one block per (tile of 8 rows below `rows`, entry), reading those
+        // rows of x, rank rows of A at each row's slot (lengths checked; slots below
+        // `slots` by contract) and writing `rank` values of t per row.
         self.lora_launched(unsafe { b.launch(cfg) }.map(|_| ()), "lora_shrink")
     }
 
