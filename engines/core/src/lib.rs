@@ -80,7 +80,10 @@ pub use driver::{SimRun, simulate};
 pub use engine::{FinishedRequest, NativeEngine, RequestState, StepReport};
 pub use error::{EngineError, Result};
 pub use kv::{BlockManager, PrefixHit};
-pub use lora::{AdapterSlots, AdapterStep, LoraConfig, LoraMode, adapter_params, lora_projections};
+pub use lora::{
+    AdapterSlots, AdapterStep, LoraConfig, LoraMode, LoraTensor, adapter_params, lora_projections,
+    lora_tensor,
+};
 pub use model::{MODEL_NAMES, ModelShape, RopeScaling};
 pub use pack::best_fit_decreasing;
 pub use policy::{

@@ -75,6 +75,83 @@ pub fn adapter_params(m: &ModelShape, rank: u32) -> u64 {
     (m.n_layers * per_layer) as u64 * u64::from(rank)
 }
 
+/// Which seeded tensor of the adapters [`lora_tensor`] generates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LoraTensor {
+    /// `A` (`rank × d_in`, row-major) of one adapter, layer and projection.
+    A {
+        /// Adapter id.
+        adapter: u32,
+    },
+    /// `B` (`d_out × rank`, row-major) of one adapter, layer and projection.
+    B {
+        /// Adapter id.
+        adapter: u32,
+    },
+    /// MeteoRA's gate weights (`adapters × d_in`, row-major) of one layer and
+    /// projection; the gate's bias is zero.
+    Gate,
+}
+
+/// The seeded random values of one adapter tensor of projection `proj`
+/// ([`lora_projections`] order) in layer `layer`: uniform in `±√(3/d_in)`
+/// for `A` and the gate, `±0.5·√(3/rank)` for `B`, rounded to bf16 (so a
+/// bf16 device holds exactly the values an f32 backend computes with).
+///
+/// Every value comes from a counter-based hash of `(seed, tensor, layer,
+/// proj, index)`: any backend can generate any tensor alone, in any order
+/// and in parallel, and gets the same values (the CPU and CUDA backends
+/// check each other with it).
+pub fn lora_tensor(
+    shape: &ModelShape,
+    cfg: &LoraConfig,
+    seed: u64,
+    tensor: LoraTensor,
+    layer: usize,
+    proj: usize,
+) -> Vec<f32> {
+    let (_, d_in, d_out) = lora_projections(shape)[proj];
+    let r = cfg.rank as usize;
+    let (kind, adapter, n, bound) = match tensor {
+        LoraTensor::A { adapter } => (1u64, adapter, r * d_in, (3.0 / d_in as f32).sqrt()),
+        LoraTensor::B { adapter } => (2, adapter, d_out * r, 0.5 * (3.0 / r as f32).sqrt()),
+        LoraTensor::Gate => (
+            3,
+            u32::MAX,
+            cfg.adapters as usize * d_in,
+            (3.0 / d_in as f32).sqrt(),
+        ),
+    };
+    let key = splitmix(
+        seed ^ splitmix(
+            (u64::from(adapter) << 32) ^ ((layer as u64) << 8) ^ ((proj as u64) << 2) ^ kind,
+        ),
+    );
+    (0..n as u64)
+        .map(|i| {
+            let u = (splitmix(key.wrapping_add(i.wrapping_mul(0x9E37_79B9_7F4A_7C15))) >> 40)
+                as f32
+                * (2.0 / 16_777_216.0)
+                - 1.0;
+            round_bf16(u * bound)
+        })
+        .collect()
+}
+
+/// SplitMix64's finaliser: a bijective 64-bit hash.
+fn splitmix(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// `x` rounded to the nearest bf16 (ties to even); `x` finite.
+fn round_bf16(x: f32) -> f32 {
+    let b = x.to_bits();
+    f32::from_bits(b.wrapping_add(0x7fff + ((b >> 16) & 1)) & 0xffff_0000)
+}
+
 /// The adapters one step uses, handed to the backend before its `forward`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct AdapterStep {
@@ -184,6 +261,33 @@ impl AdapterSlots {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lora_tensors_are_seeded_bf16_exact_and_distinct() {
+        let shape = ModelShape::tiny();
+        let cfg = LoraConfig {
+            adapters: 3,
+            rank: 4,
+            mode: LoraMode::Slots { slots: 2 },
+        };
+        let a = |adapter, seed| lora_tensor(&shape, &cfg, seed, LoraTensor::A { adapter }, 1, 2);
+        assert_eq!(a(0, 7), a(0, 7));
+        assert_ne!(a(0, 7), a(1, 7));
+        assert_ne!(a(0, 7), a(0, 8));
+        let v = a(2, 7);
+        assert_eq!(v.len(), 4 * shape.hidden);
+        let bound = (3.0 / shape.hidden as f32).sqrt();
+        assert!(
+            v.iter()
+                .all(|x| x.abs() <= bound * 1.004 && x.to_bits() & 0xffff == 0)
+        );
+        let b = lora_tensor(&shape, &cfg, 7, LoraTensor::B { adapter: 0 }, 1, 2);
+        assert_eq!(b.len(), 2 * shape.ffn * 4);
+        let g = lora_tensor(&shape, &cfg, 7, LoraTensor::Gate, 0, 3);
+        assert_eq!(g.len(), 3 * shape.ffn);
+        assert_eq!(round_bf16(1.0 + 1.0 / 512.0), 1.0);
+        assert_eq!(round_bf16(1.0 + 3.0 / 512.0), 1.0 + 4.0 / 512.0);
+    }
 
     fn set(v: &[u32]) -> BTreeSet<u32> {
         v.iter().copied().collect()

@@ -9,9 +9,7 @@
 //! weight 1 in multi-LoRA serving, the gate's top-k softmax under MeteoRA.
 //! `scale = alpha / rank` with `alpha = rank`, so 1.
 
-use fuselab_engine::{LoraConfig, LoraMode, lora_projections};
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
+use fuselab_engine::{LoraConfig, LoraMode, LoraTensor, lora_projections, lora_tensor};
 
 use crate::{CpuError, ModelShape};
 
@@ -58,7 +56,8 @@ pub struct LoraWeights {
 pub(crate) type Mix = Vec<(usize, f32)>;
 
 impl LoraWeights {
-    /// Seeded random adapters (and gates, for MeteoRA) for `shape`.
+    /// Seeded random adapters (and gates, for MeteoRA) for `shape`, the
+    /// values of [`lora_tensor`] (bf16-exact, the same on every backend).
     ///
     /// # Errors
     /// [`CpuError::Batch`] for 0 adapters, rank 0 or a MeteoRA `top_k`
@@ -78,19 +77,16 @@ impl LoraWeights {
                 cfg.adapters
             )));
         }
-        let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let dims = lora_projections(shape).map(|(_, i, o)| (i, o));
-        let r = cfg.rank as usize;
-        let mut uniform = |n: usize, bound: f32| -> Vec<f32> {
-            (0..n).map(|_| rng.random_range(-bound..bound)).collect()
-        };
+        let tensor =
+            |t: LoraTensor, layer: usize, p: usize| lora_tensor(shape, &cfg, seed, t, layer, p);
         let pairs = (0..cfg.adapters)
-            .map(|_| {
+            .map(|adapter| {
                 (0..shape.n_layers)
-                    .map(|_| {
-                        dims.map(|(i, o)| Pair {
-                            a: uniform(r * i, (3.0 / i as f32).sqrt()),
-                            b: uniform(o * r, 0.5 * (3.0 / r as f32).sqrt()),
+                    .map(|l| {
+                        std::array::from_fn(|p| Pair {
+                            a: tensor(LoraTensor::A { adapter }, l, p),
+                            b: tensor(LoraTensor::B { adapter }, l, p),
                         })
                     })
                     .collect()
@@ -99,9 +95,9 @@ impl LoraWeights {
         let n = cfg.adapters as usize;
         let gates = match cfg.mode {
             LoraMode::Meteora { .. } => (0..shape.n_layers)
-                .map(|_| {
-                    dims.map(|(i, _)| Gate {
-                        w: uniform(n * i, (3.0 / i as f32).sqrt()),
+                .map(|l| {
+                    std::array::from_fn(|p| Gate {
+                        w: tensor(LoraTensor::Gate, l, p),
                         bias: vec![0.0; n],
                     })
                 })

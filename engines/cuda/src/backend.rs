@@ -7,14 +7,15 @@ use std::time::Instant;
 use cudarc::driver::{CudaGraph, CudaSlice};
 use fuselab_core::RequestId;
 use fuselab_engine::{
-    AcceptanceModel, Backend, BackendError, BatchShape, DraftInfo, ForwardBatch, KvGeometry,
-    StepOutput,
+    AcceptanceModel, AdapterStep, Backend, BackendError, BatchShape, DraftInfo, ForwardBatch,
+    KvGeometry, LoraConfig, LoraMode, StepOutput,
 };
 use fuselab_kernels::cpu::rope::Rope;
 use fuselab_kernels::cuda::{CudaDevice, DecodeWorkspace, PagedAttention, PrefillTile};
 use half::bf16;
 
 use crate::CudaBackendError;
+use crate::lora::{DeviceLora, Proj};
 use crate::profile::{DecodeStep, Op, OpProfile, Phase, Recorder};
 use crate::weights::DeviceWeights;
 use fuselab_engine::ModelShape;
@@ -269,6 +270,8 @@ struct StepPlan {
     sample_rows: Vec<i32>,
     /// What each sampled entry gets back from the head rows.
     outputs: Vec<SampledEntry>,
+    /// First row of each batch entry, in entry order (LoRA maps entries to rows).
+    first_row: Vec<usize>,
 }
 
 /// A sampled entry's head rows: `first .. first + n` of [`StepPlan::sample_rows`].
@@ -347,6 +350,8 @@ pub struct CudaBackend {
     draft: Option<Box<CudaBackend>>,
     /// What the draft is, and the modelled acceptance coin if any.
     draft_info: Option<(String, Option<AcceptanceModel>)>,
+    /// LoRA adapters ([`CudaBackend::with_lora`]).
+    lora: Option<DeviceLora>,
 }
 
 impl std::fmt::Debug for CudaBackend {
@@ -501,6 +506,7 @@ impl CudaBackend {
             graph_replays: 0,
             draft: None,
             draft_info: None,
+            lora: None,
         })
     }
 
@@ -598,6 +604,59 @@ impl CudaBackend {
         self.draft = Some(Box::new(draft));
         self.draft_info = Some((name, opts.alpha));
         Ok(self)
+    }
+
+    /// Serves seeded random LoRA adapters, the values of the CPU backend's
+    /// `LoraWeights::random` for the same shape, `cfg` and `seed`
+    /// ([`fuselab_engine::lora_tensor`]): multi-LoRA in `slots` device slots
+    /// (each request names its adapter; loads copy from host memory) or
+    /// MeteoRA (every adapter resident, a gate picks each token's top-k).
+    /// Call it before `init_kv`: the adapters' device memory comes out of the
+    /// KV budget.
+    ///
+    /// # Errors
+    /// A bad config (0 adapters, rank 0, 0 slots, a top-k outside
+    /// `1..=adapters`), a call after `init_kv`, or too little device memory.
+    pub fn with_lora(mut self, cfg: LoraConfig, seed: u64) -> Result<Self, CudaBackendError> {
+        if self.geometry.is_some() {
+            return Err(CudaBackendError::Config {
+                field: "lora",
+                problem: "adapters must be added before the KV cache is allocated".into(),
+            });
+        }
+        let bytes = crate::lora::device_bytes(&self.cfg, &cfg);
+        if self.opts.kv_budget_bytes.is_none() {
+            if bytes >= self.kv_budget {
+                return Err(CudaBackendError::OutOfMemory(format!(
+                    "{} adapters of rank {} need {bytes} bytes of device memory but only {} are left after the weights",
+                    cfg.resident_adapters(),
+                    cfg.rank,
+                    self.kv_budget
+                )));
+            }
+            self.kv_budget -= bytes;
+        }
+        self.lora = Some(DeviceLora::new(&self.dev, &self.cfg, cfg, seed)?);
+        tracing::info!(?cfg, bytes, "cuda backend serves LoRA adapters");
+        Ok(self)
+    }
+
+    /// Makes every MeteoRA gate one-hot on `adapter` (zero weights, bias 1 on
+    /// it), so top-k = 1 always picks it with weight exactly 1 (tests).
+    ///
+    /// # Errors
+    /// Outside MeteoRA mode or for an unknown adapter.
+    pub fn set_one_hot_gate(&mut self, adapter: u32) -> Result<(), CudaBackendError> {
+        let dev = &self.dev;
+        self.lora
+            .as_mut()
+            .ok_or_else(|| CudaBackendError::Batch("the backend serves no LoRA adapters".into()))?
+            .set_one_hot_gate(dev, adapter)
+    }
+
+    /// Adapters copied into a device slot so far (MeteoRA's initial loads included).
+    pub fn lora_loads(&self) -> u64 {
+        self.lora.as_ref().map_or(0, |l| l.loads)
     }
 
     /// Steps replayed from CUDA graphs so far (the warm-up's included).
@@ -757,6 +816,7 @@ impl CudaBackend {
             });
             p.sample_rows.extend((last - n..last).map(|r| r as i32));
         }
+        p.first_row = first_row;
         Ok(p)
     }
 
@@ -776,6 +836,10 @@ impl CudaBackend {
         }
         self.ensure_buffers(p.rows, p.sample_rows.len())?;
         let graph = self.graph_for(&p, geo)?;
+        if let Some(l) = self.lora.as_mut() {
+            let rows = graph.map_or(p.rows, |i| self.graphs[i].rows);
+            l.stage_rows(&self.dev, batch, &p.first_row, rows)?;
+        }
         let out = match graph {
             Some(i) => self.run_graph(&p, i)?,
             None => self.run_eager(&p, geo)?,
@@ -812,6 +876,9 @@ impl CudaBackend {
                 sampled.next_power_of_two(),
             )?);
         }
+        if let (Some(l), Some(s)) = (self.lora.as_mut(), self.scratch.as_ref()) {
+            l.ensure_rows(&self.dev, s.rows)?;
+        }
         Ok(())
     }
 
@@ -828,6 +895,7 @@ impl CudaBackend {
         rec: &mut Option<Recorder>,
         inp: &StepInputs<'_>,
         t: usize,
+        mut lora: Option<&mut DeviceLora>,
     ) -> Result<(), CudaBackendError> {
         let stream = dev.stream();
         let mut mark = |op: Op| -> Result<(), CudaBackendError> {
@@ -851,13 +919,23 @@ impl CudaBackend {
         };
         dev.embed_gather(&w.embed, inp.tokens, &mut s.x, t, hd)?;
         mark(Op::Embed)?;
-        for (lw, kv) in w.layers.iter().zip(kv.iter_mut()) {
+        // LoRA after each adapted projection: y += B·(A·x) per row's adapter.
+        let mut adapt = |l: usize, p: Proj, x: &CudaSlice<bf16>, y: &mut CudaSlice<bf16>| match lora
+            .as_deref_mut()
+        {
+            Some(lo) => lo.apply(dev, l, p, x, y, t).map(|()| true),
+            None => Ok(false),
+        };
+        for (l, (lw, kv)) in w.layers.iter().zip(kv.iter_mut()).enumerate() {
             dev.rms_norm(&s.x, &lw.attn_norm, &mut s.h, t, hd, cfg.rms_eps)?;
             mark(Op::Norm)?;
             // One GEMM at every size: three into the fused buffer measured 4-93 %
             // slower on the H200 (reports/results/h200/kernels.md, qkv comparison rows).
             dev.gemm(&s.h, &lw.wqkv, &mut s.qkv, t, hd, qkv_w)?;
             mark(Op::Qkv)?;
+            if adapt(l, Proj::Qkv, &s.h, &mut s.qkv)? {
+                mark(Op::Lora)?;
+            }
             dev.qkv_rope_cache(
                 &s.qkv,
                 &mut s.q,
@@ -909,14 +987,23 @@ impl CudaBackend {
             }
             dev.gemm_acc(&s.attn, &lw.wo, &mut s.x, t, qw, hd)?;
             mark(Op::OProj)?;
+            if adapt(l, Proj::O, &s.attn, &mut s.x)? {
+                mark(Op::Lora)?;
+            }
             dev.rms_norm(&s.x, &lw.mlp_norm, &mut s.h, t, hd, cfg.rms_eps)?;
             mark(Op::Norm)?;
             dev.gemm(&s.h, &lw.w_gate_up, &mut s.gate_up, t, hd, 2 * f)?;
             mark(Op::GateUp)?;
+            if adapt(l, Proj::GateUp, &s.h, &mut s.gate_up)? {
+                mark(Op::Lora)?;
+            }
             dev.silu_mul(&s.gate_up, &mut s.act, t, f)?;
             mark(Op::SiluMul)?;
             dev.gemm_acc(&s.act, &lw.w_down, &mut s.x, t, f, hd)?;
             mark(Op::Down)?;
+            if adapt(l, Proj::Down, &s.act, &mut s.x)? {
+                mark(Op::Lora)?;
+            }
         }
         Ok(())
     }
@@ -1095,6 +1182,7 @@ impl CudaBackend {
         let missing = || CudaBackendError::Batch("internal: buffers missing".into());
         let s = self.scratch.as_mut().ok_or_else(missing)?;
         let hs = self.head.as_mut().ok_or_else(missing)?;
+        let lora = self.lora.as_mut();
         let mut no_recorder = None;
         let graph = dev.capture(|| {
             Self::layers(
@@ -1108,6 +1196,7 @@ impl CudaBackend {
                 &mut no_recorder,
                 &inp,
                 rows,
+                lora,
             )?;
             Self::head(dev, cfg, w, s, hs, rows, true)
         })?;
@@ -1224,6 +1313,7 @@ impl CudaBackend {
             &mut self.recorder,
             &inp,
             p.rows,
+            self.lora.as_mut(),
         )?;
         let ns = p.sample_rows.len();
         if ns > 0 {
@@ -1430,5 +1520,26 @@ impl Backend for CudaBackend {
             )
         })?;
         draft.run(batch).map_err(to_backend)
+    }
+
+    fn lora_adapters(&self) -> u32 {
+        match self.lora.as_ref().map(DeviceLora::config) {
+            Some(LoraConfig {
+                adapters,
+                mode: LoraMode::Slots { .. },
+                ..
+            }) => *adapters,
+            _ => 0,
+        }
+    }
+
+    fn stage_adapters(&mut self, step: &AdapterStep) -> Result<(), BackendError> {
+        match self.lora.as_mut() {
+            Some(l) => l.stage(&self.dev, step).map_err(to_backend),
+            None if step.uses_adapters() => Err(BackendError::Unsupported(
+                "the CUDA backend serves no LoRA adapters; build it with with_lora".into(),
+            )),
+            None => Ok(()),
+        }
     }
 }

@@ -27,6 +27,11 @@
 //!   attends the first `start + j + 1` positions), so a verify step is a
 //!   decode step and can replay a graph.
 //! * [`profile`]: opt-in per-operator GPU time per phase (`--cuda-profile`).
+//! * LoRA ([`CudaBackend::with_lora`]): batched multi-LoRA in `max_loras` device
+//!   slots (BGMV: each token row uses its own adapter, loads copied from host
+//!   memory) or MeteoRA (every adapter resident, a per-token top-k gate), applied
+//!   after each of the four projection GEMMs by NVRTC kernels; the adapters are
+//!   the CPU backend's values for the same seed, and decode graphs stay on.
 //! * Shapes: any [`ModelShape`] that [`validate_shape`] accepts, e.g. `llama3-8b`
 //!   and `tiny-128`
 //!   (heads of 128, which the attention kernels require). Weights are seeded
@@ -39,6 +44,7 @@
 mod backend;
 mod config;
 mod error;
+mod lora;
 pub mod profile;
 mod weights;
 

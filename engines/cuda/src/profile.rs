@@ -39,6 +39,8 @@ pub enum Op {
     SiluMul,
     /// The down projection, added into the residual.
     Down,
+    /// LoRA (BGMV shrink and expand, MeteoRA's gate) after a projection.
+    Lora,
     /// Gather of the sampled rows, final norm, `lm_head` and argmax.
     Head,
     /// A whole decode step replayed from a CUDA graph (its classes are not split).
@@ -47,7 +49,7 @@ pub enum Op {
 
 impl Op {
     /// Every class, in forward order.
-    pub const ALL: [Op; 12] = [
+    pub const ALL: [Op; 13] = [
         Op::Embed,
         Op::Norm,
         Op::Qkv,
@@ -58,6 +60,7 @@ impl Op {
         Op::GateUp,
         Op::SiluMul,
         Op::Down,
+        Op::Lora,
         Op::Head,
         Op::DecodeGraph,
     ];
@@ -75,6 +78,7 @@ impl Op {
             Op::GateUp => "gemm_gate_up",
             Op::SiluMul => "silu_mul",
             Op::Down => "gemm_down_residual",
+            Op::Lora => "lora",
             Op::Head => "head",
             Op::DecodeGraph => "decode_graph",
         }
@@ -129,7 +133,7 @@ pub struct PhaseTotals {
     /// Wall time of the backend's forward calls (host planning, launches, synchronisation).
     pub wall_ms: f64,
     /// GPU time per [`Op`] class, in [`Op::ALL`] order.
-    pub op_ms: [f64; 12],
+    pub op_ms: [f64; 13],
 }
 
 impl PhaseTotals {

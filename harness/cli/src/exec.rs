@@ -92,6 +92,9 @@ pub struct EngineSpec {
     pub http: Option<HttpSpec>,
     /// The speculative-decoding flags (used when the policy's `spec_k > 0`).
     pub spec: crate::cmd::bench::SpecSpec,
+    /// MeteoRA's top-k (`--meteora`): the workload's adapters all embedded,
+    /// a gate picks each token's adapters (`None`: multi-LoRA slots).
+    pub meteora: Option<u32>,
 }
 
 /// The draft the simulator prices when speculating without `--draft`.
@@ -160,7 +163,7 @@ impl Point {
         engine: &crate::cmd::bench::EngineOpts,
         mut policy: PolicyConfig,
         workload: WorkloadSpec,
-        requests: Vec<RequestSpec>,
+        mut requests: Vec<RequestSpec>,
         slo: Slo,
     ) -> anyhow::Result<Self> {
         let mut engine_spec = engine.resolve()?;
@@ -170,7 +173,11 @@ impl Point {
             }
             engine_spec.model = http.model.clone().unwrap_or_default();
         }
-        if workload.lora.is_some() && !matches!(engine_spec.kind, EngineKind::Sim | EngineKind::Cpu)
+        if workload.lora.is_some()
+            && !matches!(
+                engine_spec.kind,
+                EngineKind::Sim | EngineKind::Cpu | EngineKind::Cuda
+            )
         {
             return Err(Error::invalid(
                 "--adapters",
@@ -178,9 +185,31 @@ impl Point {
                     "multi-LoRA is not supported on {} yet",
                     engine_spec.kind.name()
                 ),
-                "run LoRA workloads with --engine sim or --engine cpu, or drop --adapters",
+                "run LoRA workloads with --engine sim, cpu or cuda, or drop --adapters",
             )
             .into());
+        }
+        if let Some(k) = engine_spec.meteora {
+            let Some(l) = workload.lora else {
+                return Err(Error::invalid(
+                    "--meteora",
+                    "given, but the workload has no LoRA adapters",
+                    "give the number of adapters to embed with --adapters N",
+                )
+                .into());
+            };
+            if k == 0 || k > l.adapters {
+                return Err(Error::invalid(
+                    "--meteora",
+                    format!("top-k {k} is not between 1 and the {} adapters", l.adapters),
+                    format!("give K between 1 and {}", l.adapters),
+                )
+                .into());
+            }
+            // MeteoRA's gate picks every token's adapters: requests name none.
+            for r in &mut requests {
+                r.adapter = None;
+            }
         }
         if policy.speculates()
             && !matches!(
@@ -379,13 +408,20 @@ pub struct PointResult {
 }
 
 /// The adapters a point's backend serves: the workload's, in the policy's
-/// `max_loras` slots.
-pub fn lora_config(workload: &WorkloadSpec, policy: &PolicyConfig) -> Option<LoraConfig> {
+/// `max_loras` slots, or all embedded behind MeteoRA's gate (`--meteora`).
+pub fn lora_config(
+    engine: &EngineSpec,
+    workload: &WorkloadSpec,
+    policy: &PolicyConfig,
+) -> Option<LoraConfig> {
     workload.lora.map(|l| LoraConfig {
         adapters: l.adapters,
         rank: l.rank,
-        mode: LoraMode::Slots {
-            slots: policy.max_loras,
+        mode: match engine.meteora {
+            Some(top_k) => LoraMode::Meteora { top_k },
+            None => LoraMode::Slots {
+                slots: policy.max_loras,
+            },
         },
     })
 }
@@ -423,7 +459,7 @@ pub fn run_point(point: &Point) -> anyhow::Result<PointResult> {
                 }),
                 ..SimConfig::default()
             })?;
-            if let Some(l) = lora_config(&point.workload, &point.policy) {
+            if let Some(l) = lora_config(&point.engine, &point.workload, &point.policy) {
                 backend = backend.with_lora(l)?;
             }
             let acceptance = match point.engine.spec.alpha {
@@ -441,6 +477,13 @@ pub fn run_point(point: &Point) -> anyhow::Result<PointResult> {
             let run = simulate(&point.requests, clients, &mut engine)
                 .with_context(|| format!("simulating policy {}", point.policy.kind))?;
             info.knobs = engine.knobs();
+            if let Some(LoraConfig {
+                mode: LoraMode::Meteora { top_k },
+                ..
+            }) = lora_config(&point.engine, &point.workload, &point.policy)
+            {
+                info.knobs.insert("meteora_top_k".into(), top_k.into());
+            }
             info.knobs.insert("tp".into(), point.engine.tp.into());
             info.hardware = Some(point.engine.hardware.clone());
             (run.records, run.steps)
@@ -456,7 +499,7 @@ pub fn run_point(point: &Point) -> anyhow::Result<PointResult> {
                 point.workload.seed,
                 &mut info,
                 false,
-                lora_config(&point.workload, &point.policy),
+                lora_config(&point.engine, &point.workload, &point.policy),
             )?;
             let mut plan = match clients {
                 Some(c) => RealtimePlan::closed_loop(point.requests.clone(), c),
@@ -634,6 +677,16 @@ fn length_note(c: &fuselab_core::LengthCheck) -> String {
     )
 }
 
+/// Records the adapters a backend serves as knobs: `lora_adapters`,
+/// `lora_rank`, and `meteora_top_k` in MeteoRA mode.
+fn insert_lora_knobs(info: &mut EngineInfo, l: &LoraConfig) {
+    info.knobs.insert("lora_adapters".into(), l.adapters.into());
+    info.knobs.insert("lora_rank".into(), l.rank.into());
+    if let LoraMode::Meteora { top_k } = l.mode {
+        info.knobs.insert("meteora_top_k".into(), top_k.into());
+    }
+}
+
 /// The scraped server metrics of an HTTP engine's run, when it scrapes.
 pub type Scraped = Option<fuselab_http::prometheus::Scraped>;
 
@@ -746,9 +799,15 @@ pub fn realtime_engine(
         } else {
             None
         };
+        if let Some(l) = &lora {
+            insert_lora_knobs(info, l);
+        }
         // The device is opened on the engine's own thread (CUDA contexts are per thread).
         Box::new(NativeEngineHandle::new("cuda", move || {
             let mut backend = fuselab_cuda::CudaBackend::random(cfg, seed, opts)?;
+            if let Some(l) = lora {
+                backend = backend.with_lora(l, seed)?;
+            }
             if let Some(d) = draft {
                 backend = backend.with_draft(d)?;
             }
@@ -759,8 +818,7 @@ pub fn realtime_engine(
             fuselab_cpu::CpuBackend::load(&engine.model, engine.weights.as_deref(), weights_seed)?;
         if let Some(l) = lora {
             backend = backend.with_lora(l, weights_seed)?;
-            info.knobs.insert("lora_adapters".into(), l.adapters.into());
-            info.knobs.insert("lora_rank".into(), l.rank.into());
+            insert_lora_knobs(info, &l);
         }
         if let Some(t) = engine.spec.temperature {
             let sampling = Some(fuselab_engine::Sampler::new(t, weights_seed)?);

@@ -137,6 +137,9 @@ pub(crate) struct Kernels {
     pub(crate) gather_rows: CudaFunction,
     pub(crate) add_inplace: CudaFunction,
     pub(crate) argmax_rows: CudaFunction,
+    pub(crate) lora_shrink: CudaFunction,
+    pub(crate) lora_expand: CudaFunction,
+    pub(crate) lora_gate: CudaFunction,
 }
 
 /// One GPU with its stream, cuBLAS handle and compiled kernels.
@@ -444,6 +447,9 @@ fn compile_kernels(ctx: &Arc<CudaContext>, arch: &str) -> Result<Kernels, CudaEr
         gather_rows: f("gather_rows")?,
         add_inplace: f("add_inplace")?,
         argmax_rows: f("argmax_rows")?,
+        lora_shrink: f("lora_shrink")?,
+        lora_expand: f("lora_expand")?,
+        lora_gate: f("lora_gate")?,
     };
     let big_smem = [
         (&k.flash_prefill_r64, PrefillTile::Rows64),

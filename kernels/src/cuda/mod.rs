@@ -9,6 +9,7 @@
 //! * [`bench`] checks every kernel against a CPU reference on fresh random
 //!   inputs and times it at the Llama-3-8B shapes (`fuselab kernels`);
 //! * [`reference`] holds the small f64 references the checks use;
+//! * [`lora`]: batched LoRA (BGMV shrink and expand) and MeteoRA's gate;
 //! * [`nvml`] reads the SM clock and power for the sustained benchmarks.
 //!
 //! Layouts: activations `[tokens, width]`; queries and attention outputs
@@ -17,6 +18,7 @@
 
 pub mod bench;
 mod device;
+pub mod lora;
 pub mod nvml;
 mod ops;
 pub mod reference;
@@ -31,8 +33,9 @@ pub use ops::{
     PagedAttention, PrefillTile, SKINNY_MAX_TOKENS, WGMMA_PREFILL_TILE,
 };
 
-/// The CUDA C source of every kernel (compiled by NVRTC at start-up).
-pub const KERNEL_SOURCE: &str = include_str!("source.cu");
+/// The CUDA C source of every kernel (compiled by NVRTC at start-up): the
+/// core kernels, then the LoRA ones ([`lora`]).
+pub const KERNEL_SOURCE: &str = concat!(include_str!("source.cu"), include_str!("lora.cu"));
 
 /// Elements per attention head that the attention kernels support.
 pub const HEAD_DIM: usize = 128;

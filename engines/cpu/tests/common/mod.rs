@@ -51,6 +51,7 @@ pub fn backends() -> Vec<(&'static str, MakeBackend)> {
                     decode_splits,
                     ..Default::default()
                 },
+                ..CpuOptions::default()
             },
         );
         Box::new(b)

@@ -242,6 +242,14 @@ pub struct EngineOpts {
     #[command(flatten)]
     #[serde(default, flatten)]
     pub spec: SpecOpts,
+
+    /// MeteoRA mode: the workload's --adapters are all embedded in the model
+    /// and a gate in every adapted projection picks each token's top K of
+    /// them, mixed by the softmax of their gate logits (cpu, cuda and sim;
+    /// 1 <= K <= --adapters). Requests then name no adapter (their drawn ids
+    /// are dropped) and no slots are used. Recorded as knob `meteora_top_k`.
+    #[arg(long, value_name = "K")]
+    pub meteora: Option<u32>,
 }
 
 /// Speculative-decoding flags of the engine (the draft length itself is the
@@ -669,6 +677,20 @@ impl EngineOpts {
                 .into());
             }
         }
+        only_for(
+            "--meteora",
+            self.meteora.is_some()
+                && !matches!(kind, EngineKind::Sim | EngineKind::Cpu | EngineKind::Cuda),
+            "sim, cpu or cuda",
+        )?;
+        if self.meteora == Some(0) {
+            return Err(Error::invalid(
+                "--meteora",
+                "0 is not a top-k: the gate must pick at least one adapter per token",
+                "give K between 1 and the number of --adapters, e.g. --meteora 1",
+            )
+            .into());
+        }
         let spec = self.spec.resolve(kind)?;
         let http = match &self.engine {
             Some(EngineChoice::Http(url)) => Some(self.http.resolve(url, self.model.as_deref())?),
@@ -694,6 +716,7 @@ impl EngineOpts {
             slowdown: self.slowdown,
             delay,
             spec,
+            meteora: self.meteora,
         })
     }
 }
