@@ -8,70 +8,117 @@
 // per projection and layer: A [slots, rank, d_in] and B [slots, d_out, rank], bf16.
 // t holds the shrunk activations [rows, k_mix, rank] in f32.
 
-#define LORA_SHRINK_ROWS 8
+#define LORA_SHRINK_TILE 4
+#define LORA_RANK_CHUNK 16
 
-// t[row, e, j] = sum_i A[slot][j][i] * x[row][i]: one block per (tile of LORA_SHRINK_ROWS
-// rows, entry e), one warp per rank row j (strided), 8 bf16 per lane per load (d_in a
-// multiple of 8), f32 accumulation; a lane reuses its A vector while consecutive rows share
-// the slot (a prompt chunk's rows), so A is read once per tile. Rows without an adapter get 0.
+__device__ __forceinline__ float dot8(const uint4& xa, const uint4& aa, float acc) {
+    const bf162* xp = reinterpret_cast<const bf162*>(&xa);
+    const bf162* ap = reinterpret_cast<const bf162*>(&aa);
+#pragma unroll
+    for (int q = 0; q < 4; ++q) {
+        const float2 fx = __bfloat1622float2(xp[q]);
+        const float2 fa = __bfloat1622float2(ap[q]);
+        acc = fmaf(fx.x, fa.x, acc);
+        acc = fmaf(fx.y, fa.y, acc);
+    }
+    return acc;
+}
+
+// t[row, e, j] = sum_i A[slot][j][i] * x[row][i]: one block of 256 threads per (tile of
+// `tile` <= LORA_SHRINK_TILE rows, entry e). The threads split d_in into 8-element vectors,
+// so every load of a pass is independent (no latency chain); each thread reads its x vectors
+// once per chunk of LORA_RANK_CHUNK ranks and, when the tile's rows share one slot (a prompt
+// chunk), each A vector once for the whole tile. Partial sums are reduced per warp, then
+// across the block in shared memory. A row's result does not depend on its tile.
+// Rows without an adapter get 0.
 extern "C" __global__ void __launch_bounds__(256) lora_shrink(const bf16* __restrict__ x,
                                                               const bf16* __restrict__ a,
                                                               const int* __restrict__ idx,
                                                               float* __restrict__ t, int rows,
-                                                              int d_in, int rank, int k_mix) {
-    const int row0 = blockIdx.x * LORA_SHRINK_ROWS;
+                                                              int d_in, int rank, int k_mix,
+                                                              int tile) {
+    __shared__ float red[8][LORA_SHRINK_TILE * LORA_RANK_CHUNK];
+    const int row0 = blockIdx.x * tile;
     const int e = blockIdx.y;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    const int n_warps = blockDim.x >> 5;
     const int nv = d_in >> 3;
-    int slot[LORA_SHRINK_ROWS];
+    int slot[LORA_SHRINK_TILE];
+    int first = -2;
+    bool uniform = true;
 #pragma unroll
-    for (int rr = 0; rr < LORA_SHRINK_ROWS; ++rr) {
+    for (int rr = 0; rr < LORA_SHRINK_TILE; ++rr) {
         const int row = row0 + rr;
-        slot[rr] = row < rows ? idx[row * k_mix + e] : -1;
+        const bool live = rr < tile && row < rows;
+        slot[rr] = live ? idx[row * k_mix + e] : -1;
+        if (live) {
+            if (first == -2) first = slot[rr];
+            else if (slot[rr] != first) uniform = false;
+        }
     }
-    for (int j = warp; j < rank; j += n_warps) {
-        float acc[LORA_SHRINK_ROWS];
+    for (int j0 = 0; j0 < rank; j0 += LORA_RANK_CHUNK) {
+        float acc[LORA_SHRINK_TILE][LORA_RANK_CHUNK];
 #pragma unroll
-        for (int rr = 0; rr < LORA_SHRINK_ROWS; ++rr) acc[rr] = 0.f;
-        for (int i = lane; i < nv; i += 32) {
-            int prev = -1;
-            uint4 aa = make_uint4(0u, 0u, 0u, 0u);
+        for (int rr = 0; rr < LORA_SHRINK_TILE; ++rr)
 #pragma unroll
-            for (int rr = 0; rr < LORA_SHRINK_ROWS; ++rr) {
-                if (slot[rr] < 0) continue;
-                if (slot[rr] != prev) {
-                    aa = reinterpret_cast<const uint4*>(a + ((size_t)slot[rr] * rank + j) * d_in)[i];
-                    prev = slot[rr];
+            for (int jj = 0; jj < LORA_RANK_CHUNK; ++jj) acc[rr][jj] = 0.f;
+        if (!(uniform && first < 0)) {
+            for (int i = threadIdx.x; i < nv; i += blockDim.x) {
+                uint4 xv[LORA_SHRINK_TILE];
+#pragma unroll
+                for (int rr = 0; rr < LORA_SHRINK_TILE; ++rr) {
+                    xv[rr] = slot[rr] >= 0
+                                 ? reinterpret_cast<const uint4*>(x + (size_t)(row0 + rr) * d_in)[i]
+                                 : make_uint4(0u, 0u, 0u, 0u);
                 }
-                const uint4 xa = reinterpret_cast<const uint4*>(x + (size_t)(row0 + rr) * d_in)[i];
-                const bf162* xp = reinterpret_cast<const bf162*>(&xa);
-                const bf162* ap = reinterpret_cast<const bf162*>(&aa);
 #pragma unroll
-                for (int q = 0; q < 4; ++q) {
-                    const float2 fx = __bfloat1622float2(xp[q]);
-                    const float2 fa = __bfloat1622float2(ap[q]);
-                    acc[rr] = fmaf(fx.x, fa.x, acc[rr]);
-                    acc[rr] = fmaf(fx.y, fa.y, acc[rr]);
+                for (int jj = 0; jj < LORA_RANK_CHUNK; ++jj) {
+                    const int j = j0 + jj;
+                    if (j >= rank) break;
+                    if (uniform) {
+                        const uint4 aa = reinterpret_cast<const uint4*>(
+                            a + ((size_t)first * rank + j) * d_in)[i];
+#pragma unroll
+                        for (int rr = 0; rr < LORA_SHRINK_TILE; ++rr)
+                            if (slot[rr] >= 0) acc[rr][jj] = dot8(xv[rr], aa, acc[rr][jj]);
+                    } else {
+#pragma unroll
+                        for (int rr = 0; rr < LORA_SHRINK_TILE; ++rr) {
+                            if (slot[rr] < 0) continue;
+                            const uint4 aa = reinterpret_cast<const uint4*>(
+                                a + ((size_t)slot[rr] * rank + j) * d_in)[i];
+                            acc[rr][jj] = dot8(xv[rr], aa, acc[rr][jj]);
+                        }
+                    }
                 }
             }
         }
 #pragma unroll
-        for (int rr = 0; rr < LORA_SHRINK_ROWS; ++rr) {
-            const float v = warp_sum(acc[rr]);
-            const int row = row0 + rr;
-            if (lane == 0 && row < rows) t[((size_t)row * k_mix + e) * rank + j] = v;
+        for (int rr = 0; rr < LORA_SHRINK_TILE; ++rr)
+#pragma unroll
+            for (int jj = 0; jj < LORA_RANK_CHUNK; ++jj) {
+                const float v = warp_sum(acc[rr][jj]);
+                if (lane == 0) red[warp][rr * LORA_RANK_CHUNK + jj] = v;
+            }
+        __syncthreads();
+        if (threadIdx.x < LORA_SHRINK_TILE * LORA_RANK_CHUNK) {
+            const int rr = threadIdx.x / LORA_RANK_CHUNK, jj = threadIdx.x % LORA_RANK_CHUNK;
+            const int row = row0 + rr, j = j0 + jj;
+            float s = 0.f;
+            for (int w = 0; w < (int)(blockDim.x >> 5); ++w) s += red[w][threadIdx.x];
+            if (rr < tile && row < rows && j < rank)
+                t[((size_t)row * k_mix + e) * rank + j] = slot[rr] >= 0 ? s : 0.f;
         }
+        __syncthreads();
     }
 }
 
-#define LORA_EXPAND_ROWS 16
+#define LORA_EXPAND_TILE 16
 #define LORA_MAX_RANK 64
 
 // y[row, o] += scale * sum_e w[row, e] * sum_j B[slot_e][o][j] * t[row, e, j]: one thread per
-// output column o (blocks of 256 columns along x) over LORA_EXPAND_ROWS consecutive rows
-// (along y), keeping its B row in registers while the slot repeats (a prompt chunk's rows
-// share one adapter), so B is read once per tile instead of once per row. rank <=
+// output column o (blocks of 256 columns along x) over `tile` <= LORA_EXPAND_TILE consecutive
+// rows (along y), keeping its B row in registers while the slot repeats (a prompt chunk's
+// rows share one adapter), loaded as 16-byte vectors when rank is a multiple of 8. rank <=
 // LORA_MAX_RANK. Rows whose entries are all -1 are left untouched. y is rounded once.
 extern "C" __global__ void __launch_bounds__(256) lora_expand(const float* __restrict__ t,
                                                               const bf16* __restrict__ b,
@@ -79,11 +126,11 @@ extern "C" __global__ void __launch_bounds__(256) lora_expand(const float* __res
                                                               const float* __restrict__ w,
                                                               bf16* __restrict__ y, int rows,
                                                               int d_out, int rank, int k_mix,
-                                                              float scale) {
+                                                              float scale, int tile) {
     const int o = blockIdx.x * blockDim.x + threadIdx.x;
     if (o >= d_out) return;
-    const int row0 = blockIdx.y * LORA_EXPAND_ROWS;
-    const int row_end = min(row0 + LORA_EXPAND_ROWS, rows);
+    const int row0 = blockIdx.y * tile;
+    const int row_end = min(row0 + tile, rows);
     float bo[LORA_MAX_RANK];
     int cached = -1;
     for (int row = row0; row < row_end; ++row) {
@@ -95,13 +142,27 @@ extern "C" __global__ void __launch_bounds__(256) lora_expand(const float* __res
             any = true;
             if (slot != cached) {
                 const bf16* br = b + ((size_t)slot * d_out + o) * rank;
+                if ((rank & 7) == 0) {
+                    const uint4* bv = reinterpret_cast<const uint4*>(br);
 #pragma unroll
-                for (int j = 0; j < LORA_MAX_RANK; ++j) {
-                    if (j < rank) {
-                        bo[j] = __bfloat162float(br[j]);
-                    } else {
-                        bo[j] = 0.f;
+                    for (int q = 0; q < LORA_MAX_RANK / 8; ++q) {
+                        if (q * 8 < rank) {
+                            const uint4 u = bv[q];
+                            const bf162* up = reinterpret_cast<const bf162*>(&u);
+#pragma unroll
+                            for (int h = 0; h < 4; ++h) {
+                                const float2 f = __bfloat1622float2(up[h]);
+                                bo[q * 8 + 2 * h] = f.x;
+                                bo[q * 8 + 2 * h + 1] = f.y;
+                            }
+                        } else {
+#pragma unroll
+                            for (int h = 0; h < 8; ++h) bo[q * 8 + h] = 0.f;
+                        }
                     }
+                } else {
+#pragma unroll
+                    for (int j = 0; j < LORA_MAX_RANK; ++j) bo[j] = j < rank ? __bfloat162float(br[j]) : 0.f;
                 }
                 cached = slot;
             }

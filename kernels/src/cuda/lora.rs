@@ -30,11 +30,21 @@ pub const MAX_GATE_ADAPTERS: usize = 8192;
 /// thread keeps one row of `B` in registers).
 pub const MAX_RANK: usize = 64;
 
-/// Token rows one expand block covers (`LORA_EXPAND_ROWS`).
-const EXPAND_ROWS: usize = 16;
+/// Token rows one expand block covers at most (`LORA_EXPAND_TILE`).
+const EXPAND_TILE: usize = 16;
 
-/// Token rows one shrink block covers (`LORA_SHRINK_ROWS`).
-const SHRINK_ROWS: usize = 8;
+/// Token rows one shrink block covers at most (`LORA_SHRINK_TILE`).
+const SHRINK_TILE: usize = 4;
+
+/// From this many rows on, blocks cover tiles of rows (sharing the adapter
+/// vectors they load when the rows share an adapter); below it, one row per
+/// block keeps every SM busy.
+const TILE_FROM_ROWS: usize = 512;
+
+/// Rows per block for `rows` rows and a kernel whose tile is at most `tile`.
+fn tile_for(rows: usize, tile: usize) -> usize {
+    if rows >= TILE_FROM_ROWS { tile } else { 1 }
+}
 
 fn need(field: &'static str, found: usize, needed: usize) -> Result<(), CudaError> {
     if found < needed {
@@ -118,7 +128,7 @@ impl CudaDevice {
     }
 
     /// BGMV shrink: `t[row, e, :] = A[idx[row, e]] · x[row, :]` (f32; zeros
-    /// for `idx = -1`), with `A` `[slots, rank, d_in]`, over tiles of 8 rows
+    /// for `idx = -1`), with `A` `[slots, rank, d_in]`, over tiles of up to 4 rows
     /// that read `A` once while their slot repeats. Every `idx` must be
     /// `-1` or a slot below `shape.slots` (the caller's contract).
     pub fn lora_shrink(
@@ -144,9 +154,11 @@ impl CudaDevice {
             int("rank", s.rank)?,
             int("k_mix", s.k_mix)?,
         );
+        let shrink_tile = tile_for(s.rows, SHRINK_TILE);
+        let tile = int("tile", shrink_tile)?;
         let cfg = LaunchConfig {
             grid_dim: (
-                blocks(s.rows.div_ceil(SHRINK_ROWS), "rows")?,
+                blocks(s.rows.div_ceil(shrink_tile), "rows")?,
                 blocks(s.k_mix, "k_mix")?,
                 1,
             ),
@@ -161,8 +173,9 @@ impl CudaDevice {
             .arg(&rows)
             .arg(&d_in)
             .arg(&rank)
-            .arg(&k_mix);
-        // SAFETY: one block per (tile of 8 rows below `rows`, entry), reading those
+            .arg(&k_mix)
+            .arg(&tile);
+        // SAFETY: one block per (tile of up to 4 rows below `rows`, entry), reading those
         // rows of x, rank rows of A at each row's slot (lengths checked; slots below
         // `slots` by contract) and writing `rank` values of t per row.
         self.lora_launched(unsafe { b.launch(cfg) }.map(|_| ()), "lora_shrink")
@@ -198,10 +211,12 @@ impl CudaDevice {
             int("rank", s.rank)?,
             int("k_mix", s.k_mix)?,
         );
+        let expand_tile = tile_for(s.rows, EXPAND_TILE);
+        let tile = int("tile", expand_tile)?;
         let cfg = LaunchConfig {
             grid_dim: (
                 blocks(s.d_out.div_ceil(THREADS as usize), "d_out")?,
-                blocks(s.rows.div_ceil(EXPAND_ROWS), "rows")?,
+                blocks(s.rows.div_ceil(expand_tile), "rows")?,
                 1,
             ),
             block_dim: (THREADS, 1, 1),
@@ -217,7 +232,8 @@ impl CudaDevice {
             .arg(&d_out)
             .arg(&rank)
             .arg(&k_mix)
-            .arg(&scale);
+            .arg(&scale)
+            .arg(&tile);
         // SAFETY: one thread per (output column below d_out, tile of up to 16 rows below
         // `rows`), reading the rows' entries, their B rows (slots below `slots` by
         // contract, rank <= MAX_RANK checked) and t; lengths checked.
