@@ -62,7 +62,6 @@ extern "C" __global__ void __launch_bounds__(256) lora_shrink(const bf16* __rest
 #pragma unroll
             for (int jj = 0; jj < LORA_RANK_CHUNK; ++jj) acc[rr][jj] = 0.f;
         if (!(uniform && first < 0)) {
-#pragma unroll 2
             for (int i = threadIdx.x; i < nv; i += blockDim.x) {
                 uint4 xv[LORA_SHRINK_TILE];
 #pragma unroll
@@ -131,26 +130,14 @@ extern "C" __global__ void __launch_bounds__(256) lora_expand(const float* __res
     const int o = blockIdx.x * blockDim.x + threadIdx.x;
     if (o >= d_out) return;
     const int row0 = blockIdx.y * tile;
-    const int n = min(tile, rows - row0);
-    // Every row's first slot and y value are loaded up front: LORA_EXPAND_TILE independent
-    // loads in flight per thread instead of one read-modify-write latency per row.
-    int first[LORA_EXPAND_TILE];
-    float yv[LORA_EXPAND_TILE];
-#pragma unroll
-    for (int rr = 0; rr < LORA_EXPAND_TILE; ++rr) {
-        first[rr] = rr < n ? idx[(row0 + rr) * k_mix] : -1;
-        yv[rr] = rr < n ? __bfloat162float(y[(size_t)(row0 + rr) * d_out + o]) : 0.f;
-    }
+    const int row_end = min(row0 + tile, rows);
     float bo[LORA_MAX_RANK];
     int cached = -1;
-#pragma unroll
-    for (int rr = 0; rr < LORA_EXPAND_TILE; ++rr) {
-        if (rr >= n) break;
-        const int row = row0 + rr;
+    for (int row = row0; row < row_end; ++row) {
         float acc = 0.f;
         bool any = false;
         for (int e = 0; e < k_mix; ++e) {
-            const int slot = e == 0 ? first[rr] : idx[row * k_mix + e];
+            const int slot = idx[row * k_mix + e];
             if (slot < 0) continue;
             any = true;
             if (slot != cached) {
@@ -187,7 +174,9 @@ extern "C" __global__ void __launch_bounds__(256) lora_expand(const float* __res
             }
             acc = fmaf(w[row * k_mix + e], s, acc);
         }
-        if (any) y[(size_t)row * d_out + o] = __float2bfloat16(yv[rr] + scale * acc);
+        if (!any) continue;
+        bf16* yp = y + (size_t)row * d_out + o;
+        *yp = __float2bfloat16(__bfloat162float(*yp) + scale * acc);
     }
 }
 
