@@ -59,9 +59,11 @@ pub enum BackendError {
     Unsupported(String),
 }
 
-/// Implements every [`Backend`] method but `forward` for a wrapper type by
-/// forwarding to its `inner` field, so wrappers (a slowdown, real-time pacing)
-/// state only what they change and never forget a method.
+/// Implements every [`Backend`] method but `forward` and `draft_forward` for a
+/// wrapper type by forwarding to its `inner` field, so wrappers (a slowdown,
+/// real-time pacing, a test's recorder) state only what they change and never
+/// forget a method. Use it inside `impl Backend for Wrapper { … }`.
+#[macro_export]
 macro_rules! forward_backend_to_inner {
     () => {
         fn name(&self) -> &str {
@@ -108,7 +110,6 @@ macro_rules! forward_backend_to_inner {
         }
     };
 }
-pub(crate) use forward_backend_to_inner;
 
 /// Executes forward steps. Implemented by the CPU, CUDA and simulated backends.
 pub trait Backend {

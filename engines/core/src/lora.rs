@@ -46,6 +46,16 @@ pub struct LoraConfig {
 }
 
 impl LoraConfig {
+    /// Adapters requests may name: all of them in multi-LoRA serving, none
+    /// under MeteoRA (its gate picks them); what a backend's
+    /// [`crate::Backend::lora_adapters`] reports.
+    pub fn nameable_adapters(&self) -> u32 {
+        match self.mode {
+            LoraMode::Slots { .. } => self.adapters,
+            LoraMode::Meteora { .. } => 0,
+        }
+    }
+
     /// Adapters that must be in device memory: the slots, or all of them for MeteoRA.
     pub fn resident_adapters(&self) -> u32 {
         match self.mode {

@@ -56,7 +56,7 @@ impl<B: Backend> RealTime<B> {
 }
 
 impl<B: Backend> Backend for RealTime<B> {
-    crate::backend::forward_backend_to_inner!();
+    crate::forward_backend_to_inner!();
 
     fn forward(&mut self, batch: &ForwardBatch) -> Result<StepOutput, BackendError> {
         let started = Instant::now();

@@ -57,7 +57,7 @@ impl<B: Backend> Slowdown<B> {
 }
 
 impl<B: Backend> Backend for Slowdown<B> {
-    crate::backend::forward_backend_to_inner!();
+    crate::forward_backend_to_inner!();
 
     fn forward(&mut self, batch: &ForwardBatch) -> Result<StepOutput, BackendError> {
         let started = Instant::now();

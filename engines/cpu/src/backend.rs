@@ -447,14 +447,9 @@ impl Backend for CpuBackend {
     }
 
     fn lora_adapters(&self) -> u32 {
-        match self.lora.as_ref().map(LoraWeights::config) {
-            Some(LoraConfig {
-                adapters,
-                mode: LoraMode::Slots { .. },
-                ..
-            }) => *adapters,
-            _ => 0,
-        }
+        self.lora
+            .as_ref()
+            .map_or(0, |l| LoraWeights::config(l).nameable_adapters())
     }
 
     fn stage_adapters(&mut self, step: &AdapterStep) -> Result<(), BackendError> {

@@ -8,7 +8,7 @@ use cudarc::driver::{CudaGraph, CudaSlice};
 use fuselab_core::RequestId;
 use fuselab_engine::{
     AcceptanceModel, AdapterStep, Backend, BackendError, BatchShape, DraftInfo, ForwardBatch,
-    KvGeometry, LoraConfig, LoraMode, StepOutput,
+    KvGeometry, LoraConfig, StepOutput,
 };
 use fuselab_kernels::cpu::rope::Rope;
 use fuselab_kernels::cuda::{CudaDevice, DecodeWorkspace, PagedAttention, PrefillTile};
@@ -1523,14 +1523,9 @@ impl Backend for CudaBackend {
     }
 
     fn lora_adapters(&self) -> u32 {
-        match self.lora.as_ref().map(DeviceLora::config) {
-            Some(LoraConfig {
-                adapters,
-                mode: LoraMode::Slots { .. },
-                ..
-            }) => *adapters,
-            _ => 0,
-        }
+        self.lora
+            .as_ref()
+            .map_or(0, |l| DeviceLora::config(l).nameable_adapters())
     }
 
     fn stage_adapters(&mut self, step: &AdapterStep) -> Result<(), BackendError> {

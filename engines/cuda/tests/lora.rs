@@ -23,8 +23,8 @@ use fuselab_core::{RequestId, RequestSpec};
 use fuselab_cpu::{CpuBackend, CpuOptions, LoraWeights};
 use fuselab_cuda::{CudaBackend, CudaOptions, ModelShape};
 use fuselab_engine::{
-    AdapterStep, Backend, BackendError, ForwardBatch, KvGeometry, LoraConfig, LoraMode,
-    NativeEngine, PolicyConfig, PolicyKind, StepOutput,
+    Backend, BackendError, ForwardBatch, LoraConfig, LoraMode, NativeEngine, PolicyConfig,
+    PolicyKind, StepOutput,
 };
 use fuselab_kernels::cuda::lora::{LoraShape, bgmv_reference, gate_reference};
 use fuselab_kernels::cuda::{CudaDevice, gpu_or_skip, skip};
@@ -97,33 +97,8 @@ struct Tap<B> {
 }
 
 impl<B: Backend> Backend for Tap<B> {
-    fn name(&self) -> &str {
-        self.inner.name()
-    }
-    fn needs_tokens(&self) -> bool {
-        self.inner.needs_tokens()
-    }
-    fn kv_bytes_per_token(&self) -> u64 {
-        self.inner.kv_bytes_per_token()
-    }
-    fn vocab_size(&self) -> u32 {
-        self.inner.vocab_size()
-    }
-    fn context_len(&self) -> Option<u32> {
-        self.inner.context_len()
-    }
-    fn kv_budget_bytes(&self) -> u64 {
-        self.inner.kv_budget_bytes()
-    }
-    fn init_kv(&mut self, g: KvGeometry) -> Result<(), BackendError> {
-        self.inner.init_kv(g)
-    }
-    fn lora_adapters(&self) -> u32 {
-        self.inner.lora_adapters()
-    }
-    fn stage_adapters(&mut self, step: &AdapterStep) -> Result<(), BackendError> {
-        self.inner.stage_adapters(step)
-    }
+    fuselab_engine::forward_backend_to_inner!();
+
     fn forward(&mut self, b: &ForwardBatch) -> Result<StepOutput, BackendError> {
         let out = self.inner.forward(b)?;
         assert_eq!(out.logits.len(), out.sampled.len(), "keep_logits is on");

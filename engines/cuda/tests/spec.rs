@@ -23,8 +23,8 @@ use std::sync::{Arc, Mutex};
 use fuselab_core::{RequestId, RequestSpec, RequestStatus};
 use fuselab_cuda::{CudaBackend, CudaOptions, DraftOptions, DraftSource, ModelShape};
 use fuselab_engine::{
-    AcceptanceModel, AdapterStep, Backend, BackendError, DraftInfo, ForwardBatch, KvGeometry,
-    NativeEngine, PolicyConfig, PolicyKind, StepOutput,
+    AcceptanceModel, Backend, BackendError, ForwardBatch, NativeEngine, PolicyConfig, PolicyKind,
+    StepOutput,
 };
 use fuselab_kernels::cuda::gpu_or_skip;
 
@@ -58,36 +58,8 @@ struct Recording {
 }
 
 impl Backend for Recording {
-    fn name(&self) -> &str {
-        self.inner.name()
-    }
-    fn needs_tokens(&self) -> bool {
-        self.inner.needs_tokens()
-    }
-    fn kv_bytes_per_token(&self) -> u64 {
-        self.inner.kv_bytes_per_token()
-    }
-    fn vocab_size(&self) -> u32 {
-        self.inner.vocab_size()
-    }
-    fn context_len(&self) -> Option<u32> {
-        self.inner.context_len()
-    }
-    fn kv_budget_bytes(&self) -> u64 {
-        self.inner.kv_budget_bytes()
-    }
-    fn init_kv(&mut self, geometry: KvGeometry) -> Result<(), BackendError> {
-        self.inner.init_kv(geometry)
-    }
-    fn lora_adapters(&self) -> u32 {
-        self.inner.lora_adapters()
-    }
-    fn stage_adapters(&mut self, step: &AdapterStep) -> Result<(), BackendError> {
-        self.inner.stage_adapters(step)
-    }
-    fn draft_model(&self) -> Option<DraftInfo> {
-        self.inner.draft_model()
-    }
+    fuselab_engine::forward_backend_to_inner!();
+
     fn draft_forward(&mut self, batch: &ForwardBatch) -> Result<StepOutput, BackendError> {
         self.inner.draft_forward(batch)
     }
