@@ -1,22 +1,11 @@
 //! `fuselab bench`, `sweep` and `run` through the binary (issue 3): run folders,
 //! sweep folders, the default experiment and every bad-input path.
 
-use std::path::Path;
-
-use assert_cmd::Command;
 use predicates::prelude::*;
 use predicates::str::contains;
 
-fn fuselab(dir: &Path) -> Command {
-    let mut c = Command::cargo_bin("fuselab").expect("the fuselab binary is built");
-    c.current_dir(dir);
-    c
-}
-
-fn summary(dir: &Path) -> serde_json::Value {
-    let text = std::fs::read_to_string(dir.join("summary.json")).expect("summary.json written");
-    serde_json::from_str(&text).expect("summary.json is JSON")
-}
+mod common;
+use common::{fuselab, summary};
 
 const SMALL: [&str; 6] = ["--preset", "fastgen-2600", "--n", "48", "--seed", "3"];
 

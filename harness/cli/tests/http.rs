@@ -11,14 +11,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command as Process, Stdio};
 use std::time::{Duration, Instant};
 
-use assert_cmd::Command;
 use predicates::str::contains;
 
-fn fuselab(dir: &Path) -> Command {
-    let mut c = Command::cargo_bin("fuselab").expect("the fuselab binary is built");
-    c.current_dir(dir);
-    c
-}
+mod common;
+use common::{fuselab, summary};
 
 /// A `fuselab serve` process on a free port, stopped with SIGTERM on drop.
 struct Served {
@@ -81,10 +77,6 @@ fn tokens_by_request(dir: &Path) -> BTreeMap<u64, (u32, u32, u64)> {
         .iter()
         .map(|r| (r.id, (r.prompt_len, r.output_len, r.tokens_received())))
         .collect()
-}
-
-fn summary(dir: &Path) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap()
 }
 
 const WORKLOAD: [&str; 6] = ["--preset", "cpu-small", "--n", "16", "--rate", "8"];

@@ -5,15 +5,11 @@
 
 use std::path::Path;
 
-use assert_cmd::Command;
 use predicates::prelude::*;
 use predicates::str::contains;
 
-fn fuselab(dir: &Path) -> Command {
-    let mut c = Command::cargo_bin("fuselab").expect("the fuselab binary is built");
-    c.current_dir(dir);
-    c
-}
+mod common;
+use common::fuselab;
 
 #[test]
 fn the_adapter_axis_sweeps_adapters_times_zipf_and_tabulates_them() {

@@ -5,15 +5,11 @@
 
 use std::path::Path;
 
-use assert_cmd::Command;
 use predicates::prelude::*;
 use predicates::str::contains;
 
-fn fuselab(dir: &Path) -> Command {
-    let mut c = Command::cargo_bin("fuselab").expect("the fuselab binary is built");
-    c.current_dir(dir);
-    c
-}
+mod common;
+use common::fuselab;
 
 fn engine_stats(dir: &Path) -> serde_json::Value {
     let text = std::fs::read_to_string(dir.join("summary.json")).expect("summary.json written");
