@@ -135,24 +135,8 @@ impl<B> Recorder<B> {
 }
 
 impl<B: Backend> Backend for Recorder<B> {
-    fn name(&self) -> &str {
-        self.inner.name()
-    }
-    fn needs_tokens(&self) -> bool {
-        self.inner.needs_tokens()
-    }
-    fn kv_bytes_per_token(&self) -> u64 {
-        self.inner.kv_bytes_per_token()
-    }
-    fn vocab_size(&self) -> u32 {
-        self.inner.vocab_size()
-    }
-    fn kv_budget_bytes(&self) -> u64 {
-        self.inner.kv_budget_bytes()
-    }
-    fn init_kv(&mut self, g: KvGeometry) -> Result<(), BackendError> {
-        self.inner.init_kv(g)
-    }
+    fuselab_engine::forward_backend_to_inner!();
+
     fn forward(&mut self, b: &ForwardBatch) -> Result<StepOutput, BackendError> {
         self.max_entries = self.max_entries.max(b.entries.len());
         let prefills = b.entries.iter().filter(|e| !e.is_decode).count();
