@@ -238,10 +238,6 @@ impl Point {
             )
             .into());
         }
-        if policy.speculates() && engine_spec.kind == EngineKind::Cuda {
-            // The draft flags are checked here, before the device is opened.
-            cuda_draft(&engine_spec, 0)?;
-        }
         if matches!(engine_spec.kind, EngineKind::Null | EngineKind::Http) {
             return Ok(Self {
                 engine: engine_spec,
@@ -260,6 +256,10 @@ impl Point {
                 workload.name
             ));
             engine_spec.model = model.into();
+        }
+        if policy.speculates() && engine_spec.kind == EngineKind::Cuda {
+            // The draft flags are checked here, before the device is opened.
+            cuda_draft(&engine_spec, 0)?;
         }
         let shape = ModelShape::preset(&engine_spec.model)?;
         policy.default_max_len(shape.context_len);
