@@ -761,3 +761,86 @@ fn a_bad_deployment_knob_is_a_usage_error_before_any_trial() {
         .code(2)
         .stderr(predicate::str::contains("b300").or(predicate::str::contains("hardware")));
 }
+
+#[test]
+fn compare_runs_each_tuner_on_the_same_problem_and_counts_evaluations_to_the_optimum() {
+    let dir = tempfile::tempdir().unwrap();
+    let quadratic = r#"awk "BEGIN{print -({x1}-1)^2-({x2}+1)^2}""#;
+    fuselab()
+        .current_dir(dir.path())
+        .args(["tune", "--objective-cmd", quadratic])
+        .args([
+            "--space",
+            "x1=-3..3,x2=-2..2",
+            "--budget",
+            "35",
+            "--seed",
+            "3",
+        ])
+        .args(["--compare", "bo,grid,random", "--out", "c"])
+        .assert()
+        .success()
+        .stdout(predicates::str::contains("evaluations to within 2 %"));
+    let c: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("c/compare.json")).unwrap())
+            .unwrap();
+    assert_eq!(c["space_size"], 35);
+    assert_eq!(
+        c["exhaustive"], true,
+        "the grid covers all 35 configurations"
+    );
+    assert_eq!(c["reference"], 0.0, "the optimum at (1, -1)");
+    let rows = c["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 3);
+    for r in rows {
+        assert_eq!(r["evaluations"], 35, "{r}");
+        assert!(r["to_target"].as_u64().unwrap() <= 35, "{r}");
+    }
+    for tuner in ["bo", "grid", "random"] {
+        assert!(
+            dir.path()
+                .join("c")
+                .join(tuner)
+                .join("trials.jsonl")
+                .exists()
+        );
+    }
+    let md = std::fs::read_to_string(dir.path().join("c/compare.md")).unwrap();
+    assert!(
+        md.contains("- bo came within 2 %") && md.contains("- random "),
+        "{md}"
+    );
+}
+
+#[test]
+fn bad_compare_flags_exit_2_naming_the_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    for (extra, flag) in [
+        (&["--compare", "bo"][..], "--compare"),
+        (&["--compare", "bo,bo"][..], "--compare"),
+        (&["--compare", "bo,annealing"][..], "--compare"),
+        (
+            &["--compare", "bo,grid", "--compare-within", "-1"][..],
+            "--compare-within",
+        ),
+        (&["--compare", "bo,grid", "--tuner", "bo"][..], "--tuner"),
+    ] {
+        fuselab()
+            .current_dir(dir.path())
+            .args([
+                "tune",
+                "--objective-cmd",
+                "echo 1",
+                "--space",
+                "x=0..3",
+                "--budget",
+                "2",
+            ])
+            .args(extra)
+            .args(["--out", "never"])
+            .assert()
+            .code(2)
+            .stderr(predicates::str::contains(flag));
+    }
+    assert!(!dir.path().join("never").exists());
+}

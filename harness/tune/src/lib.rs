@@ -49,6 +49,7 @@
 pub mod acq;
 pub mod bo;
 pub mod campaign;
+pub mod compare;
 mod error;
 pub mod executor;
 pub mod gp;

@@ -162,6 +162,23 @@ pub struct TuneArgs {
     #[arg(long, value_name = "NAME")]
     pub tuner: Option<String>,
 
+    /// Compare tuners: run the same campaign (space, objective, budget, seeds)
+    /// once per tuner of the list, e.g. `bo,grid,random`, into `OUT/<tuner>/`,
+    /// then write `OUT/compare.json` and `OUT/compare.md`: each tuner's best
+    /// and the evaluations it needed to come within `--compare-within` of the
+    /// best any of them found (the space's optimum when the grid covered it).
+    #[arg(long, value_name = "TUNERS", conflicts_with = "tuner")]
+    pub compare: Option<String>,
+
+    /// With `--compare`: the tolerance, relative to the best value [default: 0.02].
+    #[arg(
+        long,
+        value_name = "FRACTION",
+        requires = "compare",
+        allow_negative_numbers = true
+    )]
+    pub compare_within: Option<f64>,
+
     #[command(flatten)]
     #[serde(default)]
     pub engine: EngineOpts,
@@ -192,6 +209,79 @@ pub struct TuneArgs {
     #[command(flatten)]
     #[serde(default)]
     pub workload: WorkloadOpts,
+}
+
+/// `--compare`: one campaign per tuner of `list`, then the comparison.
+fn compare_tuners(args: &TuneArgs, list: &str) -> anyhow::Result<CliOutcome> {
+    let hint = "give two or more of bo, grid, random, e.g. --compare bo,grid,random";
+    let mut kinds: Vec<TunerKind> = Vec::new();
+    for name in list.split(',').map(str::trim) {
+        let kind: TunerKind = name
+            .parse()
+            .map_err(|_| Error::invalid("--compare", format!("unknown tuner `{name}`"), hint))?;
+        if kinds.contains(&kind) {
+            bail!(Error::invalid("--compare", format!("`{name}` twice"), hint));
+        }
+        kinds.push(kind);
+    }
+    if kinds.len() < 2 {
+        bail!(Error::invalid(
+            "--compare",
+            format!("`{list}` names one tuner"),
+            hint
+        ));
+    }
+    let within = args.compare_within.unwrap_or(0.02);
+    if !(within.is_finite() && within >= 0.0) {
+        bail!(Error::invalid(
+            "--compare-within",
+            format!("{within} is not a tolerance ≥ 0"),
+            "give a fraction of the best value, e.g. --compare-within 0.02 for 2 %"
+        ));
+    }
+    let seed = args.tune_seed.or(args.workload.seed).unwrap_or(42);
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("campaigns/compare-s{seed}")));
+    let mut journals = Vec::new();
+    for &kind in &kinds {
+        eprintln!("== {} campaign", kind.name());
+        let dir = out.join(kind.name());
+        run(TuneArgs {
+            compare: None,
+            compare_within: None,
+            tuner: Some(kind.name().into()),
+            out: Some(dir.clone()),
+            ..args.clone()
+        })
+        .with_context(|| format!("the {} campaign of --compare", kind.name()))?;
+        let meta = fuselab_tune::Journal::read_meta(&dir)?;
+        let (_, trials) = fuselab_tune::Journal::resume(&dir)?;
+        journals.push((kind, meta.problem, trials));
+    }
+    let runs: Vec<fuselab_tune::compare::TunerRun<'_>> = journals
+        .iter()
+        .map(|(kind, _, trials)| fuselab_tune::compare::TunerRun {
+            tuner: kind.name(),
+            trials,
+        })
+        .collect();
+    let cmp = fuselab_tune::compare::compare(&journals[0].1, &runs, within);
+    let mut md = format!("# Tuners compared\n\n{}\n", cmp.markdown());
+    for kind in kinds.iter().filter(|k| **k != TunerKind::Grid) {
+        md.push_str(&format!("- {}\n", cmp.verdict(kind.name(), 0.25)));
+    }
+    std::fs::write(
+        out.join("compare.json"),
+        serde_json::to_string_pretty(&cmp)?,
+    )
+    .with_context(|| format!("writing {}", out.join("compare.json").display()))?;
+    std::fs::write(out.join("compare.md"), &md)
+        .with_context(|| format!("writing {}", out.join("compare.md").display()))?;
+    print!("{md}");
+    println!("comparison written to {}", out.join("compare.md").display());
+    Ok(CliOutcome::Success)
 }
 
 /// Parses `30s`, `500ms`, `2m`, `1h` or plain seconds.
@@ -641,6 +731,9 @@ pub fn run(args: TuneArgs) -> anyhow::Result<CliOutcome> {
     let budget = args.budget.unwrap_or(40);
     if budget == 0 {
         bail!(Error::invalid("--budget", "0 trials", "give at least 1"));
+    }
+    if let Some(list) = &args.compare {
+        return compare_tuners(&args, list);
     }
     let parallel = args.parallel.unwrap_or(1);
     if parallel == 0 {
