@@ -14,6 +14,9 @@
 //! * [`cpu::norm`], [`cpu::rope`], [`cpu::activation`]: RMSNorm, rotary
 //!   position embeddings (Llama-3 style) and SiLU·mul.
 //!
+//! [`tunable`] exposes the kernels' configuration spaces for kernel-tuning
+//! campaigns, with a correctness check and the timing of each configuration.
+//!
 //! One attention kernel covers whole prefill, chunked prefill at an offset,
 //! decode and prepacked rows, because every [`cpu::attention::SeqChunk`] is
 //! attended as its own causal sequence.
@@ -21,5 +24,6 @@
 pub mod cpu;
 pub mod cuda;
 mod error;
+pub mod tunable;
 
 pub use error::KernelError;

@@ -844,3 +844,115 @@ fn bad_compare_flags_exit_2_naming_the_flag() {
     }
     assert!(!dir.path().join("never").exists());
 }
+
+#[test]
+fn a_kernel_campaign_records_a_wrong_configuration_infeasible_and_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    fuselab()
+        .current_dir(dir.path())
+        .args(["tune", "--kernel", "decode_attention", "--device", "cpu"])
+        .args([
+            "--shape",
+            "batch=2,ctx=200",
+            "--shape",
+            "batch=1,ctx=64,weight=2",
+        ])
+        .args(["--space", "splits=1..6", "--tuner", "grid", "--budget", "6"])
+        .args(["--inject-fault", "splits=4", "--out", "k"])
+        .assert()
+        .success()
+        .stdout(predicates::str::contains(
+            "6 trials: 5 ok, 1 infeasible, 0 failed",
+        ));
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(dir.path().join("k/trials.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    for t in &lines {
+        let splits = t["knobs"]["splits"].as_i64().unwrap();
+        if splits == 4 {
+            assert_eq!(t["status"], "infeasible", "{t}");
+            assert!(
+                t["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("wrong result at batch=2,ctx=200"),
+                "{t}"
+            );
+        } else {
+            assert_eq!(t["status"], "ok", "{t}");
+            assert!(t["objective"].as_f64().unwrap() > 0.0, "{t}");
+            let run = dir.path().join("k").join(t["run"].as_str().unwrap());
+            let text = std::fs::read_to_string(run.join("kernel.txt")).unwrap();
+            assert!(
+                text.contains("batch=1,ctx=64") && text.contains("relative error"),
+                "{text}"
+            );
+        }
+    }
+    // Without --space the kernel's whole space is searched.
+    fuselab()
+        .current_dir(dir.path())
+        .args([
+            "tune",
+            "--kernel",
+            "prefill_attention",
+            "--shape",
+            "q=16,ctx=40",
+        ])
+        .args(["--tuner", "random", "--budget", "2", "--out", "p"])
+        .assert()
+        .success()
+        .stdout(predicates::str::contains("q_tile").and(predicates::str::contains("kv_tile")));
+}
+
+#[test]
+fn bad_kernel_flags_exit_2_naming_the_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    for (extra, want) in [
+        (
+            &["--kernel", "gemm"][..],
+            "invalid --kernel: unknown kernel `gemm`",
+        ),
+        (
+            &["--kernel", "decode_attention", "--device", "tpu"][..],
+            "unknown device `tpu`",
+        ),
+        (
+            &["--kernel", "decode_attention", "--device", "cuda"][..],
+            "cannot be tuned yet",
+        ),
+        (
+            &["--kernel", "decode_attention", "--shape", "batch=2"][..],
+            "--shape",
+        ),
+        (
+            &["--kernel", "decode_attention", "--space", "tile=1..2"][..],
+            "not a knob of decode_attention",
+        ),
+        (
+            &["--kernel", "decode_attention", "--parallel", "2"][..],
+            "--parallel",
+        ),
+        (
+            &["--kernel", "decode_attention", "--inject-fault", "splits"][..],
+            "--inject-fault",
+        ),
+        (
+            &["--kernel", "decode_attention", "--policy", "chunked"][..],
+            "engine flags",
+        ),
+        (&["--shape", "batch=2,ctx=9"][..], "--kernel"),
+    ] {
+        fuselab()
+            .current_dir(dir.path())
+            .args(["tune", "--budget", "1"])
+            .args(extra)
+            .args(["--out", "never"])
+            .assert()
+            .code(2)
+            .stderr(predicates::str::contains(want));
+    }
+    assert!(!dir.path().join("never").exists());
+}

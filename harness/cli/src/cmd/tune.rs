@@ -162,6 +162,32 @@ pub struct TuneArgs {
     #[arg(long, value_name = "NAME")]
     pub tuner: Option<String>,
 
+    /// Tune a kernel's configuration instead of the engine: `decode_attention`
+    /// (knob `splits`) or `prefill_attention` (`q_tile`, `kv_tile`). Each
+    /// trial checks the result against the f64 reference at every `--shape`
+    /// (a wrong result or a refused configuration is an infeasible trial) and
+    /// minimises the weighted mean time per call (median of 5 × 8 back-to-back
+    /// calls). `--space` defaults to the kernel's whole space.
+    #[arg(long, value_name = "NAME")]
+    pub kernel: Option<String>,
+
+    /// With `--kernel`: the device whose kernels are tuned [default: cpu].
+    #[arg(long, value_name = "DEVICE", requires = "kernel")]
+    pub device: Option<String>,
+
+    /// With `--kernel`: a shape to tune at (repeatable), decode
+    /// `batch=B,ctx=C`, prefill `q=Q,ctx=C`, optionally `,heads=H/KVxD`
+    /// and `,weight=W` (how often it occurs) [default: one small shape].
+    #[arg(long = "shape", value_name = "SPEC", requires = "kernel")]
+    #[serde(default)]
+    pub shape: Vec<String>,
+
+    /// Test knob, with `--kernel`: corrupt the kernel's output for the
+    /// configurations with `KNOB=VALUE`, to check that a wrong result is
+    /// recorded infeasible and the campaign goes on.
+    #[arg(long, value_name = "KNOB=VALUE", requires = "kernel")]
+    pub inject_fault: Option<String>,
+
     /// Compare tuners: run the same campaign (space, objective, budget, seeds)
     /// once per tuner of the list, e.g. `bo,grid,random`, into `OUT/<tuner>/`,
     /// then write `OUT/compare.json` and `OUT/compare.md`: each tuner's best
@@ -209,6 +235,140 @@ pub struct TuneArgs {
     #[command(flatten)]
     #[serde(default)]
     pub workload: WorkloadOpts,
+}
+
+/// A kernel-tuning trial: check and time one configuration of `kernel`
+/// in-process (see [`fuselab_kernels::tunable`]).
+struct KernelObjective {
+    kernel: fuselab_kernels::tunable::TunableKernel,
+    shapes: Vec<fuselab_kernels::tunable::KernelShape>,
+    fault: Option<fuselab_kernels::tunable::Fault>,
+    seed: u64,
+}
+
+impl Objective for KernelObjective {
+    fn evaluate(&self, ctx: &TrialContext<'_>, config: &Config) -> Outcome {
+        use fuselab_kernels::tunable::Evaluation;
+        let mut knobs = Vec::new();
+        for (p, v) in ctx.space.params().iter().zip(&config.0) {
+            match v.as_f64() {
+                Some(x) if x.fract() == 0.0 => knobs.push((p.name.clone(), x as i64)),
+                _ => {
+                    return Outcome::failed(
+                        Status::Infeasible,
+                        format!("{} = {v} is not a whole number", p.name),
+                    );
+                }
+            }
+        }
+        match self
+            .kernel
+            .evaluate(&knobs, &self.shapes, self.fault.as_ref(), self.seed)
+        {
+            Evaluation::Timed { ms, per_shape } => {
+                let lines: Vec<String> = self
+                    .shapes
+                    .iter()
+                    .zip(&per_shape)
+                    .map(|(s, (ms, err))| format!("{s}: {ms:.4} ms, relative error {err:.1e}"))
+                    .collect();
+                let _ = std::fs::write(ctx.run_dir.join("kernel.txt"), lines.join("\n") + "\n");
+                Outcome::ok(vec![ms], Vec::new())
+            }
+            Evaluation::Invalid(m) => Outcome::failed(Status::Infeasible, format!("invalid: {m}")),
+            Evaluation::Wrong(m) => Outcome::failed(Status::Infeasible, m),
+        }
+    }
+
+    fn describe(&self) -> String {
+        let shapes: Vec<String> = self.shapes.iter().map(ToString::to_string).collect();
+        format!("kernel {} at {}", self.kernel.name(), shapes.join("; "))
+    }
+}
+
+/// A kernel flag's problem without the error type's prefix.
+fn kernel_message(e: fuselab_kernels::KernelError) -> String {
+    match e {
+        fuselab_kernels::KernelError::Config(m) => m,
+        other => other.to_string(),
+    }
+}
+
+/// The kernel objective of `--kernel`, its flags checked.
+fn kernel_objective(
+    args: &TuneArgs,
+    kernel: fuselab_kernels::tunable::TunableKernel,
+    space: &SearchSpace,
+    seed: u64,
+    executor: bool,
+    parallel: usize,
+) -> anyhow::Result<KernelObjective> {
+    if args.objective_cmd.is_some() || args.server_cmd.is_some() {
+        bail!(Error::invalid(
+            "--kernel",
+            "given together with --objective-cmd or --server-cmd",
+            "tune either a kernel, a command or a server"
+        ));
+    }
+    if args.policy.is_some()
+        || args.objective.is_some()
+        || !args.knob.is_empty()
+        || !args.outcome.is_empty()
+    {
+        bail!(Error::invalid(
+            "--kernel",
+            "given together with engine flags (--policy/--objective/--knob/--outcome)",
+            "a kernel campaign minimises the kernel's time; drop the engine flags"
+        ));
+    }
+    if executor || parallel > 1 {
+        bail!(Error::invalid(
+            if executor { "--executor" } else { "--parallel" },
+            "kernel trials time the device, so they run one at a time in this process",
+            "drop it"
+        ));
+    }
+    let known: Vec<String> = fuselab_tune::SearchSpace::parse(kernel.space())
+        .map(|s| s.params().iter().map(|p| p.name.clone()).collect())
+        .unwrap_or_default();
+    if let Some(p) = space.params().iter().find(|p| !known.contains(&p.name)) {
+        bail!(Error::invalid(
+            "--space",
+            format!("`{}` is not a knob of {}", p.name, kernel.name()),
+            format!("its space is {}", kernel.space())
+        ));
+    }
+    let shapes = if args.shape.is_empty() {
+        kernel.default_shapes()
+    } else {
+        args.shape
+            .iter()
+            .map(|s| {
+                kernel.parse_shape(s).map_err(|e| {
+                    Error::invalid("--shape", kernel_message(e), "see fuselab tune --help")
+                })
+            })
+            .collect::<Result<_, _>>()?
+    };
+    let fault = args
+        .inject_fault
+        .as_deref()
+        .map(|f| {
+            fuselab_kernels::tunable::Fault::parse(f).map_err(|e| {
+                Error::invalid(
+                    "--inject-fault",
+                    kernel_message(e),
+                    "e.g. --inject-fault splits=4",
+                )
+            })
+        })
+        .transpose()?;
+    Ok(KernelObjective {
+        kernel,
+        shapes,
+        fault,
+        seed,
+    })
 }
 
 /// `--compare`: one campaign per tuner of `list`, then the comparison.
@@ -717,7 +877,24 @@ pub fn run(args: TuneArgs) -> anyhow::Result<CliOutcome> {
             format!("the workload preset is `--preset {p}`, as in bench and sweep")
         ));
     }
-    let Some(space_spec) = args.space.as_deref() else {
+    let kernel = args
+        .kernel
+        .as_deref()
+        .map(|k| {
+            fuselab_kernels::tunable::TunableKernel::parse(
+                k,
+                args.device.as_deref().unwrap_or("cpu"),
+            )
+            .map_err(|e| {
+                Error::invalid(
+                    "--kernel",
+                    kernel_message(e),
+                    "e.g. --kernel decode_attention --device cpu",
+                )
+            })
+        })
+        .transpose()?;
+    let Some(space_spec) = args.space.as_deref().or(kernel.map(|k| k.space())) else {
         bail!(Error::invalid(
             "--space",
             "missing",
@@ -797,7 +974,15 @@ pub fn run(args: TuneArgs) -> anyhow::Result<CliOutcome> {
         Problem,
         Box<dyn Objective>,
         Option<Box<dyn CommandTrial>>,
-    ) = if let Some(launch) = launch {
+    ) = if let Some(kernel) = kernel {
+        let objective =
+            kernel_objective(&args, kernel, &space, seed, executor.is_some(), parallel)?;
+        (
+            Problem::single(space.clone(), "ms", Direction::Minimize),
+            Box::new(objective),
+            None,
+        )
+    } else if let Some(launch) = launch {
         let on_one_machine = matches!(executor, None | Some(ExecutorSpec::Local { .. }));
         if on_one_machine && parallel > 1 {
             bail!(Error::invalid(

@@ -1,0 +1,461 @@
+//! Kernels with a configuration space, for kernel-tuning campaigns
+//! (`fuselab tune --kernel NAME --device cpu`).
+//!
+//! A [`TunableKernel`] names its knobs in the tuner's space syntax
+//! ([`TunableKernel::space`]), takes the shapes to tune at
+//! ([`TunableKernel::parse_shape`], weighted), and evaluates one
+//! configuration ([`TunableKernel::evaluate`]): on every shape it checks the
+//! kernel's output against the f64 reference (a wrong result is an
+//! [`Evaluation::Wrong`], an invalid configuration an
+//! [`Evaluation::Invalid`]: infeasible trials, never a crash) and times it
+//! with the method of `fuselab kernels` — the median over repeats of `N`
+//! back-to-back calls. The CPU kernels run here; the CUDA kernels' spaces
+//! (the prefill tiles, the decode split count) are the next step.
+
+use std::fmt;
+use std::time::Instant;
+
+use crate::KernelError;
+use crate::cpu::attention::{FlashConfig, SeqChunk, flash_attention, naive_attention};
+use crate::cpu::decode::{DecodeSeq, paged_decode_attention};
+use crate::cpu::paged::{AttnShape, PagedKv};
+
+/// Back-to-back calls timed together.
+const CALLS: usize = 8;
+
+/// Timed repeats of [`CALLS`] calls; the median counts.
+const REPEATS: usize = 5;
+
+/// Largest relative error (max |Δ| over max |reference|) a correct kernel shows.
+pub const TOLERANCE: f32 = 1e-4;
+
+/// Block size of the paged KV cache the evaluations build.
+const BLOCK: usize = 16;
+
+/// The kernels a campaign can tune.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TunableKernel {
+    /// CPU paged decode attention (split-KV); knob `splits`.
+    CpuDecodeAttention,
+    /// CPU ragged causal flash attention; knobs `q_tile`, `kv_tile`.
+    CpuPrefillAttention,
+}
+
+/// One shape a kernel is tuned at.
+#[derive(Clone, Debug, PartialEq)]
+pub struct KernelShape {
+    /// Decode: sequences; prefill: 1.
+    pub batch: usize,
+    /// Query tokens per sequence (decode: 1).
+    pub q_len: usize,
+    /// Positions attended, the query's included.
+    pub ctx: usize,
+    /// Heads (query, KV) and head size.
+    pub heads: AttnShape,
+    /// Weight of the shape in the campaign's objective (how often it occurs).
+    pub weight: f64,
+}
+
+impl fmt::Display for KernelShape {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.q_len == 1 {
+            write!(f, "batch={},ctx={}", self.batch, self.ctx)?;
+        } else {
+            write!(f, "q={},ctx={}", self.q_len, self.ctx)?;
+        }
+        write!(
+            f,
+            ",heads={}/{}x{},weight={}",
+            self.heads.n_heads, self.heads.n_kv_heads, self.heads.head_dim, self.weight
+        )
+    }
+}
+
+/// What one configuration did.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Evaluation {
+    /// Correct on every shape: the weighted mean time per call, ms, and per shape (ms, error).
+    Timed {
+        /// Σ weight · ms / Σ weight.
+        ms: f64,
+        /// Per shape: median ms per call and the relative error.
+        per_shape: Vec<(f64, f32)>,
+    },
+    /// The kernel refused the configuration (e.g. a zero tile).
+    Invalid(String),
+    /// The result is wrong on a shape.
+    Wrong(String),
+}
+
+/// Makes a configuration's results wrong on purpose (a test knob): when the
+/// configuration has `knob = value`, the output is corrupted before the check.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fault {
+    /// The knob.
+    pub knob: String,
+    /// Its value.
+    pub value: i64,
+}
+
+impl Fault {
+    /// Parses `KNOB=VALUE`.
+    ///
+    /// # Errors
+    /// [`KernelError::Config`] naming the expected form.
+    pub fn parse(s: &str) -> Result<Self, KernelError> {
+        let (k, v) = s.split_once('=').ok_or_else(|| {
+            KernelError::Config(format!("`{s}` is not KNOB=VALUE (e.g. splits=4)"))
+        })?;
+        let value = v
+            .trim()
+            .parse()
+            .map_err(|_| KernelError::Config(format!("`{v}` is not a whole number")))?;
+        Ok(Self {
+            knob: k.trim().into(),
+            value,
+        })
+    }
+}
+
+/// A small deterministic generator for the inputs (values in [-1, 1)).
+fn fill(n: usize, seed: u64) -> Vec<f32> {
+    let mut x = seed ^ 0x9e37_79b9_7f4a_7c15;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            ((x >> 40) as f32 / (1u64 << 23) as f32) - 1.0
+        })
+        .collect()
+}
+
+fn rel_error(want: &[f32], got: &[f32]) -> f32 {
+    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
+    want.iter()
+        .zip(got)
+        .fold(0f32, |m, (a, b)| m.max((a - b).abs()))
+        / scale
+}
+
+fn knob(config: &[(String, i64)], name: &str) -> Result<usize, String> {
+    let v = config
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| *v)
+        .ok_or_else(|| format!("the configuration has no `{name}`"))?;
+    usize::try_from(v).map_err(|_| format!("{name} = {v} is negative"))
+}
+
+impl TunableKernel {
+    /// The kernel named `name` on `device`.
+    ///
+    /// # Errors
+    /// [`KernelError::Config`] listing the kernels, or saying that the CUDA
+    /// kernels cannot be tuned yet.
+    pub fn parse(name: &str, device: &str) -> Result<Self, KernelError> {
+        match (name, device) {
+            ("decode_attention", "cpu") => Ok(Self::CpuDecodeAttention),
+            ("prefill_attention", "cpu") => Ok(Self::CpuPrefillAttention),
+            ("decode_attention" | "prefill_attention", "cuda") => Err(KernelError::Config(
+                "the CUDA kernels cannot be tuned yet; tune the CPU kernels with --device cpu"
+                    .into(),
+            )),
+            (_, "cpu" | "cuda") => Err(KernelError::Config(format!(
+                "unknown kernel `{name}`; the tunable kernels are decode_attention and prefill_attention"
+            ))),
+            _ => Err(KernelError::Config(format!(
+                "unknown device `{device}`; use cpu"
+            ))),
+        }
+    }
+
+    /// The kernel's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::CpuDecodeAttention => "decode_attention",
+            Self::CpuPrefillAttention => "prefill_attention",
+        }
+    }
+
+    /// The configuration space, in the tuner's `--space` syntax.
+    pub fn space(self) -> &'static str {
+        match self {
+            Self::CpuDecodeAttention => "splits=1..16",
+            Self::CpuPrefillAttention => "q_tile=8..128:pow2,kv_tile=8..256:pow2",
+        }
+    }
+
+    /// The hand-picked configuration the engine uses without a tuned one.
+    pub fn default_config(self) -> Vec<(String, i64)> {
+        let d = FlashConfig::default();
+        match self {
+            Self::CpuDecodeAttention => vec![("splits".into(), 4)],
+            Self::CpuPrefillAttention => vec![
+                ("q_tile".into(), d.q_tile as i64),
+                ("kv_tile".into(), d.kv_tile as i64),
+            ],
+        }
+    }
+
+    /// Shapes to tune at when none are given.
+    pub fn default_shapes(self) -> Vec<KernelShape> {
+        let spec = match self {
+            Self::CpuDecodeAttention => "batch=8,ctx=1024",
+            Self::CpuPrefillAttention => "q=256,ctx=256",
+        };
+        vec![self.parse_shape(spec).expect("the default shape parses")]
+    }
+
+    /// Parses a shape: decode `batch=B,ctx=C`, prefill `q=Q,ctx=C` (a chunk of
+    /// Q tokens ending at position C), each optionally with
+    /// `heads=H/KV×D` (default 8/2×32, the `tiny` model's) and `weight=W`.
+    ///
+    /// # Errors
+    /// [`KernelError::Config`] naming the bad part.
+    pub fn parse_shape(self, s: &str) -> Result<KernelShape, KernelError> {
+        let bad = |what: String| {
+            KernelError::Config(format!(
+                "shape `{s}`: {what} (e.g. {})",
+                match self {
+                    Self::CpuDecodeAttention => "batch=8,ctx=1024,heads=8/2x32,weight=1",
+                    Self::CpuPrefillAttention => "q=256,ctx=1024,heads=8/2x32,weight=1",
+                }
+            ))
+        };
+        let mut shape = KernelShape {
+            batch: 1,
+            q_len: 1,
+            ctx: 0,
+            heads: AttnShape {
+                n_heads: 8,
+                n_kv_heads: 2,
+                head_dim: 32,
+            },
+            weight: 1.0,
+        };
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (k, v) = part
+                .split_once('=')
+                .ok_or_else(|| bad(format!("`{part}` is not NAME=VALUE")))?;
+            let num = |v: &str| -> Result<usize, KernelError> {
+                v.parse()
+                    .ok()
+                    .filter(|&n: &usize| n > 0)
+                    .ok_or_else(|| bad(format!("{k} = `{v}` is not a whole number > 0")))
+            };
+            match (k, self) {
+                ("batch", Self::CpuDecodeAttention) => shape.batch = num(v)?,
+                ("q", Self::CpuPrefillAttention) => shape.q_len = num(v)?,
+                ("ctx", _) => shape.ctx = num(v)?,
+                ("weight", _) => {
+                    shape.weight = v
+                        .parse()
+                        .ok()
+                        .filter(|w: &f64| w.is_finite() && *w > 0.0)
+                        .ok_or_else(|| bad(format!("weight = `{v}` is not a number > 0")))?;
+                }
+                ("heads", _) => {
+                    let (h, rest) = v
+                        .split_once('/')
+                        .ok_or_else(|| bad(format!("heads = `{v}` is not H/KVxD")))?;
+                    let (kv, d) = rest
+                        .split_once('x')
+                        .ok_or_else(|| bad(format!("heads = `{v}` is not H/KVxD")))?;
+                    shape.heads = AttnShape {
+                        n_heads: num(h)?,
+                        n_kv_heads: num(kv)?,
+                        head_dim: num(d)?,
+                    };
+                    shape.heads.validate().map_err(|e| bad(e.to_string()))?;
+                }
+                _ => return Err(bad(format!("unknown part `{k}` for {}", self.name()))),
+            }
+        }
+        if shape.ctx == 0 {
+            return Err(bad("ctx is missing".into()));
+        }
+        if shape.q_len > shape.ctx {
+            return Err(bad(format!(
+                "q = {} exceeds ctx = {}",
+                shape.q_len, shape.ctx
+            )));
+        }
+        Ok(shape)
+    }
+
+    /// Checks and times `config` on every shape; `fault` corrupts the output
+    /// of the configuration it names (a test knob).
+    pub fn evaluate(
+        self,
+        config: &[(String, i64)],
+        shapes: &[KernelShape],
+        fault: Option<&Fault>,
+        seed: u64,
+    ) -> Evaluation {
+        let mut per_shape = Vec::new();
+        let broken =
+            fault.is_some_and(|f| config.iter().any(|(k, v)| *k == f.knob && *v == f.value));
+        for (i, shape) in shapes.iter().enumerate() {
+            match self.evaluate_shape(config, shape, broken, seed ^ i as u64) {
+                Ok(r) => per_shape.push(r),
+                Err(e) => return e,
+            }
+        }
+        let total: f64 = shapes.iter().map(|s| s.weight).sum();
+        let ms = shapes
+            .iter()
+            .zip(&per_shape)
+            .map(|(s, (ms, _))| s.weight * ms)
+            .sum::<f64>()
+            / total.max(f64::MIN_POSITIVE);
+        Evaluation::Timed { ms, per_shape }
+    }
+
+    fn evaluate_shape(
+        self,
+        config: &[(String, i64)],
+        shape: &KernelShape,
+        broken: bool,
+        seed: u64,
+    ) -> Result<(f64, f32), Evaluation> {
+        let invalid = |e: String| Evaluation::Invalid(e);
+        let heads = shape.heads;
+        let (qw, kw) = (heads.q_width(), heads.kv_width());
+        let blocks = shape.ctx.div_ceil(BLOCK);
+        let mut kv =
+            PagedKv::new(BLOCK, blocks * shape.batch, kw).map_err(|e| invalid(e.to_string()))?;
+        let tables: Vec<Vec<u32>> = (0..shape.batch)
+            .map(|b| ((b * blocks) as u32..((b + 1) * blocks) as u32).collect())
+            .collect();
+        let mut kv_host = Vec::new();
+        for (b, t) in tables.iter().enumerate() {
+            let k = fill(shape.ctx * kw, seed ^ (2 * b as u64 + 1));
+            let v = fill(shape.ctx * kw, seed ^ (2 * b as u64 + 2));
+            kv.write(t, 0, &k, &v).map_err(|e| invalid(e.to_string()))?;
+            kv_host.push((k, v));
+        }
+        let rows = shape.batch * shape.q_len;
+        let q = fill(rows * qw, seed ^ 0xabc);
+        let scale = 1.0 / (heads.head_dim as f32).sqrt();
+        let start = shape.ctx - shape.q_len;
+        let mut out = vec![0f32; rows * qw];
+        let run = |out: &mut [f32]| -> Result<(), KernelError> {
+            match self {
+                Self::CpuDecodeAttention => {
+                    let splits = knob(config, "splits").map_err(KernelError::Config)?;
+                    let seqs: Vec<DecodeSeq<'_>> = tables
+                        .iter()
+                        .enumerate()
+                        .map(|(b, t)| DecodeSeq {
+                            q_row: b,
+                            pos: shape.ctx - 1,
+                            block_table: t,
+                        })
+                        .collect();
+                    paged_decode_attention(&q, &kv, heads, &seqs, scale, splits, out)
+                }
+                Self::CpuPrefillAttention => {
+                    let cfg = FlashConfig {
+                        q_tile: knob(config, "q_tile").map_err(KernelError::Config)?,
+                        kv_tile: knob(config, "kv_tile").map_err(KernelError::Config)?,
+                        threads: 1,
+                    };
+                    let chunks = [SeqChunk {
+                        q_row: 0,
+                        start_pos: start,
+                        n_tokens: shape.q_len,
+                        block_table: &tables[0],
+                    }];
+                    flash_attention(&q, &kv, heads, &chunks, scale, cfg, out)
+                }
+            }
+        };
+        run(&mut out).map_err(|e| invalid(e.to_string()))?;
+        if broken {
+            out[0] += 1.0;
+        }
+        let mut want = Vec::with_capacity(rows * qw);
+        for (b, (k, v)) in kv_host.iter().enumerate() {
+            let qb = &q[b * shape.q_len * qw..(b + 1) * shape.q_len * qw];
+            want.extend(
+                naive_attention(qb, k, v, heads, start, scale)
+                    .map_err(|e| invalid(e.to_string()))?,
+            );
+        }
+        let err = rel_error(&want, &out);
+        if err.is_nan() || err > TOLERANCE {
+            return Err(Evaluation::Wrong(format!(
+                "wrong result at {shape}: relative error {err:.2e} above {TOLERANCE:.0e}"
+            )));
+        }
+        let mut samples = Vec::with_capacity(REPEATS);
+        for _ in 0..REPEATS {
+            let t0 = Instant::now();
+            for _ in 0..CALLS {
+                run(&mut out).map_err(|e| invalid(e.to_string()))?;
+            }
+            samples.push(t0.elapsed().as_secs_f64() * 1e3 / CALLS as f64);
+        }
+        samples.sort_by(f64::total_cmp);
+        Ok((samples[REPEATS / 2], err))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_config_of_the_small_shapes_is_correct_and_a_fault_is_wrong() {
+        let k = TunableKernel::CpuDecodeAttention;
+        let shapes = vec![k.parse_shape("batch=2,ctx=100").unwrap()];
+        for splits in [1, 3, 16] {
+            let cfg = vec![("splits".to_string(), splits)];
+            assert!(
+                matches!(k.evaluate(&cfg, &shapes, None, 1), Evaluation::Timed { .. }),
+                "splits={splits}"
+            );
+        }
+        let fault = Fault::parse("splits=3").unwrap();
+        let cfg = vec![("splits".to_string(), 3)];
+        match k.evaluate(&cfg, &shapes, Some(&fault), 1) {
+            Evaluation::Wrong(m) => assert!(m.contains("relative error"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        let zero = vec![("splits".to_string(), 0)];
+        assert!(matches!(
+            k.evaluate(&zero, &shapes, None, 1),
+            Evaluation::Invalid(_)
+        ));
+        let p = TunableKernel::CpuPrefillAttention;
+        let shapes = vec![p.parse_shape("q=40,ctx=90,heads=4/2x16").unwrap()];
+        let cfg = vec![("q_tile".to_string(), 8), ("kv_tile".to_string(), 32)];
+        assert!(matches!(
+            p.evaluate(&cfg, &shapes, None, 2),
+            Evaluation::Timed { .. }
+        ));
+    }
+
+    #[test]
+    fn bad_names_and_shapes_say_what_is_wrong() {
+        let e = TunableKernel::parse("gemm", "cpu").unwrap_err().to_string();
+        assert!(e.contains("decode_attention and prefill_attention"), "{e}");
+        let e = TunableKernel::parse("decode_attention", "cuda")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("cannot be tuned yet"), "{e}");
+        let k = TunableKernel::CpuDecodeAttention;
+        for (s, want) in [
+            ("batch=8", "ctx is missing"),
+            ("batch=0,ctx=9", "not a whole number > 0"),
+            ("q=3,ctx=9", "unknown part `q`"),
+            ("batch=1,ctx=9,heads=8x2", "not H/KVxD"),
+            ("batch=1,ctx=9,weight=-1", "weight"),
+        ] {
+            let e = k.parse_shape(s).unwrap_err().to_string();
+            assert!(e.contains(want), "{s}: {e}");
+        }
+        assert!(Fault::parse("splits").is_err() && Fault::parse("splits=x").is_err());
+    }
+}
