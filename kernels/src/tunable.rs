@@ -11,9 +11,18 @@
 //! with the method of `fuselab kernels` — the median over repeats of `N`
 //! back-to-back calls. The CPU kernels run here; the CUDA kernels' spaces
 //! (the prefill tiles, the decode split count) are the next step.
+//!
+//! A campaign's result is a [`TuningTable`] entry (JSON, keyed by device and
+//! kernel, with the shapes it was tuned at); the CPU backend loads a table
+//! at start-up (`--tuning-table FILE`) and falls back to the hand-picked
+//! defaults for kernels it does not list.
 
+use std::collections::BTreeMap;
 use std::fmt;
+use std::path::Path;
 use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
 
 use crate::KernelError;
 use crate::cpu::attention::{FlashConfig, SeqChunk, flash_attention, naive_attention};
@@ -114,6 +123,87 @@ impl Fault {
             knob: k.trim().into(),
             value,
         })
+    }
+}
+
+/// Version of the tuning-table format.
+pub const TUNING_TABLE_SCHEMA: u32 = 1;
+
+/// Tuned kernel configurations, as `fuselab tune --kernel` writes them.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TuningTable {
+    /// [`TUNING_TABLE_SCHEMA`].
+    pub schema: u32,
+    /// One entry per (device, kernel).
+    pub entries: Vec<TuningEntry>,
+}
+
+/// One kernel's tuned configuration on one device.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TuningEntry {
+    /// The device it was measured on (the CPU model, or the GPU's name).
+    pub device: String,
+    /// The driver, for GPUs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub driver: Option<String>,
+    /// The kernel (`decode_attention`, `prefill_attention`).
+    pub kernel: String,
+    /// The shapes it was tuned at (with their weights).
+    pub shapes: Vec<String>,
+    /// The knobs.
+    pub config: BTreeMap<String, i64>,
+    /// Its weighted time per call, ms.
+    pub ms: f64,
+    /// The hand-picked default's, ms, measured in the same campaign.
+    pub default_ms: Option<f64>,
+}
+
+impl TuningTable {
+    /// Reads a table.
+    ///
+    /// # Errors
+    /// [`KernelError::Config`] naming the file and what is wrong.
+    pub fn load(path: &Path) -> Result<Self, KernelError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| KernelError::Config(format!("cannot read {}: {e}", path.display())))?;
+        let t: Self = serde_json::from_str(&text).map_err(|e| {
+            KernelError::Config(format!("{} is not a tuning table: {e}", path.display()))
+        })?;
+        if t.schema != TUNING_TABLE_SCHEMA {
+            return Err(KernelError::Config(format!(
+                "{} has schema {}, this fuselab reads {TUNING_TABLE_SCHEMA}",
+                path.display(),
+                t.schema
+            )));
+        }
+        Ok(t)
+    }
+
+    /// Writes the table (pretty JSON).
+    ///
+    /// # Errors
+    /// [`KernelError::Config`] naming the file.
+    pub fn save(&self, path: &Path) -> Result<(), KernelError> {
+        let text =
+            serde_json::to_string_pretty(self).map_err(|e| KernelError::Config(e.to_string()))?;
+        std::fs::write(path, text + "\n")
+            .map_err(|e| KernelError::Config(format!("cannot write {}: {e}", path.display())))
+    }
+
+    /// The entry of `kernel` on `device`.
+    pub fn lookup(&self, device: &str, kernel: &str) -> Option<&TuningEntry> {
+        self.entries
+            .iter()
+            .find(|e| e.device == device && e.kernel == kernel)
+    }
+
+    /// Adds `entry`, replacing the one of the same device and kernel.
+    pub fn insert(&mut self, entry: TuningEntry) {
+        self.entries
+            .retain(|e| !(e.device == entry.device && e.kernel == entry.kernel));
+        self.entries.push(entry);
     }
 }
 
@@ -435,6 +525,50 @@ mod tests {
             p.evaluate(&cfg, &shapes, None, 2),
             Evaluation::Timed { .. }
         ));
+    }
+
+    #[test]
+    fn a_tuning_table_round_trips_and_refuses_unknown_fields() {
+        let dir = std::env::temp_dir().join(format!("fuselab-tt-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("t.json");
+        let mut t = TuningTable {
+            schema: TUNING_TABLE_SCHEMA,
+            entries: Vec::new(),
+        };
+        let entry = |splits| TuningEntry {
+            device: "cpu-x".into(),
+            driver: None,
+            kernel: "decode_attention".into(),
+            shapes: vec!["batch=8,ctx=1024".into()],
+            config: BTreeMap::from([("splits".to_string(), splits)]),
+            ms: 1.0,
+            default_ms: Some(1.5),
+        };
+        t.insert(entry(2));
+        t.insert(entry(3));
+        assert_eq!(t.entries.len(), 1, "the same device and kernel replace");
+        t.save(&path).unwrap();
+        let back = TuningTable::load(&path).unwrap();
+        assert_eq!(
+            back.lookup("cpu-x", "decode_attention").unwrap().config["splits"],
+            3
+        );
+        assert!(back.lookup("cpu-y", "decode_attention").is_none());
+        std::fs::write(&path, r#"{"schema":1,"entries":[],"extra":1}"#).unwrap();
+        let e = TuningTable::load(&path).unwrap_err().to_string();
+        assert!(
+            e.contains("not a tuning table") && e.contains("extra"),
+            "{e}"
+        );
+        std::fs::write(&path, r#"{"schema":9,"entries":[]}"#).unwrap();
+        assert!(
+            TuningTable::load(&path)
+                .unwrap_err()
+                .to_string()
+                .contains("schema 9")
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

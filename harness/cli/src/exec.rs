@@ -70,6 +70,8 @@ pub struct EngineSpec {
     pub tp: u32,
     /// Safetensors weights for the CPU engine (seeded random when `None`).
     pub weights: Option<PathBuf>,
+    /// The CPU engine's tuned kernel configurations (`--tuning-table`).
+    pub tuning_table: Option<PathBuf>,
     /// Where the CUDA engine writes its per-operator profile (`--cuda-profile`).
     pub cuda_profile: Option<PathBuf>,
     /// Whether the CUDA engine replays decode steps from CUDA graphs.
@@ -820,6 +822,18 @@ pub fn realtime_engine(
             backend = backend.with_lora(l, weights_seed)?;
             insert_lora_knobs(info, &l);
         }
+        if let Some(path) = &engine.tuning_table {
+            let (forward, applied) = tuned_forward(path, backend.options().forward)?;
+            info.knobs
+                .insert("tuning_table".into(), path.display().to_string().into());
+            info.knobs
+                .insert("tuned_kernels".into(), applied.join("; ").into());
+            let opts = fuselab_cpu::CpuOptions {
+                forward,
+                ..*backend.options()
+            };
+            backend = backend.with_options(opts);
+        }
         if let Some(t) = engine.spec.temperature {
             let sampling = Some(fuselab_engine::Sampler::new(t, weights_seed)?);
             let opts = fuselab_cpu::CpuOptions {
@@ -952,6 +966,61 @@ fn cuda_draft(
         }
     };
     Ok((fuselab_cuda::DraftOptions { source, alpha }, name))
+}
+
+/// The CPU engine's kernel choices with the entries of `path` for this
+/// machine's CPU applied, and what was applied.
+///
+/// # Errors
+/// A usage error naming `--tuning-table`: an unreadable or malformed file,
+/// or one without an entry for this machine's CPU.
+pub fn tuned_forward(
+    path: &Path,
+    mut forward: fuselab_cpu::ForwardOptions,
+) -> anyhow::Result<(fuselab_cpu::ForwardOptions, Vec<String>)> {
+    use fuselab_kernels::tunable::TuningTable;
+    let bad = |problem: String| {
+        Error::invalid(
+            "--tuning-table",
+            problem,
+            "give the tuning.json a `fuselab tune --kernel … --device cpu` campaign wrote on this machine",
+        )
+    };
+    let table = TuningTable::load(path).map_err(|e| bad(e.to_string()))?;
+    let device = fuselab_store::host_cpu();
+    let mut applied = Vec::new();
+    if let Some(e) = table.lookup(&device, "decode_attention")
+        && let Some(&splits) = e.config.get("splits")
+    {
+        forward.decode_splits =
+            usize::try_from(splits).map_err(|_| bad(format!("splits = {splits}")))?;
+        applied.push(format!("decode_attention splits={splits}"));
+    }
+    if let Some(e) = table.lookup(&device, "prefill_attention") {
+        for (knob, slot) in [
+            ("q_tile", &mut forward.flash.q_tile),
+            ("kv_tile", &mut forward.flash.kv_tile),
+        ] {
+            if let Some(&v) = e.config.get(knob) {
+                *slot = usize::try_from(v).map_err(|_| bad(format!("{knob} = {v}")))?;
+            }
+        }
+        applied.push(format!(
+            "prefill_attention q_tile={} kv_tile={}",
+            forward.flash.q_tile, forward.flash.kv_tile
+        ));
+    }
+    if applied.is_empty() {
+        let devices: std::collections::BTreeSet<&str> =
+            table.entries.iter().map(|e| e.device.as_str()).collect();
+        return Err(bad(format!(
+            "{} has no entry for this machine's CPU ({device}); it lists {}",
+            path.display(),
+            devices.into_iter().collect::<Vec<_>>().join(", ")
+        ))
+        .into());
+    }
+    Ok((forward, applied))
 }
 
 /// Builds the `summary.json` of a point.

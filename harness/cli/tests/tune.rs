@@ -956,3 +956,75 @@ fn bad_kernel_flags_exit_2_naming_the_flag() {
     }
     assert!(!dir.path().join("never").exists());
 }
+
+#[test]
+fn a_kernel_campaign_writes_a_tuning_table_the_cpu_engine_loads_and_then_benches_it() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("b.toml"),
+        "policy = \"chunked\"\n[engine]\nkind = \"cpu\"\n[workload]\npreset = \"cpu-small\"\nn = 4\nseed = 1\nclients = 2\n",
+    )
+    .unwrap();
+    fuselab()
+        .current_dir(dir.path())
+        .args([
+            "tune",
+            "--kernel",
+            "decode_attention",
+            "--shape",
+            "batch=2,ctx=128",
+        ])
+        .args(["--space", "splits=1..3", "--tuner", "grid", "--budget", "3"])
+        .args(["--then-bench", "b.toml", "--out", "k"])
+        .assert()
+        .success()
+        .stdout(predicates::str::contains("tuning table: k/tuning.json"));
+    let table: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("k/tuning.json")).unwrap())
+            .unwrap();
+    let entry = &table["entries"][0];
+    assert_eq!(entry["kernel"], "decode_attention");
+    let splits = entry["config"]["splits"].as_i64().unwrap();
+    assert!((1..=3).contains(&splits), "{entry}");
+    assert!(entry["default_ms"].as_f64().unwrap() > 0.0, "{entry}");
+    let md = std::fs::read_to_string(dir.path().join("k/then-bench.md")).unwrap();
+    assert!(
+        md.contains("| TPOT p50 (s) |") && md.contains("kernel speed-up"),
+        "{md}"
+    );
+    let tuned: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("k/then-bench/tuned/summary.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        tuned["provenance"]["engine"]["knobs"]["tuned_kernels"],
+        format!("decode_attention splits={splits}")
+    );
+    let untuned =
+        std::fs::read_to_string(dir.path().join("k/then-bench/untuned/summary.json")).unwrap();
+    assert!(!untuned.contains("tuned_kernels"));
+    // Bad tables: another machine's, not a table, and on an engine without tunable kernels.
+    let other = table
+        .to_string()
+        .replace(entry["device"].as_str().unwrap(), "some other cpu");
+    std::fs::write(dir.path().join("other.json"), other).unwrap();
+    std::fs::write(dir.path().join("bad.json"), "{\"schema\":1}").unwrap();
+    for (engine, file, want) in [
+        ("cpu", "other.json", "has no entry for this machine's CPU"),
+        ("cpu", "bad.json", "not a tuning table"),
+        (
+            "sim",
+            "k/tuning.json",
+            "--tuning-table: does not apply to --engine sim",
+        ),
+    ] {
+        fuselab()
+            .current_dir(dir.path())
+            .args(["bench", "--engine", engine, "--tuning-table", file])
+            .args(["--preset", "cpu-small", "--n", "2", "--out", "never"])
+            .assert()
+            .code(2)
+            .stderr(predicates::str::contains(want));
+    }
+    assert!(!dir.path().join("never").exists());
+}

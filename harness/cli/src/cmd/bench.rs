@@ -178,6 +178,12 @@ pub struct EngineOpts {
     #[arg(long, value_name = "FILE")]
     pub weights: Option<PathBuf>,
 
+    /// Kernel configurations tuned by `fuselab tune --kernel` (its
+    /// `tuning.json`) for the CPU engine: the entries of this machine's CPU
+    /// replace the default decode splits and flash tiles.
+    #[arg(long, value_name = "FILE")]
+    pub tuning_table: Option<PathBuf>,
+
     /// Profile the CUDA engine per operator class (CUDA events around every
     /// class in every layer) and write the totals per phase to FILE (JSON) and
     /// FILE with extension `.md` (a table). The events cost a little GPU time:
@@ -586,6 +592,15 @@ impl EngineOpts {
             "cpu",
         )?;
         only_for(
+            "--tuning-table",
+            self.tuning_table.is_some() && kind != EngineKind::Cpu,
+            "cpu",
+        )?;
+        if let Some(path) = &self.tuning_table {
+            // Checked before anything runs or any folder is made.
+            crate::exec::tuned_forward(path, fuselab_cpu::ForwardOptions::default())?;
+        }
+        only_for(
             "--cuda-profile",
             self.cuda_profile.is_some() && kind != EngineKind::Cuda,
             "cuda",
@@ -706,6 +721,7 @@ impl EngineOpts {
                 .unwrap_or_else(|| kind.default_model().into()),
             tp: self.tp.unwrap_or(1),
             weights: self.weights.clone(),
+            tuning_table: self.tuning_table.clone(),
             cuda_profile: self.cuda_profile.clone(),
             cuda_graphs: !self.no_cuda_graphs,
             cuda_skinny_gemm: self.cuda_skinny_gemm,

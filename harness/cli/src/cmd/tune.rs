@@ -182,6 +182,14 @@ pub struct TuneArgs {
     #[serde(default)]
     pub shape: Vec<String>,
 
+    /// With `--kernel`: after the campaign, run `fuselab bench --config FILE`
+    /// twice, with the defaults and with the campaign's `tuning.json`
+    /// (`--tuning-table`), into `OUT/then-bench/{untuned,tuned}`, and report
+    /// the end-to-end change (TTFT, TPOT, throughput) beside the kernel's
+    /// speed-up in `OUT/then-bench.md` (the CPU engine, like the kernels).
+    #[arg(long, value_name = "FILE", requires = "kernel")]
+    pub then_bench: Option<PathBuf>,
+
     /// Test knob, with `--kernel`: corrupt the kernel's output for the
     /// configurations with `KNOB=VALUE`, to check that a wrong result is
     /// recorded infeasible and the campaign goes on.
@@ -239,6 +247,7 @@ pub struct TuneArgs {
 
 /// A kernel-tuning trial: check and time one configuration of `kernel`
 /// in-process (see [`fuselab_kernels::tunable`]).
+#[derive(Clone)]
 struct KernelObjective {
     kernel: fuselab_kernels::tunable::TunableKernel,
     shapes: Vec<fuselab_kernels::tunable::KernelShape>,
@@ -970,6 +979,7 @@ pub fn run(args: TuneArgs) -> anyhow::Result<CliOutcome> {
             "add --executor local:N (slurm and ray place GPUs with --slurm-args / --ray-resources)"
         )),
     };
+    let mut tuned_kernel: Option<KernelObjective> = None;
     let (problem, objective, command): (
         Problem,
         Box<dyn Objective>,
@@ -977,6 +987,7 @@ pub fn run(args: TuneArgs) -> anyhow::Result<CliOutcome> {
     ) = if let Some(kernel) = kernel {
         let objective =
             kernel_objective(&args, kernel, &space, seed, executor.is_some(), parallel)?;
+        tuned_kernel = Some(objective.clone());
         (
             Problem::single(space.clone(), "ms", Direction::Minimize),
             Box::new(objective),
@@ -1201,7 +1212,140 @@ pub fn run(args: TuneArgs) -> anyhow::Result<CliOutcome> {
         "journal: {}",
         fuselab_tune::Journal::path_in(&out).display()
     );
+    if let Some(k) = tuned_kernel {
+        let speedup = write_tuning_table(&k, &problem, tuner.trials(), &out)?;
+        if let (Some(config), Some(speedup)) = (&args.then_bench, speedup) {
+            then_bench(config, &out, speedup)?;
+        }
+    }
     Ok(CliOutcome::Success)
+}
+
+/// `--then-bench`: the benchmark of `config` without and with the tuning
+/// table of `out`, and the change.
+fn then_bench(
+    config: &std::path::Path,
+    out: &std::path::Path,
+    kernel_speedup: Option<f64>,
+) -> anyhow::Result<()> {
+    let exe = std::env::current_exe().context("locating the fuselab executable")?;
+    let table = out.join("tuning.json");
+    let mut metrics = Vec::new();
+    for (name, tuned) in [("untuned", false), ("tuned", true)] {
+        let dir = out.join("then-bench").join(name);
+        let mut cmd = std::process::Command::new(&exe);
+        cmd.arg("bench")
+            .arg("--config")
+            .arg(config)
+            .arg("--out")
+            .arg(&dir)
+            .arg("--force");
+        if tuned {
+            cmd.arg("--tuning-table").arg(&table);
+        }
+        let status = cmd
+            .status()
+            .with_context(|| format!("running the {name} benchmark of --then-bench"))?;
+        if !status.success() {
+            bail!(Error::invalid(
+                "--then-bench",
+                format!("the {name} benchmark failed ({status}); its output is above"),
+                "give a bench config (TOML) of the CPU engine, e.g. engine = \"cpu\" under [engine]"
+            ));
+        }
+        let m = fuselab_store::RunFolder::open(&dir)?
+            .read_summary()?
+            .metrics;
+        metrics.push(m);
+    }
+    let (u, t) = (&metrics[0], &metrics[1]);
+    let rows = [
+        ("TTFT p50 (s)", u.ttft_s.p50, t.ttft_s.p50),
+        ("TPOT p50 (s)", u.tpot_s.p50, t.tpot_s.p50),
+        ("E2E p50 (s)", u.e2e_s.p50, t.e2e_s.p50),
+        (
+            "output tok/s",
+            u.output_token_throughput,
+            t.output_token_throughput,
+        ),
+    ];
+    let mut md = format!(
+        "# Tuned kernels, end to end\n\nBenchmark `{}` without and with `{}`; kernel speed-up over the default: {}.\n\n| metric | untuned | tuned | tuned / untuned |\n|---|---:|---:|---:|\n",
+        config.display(),
+        table.display(),
+        kernel_speedup.map_or("not measured".into(), |s| format!("{s:.3}×"))
+    );
+    for (name, a, b) in rows {
+        md.push_str(&format!("| {name} | {a:.6} | {b:.6} | {:.3} |\n", b / a));
+    }
+    std::fs::write(out.join("then-bench.md"), &md)
+        .with_context(|| format!("writing {}", out.join("then-bench.md").display()))?;
+    print!("{md}");
+    Ok(())
+}
+
+/// Writes `OUT/tuning.json`: the best feasible configuration of a kernel
+/// campaign, beside the hand-picked default measured now on the same shapes.
+fn write_tuning_table(
+    k: &KernelObjective,
+    problem: &Problem,
+    trials: &[Trial],
+    out: &std::path::Path,
+) -> anyhow::Result<Option<Option<f64>>> {
+    use fuselab_kernels::tunable::{Evaluation, TUNING_TABLE_SCHEMA, TuningEntry, TuningTable};
+    let Some(best) = trials
+        .iter()
+        .filter(|t| t.outcome.status == Status::Ok)
+        .min_by(|a, b| a.outcome.objectives[0].total_cmp(&b.outcome.objectives[0]))
+    else {
+        println!("no feasible configuration: no tuning table written");
+        return Ok(None);
+    };
+    let config: std::collections::BTreeMap<String, i64> = problem
+        .space
+        .params()
+        .iter()
+        .zip(&best.config.0)
+        .filter_map(|(p, v)| v.as_f64().map(|x| (p.name.clone(), x as i64)))
+        .collect();
+    let default_ms = match k
+        .kernel
+        .evaluate(&k.kernel.default_config(), &k.shapes, None, k.seed)
+    {
+        Evaluation::Timed { ms, .. } => Some(ms),
+        _ => None,
+    };
+    let entry = TuningEntry {
+        device: fuselab_store::host_cpu(),
+        driver: None,
+        kernel: k.kernel.name().into(),
+        shapes: k.shapes.iter().map(ToString::to_string).collect(),
+        config,
+        ms: best.outcome.objectives[0],
+        default_ms,
+    };
+    let speedup = default_ms.map(|d| d / entry.ms);
+    let mut table = TuningTable {
+        schema: TUNING_TABLE_SCHEMA,
+        entries: Vec::new(),
+    };
+    table.insert(entry);
+    let path = out.join("tuning.json");
+    table
+        .save(&path)
+        .map_err(|e| anyhow::anyhow!("{}", kernel_message(e)))?;
+    println!(
+        "tuning table: {} ({}{})",
+        path.display(),
+        table.entries[0]
+            .config
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(","),
+        speedup.map_or(String::new(), |s| format!(", {s:.2}× the default's speed"))
+    );
+    Ok(Some(speedup))
 }
 
 /// Checks the executor flags against `--executor`; returns the number of
