@@ -1028,3 +1028,41 @@ fn a_kernel_campaign_writes_a_tuning_table_the_cpu_engine_loads_and_then_benches
     }
     assert!(!dir.path().join("never").exists());
 }
+
+#[test]
+fn a_conditional_knob_is_searched_only_where_its_condition_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let space = "decode=auto|balanced,splits=1..4 if decode=balanced";
+    for (tuner, budget) in [("grid", "10"), ("bo", "5")] {
+        let out = format!("c-{tuner}");
+        fuselab()
+            .current_dir(dir.path())
+            .args(["tune", "--objective-cmd", "echo {splits}", "--space", space])
+            .args(["--tuner", tuner, "--budget", budget, "--out", &out])
+            .assert()
+            .success()
+            .stdout(predicates::str::contains(
+                "splits is searched only where decode is balanced",
+            ));
+        let trials: Vec<serde_json::Value> =
+            std::fs::read_to_string(dir.path().join(&out).join("trials.jsonl"))
+                .unwrap()
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect();
+        // One configuration with decode=auto, four with balanced: five distinct in all.
+        assert_eq!(trials.len(), 5, "{tuner}: {trials:?}");
+        let mut seen: Vec<String> = trials.iter().map(|t| t["knobs"].to_string()).collect();
+        seen.sort();
+        seen.dedup();
+        assert_eq!(seen.len(), 5, "{tuner}: a repeated configuration");
+        for t in &trials {
+            if t["knobs"]["decode"] == "auto" {
+                assert_eq!(
+                    t["knobs"]["splits"], 1,
+                    "{tuner}: inactive knob at its first value"
+                );
+            }
+        }
+    }
+}

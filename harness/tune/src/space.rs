@@ -16,6 +16,13 @@
 //!
 //! Example: `budget=256..8192:log,max_seqs=16..512:log,block=16|32|64|128,x=-3.0..3`.
 //!
+//! A knob can be **conditional**: `splits=1..16 if decode=balanced` is searched
+//! only where the earlier knob `decode` takes one of the listed values
+//! (`if PARENT=V1|V2`); elsewhere it is inactive and fixed at its domain's
+//! first value, so the configurations that differ only in an inactive knob are
+//! one configuration (a grid and the enumeration list it once; the GP sees
+//! a constant coordinate).
+//!
 //! Constraints between knobs are written `LHS OP RHS` where each side is a
 //! product of knob names and numbers (`budget >= block`, `max_seqs*block <= 65536`)
 //! and `OP` is one of `<`, `<=`, `>`, `>=`, `==`, `!=`.
@@ -175,6 +182,42 @@ pub struct Param {
     pub name: String,
     /// Its values.
     pub domain: Domain,
+    /// Where it is active (`None`: everywhere).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active_if: Option<Condition>,
+}
+
+/// A conditional knob's condition: an earlier knob takes one of `values`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Condition {
+    /// The earlier knob.
+    pub parent: String,
+    /// Its values that make the knob active.
+    pub values: Vec<Value>,
+}
+
+impl Domain {
+    /// The value an inactive knob is fixed at: the domain's first.
+    fn first(&self) -> Value {
+        match self {
+            Domain::Int { lo, .. } => Value::Int(*lo),
+            Domain::Float { lo, .. } => Value::Float(*lo),
+            Domain::Ordinal { values } => values[0].clone(),
+            Domain::Categorical { choices } => Value::Str(choices[0].clone()),
+        }
+    }
+}
+
+/// A value as written in a condition: an integer, a number or a label.
+fn literal(s: &str) -> Value {
+    if is_int_literal(s) {
+        s.parse().map_or_else(|_| Value::Str(s.into()), Value::Int)
+    } else if let Ok(x) = s.parse::<f64>() {
+        Value::Float(x)
+    } else {
+        Value::Str(s.into())
+    }
 }
 
 /// A point of the space: one value per knob, in the space's knob order.
@@ -283,11 +326,61 @@ impl SearchSpace {
                 return Err(Error::space(&p.name, "knob given twice", SPACE_EXAMPLE));
             }
             check_domain(&p.name, &p.domain)?;
+            if let Some(c) = &p.active_if {
+                let hint = "e.g. decode=auto|balanced,splits=1..16 if decode=balanced";
+                let Some(parent) = params[..i].iter().find(|q| q.name == c.parent) else {
+                    return Err(Error::space(
+                        &p.name,
+                        format!(
+                            "its condition names `{}`, which is not a knob before it",
+                            c.parent
+                        ),
+                        hint,
+                    ));
+                };
+                if matches!(parent.domain, Domain::Float { .. }) {
+                    return Err(Error::space(
+                        &p.name,
+                        format!(
+                            "its condition's knob `{}` is continuous; condition on a choice or an integer",
+                            c.parent
+                        ),
+                        hint,
+                    ));
+                }
+                if let Some(v) = c.values.iter().find(|v| !parent.domain.contains(v)) {
+                    return Err(Error::space(
+                        &p.name,
+                        format!("`{}` never takes the value {v} of its condition", c.parent),
+                        hint,
+                    ));
+                }
+            }
         }
         Ok(Self {
             params,
             constraints: Vec::new(),
         })
+    }
+
+    /// `c` with every inactive knob at its domain's first value.
+    pub fn canonical(&self, mut c: Config) -> Config {
+        for (i, p) in self.params.iter().enumerate() {
+            let Some(cond) = &p.active_if else { continue };
+            let active = self.params[..i]
+                .iter()
+                .position(|q| q.name == cond.parent)
+                .is_some_and(|j| {
+                    let v = &c.0[j];
+                    cond.values
+                        .iter()
+                        .any(|w| w == v || w.as_f64().is_some_and(|x| v.as_f64() == Some(x)))
+                });
+            if !active {
+                c.0[i] = p.domain.first();
+            }
+        }
+        c
     }
 
     /// Parses the `--space` syntax described in the module docs.
@@ -309,6 +402,26 @@ impl SearchSpace {
                     SPACE_EXAMPLE,
                 ));
             }
+            let (item, condition) = match item.split_once(" if ") {
+                Some((knob, cond)) => {
+                    let Some((parent, values)) = cond.trim().split_once('=') else {
+                        return Err(Error::space(
+                            item,
+                            "expected `name=DOMAIN if PARENT=V1|V2`",
+                            "e.g. splits=1..16 if decode=balanced",
+                        ));
+                    };
+                    let values = values.split('|').map(|v| literal(v.trim())).collect();
+                    (
+                        knob.trim(),
+                        Some(Condition {
+                            parent: parent.trim().to_string(),
+                            values,
+                        }),
+                    )
+                }
+                None => (item, None),
+            };
             let Some((name, rhs)) = item.split_once('=') else {
                 return Err(Error::space(item, "expected `name=DOMAIN`", SPACE_EXAMPLE));
             };
@@ -317,6 +430,7 @@ impl SearchSpace {
             params.push(Param {
                 name: name.to_string(),
                 domain,
+                active_if: condition,
             });
         }
         Self::new(params)
@@ -490,7 +604,7 @@ impl SearchSpace {
             });
             k += w;
         }
-        Config(out)
+        self.canonical(Config(out))
     }
 
     /// Snaps a point of the cube to the encoding of its nearest configuration.
@@ -532,8 +646,8 @@ impl SearchSpace {
                 vals[j] = self.params[j].domain.nth(idx % cards[j])?;
                 idx /= cards[j];
             }
-            let c = Config(vals);
-            if self.feasible(&c) {
+            let c = self.canonical(Config(vals));
+            if self.feasible(&c) && !out.contains(&c) {
                 out.push(c);
             }
         }
@@ -650,6 +764,10 @@ impl fmt::Display for SearchSpace {
                 f.write_str(", ")?;
             }
             write!(f, "{}: {}", p.name, p.domain)?;
+            if let Some(c) = &p.active_if {
+                let values: Vec<String> = c.values.iter().map(ToString::to_string).collect();
+                write!(f, " if {}={}", c.parent, values.join("|"))?;
+            }
         }
         for c in &self.constraints {
             write!(f, "; {}", c.text)?;
@@ -1020,5 +1138,63 @@ mod tests {
                 Value::Int(1000)
             ]
         );
+    }
+}
+
+#[cfg(test)]
+mod conditional_tests {
+    use super::*;
+
+    #[test]
+    fn a_conditional_knob_is_fixed_where_inactive_and_counted_once() {
+        let s = SearchSpace::parse("decode=auto|balanced,splits=1..4 if decode=balanced,x=0..1")
+            .unwrap();
+        let all = s.enumerate(1000).unwrap();
+        // auto × x (2) + balanced × splits (4) × x (2)
+        assert_eq!(all.len(), 2 + 8, "{all:?}");
+        let auto_splits: Vec<&Value> = all
+            .iter()
+            .filter(|c| c.0[0] == Value::Str("auto".into()))
+            .map(|c| &c.0[1])
+            .collect();
+        assert!(
+            auto_splits.iter().all(|v| **v == Value::Int(1)),
+            "{auto_splits:?}"
+        );
+        // Decoding any point gives the canonical form.
+        let mut rng = rand::rng();
+        for _ in 0..200 {
+            let c = s.sample_unconstrained(&mut rng);
+            assert_eq!(s.canonical(c.clone()), c);
+        }
+        assert!(
+            s.to_string()
+                .contains("splits: int [1, 4] if decode=balanced"),
+            "{s}"
+        );
+        let back: SearchSpace = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
+        assert_eq!(back, s);
+        // An ordinal parent, several values.
+        let s = SearchSpace::parse("tile=64|128|256,stages=2..4 if tile=128|256").unwrap();
+        assert_eq!(s.enumerate(100).unwrap().len(), 1 + 3 + 3);
+    }
+
+    #[test]
+    fn bad_conditions_name_the_knob_and_the_problem() {
+        for (spec, want) in [
+            (
+                "splits=1..4 if decode=balanced,decode=auto|balanced",
+                "not a knob before it",
+            ),
+            ("x=0.0..1,splits=1..4 if x=0.5", "continuous"),
+            (
+                "decode=auto|balanced,splits=1..4 if decode=fast",
+                "never takes the value fast",
+            ),
+            ("decode=auto|balanced,splits=1..4 if decode", "PARENT=V1|V2"),
+        ] {
+            let e = SearchSpace::parse(spec).unwrap_err().to_string();
+            assert!(e.contains(want), "{spec}: {e}");
+        }
     }
 }

@@ -346,8 +346,10 @@ impl GridTuner {
         let mut grid = Vec::new();
         let mut idx = vec![0usize; k];
         'outer: loop {
-            let c = Config(idx.iter().zip(&axes).map(|(&i, a)| a[i].clone()).collect());
-            if space.feasible(&c) {
+            let c = space.canonical(Config(
+                idx.iter().zip(&axes).map(|(&i, a)| a[i].clone()).collect(),
+            ));
+            if space.feasible(&c) && !grid.contains(&c) {
                 grid.push(c);
             }
             for j in (0..k).rev() {

@@ -1783,6 +1783,15 @@ fn space_table(space: &fuselab_tune::SearchSpace) -> String {
     ]];
     let mut notes = Vec::new();
     for p in space.params() {
+        if let Some(c) = &p.active_if {
+            let values: Vec<String> = c.values.iter().map(ToString::to_string).collect();
+            notes.push(format!(
+                "{} is searched only where {} is {}; elsewhere it stays at its first value",
+                p.name,
+                c.parent,
+                values.join(" or ")
+            ));
+        }
         let scale = |log: bool| if log { "log" } else { "linear" }.to_string();
         let (kind, values, scale) = match &p.domain {
             Domain::Int { lo, hi, log } => {
