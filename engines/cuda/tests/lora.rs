@@ -17,7 +17,6 @@
 //!   every token accounted for, with loads and evictions recorded.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
 use fuselab_core::{RequestId, RequestSpec};
 use fuselab_cpu::{CpuBackend, CpuOptions, LoraWeights};
@@ -27,65 +26,17 @@ use fuselab_engine::{
     PolicyKind, StepOutput,
 };
 use fuselab_kernels::cuda::lora::{LoraShape, bgmv_reference, gate_reference};
-use fuselab_kernels::cuda::{CudaDevice, gpu_or_skip, skip};
+use fuselab_kernels::cuda::{CudaDevice, gpu_or_skip};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use safetensors::{Dtype, SafeTensors, tensor::TensorView};
+
+mod common;
+use common::{cuda_or_skip, write_bf16_weights};
 
 const ADAPTERS: u32 = 4;
 const RANK: u32 = 8;
 const WEIGHTS_SEED: u64 = 7;
 const LORA_SEED: u64 = 11;
-
-fn cuda_or_skip(
-    test: &str,
-    make: impl FnOnce() -> Result<CudaBackend, fuselab_cuda::CudaBackendError>,
-) -> Option<CudaBackend> {
-    match make() {
-        Ok(b) => Some(b),
-        Err(e) if e.to_string().contains("no CUDA driver found") => {
-            skip(test, &e);
-            None
-        }
-        Err(e) => panic!("{test}: building the CUDA backend failed: {e}"),
-    }
-}
-
-/// The CPU crate's random weights for `cfg`, rounded to bf16, as a BF16
-/// safetensors file: both backends then hold exactly the same weights.
-fn write_bf16_weights(cfg: &ModelShape, seed: u64, dir: &Path) -> std::path::PathBuf {
-    let f32_path = dir.join("f32.safetensors");
-    fuselab_cpu::write_random_safetensors(cfg, seed, &f32_path).unwrap();
-    let bytes = std::fs::read(&f32_path).unwrap();
-    let st = SafeTensors::deserialize(&bytes).unwrap();
-    let converted: Vec<(String, Vec<usize>, Vec<u8>)> = st
-        .tensors()
-        .into_iter()
-        .map(|(name, view)| {
-            assert_eq!(view.dtype(), Dtype::F32);
-            let data = view
-                .data()
-                .chunks_exact(4)
-                .flat_map(|b| {
-                    half::bf16::from_f32(f32::from_le_bytes([b[0], b[1], b[2], b[3]])).to_le_bytes()
-                })
-                .collect();
-            (name, view.shape().to_vec(), data)
-        })
-        .collect();
-    let views: Vec<(String, TensorView<'_>)> = converted
-        .iter()
-        .map(|(n, s, d)| {
-            (
-                n.clone(),
-                TensorView::new(Dtype::BF16, s.clone(), d).unwrap(),
-            )
-        })
-        .collect();
-    let path = dir.join("bf16.safetensors");
-    safetensors::serialize_to_file(views, None, &path).unwrap();
-    path
-}
 
 /// Each request's sampled positions in order: (logits, sampled token).
 type Trace = BTreeMap<RequestId, Vec<(Vec<f32>, u32)>>;

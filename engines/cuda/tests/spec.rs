@@ -28,6 +28,9 @@ use fuselab_engine::{
 };
 use fuselab_kernels::cuda::gpu_or_skip;
 
+mod common;
+use common::cuda_or_skip;
+
 /// The two largest logits at one generated position: (first index, its value, second index, its value).
 type Top2 = (u32, f32, u32, f32);
 
@@ -221,14 +224,9 @@ impl Case {
             keep_logits: true,
             ..CudaOptions::default()
         };
-        let b = match CudaBackend::random(self.target.clone(), 42, opts) {
-            Ok(b) => b,
-            Err(e) if e.to_string().contains("no CUDA driver found") => {
-                fuselab_kernels::cuda::skip(self.test, &e);
-                return None;
-            }
-            Err(e) => panic!("{}: building the CUDA backend failed: {e}", self.test),
-        };
+        let b = cuda_or_skip(self.test, || {
+            CudaBackend::random(self.target.clone(), 42, opts)
+        })?;
         let inner = match draft {
             Some(d) => b.with_draft(d.clone()).expect("the draft"),
             None => b,
