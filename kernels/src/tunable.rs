@@ -9,13 +9,17 @@
 //! [`Evaluation::Wrong`], an invalid configuration an
 //! [`Evaluation::Invalid`]: infeasible trials, never a crash) and times it
 //! with the method of `fuselab kernels` — the median over repeats of `N`
-//! back-to-back calls. The CPU kernels run here; the CUDA kernels' spaces
-//! (the prefill tiles, the decode split count) are the next step.
+//! back-to-back calls. The CPU kernels run here; the CUDA kernels (the wgmma
+//! prefill kernel's tiles, warpgroups, stages and grid; the decode kernel's
+//! warps, stages and splits) run through [`crate::cuda::tune`], one module
+//! compiled per configuration. An [`Evaluator`] holds what a campaign keeps
+//! between trials (the GPU, compiled modules, inputs and references).
 //!
-//! A campaign's result is a [`TuningTable`] entry (JSON, keyed by device and
-//! kernel, with the shapes it was tuned at); the CPU backend loads a table
-//! at start-up (`--tuning-table FILE`) and falls back to the hand-picked
-//! defaults for kernels it does not list.
+//! A campaign's result is a [`TuningTable`] entry (JSON, keyed by device,
+//! driver, kernel and shape bucket, with the shapes it was tuned at); the CPU
+//! and CUDA backends load a table at start-up (`--tuning-table FILE`) and
+//! fall back to the hand-picked defaults for kernels and shapes it does not
+//! cover.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -28,6 +32,7 @@ use crate::KernelError;
 use crate::cpu::attention::{FlashConfig, SeqChunk, flash_attention, naive_attention};
 use crate::cpu::decode::{DecodeSeq, paged_decode_attention};
 use crate::cpu::paged::{AttnShape, PagedKv};
+use crate::cuda::tune::{CudaKernel, CudaTrials};
 
 /// Back-to-back calls timed together.
 const CALLS: usize = 8;
@@ -48,6 +53,11 @@ pub enum TunableKernel {
     CpuDecodeAttention,
     /// CPU ragged causal flash attention; knobs `q_tile`, `kv_tile`.
     CpuPrefillAttention,
+    /// CUDA paged decode attention; knobs `splits`, `warps`, `stages`.
+    CudaDecodeAttention,
+    /// CUDA wgmma prefill attention; knobs `warpgroups`, `kv_tile`, `stages`,
+    /// `min_blocks`, `paired`.
+    CudaPrefillAttention,
 }
 
 /// One shape a kernel is tuned at.
@@ -69,8 +79,10 @@ impl fmt::Display for KernelShape {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.q_len == 1 {
             write!(f, "batch={},ctx={}", self.batch, self.ctx)?;
-        } else {
+        } else if self.batch == 1 {
             write!(f, "q={},ctx={}", self.q_len, self.ctx)?;
+        } else {
+            write!(f, "batch={},q={},ctx={}", self.batch, self.q_len, self.ctx)?;
         }
         write!(
             f,
@@ -150,6 +162,9 @@ pub struct TuningEntry {
     pub driver: Option<String>,
     /// The kernel (`decode_attention`, `prefill_attention`).
     pub kernel: String,
+    /// The shapes the entry applies to; none: every shape.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bucket: Option<ShapeBucket>,
     /// The shapes it was tuned at (with their weights).
     pub shapes: Vec<String>,
     /// The knobs.
@@ -158,6 +173,44 @@ pub struct TuningEntry {
     pub ms: f64,
     /// The hand-picked default's, ms, measured in the same campaign.
     pub default_ms: Option<f64>,
+}
+
+/// The shapes a tuned configuration applies to: `dim` in `min..=max`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShapeBucket {
+    /// `batch` (decode: sequences in the step) or `q_len` (prefill: the step's
+    /// longest new-token count).
+    pub dim: String,
+    /// Smallest value, inclusive.
+    pub min: usize,
+    /// Largest value, inclusive.
+    pub max: usize,
+}
+
+impl ShapeBucket {
+    /// The bucket of a campaign's `shapes` for `kernel`: from the power of two
+    /// below the smallest (exclusive) to the power of two at or above the
+    /// largest, in the kernel's dimension.
+    pub fn of(kernel: TunableKernel, shapes: &[KernelShape]) -> Option<Self> {
+        let decode = matches!(
+            kernel,
+            TunableKernel::CpuDecodeAttention | TunableKernel::CudaDecodeAttention
+        );
+        let dim = |s: &KernelShape| if decode { s.batch } else { s.q_len };
+        let lo = shapes.iter().map(dim).min()?;
+        let hi = shapes.iter().map(dim).max()?;
+        let below = if lo <= 1 {
+            0
+        } else {
+            (lo - 1).next_power_of_two() / 2
+        };
+        Some(Self {
+            dim: if decode { "batch" } else { "q_len" }.into(),
+            min: below + 1,
+            max: hi.next_power_of_two(),
+        })
+    }
 }
 
 impl TuningTable {
@@ -199,11 +252,81 @@ impl TuningTable {
             .find(|e| e.device == device && e.kernel == kernel)
     }
 
-    /// Adds `entry`, replacing the one of the same device and kernel.
+    /// Adds `entry`, replacing the one of the same device, driver, kernel and bucket.
     pub fn insert(&mut self, entry: TuningEntry) {
-        self.entries
-            .retain(|e| !(e.device == entry.device && e.kernel == entry.kernel));
+        self.entries.retain(|e| {
+            !(e.device == entry.device
+                && e.driver == entry.driver
+                && e.kernel == entry.kernel
+                && e.bucket == entry.bucket)
+        });
         self.entries.push(entry);
+    }
+}
+
+/// What a kernel campaign evaluates with: the kernel, and for a CUDA kernel
+/// the GPU with everything kept between trials ([`CudaTrials`]).
+#[derive(Debug)]
+pub struct Evaluator {
+    kernel: TunableKernel,
+    cuda: Option<std::sync::Mutex<CudaTrials>>,
+}
+
+impl Evaluator {
+    /// The kernel.
+    pub fn kernel(&self) -> TunableKernel {
+        self.kernel
+    }
+
+    /// Checks and times `config` on every shape (see [`TunableKernel::evaluate`]).
+    pub fn evaluate(
+        &self,
+        config: &[(String, i64)],
+        shapes: &[KernelShape],
+        fault: Option<&Fault>,
+        seed: u64,
+    ) -> Evaluation {
+        match &self.cuda {
+            None => self.kernel.evaluate(config, shapes, fault, seed),
+            Some(c) => {
+                let knobs: BTreeMap<String, i64> = config.iter().cloned().collect();
+                match c.lock() {
+                    Ok(mut t) => t.evaluate(Some(&knobs), shapes, fault, seed),
+                    Err(_) => Evaluation::Invalid("the GPU state was poisoned by a panic".into()),
+                }
+            }
+        }
+    }
+
+    /// Checks and times what the engine runs without a tuning table: the CPU
+    /// kernels' default configuration; on CUDA the built-in path (the default
+    /// prefill tile, the decode kernel with the device's split heuristic).
+    pub fn evaluate_default(&self, shapes: &[KernelShape], seed: u64) -> Evaluation {
+        match &self.cuda {
+            None => self
+                .kernel
+                .evaluate(&self.kernel.default_config(), shapes, None, seed),
+            Some(c) => match c.lock() {
+                Ok(mut t) => t.evaluate(None, shapes, None, seed),
+                Err(_) => Evaluation::Invalid("the GPU state was poisoned by a panic".into()),
+            },
+        }
+    }
+
+    /// The GPU's name (the table's key) and driver; `None` for CPU kernels
+    /// (the caller names the host CPU as its run folders do).
+    pub fn gpu(&self) -> Option<(String, Option<String>)> {
+        let t = self.cuda.as_ref()?.lock().ok()?;
+        let info = t.device().info();
+        Some((info.name.clone(), info.driver_release.clone()))
+    }
+
+    /// Modules compiled so far (CUDA; 0 on the CPU).
+    pub fn compiles(&self) -> usize {
+        self.cuda
+            .as_ref()
+            .and_then(|c| c.lock().ok().map(|t| t.compiles()))
+            .unwrap_or(0)
     }
 }
 
@@ -247,15 +370,13 @@ impl TunableKernel {
         match (name, device) {
             ("decode_attention", "cpu") => Ok(Self::CpuDecodeAttention),
             ("prefill_attention", "cpu") => Ok(Self::CpuPrefillAttention),
-            ("decode_attention" | "prefill_attention", "cuda") => Err(KernelError::Config(
-                "the CUDA kernels cannot be tuned yet; tune the CPU kernels with --device cpu"
-                    .into(),
-            )),
+            ("decode_attention", "cuda") => Ok(Self::CudaDecodeAttention),
+            ("prefill_attention", "cuda") => Ok(Self::CudaPrefillAttention),
             (_, "cpu" | "cuda") => Err(KernelError::Config(format!(
                 "unknown kernel `{name}`; the tunable kernels are decode_attention and prefill_attention"
             ))),
             _ => Err(KernelError::Config(format!(
-                "unknown device `{device}`; use cpu"
+                "unknown device `{device}`; use cpu or cuda"
             ))),
         }
     }
@@ -263,9 +384,45 @@ impl TunableKernel {
     /// The kernel's name.
     pub fn name(self) -> &'static str {
         match self {
-            Self::CpuDecodeAttention => "decode_attention",
-            Self::CpuPrefillAttention => "prefill_attention",
+            Self::CpuDecodeAttention | Self::CudaDecodeAttention => "decode_attention",
+            Self::CpuPrefillAttention | Self::CudaPrefillAttention => "prefill_attention",
         }
+    }
+
+    /// `cpu` or `cuda`.
+    pub fn device(self) -> &'static str {
+        match self {
+            Self::CpuDecodeAttention | Self::CpuPrefillAttention => "cpu",
+            Self::CudaDecodeAttention | Self::CudaPrefillAttention => "cuda",
+        }
+    }
+
+    fn cuda(self) -> Option<CudaKernel> {
+        match self {
+            Self::CudaDecodeAttention => Some(CudaKernel::Decode),
+            Self::CudaPrefillAttention => Some(CudaKernel::Prefill),
+            _ => None,
+        }
+    }
+
+    /// What a campaign over this kernel evaluates with: for a CUDA kernel it
+    /// opens the GPU.
+    ///
+    /// # Errors
+    /// [`KernelError::Config`] saying why the GPU cannot be used.
+    pub fn evaluator(self) -> Result<Evaluator, KernelError> {
+        let cuda = self
+            .cuda()
+            .map(|k| {
+                CudaTrials::new(k).map_err(|e| {
+                    KernelError::Config(format!("cannot tune {} on the GPU: {e}", self.name()))
+                })
+            })
+            .transpose()?;
+        Ok(Evaluator {
+            kernel: self,
+            cuda: cuda.map(std::sync::Mutex::new),
+        })
     }
 
     /// The configuration space, in the tuner's `--space` syntax.
@@ -273,10 +430,14 @@ impl TunableKernel {
         match self {
             Self::CpuDecodeAttention => "splits=1..16",
             Self::CpuPrefillAttention => "q_tile=8..128:pow2,kv_tile=8..256:pow2",
+            Self::CudaDecodeAttention => crate::cuda::tuned::DecodeConfig::SPACE,
+            Self::CudaPrefillAttention => crate::cuda::tuned::PrefillConfig::SPACE,
         }
     }
 
     /// The hand-picked configuration the engine uses without a tuned one.
+    /// (CUDA decode: 4 warps, 3 stages, one split; the engine's split
+    /// heuristic depends on the shape, see [`Evaluator::evaluate_default`]).
     pub fn default_config(self) -> Vec<(String, i64)> {
         let d = FlashConfig::default();
         match self {
@@ -285,6 +446,18 @@ impl TunableKernel {
                 ("q_tile".into(), d.q_tile as i64),
                 ("kv_tile".into(), d.kv_tile as i64),
             ],
+            Self::CudaDecodeAttention => crate::cuda::tuned::DecodeConfig {
+                warps: 4,
+                stages: 3,
+                splits: 1,
+            }
+            .knobs()
+            .into_iter()
+            .collect(),
+            Self::CudaPrefillAttention => crate::cuda::tuned::PrefillConfig::default()
+                .knobs()
+                .into_iter()
+                .collect(),
         }
     }
 
@@ -293,13 +466,19 @@ impl TunableKernel {
         let spec = match self {
             Self::CpuDecodeAttention => "batch=8,ctx=1024",
             Self::CpuPrefillAttention => "q=256,ctx=256",
+            // h200-64: 64 sequences decoding at about 2600 + 64 positions; prefill
+            // steps of about three 2600-token prompts.
+            Self::CudaDecodeAttention => "batch=64,ctx=2664",
+            Self::CudaPrefillAttention => "batch=3,q=2600,ctx=2600",
         };
         vec![self.parse_shape(spec).expect("the default shape parses")]
     }
 
     /// Parses a shape: decode `batch=B,ctx=C`, prefill `q=Q,ctx=C` (a chunk of
-    /// Q tokens ending at position C), each optionally with
-    /// `heads=H/KV×D` (default 8/2×32, the `tiny` model's) and `weight=W`.
+    /// Q tokens ending at position C; on CUDA also `batch=B` such chunks in
+    /// one ragged call), each optionally with `heads=H/KV×D` (default
+    /// 8/2×32, the `tiny` model's, on the CPU; 32/8×128, Llama-3-8B's, on
+    /// CUDA) and `weight=W`.
     ///
     /// # Errors
     /// [`KernelError::Config`] naming the bad part.
@@ -310,6 +489,8 @@ impl TunableKernel {
                 match self {
                     Self::CpuDecodeAttention => "batch=8,ctx=1024,heads=8/2x32,weight=1",
                     Self::CpuPrefillAttention => "q=256,ctx=1024,heads=8/2x32,weight=1",
+                    Self::CudaDecodeAttention => "batch=64,ctx=2664,heads=32/8x128,weight=1",
+                    Self::CudaPrefillAttention => "batch=3,q=2600,ctx=2600,heads=32/8x128",
                 }
             ))
         };
@@ -317,10 +498,18 @@ impl TunableKernel {
             batch: 1,
             q_len: 1,
             ctx: 0,
-            heads: AttnShape {
-                n_heads: 8,
-                n_kv_heads: 2,
-                head_dim: 32,
+            heads: if self.cuda().is_some() {
+                AttnShape {
+                    n_heads: 32,
+                    n_kv_heads: 8,
+                    head_dim: 128,
+                }
+            } else {
+                AttnShape {
+                    n_heads: 8,
+                    n_kv_heads: 2,
+                    head_dim: 32,
+                }
             },
             weight: 1.0,
         };
@@ -335,8 +524,15 @@ impl TunableKernel {
                     .ok_or_else(|| bad(format!("{k} = `{v}` is not a whole number > 0")))
             };
             match (k, self) {
-                ("batch", Self::CpuDecodeAttention) => shape.batch = num(v)?,
-                ("q", Self::CpuPrefillAttention) => shape.q_len = num(v)?,
+                (
+                    "batch",
+                    Self::CpuDecodeAttention
+                    | Self::CudaDecodeAttention
+                    | Self::CudaPrefillAttention,
+                ) => shape.batch = num(v)?,
+                ("q", Self::CpuPrefillAttention | Self::CudaPrefillAttention) => {
+                    shape.q_len = num(v)?;
+                }
                 ("ctx", _) => shape.ctx = num(v)?,
                 ("weight", _) => {
                     shape.weight = v
@@ -371,11 +567,28 @@ impl TunableKernel {
                 shape.q_len, shape.ctx
             )));
         }
+        if self.cuda().is_some() {
+            let h = shape.heads;
+            if h.head_dim != crate::cuda::HEAD_DIM {
+                return Err(bad(format!(
+                    "heads of {} elements; the CUDA kernels take {}",
+                    h.head_dim,
+                    crate::cuda::HEAD_DIM
+                )));
+            }
+            if h.n_heads / h.n_kv_heads > 8 {
+                return Err(bad(format!(
+                    "{} query heads per KV head; the CUDA kernels take at most 8",
+                    h.n_heads / h.n_kv_heads
+                )));
+            }
+        }
         Ok(shape)
     }
 
-    /// Checks and times `config` on every shape; `fault` corrupts the output
-    /// of the configuration it names (a test knob).
+    /// Checks and times `config` of a CPU kernel on every shape; `fault`
+    /// corrupts the output of the configuration it names (a test knob). CUDA
+    /// kernels go through an [`Evaluator`] (this returns `Invalid` for them).
     pub fn evaluate(
         self,
         config: &[(String, i64)],
@@ -383,6 +596,12 @@ impl TunableKernel {
         fault: Option<&Fault>,
         seed: u64,
     ) -> Evaluation {
+        if self.cuda().is_some() {
+            return Evaluation::Invalid(format!(
+                "the CUDA {} is evaluated through an Evaluator",
+                self.name()
+            ));
+        }
         let mut per_shape = Vec::new();
         let broken =
             fault.is_some_and(|f| config.iter().any(|(k, v)| *k == f.knob && *v == f.value));
@@ -459,6 +678,9 @@ impl TunableKernel {
                     }];
                     flash_attention(&q, &kv, heads, &chunks, scale, cfg, out)
                 }
+                Self::CudaDecodeAttention | Self::CudaPrefillAttention => Err(KernelError::Config(
+                    "a CUDA kernel has no CPU evaluation".into(),
+                )),
             }
         };
         run(&mut out).map_err(|e| invalid(e.to_string()))?;
@@ -539,6 +761,7 @@ mod tests {
         let entry = |splits| TuningEntry {
             device: "cpu-x".into(),
             driver: None,
+            bucket: None,
             kernel: "decode_attention".into(),
             shapes: vec!["batch=8,ctx=1024".into()],
             config: BTreeMap::from([("splits".to_string(), splits)]),

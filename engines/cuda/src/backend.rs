@@ -48,6 +48,11 @@ pub struct CudaOptions {
     /// The prefill attention kernel's tile (default: the device's
     /// [`CudaDevice::default_prefill_tile`]).
     pub prefill_tile: Option<PrefillTile>,
+    /// Tuned kernel configurations (`fuselab tune --kernel … --device cuda`):
+    /// the entries measured on this GPU and driver replace the default prefill
+    /// and decode attention kernels for the shapes of their buckets
+    /// ([`CudaDevice::use_tuning`]); a table with no entry for this GPU is an error.
+    pub tuning: Option<fuselab_kernels::tunable::TuningTable>,
     /// Record per-operator GPU time ([`crate::profile`]) and write it to this file
     /// (JSON, and a markdown table beside it with the extension `.md`) when the
     /// backend is dropped.
@@ -65,6 +70,7 @@ impl Default for CudaOptions {
             graphs: true,
             skinny_gemm: false,
             prefill_tile: None,
+            tuning: None,
             profile: None,
         }
     }
@@ -312,7 +318,8 @@ struct PrefillInputs<'a> {
     tables: &'a CudaSlice<i32>,
     cu_q: &'a CudaSlice<i32>,
     max_q: usize,
-    tile: PrefillTile,
+    /// `--cuda-prefill-tile`; none: the tuned kernel or the device's default.
+    tile: Option<PrefillTile>,
 }
 
 /// Where one forward reads the step's metadata.
@@ -417,7 +424,26 @@ impl CudaBackend {
                 problem: format!("{} must be in (0, 1]", opts.memory_fraction),
             });
         }
-        let dev = Arc::new(CudaDevice::new(opts.device)?);
+        let mut dev = CudaDevice::new(opts.device)?;
+        if let Some(table) = &opts.tuning {
+            let lines = dev.use_tuning(table)?;
+            let applied = lines.iter().filter(|l| !l.contains("skipped")).count();
+            for l in &lines {
+                tracing::info!("tuning table: {l}");
+            }
+            if applied == 0 {
+                return Err(CudaBackendError::Config {
+                    field: "tuning_table",
+                    problem: format!(
+                        "no entry applies to {} (driver {}): {}; tune on this GPU with `fuselab tune --kernel NAME --device cuda`",
+                        dev.info().name,
+                        dev.info().driver_release.as_deref().unwrap_or("unknown"),
+                        lines.join("; ")
+                    ),
+                });
+            }
+        }
+        let dev = Arc::new(dev);
         dev.set_skinny_gemm(opts.skinny_gemm);
         if let Some(t) = opts.prefill_tile
             && t.needs_sm90a()
@@ -972,7 +998,7 @@ impl CudaBackend {
             }
             if let Some(pr) = &inp.prefill {
                 let pa = paged(pr.batch, pr.max_blocks, pr.ctx, pr.tables);
-                dev.prefill_attention_tile(
+                dev.prefill_attention_with(
                     &pa,
                     &s.q,
                     &kv.k,
@@ -1292,9 +1318,7 @@ impl CudaBackend {
                         tables: meta(&m.pre_tables)?,
                         cu_q: meta(&m.cu_q)?,
                         max_q: p.pre_max_q,
-                        tile: self.opts.prefill_tile.unwrap_or_else(|| {
-                            dev.default_prefill_tile(p.pre_max_q, p.n_prefill, self.cfg.n_heads)
-                        }),
+                        tile: self.opts.prefill_tile,
                     })
                 })
                 .transpose()?,

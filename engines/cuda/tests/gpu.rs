@@ -390,9 +390,96 @@ fn decode_steps_replayed_from_cuda_graphs_match_kernel_by_kernel_steps() {
             )
         })
     };
-    let (Some(mut with), Some(mut without)) = (make(true), make(false)) else {
+    let (Some(with), Some(without)) = (make(true), make(false)) else {
         return;
     };
+    same_logits_over_mixed_steps(with, without, true);
+}
+
+/// A tuning table of this GPU with non-default prefill and decode configurations.
+fn tuning_table_for_this_gpu() -> fuselab_kernels::tunable::TuningTable {
+    use fuselab_kernels::tunable::{TUNING_TABLE_SCHEMA, TuningEntry, TuningTable};
+    let dev = fuselab_kernels::cuda::CudaDevice::new(0).unwrap();
+    let info = dev.info();
+    let entry = |kernel: &str, config: &[(&str, i64)]| TuningEntry {
+        device: info.name.clone(),
+        driver: info.driver_release.clone(),
+        kernel: kernel.into(),
+        bucket: None,
+        shapes: Vec::new(),
+        config: config.iter().map(|(k, v)| ((*k).to_string(), *v)).collect(),
+        ms: 1.0,
+        default_ms: None,
+    };
+    TuningTable {
+        schema: TUNING_TABLE_SCHEMA,
+        entries: vec![
+            entry(
+                "prefill_attention",
+                &[
+                    ("warpgroups", 1),
+                    ("kv_tile", 128),
+                    ("stages", 3),
+                    ("min_blocks", 1),
+                    ("paired", 0),
+                ],
+            ),
+            entry(
+                "decode_attention",
+                &[("warps", 8), ("stages", 2), ("splits", 3)],
+            ),
+        ],
+    }
+}
+
+#[test]
+fn a_tuning_table_changes_the_kernels_not_the_logits() {
+    let test = "a_tuning_table_changes_the_kernels_not_the_logits";
+    if !gpu_or_skip(test) {
+        return;
+    }
+    let make = |tuning: Option<fuselab_kernels::tunable::TuningTable>| {
+        cuda_or_skip(test, || {
+            CudaBackend::random(
+                ModelShape::tiny_128(),
+                7,
+                CudaOptions {
+                    kv_budget_bytes: Some(64 << 20),
+                    keep_logits: true,
+                    tuning,
+                    ..CudaOptions::default()
+                },
+            )
+        })
+    };
+    let (Some(tuned), Some(plain)) = (make(Some(tuning_table_for_this_gpu())), make(None)) else {
+        return;
+    };
+    same_logits_over_mixed_steps(tuned, plain, false);
+    // A table of another GPU applies to nothing: an error naming the field.
+    let mut other = tuning_table_for_this_gpu();
+    for e in &mut other.entries {
+        e.device = "NVIDIA B200".into();
+    }
+    let e = CudaBackend::random(
+        ModelShape::tiny_128(),
+        7,
+        CudaOptions {
+            kv_budget_bytes: Some(64 << 20),
+            tuning: Some(other),
+            ..CudaOptions::default()
+        },
+    )
+    .map(drop)
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("tuning_table") && e.contains("B200"), "{e}");
+}
+
+/// Prefill, decodes (graph-replayed where `with` has graphs), a padded step
+/// that grows the buffers and more decodes: `with` and `without` give the same
+/// logits (bf16 tolerance) and sample their argmax.
+fn same_logits_over_mixed_steps(mut with: CudaBackend, mut without: CudaBackend, graphs: bool) {
     let geo = KvGeometry {
         block_size: 16,
         num_blocks: 256,
@@ -400,8 +487,10 @@ fn decode_steps_replayed_from_cuda_graphs_match_kernel_by_kernel_steps() {
     with.init_kv(geo).unwrap();
     without.init_kv(geo).unwrap();
     let warm = with.graph_replays();
-    assert!(warm > 0, "the warm-up captures and replays the graphs");
-    assert_eq!(without.graph_replays(), 0);
+    if graphs {
+        assert!(warm > 0, "the warm-up captures and replays the graphs");
+        assert_eq!(without.graph_replays(), 0);
+    }
 
     let mut rng = ChaCha8Rng::seed_from_u64(11);
     let mut seqs: Vec<(u32, Vec<u32>)> = Vec::new(); // (context, block table)
@@ -472,11 +561,13 @@ fn decode_steps_replayed_from_cuda_graphs_match_kernel_by_kernel_steps() {
             &format!("decode {step} of 20"),
         );
     }
-    assert_eq!(
-        with.graph_replays(),
-        warm + 3,
-        "the 20-row decodes replay graphs"
-    );
+    if graphs {
+        assert_eq!(
+            with.graph_replays(),
+            warm + 3,
+            "the 20-row decodes replay graphs"
+        );
+    }
     // A padded step larger than the warm-up grows the activation buffers, which
     // the captured graphs pointed at: they must be captured again, not replayed.
     let (len, table) = seqs[20].clone();
@@ -502,7 +593,9 @@ fn decode_steps_replayed_from_cuda_graphs_match_kernel_by_kernel_steps() {
             &format!("decode {step} of 21"),
         );
     }
-    assert_eq!(with.graph_replays(), warm + 5);
+    if graphs {
+        assert_eq!(with.graph_replays(), warm + 5);
+    }
 }
 
 #[test]

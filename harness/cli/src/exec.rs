@@ -70,7 +70,7 @@ pub struct EngineSpec {
     pub tp: u32,
     /// Safetensors weights for the CPU engine (seeded random when `None`).
     pub weights: Option<PathBuf>,
-    /// The CPU engine's tuned kernel configurations (`--tuning-table`).
+    /// The CPU or CUDA engine's tuned kernel configurations (`--tuning-table`).
     pub tuning_table: Option<PathBuf>,
     /// Where the CUDA engine writes its per-operator profile (`--cuda-profile`).
     pub cuda_profile: Option<PathBuf>,
@@ -775,7 +775,20 @@ pub fn realtime_engine(
         if let Some(t) = engine.cuda_prefill_tile {
             info.knobs.insert("prefill_tile".into(), t.label().into());
         }
+        let tuning = engine
+            .tuning_table
+            .as_deref()
+            .map(|path| -> anyhow::Result<_> {
+                let (table, lines) = cuda_tuning(path)?;
+                info.knobs
+                    .insert("tuning_table".into(), path.display().to_string().into());
+                info.knobs
+                    .insert("tuned_kernels".into(), lines.join("; ").into());
+                Ok(table)
+            })
+            .transpose()?;
         let opts = fuselab_cuda::CudaOptions {
+            tuning,
             profile: engine.cuda_profile.clone(),
             graphs: engine.cuda_graphs,
             skinny_gemm: engine.cuda_skinny_gemm,
@@ -966,6 +979,53 @@ fn cuda_draft(
         }
     };
     Ok((fuselab_cuda::DraftOptions { source, alpha }, name))
+}
+
+/// The tuning table of `path` for the CUDA engine, and one line per entry
+/// (device, driver, kernel, bucket, configuration); the engine applies the
+/// entries of its GPU and driver.
+///
+/// # Errors
+/// A usage error naming `--tuning-table`: an unreadable or malformed file,
+/// or one without a CUDA kernel's entry.
+pub fn cuda_tuning(
+    path: &Path,
+) -> anyhow::Result<(fuselab_kernels::tunable::TuningTable, Vec<String>)> {
+    use fuselab_kernels::tunable::TuningTable;
+    let bad = |problem: String| {
+        Error::invalid(
+            "--tuning-table",
+            problem,
+            "give the tuning.json a `fuselab tune --kernel … --device cuda` campaign wrote on this GPU",
+        )
+    };
+    let table = TuningTable::load(path).map_err(|e| bad(e.to_string()))?;
+    let lines: Vec<String> = table
+        .entries
+        .iter()
+        .filter(|e| e.driver.is_some())
+        .map(|e| {
+            let config: Vec<String> = e.config.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            format!(
+                "{} {}{} on {} (driver {})",
+                e.kernel,
+                config.join(","),
+                e.bucket.as_ref().map_or(String::new(), |b| format!(
+                    " for {} {}..={}",
+                    b.dim, b.min, b.max
+                )),
+                e.device,
+                e.driver.as_deref().unwrap_or("?")
+            )
+        })
+        .collect();
+    if lines.is_empty() {
+        anyhow::bail!(bad(format!(
+            "{} has no entry of a CUDA kernel (entries without a driver are the CPU's)",
+            path.display()
+        )));
+    }
+    Ok((table, lines))
 }
 
 /// The CPU engine's kernel choices with the entries of `path` for this

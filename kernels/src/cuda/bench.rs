@@ -111,6 +111,10 @@ pub struct BenchOptions {
     pub repeats: usize,
     /// Seconds each compute-bound row also runs back to back, with NVML clock and power.
     pub sustained: Option<f64>,
+    /// A tuning table (`fuselab tune --kernel … --device cuda`): its kernels for
+    /// this GPU get rows of their own ("(tuned)"), and the default rows say
+    /// which configuration they ran.
+    pub tuning: Option<crate::tunable::TuningTable>,
 }
 
 impl BenchOptions {
@@ -1684,6 +1688,24 @@ impl PrefillCase {
         )
     }
 
+    fn launch_tuned(
+        &mut self,
+        dev: &CudaDevice,
+        k: &super::tuned::CompiledPrefill,
+    ) -> Result<(), CudaError> {
+        dev.prefill_attention_compiled(
+            &self.setup.params(self.batch),
+            &self.q,
+            &self.setup.k,
+            &self.setup.v,
+            &mut self.out,
+            &self.cu,
+            self.batch * self.len,
+            self.len,
+            k,
+        )
+    }
+
     fn flops(&self) -> f64 {
         self.batch as f64 * attn_flops_causal(self.len, Q_HEADS)
     }
@@ -1724,7 +1746,11 @@ fn prefill_target(row: &mut Row, baseline: Option<f64>, s: usize) {
 
 /// Checks, then times every kernel on the GPU.
 pub fn run_cuda(opts: &BenchOptions) -> Result<Report, CudaError> {
-    let dev = CudaDevice::new(0)?;
+    let mut dev = CudaDevice::new(0)?;
+    let tuned_lines = match &opts.tuning {
+        Some(t) => dev.use_tuning(t)?,
+        None => Vec::new(),
+    };
     let info = dev.info().clone();
     let mut rng = SplitMix::new(opts.seed);
     let (launches, reps) = (opts.launches(), opts.repeats());
@@ -1746,6 +1772,11 @@ pub fn run_cuda(opts: &BenchOptions) -> Result<Report, CudaError> {
             "median (p10–p90) of {reps} samples, each {launches} back-to-back launches between two CUDA events / {launches}, \
              after a read-probe hold so the host has queued them all (method at the top of kernels/src/cuda/bench.rs)"
         ),
+    );
+    report.notes.extend(
+        tuned_lines
+            .into_iter()
+            .map(|l| format!("tuning table: {l}")),
     );
     let mut g = Gpu {
         dev: &dev,
@@ -2215,7 +2246,11 @@ fn decode_rows(
             })?;
             let shape = format!(
                 "B={batch} {label} splits={used}{}",
-                if s.is_none() { " (default)" } else { "" }
+                match (s, dev.tuned_decode(batch)) {
+                    (None, Some(t)) => format!(" (default: tuned {})", t.config.label()),
+                    (None, None) => " (default)".into(),
+                    _ => String::new(),
+                }
             );
             let row = report.push_row("decode_attention", shape, st, None, bytes, Ceiling::Read);
             if s.is_none() {
@@ -2284,6 +2319,20 @@ fn prefill_rows(
             );
             prefill_target(row, base.get(&format!("sdpa_causal_{s}")), s);
         }
+        if let Some(k) = dev.tuned_prefill(s)
+            && sel.row("prefill_attention (tuned)")
+        {
+            let st = g.time(|| case.launch_tuned(dev, k))?;
+            let row = report.push_row(
+                "prefill_attention (tuned)",
+                format!("causal S={s} 32q/8kv {} (default)", k.config.label()),
+                st,
+                Some(case.flops()),
+                0.0,
+                Ceiling::Gemm,
+            );
+            prefill_target(row, base.get(&format!("sdpa_causal_{s}")), s);
+        }
     }
 
     // Ragged: 3 sequences of 2560 new tokens in one call.
@@ -2312,6 +2361,23 @@ fn prefill_rows(
                     } else {
                         ""
                     }
+                ),
+                st,
+                Some(case.flops()),
+                0.0,
+                Ceiling::Gemm,
+            );
+            prefill_target(row, base.get("sdpa_ragged_3x2560"), 0);
+        }
+        if let Some(k) = dev.tuned_prefill(RAGGED_LEN)
+            && sel.row("prefill_attention (tuned)")
+        {
+            let st = g.time(|| case.launch_tuned(dev, k))?;
+            let row = report.push_row(
+                "prefill_attention (tuned)",
+                format!(
+                    "ragged {RAGGED_SEQS}×{RAGGED_LEN} causal in one call {} (default)",
+                    k.config.label()
                 ),
                 st,
                 Some(case.flops()),

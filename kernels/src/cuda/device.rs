@@ -156,6 +156,8 @@ pub struct CudaDevice {
     pub(crate) skinny: std::sync::atomic::AtomicBool,
     /// cuBLAS's workspace, set explicitly so that GEMMs never allocate (graph capture).
     _blas_workspace: CudaSlice<u8>,
+    /// Kernels of a tuning table ([`CudaDevice::use_tuning`]), tried before the defaults.
+    pub(crate) tuned: super::tuned::TunedKernels,
     info: DeviceInfo,
 }
 
@@ -308,6 +310,7 @@ impl CudaDevice {
             skinny_ws: std::sync::Mutex::new(None),
             skinny: std::sync::atomic::AtomicBool::new(false),
             _blas_workspace: blas_workspace,
+            tuned: super::tuned::TunedKernels::default(),
             info,
         })
     }
@@ -391,17 +394,22 @@ impl CudaDevice {
     }
 }
 
-fn compile_kernels(ctx: &Arc<CudaContext>, arch: &str) -> Result<Kernels, CudaError> {
+/// Compiles [`KERNEL_SOURCE`] for `arch` with the preprocessor `defines`
+/// (`NAME=VALUE`) and loads it.
+pub(crate) fn compile_module(
+    ctx: &Arc<CudaContext>,
+    arch: &str,
+    defines: &[String],
+) -> Result<Arc<cudarc::driver::CudaModule>, CudaError> {
     let include = cuda_include_dir()?;
+    let mut options = vec![format!("--gpu-architecture={arch}"), "--std=c++17".into()];
+    if arch == "sm_90a" {
+        options.push("-DFUSELAB_WGMMA=1".into());
+    }
+    options.extend(defines.iter().map(|d| format!("-D{d}")));
     let opts = CompileOptions {
         include_paths: vec![include.display().to_string()],
-        options: {
-            let mut o = vec![format!("--gpu-architecture={arch}"), "--std=c++17".into()];
-            if arch == "sm_90a" {
-                o.push("-DFUSELAB_WGMMA=1".into());
-            }
-            o
-        },
+        options,
         name: Some("fuselab_kernels.cu".into()),
         ..Default::default()
     };
@@ -411,9 +419,12 @@ fn compile_kernels(ctx: &Arc<CudaContext>, arch: &str) -> Result<Kernels, CudaEr
         }
         other => CudaError::Compile(other.to_string()),
     })?;
-    let module = ctx
-        .load_module(ptx)
-        .map_err(CudaError::driver("loading the compiled module"))?;
+    ctx.load_module(ptx)
+        .map_err(CudaError::driver("loading the compiled module"))
+}
+
+fn compile_kernels(ctx: &Arc<CudaContext>, arch: &str) -> Result<Kernels, CudaError> {
+    let module = compile_module(ctx, arch, &[])?;
     let f = |name: &str| {
         module
             .load_function(name)

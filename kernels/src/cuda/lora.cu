@@ -1,3 +1,4 @@
+#ifndef FUSELAB_TUNE_ONLY
 
 // ---------------------------------------------------------------- LoRA (BGMV) and MeteoRA's gate
 //
@@ -240,3 +241,4 @@ extern "C" __global__ void __launch_bounds__(256) lora_gate(const bf16* __restri
     }
     for (int e = 0; e < top_k; ++e) ow[e] = ow[e] / sum;
 }
+#endif  // FUSELAB_TUNE_ONLY

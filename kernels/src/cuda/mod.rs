@@ -10,7 +10,10 @@
 //!   inputs and times it at the Llama-3-8B shapes (`fuselab kernels`);
 //! * [`reference`] holds the small f64 references the checks use;
 //! * [`lora`]: batched LoRA (BGMV shrink and expand) and MeteoRA's gate;
-//! * [`nvml`] reads the SM clock and power for the sustained benchmarks.
+//! * [`nvml`] reads the SM clock and power for the sustained benchmarks;
+//! * [`tuned`]: the attention kernels' configuration spaces, compiled per
+//!   configuration, and the tuned kernels a device uses;
+//! * [`tune`]: one tuning trial (check against the CPU reference, then timing).
 //!
 //! Layouts: activations `[tokens, width]`; queries and attention outputs
 //! `[tokens, heads, 128]`; the paged cache `[num_blocks, block_size,
@@ -23,6 +26,8 @@ pub mod nvml;
 mod ops;
 pub mod reference;
 pub(crate) mod rng;
+pub mod tune;
+pub mod tuned;
 
 pub use device::{
     CudaDevice, DeviceInfo, LaunchTimer, REQUIRE_GPU_ENV, TimeStats, driver_present, gpu_or_skip,

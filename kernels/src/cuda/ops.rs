@@ -14,6 +14,34 @@ const DEC_STAGES: usize = 3;
 /// Dynamic shared memory of the decode kernel: K and V tiles per stage.
 pub(crate) const DECODE_SMEM_BYTES: usize = DEC_STAGES * 2 * KV_TILE * HEAD_DIM * 2;
 
+/// How a prefill kernel's grid covers the query tiles.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum PrefillGrid {
+    /// Block x takes the heavy tile n − 1 − x and then the light tile x.
+    Paired,
+    /// One block per tile, heaviest first.
+    Unpaired,
+    /// About two blocks per SM taking tiles from an atomic counter.
+    Persistent,
+}
+
+/// A prefill attention kernel and its geometry.
+pub(crate) struct PrefillLaunch<'a> {
+    pub(crate) func: &'a cudarc::driver::CudaFunction,
+    pub(crate) rows: usize,
+    pub(crate) threads: usize,
+    pub(crate) smem_bytes: usize,
+    pub(crate) grid: PrefillGrid,
+}
+
+/// A paged decode kernel and its geometry.
+pub(crate) struct DecodeLaunch<'a> {
+    pub(crate) func: &'a cudarc::driver::CudaFunction,
+    pub(crate) threads: usize,
+    pub(crate) smem_bytes: usize,
+    pub(crate) keys_per_tile: usize,
+}
+
 /// Tile shape of the prefill attention kernel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PrefillTile {
@@ -191,7 +219,7 @@ pub struct PagedAttention<'a> {
 }
 
 impl PagedAttention<'_> {
-    fn validate(
+    pub(crate) fn validate(
         &self,
         k_cache: &CudaSlice<bf16>,
         v_cache: &CudaSlice<bf16>,
@@ -676,6 +704,52 @@ impl CudaDevice {
         total_tokens: usize,
         max_q_len: usize,
     ) -> Result<(), CudaError> {
+        self.prefill_attention_with(
+            p,
+            q,
+            k_cache,
+            v_cache,
+            out,
+            cu_q,
+            total_tokens,
+            max_q_len,
+            None,
+        )
+    }
+
+    /// [`Self::prefill_attention_tile`] with `tile`, or without one the tuned
+    /// kernel for `max_q_len` ([`Self::use_tuning`]) where there is one, else
+    /// [`Self::default_prefill_tile`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn prefill_attention_with(
+        &self,
+        p: &PagedAttention<'_>,
+        q: &CudaSlice<bf16>,
+        k_cache: &CudaSlice<bf16>,
+        v_cache: &CudaSlice<bf16>,
+        out: &mut CudaSlice<bf16>,
+        cu_q: &CudaSlice<i32>,
+        total_tokens: usize,
+        max_q_len: usize,
+        tile: Option<PrefillTile>,
+    ) -> Result<(), CudaError> {
+        if tile.is_none()
+            && let Some(k) = self.tuned_prefill(max_q_len)
+        {
+            return self.prefill_attention_compiled(
+                p,
+                q,
+                k_cache,
+                v_cache,
+                out,
+                cu_q,
+                total_tokens,
+                max_q_len,
+                k,
+            );
+        }
+        let tile =
+            tile.unwrap_or_else(|| self.default_prefill_tile(max_q_len, p.batch, p.num_q_heads));
         self.prefill_attention_tile(
             p,
             q,
@@ -685,7 +759,7 @@ impl CudaDevice {
             cu_q,
             total_tokens,
             max_q_len,
-            self.default_prefill_tile(max_q_len, p.batch, p.num_q_heads),
+            tile,
         )
     }
 
@@ -752,13 +826,56 @@ impl CudaDevice {
                 ),
             ));
         }
+        let grid = if tile == PrefillTile::Rows128Persistent {
+            PrefillGrid::Persistent
+        } else if tile == PrefillTile::Wgmma128Occ2Unpaired {
+            PrefillGrid::Unpaired
+        } else {
+            PrefillGrid::Paired
+        };
+        let launch = PrefillLaunch {
+            func,
+            rows: tile.rows(),
+            threads: tile.threads(),
+            smem_bytes: tile.smem_bytes(),
+            grid,
+        };
+        self.prefill_launch(
+            p,
+            shift,
+            q,
+            k_cache,
+            v_cache,
+            out,
+            cu_q,
+            total_tokens,
+            max_q_len,
+            &launch,
+        )
+    }
+
+    /// Launches a prefill attention kernel of the geometry `l` (checked shapes).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn prefill_launch(
+        &self,
+        p: &PagedAttention<'_>,
+        shift: u32,
+        q: &CudaSlice<bf16>,
+        k_cache: &CudaSlice<bf16>,
+        v_cache: &CudaSlice<bf16>,
+        out: &mut CudaSlice<bf16>,
+        cu_q: &CudaSlice<i32>,
+        total_tokens: usize,
+        max_q_len: usize,
+        l: &PrefillLaunch<'_>,
+    ) -> Result<(), CudaError> {
         check_len("q", q.len(), total_tokens * p.num_q_heads * HEAD_DIM)?;
         check_len("out", out.len(), total_tokens * p.num_q_heads * HEAD_DIM)?;
         check_len("cu_q", cu_q.len(), p.batch + 1)?;
         if max_q_len == 0 {
             return Ok(());
         }
-        let rows = tile.rows();
+        let rows = l.rows;
         let (mb, sh, hq, hkv) = (
             to_i32("max_blocks_per_seq", p.max_blocks_per_seq)?,
             shift as i32,
@@ -767,8 +884,8 @@ impl CudaDevice {
         );
         let scale_log2 = p.scale * std::f32::consts::LOG2_E;
         let max_tiles = max_q_len.div_ceil(rows);
-        let persistent = tile == PrefillTile::Rows128Persistent;
-        let unpaired = tile == PrefillTile::Wgmma128Occ2Unpaired;
+        let persistent = l.grid == PrefillGrid::Persistent;
+        let unpaired = l.grid == PrefillGrid::Unpaired;
         let grid_dim = if persistent {
             let items = max_tiles * p.num_q_heads * p.batch;
             (grid(items.min(2 * self.info().sm_count), "batch")?, 1, 1)
@@ -788,8 +905,8 @@ impl CudaDevice {
         };
         let cfg = LaunchConfig {
             grid_dim,
-            block_dim: (tile.threads() as u32, 1, 1),
-            shared_mem_bytes: tile.smem_bytes() as u32,
+            block_dim: (l.threads as u32, 1, 1),
+            shared_mem_bytes: l.smem_bytes as u32,
         };
         let (batch_i, tiles_i) = (to_i32("batch", p.batch)?, to_i32("max_q_len", max_tiles)?);
         let mut counter = self.counter.lock().map_err(|_| {
@@ -800,7 +917,7 @@ impl CudaDevice {
                 .memset_zeros(&mut *counter)
                 .map_err(CudaError::driver("zeroing the prefill work counter"))?;
         }
-        let mut b = self.stream.launch_builder(func);
+        let mut b = self.stream.launch_builder(l.func);
         b.arg(q)
             .arg(k_cache)
             .arg(v_cache)
@@ -835,8 +952,12 @@ impl CudaDevice {
             .collect()
     }
 
-    /// The split count the decode kernel uses by default for this shape.
+    /// The split count the decode kernel uses by default for this shape: a tuned
+    /// kernel's for its batch sizes ([`Self::use_tuning`]), else about two blocks per SM.
     pub fn decode_splits(&self, batch: usize, num_kv_heads: usize, max_ctx: usize) -> usize {
+        if let Some(t) = self.tuned_decode(batch) {
+            return t.config.splits.clamp(1, 64);
+        }
         let base = (batch * num_kv_heads).max(1);
         let target = self.info().sm_count * 2;
         let tiles = max_ctx.div_ceil(KV_TILE).max(1);
@@ -865,9 +986,13 @@ impl CudaDevice {
         if splits_wanted == 0 {
             return Err(CudaError::invalid("num_splits", "must be at least 1"));
         }
-        let split_len = max_ctx.max(1).div_ceil(splits_wanted).div_ceil(KV_TILE) * KV_TILE;
+        let kernel = self.decode_kernel(p.batch);
+        let kt = kernel.keys_per_tile;
+        let split_len = max_ctx.max(1).div_ceil(splits_wanted).div_ceil(kt) * kt;
         let splits = max_ctx.max(1).div_ceil(split_len);
-        self.decode_launch(p, q, k_cache, v_cache, out, ws, shift, splits, split_len)?;
+        self.decode_launch(
+            p, q, k_cache, v_cache, out, ws, shift, splits, split_len, &kernel,
+        )?;
         Ok(splits)
     }
 
@@ -893,13 +1018,16 @@ impl CudaDevice {
                 format!("{num_splits} must be in 1..=64"),
             ));
         }
-        self.decode_launch(p, q, k_cache, v_cache, out, ws, shift, num_splits, 0)
+        let kernel = self.decode_kernel(p.batch);
+        self.decode_launch(
+            p, q, k_cache, v_cache, out, ws, shift, num_splits, 0, &kernel,
+        )
     }
 
     /// Launches `paged_decode` (`split_len` 0: per-sequence splits) and, with more
     /// than one split, `decode_merge`; one split writes `out` directly.
     #[allow(clippy::too_many_arguments)]
-    fn decode_launch(
+    pub(crate) fn decode_launch(
         &self,
         p: &PagedAttention<'_>,
         q: &CudaSlice<bf16>,
@@ -910,6 +1038,7 @@ impl CudaDevice {
         shift: u32,
         splits: usize,
         split_len: usize,
+        kernel: &DecodeLaunch<'_>,
     ) -> Result<(), CudaError> {
         let group = p.num_q_heads / p.num_kv_heads;
         if group > 8 {
@@ -938,10 +1067,10 @@ impl CudaDevice {
                 grid(p.num_kv_heads, "num_kv_heads")?,
                 grid(p.batch, "batch")?,
             ),
-            block_dim: (128, 1, 1),
-            shared_mem_bytes: DECODE_SMEM_BYTES as u32,
+            block_dim: (kernel.threads as u32, 1, 1),
+            shared_mem_bytes: kernel.smem_bytes as u32,
         };
-        let mut b = self.stream.launch_builder(&self.k.paged_decode);
+        let mut b = self.stream.launch_builder(kernel.func);
         b.arg(q)
             .arg(k_cache)
             .arg(v_cache)

@@ -73,6 +73,8 @@ __device__ __forceinline__ unsigned pack_bf16(float lo, float hi) {
 // so that ldmatrix over 8 consecutive rows hits 8 different bank groups.
 __device__ __forceinline__ int swz(int row, int chunk) { return row * HEAD_DIM + ((chunk ^ (row & 7)) << 3); }
 
+// Kernels outside a tuning module (FUSELAB_TUNE_ONLY: only the tuned kernels, see tuned.rs).
+#ifndef FUSELAB_TUNE_ONLY
 // ---------------------------------------------------------------- utilities
 
 extern "C" __global__ void copy_f4(const float4* __restrict__ src, float4* __restrict__ dst, unsigned long long n) {
@@ -272,6 +274,8 @@ extern "C" __global__ void __launch_bounds__(256) qkv_rope_cache(const bf16* __r
         for (int i = threadIdx.x; i < hkv * HEAD_DIM / 8; i += blockDim.x) vd[i] = vs[i];
     }
 }
+
+#endif  // FUSELAB_TUNE_ONLY
 
 // ---------------------------------------------------------------- flash prefill
 // Ragged causal attention over paged K/V. Grid (q tile pairs, hq, batch); NW warps, each owning
@@ -557,6 +561,7 @@ __device__ __forceinline__ void flash_prefill_dynamic(FLASH_PREFILL_ARGS, int* _
     }
 }
 
+#ifndef FUSELAB_TUNE_ONLY
 // 64 query rows: 4 warps of one m16 tile.
 extern "C" __global__ void __launch_bounds__(128) flash_prefill_r64(FLASH_PREFILL_ARGS) {
     flash_prefill_pairs<4, 1>(FLASH_PREFILL_PASS);
@@ -582,6 +587,7 @@ extern "C" __global__ void __launch_bounds__(256, 1) flash_prefill_r256(FLASH_PR
 extern "C" __global__ void __launch_bounds__(256, 1) flash_prefill_r256s3(FLASH_PREFILL_ARGS) {
     flash_prefill_pairs<8, 2, 3>(FLASH_PREFILL_PASS);
 }
+#endif  // FUSELAB_TUNE_ONLY
 
 // ---------------------------------------------------------------- flash prefill on wgmma (Hopper)
 // The same ragged causal paged attention as flash_prefill_* on Hopper's warpgroup MMA: a block
@@ -862,6 +868,7 @@ __device__ __forceinline__ void flash_prefill_wg_pairs(FLASH_PREFILL_ARGS) {
         flash_prefill_wg_body<NWG, BN, ST>(FLASH_PREFILL_PASS, b, (int)blockIdx.y, pass == 0 ? hi : lo);
     }
 }
+#ifndef FUSELAB_TUNE_ONLY
 extern "C" __global__ void __launch_bounds__(256, 1) flash_prefill_wg128(FLASH_PREFILL_ARGS) {
     flash_prefill_wg_pairs<2, 64, 2>(FLASH_PREFILL_PASS);
 }
@@ -1001,19 +1008,51 @@ extern "C" __global__ void skinny_reduce(const float* __restrict__ part, bf16* _
     }
 }
 
+#endif  // FUSELAB_TUNE_ONLY
+
+// ---------------------------------------------------------------- tuning candidates
+// Compiled only into a tuning module (tuned.rs): FUSELAB_PF_NWG warpgroups of 64 rows,
+// FUSELAB_PF_BN keys per K/V tile, FUSELAB_PF_ST cp.async stages, FUSELAB_PF_MINB blocks per
+// SM for the register cap; `_u` takes one q tile per block (heaviest first), the other
+// pairs heavy and light tiles.
+#if defined(FUSELAB_TUNE_PREFILL) && defined(FUSELAB_WGMMA)
+extern "C" __global__ void __launch_bounds__(128 * FUSELAB_PF_NWG, FUSELAB_PF_MINB)
+    flash_prefill_tuned(FLASH_PREFILL_ARGS) {
+    flash_prefill_wg_pairs<FUSELAB_PF_NWG, FUSELAB_PF_BN, FUSELAB_PF_ST>(FLASH_PREFILL_PASS);
+}
+extern "C" __global__ void __launch_bounds__(128 * FUSELAB_PF_NWG, FUSELAB_PF_MINB)
+    flash_prefill_tuned_u(FLASH_PREFILL_ARGS) {
+    constexpr int BR = 64 * FUSELAB_PF_NWG;
+    const int b = blockIdx.z;
+    const int n = (cu_q[b + 1] - cu_q[b] + BR - 1) / BR;
+    const int tile = n - 1 - (int)blockIdx.x;
+    if (tile >= 0)
+        flash_prefill_wg_body<FUSELAB_PF_NWG, FUSELAB_PF_BN, FUSELAB_PF_ST>(FLASH_PREFILL_PASS, b, (int)blockIdx.y,
+                                                                           tile);
+}
+#endif
+
 // ---------------------------------------------------------------- paged decode (split-KV)
 // One query token per sequence. Grid (splits, hkv, batch), 4 warps. The group of
 // hq/hkv (<= 8) query heads sharing a KV head forms the rows of one m16 tile, so
 // every K/V byte is read once. Each warp takes 16 keys of each 64-key tile; the four
 // warps merge in shared memory, and the split partials (o, log2-sum-exp) are merged by
 // decode_merge.
+// NW warps take 16 keys each of a tile of KT = 16·NW keys, in ST cp.async stages.
 #define DEC_STAGES 3
-extern "C" __global__ void __launch_bounds__(128) paged_decode(
-    const bf16* __restrict__ q, const bf16* __restrict__ kc, const bf16* __restrict__ vc, float* __restrict__ o_part,
-    float* __restrict__ lse_part, const int* __restrict__ ctx_lens, const int* __restrict__ block_tables, int max_blocks,
-    int block_shift, int hq, int hkv, int split_len, float scale_log2, bf16* __restrict__ out_direct) {
+#define PAGED_DECODE_ARGS                                                                                      \
+    const bf16 *__restrict__ q, const bf16 *__restrict__ kc, const bf16 *__restrict__ vc,                      \
+        float *__restrict__ o_part, float *__restrict__ lse_part, const int *__restrict__ ctx_lens,            \
+        const int *__restrict__ block_tables, int max_blocks, int block_shift, int hq, int hkv, int split_len, \
+        float scale_log2, bf16 *__restrict__ out_direct
+#define PAGED_DECODE_PASS \
+    q, kc, vc, o_part, lse_part, ctx_lens, block_tables, max_blocks, block_shift, hq, hkv, split_len, scale_log2, out_direct
+template <int NW, int ST>
+__device__ __forceinline__ void paged_decode_body(PAGED_DECODE_ARGS) {
     constexpr int D = HEAD_DIM;
-    constexpr int STAGE = 2 * KV_TILE * D;  // K tile then V tile
+    constexpr int KT = 16 * NW;
+    constexpr int NT = 32 * NW;
+    constexpr int STAGE = 2 * KT * D;  // K tile then V tile
     bf16* sKV = reinterpret_cast<bf16*>(smem_raw);
 
     const int split = blockIdx.x, hk = blockIdx.y, b = blockIdx.z;
@@ -1024,22 +1063,22 @@ extern "C" __global__ void __launch_bounds__(128) paged_decode(
     const int lm = lane >> 3, lr = lane & 7;
     const int ctx = ctx_lens[b];
     // split_len <= 0: every sequence is cut into n_splits equal parts of whole tiles.
-    if (split_len <= 0) split_len = max(1, (ctx + n_splits * KV_TILE - 1) / (n_splits * KV_TILE)) * KV_TILE;
+    if (split_len <= 0) split_len = max(1, (ctx + n_splits * KT - 1) / (n_splits * KT)) * KT;
     const int start = split * split_len;
     const int end = min(start + split_len, ctx);
-    const int n_tiles = end > start ? (end - start + KV_TILE - 1) / KV_TILE : 0;
+    const int n_tiles = end > start ? (end - start + KT - 1) / KT : 0;
     const int* bt = block_tables + (size_t)b * max_blocks;
     const int bmask = (1 << block_shift) - 1;
     const size_t row_stride = (size_t)hkv * D;
 
     auto load_tile = [&](int stage, int kt) {
         bf16* dK = sKV + stage * STAGE;
-        bf16* dV = dK + KV_TILE * D;
+        bf16* dV = dK + KT * D;
         const int ch = tid & 15;
 #pragma unroll
-        for (int i = 0; i < KV_TILE * 16 / 128; ++i) {
-            const int r = (tid >> 4) + i * 8;
-            const int j = start + kt * KV_TILE + r;
+        for (int i = 0; i < KT * 16 / NT; ++i) {
+            const int r = (tid >> 4) + i * (NT / 16);
+            const int j = start + kt * KT + r;
             const bool ok = j < end;
             const int jj = ok ? j : 0;
             const int blk = bt[jj >> block_shift];
@@ -1049,7 +1088,7 @@ extern "C" __global__ void __launch_bounds__(128) paged_decode(
         }
     };
 #pragma unroll
-    for (int s = 0; s < DEC_STAGES - 1; ++s) {
+    for (int s = 0; s < ST - 1; ++s) {
         if (s < n_tiles) load_tile(s, s);
         cp_commit();
     }
@@ -1073,16 +1112,16 @@ extern "C" __global__ void __launch_bounds__(128) paged_decode(
     float m_a = NEG_INF, l_a = 0.f;
 
     for (int kt = 0; kt < n_tiles; ++kt) {
-        cp_wait<DEC_STAGES - 2>();
+        cp_wait<ST - 2>();
         __syncthreads();
         {
-            const int nt = kt + DEC_STAGES - 1;
-            if (nt < n_tiles) load_tile(nt % DEC_STAGES, nt);
+            const int nt = kt + ST - 1;
+            if (nt < n_tiles) load_tile(nt % ST, nt);
             cp_commit();
         }
-        const bf16* cK = sKV + (kt % DEC_STAGES) * STAGE;
-        const bf16* cV = cK + KV_TILE * D;
-        const int kbase = start + kt * KV_TILE + warp * 16;
+        const bf16* cK = sKV + (kt % ST) * STAGE;
+        const bf16* cV = cK + KT * D;
+        const int kbase = start + kt * KT + warp * 16;
         if (kbase < end) {
             float s[2][4];
 #pragma unroll
@@ -1130,12 +1169,12 @@ extern "C" __global__ void __launch_bounds__(128) paged_decode(
     cp_wait<0>();
     __syncthreads();
 
-    // Merge the four warps through shared memory (reusing the pipeline buffers).
+    // Merge the NW warps through shared memory (reusing the pipeline buffers).
     l_a += __shfl_xor_sync(0xffffffffu, l_a, 1);
     l_a += __shfl_xor_sync(0xffffffffu, l_a, 2);
-    float* red_m = reinterpret_cast<float*>(smem_raw);  // [4][8]
-    float* red_l = red_m + 32;                          // [4][8]
-    float* red_o = red_l + 32;                          // [4][8][D]
+    float* red_m = reinterpret_cast<float*>(smem_raw);  // [NW][8]
+    float* red_l = red_m + 8 * NW;                      // [NW][8]
+    float* red_o = red_l + 8 * NW;                      // [NW][8][D]
     if (g < group) {
         if (t4 == 0) {
             red_m[warp * 8 + g] = m_a;
@@ -1148,15 +1187,15 @@ extern "C" __global__ void __launch_bounds__(128) paged_decode(
         }
     }
     __syncthreads();
-    for (int idx = tid; idx < group * D; idx += 128) {
+    for (int idx = tid; idx < group * D; idx += NT) {
         const int r = idx / D, d = idx - r * D;
         float mx = NEG_INF;
 #pragma unroll
-        for (int w = 0; w < 4; ++w) mx = fmaxf(mx, red_m[w * 8 + r]);
+        for (int w = 0; w < NW; ++w) mx = fmaxf(mx, red_m[w * 8 + r]);
         float den = 0.f, acc = 0.f;
         if (mx != NEG_INF) {
 #pragma unroll
-            for (int w = 0; w < 4; ++w) {
+            for (int w = 0; w < NW; ++w) {
                 const float mw = red_m[w * 8 + r];
                 const float f = mw == NEG_INF ? 0.f : fast_exp2((mw - mx) * scale_log2);
                 den += red_l[w * 8 + r] * f;
@@ -1172,6 +1211,18 @@ extern "C" __global__ void __launch_bounds__(128) paged_decode(
         if (d == 0) lse_part[bh * n_splits + split] = den > 0.f ? mx * scale_log2 + log2f(den) : NEG_INF;
     }
 }
+
+#ifndef FUSELAB_TUNE_ONLY
+extern "C" __global__ void __launch_bounds__(128) paged_decode(PAGED_DECODE_ARGS) {
+    paged_decode_body<4, DEC_STAGES>(PAGED_DECODE_PASS);
+}
+#endif
+#ifdef FUSELAB_TUNE_DECODE
+// A tuning candidate (tuned.rs): FUSELAB_DEC_NW warps, FUSELAB_DEC_ST stages.
+extern "C" __global__ void __launch_bounds__(32 * FUSELAB_DEC_NW) paged_decode_tuned(PAGED_DECODE_ARGS) {
+    paged_decode_body<FUSELAB_DEC_NW, FUSELAB_DEC_ST>(PAGED_DECODE_PASS);
+}
+#endif
 
 // Merges split partials: grid (batch * hq), block HEAD_DIM.
 extern "C" __global__ void decode_merge(const float* __restrict__ o_part, const float* __restrict__ lse_part,
@@ -1192,6 +1243,7 @@ extern "C" __global__ void decode_merge(const float* __restrict__ o_part, const 
     out[bh * HEAD_DIM + d] = __float2bfloat16(den > 0.f ? acc / den : 0.f);
 }
 
+#ifndef FUSELAB_TUNE_ONLY
 // ---------------------------------------------------------------- engine helpers
 // Used by the CUDA backend (engines/cuda) around the kernels above.
 
@@ -1280,3 +1332,4 @@ extern "C" __global__ void __launch_bounds__(1024) argmax_rows(const bf16* __res
         if (lane == 0) out[blockIdx.x] = idx == 0x7fffffff ? 0 : idx;
     }
 }
+#endif  // FUSELAB_TUNE_ONLY

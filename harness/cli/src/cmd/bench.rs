@@ -179,8 +179,10 @@ pub struct EngineOpts {
     pub weights: Option<PathBuf>,
 
     /// Kernel configurations tuned by `fuselab tune --kernel` (its
-    /// `tuning.json`) for the CPU engine: the entries of this machine's CPU
-    /// replace the default decode splits and flash tiles.
+    /// `tuning.json`) for the CPU or CUDA engine: the entries of this
+    /// machine's CPU replace the default decode splits and flash tiles; those
+    /// of this GPU and driver replace the prefill and decode attention
+    /// kernels for the shapes of their buckets.
     #[arg(long, value_name = "FILE")]
     pub tuning_table: Option<PathBuf>,
 
@@ -593,12 +595,16 @@ impl EngineOpts {
         )?;
         only_for(
             "--tuning-table",
-            self.tuning_table.is_some() && kind != EngineKind::Cpu,
-            "cpu",
+            self.tuning_table.is_some() && !matches!(kind, EngineKind::Cpu | EngineKind::Cuda),
+            "cpu or cuda",
         )?;
         if let Some(path) = &self.tuning_table {
             // Checked before anything runs or any folder is made.
-            crate::exec::tuned_forward(path, fuselab_cpu::ForwardOptions::default())?;
+            if kind == EngineKind::Cpu {
+                crate::exec::tuned_forward(path, fuselab_cpu::ForwardOptions::default())?;
+            } else {
+                crate::exec::cuda_tuning(path)?;
+            }
         }
         only_for(
             "--cuda-profile",

@@ -54,6 +54,12 @@ pub struct KernelsArgs {
     #[arg(long, value_name = "SECONDS")]
     pub sustained: Option<f64>,
 
+    /// A tuning table of `fuselab tune --kernel … --device cuda`: its kernels
+    /// for this GPU get rows of their own, and the default rows say which
+    /// configuration they ran.
+    #[arg(long, value_name = "FILE")]
+    pub tuning_table: Option<std::path::PathBuf>,
+
     /// Seed of the random inputs [default: 2026].
     #[arg(long, value_name = "S")]
     pub seed: Option<u64>,
@@ -117,6 +123,11 @@ pub fn run(args: KernelsArgs) -> anyhow::Result<Outcome> {
         launches: args.launches.unwrap_or(bench::MIN_LAUNCHES),
         repeats: args.repeats.unwrap_or(0),
         sustained: args.sustained,
+        tuning: args
+            .tuning_table
+            .as_deref()
+            .map(|p| crate::exec::cuda_tuning(p).map(|t| t.0))
+            .transpose()?,
     };
     let device = args.device.unwrap_or(DeviceKind::Cuda);
     let report = match device {

@@ -182,6 +182,12 @@ pub struct TuneArgs {
     #[serde(default)]
     pub shape: Vec<String>,
 
+    /// With `--kernel`: the shapes a run produced, from its folder's steps
+    /// (decode-only or prefill-only steps, the 4 most frequent, weighted by
+    /// how often they occur); instead of `--shape`.
+    #[arg(long, value_name = "RUN", requires = "kernel")]
+    pub shapes_from: Option<PathBuf>,
+
     /// With `--kernel`: after the campaign, run `fuselab bench --config FILE`
     /// twice, with the defaults and with the campaign's `tuning.json`
     /// (`--tuning-table`), into `OUT/then-bench/{untuned,tuned}`, and report
@@ -201,6 +207,8 @@ pub struct TuneArgs {
     /// then write `OUT/compare.json` and `OUT/compare.md`: each tuner's best
     /// and the evaluations it needed to come within `--compare-within` of the
     /// best any of them found (the space's optimum when the grid covered it).
+    /// `NAME:N` gives that tuner a budget of its own, e.g. `bo:24,grid` with
+    /// `--budget 96` (the grid's whole space, BO a quarter of it).
     #[arg(long, value_name = "TUNERS", conflicts_with = "tuner")]
     pub compare: Option<String>,
 
@@ -250,6 +258,7 @@ pub struct TuneArgs {
 #[derive(Clone)]
 struct KernelObjective {
     kernel: fuselab_kernels::tunable::TunableKernel,
+    evaluator: std::sync::Arc<fuselab_kernels::tunable::Evaluator>,
     shapes: Vec<fuselab_kernels::tunable::KernelShape>,
     fault: Option<fuselab_kernels::tunable::Fault>,
     seed: u64,
@@ -271,7 +280,7 @@ impl Objective for KernelObjective {
             }
         }
         match self
-            .kernel
+            .evaluator
             .evaluate(&knobs, &self.shapes, self.fault.as_ref(), self.seed)
         {
             Evaluation::Timed { ms, per_shape } => {
@@ -347,7 +356,16 @@ fn kernel_objective(
             format!("its space is {}", kernel.space())
         ));
     }
-    let shapes = if args.shape.is_empty() {
+    if !args.shape.is_empty() && args.shapes_from.is_some() {
+        bail!(Error::invalid(
+            "--shapes-from",
+            "given together with --shape",
+            "take the shapes from a run folder or list them, not both"
+        ));
+    }
+    let shapes = if let Some(run) = &args.shapes_from {
+        shapes_from_run(kernel, run)?
+    } else if args.shape.is_empty() {
         kernel.default_shapes()
     } else {
         args.shape
@@ -372,19 +390,127 @@ fn kernel_objective(
             })
         })
         .transpose()?;
+    let evaluator = kernel.evaluator().map_err(|e| {
+        Error::invalid(
+            "--device",
+            kernel_message(e),
+            "run on a machine with an NVIDIA GPU (driver, NVRTC and cuBLAS), or tune the CPU kernels with --device cpu",
+        )
+    })?;
+    if let Some(gpu) = evaluator.gpu() {
+        eprintln!(
+            "tuning {} on {} (driver {})",
+            kernel.name(),
+            gpu.0,
+            gpu.1.as_deref().unwrap_or("unknown")
+        );
+    }
     Ok(KernelObjective {
         kernel,
+        evaluator: std::sync::Arc::new(evaluator),
         shapes,
         fault,
         seed,
     })
 }
 
+/// The shapes a run's steps produced (`--shapes-from RUN`), weighted by how
+/// often they occur: decode steps as `batch = decode rows` at the mean
+/// context (KV blocks in use × block size ÷ sequences), prefill steps as
+/// `batch = sequences` whole prompts of the mean new-token count (a step
+/// record does not say which chunks follow a prefix); lengths rounded to 64,
+/// the 4 most frequent shapes kept.
+fn shapes_from_run(
+    kernel: fuselab_kernels::tunable::TunableKernel,
+    run: &std::path::Path,
+) -> anyhow::Result<Vec<fuselab_kernels::tunable::KernelShape>> {
+    let bad = |problem: String| {
+        Error::invalid(
+            "--shapes-from",
+            problem,
+            "give a run folder that `fuselab bench` wrote (with steps.parquet)",
+        )
+    };
+    let folder = fuselab_store::RunFolder::open(run).map_err(|e| bad(e.to_string()))?;
+    let summary = folder.read_summary().map_err(|e| bad(e.to_string()))?;
+    let steps = folder.read_steps().map_err(|e| bad(e.to_string()))?;
+    let block = summary
+        .provenance
+        .engine
+        .knobs
+        .get("block")
+        .and_then(serde_json::Value::as_u64)
+        .unwrap_or(16) as usize;
+    let decode = kernel.name() == "decode_attention";
+    let round = |x: f64| ((x / 64.0).round() as usize).max(1) * 64;
+    let mut counts: std::collections::BTreeMap<(usize, usize, usize), usize> = Default::default();
+    for st in &steps {
+        let seqs = st.n_seqs.max(1) as usize;
+        let ctx = st.kv_blocks_used as f64 * block as f64 / seqs as f64;
+        let key = if decode {
+            if st.decode_tokens == 0 || st.prefill_tokens > 0 {
+                continue;
+            }
+            (st.decode_tokens as usize, 1, round(ctx))
+        } else {
+            if st.prefill_tokens == 0 || st.decode_tokens > 0 {
+                continue;
+            }
+            let q = round(f64::from(st.prefill_tokens) / seqs as f64);
+            (seqs, q, q)
+        };
+        *counts.entry(key).or_default() += 1;
+    }
+    let mut by_count: Vec<_> = counts.into_iter().collect();
+    by_count.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    by_count.truncate(4);
+    if by_count.is_empty() {
+        bail!(bad(format!(
+            "{} has no {} steps",
+            run.display(),
+            if decode {
+                "decode-only"
+            } else {
+                "prefill-only"
+            }
+        )));
+    }
+    by_count
+        .into_iter()
+        .map(|((batch, q, ctx), n)| {
+            let spec = if decode {
+                format!("batch={batch},ctx={ctx},weight={n}")
+            } else if batch == 1 {
+                format!("q={q},ctx={ctx},weight={n}")
+            } else {
+                format!("batch={batch},q={q},ctx={ctx},weight={n}")
+            };
+            kernel
+                .parse_shape(&spec)
+                .map_err(|e| bad(format!("shape {spec}: {}", kernel_message(e))).into())
+        })
+        .collect()
+}
+
 /// `--compare`: one campaign per tuner of `list`, then the comparison.
 fn compare_tuners(args: &TuneArgs, list: &str) -> anyhow::Result<CliOutcome> {
-    let hint = "give two or more of bo, grid, random, e.g. --compare bo,grid,random";
+    let hint = "give two or more of bo, grid, random (each optionally NAME:BUDGET), e.g. --compare bo:24,grid,random";
     let mut kinds: Vec<TunerKind> = Vec::new();
-    for name in list.split(',').map(str::trim) {
+    let mut budgets: Vec<Option<usize>> = Vec::new();
+    for item in list.split(',').map(str::trim) {
+        let (name, budget) = match item.split_once(':') {
+            Some((n, b)) => {
+                let b: usize = b.trim().parse().ok().filter(|&b| b > 0).ok_or_else(|| {
+                    Error::invalid(
+                        "--compare",
+                        format!("`{item}`: the budget `{b}` is not a whole number > 0"),
+                        hint,
+                    )
+                })?;
+                (n.trim(), Some(b))
+            }
+            None => (item, None),
+        };
         let kind: TunerKind = name
             .parse()
             .map_err(|_| Error::invalid("--compare", format!("unknown tuner `{name}`"), hint))?;
@@ -392,6 +518,7 @@ fn compare_tuners(args: &TuneArgs, list: &str) -> anyhow::Result<CliOutcome> {
             bail!(Error::invalid("--compare", format!("`{name}` twice"), hint));
         }
         kinds.push(kind);
+        budgets.push(budget);
     }
     if kinds.len() < 2 {
         bail!(Error::invalid(
@@ -414,12 +541,13 @@ fn compare_tuners(args: &TuneArgs, list: &str) -> anyhow::Result<CliOutcome> {
         .clone()
         .unwrap_or_else(|| PathBuf::from(format!("campaigns/compare-s{seed}")));
     let mut journals = Vec::new();
-    for &kind in &kinds {
+    for (&kind, budget) in kinds.iter().zip(&budgets) {
         eprintln!("== {} campaign", kind.name());
         let dir = out.join(kind.name());
         run(TuneArgs {
             compare: None,
             compare_within: None,
+            budget: budget.or(args.budget),
             tuner: Some(kind.name().into()),
             out: Some(dir.clone()),
             ..args.clone()
@@ -1250,7 +1378,7 @@ fn then_bench(
             bail!(Error::invalid(
                 "--then-bench",
                 format!("the {name} benchmark failed ({status}); its output is above"),
-                "give a bench config (TOML) of the CPU engine, e.g. engine = \"cpu\" under [engine]"
+                "give a bench config (TOML) of the engine whose kernels were tuned (engine = \"cpu\" or \"cuda\")"
             ));
         }
         let m = fuselab_store::RunFolder::open(&dir)?
@@ -1308,16 +1436,21 @@ fn write_tuning_table(
         .zip(&best.config.0)
         .filter_map(|(p, v)| v.as_f64().map(|x| (p.name.clone(), x as i64)))
         .collect();
-    let default_ms = match k
-        .kernel
-        .evaluate(&k.kernel.default_config(), &k.shapes, None, k.seed)
-    {
+    let default_ms = match k.evaluator.evaluate_default(&k.shapes, k.seed) {
         Evaluation::Timed { ms, .. } => Some(ms),
         _ => None,
     };
+    let (device, driver) = k
+        .evaluator
+        .gpu()
+        .unwrap_or_else(|| (fuselab_store::host_cpu(), None));
+    let bucket = (k.kernel.device() == "cuda")
+        .then(|| fuselab_kernels::tunable::ShapeBucket::of(k.kernel, &k.shapes))
+        .flatten();
     let entry = TuningEntry {
-        device: fuselab_store::host_cpu(),
-        driver: None,
+        device,
+        driver,
+        bucket,
         kernel: k.kernel.name().into(),
         shapes: k.shapes.iter().map(ToString::to_string).collect(),
         config,

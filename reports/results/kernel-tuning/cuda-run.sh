@@ -1,0 +1,68 @@
+#!/bin/bash
+# Kernel tuning on the H200 (issue 15), one device command (about 7 minutes):
+#   1. the GPU tests that back it (FUSELAB_REQUIRE_GPU=1): every configuration family of
+#      both kernels against the CPU reference, infeasible ones recorded, the engine's logits
+#      with a tuning table equal to those without;
+#   2. h200-64 on the CUDA engine, untuned (its steps give the campaigns their shapes);
+#   3. per kernel, `tune --compare bo:N,grid`: the grid over the whole space and BO with a
+#      quarter of its evaluations, at the shapes of that run (`--shapes-from`);
+#   4. the two grids' tuning tables merged; `fuselab kernels --tuning-table` rows;
+#   5. h200-64 untuned and tuned, alternating, three times each (continuous), and once
+#      each for chunked and splitfuse.
+# Run from the repository root with gpu/ built by reports/results/h200/build-for-device.sh;
+# everything lands in $OUT/tuning.tgz (unpacked into reports/results/kernel-tuning/cuda-h200/).
+set -u
+R=$OUT/res; mkdir -p "$R" gpu/runs
+exec > >(tee "$R/log.txt") 2>&1
+BIN=gpu/fuselab
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm,power.limit --format=csv
+pack() { tar -czf "$OUT/tuning.tgz" -C "$R" . ; }
+trap pack EXIT
+echo "== GPU tests"
+for t in cuda_tuning-test gpu-test; do
+  FUSELAB_REQUIRE_GPU=1 timeout 150 gpu/tests/$t --test-threads=1 --nocapture > "$R/gpu_tests_$t.txt" 2>&1
+  echo "$t rc=$?"; grep -E "^test |test result" "$R/gpu_tests_$t.txt"
+done
+$BIN workload --preset h200-64 --export gpu/w.jsonl | tail -1
+bench() {
+  name=$1; shift
+  timeout 120 $BIN bench --engine cuda --model llama3-8b --trace gpu/w.jsonl --out gpu/runs/$name --force "$@" | tail -2
+  echo "== bench $name rc=$?"
+  mkdir -p "$R/runs/$name"; cp gpu/runs/$name/summary.json "$R/runs/$name/" 2>/dev/null
+}
+bench untuned-0 --policy continuous
+for K in prefill_attention:24 decode_attention:30; do
+  kernel=${K%%:*}; bo=${K##*:}
+  echo "== tune $kernel: grid (whole space) vs BO ($bo trials)"
+  timeout 330 $BIN tune --kernel $kernel --device cuda --shapes-from gpu/runs/untuned-0 \
+    --compare bo:$bo,grid --budget 200 --tune-seed 7 --out gpu/campaigns/$kernel > "$R/tune_$kernel.txt" 2>&1
+  echo "tune $kernel rc=$?"
+  grep -E "tuning |shape|came within|did not|tuning table|campaign wall|^\|" "$R/tune_$kernel.txt" | head -40
+  mkdir -p "$R/campaigns/$kernel"
+  (cd gpu/campaigns/$kernel && find . -maxdepth 2 -type f \( -name '*.json' -o -name '*.jsonl' -o -name '*.md' -o -name '*.txt' \) | tar -cf - -T - ) | tar -xf - -C "$R/campaigns/$kernel"
+done
+python3 - gpu/campaigns/prefill_attention/grid/tuning.json gpu/campaigns/decode_attention/grid/tuning.json > gpu/tuning.json <<'PY'
+import json, sys
+t = {"schema": 1, "entries": []}
+for p in sys.argv[1:]:
+    try: t["entries"] += json.load(open(p))["entries"]
+    except Exception as e: print(f"merge: {p}: {e}", file=sys.stderr)
+print(json.dumps(t, indent=2))
+PY
+cp gpu/tuning.json "$R/tuning.json"; cat gpu/tuning.json
+echo "== kernels with the tuning table"
+timeout 150 $BIN kernels --device cuda --quick --only decode_attention --tuning-table gpu/tuning.json \
+  --markdown "$R/kernels_decode_tuned.md" > /dev/null 2>&1; echo "kernels decode rc=$?"
+grep -E "decode_attention|tuning table" "$R/kernels_decode_tuned.md" | head -12
+timeout 150 $BIN kernels --device cuda --only prefill_attention --tuning-table gpu/tuning.json \
+  --markdown "$R/kernels_prefill_tuned.md" > /dev/null 2>&1; echo "kernels prefill rc=$?"
+grep -E "\(tuned\)|wg128x2 |tuning table" "$R/kernels_prefill_tuned.md" | head -12
+echo "== end to end"
+for i in 1 2 3; do
+  bench untuned-$i --policy continuous
+  bench tuned-$i --policy continuous --tuning-table gpu/tuning.json
+done
+for P in chunked splitfuse; do
+  bench untuned-$P --policy $P
+  bench tuned-$P --policy $P --tuning-table gpu/tuning.json
+done
