@@ -10,7 +10,7 @@
 #
 #   tar xzf calib-h200.tgz -C engines/sim/calibration/h200/    # -> engines/sim/calibration/h200/raw/
 #
-# What it runs, in order:
+# What it runs, in order (after one GPU test of the backend reuse calibrate relies on, ~5 s):
 # 1. `fuselab calibrate --engine cuda --model llama3-8b --out raw/`: the operator sweep (GEMMs
 #    over 1 ... 16k tokens at the model's shapes, prefill attention over (chunk, prior context) up
 #    to 32k on the engine's tile, decode attention over (batch, context) on both of the engine's
@@ -40,6 +40,14 @@ BIN=gpu/fuselab
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm,power.limit --format=csv \
   | tee "$RAW/nvidia-smi.csv"
 "$BIN" --version
+
+# calibrate reuses one backend for several engines: check first that a re-allocated cache replays
+# no stale decode graph (tiny-128, a few seconds; gpu/tests/ comes from build-for-device.sh).
+if [ -x gpu/tests/gpu-test ]; then
+  FUSELAB_REQUIRE_GPU=1 timeout 60 gpu/tests/gpu-test a_reallocated_cache_replays_no_stale_decode_graph \
+    --test-threads=1 > "$RAW/gpu_test_reallocated_cache.txt" 2>&1
+  echo "gpu test rc=$? at $(since) s"; grep -E "^test |test result" "$RAW/gpu_test_reallocated_cache.txt"
+fi
 
 echo "== calibrate --engine cuda (at $(since) s)"
 timeout 300 "$BIN" calibrate --engine cuda --model llama3-8b --out "$RAW"
