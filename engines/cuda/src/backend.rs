@@ -1496,6 +1496,11 @@ impl Backend for CudaBackend {
             .context()
             .bind_to_thread()
             .map_err(|e| BackendError::Device(format!("binding the CUDA context: {e}")))?;
+        // A second allocation (another engine over the same backend) moves the
+        // cache: graphs captured over the old one, and graph metadata sized for
+        // the old block size, must not be replayed.
+        self.graphs.clear();
+        self.graph_meta = None;
         self.kv.clear();
         if let Some(d) = self.draft.as_mut() {
             d.init_kv(geometry)?;

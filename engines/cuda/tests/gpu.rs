@@ -782,3 +782,71 @@ fn prefix_cache_hits_on_cuda_give_the_logits_of_a_cold_prefill() {
         }
     }
 }
+
+/// A second `init_kv` on the same backend (one backend serving several
+/// engines, as `fuselab calibrate` does) re-captures the decode graphs over
+/// the new cache and block size: a graph-replayed decode step then gives the
+/// logits of a backend that only ever had the second cache.
+#[test]
+fn a_reallocated_cache_replays_no_stale_decode_graph() {
+    let test = "a_reallocated_cache_replays_no_stale_decode_graph";
+    if !gpu_or_skip(test) {
+        return;
+    }
+    let opts = CudaOptions {
+        keep_logits: true,
+        kv_budget_bytes: Some(64 << 20),
+        ..CudaOptions::default()
+    };
+    let make = || CudaBackend::random(ModelShape::tiny_128(), 5, opts.clone());
+    let Some(mut reused) = cuda_or_skip(test, make) else {
+        return;
+    };
+    let Some(mut fresh) = cuda_or_skip(test, make) else {
+        return;
+    };
+    reused
+        .init_kv(KvGeometry {
+            block_size: 16,
+            num_blocks: 64,
+        })
+        .unwrap();
+    let geo = KvGeometry {
+        block_size: 64,
+        num_blocks: 16,
+    };
+    reused.init_kv(geo).unwrap();
+    fresh.init_kv(geo).unwrap();
+    let prompt: Vec<u32> = (0..90).map(|i| (i * 37 + 11) % 4096).collect();
+    let steps = [
+        ForwardBatch {
+            entries: vec![entry(1, 0, &prompt, &[3, 7], true, false)],
+            shape: BatchShape::Ragged,
+        },
+        ForwardBatch {
+            entries: vec![entry(1, 90, &[42], &[3, 7], true, true)],
+            shape: BatchShape::Ragged,
+        },
+    ];
+    let mut logits = Vec::new();
+    for b in [&mut reused, &mut fresh] {
+        let before = b.graph_replays();
+        let outs: Vec<StepOutput> = steps.iter().map(|s| b.forward(s).unwrap()).collect();
+        assert_eq!(
+            b.graph_replays(),
+            before + 1,
+            "the decode step replays a graph"
+        );
+        logits.push(outs);
+    }
+    for (a, f) in logits[0].iter().zip(&logits[1]) {
+        let (la, lf) = (&a.logits[0].1, &f.logits[0].1);
+        let worst = la
+            .iter()
+            .zip(lf)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0f32, f32::max);
+        assert!(worst <= 1e-3, "logits differ by {worst}");
+        assert_eq!(a.sampled, f.sampled);
+    }
+}

@@ -58,6 +58,7 @@
 mod calib;
 mod fit;
 mod hardware;
+pub mod raw;
 
 use std::collections::BTreeMap;
 

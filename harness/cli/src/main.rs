@@ -36,6 +36,8 @@ enum Command {
     Sweep(Box<cmd::sweep::SweepArgs>),
     /// The default experiment (embedded config): every policy, a sweep, the SLO capacity.
     Run(cmd::run::RunArgs),
+    /// Measure the simulator's ground truth on our own CUDA engine (operators and whole steps).
+    Calibrate(Box<cmd::calibrate::CalibrateArgs>),
     /// Check the kernels against their CPU references and time them at the engine's shapes.
     Kernels(cmd::kernels::KernelsArgs),
     /// HTML report (self-contained, offline) from run and sweep folders; charts as SVG or PNG.
@@ -80,6 +82,7 @@ fn main() -> ExitCode {
         Command::Sweep(args) => cmd::sweep::run(*args),
         Command::Run(args) => cmd::run::run(args),
         Command::Kernels(args) => cmd::kernels::run(args),
+        Command::Calibrate(args) => cmd::calibrate::run(*args),
         Command::Report(args) => cmd::report::run(args),
         Command::Gate(args) => cmd::gate::run(*args),
         Command::Tune(args) => cmd::tune::run(*args),

@@ -662,7 +662,7 @@ fn to_f32(v: &[bf16]) -> Vec<f32> {
     v.iter().map(|x| x.to_f32()).collect()
 }
 
-fn inv_freq() -> Vec<f64> {
+pub(crate) fn inv_freq() -> Vec<f64> {
     (0..HEAD_DIM / 2)
         .map(|i| THETA.powf(-(2.0 * i as f64) / HEAD_DIM as f64))
         .collect()
@@ -712,7 +712,7 @@ type HostKv = Option<(Vec<f32>, Vec<f32>)>;
 
 /// How a [`PagedSetup`] fills its cache.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Fill {
+pub(crate) enum Fill {
     /// On the device only (timing).
     Device,
     /// Host-generated values, uploaded, kept on the host (small checks).
@@ -722,9 +722,9 @@ enum Fill {
 }
 
 /// A paged cache with random contents and random block tables.
-struct PagedSetup {
-    k: CudaSlice<bf16>,
-    v: CudaSlice<bf16>,
+pub(crate) struct PagedSetup {
+    pub(crate) k: CudaSlice<bf16>,
+    pub(crate) v: CudaSlice<bf16>,
     tables: CudaSlice<i32>,
     ctx: CudaSlice<i32>,
     max_blocks: usize,
@@ -732,7 +732,7 @@ struct PagedSetup {
 }
 
 impl PagedSetup {
-    fn new(
+    pub(crate) fn new(
         dev: &CudaDevice,
         rng: &mut SplitMix,
         ctx_lens: &[usize],
@@ -797,7 +797,7 @@ impl PagedSetup {
         ))
     }
 
-    fn params(&self, batch: usize) -> PagedAttention<'_> {
+    pub(crate) fn params(&self, batch: usize) -> PagedAttention<'_> {
         PagedAttention {
             batch,
             num_q_heads: Q_HEADS,
@@ -851,7 +851,7 @@ fn bit_diffs(a: &[bf16], b: &[bf16]) -> usize {
 }
 
 /// Block-permuted cache slots for `t` tokens in a cache of `cap` tokens.
-fn scattered_slots(rng: &mut SplitMix, t: usize, cap: usize) -> Vec<i32> {
+pub(crate) fn scattered_slots(rng: &mut SplitMix, t: usize, cap: usize) -> Vec<i32> {
     let perm = rng.permutation(cap / BLOCK_SIZE);
     (0..t)
         .map(|i| (perm[i / BLOCK_SIZE] * BLOCK_SIZE + i % BLOCK_SIZE) as i32)
@@ -1563,7 +1563,7 @@ fn more_checks(
 }
 
 /// A GEMM at one engine shape, with rotating weight copies totalling ≥ 3× L2.
-struct GemmCase {
+pub(crate) struct GemmCase {
     x: CudaSlice<bf16>,
     ws: Vec<CudaSlice<bf16>>,
     y: CudaSlice<bf16>,
@@ -1577,7 +1577,7 @@ struct GemmCase {
 }
 
 impl GemmCase {
-    fn new(
+    pub(crate) fn new(
         dev: &CudaDevice,
         rng: &mut SplitMix,
         (t, k, n): (usize, usize, usize),
@@ -1613,7 +1613,7 @@ impl GemmCase {
         })
     }
 
-    fn launch(&mut self, dev: &CudaDevice) -> Result<(), CudaError> {
+    pub(crate) fn launch(&mut self, dev: &CudaDevice) -> Result<(), CudaError> {
         self.i = (self.i + 1) % self.ws.len();
         let w = &self.ws[self.i];
         let (t, k, n) = (self.t, self.k, self.n);

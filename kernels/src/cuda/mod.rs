@@ -9,6 +9,8 @@
 //! * [`bench`] checks every kernel against a CPU reference on fresh random
 //!   inputs and times it at the Llama-3-8B shapes (`fuselab kernels`);
 //! * [`reference`] holds the small f64 references the checks use;
+//! * [`sweep`] times every kernel over the shapes of serving steps for the
+//!   simulator's calibration (`fuselab calibrate --engine cuda`);
 //! * [`lora`]: batched LoRA (BGMV shrink and expand) and MeteoRA's gate;
 //! * [`nvml`] reads the SM clock and power for the sustained benchmarks;
 //! * [`tuned`]: the attention kernels' configuration spaces, compiled per
@@ -26,6 +28,7 @@ pub mod nvml;
 mod ops;
 pub mod reference;
 pub(crate) mod rng;
+pub mod sweep;
 pub mod tune;
 pub mod tuned;
 
