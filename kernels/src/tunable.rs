@@ -795,13 +795,55 @@ mod tests {
     }
 
     #[test]
+    fn cuda_shapes_default_to_llama3_8b_heads_and_buckets_cover_the_shapes() {
+        let p = TunableKernel::parse("prefill_attention", "cuda").unwrap();
+        let s = p.parse_shape("batch=3,q=2600,ctx=2600").unwrap();
+        assert_eq!(
+            (s.batch, s.q_len, s.heads.n_heads, s.heads.head_dim),
+            (3, 2600, 32, 128)
+        );
+        assert_eq!(
+            s.to_string(),
+            "batch=3,q=2600,ctx=2600,heads=32/8x128,weight=1"
+        );
+        assert!(
+            p.parse_shape("q=9,ctx=9,heads=8/2x32")
+                .unwrap_err()
+                .to_string()
+                .contains("take 128")
+        );
+        assert!(
+            p.parse_shape("q=9,ctx=9,heads=32/2x128")
+                .unwrap_err()
+                .to_string()
+                .contains("at most 8")
+        );
+        let shapes: Vec<_> = ["batch=2,q=1024,ctx=1024", "batch=3,q=2688,ctx=2688"]
+            .iter()
+            .map(|s| p.parse_shape(s).unwrap())
+            .collect();
+        let b = ShapeBucket::of(p, &shapes).unwrap();
+        assert_eq!((b.dim.as_str(), b.min, b.max), ("q_len", 513, 4096));
+        let d = TunableKernel::parse("decode_attention", "cuda").unwrap();
+        let b = ShapeBucket::of(d, &[d.parse_shape("batch=64,ctx=2600").unwrap()]).unwrap();
+        assert_eq!((b.dim.as_str(), b.min, b.max), ("batch", 33, 64));
+        let b = ShapeBucket::of(d, &[d.parse_shape("batch=1,ctx=9").unwrap()]).unwrap();
+        assert_eq!((b.min, b.max), (1, 1));
+        assert_eq!(d.space(), crate::cuda::tuned::DecodeConfig::SPACE);
+        assert!(matches!(
+            d.evaluate(&d.default_config(), &[], None, 1),
+            Evaluation::Invalid(_)
+        ));
+    }
+
+    #[test]
     fn bad_names_and_shapes_say_what_is_wrong() {
         let e = TunableKernel::parse("gemm", "cpu").unwrap_err().to_string();
         assert!(e.contains("decode_attention and prefill_attention"), "{e}");
-        let e = TunableKernel::parse("decode_attention", "cuda")
+        let e = TunableKernel::parse("decode_attention", "tpu")
             .unwrap_err()
             .to_string();
-        assert!(e.contains("cannot be tuned yet"), "{e}");
+        assert!(e.contains("use cpu or cuda"), "{e}");
         let k = TunableKernel::CpuDecodeAttention;
         for (s, want) in [
             ("batch=8", "ctx is missing"),

@@ -53,7 +53,7 @@ fn prefill_configurations_are_correct_and_bad_ones_infeasible() {
         [4, 64, 2, 1, 1],
         [2, 128, 2, 1, 1],
         [2, 128, 3, 1, 0],
-        [1, 128, 4, 2, 1],
+        [1, 128, 3, 2, 1],
     ] {
         let cfg = config(&[
             ("warpgroups", c[0]),

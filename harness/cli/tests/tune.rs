@@ -813,6 +813,81 @@ fn compare_runs_each_tuner_on_the_same_problem_and_counts_evaluations_to_the_opt
 }
 
 #[test]
+fn compare_gives_a_tuner_its_own_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    fuselab()
+        .current_dir(dir.path())
+        .args(["tune", "--objective-cmd", "echo {x}", "--space", "x=0..7"])
+        .args(["--budget", "20", "--compare", "bo:2,grid", "--out", "c"])
+        .assert()
+        .success()
+        .stdout(predicates::str::contains("| bo | 2 | 2 |"));
+    let c: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("c/compare.json")).unwrap())
+            .unwrap();
+    let evals: Vec<(String, u64)> = c["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["tuner"].as_str().unwrap().to_string(),
+                r["evaluations"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(evals, vec![("bo".to_string(), 2), ("grid".to_string(), 8)]);
+}
+
+#[test]
+fn a_kernel_campaign_takes_its_shapes_from_a_run_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    fuselab()
+        .current_dir(dir.path())
+        .args([
+            "bench", "--engine", "sim", "--preset", "h200-64", "--n", "6",
+        ])
+        .args(["--policy", "continuous", "--out", "r"])
+        .assert()
+        .success();
+    fuselab()
+        .current_dir(dir.path())
+        .args(["tune", "--kernel", "decode_attention", "--shapes-from", "r"])
+        .args([
+            "--space",
+            "splits=1..2",
+            "--tuner",
+            "grid",
+            "--budget",
+            "2",
+            "--out",
+            "k",
+        ])
+        .assert()
+        .success();
+    let table: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("k/tuning.json")).unwrap())
+            .unwrap();
+    let shapes = table["entries"][0]["shapes"].as_array().unwrap();
+    assert!(!shapes.is_empty() && shapes.len() <= 4, "{shapes:?}");
+    // Six prompts of N(2600, 780) decoding: batches of at most 6, contexts in the thousands,
+    // weighted by how many decode steps had them.
+    for s in shapes {
+        let s = s.as_str().unwrap();
+        let num = |key: &str| -> usize {
+            s.split(',')
+                .find_map(|p| p.strip_prefix(key))
+                .unwrap()
+                .parse()
+                .unwrap()
+        };
+        assert!((1..=6).contains(&num("batch=")), "{s}");
+        assert!(num("ctx=") >= 256 && num("ctx=").is_multiple_of(64), "{s}");
+        assert!(num("weight=") >= 1, "{s}");
+    }
+}
+
+#[test]
 fn bad_compare_flags_exit_2_naming_the_flag() {
     let dir = tempfile::tempdir().unwrap();
     for (extra, flag) in [
@@ -824,6 +899,8 @@ fn bad_compare_flags_exit_2_naming_the_flag() {
             "--compare-within",
         ),
         (&["--compare", "bo,grid", "--tuner", "bo"][..], "--tuner"),
+        (&["--compare", "bo:0,grid"][..], "--compare: `bo:0`"),
+        (&["--compare", "bo:x,grid"][..], "not a whole number"),
     ] {
         fuselab()
             .current_dir(dir.path())
@@ -920,8 +997,35 @@ fn bad_kernel_flags_exit_2_naming_the_flag() {
             "unknown device `tpu`",
         ),
         (
-            &["--kernel", "decode_attention", "--device", "cuda"][..],
-            "cannot be tuned yet",
+            &[
+                "--kernel",
+                "decode_attention",
+                "--shapes-from",
+                "no-such-run",
+            ][..],
+            "--shapes-from",
+        ),
+        (
+            &[
+                "--kernel",
+                "decode_attention",
+                "--shapes-from",
+                "r",
+                "--shape",
+                "batch=2,ctx=9",
+            ][..],
+            "--shapes-from: given together with --shape",
+        ),
+        (
+            &[
+                "--kernel",
+                "prefill_attention",
+                "--device",
+                "cuda",
+                "--shape",
+                "q=9,ctx=9,heads=8/2x32",
+            ][..],
+            "the CUDA kernels take 128",
         ),
         (
             &["--kernel", "decode_attention", "--shape", "batch=2"][..],
@@ -944,7 +1048,17 @@ fn bad_kernel_flags_exit_2_naming_the_flag() {
             "engine flags",
         ),
         (&["--shape", "batch=2,ctx=9"][..], "--kernel"),
+        (
+            &["--kernel", "decode_attention", "--device", "cuda"][..],
+            "cannot tune decode_attention on the GPU: no CUDA driver found",
+        ),
     ] {
+        if extra == ["--kernel", "decode_attention", "--device", "cuda"]
+            && fuselab_kernels::cuda::driver_present()
+        {
+            continue; // a machine with a GPU tunes it
+        }
+
         fuselab()
             .current_dir(dir.path())
             .args(["tune", "--budget", "1"])
@@ -1012,6 +1126,7 @@ fn a_kernel_campaign_writes_a_tuning_table_the_cpu_engine_loads_and_then_benches
     for (engine, file, want) in [
         ("cpu", "other.json", "has no entry for this machine's CPU"),
         ("cpu", "bad.json", "not a tuning table"),
+        ("cuda", "k/tuning.json", "has no entry of a CUDA kernel"),
         (
             "sim",
             "k/tuning.json",

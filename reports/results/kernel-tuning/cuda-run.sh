@@ -11,6 +11,10 @@
 #      each for chunked and splitfuse.
 # Run from the repository root with gpu/ built by reports/results/h200/build-for-device.sh;
 # everything lands in $OUT/tuning.tgz (unpacked into reports/results/kernel-tuning/cuda-h200/).
+#
+# `cuda-run.sh link` instead: the GPU tests again, then h200-64 untuned and with
+# slow-table.json (each grid's slowest feasible configuration, written by
+# summarize.py --slow-table from the first run), alternating twice: a table reaches the engine.
 set -u
 R=$OUT/res; mkdir -p "$R" gpu/runs
 exec > >(tee "$R/log.txt") 2>&1
@@ -20,7 +24,7 @@ pack() { tar -czf "$OUT/tuning.tgz" -C "$R" . ; }
 trap pack EXIT
 echo "== GPU tests"
 for t in cuda_tuning-test gpu-test; do
-  FUSELAB_REQUIRE_GPU=1 timeout 150 gpu/tests/$t --test-threads=1 --nocapture > "$R/gpu_tests_$t.txt" 2>&1
+  FUSELAB_REQUIRE_GPU=1 timeout 100 gpu/tests/$t --test-threads=1 --nocapture > "$R/gpu_tests_$t.txt" 2>&1
   echo "$t rc=$?"; grep -E "^test |test result" "$R/gpu_tests_$t.txt"
 done
 $BIN workload --preset h200-64 --export gpu/w.jsonl | tail -1
@@ -30,11 +34,21 @@ bench() {
   echo "== bench $name rc=$?"
   mkdir -p "$R/runs/$name"; cp gpu/runs/$name/summary.json "$R/runs/$name/" 2>/dev/null
 }
+if [ "${1:-}" = link ]; then
+  for i in 1 2; do
+    bench untuned-link-$i --policy continuous
+    bench slow-$i --policy continuous --tuning-table reports/results/kernel-tuning/slow-table.json
+  done
+  exit 0
+fi
 bench untuned-0 --policy continuous
-for K in prefill_attention:24 decode_attention:30; do
-  kernel=${K%%:*}; bo=${K##*:}
-  echo "== tune $kernel: grid (whole space) vs BO ($bo trials)"
-  timeout 330 $BIN tune --kernel $kernel --device cuda --shapes-from gpu/runs/untuned-0 \
+# prefill: 4 warpgroups x 2 tiles x 2 stages x 2 register caps x 2 grids = 64 configurations
+# (32 modules); decode: the whole space, 8 split counts x 3 warps x 5 stages = 120 (15 modules).
+for K in "prefill_attention:16:270:warpgroups=1..4,kv_tile=64|128,stages=2..3,min_blocks=1|2,paired=0|1" \
+         "decode_attention:30:150:splits=1|2|3|4|6|8|12|16,warps=2|4|8,stages=2..6"; do
+  IFS=: read -r kernel bo limit space <<< "$K"
+  echo "== tune $kernel: grid over $space vs BO ($bo trials)"
+  timeout $limit $BIN tune --kernel $kernel --device cuda --shapes-from gpu/runs/untuned-0 --space "$space" \
     --compare bo:$bo,grid --budget 200 --tune-seed 7 --out gpu/campaigns/$kernel > "$R/tune_$kernel.txt" 2>&1
   echo "tune $kernel rc=$?"
   grep -E "tuning |shape|came within|did not|tuning table|campaign wall|^\|" "$R/tune_$kernel.txt" | head -40
@@ -54,7 +68,7 @@ echo "== kernels with the tuning table"
 timeout 150 $BIN kernels --device cuda --quick --only decode_attention --tuning-table gpu/tuning.json \
   --markdown "$R/kernels_decode_tuned.md" > /dev/null 2>&1; echo "kernels decode rc=$?"
 grep -E "decode_attention|tuning table" "$R/kernels_decode_tuned.md" | head -12
-timeout 150 $BIN kernels --device cuda --only prefill_attention --tuning-table gpu/tuning.json \
+timeout 150 $BIN kernels --device cuda --quick --only prefill_attention --tuning-table gpu/tuning.json \
   --markdown "$R/kernels_prefill_tuned.md" > /dev/null 2>&1; echo "kernels prefill rc=$?"
 grep -E "\(tuned\)|wg128x2 |tuning table" "$R/kernels_prefill_tuned.md" | head -12
 echo "== end to end"

@@ -416,7 +416,9 @@ fn kernel_objective(
 
 /// The shapes a run's steps produced (`--shapes-from RUN`), weighted by how
 /// often they occur: decode steps as `batch = decode rows` at the mean
-/// context (KV blocks in use × block size ÷ sequences), prefill steps as
+/// context (KV blocks in use before the step, i.e. after the previous one,
+/// × block size ÷ sequences; blocks of requests that finish in the step are
+/// freed after it), prefill steps as
 /// `batch = sequences` whole prompts of the mean new-token count (a step
 /// record does not say which chunks follow a prefix); lengths rounded to 64,
 /// the 4 most frequent shapes kept.
@@ -444,9 +446,11 @@ fn shapes_from_run(
     let decode = kernel.name() == "decode_attention";
     let round = |x: f64| ((x / 64.0).round() as usize).max(1) * 64;
     let mut counts: std::collections::BTreeMap<(usize, usize, usize), usize> = Default::default();
+    let mut kv_before = 0;
     for st in &steps {
         let seqs = st.n_seqs.max(1) as usize;
-        let ctx = st.kv_blocks_used as f64 * block as f64 / seqs as f64;
+        let ctx = kv_before.max(st.kv_blocks_used) as f64 * block as f64 / seqs as f64;
+        kv_before = st.kv_blocks_used;
         let key = if decode {
             if st.decode_tokens == 0 || st.prefill_tokens > 0 {
                 continue;
