@@ -23,7 +23,10 @@ nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm,power.limi
 pack() { tar -czf "$OUT/tuning.tgz" -C "$R" . ; }
 trap pack EXIT
 echo "== GPU tests"
-for t in cuda_tuning-test gpu-test; do
+[ -f gpu/tests.tar.xz ] && tar -xJf gpu/tests.tar.xz -C gpu
+TESTS="cuda_tuning-test gpu-test"
+[ "${1:-}" = link ] && TESTS=$(ls gpu/tests)
+for t in $TESTS; do
   FUSELAB_REQUIRE_GPU=1 timeout 100 gpu/tests/$t --test-threads=1 --nocapture > "$R/gpu_tests_$t.txt" 2>&1
   echo "$t rc=$?"; grep -E "^test |test result" "$R/gpu_tests_$t.txt"
 done
