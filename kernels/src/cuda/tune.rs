@@ -369,7 +369,7 @@ impl CudaTrials {
             picked[0] += 1.0;
         }
         let err = reference::max_row_rel_err(&picked, &case.want, HEAD_DIM);
-        if !(err <= TOLERANCE) {
+        if err.is_nan() || err > TOLERANCE {
             return Err(Evaluation::Wrong(format!(
                 "wrong result at {shape}: worst row's relative error {err:.2e} above {TOLERANCE:.0e}"
             )));

@@ -163,11 +163,14 @@ pub struct TuneArgs {
     pub tuner: Option<String>,
 
     /// Tune a kernel's configuration instead of the engine: `decode_attention`
-    /// (knob `splits`) or `prefill_attention` (`q_tile`, `kv_tile`). Each
-    /// trial checks the result against the f64 reference at every `--shape`
-    /// (a wrong result or a refused configuration is an infeasible trial) and
-    /// minimises the weighted mean time per call (median of 5 × 8 back-to-back
-    /// calls). `--space` defaults to the kernel's whole space.
+    /// (CPU: `splits`; CUDA: `splits`, `warps`, `stages`) or `prefill_attention`
+    /// (CPU: `q_tile`, `kv_tile`; CUDA: `warpgroups`, `kv_tile`, `stages`,
+    /// `min_blocks`, `paired`). Each trial checks the result against the f64
+    /// reference at every `--shape` (a wrong result or a configuration outside
+    /// the limits is an infeasible trial) and minimises the weighted mean time
+    /// per call (CPU: median of 5 × 8 calls; CUDA: one module compiled per
+    /// configuration, median of 10 × 32 launches). `--space` defaults to the
+    /// kernel's whole space.
     #[arg(long, value_name = "NAME")]
     pub kernel: Option<String>,
 
