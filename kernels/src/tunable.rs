@@ -108,6 +108,20 @@ pub enum Evaluation {
     Wrong(String),
 }
 
+impl Evaluation {
+    /// [`Evaluation::Timed`] of per-shape results: the weighted mean time.
+    pub(crate) fn timed(shapes: &[KernelShape], per_shape: Vec<(f64, f32)>) -> Self {
+        let total: f64 = shapes.iter().map(|s| s.weight).sum();
+        let ms = shapes
+            .iter()
+            .zip(&per_shape)
+            .map(|(s, (ms, _))| s.weight * ms)
+            .sum::<f64>()
+            / total.max(f64::MIN_POSITIVE);
+        Self::Timed { ms, per_shape }
+    }
+}
+
 /// Makes a configuration's results wrong on purpose (a test knob): when the
 /// configuration has `knob = value`, the output is corrupted before the check.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -611,14 +625,7 @@ impl TunableKernel {
                 Err(e) => return e,
             }
         }
-        let total: f64 = shapes.iter().map(|s| s.weight).sum();
-        let ms = shapes
-            .iter()
-            .zip(&per_shape)
-            .map(|(s, (ms, _))| s.weight * ms)
-            .sum::<f64>()
-            / total.max(f64::MIN_POSITIVE);
-        Evaluation::Timed { ms, per_shape }
+        Evaluation::timed(shapes, per_shape)
     }
 
     fn evaluate_shape(

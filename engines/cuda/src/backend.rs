@@ -426,19 +426,18 @@ impl CudaBackend {
         }
         let mut dev = CudaDevice::new(opts.device)?;
         if let Some(table) = &opts.tuning {
-            let lines = dev.use_tuning(table)?;
-            let applied = lines.iter().filter(|l| !l.contains("skipped")).count();
-            for l in &lines {
+            let done = dev.use_tuning(table)?;
+            for l in done.applied.iter().chain(&done.skipped) {
                 tracing::info!("tuning table: {l}");
             }
-            if applied == 0 {
+            if done.applied.is_empty() {
                 return Err(CudaBackendError::Config {
                     field: "tuning_table",
                     problem: format!(
                         "no entry applies to {} (driver {}): {}; tune on this GPU with `fuselab tune --kernel NAME --device cuda`",
                         dev.info().name,
                         dev.info().driver_release.as_deref().unwrap_or("unknown"),
-                        lines.join("; ")
+                        done.skipped.join("; ")
                     ),
                 });
             }

@@ -690,7 +690,7 @@ pub fn mixed_decode_lengths(n: usize, seed: u64) -> Vec<usize> {
 
 /// Rows of `len` new tokens to check at: every tile edge of 64, 128 and 256
 /// rows (both sides), the last row, and `random` rows drawn from `rng`.
-fn edge_rows(len: usize, random: usize, rng: &mut SplitMix) -> Vec<usize> {
+pub(crate) fn edge_rows(len: usize, random: usize, rng: &mut SplitMix) -> Vec<usize> {
     let mut rows = vec![0, 1, len.saturating_sub(1)];
     let mut e = 64;
     while e < len {
@@ -1748,7 +1748,10 @@ fn prefill_target(row: &mut Row, baseline: Option<f64>, s: usize) {
 pub fn run_cuda(opts: &BenchOptions) -> Result<Report, CudaError> {
     let mut dev = CudaDevice::new(0)?;
     let tuned_lines = match &opts.tuning {
-        Some(t) => dev.use_tuning(t)?,
+        Some(t) => {
+            let done = dev.use_tuning(t)?;
+            done.applied.into_iter().chain(done.skipped).collect()
+        }
         None => Vec::new(),
     };
     let info = dev.info().clone();

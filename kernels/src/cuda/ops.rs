@@ -8,7 +8,7 @@ use half::bf16;
 use super::{CudaDevice, CudaError, HEAD_DIM};
 
 /// Keys per attention tile (as `KV_TILE` in the CUDA source).
-const KV_TILE: usize = 64;
+pub(crate) const KV_TILE: usize = 64;
 /// Pipeline stages of the decode kernel (`DEC_STAGES`).
 const DEC_STAGES: usize = 3;
 /// Dynamic shared memory of the decode kernel: K and V tiles per stage.

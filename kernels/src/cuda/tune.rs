@@ -1,8 +1,8 @@
 //! One CUDA kernel-tuning trial: compile the configuration (once; modules are
 //! kept per configuration), check its output against the f64 CPU reference
-//! on the shape's rows that matter (every tile edge, the last rows, a few
-//! random ones), then time it as `fuselab kernels` does (N = 32 back-to-back
-//! launches between two events after a hold, median of 10).
+//! on the rows `fuselab kernels` checks (every tile edge, the last row, a
+//! few random ones), then time it as `fuselab kernels` does (N = 32
+//! back-to-back launches between two events after a hold, median of 10).
 //!
 //! A configuration outside the limits, or one NVRTC refuses, is
 //! [`Evaluation::Invalid`]; a wrong or non-finite result is
@@ -85,7 +85,7 @@ impl Case {
         let mut rows = Vec::new();
         for b in 0..shape.batch {
             rows.extend(
-                check_rows(shape.q_len, &mut rng)
+                super::bench::edge_rows(shape.q_len, 4, &mut rng)
                     .into_iter()
                     .map(|r| b * shape.q_len + r),
             );
@@ -124,22 +124,6 @@ impl Case {
             want,
         })
     }
-}
-
-/// Rows of a chunk of `len` new tokens to check: both sides of every 64-row
-/// edge up to 512, then of every 256-row edge, the last two rows and 4 random ones.
-fn check_rows(len: usize, rng: &mut SplitMix) -> Vec<usize> {
-    let mut rows = vec![0, len.saturating_sub(2), len.saturating_sub(1)];
-    let mut e = 64;
-    while e < len {
-        rows.extend([e - 1, e]);
-        e += if e < 512 { 64 } else { 256 };
-    }
-    rows.extend((0..4).map(|_| rng.below(len.max(1))));
-    rows.retain(|&r| r < len);
-    rows.sort_unstable();
-    rows.dedup();
-    rows
 }
 
 /// What a trial runs: a compiled configuration, or the built-in default path.
@@ -243,14 +227,7 @@ impl CudaTrials {
                 Err(e) => return e,
             }
         }
-        let total: f64 = shapes.iter().map(|s| s.weight).sum();
-        let ms = shapes
-            .iter()
-            .zip(&per_shape)
-            .map(|(s, (ms, _))| s.weight * ms)
-            .sum::<f64>()
-            / total.max(f64::MIN_POSITIVE);
-        Evaluation::Timed { ms, per_shape }
+        Evaluation::timed(shapes, per_shape)
     }
 
     fn compiled(
@@ -259,8 +236,8 @@ impl CudaTrials {
     ) -> Result<Candidate, CudaError> {
         match self.kernel {
             CudaKernel::Prefill => {
+                // Only configurations that passed `compile_prefill`'s checks are cached.
                 let c = PrefillConfig::from_knobs(knobs)?;
-                c.validate(&self.dev)?;
                 if let Some(k) = self.prefill.get(&c) {
                     return Ok(Candidate::Prefill(k.clone()));
                 }

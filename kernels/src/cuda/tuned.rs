@@ -75,12 +75,20 @@ fn knob(config: &BTreeMap<String, i64>, name: &str) -> Result<usize, CudaError> 
         .map_err(|_| CudaError::invalid("config", format!("{name} = {v} is negative")))
 }
 
-fn shared_limit(dev: &CudaDevice) -> Result<usize, CudaError> {
-    let v = dev
+/// `bytes` of dynamic shared memory per block fit the device's opt-in limit.
+fn check_shared(dev: &CudaDevice, bytes: usize) -> Result<(), CudaError> {
+    let limit = dev
         .ctx
         .attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)
-        .map_err(CudaError::driver("reading the shared-memory limit"))?;
-    Ok(v.max(0) as usize)
+        .map_err(CudaError::driver("reading the shared-memory limit"))?
+        .max(0) as usize;
+    if bytes > limit {
+        return Err(CudaError::invalid(
+            "config",
+            format!("needs {bytes} bytes of shared memory per block, the device allows {limit}"),
+        ));
+    }
+    Ok(())
 }
 
 impl PrefillConfig {
@@ -154,14 +162,7 @@ impl PrefillConfig {
         if !(1..=4).contains(&self.min_blocks) {
             return bad(format!("min_blocks = {} is not in 1..=4", self.min_blocks));
         }
-        let limit = shared_limit(dev)?;
-        if self.smem_bytes() > limit {
-            return bad(format!(
-                "needs {} bytes of shared memory per block, the device allows {limit}",
-                self.smem_bytes()
-            ));
-        }
-        Ok(())
+        check_shared(dev, self.smem_bytes())
     }
 
     fn defines(&self) -> Vec<String> {
@@ -231,14 +232,7 @@ impl DecodeConfig {
         if !(1..=64).contains(&self.splits) {
             return bad(format!("splits = {} is not in 1..=64", self.splits));
         }
-        let limit = shared_limit(dev)?;
-        if self.smem_bytes() > limit {
-            return bad(format!(
-                "needs {} bytes of shared memory per block, the device allows {limit}",
-                self.smem_bytes()
-            ));
-        }
-        Ok(())
+        check_shared(dev, self.smem_bytes())
     }
 
     fn defines(&self) -> Vec<String> {
@@ -351,6 +345,15 @@ struct Tuned<K> {
     /// Prefill: the step's longest new-token count; decode: the batch.
     range: (usize, usize),
     kernel: K,
+}
+
+/// What [`CudaDevice::use_tuning`] did with a table's entries, a line each.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TuningApplied {
+    /// Entries now used, with their configuration and bucket.
+    pub applied: Vec<String>,
+    /// Entries of other devices, drivers or kernels, with the reason.
+    pub skipped: Vec<String>,
 }
 
 /// The tuned kernels of a device ([`CudaDevice::use_tuning`]).
@@ -487,7 +490,7 @@ impl CudaDevice {
                 func: &self.k.paged_decode,
                 threads: 128,
                 smem_bytes: super::ops::DECODE_SMEM_BYTES,
-                keys_per_tile: 64,
+                keys_per_tile: super::ops::KV_TILE,
             },
         }
     }
@@ -513,25 +516,25 @@ impl CudaDevice {
     /// Compiles the CUDA entries of `table` measured on this GPU and driver and
     /// uses them in place of the defaults for the shapes of their buckets
     /// ([`TuningEntry::bucket`]); entries of other devices or drivers are
-    /// skipped. Returns one line per entry: applied, or why not.
+    /// skipped. Returns a line per entry: what was applied, or why not.
     ///
     /// # Errors
     /// [`CudaError::InvalidArgument`] for an entry of this device whose
     /// configuration is malformed or outside the limits; a compile error.
-    pub fn use_tuning(&mut self, table: &TuningTable) -> Result<Vec<String>, CudaError> {
+    pub fn use_tuning(&mut self, table: &TuningTable) -> Result<TuningApplied, CudaError> {
         let name = self.info().name.clone();
         let driver = self.info().driver_release.clone();
-        let mut lines = Vec::new();
+        let mut done = TuningApplied::default();
         for e in &table.entries {
             if e.device != name {
-                lines.push(format!(
+                done.skipped.push(format!(
                     "{}: skipped (measured on {}, this is {name})",
                     e.kernel, e.device
                 ));
                 continue;
             }
             if e.driver.is_some() && e.driver != driver {
-                lines.push(format!(
+                done.skipped.push(format!(
                     "{}: skipped (driver {} in the table, {} here)",
                     e.kernel,
                     e.driver.as_deref().unwrap_or("?"),
@@ -543,7 +546,7 @@ impl CudaDevice {
             match e.kernel.as_str() {
                 "prefill_attention" => {
                     let k = self.compile_prefill(&PrefillConfig::from_knobs(&e.config)?)?;
-                    lines.push(format!(
+                    done.applied.push(format!(
                         "prefill_attention: {} for longest chunks of {}..={} tokens",
                         k.config.label(),
                         range.0,
@@ -553,7 +556,7 @@ impl CudaDevice {
                 }
                 "decode_attention" => {
                     let k = self.compile_decode(&DecodeConfig::from_knobs(&e.config)?)?;
-                    lines.push(format!(
+                    done.applied.push(format!(
                         "decode_attention: {} for batches of {}..={}",
                         k.config.label(),
                         range.0,
@@ -561,12 +564,12 @@ impl CudaDevice {
                     ));
                     self.tuned.decode.push(Tuned { range, kernel: k });
                 }
-                other => lines.push(format!(
+                other => done.skipped.push(format!(
                     "{other}: skipped (not a CUDA kernel with a tuned form)"
                 )),
             }
         }
-        Ok(lines)
+        Ok(done)
     }
 }
 
