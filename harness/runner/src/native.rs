@@ -2,7 +2,9 @@
 //!
 //! The thread owns the engine: it blocks for a command when idle, otherwise
 //! drains pending commands and runs one step at a time, stamping everything
-//! with the run clock. Its events are the engine's own (one per sampled token,
+//! with the run clock. The engine is built (weights, KV cache, warm-up) in
+//! [`EngineHandle::prepare`], before the run's clock starts, so that no request
+//! of the schedule waits for it. Its events are the engine's own (one per sampled token,
 //! stamped at the step's end) plus a [`fuselab_core::StepRecord`] per step.
 
 use fuselab_core::{RequestId, RequestSpec, RequestStatus};
@@ -59,7 +61,8 @@ type Factory = Box<dyn FnOnce() -> Result<Box<dyn StepEngine>, BoxError> + Send>
 /// Runs an in-process engine on a dedicated OS thread.
 ///
 /// The engine is built on that thread by `factory`, so backends that must stay
-/// on one thread (device contexts) work too.
+/// on one thread (device contexts) work too; the thread then waits for
+/// [`EngineHandle::start`] to hand it the run's clock.
 ///
 /// ```
 /// use fuselab_engine::{Backend, NativeEngine, PolicyConfig, PolicyKind};
@@ -73,7 +76,51 @@ type Factory = Box<dyn FnOnce() -> Result<Box<dyn StepEngine>, BoxError> + Send>
 /// ```
 pub struct NativeEngineHandle {
     name: String,
-    factory: Factory,
+    factory: Option<Factory>,
+    built: Option<BuiltEngine>,
+}
+
+/// What the engine thread waits for once its engine is built.
+type Go = (mpsc::UnboundedReceiver<EngineCommand>, RunClock, EventSink);
+
+/// An engine built on its thread, waiting for the run to start.
+struct BuiltEngine {
+    go: std::sync::mpsc::Sender<Go>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+/// Spawns the engine thread, builds the engine there and waits until it is ready.
+fn build(name: &str, factory: Factory) -> Result<BuiltEngine, HarnessError> {
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
+    let (go, go_rx) = std::sync::mpsc::channel::<Go>();
+    let thread = std::thread::Builder::new()
+        .name(format!("fuselab-engine-{name}"))
+        .spawn(move || match factory() {
+            Ok(engine) => {
+                let _ = ready_tx.send(Ok(()));
+                if let Ok((rx, clock, events)) = go_rx.recv() {
+                    engine_loop(engine, rx, clock, &events);
+                }
+            }
+            Err(e) => {
+                let _ = ready_tx.send(Err(e.to_string()));
+            }
+        })
+        .map_err(|e| HarnessError::EngineStart {
+            engine: name.to_string(),
+            message: format!("cannot spawn its thread: {e}"),
+        })?;
+    match ready_rx.recv() {
+        Ok(Ok(())) => Ok(BuiltEngine { go, thread }),
+        Ok(Err(message)) => Err(HarnessError::EngineStart {
+            engine: name.to_string(),
+            message,
+        }),
+        Err(_) => Err(HarnessError::EngineStart {
+            engine: name.to_string(),
+            message: "its thread died while building the engine".into(),
+        }),
+    }
 }
 
 impl std::fmt::Debug for NativeEngineHandle {
@@ -93,7 +140,10 @@ impl NativeEngineHandle {
     {
         Self {
             name: name.into(),
-            factory: Box::new(move || factory().map(|e| Box::new(e) as Box<dyn StepEngine>)),
+            factory: Some(Box::new(move || {
+                factory().map(|e| Box::new(e) as Box<dyn StepEngine>)
+            })),
+            built: None,
         }
     }
 }
@@ -103,44 +153,42 @@ impl EngineHandle for NativeEngineHandle {
         &self.name
     }
 
+    fn prepare(&mut self) -> crate::Prepare<'_> {
+        Box::pin(async move {
+            if let Some(factory) = self.factory.take() {
+                self.built = Some(build(&self.name, factory)?);
+            }
+            Ok(())
+        })
+    }
+
     fn start(
-        self: Box<Self>,
+        mut self: Box<Self>,
         clock: RunClock,
         events: EventSink,
     ) -> Result<EngineChannels, HarnessError> {
+        let built = match (self.built.take(), self.factory.take()) {
+            (Some(b), _) => b,
+            (None, Some(factory)) => build(&self.name, factory)?,
+            (None, None) => {
+                return Err(HarnessError::EngineStart {
+                    engine: self.name.clone(),
+                    message: "internal: the engine was already started".into(),
+                });
+            }
+        };
         let (tx, rx) = mpsc::unbounded_channel();
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
-        let name = self.name.clone();
-        let factory = self.factory;
-        let thread = std::thread::Builder::new()
-            .name(format!("fuselab-engine-{name}"))
-            .spawn(move || match factory() {
-                Ok(engine) => {
-                    let _ = ready_tx.send(Ok(()));
-                    engine_loop(engine, rx, clock, &events);
-                }
-                Err(e) => {
-                    let _ = ready_tx.send(Err(e.to_string()));
-                }
-            })
-            .map_err(|e| HarnessError::EngineStart {
+        built
+            .go
+            .send((rx, clock, events))
+            .map_err(|_| HarnessError::EngineStart {
                 engine: self.name.clone(),
-                message: format!("cannot spawn its thread: {e}"),
+                message: "its thread ended before the run started".into(),
             })?;
-        match ready_rx.recv() {
-            Ok(Ok(())) => Ok(EngineChannels {
-                commands: tx,
-                thread: Some(thread),
-            }),
-            Ok(Err(message)) => Err(HarnessError::EngineStart {
-                engine: name,
-                message,
-            }),
-            Err(_) => Err(HarnessError::EngineStart {
-                engine: name,
-                message: "its thread died while building the engine".into(),
-            }),
-        }
+        Ok(EngineChannels {
+            commands: tx,
+            thread: Some(built.thread),
+        })
     }
 }
 

@@ -223,3 +223,40 @@ async fn thread_sender_stops_on_cancellation() {
     assert_eq!(run.records.len() as u64 + run.unsent, 100);
     assert!(run.unsent >= 99);
 }
+
+/// Building the engine (weights, KV cache, warm-up) is not run time: the
+/// schedule's clock starts once the engine is ready, so a request due at
+/// t = 0 is sent at once, not after the build. The build here takes 300 ms;
+/// had the clock started before it, the request would go out that late.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_run_clock_starts_after_the_engine_is_built() {
+    let built = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let built_at = built.clone();
+    let handle = NativeEngineHandle::new("slow-to-build", move || {
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        *built_at.lock().unwrap() = Some(std::time::Instant::now());
+        Ok(NativeEngine::new(
+            Fixed,
+            PolicyConfig::new(PolicyKind::Chunked),
+        )?)
+    });
+    let mut plan = RealtimePlan::open_loop(specs(1));
+    plan.progress = false;
+    let started = std::time::Instant::now();
+    let run = run_realtime(plan, Box::new(handle), CancelToken::new())
+        .await
+        .unwrap();
+    let build_s = built
+        .lock()
+        .unwrap()
+        .expect("built")
+        .duration_since(started)
+        .as_secs_f64();
+    let r = &run.records[0];
+    assert_eq!(r.status, RequestStatus::Ok);
+    assert!(
+        r.t_sent - r.t_scheduled < 0.5 * build_s,
+        "sent {:.3} s after its schedule; the build took {build_s:.3} s",
+        r.t_sent - r.t_scheduled
+    );
+}
