@@ -9,6 +9,7 @@
 # as ONE tarball, $OUT/calib-h200.tgz; unpack it into engines/sim/calibration/h200/:
 #
 #   tar xzf calib-h200.tgz -C engines/sim/calibration/h200/    # -> engines/sim/calibration/h200/raw/
+#   fuselab calibrate --fit engines/sim/calibration/h200/raw --out engines/sim/calibration/h200-llama3-8b.json
 #
 # What it runs, in order (after one GPU test of the backend reuse calibrate relies on, ~5 s):
 # 1. `fuselab calibrate --engine cuda --model llama3-8b --out raw/`: the operator sweep (GEMMs
@@ -30,7 +31,13 @@
 # 85 % + drain) ~ 230 s: about 6.5 minutes in all (about 5 if the engine builds in the ~7 s
 # seen in reports/results/h200/e2e_log.txt). Guards: calibrate has `timeout 300`, each serving
 # run `timeout 75`, and no serving run starts after 400 s, so the command ends within 8 minutes.
+#
+# `bash engines/sim/calibration/cuda-run.sh serving` re-runs only step 2, on the traces and rates
+# already committed in engines/sim/calibration/h200/raw/ (after a change to the engine or the
+# harness that leaves the kernels alone); its tarball holds raw/serving/ and the log.
 set -u
+MODE=${1:-all}
+COMMITTED=engines/sim/calibration/h200/raw
 START=$(date +%s)
 since() { echo $(( $(date +%s) - START )); }
 RAW=$OUT/raw
@@ -43,15 +50,19 @@ nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm,power.limi
 
 # calibrate reuses one backend for several engines: check first that a re-allocated cache replays
 # no stale decode graph (tiny-128, a few seconds; gpu/tests/ comes from build-for-device.sh).
-if [ -x gpu/tests/gpu-test ]; then
+if [ "$MODE" = all ] && [ -x gpu/tests/gpu-test ]; then
   FUSELAB_REQUIRE_GPU=1 timeout 60 gpu/tests/gpu-test a_reallocated_cache_replays_no_stale_decode_graph \
     --test-threads=1 > "$RAW/gpu_test_reallocated_cache.txt" 2>&1
   echo "gpu test rc=$? at $(since) s"; grep -E "^test |test result" "$RAW/gpu_test_reallocated_cache.txt"
 fi
 
-echo "== calibrate --engine cuda (at $(since) s)"
-timeout 300 "$BIN" calibrate --engine cuda --model llama3-8b --out "$RAW"
-echo "calibrate rc=$? at $(since) s"
+if [ "$MODE" = all ]; then
+  echo "== calibrate --engine cuda (at $(since) s)"
+  timeout 300 "$BIN" calibrate --engine cuda --model llama3-8b --out "$RAW"
+  echo "calibrate rc=$? at $(since) s"
+else
+  cp "$COMMITTED/capacity.env" "$RAW/"
+fi
 
 # The rates: measured by calibrate, else the h200-64 makespans of reports/results/h200/e2e.md
 # (splitfuse 5.92 s, chunked 5.44 s: 10.8 and 11.8 requests/s).
@@ -67,14 +78,26 @@ for P in splitfuse chunked; do
     if [ "$(since)" -gt 400 ]; then echo "== $NAME skipped: $(since) s elapsed"; continue; fi
     VAR=RATE${L}_$(echo $P | tr a-z A-Z); RATE=${!VAR}
     echo "== $NAME: $P at $RATE req/s (at $(since) s)"
-    "$BIN" workload --preset h200-64 --arrivals poisson --rate "$RATE" --n 160 --seed 14 \
-      --export "$RAW/serving/$NAME.trace.jsonl" | tail -2
+    if [ "$MODE" = all ]; then
+      "$BIN" workload --preset h200-64 --arrivals poisson --rate "$RATE" --n 160 --seed 14 \
+        --export "$RAW/serving/$NAME.trace.jsonl" | tail -2
+    else
+      cp "$COMMITTED/serving/$NAME.trace.jsonl" "$RAW/serving/"
+    fi
     timeout 75 "$BIN" bench --engine cuda --model llama3-8b --policy $P \
       --trace "$RAW/serving/$NAME.trace.jsonl" --out gpu/calib/$NAME | tail -4
     echo "$NAME rc=${PIPESTATUS[0]} at $(since) s"
     cp -r gpu/calib/$NAME "$RAW/serving/" 2>/dev/null
   done
 done
+# 3. The fit (CPU only, a few seconds): the calibration file the simulator loads, validated on
+#    the held-out steps and the serving runs above. The same command runs anywhere on the raw
+#    folder once unpacked.
+if [ "$MODE" = all ] && "$BIN" calibrate --help | grep -q -- '--fit'; then
+  echo "== fit (at $(since) s)"
+  "$BIN" calibrate --fit "$RAW" --out "$RAW/h200-llama3-8b.json" > "$RAW/fit.md" 2>&1
+  echo "fit rc=$?"; cat "$RAW/fit.md"
+fi
 echo "done at $(since) s"
 # The device returns a handful of files: everything travels as one tarball.
 cp "$OUT/log.txt" "$RAW/"

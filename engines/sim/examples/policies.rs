@@ -10,21 +10,17 @@ use fuselab_engine::{NativeEngine, PolicyConfig, PolicyKind, simulate};
 use fuselab_sim::SimBackend;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let cal = fuselab_sim::calibration()?;
-    println!("calibration fit (H200, PyTorch ops), MAPE per operator:");
-    for (op, m) in &cal.mape {
-        println!("  {op:>13}: {:5.1} %", m * 100.0);
+    let cal = fuselab_sim::Calibration::default_h200();
+    println!(
+        "calibration: {} on {}, measured {}; held-out MAPE per operator class:",
+        cal.model, cal.source.device, cal.source.measured
+    );
+    for (class, e) in &cal.validation.ops_held_out {
+        println!("  {class:>13}: {:5.1} %", e.mape * 100.0);
     }
-    for (op, c) in &cal.gemm {
-        println!(
-            "  {op:>8}: eta_c {:.3} eta_m {:.3} floor {:.1} us p {:.2}",
-            c.eta_c,
-            c.eta_m,
-            c.floor_s * 1e6,
-            c.p
-        );
+    for (set, e) in &cal.validation.steps {
+        println!("  {set:>16}: per-step MAPE {:5.1} %", e.mape * 100.0);
     }
-    println!("  {:?}\n  {:?}", cal.prefill_attn, cal.decode_attn);
     let s8 = common::design_s8(8);
     println!(
         "\nDESIGN.md §8 workload (64 × N(2600,780)[256,4096] prompts, 128 out, t=0), h200 llama3-8b:"

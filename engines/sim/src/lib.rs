@@ -1,24 +1,26 @@
 //! # fuselab-sim
 //!
 //! The simulated backend: no numerics, only time. [`SimBackend`] prices every
-//! [`ForwardBatch`] the engine schedules with a per-operator roofline model
-//! (DESIGN.md §3.2, research/engine.md §b.3 and §e.5):
+//! [`ForwardBatch`] the engine schedules with a per-operator model of our own
+//! CUDA engine (DESIGN.md §3.2, research/engine.md §b and §e.5), fitted to
+//! measurements of it ([`Calibration`], module `calib`):
 //!
-//! `t_step = layers × (Σ_gemm t + t_prefill_attn + t_decode_attn + t_elementwise + t_allreduce) + t_lm_head + overhead`
+//! `t_step = gpu_scale × (layers × (Σ_gemm t + t_prefill_attn + t_decode_attn + t_elementwise) + t_head) + t_allreduce + t_host`
 //!
-//! * Token-level GEMMs (qkv, o, gate_up, down) depend on the tokens in the pass;
-//!   the LM head on the sampled positions. Each is
-//!   `max((F + F½)/(η_c·peak), bytes/(η_m·BW), t₀)` with curves fitted to the
-//!   H200 measurements ([`calibration`]).
-//! * Prefill attention is priced by (chunk, prior KV), several chunks in one
-//!   pass by Vidur's rule: one equivalent chunk `√Σc²` and × 1.1 when there is
-//!   more than one.
-//! * Decode attention is priced by (batch, Σ KV), bandwidth-bound.
-//! * Padded batches (static, prepack) are priced as the padded shape:
-//!   `rows × row_len` tokens through the GEMMs, each row a dense causal chunk,
-//!   decode rows at the longest context of the batch.
+//! * Token-level GEMMs and element-wise kernels run over every computed row: a
+//!   padded batch (static, prepack) computes `rows × row_len`, a decode step
+//!   replayed from a CUDA graph its batch bucket's rows.
+//! * Prefill attention is one ragged call over every chunk of the step, priced
+//!   by its causal and prefix FLOPs and KV reads; decode attention by (rows,
+//!   Σ KV), per launch path (eager, graph); both over the real sequences, with
+//!   a factor for the cache's block size.
 //! * Tensor parallelism divides GEMMs, heads and KV by `tp` and adds two ring
 //!   all-reduces per layer over NVLink (PCIe on L40S).
+//! * The default calibration is the one measured on the H200 and shipped with
+//!   fuselab (`engines/sim/calibration/h200-llama3-8b.json`; `--calibration
+//!   FILE` loads another). Other GPUs are priced with its efficiencies and
+//!   floors at their own datasheet peaks (engines/sim/calibration/README.md
+//!   compares that with published measurements).
 //!
 //! The KV budget is `memory × utilisation − weights / tp` per GPU (minus the
 //! resident LoRA adapters, see below).
@@ -27,8 +29,9 @@
 //! draft's passes are priced by the same model with the draft's shape, its
 //! weights come off the KV budget and its KV shares the target's blocks. A
 //! verify entry (a decode of `1 + k` tokens) is priced as `1 + k` tokens
-//! through the GEMMs and the LM head and `1 + k` queries over its context in
-//! decode attention, whose KV is read once.
+//! through the GEMMs and the LM head and `1 + k` decode rows, row `j`
+//! attending `start + j + 1` positions, as the CUDA engine runs it (each row
+//! reads its KV).
 //!
 //! ## LoRA (multi-LoRA slots and MeteoRA)
 //! An adapter of rank `r` adds `A` (`r × d_in`) and `B` (`d_out × r`) to each
@@ -53,10 +56,11 @@
 //! logits), then shrink/expand over its `top_k` adapters; the distinct
 //! adapters a step touches are taken as their expectation under a uniform
 //! gate, `N·(1 − (1 − k/N)^T)`.
-//! Other GPUs reuse the H200-fitted efficiencies with their own datasheet peaks.
 
+pub mod anchors;
 mod calib;
 mod fit;
+pub mod fitting;
 mod hardware;
 pub mod raw;
 
@@ -64,12 +68,14 @@ use std::collections::BTreeMap;
 
 use fuselab_core::Error;
 use fuselab_engine::{
-    AdapterStep, Backend, BackendError, BatchShape, ForwardBatch, KvGeometry, LoraConfig, LoraMode,
-    ModelShape, StepOutput, adapter_params,
+    AdapterStep, Backend, BackendError, ForwardBatch, KvGeometry, LoraConfig, LoraMode, ModelShape,
+    StepOutput, adapter_params,
 };
 
 pub use calib::{
-    Calibration, DecodeAttnCurve, GemmCurve, PrefillAttnCurve, calibration, fit_calibration,
+    CALIBRATION_SCHEMA, Calibration, CalibrationError, ChunkedCheck, Corrections, DecodeAttnCurve,
+    ElementwiseCurve, ErrorStat, GemmCurve, Heads, PrefillAttnCurve, Priced, ServingCheck, Source,
+    StepOverhead, Target, Validation, elementwise_bytes, gemm_shape, gemm_work,
 };
 pub use hardware::{HARDWARE, Hardware, hardware};
 
@@ -80,29 +86,19 @@ pub enum SimError {
     /// Bad user input (unknown hardware or model, bad `tp`, a model that does not fit).
     #[error(transparent)]
     Input(#[from] Error),
-    /// The embedded calibration could not be used (a build defect).
-    #[error("calibration: {0}")]
-    Calibration(String),
+    /// A `--calibration` file could not be used.
+    #[error(transparent)]
+    Calibration(#[from] CalibrationError),
 }
 
-/// Default CPU-side cost of one step (scheduling, input preparation, sampling),
-/// seconds. An assumption for a Rust engine with CUDA graphs until the cuda
-/// backend measures it; vLLM before v0.6 spent far more (research/engine.md §b.3).
-pub const DEFAULT_STEP_OVERHEAD_S: f64 = 3e-4;
 /// Fraction of device memory the engine may use (vLLM's `gpu_memory_utilization`).
 pub const DEFAULT_MEM_UTIL: f64 = 0.9;
-/// Bandwidth efficiency assumed for element-wise kernels (norms, RoPE, SiLU·mul,
-/// residual adds, KV writes); Vidur's 0.8 prior, not calibrated.
-const ELEMENTWISE_ETA: f64 = 0.8;
-/// Element-wise kernels per layer and the launch floor of each, seconds (prior).
-const ELEMENTWISE_KERNELS: f64 = 6.0;
+/// Launch floor of a LoRA kernel, seconds (prior).
 const KERNEL_FLOOR_S: f64 = 2e-6;
 /// NCCL ring all-reduce: achieved fraction of link bandwidth and fixed latency
 /// (Vidur's `nccl_cpu_launch_overhead_ms = 0.02`).
 const ALLREDUCE_ETA: f64 = 0.8;
 const ALLREDUCE_LATENCY_S: f64 = 2e-5;
-/// Vidur's batching overhead for several prefill chunks in one pass.
-const PREFILL_BATCH_OVERHEAD: f64 = 1.1;
 /// LoRA shrink/expand kernels: compute and bandwidth efficiency (priors).
 const LORA_ETA_C: f64 = 0.35;
 const LORA_ETA_M: f64 = 0.6;
@@ -122,8 +118,14 @@ pub struct SimConfig {
     pub tp: u32,
     /// Fraction of device memory the engine may use.
     pub mem_util: f64,
-    /// CPU-side cost per step, seconds.
-    pub step_overhead_s: f64,
+    /// Host-side cost per step, seconds, in place of the calibration's
+    /// (`None`: the calibration's fitted [`StepOverhead`]).
+    pub step_overhead_s: Option<f64>,
+    /// A calibration file in place of the shipped H200 one (`--calibration`).
+    pub calibration: Option<std::path::PathBuf>,
+    /// Whether decode-only steps are priced as CUDA-graph replays (the CUDA
+    /// engine's default).
+    pub graphs: bool,
     /// Model shape of the draft model for speculative decoding (`None`: none).
     pub draft: Option<String>,
 }
@@ -135,7 +137,9 @@ impl Default for SimConfig {
             model: "llama3-8b".into(),
             tp: 1,
             mem_util: DEFAULT_MEM_UTIL,
-            step_overhead_s: DEFAULT_STEP_OVERHEAD_S,
+            step_overhead_s: None,
+            calibration: None,
+            graphs: true,
             draft: None,
         }
     }
@@ -156,7 +160,7 @@ pub struct StepCost {
     pub elementwise_s: f64,
     /// Tensor-parallel all-reduces.
     pub allreduce_s: f64,
-    /// CPU-side step overhead.
+    /// Host-side step overhead.
     pub overhead_s: f64,
     /// LoRA shrink/expand kernels (and MeteoRA's gates).
     pub lora_s: f64,
@@ -198,7 +202,7 @@ pub struct SimBackend {
     hw: Hardware,
     model: ModelShape,
     draft: Option<ModelShape>,
-    cal: &'static Calibration,
+    cal: std::sync::Arc<Calibration>,
     geometry: Option<KvGeometry>,
     lora: Option<LoraConfig>,
     staged: AdapterStep,
@@ -236,13 +240,12 @@ impl SimBackend {
             )
             .into());
         }
-        if !(cfg.step_overhead_s >= 0.0 && cfg.step_overhead_s.is_finite()) {
+        if let Some(o) = cfg.step_overhead_s
+            && !(o >= 0.0 && o.is_finite())
+        {
             return Err(Error::invalid(
                 "step_overhead_s",
-                format!(
-                    "{} is not a non-negative number of seconds",
-                    cfg.step_overhead_s
-                ),
+                format!("{o} is not a non-negative number of seconds"),
                 "give e.g. 0.0003",
             )
             .into());
@@ -293,7 +296,10 @@ impl SimBackend {
             )
             .into());
         }
-        let cal = calibration().map_err(SimError::Calibration)?;
+        let cal = match &cfg.calibration {
+            Some(path) => std::sync::Arc::new(Calibration::read(path)?),
+            None => std::sync::Arc::new(Calibration::default_h200().clone()),
+        };
         Ok(Self {
             cfg: cfg.clone(),
             hw,
@@ -469,14 +475,37 @@ impl SimBackend {
         self.geometry
     }
 
-    /// Settings for provenance (`tp`, `mem_util`, `step_overhead_s`, hardware peaks).
+    /// The calibration the backend prices with.
+    pub fn calibration(&self) -> &Calibration {
+        &self.cal
+    }
+
+    /// Prices with `cal` in place of the configured calibration.
+    pub fn with_calibration(mut self, cal: Calibration) -> Self {
+        self.cal = std::sync::Arc::new(cal);
+        self
+    }
+
+    /// Settings for provenance (`tp`, `mem_util`, the calibration, hardware peaks).
     pub fn describe(&self) -> BTreeMap<String, serde_json::Value> {
         let mut m = BTreeMap::new();
         m.insert("tp".into(), serde_json::json!(self.cfg.tp));
         m.insert("mem_util".into(), serde_json::json!(self.cfg.mem_util));
+        if let Some(o) = self.cfg.step_overhead_s {
+            m.insert("step_overhead_s".into(), serde_json::json!(o));
+        }
         m.insert(
-            "step_overhead_s".into(),
-            serde_json::json!(self.cfg.step_overhead_s),
+            "calibration".into(),
+            serde_json::json!(format!(
+                "{} {} measured {} ({})",
+                self.cal.source.device,
+                self.cal.model,
+                self.cal.source.measured,
+                self.cfg
+                    .calibration
+                    .as_ref()
+                    .map_or("shipped".to_string(), |p| p.display().to_string())
+            )),
         );
         m.insert(
             "peak_tflops".into(),
@@ -523,119 +552,38 @@ impl SimBackend {
     /// Prices one pass of `m` over `batch`.
     fn cost_of(&self, m: &ModelShape, batch: &ForwardBatch) -> StepCost {
         let tp = f64::from(self.cfg.tp);
-        let (peak, bw) = (self.hw.peak_flops, self.hw.mem_bw);
-        let h = m.hidden as f64;
-        let d = m.head_dim as f64;
-        let q_heads = m.n_heads as f64 / tp;
-        let kv_heads = m.n_kv_heads.div_ceil(self.cfg.tp as usize) as f64;
-        let ffn = m.ffn as f64 / tp;
-        let layers = m.n_layers as f64;
-
+        let block = self.geometry.map_or(16, |g| g.block_size);
+        let p = self.cal.price(
+            batch,
+            Target {
+                peak: self.hw.peak_flops,
+                bw: self.hw.mem_bw,
+                model: m,
+                tp: self.cfg.tp,
+                block,
+            },
+            self.cfg.graphs,
+        );
+        let k = self.cal.step.gpu_scale;
         let mut cost = StepCost {
-            overhead_s: self.cfg.step_overhead_s,
+            gemm_s: k * p.gemm_s,
+            lm_head_s: k * p.lm_head_s,
+            prefill_attn_s: k * p.prefill_attn_s,
+            decode_attn_s: k * p.decode_attn_s,
+            elementwise_s: k * p.elementwise_s,
+            overhead_s: self.cfg.step_overhead_s.unwrap_or(p.host_s),
             ..StepCost::default()
         };
         if batch.is_empty() {
+            cost.overhead_s = self.cfg.step_overhead_s.unwrap_or(0.0);
             return cost;
         }
-
-        // Tokens through the GEMMs and positions through the LM head.
-        let (lin_tokens, lm_tokens) = match batch.shape {
-            BatchShape::Ragged => (
-                f64::from(batch.real_tokens()),
-                batch.entries.iter().filter(|e| e.sample).count() as f64
-                    + f64::from(batch.draft_tokens()),
-            ),
-            BatchShape::Padded { rows, row_len } => {
-                let verify = batch.entries.iter().any(|e| e.is_decode);
-                let lm = if verify { row_len } else { 1 };
-                (
-                    f64::from(rows) * f64::from(row_len),
-                    f64::from(rows) * f64::from(lm),
-                )
-            }
-        };
-
-        // Token-level GEMMs, per layer.
-        let shapes = [
-            ("qkv", h, (q_heads + 2.0 * kv_heads) * d),
-            ("o", q_heads * d, h),
-            ("gate_up", h, 2.0 * ffn),
-            ("down", ffn, h),
-        ];
-        let mut gemm = 0.0;
-        for (op, k, n) in shapes {
-            let (f, b) = calib::gemm_work(lin_tokens, k, n);
-            gemm += self.cal.gemm[op].time(f, b, peak, bw);
-        }
-        cost.gemm_s = layers * gemm;
-        if lm_tokens > 0.0 {
-            let (f, b) = calib::gemm_work(lm_tokens, h, m.vocab as f64 / tp);
-            cost.lm_head_s = self.cal.gemm["lm_head"].time(f, b, peak, bw);
-        }
-
-        // Attention.
-        let (mut chunks, mut sum_c2, mut fc, mut fp) = (0u32, 0.0, 0.0, 0.0);
-        let (mut dec_b, mut dec_ctx) = (0.0, 0.0);
-        match batch.shape {
-            BatchShape::Padded { rows, row_len } if batch.entries.iter().any(|e| !e.is_decode) => {
-                let c = f64::from(row_len);
-                chunks = rows;
-                sum_c2 = f64::from(rows) * c * c;
-                fc = f64::from(rows) * calib::prefill_flops(c, 0.0, q_heads, d).0;
-            }
-            BatchShape::Padded { rows, row_len } => {
-                let longest = batch
-                    .entries
-                    .iter()
-                    .map(|e| e.start_pos + e.n_tokens)
-                    .max()
-                    .unwrap_or(0);
-                dec_b = f64::from(rows) * f64::from(row_len);
-                dec_ctx = f64::from(rows) * f64::from(longest);
-            }
-            BatchShape::Ragged => {
-                for e in &batch.entries {
-                    if e.is_decode {
-                        dec_b += f64::from(e.n_tokens);
-                        dec_ctx += f64::from(e.start_pos + e.n_tokens);
-                    } else {
-                        let (c, k) = (f64::from(e.n_tokens), f64::from(e.start_pos));
-                        let (a, b) = calib::prefill_flops(c, k, q_heads, d);
-                        chunks += 1;
-                        sum_c2 += c * c;
-                        fc += a;
-                        fp += b;
-                    }
-                }
-            }
-        }
-        if chunks > 0 {
-            let mut t = self.cal.prefill_attn.time(sum_c2.sqrt(), fc, fp, peak);
-            if chunks > 1 {
-                t *= PREFILL_BATCH_OVERHEAD;
-            }
-            cost.prefill_attn_s = layers * t;
-        }
-        if dec_b > 0.0 {
-            let bytes = calib::decode_bytes(dec_ctx, kv_heads, d);
-            cost.decode_attn_s = layers * self.cal.decode_attn.time(dec_b, bytes, bw);
-        }
-
-        // Element-wise kernels: norms (2 × r+w), residual adds (2 × 2r+w),
-        // SiLU·mul (2r+w of ffn), RoPE on q and k (r+w), KV write.
-        let elems_per_token =
-            4.0 * h + 6.0 * h + 3.0 * ffn + 2.0 * (q_heads + kv_heads) * d + 2.0 * kv_heads * d;
-        let bytes = 2.0 * elems_per_token * lin_tokens;
-        cost.elementwise_s =
-            layers * (bytes / (ELEMENTWISE_ETA * bw) + ELEMENTWISE_KERNELS * KERNEL_FLOOR_S);
-
         // Two ring all-reduces of the hidden states per layer.
         if self.cfg.tp > 1 {
-            let bytes = 2.0 * lin_tokens * h;
+            let bytes = 2.0 * p.rows * m.hidden as f64;
             let one = 2.0 * (tp - 1.0) / tp * bytes / (ALLREDUCE_ETA * self.hw.link_bw)
                 + ALLREDUCE_LATENCY_S;
-            cost.allreduce_s = layers * 2.0 * one;
+            cost.allreduce_s = m.n_layers as f64 * 2.0 * one;
         }
         cost
     }

@@ -28,7 +28,7 @@ use fuselab_engine::{BatchEntry, BatchShape, ForwardBatch};
 use serde::{Deserialize, Serialize};
 
 /// Version of the raw format.
-pub const RAW_SCHEMA: u32 = 1;
+pub const RAW_SCHEMA: u32 = 2;
 /// File name of the raw measurements inside a raw folder.
 pub const RAW_FILE: &str = "calibration-raw.json";
 
@@ -223,6 +223,8 @@ pub struct StepSample {
     pub padded: Option<[u32; 2]>,
     /// The batch, in the scheduler's entry order.
     pub entries: Vec<StepEntry>,
+    /// KV block size of the cache the step ran on, tokens.
+    pub block: u32,
     /// Replayed from a CUDA graph (a decode-only step of at most 256 rows).
     pub graph: bool,
     /// Wall time of the backend's forward, microseconds, once per repeat
@@ -232,7 +234,13 @@ pub struct StepSample {
 
 impl StepSample {
     /// The step's composition from a [`ForwardBatch`].
-    pub fn from_batch(set: &str, batch: &ForwardBatch, graph: bool, wall_us: Vec<f64>) -> Self {
+    pub fn from_batch(
+        set: &str,
+        batch: &ForwardBatch,
+        block: u32,
+        graph: bool,
+        wall_us: Vec<f64>,
+    ) -> Self {
         Self {
             set: set.to_string(),
             padded: match batch.shape {
@@ -249,6 +257,7 @@ impl StepSample {
                     sample: e.sample,
                 })
                 .collect(),
+            block,
             graph,
             wall_us,
         }
@@ -469,6 +478,7 @@ mod tests {
                         sample: true,
                     },
                 ],
+                block: 16,
                 graph: false,
                 wall_us: vec![3000.0, 2000.0, 2500.0, 2600.0],
             }],
@@ -494,7 +504,7 @@ mod tests {
         let e = RawCalibration::read(&dir).unwrap_err().to_string();
         assert!(e.contains("tiles") && e.contains(RAW_FILE), "{e}");
 
-        let old = text.replacen("\"schema\": 1", "\"schema\": 7", 1);
+        let old = text.replacen("\"schema\": 2", "\"schema\": 7", 1);
         std::fs::write(dir.join(RAW_FILE), old).unwrap();
         let e = RawCalibration::read(&dir).unwrap_err().to_string();
         assert!(e.contains("schema") && e.contains('7'), "{e}");
@@ -519,7 +529,7 @@ mod tests {
         );
         assert_eq!(b.real_tokens(), 13);
         assert_eq!(b.padding_tokens(), 3);
-        let again = StepSample::from_batch("grid", &b, false, s.wall_us.clone());
+        let again = StepSample::from_batch("grid", &b, 16, false, s.wall_us.clone());
         assert_eq!(&again, s);
         assert!((s.wall_s().unwrap() - 2550e-6).abs() < 1e-12);
         let none = StepSample {

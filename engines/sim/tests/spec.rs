@@ -118,9 +118,12 @@ fn a_verify_prices_its_tokens_and_the_draft_its_own_shape() {
     };
     let decode = s.step_cost(&one(1)).total_s();
     let verify = s.step_cost(&one(5)).total_s();
-    // Memory-bound at 64 sequences: five tokens cost far less than five decodes.
+    // Five tokens cost far less than five decodes (the weights are read once),
+    // but each verify row reads its sequence's KV, as our CUDA kernel does:
+    // the H200 measured t_verify/t_decode ≈ 2.6 at 64 clients
+    // (reports/results/spec/), the simulator 2.59 here.
     assert!(
-        verify > decode && verify < 2.0 * decode,
+        verify > 1.5 * decode && verify < 5.0 * decode,
         "{verify} vs {decode}"
     );
     let draft = s.draft_cost(&one(1)).unwrap().total_s();

@@ -68,6 +68,8 @@ pub struct EngineSpec {
     pub model: String,
     /// Tensor-parallel degree.
     pub tp: u32,
+    /// The simulator's calibration file (`None`: the shipped H200 one).
+    pub calibration: Option<PathBuf>,
     /// Safetensors weights for the CPU engine (seeded random when `None`).
     pub weights: Option<PathBuf>,
     /// The CPU or CUDA engine's tuned kernel configurations (`--tuning-table`).
@@ -451,6 +453,7 @@ pub fn run_point(point: &Point) -> anyhow::Result<PointResult> {
                 hardware: point.engine.hardware.clone(),
                 model: point.engine.model.clone(),
                 tp: point.engine.tp,
+                calibration: point.engine.calibration.clone(),
                 draft: speculates.then(|| {
                     point
                         .engine
@@ -487,6 +490,24 @@ pub fn run_point(point: &Point) -> anyhow::Result<PointResult> {
                 info.knobs.insert("meteora_top_k".into(), top_k.into());
             }
             info.knobs.insert("tp".into(), point.engine.tp.into());
+            info.knobs.insert(
+                "calibration".into(),
+                point
+                    .engine
+                    .calibration
+                    .as_ref()
+                    .map_or_else(
+                        || {
+                            let c = fuselab_sim::Calibration::default_h200();
+                            format!(
+                                "shipped: {} {}, measured {}",
+                                c.source.device, c.model, c.source.measured
+                            )
+                        },
+                        |p| p.display().to_string(),
+                    )
+                    .into(),
+            );
             info.hardware = Some(point.engine.hardware.clone());
             (run.records, run.steps)
         }
@@ -739,6 +760,7 @@ pub fn realtime_engine(
             hardware: engine.hardware.clone(),
             model: engine.model.clone(),
             tp: engine.tp,
+            calibration: engine.calibration.clone(),
             draft: speculates.then(|| {
                 engine
                     .spec

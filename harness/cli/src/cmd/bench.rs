@@ -160,6 +160,12 @@ pub struct EngineOpts {
     #[arg(long, value_name = "NAME")]
     pub hardware: Option<String>,
 
+    /// The simulator's calibration, a file written by `fuselab calibrate --fit`
+    /// [default: the H200 calibration shipped with fuselab, measured on our
+    /// CUDA engine; other hardware scales it by its peaks].
+    #[arg(long, value_name = "FILE")]
+    pub calibration: Option<PathBuf>,
+
     /// Model shape: llama3-8b, llama3.1-8b, llama3-70b, llama3.1-70b (131072-token
     /// context), llama3.2-1b, llama3.2-1b-h128 (its heads regrouped to 128),
     /// llama2-7b, llama2-13b, tiny, tiny-128, small. Every engine takes every
@@ -589,6 +595,15 @@ impl EngineOpts {
         }
         only_for("--tp", self.tp.is_some() && kind != EngineKind::Sim, "sim")?;
         only_for(
+            "--calibration",
+            self.calibration.is_some() && kind != EngineKind::Sim,
+            "sim",
+        )?;
+        if let Some(path) = &self.calibration {
+            // Checked before anything runs or any folder is made.
+            fuselab_sim::Calibration::read(path)?;
+        }
+        only_for(
             "--weights",
             self.weights.is_some() && kind != EngineKind::Cpu,
             "cpu",
@@ -726,6 +741,7 @@ impl EngineOpts {
                 .clone()
                 .unwrap_or_else(|| kind.default_model().into()),
             tp: self.tp.unwrap_or(1),
+            calibration: self.calibration.clone(),
             weights: self.weights.clone(),
             tuning_table: self.tuning_table.clone(),
             cuda_profile: self.cuda_profile.clone(),

@@ -9,7 +9,9 @@
 //!    real [`CudaBackend`] ([`grid_batches`]: decode-only at batch 1 … 512,
 //!    single and several prompt chunks over prior context, decodes mixed with
 //!    chunks, padded prefill and padded decode), each once to warm up (buffer
-//!    growth, graph capture) and then [`GRID_REPEATS`] times.
+//!    growth, graph capture) and then [`GRID_REPEATS`] times, on a cache of
+//!    16-token blocks; the batches that read paged KV run again on 64-token
+//!    blocks (splitfuse's), so the fit sees what the block size costs.
 //! 3. **Policy runs** (sets `policy:NAME`): the engine serves `h200-64` (64
 //!    requests at t = 0, prompts N(2600, 780) in [256, 4096], 128 output
 //!    tokens) with each of the five policies at default knobs on the same
@@ -52,8 +54,9 @@ pub const CHUNKED_REPEATS: usize = 3;
 pub const CHUNKED_PROMPT: u32 = 8191;
 /// The chunked-prefill budgets.
 pub const CHUNKED_BUDGETS: [u32; 3] = [512, 2048, 8192];
-/// Block size of the grid steps' cache (the default policies' 16).
-const GRID_BLOCK: u32 = 16;
+/// Block sizes of the grid steps' cache: the default policies' 16, then
+/// splitfuse's 64 for the batches that read paged KV ([`reads_paged_kv`]).
+pub const GRID_BLOCKS: [u32; 2] = [16, 64];
 /// Most KV tokens one grid batch may hold (the cache holds about 0.8 M on an H200).
 const GRID_MAX_KV: u32 = 1 << 19;
 /// The file of the Poisson runs' rates.
@@ -195,22 +198,32 @@ pub fn grid_batches(quick: bool, context: u32) -> Vec<GridBatch> {
     g
 }
 
+/// Whether a grid batch reads KV from the paged cache (decodes, or chunks
+/// after a prior context): the batches whose time can depend on the block size.
+pub fn reads_paged_kv(g: &GridBatch) -> bool {
+    g.entries.iter().any(|e| e.2 || e.1 > 0)
+}
+
 /// Hands out disjoint block ranges for one batch.
 struct Blocks {
     next: u32,
+    size: u32,
 }
 
 impl Blocks {
     fn take(&mut self, tokens: u32) -> Vec<u32> {
-        let n = tokens.div_ceil(GRID_BLOCK);
+        let n = tokens.div_ceil(self.size);
         let v = (self.next..self.next + n).collect();
         self.next += n;
         v
     }
 }
 
-fn to_forward(g: &GridBatch, vocab: u32) -> ForwardBatch {
-    let mut blocks = Blocks { next: 0 };
+fn to_forward(g: &GridBatch, vocab: u32, block: u32) -> ForwardBatch {
+    let mut blocks = Blocks {
+        next: 0,
+        size: block,
+    };
     let entries = g
         .entries
         .iter()
@@ -244,6 +257,7 @@ fn to_forward(g: &GridBatch, vocab: u32) -> ForwardBatch {
 struct StepLog<'a> {
     inner: &'a mut CudaBackend,
     set: String,
+    block: u32,
     steps: Vec<StepSample>,
 }
 
@@ -256,8 +270,13 @@ impl Backend for StepLog<'_> {
         let out = self.inner.forward(batch)?;
         let us = t0.elapsed().as_secs_f64() * 1e6;
         let graph = self.inner.graph_replays() > replays;
-        self.steps
-            .push(StepSample::from_batch(&self.set, batch, graph, vec![us]));
+        self.steps.push(StepSample::from_batch(
+            &self.set,
+            batch,
+            self.block,
+            graph,
+            vec![us],
+        ));
         Ok(out)
     }
 }
@@ -338,6 +357,7 @@ fn serve(
     let log = StepLog {
         inner: backend,
         set: set.to_string(),
+        block: policy.block,
         steps: Vec::new(),
     };
     let kind = policy.kind;
@@ -423,37 +443,40 @@ pub fn measure(plan: &Plan) -> anyhow::Result<()> {
     let mut backend = CudaBackend::random(shape.clone(), plan.seed, CudaOptions::default())
         .context("building the CUDA backend")?;
     eprintln!("  [{:6.1} s] backend ready", elapsed());
-    let geo = BlockManager::geometry_for_budget(
-        backend.kv_budget_bytes(),
-        backend.kv_bytes_per_token(),
-        GRID_BLOCK,
-    )?;
-    backend.init_kv(geo)?;
     let vocab = backend.vocab_size();
-    let capacity = geo.num_blocks.saturating_mul(GRID_BLOCK).min(GRID_MAX_KV);
     let mut steps = Vec::new();
     let grid = grid_batches(plan.quick, shape.context_len);
-    for g in &grid {
-        if g.kv_tokens() > capacity {
-            notes.push(format!(
-                "grid batch of {} sequences skipped: {} KV tokens exceed the {capacity} it may hold",
-                g.entries.len(),
-                g.kv_tokens()
-            ));
-            continue;
-        }
-        let batch = to_forward(g, vocab);
-        backend.forward(&batch)?;
-        let mut wall = Vec::with_capacity(GRID_REPEATS);
-        let mut graph = false;
-        for _ in 0..GRID_REPEATS {
-            let replays = backend.graph_replays();
-            let t = Instant::now();
+    for block in GRID_BLOCKS {
+        let geo = BlockManager::geometry_for_budget(
+            backend.kv_budget_bytes(),
+            backend.kv_bytes_per_token(),
+            block,
+        )?;
+        backend.init_kv(geo)?;
+        let capacity = geo.num_blocks.saturating_mul(block).min(GRID_MAX_KV);
+        let first = block == GRID_BLOCKS[0];
+        for g in grid.iter().filter(|g| first || reads_paged_kv(g)) {
+            if g.kv_tokens() > capacity {
+                notes.push(format!(
+                    "grid batch of {} sequences skipped at block {block}: {} KV tokens exceed the {capacity} it may hold",
+                    g.entries.len(),
+                    g.kv_tokens()
+                ));
+                continue;
+            }
+            let batch = to_forward(g, vocab, block);
             backend.forward(&batch)?;
-            wall.push(t.elapsed().as_secs_f64() * 1e6);
-            graph = backend.graph_replays() > replays;
+            let mut wall = Vec::with_capacity(GRID_REPEATS);
+            let mut graph = false;
+            for _ in 0..GRID_REPEATS {
+                let replays = backend.graph_replays();
+                let t = Instant::now();
+                backend.forward(&batch)?;
+                wall.push(t.elapsed().as_secs_f64() * 1e6);
+                graph = backend.graph_replays() > replays;
+            }
+            steps.push(StepSample::from_batch("grid", &batch, block, graph, wall));
         }
-        steps.push(StepSample::from_batch("grid", &batch, graph, wall));
     }
     eprintln!("  [{:6.1} s] {} grid steps", elapsed(), steps.len());
 
@@ -654,9 +677,16 @@ mod tests {
     #[test]
     fn grid_batches_get_disjoint_blocks_and_valid_tokens() {
         let g = GridBatch::ragged(vec![(1, 40, true, true), (100, 0, false, true)]);
-        let b = to_forward(&g, 1000);
+        let b = to_forward(&g, 1000, 16);
         assert_eq!(b.entries[0].block_table, vec![0, 1, 2]);
         assert_eq!(b.entries[1].block_table, (3..10).collect::<Vec<u32>>());
+        let b64 = to_forward(&g, 1000, 64);
+        assert_eq!(b64.entries[0].block_table, vec![0]);
+        assert_eq!(b64.entries[1].block_table, vec![1, 2]);
+        assert!(reads_paged_kv(&g));
+        assert!(!reads_paged_kv(&GridBatch::ragged(vec![(
+            64, 0, false, true
+        )])));
         assert!(
             b.entries
                 .iter()
@@ -669,6 +699,7 @@ mod tests {
                 padded: Some((2, 4)),
             },
             10,
+            16,
         );
         assert_eq!(
             p.shape,
