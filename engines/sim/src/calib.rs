@@ -450,7 +450,7 @@ pub struct Calibration {
     pub validation: Validation,
 }
 
-/// The GEMMs and element-wise kernels the pricing needs.
+/// The GEMMs the pricing needs.
 pub const GEMMS: [&str; 5] = ["qkv", "o", "gate_up", "down", "lm_head"];
 /// The element-wise kernels the pricing needs.
 pub const ELEMENTWISE: [&str; 6] = [

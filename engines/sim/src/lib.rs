@@ -74,8 +74,9 @@ use fuselab_engine::{
 
 pub use calib::{
     CALIBRATION_SCHEMA, Calibration, CalibrationError, ChunkedCheck, Corrections, DecodeAttnCurve,
-    ElementwiseCurve, ErrorStat, GemmCurve, Heads, PrefillAttnCurve, Priced, ServingCheck, Source,
-    StepOverhead, Target, Validation, elementwise_bytes, gemm_shape, gemm_work,
+    ELEMENTWISE, ElementwiseCurve, ErrorStat, GEMMS, GemmCurve, Heads, PrefillAttnCurve, Priced,
+    ServingCheck, Source, StepOverhead, Target, Validation, elementwise_bytes, gemm_shape,
+    gemm_work,
 };
 pub use hardware::{HARDWARE, Hardware, hardware};
 

@@ -61,7 +61,7 @@ fn synthetic(truth: &Calibration) -> RawCalibration {
     let tokens = [
         1u32, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384,
     ];
-    for name in ["qkv", "o", "gate_up", "down", "lm_head"] {
+    for name in fuselab_sim::GEMMS {
         let (k, n) = fuselab_sim::gemm_shape(name, &m, 1);
         for &t in &tokens {
             let (f, b) = (
@@ -108,14 +108,7 @@ fn synthetic(truth: &Calibration) -> RawCalibration {
             }
         }
     }
-    for name in [
-        "rms_norm",
-        "qkv_rope_cache",
-        "silu_mul",
-        "embed_gather",
-        "gather_rows",
-        "argmax",
-    ] {
+    for name in fuselab_sim::ELEMENTWISE {
         for t in [1u32, 16, 64, 256, 1024, 4096, 16384] {
             let bytes = fuselab_sim::elementwise_bytes(name, f64::from(t), &m, 1);
             ops.push(OpSample::Elementwise {
