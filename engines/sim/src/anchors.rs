@@ -195,16 +195,6 @@ pub struct Comparison {
     pub predicted: f64,
 }
 
-fn target<'a>(hw: &Hardware, model: &'a ModelShape) -> Target<'a> {
-    Target {
-        peak: hw.peak_flops,
-        bw: hw.mem_bw,
-        model,
-        tp: 1,
-        block: 16,
-    }
-}
-
 /// The calibration against every published figure of `hw`.
 pub fn compare(cal: &Calibration, hw: &Hardware) -> Vec<Comparison> {
     let mut out = Vec::new();
@@ -219,7 +209,7 @@ pub fn compare(cal: &Calibration, hw: &Hardware) -> Vec<Comparison> {
             }],
             shape: BatchShape::Ragged,
         };
-        let p = cal.price(&batch, target(hw, &model), false);
+        let p = cal.price(&batch, Target::on(hw, &model, 1, 16), false);
         let layers = model.n_layers as f64;
         out.push(Comparison {
             what: format!(

@@ -452,6 +452,9 @@ pub struct Calibration {
 
 /// The GEMMs the pricing needs.
 pub const GEMMS: [&str; 5] = ["qkv", "o", "gate_up", "down", "lm_head"];
+/// The launch paths of decode attention, each with its curve.
+pub const DECODE_PATHS: [&str; 2] = ["eager", "graph"];
+
 /// The element-wise kernels the pricing needs.
 pub const ELEMENTWISE: [&str; 6] = [
     "rms_norm",
@@ -495,6 +498,15 @@ pub fn gemm_key(name: &str) -> &'static str {
         "gate_up" => "gemm:gate_up",
         "down" => "gemm:down",
         _ => "gemm:lm_head",
+    }
+}
+
+/// The correction key of a decode-attention path.
+pub fn decode_key(path: &str) -> &'static str {
+    if path == "graph" {
+        "decode:graph"
+    } else {
+        "decode:eager"
     }
 }
 
@@ -591,6 +603,19 @@ pub struct Target<'a> {
     pub block: u32,
 }
 
+impl<'a> Target<'a> {
+    /// `model` split over `tp` GPUs of `hw`, on a cache of `block`-token blocks.
+    pub fn on(hw: &crate::Hardware, model: &'a ModelShape, tp: u32, block: u32) -> Self {
+        Self {
+            peak: hw.peak_flops,
+            bw: hw.mem_bw,
+            model,
+            tp,
+            block,
+        }
+    }
+}
+
 impl Calibration {
     /// Reads a calibration file.
     ///
@@ -630,7 +655,7 @@ impl Calibration {
                 return Err(format!("field `elementwise` has no curve `{e}`"));
             }
         }
-        for p in ["eager", "graph"] {
+        for p in DECODE_PATHS {
             if !cal.decode_attn.contains_key(p) {
                 return Err(format!("field `decode_attn` has no curve `{p}`"));
             }
@@ -676,13 +701,11 @@ impl Calibration {
         bw: f64,
         resident: bool,
     ) -> f64 {
-        let key = if path == "graph" {
-            "decode:graph"
-        } else {
-            "decode:eager"
-        };
         self.decode_attn[path].time(rows, kv_tokens * h.kv_bytes(), bw)
-            * self.corrected(key, &decode_features(rows, kv_tokens, resident))
+            * self.corrected(
+                decode_key(path),
+                &decode_features(rows, kv_tokens, resident),
+            )
     }
 
     /// Seconds of the element-wise kernel `name` over `rows` rows moving

@@ -22,9 +22,10 @@ use std::collections::BTreeMap;
 use fuselab_engine::ModelShape;
 
 use crate::calib::{
-    CALIBRATION_SCHEMA, Calibration, ChunkedCheck, Corrections, DecodeAttnCurve, ElementwiseCurve,
-    ErrorStat, GEMMS, GemmCurve, Heads, PrefillAttnCurve, Source, StepOverhead, Target, Validation,
-    decode_features, elementwise_features, gemm_work, prefill_features, rows_features,
+    CALIBRATION_SCHEMA, Calibration, ChunkedCheck, Corrections, DECODE_PATHS, DecodeAttnCurve,
+    ElementwiseCurve, ErrorStat, GEMMS, GemmCurve, Heads, PrefillAttnCurve, Source, StepOverhead,
+    Target, Validation, decode_features, decode_key, elementwise_features, elementwise_key,
+    gemm_key, gemm_work, prefill_features, rows_features,
 };
 use crate::fit::nelder_mead;
 use crate::hardware::{HARDWARE, Hardware};
@@ -85,10 +86,7 @@ fn split_ops(raw: &RawCalibration) -> BTreeMap<String, Vec<(&OpSample, bool)>> {
         let key = match op {
             OpSample::Gemm { name, .. } => format!("gemm:{name}"),
             OpSample::PrefillAttn { .. } => "prefill_attn".into(),
-            OpSample::DecodeAttn { path, .. } => match path {
-                DecodePath::Eager => "decode:eager".into(),
-                DecodePath::Graph => "decode:graph".into(),
-            },
+            OpSample::DecodeAttn { path, .. } => decode_key(path_key(*path)).into(),
             OpSample::Elementwise { name, .. } => format!("elementwise:{name}"),
         };
         let v = by.entry(key).or_default();
@@ -401,17 +399,6 @@ fn golden(f: impl Fn(f64) -> f64, mut lo: f64, mut hi: f64) -> f64 {
     0.5 * (lo + hi)
 }
 
-/// The target a raw file's steps ran on.
-fn target<'a>(hw: &Hardware, model: &'a ModelShape, block: u32) -> Target<'a> {
-    Target {
-        peak: hw.peak_flops,
-        bw: hw.mem_bw,
-        model,
-        tp: 1,
-        block,
-    }
-}
-
 /// The measured and priced seconds of each step of `steps`.
 pub fn step_pairs<'s>(
     cal: &Calibration,
@@ -422,7 +409,7 @@ pub fn step_pairs<'s>(
     steps
         .filter_map(|s| {
             let m = s.wall_s()?;
-            let p = cal.step_s(&s.batch(), target(hw, model, s.block), true);
+            let p = cal.step_s(&s.batch(), Target::on(hw, model, 1, s.block), true);
             Some((m, p))
         })
         .collect()
@@ -462,24 +449,18 @@ pub fn fit(raw: &RawCalibration, raw_dir: &str, now: &str) -> Result<Calibration
     };
     let mut gemm = BTreeMap::new();
     for g in GEMMS {
-        gemm.insert(
-            g.to_string(),
-            fit_gemm(&train(&format!("gemm:{g}"))?, peak, bw),
-        );
+        gemm.insert(g.to_string(), fit_gemm(&train(gemm_key(g))?, peak, bw));
     }
     let prefill_attn = fit_prefill(&train("prefill_attn")?, heads, peak, bw);
     let mut decode_attn = BTreeMap::new();
-    for p in ["eager", "graph"] {
-        decode_attn.insert(
-            p.to_string(),
-            fit_decode(&train(&format!("decode:{p}"))?, heads, bw),
-        );
+    for p in DECODE_PATHS {
+        decode_attn.insert(p.to_string(), fit_decode(&train(decode_key(p))?, heads, bw));
     }
     let mut elementwise = BTreeMap::new();
     for e in crate::calib::ELEMENTWISE {
         elementwise.insert(
             e.to_string(),
-            fit_elementwise(&train(&format!("elementwise:{e}"))?, bw),
+            fit_elementwise(&train(elementwise_key(e))?, bw),
         );
     }
     let mut cal = Calibration {
@@ -555,7 +536,7 @@ pub fn fit(raw: &RawCalibration, raw_dir: &str, now: &str) -> Result<Calibration
         .iter()
         .map(|s| {
             let m = s.wall_s().unwrap_or(0.0);
-            let p = cal.price(&s.batch(), target(hw, &model, s.block), true);
+            let p = cal.price(&s.batch(), Target::on(hw, &model, 1, s.block), true);
             let entries = s.entries.iter().filter(|e| e.n > 0).count() as f64;
             (
                 [
@@ -663,6 +644,20 @@ mod tests {
         assert!(solve(vec![vec![1.0, 2.0], vec![2.0, 4.0]], vec![1.0, 2.0]).is_none());
         let m = golden(|x| (x - 1.7).powi(2), 0.3, 3.0);
         assert!((m - 1.7).abs() < 1e-6, "{m}");
+    }
+
+    /// The sweep's keys (any name) and the pricing's (its own names) agree.
+    #[test]
+    fn curve_keys_are_the_same_in_the_fit_and_the_pricing() {
+        for g in GEMMS {
+            assert_eq!(gemm_key(g), format!("gemm:{g}"));
+        }
+        for e in crate::calib::ELEMENTWISE {
+            assert_eq!(elementwise_key(e), format!("elementwise:{e}"));
+        }
+        for p in DECODE_PATHS {
+            assert_eq!(decode_key(p), format!("decode:{p}"));
+        }
     }
 
     #[test]

@@ -556,13 +556,7 @@ impl SimBackend {
         let block = self.geometry.map_or(16, |g| g.block_size);
         let p = self.cal.price(
             batch,
-            Target {
-                peak: self.hw.peak_flops,
-                bw: self.hw.mem_bw,
-                model: m,
-                tp: self.cfg.tp,
-                block,
-            },
+            Target::on(&self.hw, m, self.cfg.tp, block),
             self.cfg.graphs,
         );
         let k = self.cal.step.gpu_scale;

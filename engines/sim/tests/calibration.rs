@@ -138,13 +138,7 @@ fn synthetic(truth: &Calibration) -> RawCalibration {
     let mut steps = Vec::new();
     for block in [16u32, 64] {
         for g in &grid {
-            let t = Target {
-                peak,
-                bw,
-                model: &m,
-                tp: 1,
-                block,
-            };
+            let t = Target::on(hw, &m, 1, block);
             let wall: Vec<f64> = (0..3)
                 .map(|_| noisy(truth.step_s(g, t, true)) * 1e6)
                 .collect();
@@ -156,13 +150,7 @@ fn synthetic(truth: &Calibration) -> RawCalibration {
         let mut e: Vec<BatchEntry> = (0..b).map(|_| entry(1, 1500, true)).collect();
         e.push(entry(700, 300, false));
         let g = ragged(e);
-        let t = Target {
-            peak,
-            bw,
-            model: &m,
-            tp: 1,
-            block: 64,
-        };
+        let t = Target::on(hw, &m, 1, 64);
         let wall = vec![noisy(truth.step_s(&g, t, true)) * 1e6];
         steps.push(StepSample::from_batch("policy:mixed", &g, 64, false, wall));
     }
