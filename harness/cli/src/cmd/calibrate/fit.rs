@@ -20,8 +20,7 @@ use crate::cmd::bench::{BenchArgs, EngineChoice, EngineOpts};
 use crate::cmd::workload::WorkloadOpts;
 use crate::exec::EngineKind;
 
-/// Bounds the issue sets, shown beside the errors: per-step MAPE per policy,
-/// per operator class, TTFT/TPOT P50 and chunked prefill.
+/// Held-out per-step MAPE bound per policy (the bounds are shown beside the errors).
 pub const STEP_BOUND: f64 = 0.05;
 /// Held-out error bound per operator class.
 pub const OP_BOUND: f64 = 0.08;
@@ -43,6 +42,8 @@ pub fn fit(raw_dir: &Path, out: &Path) -> anyhow::Result<String> {
         &raw_dir.display().to_string(),
         &fuselab_core::utc_now(),
     )?;
+    // The serving replays load the file as a user's bench run would; the
+    // second write adds what they found.
     write(&cal, out)?;
     cal.validation.serving = serving_checks(raw_dir, out, &cal)?;
     write(&cal, out)?;
