@@ -8,7 +8,9 @@
 # defaults).
 #
 #   harness/http/bench/client-overhead.sh OUT_DIR
-#   (env: FUSELAB, RATE, N, OUT_TOKENS, PROMPT, PORT, WARMUP seconds, PRECONNECT connections)
+#   (env: FUSELAB, RATE, N, OUT_TOKENS, PROMPT, PORT, WARMUP seconds, PRECONNECT connections,
+#    SERVER_CPUS and CLIENT_CPUS: taskset CPU lists that keep the server and the load
+#    generator on cores of their own, e.g. 0-3 and 4-15; each sizes its runtime to them)
 set -euo pipefail
 OUT="${1:?usage: client-overhead.sh OUT_DIR}"
 FUSELAB="${FUSELAB:-fuselab}"
@@ -18,6 +20,10 @@ OUT_TOKENS="${OUT_TOKENS:-100}"
 PROMPT="${PROMPT:-64}"
 PORT="${PORT:-18777}"
 mkdir -p "$OUT"
+server_pin=() client_pin=()
+[ -n "${SERVER_CPUS:-}" ] && server_pin=(taskset -c "$SERVER_CPUS")
+[ -n "${CLIENT_CPUS:-}" ] && client_pin=(taskset -c "$CLIENT_CPUS")
+echo "server cpus: ${SERVER_CPUS:-all}, client cpus: ${CLIENT_CPUS:-all} (of $(nproc))"
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
 python3 - "$OUT/trace.jsonl" "$RATE" "$N" "$PROMPT" "$OUT_TOKENS" <<'PY'
@@ -28,7 +34,7 @@ with open(path, "w") as f:
         f.write(f'{{"arrival_s": {i / rate:.6f}, "prompt_len": {prompt}, "output_len": {out}}}\n')
 PY
 
-"$FUSELAB" serve --engine null --delay 50ms,10ms --port "$PORT" --max-concurrency 100000 \
+"${server_pin[@]}" "$FUSELAB" serve --engine null --delay 50ms,10ms --port "$PORT" --max-concurrency 100000 \
     > "$OUT/serve.log" 2>&1 &
 SERVER=$!
 trap 'kill $SERVER 2>/dev/null || true; wait $SERVER 2>/dev/null || true' EXIT
@@ -37,7 +43,7 @@ for _ in $(seq 100); do
     sleep 0.1
 done
 rm -rf "$OUT/run"
-"$FUSELAB" bench --engine "http://127.0.0.1:$PORT" --trace "$OUT/trace.jsonl" \
+"${client_pin[@]}" "$FUSELAB" bench --engine "http://127.0.0.1:$PORT" --trace "$OUT/trace.jsonl" \
     --scrape-interval 0 ${WARMUP:+--warmup $WARMUP} ${PRECONNECT:+--preconnect $PRECONNECT} \
     --out "$OUT/run" | tee "$OUT/bench.txt"
 python3 -c "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:$PORT/metrics').read().decode())" \

@@ -16,12 +16,16 @@ PART=${PART:-all}   # all; http (no GPU tests); overhead (the client-overhead ru
   echo "$name rc=$?"; grep -E "test result" "$R/gpu_tests_$name.txt"
 done
 export FUSELAB=$PWD/gpu/fuselab
-# rate:warm-up seconds:connections opened before the run
+# rate:warm-up seconds:connections opened before the run[:server CPUs:client CPUs[:repeat]]
+# (CPUs as taskset lists, empty for all: 1100:2:1200:::1 is repeat 1 unpinned)
+i=0
 for case in ${CASES:-100:0:0 500:0:0 1000:0:0 1000:2:0 1100:0:1200 1100:2:1200}; do
-  IFS=: read -r rate warm pre <<< "$case"
-  name="overhead-$rate-w$warm-p$pre"
-  echo "== client overhead at $rate req/s, warm-up $warm s, $pre connections opened first"
-  WARMUP=$warm PRECONNECT=$pre RATE=$rate N=$((rate * 10)) PORT=$((18000 + rate + warm + pre)) timeout 120 \
+  IFS=: read -r rate warm pre scpus ccpus rep <<< "$case"
+  i=$((i + 1))
+  name="overhead-$rate-w$warm-p$pre${scpus:+-s$scpus-c$ccpus}${rep:+-$rep}"
+  echo "== client overhead at $rate req/s, warm-up $warm s, $pre connections opened first${scpus:+, server on CPUs $scpus, client on $ccpus}"
+  SERVER_CPUS=$scpus CLIENT_CPUS=$ccpus WARMUP=$warm PRECONNECT=$pre RATE=$rate N=$((rate * 10)) \
+    PORT=$((18000 + i)) timeout 120 \
     bash harness/http/bench/client-overhead.sh "$R/$name" | grep -v "^http " | tail -40
   rm -rf "$R/$name/run/tokens.parquet" "$R/$name/trace.jsonl"
 done

@@ -1528,7 +1528,7 @@ fn more_checks(
         &rows,
     );
     drop((hk, hv));
-    let default = dev.default_prefill_tile(RAGGED_LEN, RAGGED_SEQS, Q_HEADS);
+    let default = dev.default_prefill_tile(RAGGED_LEN, 8192, q_lens.len(), Q_HEADS);
     for tile in dev.prefill_tiles() {
         let mut out = nan_bf16(dev, total * qw)?;
         dev.prefill_attention_tile(
@@ -2308,7 +2308,7 @@ fn prefill_rows(
                 continue;
             }
             let st = g.time(|| case.launch(dev, tile))?;
-            let default = tile == dev.default_prefill_tile(s, 1, Q_HEADS);
+            let default = tile == dev.default_prefill_tile(s, s, 1, Q_HEADS);
             let row = report.push_row(
                 &name,
                 format!(
@@ -2341,7 +2341,7 @@ fn prefill_rows(
     // Ragged: 3 sequences of 2560 new tokens in one call.
     if sel.group("prefill_attention") {
         let mut case = PrefillCase::new(dev, rng, RAGGED_SEQS, RAGGED_LEN)?;
-        let default = dev.default_prefill_tile(RAGGED_LEN, RAGGED_SEQS, Q_HEADS);
+        let default = dev.default_prefill_tile(RAGGED_LEN, RAGGED_LEN, RAGGED_SEQS, Q_HEADS);
         let tiles: Vec<PrefillTile> = if opts.quick {
             vec![default]
         } else {
@@ -2398,12 +2398,18 @@ fn prefill_rows(
         let mut one_pass = None;
         let sizes: Vec<usize> = CHUNK_SIZES.iter().rev().copied().collect();
         for c in sizes {
-            let tile = dev.default_prefill_tile(c, 1, Q_HEADS);
+            let chunks = CHUNK_PROMPT / c;
+            // The engine's choice per chunk: its block table spans just its context.
+            let tiles: Vec<PrefillTile> = (1..=chunks)
+                .map(|i| dev.default_prefill_tile(c, i * c, 1, Q_HEADS))
+                .collect();
+            let tile = tiles[tiles.len() - 1];
             let name = format!("prefill_attention ({})", tile.label());
             if !sel.row(&name) {
                 continue;
             }
-            let chunks = CHUNK_PROMPT / c;
+            let mut labels: Vec<&str> = tiles.iter().map(|t| t.label()).collect();
+            labels.dedup();
             let ctxs: Vec<CudaSlice<i32>> = (1..=chunks)
                 .map(|i| dev.upload(&[(i * c) as i32]))
                 .collect::<Result<_, _>>()?;
@@ -2412,9 +2418,10 @@ fn prefill_rows(
             let mut out = dev.alloc_bf16(c * Q_HEADS * HEAD_DIM)?;
             let cu = dev.upload(&[0i32, c as i32])?;
             let st = g.time(|| {
-                for ctx in &ctxs {
+                for (i, (ctx, &tile)) in ctxs.iter().zip(&tiles).enumerate() {
                     let p = PagedAttention {
                         ctx_lens: ctx,
+                        max_blocks_per_seq: ((i + 1) * c).div_ceil(BLOCK_SIZE),
                         ..setup.params(1)
                     };
                     dev.prefill_attention_tile(
@@ -2426,7 +2433,8 @@ fn prefill_rows(
             let row = report.push_row(
                 &name,
                 format!(
-                    "{CHUNK_PROMPT}-token prompt as {chunks} chunk(s) of {c} after their prefix (total, default tile)"
+                    "{CHUNK_PROMPT}-token prompt as {chunks} chunk(s) of {c} after their prefix (total, default tiles: {})",
+                    labels.join(" then ")
                 ),
                 st,
                 Some(attn_flops_causal(CHUNK_PROMPT, Q_HEADS)),
@@ -2554,7 +2562,7 @@ fn sustained_rows(
         }
     }
     for s in [8192usize, 16384] {
-        let tile = dev.default_prefill_tile(s, 1, Q_HEADS);
+        let tile = dev.default_prefill_tile(s, s, 1, Q_HEADS);
         let name = format!("prefill_attention ({})", tile.label());
         if !sel.row(&name) {
             continue;

@@ -127,6 +127,7 @@ pub(crate) struct Kernels {
     pub(crate) flash_prefill_wg128: CudaFunction,
     pub(crate) flash_prefill_wg128x2: CudaFunction,
     pub(crate) flash_prefill_wg128x2u: CudaFunction,
+    pub(crate) flash_prefill_wg128x2s: CudaFunction,
     pub(crate) flash_prefill_wg128n: CudaFunction,
     pub(crate) flash_prefill_wg192: CudaFunction,
     pub(crate) skinny_gemm: CudaFunction,
@@ -152,6 +153,8 @@ pub struct CudaDevice {
     pub(crate) counter: std::sync::Mutex<cudarc::driver::CudaSlice<i32>>,
     /// The skinny GEMM's split-K partials (f32), grown on first use of a shape.
     pub(crate) skinny_ws: std::sync::Mutex<Option<CudaSlice<f32>>>,
+    /// The split prefill's partials and tickets, allocated on first use.
+    pub(crate) prefill_split_ws: std::sync::Mutex<Option<super::ops::SplitWorkspace>>,
     /// Whether [`CudaDevice::gemm`] takes the skinny wgmma path for ≤ 64 rows.
     pub(crate) skinny: std::sync::atomic::AtomicBool,
     /// cuBLAS's workspace, set explicitly so that GEMMs never allocate (graph capture).
@@ -308,6 +311,7 @@ impl CudaDevice {
             k,
             counter: std::sync::Mutex::new(counter),
             skinny_ws: std::sync::Mutex::new(None),
+            prefill_split_ws: std::sync::Mutex::new(None),
             skinny: std::sync::atomic::AtomicBool::new(false),
             _blas_workspace: blas_workspace,
             tuned: super::tuned::TunedKernels::default(),
@@ -448,6 +452,7 @@ fn compile_kernels(ctx: &Arc<CudaContext>, arch: &str) -> Result<Kernels, CudaEr
         flash_prefill_wg128: f("flash_prefill_wg128")?,
         flash_prefill_wg128x2: f("flash_prefill_wg128x2")?,
         flash_prefill_wg128x2u: f("flash_prefill_wg128x2u")?,
+        flash_prefill_wg128x2s: f("flash_prefill_wg128x2s")?,
         flash_prefill_wg128n: f("flash_prefill_wg128n")?,
         flash_prefill_wg192: f("flash_prefill_wg192")?,
         skinny_gemm: f("skinny_gemm")?,
@@ -472,6 +477,7 @@ fn compile_kernels(ctx: &Arc<CudaContext>, arch: &str) -> Result<Kernels, CudaEr
         (&k.flash_prefill_wg128, PrefillTile::Wgmma128),
         (&k.flash_prefill_wg128x2, PrefillTile::Wgmma128Occ2),
         (&k.flash_prefill_wg128x2u, PrefillTile::Wgmma128Occ2Unpaired),
+        (&k.flash_prefill_wg128x2s, PrefillTile::Wgmma128Occ2Split),
         (&k.flash_prefill_wg128n, PrefillTile::Wgmma128Keys128),
         (&k.flash_prefill_wg192, PrefillTile::Wgmma192),
     ]

@@ -14,6 +14,14 @@ const DEC_STAGES: usize = 3;
 /// Dynamic shared memory of the decode kernel: K and V tiles per stage.
 pub(crate) const DECODE_SMEM_BYTES: usize = DEC_STAGES * 2 * KV_TILE * HEAD_DIM * 2;
 
+/// The split prefill's partials, their log-sum-exps and one ticket per grid tile
+/// (zero between calls: the last block of each tile resets its own).
+pub(crate) struct SplitWorkspace {
+    o: CudaSlice<f32>,
+    lse: CudaSlice<f32>,
+    tickets: CudaSlice<i32>,
+}
+
 /// How a prefill kernel's grid covers the query tiles.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum PrefillGrid {
@@ -23,7 +31,17 @@ pub(crate) enum PrefillGrid {
     Unpaired,
     /// About two blocks per SM taking tiles from an atomic counter.
     Persistent,
+    /// One block per (tile, part of its keys), heaviest tile first; partials merged.
+    Split(usize),
 }
+
+/// Most parts [`CudaDevice::prefill_splits`] cuts a query tile's keys into.
+pub const PREFILL_MAX_SPLITS: usize = 8;
+/// Fewest keys per part worth a block of its own (as `SPLIT_MIN_TILES` in the source).
+pub const PREFILL_SPLIT_MIN_KEYS: usize = 4 * KV_TILE;
+/// f32 elements of the split prefill's output partials that the default tile choice
+/// keeps within (64 MiB; a tile named explicitly allocates what it needs).
+const PREFILL_SPLIT_WS_FLOATS: usize = 16 << 20;
 
 /// A prefill attention kernel and its geometry.
 pub(crate) struct PrefillLaunch<'a> {
@@ -65,6 +83,11 @@ pub enum PrefillTile {
     /// As [`PrefillTile::Wgmma128Occ2`], one block per query tile (no pairing of
     /// heavy and light tiles): twice the blocks, for chunks after a long prefix.
     Wgmma128Occ2Unpaired,
+    /// As [`PrefillTile::Wgmma128Occ2Unpaired`] with each query tile's keys cut into
+    /// parts, one block each, merged by log-sum-exp (as Flash-Decoding): for chunks
+    /// after a long prefix whose unpaired grid still leaves SMs idle. At least two
+    /// parts when asked for by name ([`CudaDevice::prefill_splits`]).
+    Wgmma128Occ2Split,
     /// As [`PrefillTile::Wgmma128`] with K/V tiles of 128 keys.
     Wgmma128Keys128,
     /// 192 query rows on three warpgroups (`wgmma`).
@@ -73,7 +96,7 @@ pub enum PrefillTile {
 
 impl PrefillTile {
     /// Every variant, for benchmarks and checks.
-    pub const ALL: [PrefillTile; 11] = [
+    pub const ALL: [PrefillTile; 12] = [
         PrefillTile::Rows64,
         PrefillTile::Rows128,
         PrefillTile::Rows128W8,
@@ -83,6 +106,7 @@ impl PrefillTile {
         PrefillTile::Wgmma128,
         PrefillTile::Wgmma128Occ2,
         PrefillTile::Wgmma128Occ2Unpaired,
+        PrefillTile::Wgmma128Occ2Split,
         PrefillTile::Wgmma128Keys128,
         PrefillTile::Wgmma192,
     ];
@@ -159,6 +183,7 @@ impl PrefillTile {
             PrefillTile::Wgmma128 => "wg128",
             PrefillTile::Wgmma128Occ2 => "wg128x2",
             PrefillTile::Wgmma128Occ2Unpaired => "wg128x2u",
+            PrefillTile::Wgmma128Occ2Split => "wg128x2s",
             PrefillTile::Wgmma128Keys128 => "wg128n",
             PrefillTile::Wgmma192 => "wg192",
         }
@@ -266,6 +291,20 @@ impl PagedAttention<'_> {
         )?;
         Ok(self.block_size.trailing_zeros())
     }
+}
+
+/// [`CudaDevice::prefill_splits`] for `blocks` unsplit blocks on `slots` resident
+/// blocks, `max_ctx` keys and `partial_floats` f32 values per part: the fewest parts
+/// with the least `waves / parts`.
+fn split_count(blocks: usize, slots: usize, max_ctx: usize, partial_floats: usize) -> usize {
+    let (blocks, slots) = (blocks.max(1), slots.max(1));
+    let by_keys = (max_ctx / PREFILL_SPLIT_MIN_KEYS).max(1);
+    let by_workspace = (PREFILL_SPLIT_WS_FLOATS / partial_floats.max(1)).max(1);
+    let cap = PREFILL_MAX_SPLITS.min(by_keys).min(by_workspace);
+    let cost = |s: usize| (blocks * s).div_ceil(slots) as f64 / s as f64;
+    (1..=cap)
+        .min_by(|&a, &b| cost(a).total_cmp(&cost(b)).then(a.cmp(&b)))
+        .unwrap_or(1)
 }
 
 /// Rows up to which [`CudaDevice::gemm`] and [`CudaDevice::gemm_acc`] take the skinny
@@ -748,8 +787,14 @@ impl CudaDevice {
                 k,
             );
         }
-        let tile =
-            tile.unwrap_or_else(|| self.default_prefill_tile(max_q_len, p.batch, p.num_q_heads));
+        let tile = tile.unwrap_or_else(|| {
+            self.default_prefill_tile(
+                max_q_len,
+                p.max_blocks_per_seq * p.block_size,
+                p.batch,
+                p.num_q_heads,
+            )
+        });
         self.prefill_attention_tile(
             p,
             q,
@@ -764,15 +809,17 @@ impl CudaDevice {
     }
 
     /// The tile [`Self::prefill_attention`] uses for `batch` sequences of up to
-    /// `max_q_len` new tokens over `heads` query heads: where the kernels were built
-    /// for `sm_90a`, [`WGMMA_PREFILL_TILE`], or its unpaired form when the paired
-    /// grid would leave SMs without a block (512-token chunks: 1.34× one pass
-    /// unpaired, 2.94× paired; at 2048 new tokens pairing wins, 1.01× against
-    /// 1.14×, and so does a 2k prompt, 354 against 254 TFLOP/s); else
+    /// `max_q_len` new tokens after up to `max_ctx` keys in all, over `heads` query
+    /// heads: where the kernels were built for `sm_90a`, [`WGMMA_PREFILL_TILE`], or,
+    /// when the paired grid would leave SMs without a block, the split form where
+    /// [`Self::prefill_splits`] cuts the keys, else the unpaired one (512-token chunks:
+    /// 1.34× one pass unpaired, 2.94× paired; at 2048 new tokens pairing wins, 1.01×
+    /// against 1.14×, and so does a 2k prompt, 354 against 254 TFLOP/s); else
     /// [`PrefillTile::for_max_q_len`].
     pub fn default_prefill_tile(
         &self,
         max_q_len: usize,
+        max_ctx: usize,
         batch: usize,
         heads: usize,
     ) -> PrefillTile {
@@ -782,10 +829,36 @@ impl CudaDevice {
         let paired_blocks =
             max_q_len.div_ceil(WGMMA_PREFILL_TILE.rows()).div_ceil(2) * batch * heads;
         if paired_blocks < self.info().sm_count {
-            PrefillTile::Wgmma128Occ2Unpaired
+            if self.prefill_splits(max_q_len, max_ctx, batch, heads) > 1 {
+                PrefillTile::Wgmma128Occ2Split
+            } else {
+                PrefillTile::Wgmma128Occ2Unpaired
+            }
         } else {
             WGMMA_PREFILL_TILE
         }
+    }
+
+    /// Parts the keys of each query tile are cut into for [`PrefillTile::Wgmma128Occ2Split`]
+    /// at `batch` sequences of up to `max_q_len` new tokens over up to `max_ctx` keys:
+    /// the fewest parts that fill the GPU's two blocks per SM in the fewest waves
+    /// (1 when the unpaired grid already does, or when the parts would be shorter than
+    /// [`PREFILL_SPLIT_MIN_KEYS`]); at most [`PREFILL_MAX_SPLITS`], and no more than
+    /// the partials' workspace holds.
+    pub fn prefill_splits(
+        &self,
+        max_q_len: usize,
+        max_ctx: usize,
+        batch: usize,
+        heads: usize,
+    ) -> usize {
+        let blocks = max_q_len.div_ceil(PrefillTile::Wgmma128Occ2Split.rows()) * batch * heads;
+        split_count(
+            blocks,
+            2 * self.info().sm_count,
+            max_ctx,
+            max_q_len * batch * heads * HEAD_DIM,
+        )
     }
 
     /// [`Self::prefill_attention`] with an explicit tile shape.
@@ -813,6 +886,7 @@ impl CudaDevice {
             PrefillTile::Wgmma128 => &self.k.flash_prefill_wg128,
             PrefillTile::Wgmma128Occ2 => &self.k.flash_prefill_wg128x2,
             PrefillTile::Wgmma128Occ2Unpaired => &self.k.flash_prefill_wg128x2u,
+            PrefillTile::Wgmma128Occ2Split => &self.k.flash_prefill_wg128x2s,
             PrefillTile::Wgmma128Keys128 => &self.k.flash_prefill_wg128n,
             PrefillTile::Wgmma192 => &self.k.flash_prefill_wg192,
         };
@@ -830,6 +904,12 @@ impl CudaDevice {
             PrefillGrid::Persistent
         } else if tile == PrefillTile::Wgmma128Occ2Unpaired {
             PrefillGrid::Unpaired
+        } else if tile == PrefillTile::Wgmma128Occ2Split {
+            let max_ctx = p.max_blocks_per_seq * p.block_size;
+            PrefillGrid::Split(
+                self.prefill_splits(max_q_len, max_ctx, p.batch, p.num_q_heads)
+                    .max(2),
+            )
         } else {
             PrefillGrid::Paired
         };
@@ -885,17 +965,19 @@ impl CudaDevice {
         let scale_log2 = p.scale * std::f32::consts::LOG2_E;
         let max_tiles = max_q_len.div_ceil(rows);
         let persistent = l.grid == PrefillGrid::Persistent;
-        let unpaired = l.grid == PrefillGrid::Unpaired;
+        let splits = match l.grid {
+            PrefillGrid::Split(n) => n.clamp(1, PREFILL_MAX_SPLITS),
+            _ => 1,
+        };
         let grid_dim = if persistent {
             let items = max_tiles * p.num_q_heads * p.batch;
             (grid(items.min(2 * self.info().sm_count), "batch")?, 1, 1)
         } else {
             (
                 grid(
-                    if unpaired {
-                        max_tiles
-                    } else {
-                        max_tiles.div_ceil(2)
+                    match l.grid {
+                        PrefillGrid::Paired => max_tiles.div_ceil(2),
+                        _ => max_tiles * splits,
                     },
                     "max_q_len",
                 )?,
@@ -912,6 +994,35 @@ impl CudaDevice {
         let mut counter = self.counter.lock().map_err(|_| {
             CudaError::invalid("device", "the work-counter lock was poisoned by a panic")
         })?;
+        let mut split_ws = self.prefill_split_ws.lock().map_err(|_| {
+            CudaError::invalid(
+                "device",
+                "the split-prefill workspace lock was poisoned by a panic",
+            )
+        })?;
+        let split = matches!(l.grid, PrefillGrid::Split(_));
+        let parts = total_tokens * p.num_q_heads * splits;
+        if split {
+            let tickets = max_tiles * p.num_q_heads * p.batch;
+            if split_ws
+                .as_ref()
+                .is_none_or(|w| w.o.len() < parts * HEAD_DIM || w.tickets.len() < tickets)
+            {
+                *split_ws = None;
+                let alloc = |n: usize| {
+                    self.stream
+                        .alloc_zeros::<f32>(n)
+                        .map_err(CudaError::driver("allocating the split-prefill partials"))
+                };
+                let o = alloc(PREFILL_SPLIT_WS_FLOATS.max(parts * HEAD_DIM))?;
+                let lse = alloc(o.len() / HEAD_DIM)?;
+                let tickets = self
+                    .stream
+                    .alloc_zeros::<i32>(tickets.max(4096))
+                    .map_err(CudaError::driver("allocating the split-prefill tickets"))?;
+                *split_ws = Some(SplitWorkspace { o, lse, tickets });
+            }
+        }
         if persistent {
             self.stream
                 .memset_zeros(&mut *counter)
@@ -921,7 +1032,7 @@ impl CudaDevice {
         b.arg(q)
             .arg(k_cache)
             .arg(v_cache)
-            .arg(out)
+            .arg(&mut *out)
             .arg(cu_q)
             .arg(p.ctx_lens)
             .arg(p.block_tables)
@@ -933,9 +1044,18 @@ impl CudaDevice {
         if persistent {
             b.arg(&mut *counter).arg(&batch_i).arg(&tiles_i);
         }
+        let splits_i = to_i32("splits", splits)?;
+        if let (true, Some(w)) = (split, split_ws.as_mut()) {
+            b.arg(&mut w.o)
+                .arg(&mut w.lse)
+                .arg(&mut w.tickets)
+                .arg(&splits_i);
+        }
         // SAFETY: shapes checked above; cu_q, ctx_lens and block tables index valid rows
         // and blocks by the documented contract of `PagedAttention`; the persistent
-        // variant's counter is one zeroed i32 on this stream.
+        // variant's counter is one zeroed i32 on this stream; the split variant writes
+        // total_tokens·hq·splits partial rows and takes one ticket per (tile, head,
+        // sequence), which its workspace holds (checked), and leaves the tickets zero.
         self.launched(unsafe { b.launch(cfg) }, "flash_prefill")
     }
 
@@ -1498,5 +1618,31 @@ mod tests {
             assert_eq!(tile.rows() % (16 * (tile.threads() / 32)), 0);
         }
         assert_eq!(PrefillTile::Rows256Stages3.smem_bytes(), 160 * 1024);
+    }
+
+    #[test]
+    fn chunks_after_a_prefix_split_their_keys_until_the_gpu_is_full() {
+        let slots = 2 * 132; // H200: two wg128x2s blocks on each of 132 SMs
+        let floats = |q: usize| q * 32 * HEAD_DIM;
+        // A 512-token chunk (4 tiles × 32 heads = 128 blocks) after 7680 keys: two
+        // parts fill the GPU in one wave; more would add waves, not speed.
+        assert_eq!(split_count(128, slots, 8192, floats(512)), 2);
+        // The first chunk, 512 keys: still two parts of 256 keys each.
+        assert_eq!(split_count(128, slots, 512, floats(512)), 2);
+        // Too few keys for a part of their own: no split.
+        assert_eq!(
+            split_count(128, slots, PREFILL_SPLIT_MIN_KEYS + 1, floats(512)),
+            1
+        );
+        // A 768-token chunk (192 blocks): four parts, 768 blocks in three waves of 264.
+        assert_eq!(split_count(192, slots, 4096, floats(768)), 4);
+        // A grid that already fills the GPU is never split.
+        assert_eq!(split_count(2048, slots, 8192, floats(8192)), 1);
+        // The partials' workspace bounds the parts.
+        assert_eq!(
+            split_count(1, slots, 1 << 20, PREFILL_SPLIT_WS_FLOATS / 3),
+            3
+        );
+        assert_eq!(split_count(1, 1000, 1 << 20, 1), PREFILL_MAX_SPLITS);
     }
 }

@@ -652,14 +652,24 @@ __device__ __forceinline__ void wgmma_m64n128k16_rs_tb(float* d, const unsigned*
 
 #endif
 
-// NWG warpgroups of 64 query rows; BN keys per K/V tile in ST cp.async stages.
-template <int NWG, int BN, int ST>
+// NWG warpgroups of 64 query rows; BN keys per K/V tile in ST cp.async stages. With SPLIT,
+// the block takes part `split` of `n_splits` of its K/V tiles (at least SPLIT_MIN_TILES each)
+// and writes f32 partials normalised by their own sum, with their log2-sum-exp:
+// o_part[((row * hq + h) * n_splits + split) * D], lse_part[(row * hq + h) * n_splits + split];
+// the last of a tile's blocks to finish (a ticket from `counters`, one per grid tile, zero
+// between calls) merges them into `out` while they are still in L2.
+constexpr int SPLIT_MIN_TILES = 4;
+constexpr int SPLIT_MAX = 8;
+template <int NWG, int BN, int ST, bool SPLIT = false>
 __device__ __forceinline__ void flash_prefill_wg_body(const bf16* __restrict__ q, const bf16* __restrict__ kc,
                                                       const bf16* __restrict__ vc, bf16* __restrict__ out,
                                                       const int* __restrict__ cu_q, const int* __restrict__ ctx_lens,
                                                       const int* __restrict__ block_tables, int max_blocks,
                                                       int block_shift, int hq, int hkv, float scale_log2, int b, int h,
-                                                      int tile) {
+                                                      int tile, int split = 0, int n_splits = 1,
+                                                      float* __restrict__ o_part = nullptr,
+                                                      float* __restrict__ lse_part = nullptr,
+                                                      int* __restrict__ counter = nullptr) {
 #ifdef FUSELAB_WGMMA
     constexpr int BR = 64 * NWG, D = HEAD_DIM, NT = 128 * NWG, NS = BN / 2, KS = BN / 16;
     constexpr int PD = ST - 1;  // tiles loaded ahead
@@ -682,6 +692,13 @@ __device__ __forceinline__ void flash_prefill_wg_body(const bf16* __restrict__ q
     const int last_row = min(row0 + BR, q_len) - 1;
     const int kv_end = prior + last_row + 1;
     const int n_tiles = (kv_end + BN - 1) / BN;
+    // This block's K/V tiles [t_begin, t_end): all of them unless split.
+    int t_begin = 0, t_end = n_tiles;
+    if constexpr (SPLIT) {
+        const int per = max((n_tiles + n_splits - 1) / n_splits, SPLIT_MIN_TILES);
+        t_begin = min(split * per, n_tiles);
+        t_end = min(t_begin + per, n_tiles);
+    }
     const size_t row_stride = (size_t)hkv * D;
 
     for (int c = tid; c < BR * 16; c += NT) {
@@ -707,7 +724,7 @@ __device__ __forceinline__ void flash_prefill_wg_body(const bf16* __restrict__ q
     };
 #pragma unroll
     for (int i = 0; i < PD; ++i) {
-        if (i < n_tiles) load_kv(i);
+        if (t_begin + i < t_end) load_kv(t_begin + i);
         cp_commit();
     }
 
@@ -808,11 +825,11 @@ __device__ __forceinline__ void flash_prefill_wg_body(const bf16* __restrict__ q
         }
     };
 
-    for (int kt = 0; kt < n_tiles; ++kt) {
+    for (int kt = t_begin; kt < t_end; ++kt) {
         cp_wait<PD - 1>();   // tile kt has landed (PD - 1 younger groups may be in flight)
         fence_async_smem();  // cp.async writes are read by wgmma (the async proxy)
         __syncthreads();     // ... for every thread, and no one still reads the buffer loaded next
-        if (kt + PD < n_tiles) load_kv(kt + PD);
+        if (kt + PD < t_end) load_kv(kt + PD);
         cp_commit();
         if (kt >= my_tiles) continue;  // uniform per warpgroup
         float s[NS];
@@ -836,6 +853,60 @@ __device__ __forceinline__ void flash_prefill_wg_body(const bf16* __restrict__ q
     const float inv_a = l_a > 0.f ? 1.f / l_a : 0.f;
     const float inv_b = l_b > 0.f ? 1.f / l_b : 0.f;
     const int rb = r_a + 8;
+    if constexpr (SPLIT) {
+        auto part = [&](int r, float m, float l, float inv, int c) {
+            if (r >= q_len) return;
+            const size_t slot = ((size_t)(q0 + r) * hq + h) * n_splits + split;
+            float2* dst = reinterpret_cast<float2*>(o_part + slot * D);
+#pragma unroll
+            for (int dt = 0; dt < 16; ++dt)
+                dst[(dt * 8 + t4 * 2) >> 1] = make_float2(o[4 * dt + c] * inv, o[4 * dt + c + 1] * inv);
+            if (t4 == 0) lse_part[slot] = l > 0.f ? m * scale_log2 + log2f(l) : NEG_INF;
+        };
+        part(r_a, m_a, l_a, inv_a, 0);
+        part(rb, m_b, l_b, inv_b, 2);
+        __shared__ int s_last;
+        __threadfence();  // this block's partials are visible before its ticket
+        __syncthreads();
+        if (tid == 0) {
+            s_last = atomicAdd(counter, 1) == n_splits - 1;
+            if (s_last) *counter = 0;  // every other block has taken its ticket
+        }
+        __syncthreads();
+        if (!s_last) return;
+        __threadfence();
+        // Read back through L2 (__ldcg): the other blocks' writes bypass this SM's L1.
+        auto merge = [&](int r) {
+            if (r >= q_len) return;
+            const size_t slot0 = ((size_t)(q0 + r) * hq + h) * n_splits;
+            float w[SPLIT_MAX];
+            float mx = NEG_INF;
+            for (int sp = 0; sp < n_splits; ++sp) mx = fmaxf(mx, __ldcg(lse_part + slot0 + sp));
+            float den = 0.f, acc[32];
+#pragma unroll
+            for (int i = 0; i < 32; ++i) acc[i] = 0.f;
+            for (int sp = 0; sp < n_splits; ++sp) {
+                const float lse = __ldcg(lse_part + slot0 + sp);
+                w[sp] = lse == NEG_INF ? 0.f : exp2f(lse - mx);
+                den += w[sp];
+                if (w[sp] == 0.f) continue;
+                const float2* src = reinterpret_cast<const float2*>(o_part + (slot0 + sp) * D);
+#pragma unroll
+                for (int dt = 0; dt < 16; ++dt) {
+                    const float2 v = __ldcg(src + ((dt * 8 + t4 * 2) >> 1));
+                    acc[2 * dt] += w[sp] * v.x;
+                    acc[2 * dt + 1] += w[sp] * v.y;
+                }
+            }
+            const float inv = den > 0.f ? 1.f / den : 0.f;
+            unsigned* dst = reinterpret_cast<unsigned*>(out + ((size_t)(q0 + r) * hq + h) * D);
+#pragma unroll
+            for (int dt = 0; dt < 16; ++dt) dst[(dt * 8 + t4 * 2) >> 1] = pack_bf16(acc[2 * dt] * inv, acc[2 * dt + 1] * inv);
+        };
+        merge(r_a);
+        merge(rb);
+        return;
+    }
     if (r_a < q_len) {
         unsigned* dst = reinterpret_cast<unsigned*>(out + ((size_t)(q0 + r_a) * hq + h) * D);
 #pragma unroll
@@ -883,6 +954,22 @@ extern "C" __global__ void __launch_bounds__(256, 2) flash_prefill_wg128x2u(FLAS
     const int n = (cu_q[b + 1] - cu_q[b] + 127) / 128;
     const int tile = n - 1 - (int)blockIdx.x;
     if (tile >= 0) flash_prefill_wg_body<2, 64, 2>(FLASH_PREFILL_PASS, b, (int)blockIdx.y, tile);
+}
+// As wg128x2u with each query tile's K/V cut into n_splits parts, one block each
+// (grid x = tiles × n_splits), for chunks whose unpaired grid still leaves SMs idle; the
+// last part to finish merges them (`counters`: one zeroed int per grid tile).
+extern "C" __global__ void __launch_bounds__(256, 2) flash_prefill_wg128x2s(FLASH_PREFILL_ARGS, float* __restrict__ o_part,
+                                                                           float* __restrict__ lse_part,
+                                                                           int* __restrict__ counters, int n_splits) {
+    const int b = blockIdx.z;
+    const int n = (cu_q[b + 1] - cu_q[b] + 127) / 128;
+    const int tile = n - 1 - (int)blockIdx.x / n_splits;
+    const int split = (int)blockIdx.x % n_splits;
+    const size_t grid_tiles = gridDim.x / n_splits;
+    int* counter = counters + ((size_t)b * gridDim.y + blockIdx.y) * grid_tiles + blockIdx.x / n_splits;
+    if (tile >= 0 && tile * 128 < cu_q[b + 1] - cu_q[b])
+        flash_prefill_wg_body<2, 64, 2, true>(FLASH_PREFILL_PASS, b, (int)blockIdx.y, tile, split, n_splits, o_part,
+                                              lse_part, counter);
 }
 // K/V tiles of 128 keys.
 extern "C" __global__ void __launch_bounds__(256, 1) flash_prefill_wg128n(FLASH_PREFILL_ARGS) {

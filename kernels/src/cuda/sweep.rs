@@ -362,7 +362,8 @@ fn prefill_rows(
             cu.push(cu[cu.len() - 1] + c as i32);
         }
         let dcu = dev.upload(&cu)?;
-        let tile = dev.default_prefill_tile(max_q, chunks.len(), Q_HEADS);
+        let max_ctx = ctx.iter().copied().max().unwrap_or(1);
+        let tile = dev.default_prefill_tile(max_q, max_ctx, chunks.len(), Q_HEADS);
         let p = setup.params(chunks.len());
         let stats = t.time(|| {
             dev.prefill_attention_tile(

@@ -6,6 +6,8 @@
 #       `fuselab kernels`
 #   bash reports/results/h200/device-run.sh e2e      # h200-64 for every policy, the variants
 #       (no CUDA graphs, budget 16384, the r256 tile), the per-operator profile, HF
+#   bash reports/results/h200/device-run.sh sanitize-checks  # memcheck and racecheck over
+#       `fuselab kernels`' correctness checks (every kernel and tile at its checked shapes)
 # Run from the repository root with the binaries in gpu/ (build-for-device.sh); each part's
 # files land in $OUT/res-PART.tgz, unpacked here into reports/results/h200/run/ and turned
 # into the pages by make_results.py.
@@ -36,6 +38,15 @@ if [ "$PART" = kernels ]; then
   FUSELAB_REQUIRE_GPU=1 timeout 300 $BIN kernels --device cuda --baseline "$R/kernels_torch_baseline.txt" \
     --sustained 2 --json "$R/kernels.json" --markdown "$R/kernels.md"
   echo "kernels rc=$?"
+elif [ "$PART" = sanitize-checks ]; then
+  echo "== compute-sanitizer over fuselab kernels' checks (every tile, the split prefill among them)"
+  for tool in memcheck racecheck; do
+    FUSELAB_REQUIRE_GPU=1 timeout 150 compute-sanitizer --tool $tool --print-limit 20 $BIN kernels --device cuda \
+      --quick --only no-timed-rows --markdown "$R/sanitizer_${tool}_checks.md" > "$R/sanitizer_${tool}_checks.txt" 2>&1
+    echo "sanitizer $tool checks rc=$?"
+    grep -E "ERROR SUMMARY|RACECHECK SUMMARY" "$R/sanitizer_${tool}_checks.txt"
+    grep -oE "(Race reported|Invalid|Error).{0,160}" "$R/sanitizer_${tool}_checks.txt" | sort | uniq -c | head
+  done
 else
   $BIN workload --preset h200-64 --export gpu/w.jsonl | tail -3; cp gpu/w.jsonl "$R/w.jsonl"
   run() {
@@ -51,6 +62,8 @@ else
   run continuous-skinny-gemm --policy continuous --cuda-skinny-gemm
   run continuous-r256 --policy continuous --cuda-prefill-tile r256
   run continuous-budget16384 --policy continuous --knob budget=16384
+  run chunked-budget512 --policy chunked --knob budget=512
+  run chunked-budget512-unsplit --policy chunked --knob budget=512 --cuda-prefill-tile wg128x2u
   run continuous-profile --policy continuous --cuda-profile "$R/profile.json"
   run continuous-profile-no-graphs --policy continuous --no-cuda-graphs --cuda-profile "$R/profile_no_graphs.json"
   echo "== tune --executor local --gpus all (one trial per GPU; N = 1 here)"

@@ -43,7 +43,9 @@ variants = {}
 for name, what in [("continuous-no-graphs", "decode steps kernel by kernel (--no-cuda-graphs)"),
                    ("continuous-skinny-gemm", "decode GEMMs on the skinny wgmma kernel, not cuBLAS (--cuda-skinny-gemm)"),
                    ("continuous-r256", "the mma.sync prefill tile r256 (--cuda-prefill-tile r256)"),
-                   ("continuous-budget16384", "token budget 16384 (--knob budget=16384)")]:
+                   ("continuous-budget16384", "token budget 16384 (--knob budget=16384)"),
+                   ("chunked-budget512", "chunked, 512-token chunks (--knob budget=512): split prefill tile wg128x2s by default"),
+                   ("chunked-budget512-unsplit", "chunked, 512-token chunks, unsplit tile (--cuda-prefill-tile wg128x2u)")]:
     f = src / f"{name}.json"
     if f.exists():
         m = json.loads(f.read_text())["metrics"]
@@ -215,7 +217,7 @@ batching (`generate_batch`) **{hc} s**.
 Best policy with default knobs: **{best}**, {out['best']['e2e_wall_s']} s against the target of 5.0 s
 ({'met' if out['best']['met'] else 'NOT met'}; the practical floor is about 4.8 s: research/review/cuda.md §1).
 
-Variants of `continuous` in the same command:
+Variants in the same command:
 
 {variant_table}
 
