@@ -215,9 +215,11 @@ pub struct EngineOpts {
     pub cuda_skinny_gemm: bool,
 
     /// The CUDA engine's prefill attention kernel, by tile label (r64, r128,
-    /// r128w8, r128p, r256, r256s3, wg128, wg128x2) [default: wg128x2 on
-    /// Hopper, else r128 below 2048 new tokens and r256 from there]. Recorded
-    /// as knob `prefill_tile`.
+    /// r128w8, r128p, r256, r256s3, wg128, wg128x2, wg128x2u, wg128x2s, wg128n,
+    /// wg192) [default on Hopper: wg128x2, or for calls too small to fill the
+    /// GPU wg128x2s (keys split) where the keys allow it, else wg128x2u; elsewhere
+    /// r128 below 2048 new tokens and r256 from there]. Recorded as knob
+    /// `prefill_tile`.
     #[arg(long, value_name = "TILE")]
     pub cuda_prefill_tile: Option<String>,
 
