@@ -161,7 +161,16 @@ pub struct CudaDevice {
     _blas_workspace: CudaSlice<u8>,
     /// Kernels of a tuning table ([`CudaDevice::use_tuning`]), tried before the defaults.
     pub(crate) tuned: super::tuned::TunedKernels,
+    /// The experimental prefill tiles' module and kernels, compiled on first use.
+    experimental: std::sync::Mutex<ExperimentalPrefill>,
     info: DeviceInfo,
+}
+
+/// The module of [`PrefillTile::experimental_kernel`]s and the kernels loaded from it.
+#[derive(Default)]
+struct ExperimentalPrefill {
+    module: Option<Arc<cudarc::driver::CudaModule>>,
+    kernels: Vec<(PrefillTile, CudaFunction)>,
 }
 
 /// Bytes of the cuBLAS workspace (what cuBLAS uses by default on Hopper).
@@ -315,6 +324,7 @@ impl CudaDevice {
             skinny: std::sync::atomic::AtomicBool::new(false),
             _blas_workspace: blas_workspace,
             tuned: super::tuned::TunedKernels::default(),
+            experimental: std::sync::Mutex::default(),
             info,
         })
     }
@@ -395,6 +405,46 @@ impl CudaDevice {
         }
         times.sort_by(f64::total_cmp);
         Ok(times[times.len() / 2])
+    }
+}
+
+impl CudaDevice {
+    /// The kernel of an experimental prefill tile, compiling their module (about 10 s) on
+    /// the first call.
+    pub(crate) fn experimental_prefill(
+        &self,
+        tile: PrefillTile,
+    ) -> Result<CudaFunction, CudaError> {
+        let name = tile.experimental_kernel().ok_or_else(|| {
+            CudaError::invalid("tile", format!("{} is in the main module", tile.label()))
+        })?;
+        let mut e = self
+            .experimental
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((_, f)) = e.kernels.iter().find(|(t, _)| *t == tile) {
+            return Ok(f.clone());
+        }
+        if e.module.is_none() {
+            let defines = [
+                "FUSELAB_TUNE_ONLY=1".into(),
+                "FUSELAB_PREFILL_EXPERIMENTS=1".into(),
+            ];
+            e.module = Some(compile_module(&self.ctx, &self.info.arch, &defines)?);
+        }
+        let module = e.module.as_ref().expect("compiled above");
+        let func = module
+            .load_function(name)
+            .map_err(CudaError::driver(format!("loading kernel `{name}`")))?;
+        func.set_attribute(
+            CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+            tile.smem_bytes() as i32,
+        )
+        .map_err(CudaError::driver(format!(
+            "raising the shared memory of `{name}`"
+        )))?;
+        e.kernels.push((tile, func.clone()));
+        Ok(func)
     }
 }
 

@@ -92,11 +92,40 @@ pub enum PrefillTile {
     Wgmma128Keys128,
     /// 192 query rows on three warpgroups (`wgmma`).
     Wgmma192,
+    /// As [`PrefillTile::Wgmma128`] with each warpgroup's softmax overlapped with its
+    /// tensor-core work (FlashAttention-3's intra-warpgroup pipelining): K/V tiles of
+    /// 128 keys in three stages.
+    Wgmma128Pipelined,
+    /// As [`PrefillTile::Wgmma128Pipelined`] with K/V tiles of 64 keys in four stages.
+    Wgmma128PipelinedKeys64,
+    /// As [`PrefillTile::Wgmma192`], pipelined, K/V tiles of 64 keys in three stages.
+    Wgmma192Pipelined,
+    /// As [`PrefillTile::Wgmma128PipelinedKeys64`] with a third, producer warpgroup
+    /// that loads the K/V tiles into four stages handed over by mbarriers
+    /// (FlashAttention-3's warp specialisation; no block-wide barrier per tile).
+    Wgmma128WarpSpecialized,
+    /// As [`PrefillTile::Wgmma128WarpSpecialized`] with K/V tiles of 128 keys in three
+    /// stages; the producer gives most of its registers to the consumers (`setmaxnreg`).
+    Wgmma128WarpSpecializedKeys128,
+    /// As [`PrefillTile::Wgmma128WarpSpecializedKeys128`] with the two consumer
+    /// warpgroups taking turns on the tensor cores, so one's softmax runs under the
+    /// other's GEMMs (FlashAttention-3's ping-pong schedule).
+    Wgmma128PingPong,
+    /// As [`PrefillTile::Wgmma128PingPong`] with K/V tiles of 64 keys in four stages.
+    Wgmma128PingPongKeys64,
+    /// As [`PrefillTile::Wgmma128Keys128`] with the query rows held in registers as the A
+    /// operand of S = Q·Kᵀ (half its shared-memory reads), K/V in three stages.
+    Wgmma128QueryRegs,
+    /// As [`PrefillTile::Wgmma128QueryRegs`], pipelined as [`PrefillTile::Wgmma128Pipelined`].
+    Wgmma128QueryRegsPipelined,
+    /// As [`PrefillTile::Wgmma128WarpSpecialized`] with the query rows in registers and the
+    /// producer's registers given to the consumers.
+    Wgmma128QueryRegsWarpSpecialized,
 }
 
 impl PrefillTile {
     /// Every variant, for benchmarks and checks.
-    pub const ALL: [PrefillTile; 12] = [
+    pub const ALL: [PrefillTile; 22] = [
         PrefillTile::Rows64,
         PrefillTile::Rows128,
         PrefillTile::Rows128W8,
@@ -109,6 +138,16 @@ impl PrefillTile {
         PrefillTile::Wgmma128Occ2Split,
         PrefillTile::Wgmma128Keys128,
         PrefillTile::Wgmma192,
+        PrefillTile::Wgmma128Pipelined,
+        PrefillTile::Wgmma128PipelinedKeys64,
+        PrefillTile::Wgmma192Pipelined,
+        PrefillTile::Wgmma128WarpSpecialized,
+        PrefillTile::Wgmma128WarpSpecializedKeys128,
+        PrefillTile::Wgmma128PingPong,
+        PrefillTile::Wgmma128PingPongKeys64,
+        PrefillTile::Wgmma128QueryRegs,
+        PrefillTile::Wgmma128QueryRegsPipelined,
+        PrefillTile::Wgmma128QueryRegsWarpSpecialized,
     ];
 
     /// Whether the tile runs on Hopper's `wgmma` (a device compiled for `sm_90a`).
@@ -129,7 +168,7 @@ impl PrefillTile {
         match self {
             PrefillTile::Rows64 => 64,
             PrefillTile::Rows256 | PrefillTile::Rows256Stages3 => 256,
-            PrefillTile::Wgmma192 => 192,
+            PrefillTile::Wgmma192 | PrefillTile::Wgmma192Pipelined => 192,
             _ => 128,
         }
     }
@@ -138,15 +177,61 @@ impl PrefillTile {
     pub const fn threads(self) -> usize {
         match self {
             PrefillTile::Rows64 | PrefillTile::Rows128 | PrefillTile::Rows128Persistent => 128,
-            PrefillTile::Wgmma192 => 384,
+            PrefillTile::Wgmma192
+            | PrefillTile::Wgmma192Pipelined
+            | PrefillTile::Wgmma128WarpSpecialized
+            | PrefillTile::Wgmma128WarpSpecializedKeys128
+            | PrefillTile::Wgmma128PingPong
+            | PrefillTile::Wgmma128PingPongKeys64
+            | PrefillTile::Wgmma128QueryRegsWarpSpecialized => 384,
             _ => 256,
         }
+    }
+
+    /// The kernel of a tile in the experimental module (compiled on first use, see
+    /// `CudaDevice::experimental_prefill`), or `None` for the tiles of the main module.
+    pub(crate) const fn experimental_kernel(self) -> Option<&'static str> {
+        Some(match self {
+            PrefillTile::Wgmma128Pipelined => "flash_prefill_wg128p",
+            PrefillTile::Wgmma128PipelinedKeys64 => "flash_prefill_wg128p64",
+            PrefillTile::Wgmma192Pipelined => "flash_prefill_wg192p",
+            PrefillTile::Wgmma128WarpSpecialized => "flash_prefill_wg128ws",
+            PrefillTile::Wgmma128WarpSpecializedKeys128 => "flash_prefill_wg128wsn",
+            PrefillTile::Wgmma128PingPong => "flash_prefill_wg128pp",
+            PrefillTile::Wgmma128PingPongKeys64 => "flash_prefill_wg128pp64",
+            PrefillTile::Wgmma128QueryRegs => "flash_prefill_wg128q",
+            PrefillTile::Wgmma128QueryRegsPipelined => "flash_prefill_wg128qp",
+            PrefillTile::Wgmma128QueryRegsWarpSpecialized => "flash_prefill_wg128qws",
+            _ => return None,
+        })
+    }
+
+    /// Whether one warpgroup of the block only loads K/V (a producer) and computes no rows.
+    pub const fn warp_specialized(self) -> bool {
+        matches!(
+            self,
+            PrefillTile::Wgmma128WarpSpecialized
+                | PrefillTile::Wgmma128WarpSpecializedKeys128
+                | PrefillTile::Wgmma128PingPong
+                | PrefillTile::Wgmma128PingPongKeys64
+                | PrefillTile::Wgmma128QueryRegsWarpSpecialized
+        )
     }
 
     /// K/V stages in shared memory.
     const fn stages(self) -> usize {
         match self {
-            PrefillTile::Rows256Stages3 => 3,
+            PrefillTile::Rows256Stages3
+            | PrefillTile::Wgmma128Pipelined
+            | PrefillTile::Wgmma192Pipelined
+            | PrefillTile::Wgmma128WarpSpecializedKeys128
+            | PrefillTile::Wgmma128PingPong
+            | PrefillTile::Wgmma128QueryRegs
+            | PrefillTile::Wgmma128QueryRegsPipelined => 3,
+            PrefillTile::Wgmma128PipelinedKeys64
+            | PrefillTile::Wgmma128WarpSpecialized
+            | PrefillTile::Wgmma128PingPongKeys64
+            | PrefillTile::Wgmma128QueryRegsWarpSpecialized => 4,
             _ => 2,
         }
     }
@@ -154,7 +239,12 @@ impl PrefillTile {
     /// Keys per K/V tile.
     const fn kv_tile(self) -> usize {
         match self {
-            PrefillTile::Wgmma128Keys128 => 128,
+            PrefillTile::Wgmma128Keys128
+            | PrefillTile::Wgmma128Pipelined
+            | PrefillTile::Wgmma128WarpSpecializedKeys128
+            | PrefillTile::Wgmma128PingPong
+            | PrefillTile::Wgmma128QueryRegs
+            | PrefillTile::Wgmma128QueryRegsPipelined => 128,
             _ => KV_TILE,
         }
     }
@@ -163,7 +253,13 @@ impl PrefillTile {
     /// tiles align their swizzled tiles to 1024 bytes inside the buffer).
     pub(crate) const fn smem_bytes(self) -> usize {
         let align = if self.needs_sm90a() { 1024 } else { 0 };
-        (self.rows() * HEAD_DIM + 2 * self.stages() * self.kv_tile() * HEAD_DIM) * 2 + align
+        let q_rows = match self {
+            PrefillTile::Wgmma128QueryRegs
+            | PrefillTile::Wgmma128QueryRegsPipelined
+            | PrefillTile::Wgmma128QueryRegsWarpSpecialized => 0,
+            _ => self.rows(),
+        };
+        (q_rows * HEAD_DIM + 2 * self.stages() * self.kv_tile() * HEAD_DIM) * 2 + align
     }
 
     /// The tile whose [`Self::label`] is `label`.
@@ -186,6 +282,16 @@ impl PrefillTile {
             PrefillTile::Wgmma128Occ2Split => "wg128x2s",
             PrefillTile::Wgmma128Keys128 => "wg128n",
             PrefillTile::Wgmma192 => "wg192",
+            PrefillTile::Wgmma128Pipelined => "wg128p",
+            PrefillTile::Wgmma128PipelinedKeys64 => "wg128p64",
+            PrefillTile::Wgmma192Pipelined => "wg192p",
+            PrefillTile::Wgmma128WarpSpecialized => "wg128ws",
+            PrefillTile::Wgmma128WarpSpecializedKeys128 => "wg128wsn",
+            PrefillTile::Wgmma128PingPong => "wg128pp",
+            PrefillTile::Wgmma128PingPongKeys64 => "wg128pp64",
+            PrefillTile::Wgmma128QueryRegs => "wg128q",
+            PrefillTile::Wgmma128QueryRegsPipelined => "wg128qp",
+            PrefillTile::Wgmma128QueryRegsWarpSpecialized => "wg128qws",
         }
     }
 }
@@ -876,6 +982,17 @@ impl CudaDevice {
         tile: PrefillTile,
     ) -> Result<(), CudaError> {
         let shift = p.validate(k_cache, v_cache)?;
+        if tile.needs_sm90a() && !self.has_wgmma() {
+            return Err(CudaError::invalid(
+                "tile",
+                format!(
+                    "{} needs Hopper's wgmma (sm_90a) but the kernels were built for {}",
+                    tile.label(),
+                    self.info().arch
+                ),
+            ));
+        }
+        let experimental;
         let func = match tile {
             PrefillTile::Rows64 => &self.k.flash_prefill_r64,
             PrefillTile::Rows128 => &self.k.flash_prefill_r128,
@@ -889,17 +1006,11 @@ impl CudaDevice {
             PrefillTile::Wgmma128Occ2Split => &self.k.flash_prefill_wg128x2s,
             PrefillTile::Wgmma128Keys128 => &self.k.flash_prefill_wg128n,
             PrefillTile::Wgmma192 => &self.k.flash_prefill_wg192,
+            _ => {
+                experimental = self.experimental_prefill(tile)?;
+                &experimental
+            }
         };
-        if tile.needs_sm90a() && !self.has_wgmma() {
-            return Err(CudaError::invalid(
-                "tile",
-                format!(
-                    "{} needs Hopper's wgmma (sm_90a) but the kernels were built for {}",
-                    tile.label(),
-                    self.info().arch
-                ),
-            ));
-        }
         let grid = if tile == PrefillTile::Rows128Persistent {
             PrefillGrid::Persistent
         } else if tile == PrefillTile::Wgmma128Occ2Unpaired {
@@ -1615,9 +1726,25 @@ mod tests {
             // Every tile's dynamic shared memory fits the H200's 227 KiB per block.
             assert!(tile.smem_bytes() <= 227 * 1024, "{}", tile.label());
             assert_eq!(tile.threads() % 32, 0);
-            assert_eq!(tile.rows() % (16 * (tile.threads() / 32)), 0);
+            let producer = if tile.warp_specialized() { 128 } else { 0 };
+            assert_eq!(tile.rows() % (16 * ((tile.threads() - producer) / 32)), 0);
         }
         assert_eq!(PrefillTile::Rows256Stages3.smem_bytes(), 160 * 1024);
+    }
+
+    #[test]
+    fn experimental_tiles_name_their_kernel_and_the_default_is_not_one() {
+        let experimental: Vec<_> = PrefillTile::ALL
+            .into_iter()
+            .filter_map(|t| t.experimental_kernel().map(|k| (t, k)))
+            .collect();
+        assert_eq!(experimental.len(), 10);
+        for (tile, kernel) in experimental {
+            assert_eq!(kernel, format!("flash_prefill_{}", tile.label()));
+            assert!(tile.needs_sm90a(), "{}", tile.label());
+        }
+        assert_eq!(DEFAULT_PREFILL_TILE.experimental_kernel(), None);
+        assert_eq!(PrefillTile::Wgmma128Occ2.experimental_kernel(), None);
     }
 
     #[test]

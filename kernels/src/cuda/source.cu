@@ -640,6 +640,26 @@ __device__ __forceinline__ void wgmma_ss(float* d, unsigned long long da, unsign
     if constexpr (N == 64) wgmma_m64n64k16_ss(d, da, db, accumulate);
     else wgmma_m64n128k16_ss(d, da, db, accumulate);
 }
+__device__ __forceinline__ void wgmma_m64n64k16_rs(float* d, const unsigned* a, unsigned long long db, int accumulate) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31}, {%32,%33,%34,%35}, %36, p, 1, 1, 0;\n}\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(accumulate));
+}
+__device__ __forceinline__ void wgmma_m64n128k16_rs(float* d, const unsigned* a, unsigned long long db, int accumulate) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31,%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47,%48,%49,%50,%51,%52,%53,%54,%55,%56,%57,%58,%59,%60,%61,%62,%63}, {%64,%65,%66,%67}, %68, p, 1, 1, 0;\n}\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(accumulate));
+}
+// A from registers, B K-major in shared memory.
+template <int N>
+__device__ __forceinline__ void wgmma_rs(float* d, const unsigned* a, unsigned long long db, int accumulate) {
+    if constexpr (N == 64) wgmma_m64n64k16_rs(d, a, db, accumulate);
+    else wgmma_m64n128k16_rs(d, a, db, accumulate);
+}
 template <int N>
 __device__ __forceinline__ void wg_wait() { asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory"); }
 __device__ __forceinline__ void wgmma_m64n128k16_rs_tb(float* d, const unsigned* a, unsigned long long db) {
@@ -657,10 +677,81 @@ __device__ __forceinline__ void wgmma_m64n128k16_rs_tb(float* d, const unsigned*
 // and writes f32 partials normalised by their own sum, with their log2-sum-exp:
 // o_part[((row * hq + h) * n_splits + split) * D], lse_part[(row * hq + h) * n_splits + split];
 // the last of a tile's blocks to finish (a ticket from `counters`, one per grid tile, zero
-// between calls) merges them into `out` while they are still in L2.
+// between calls) merges them into `out` while they are still in L2. With PIPE (ST >= 3), each
+// warpgroup overlaps its softmax with the tensor cores, as FlashAttention-3's intra-warpgroup
+// pipelining: S = Q·Kᵀ of tile kt is issued together with O += P·V of tile kt - 1, and the
+// softmax of kt runs while that P·V is in flight; K/V are loaded ST - 2 tiles ahead, so the
+// buffer refilled in an iteration was last read by a P·V finished in the one before.
 constexpr int SPLIT_MIN_TILES = 4;
+// Masking of a K/V tile's scores (constant at every call, so the test folds away).
+enum class Mask { Check, None, Always };
 constexpr int SPLIT_MAX = 8;
-template <int NWG, int BN, int ST, bool SPLIT = false>
+template <int N>
+__device__ __forceinline__ void wg_fence_regs_u(unsigned (*r)[4]) {
+#pragma unroll
+    for (int i = 0; i < N; ++i)
+#pragma unroll
+        for (int j = 0; j < 4; ++j) asm volatile("" : "+r"(r[i][j])::"memory");
+}
+// A real use of the registers an asynchronous wgmma read (the A operand), after its wait:
+// ptxas otherwise takes them as free from the wgmma's issue, reuses them in the code under
+// it, and so moves the wait up. `never` is false at run time, unknown to the compiler.
+template <int N>
+__device__ __forceinline__ void wg_keep_until_here(unsigned (*r)[4], bool never) {
+    wg_fence_regs_u<N>(r);
+    unsigned x = 0;
+#pragma unroll
+    for (int i = 0; i < N; ++i) x ^= r[i][0] ^ r[i][1] ^ r[i][2] ^ r[i][3];
+    if (never && x == 0x7fc00001u) __trap();
+}
+// mbarriers of the warp-specialised form (WS): full[ST] (the producer's K/V tile has landed),
+// then empty[ST] (every consumer is done with it), 8 bytes each.
+__device__ __forceinline__ unsigned ws_barriers() {
+    __shared__ __align__(8) unsigned long long bars[2 * 8];
+    return smem_u32(bars);
+}
+__device__ __forceinline__ void mbar_init(unsigned bar, unsigned count) {
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
+}
+__device__ __forceinline__ void mbar_arrive(unsigned bar) {
+    asm volatile("{\n.reg .b64 st;\nmbarrier.arrive.shared::cta.b64 st, [%0];\n}\n" ::"r"(bar) : "memory");
+}
+// Waits until the phase of parity `phase` of the barrier has completed.
+__device__ __forceinline__ void mbar_wait(unsigned bar, unsigned phase) {
+    asm volatile(
+        "{\n.reg .pred p;\nWAIT:\nmbarrier.try_wait.parity.shared::cta.b64 p, [%0], %1;\n@!p bra WAIT;\n}\n" ::"r"(bar),
+        "r"(phase)
+        : "memory");
+}
+__device__ __forceinline__ void named_bar_sync(int id, int threads) {
+    asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
+}
+__device__ __forceinline__ void named_bar_arrive(int id, int threads) {
+    asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
+}
+// Per-warpgroup register budgets of the warp-specialised form (the pool is shared by the block).
+template <int N>
+__device__ __forceinline__ void regs_dec() {
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(N));
+}
+template <int N>
+__device__ __forceinline__ void regs_inc() {
+    asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(N));
+}
+// Named barriers of the ping-pong schedule (PP): warpgroup w issues its tensor-core work
+// only in its turn, on barrier PP_BAR + w, then hands the turn to the other.
+constexpr int PP_BAR = 3;
+
+// NWG consumer warpgroups and, with WS, one producer warpgroup (the last; `producer` is
+// set in its call) that loads K/V tiles into ST stages handed over by mbarriers (no
+// block-wide barrier in the loop); `iter` counts the tiles a block has taken over its
+// calls, for the stages' phases. With PP (two consumers), the consumers take turns to issue
+// their tensor-core work, so one's softmax runs under the other's GEMMs (FlashAttention-3's
+// ping-pong); both then compute every tile, so that their turns pair up. With QR, each
+// warpgroup holds its query rows in registers as the A operand of S = Q·Kᵀ (loaded once
+// from global memory), which halves the shared-memory reads of that GEMM.
+template <int NWG, int BN, int ST, bool SPLIT = false, bool PIPE = false, bool WS = false, bool PP = false,
+          bool QR = false>
 __device__ __forceinline__ void flash_prefill_wg_body(const bf16* __restrict__ q, const bf16* __restrict__ kc,
                                                       const bf16* __restrict__ vc, bf16* __restrict__ out,
                                                       const int* __restrict__ cu_q, const int* __restrict__ ctx_lens,
@@ -669,11 +760,15 @@ __device__ __forceinline__ void flash_prefill_wg_body(const bf16* __restrict__ q
                                                       int tile, int split = 0, int n_splits = 1,
                                                       float* __restrict__ o_part = nullptr,
                                                       float* __restrict__ lse_part = nullptr,
-                                                      int* __restrict__ counter = nullptr) {
+                                                      int* __restrict__ counter = nullptr, int* iter = nullptr,
+                                                      bool producer = false) {
 #ifdef FUSELAB_WGMMA
     constexpr int BR = 64 * NWG, D = HEAD_DIM, NT = 128 * NWG, NS = BN / 2, KS = BN / 16;
-    constexpr int PD = ST - 1;  // tiles loaded ahead
-    constexpr unsigned Q_BYTES = BR * D * 2, KV_BYTES = BN * D * 2;
+    static_assert(!PIPE || WS || ST >= 3, "the pipelined loop refills a buffer two tiles after its P·V");
+    static_assert(!WS || (PIPE && !SPLIT), "the warp-specialised form is pipelined and unsplit");
+    static_assert(!PP || (WS && NWG == 2), "ping-pong pairs the two consumers of the warp-specialised form");
+    constexpr int PD = PIPE ? ST - 2 : ST - 1;  // tiles loaded ahead
+    constexpr unsigned Q_BYTES = QR ? 0 : BR * D * 2, KV_BYTES = BN * D * 2;
     unsigned char* base = smem_raw + ((1024u - (smem_u32(smem_raw) & 1023u)) & 1023u);
     const unsigned sQ = smem_u32(base);
     const unsigned sK = sQ + Q_BYTES;       // [ST] K tiles
@@ -700,8 +795,83 @@ __device__ __forceinline__ void flash_prefill_wg_body(const bf16* __restrict__ q
         t_end = min(t_begin + per, n_tiles);
     }
     const size_t row_stride = (size_t)hkv * D;
+    int iter0 = 0;
+    if constexpr (WS) {
+        iter0 = *iter;
+        *iter += t_end - t_begin;
+    }
+    // Shared-memory stage of K/V tile kt.
+    auto buf = [&](int kt) {
+        if constexpr (WS) return (iter0 + kt - t_begin) % ST;
+        else return kt % ST;
+    };
+    const unsigned bar_full = ws_barriers(), bar_empty = bar_full + 8 * ST;
+    if constexpr (WS) {
+        if (producer) {
+            const int ptid = tid - 128 * NWG;
+            for (int kt = t_begin; kt < t_end; ++kt) {
+                const int it = iter0 + kt - t_begin, stage = it % ST;
+                if (it >= ST) mbar_wait(bar_empty + 8 * stage, ((it / ST) & 1) ^ 1);
+                const unsigned dK = sK + stage * KV_BYTES, dV = sV + stage * KV_BYTES;
+                // Each thread: one 16-byte chunk of a run of BN / 8 consecutive keys, which
+                // share one cache block when blocks hold at least that many (one lookup).
+                constexpr int RUN = BN / 8;
+                const int ch = ptid & 15, r0 = (ptid >> 4) * RUN, j0 = kt * BN + r0;
+                if (bmask + 1 >= RUN) {
+                    const int blk = bt[min(j0, kv_end - 1) >> block_shift];
+                    const bf16* k_row = kc + ((size_t)blk * (bmask + 1) + (j0 & bmask)) * row_stride + (size_t)hk * D + ch * 8;
+                    const bf16* v_row = vc + (k_row - kc);
+#pragma unroll
+                    for (int i = 0; i < RUN; ++i) {
+                        const bool ok = j0 + i < kv_end;
+                        const size_t step = ok ? (size_t)i * row_stride : 0;
+                        cp_async16(dK + wg_off(BN, r0 + i, ch), k_row + step, ok);
+                        cp_async16(dV + wg_off(BN, r0 + i, ch), v_row + step, ok);
+                    }
+                } else {
+#pragma unroll
+                    for (int i = 0; i < RUN; ++i) {
+                        const int j = j0 + i;
+                        const bool ok = j < kv_end;
+                        const int jj = ok ? j : 0;
+                        const int blk = bt[jj >> block_shift];
+                        const size_t off =
+                            ((size_t)blk * (bmask + 1) + (jj & bmask)) * row_stride + (size_t)hk * D + ch * 8;
+                        cp_async16(dK + wg_off(BN, r0 + i, ch), kc + off, ok);
+                        cp_async16(dV + wg_off(BN, r0 + i, ch), vc + off, ok);
+                    }
+                }
+                cp_commit();
+                if (kt > t_begin) {  // the previous tile: landed, made visible to wgmma, handed over
+                    cp_wait<1>();
+                    fence_async_smem();
+                    mbar_arrive(bar_full + 8 * ((it - 1) % ST));
+                }
+            }
+            if (t_end > t_begin) {
+                cp_wait<0>();
+                fence_async_smem();
+                mbar_arrive(bar_full + 8 * ((iter0 + t_end - t_begin - 1) % ST));
+            }
+            return;
+        }
+        // A consumer loads its own 64 query rows.
+        for (int c = tid & 127; !QR && c < 64 * 16; c += 128) {
+            const int r = wg * 64 + (c >> 4), ch = c & 15;
+            const int qi = row0 + r;
+            const bool ok = qi < q_len;
+            const bf16* src = q + ((size_t)(q0 + (ok ? qi : 0)) * hq + h) * D + ch * 8;
+            cp_async16(sQ + wg_off(BR, r, ch), src, ok);
+        }
+        if constexpr (!QR) {
+            cp_commit();
+            cp_wait<0>();
+            fence_async_smem();
+            named_bar_sync(1 + wg, 128);
+        }
+    }
 
-    for (int c = tid; c < BR * 16; c += NT) {
+    for (int c = tid; !WS && !QR && c < BR * 16; c += NT) {
         const int r = c >> 4, ch = c & 15;
         const int qi = row0 + r;
         const bool ok = qi < q_len;
@@ -723,7 +893,7 @@ __device__ __forceinline__ void flash_prefill_wg_body(const bf16* __restrict__ q
         }
     };
 #pragma unroll
-    for (int i = 0; i < PD; ++i) {
+    for (int i = 0; i < PD && !WS; ++i) {
         if (t_begin + i < t_end) load_kv(t_begin + i);
         cp_commit();
     }
@@ -741,21 +911,42 @@ __device__ __forceinline__ void flash_prefill_wg_body(const bf16* __restrict__ q
     // Tiles this warpgroup computes (uniform over it): the later ones are fully masked.
     const int my_tiles = wr0 < q_len ? min(n_tiles, wg_max_lim / BN + 1) : 0;
     const unsigned q_wg = sQ + wg * 64 * 128;  // this warpgroup's 64 rows in each half
+    // With QR: the A fragments of this thread's rows r_a and r_a + 8, per 16 dimensions.
+    unsigned qf[QR ? 8 : 1][4];
+    if constexpr (QR) {
+        auto row = [&](int r) {
+            return reinterpret_cast<const unsigned*>(q + ((size_t)(q0 + (r < q_len ? r : 0)) * hq + h) * D);
+        };
+        const unsigned *qa = row(r_a), *qb = row(r_a + 8);
+        const bool ok_a = r_a < q_len, ok_b = r_a + 8 < q_len;
+#pragma unroll
+        for (int ks = 0; ks < 8; ++ks) {
+            const int c = ks * 8 + t4;  // bf16 pairs: dimensions 16 ks + 2 t4 (+ 8)
+            qf[ks][0] = ok_a ? qa[c] : 0u;
+            qf[ks][1] = ok_b ? qb[c] : 0u;
+            qf[ks][2] = ok_a ? qa[c + 4] : 0u;
+            qf[ks][3] = ok_b ? qb[c + 4] : 0u;
+        }
+    }
 
     auto qk = [&](float* s, int kt) {
-        const unsigned cK = sK + (kt % ST) * KV_BYTES;
+        const unsigned cK = sK + buf(kt) * KV_BYTES;
         wg_fence();
 #pragma unroll
         for (int ks = 0; ks < 8; ++ks) {
             const unsigned off = (ks & 3) * 32u;  // k16 step inside a 128-byte row
-            const unsigned long long da = wg_desc(q_wg + (ks >> 2) * (BR * 128) + off, 16, 1024);
             const unsigned long long db = wg_desc(cK + (ks >> 2) * (BN * 128) + off, 16, 1024);
-            wgmma_ss<BN>(s, da, db, ks > 0);
+            if constexpr (QR) {
+                wgmma_rs<BN>(s, qf[ks], db, ks > 0);
+            } else {
+                const unsigned long long da = wg_desc(q_wg + (ks >> 2) * (BR * 128) + off, 16, 1024);
+                wgmma_ss<BN>(s, da, db, ks > 0);
+            }
         }
         wg_commit();
     };
     auto pv = [&](const unsigned (*pa)[4], int kt) {
-        const unsigned cV = sV + (kt % ST) * KV_BYTES;
+        const unsigned cV = sV + buf(kt) * KV_BYTES;
         wg_fence_regs<64>(o);
         wg_fence();
 #pragma unroll
@@ -766,11 +957,12 @@ __device__ __forceinline__ void flash_prefill_wg_body(const bf16* __restrict__ q
         }
         wg_commit();
     };
-    // Masks, updates the running max and sum, leaves P packed for the A operand in pa and
-    // the factor for the accumulators in al_a / al_b.
-    auto softmax = [&](float* s, int kt, float& al_a, float& al_b, unsigned (*pa)[4]) {
+    // Masks (as `mode` says; Check: where the tile reaches past the warpgroup's first
+    // row), updates the running max and sum, leaves P in s (f32) and the factor for the
+    // accumulators in al_a / al_b.
+    auto softmax = [&](float* s, int kt, float& al_a, float& al_b, Mask M) {
         const int kbase = kt * BN;
-        if (kbase + BN - 1 > wg_min_lim) {
+        if (M == Mask::Always || (M == Mask::Check && kbase + BN - 1 > wg_min_lim)) {
 #pragma unroll
             for (int nt = 0; nt < BN / 8; ++nt) {
                 const int j = kbase + nt * 8 + t4 * 2;
@@ -807,6 +999,9 @@ __device__ __forceinline__ void flash_prefill_wg_body(const bf16* __restrict__ q
             l_a += s[4 * nt + 0] + s[4 * nt + 1];
             l_b += s[4 * nt + 2] + s[4 * nt + 3];
         }
+    };
+    // P packed as bf16 pairs for the A operand of P·V.
+    auto pack = [&](const float* s, unsigned (*pa)[4]) {
 #pragma unroll
         for (int ks = 0; ks < KS; ++ks) {
             pa[ks][0] = pack_bf16(s[8 * ks + 0], s[8 * ks + 1]);
@@ -825,24 +1020,119 @@ __device__ __forceinline__ void flash_prefill_wg_body(const bf16* __restrict__ q
         }
     };
 
-    for (int kt = t_begin; kt < t_end; ++kt) {
+    const int my_end = PP ? t_end : min(t_end, my_tiles);
+    auto turn_begin = [&]() {
+        if constexpr (PP) named_bar_sync(PP_BAR + wg, 256);
+    };
+    auto turn_end = [&]() {
+        if constexpr (PP) named_bar_arrive(PP_BAR + (wg ^ 1), 256);
+    };
+    // Every thread waits for tile kt, then refills the buffer of tile kt + PD.
+    auto sync_load = [&](int kt) {
         cp_wait<PD - 1>();   // tile kt has landed (PD - 1 younger groups may be in flight)
         fence_async_smem();  // cp.async writes are read by wgmma (the async proxy)
         __syncthreads();     // ... for every thread, and no one still reads the buffer loaded next
         if (kt + PD < t_end) load_kv(kt + PD);
         cp_commit();
-        if (kt >= my_tiles) continue;  // uniform per warpgroup
-        float s[NS];
+    };
+    // With WS: wait for tile kt's stage, and hand it back to the producer.
+    auto wait_full = [&](int kt) {
+        if constexpr (WS) mbar_wait(bar_full + 8 * buf(kt), ((iter0 + kt - t_begin) / ST) & 1);
+        else sync_load(kt);
+    };
+    auto release = [&](int kt) {
+        if constexpr (WS) mbar_arrive(bar_empty + 8 * buf(kt));
+    };
+    if constexpr (PIPE) {
+        int kt = t_begin;
+        float al_a = 1.f, al_b = 1.f;
         unsigned pa[KS][4];
-        qk(s, kt);
-        wg_wait<0>();
-        wg_fence_regs<NS>(s);
-        float al_a, al_b;
-        softmax(s, kt, al_a, al_b, pa);
-        rescale(al_a, al_b);
-        pv(pa, kt);
-        wg_wait<0>();
-        wg_fence_regs<64>(o);
+        // Straight-line wgmma code between issue and wait (a branch there makes ptxas
+        // serialise them): the first tile peeled, the last P·V after the loop.
+        if (t_begin < my_end) {
+            float s[NS];
+            wait_full(kt);
+            turn_begin();
+            qk(s, kt);
+            turn_end();
+            wg_wait<0>();
+            wg_fence_regs<NS>(s);
+            softmax(s, kt, al_a, al_b, Mask::Check);
+            pack(s, pa);
+            // No branch while a P·V is in flight (ptxas would wait for it there): the
+            // tiles before the warpgroup's diagonal, then those that need the mask. The
+            // new P is packed before the wait, into the buffer the P·V is not reading
+            // (else ptxas hoists the wait above the softmax to reuse the registers); a
+            // run's odd last tile packs after the wait, in place.
+            unsigned pb[KS][4];
+            auto step = [&](Mask mode, unsigned (*cur)[4], unsigned (*next)[4], bool in_place) {
+                wait_full(kt);
+                turn_begin();
+                qk(s, kt);
+                rescale(al_a, al_b);
+                pv(cur, kt - 1);
+                turn_end();
+                wg_wait<1>();  // S (the older group) is done; P·V may still run
+                wg_fence_regs<NS>(s);
+                softmax(s, kt, al_a, al_b, mode);
+                if (!in_place) {
+                    pack(s, next);
+                    wg_fence_regs_u<KS>(next);
+                }
+                wg_wait<0>();
+                wg_fence_regs<64>(o);
+                if (in_place) wg_fence_regs_u<KS>(pa);  // the previous P stays live until its P·V is done
+                else wg_keep_until_here<KS>(cur, l_a < 0.f);
+                release(kt - 1);
+                if (in_place) pack(s, pa);
+            };
+            // With 128 keys the second buffer costs more registers than the overlap gains.
+            constexpr bool TWO_P = BN == 64;
+            auto run = [&](int end, Mask mode) {
+                for (; TWO_P && kt + 1 < end; kt += 2) {
+                    step(mode, pa, pb, false);
+                    ++kt;
+                    step(mode, pb, pa, false);
+                    --kt;
+                }
+                for (; kt < end; ++kt) step(mode, pa, pa, true);
+            };
+            ++kt;
+            run(max(kt, min(my_end, (wg_min_lim + 1) / BN)), Mask::None);
+            run(my_end, Mask::Always);
+            rescale(al_a, al_b);
+            turn_begin();
+            pv(pa, kt - 1);
+            turn_end();
+            wg_wait<0>();
+            wg_fence_regs<64>(o);
+            release(kt - 1);
+        }
+        for (; kt < t_end; ++kt) {  // tiles fully masked for this warpgroup
+            wait_full(kt);
+            release(kt);
+        }
+    } else {
+        for (int kt = t_begin; kt < t_end; ++kt) {
+            cp_wait<PD - 1>();   // tile kt has landed (PD - 1 younger groups may be in flight)
+            fence_async_smem();  // cp.async writes are read by wgmma (the async proxy)
+            __syncthreads();     // ... for every thread, and no one still reads the buffer loaded next
+            if (kt + PD < t_end) load_kv(kt + PD);
+            cp_commit();
+            if (kt >= my_tiles) continue;  // uniform per warpgroup
+            float s[NS];
+            unsigned pa[KS][4];
+            float al_a, al_b;
+            qk(s, kt);
+            wg_wait<0>();
+            wg_fence_regs<NS>(s);
+            softmax(s, kt, al_a, al_b, Mask::Check);
+            pack(s, pa);
+            rescale(al_a, al_b);
+            pv(pa, kt);
+            wg_wait<0>();
+            wg_fence_regs<64>(o);
+        }
     }
     cp_wait<0>();
 
@@ -923,22 +1213,60 @@ __device__ __forceinline__ void flash_prefill_wg_body(const bf16* __restrict__ q
 #endif
 }
 
-// Heavy and light q tiles paired per block, as flash_prefill_pairs.
-template <int NWG, int BN, int ST>
+// Heavy and light q tiles paired per block, as flash_prefill_pairs. With WS and
+// PRODUCER_REGS, the producer gives registers up to the consumers (setmaxnreg).
+template <int NWG, int BN, int ST, bool PIPE = false, bool WS = false, bool PP = false, int PRODUCER_REGS = 0,
+          bool QR = false>
 __device__ __forceinline__ void flash_prefill_wg_pairs(FLASH_PREFILL_ARGS) {
     constexpr int BR = 64 * NWG;
+    constexpr int CONSUMER_REGS = (65536 / (128 * (NWG + 1)) * (NWG + 1) - PRODUCER_REGS) / NWG / 8 * 8;
+    int iter = 0;
+    if constexpr (WS) {
+        if (threadIdx.x == 0) {
+            const unsigned bars = ws_barriers();
+            for (int i = 0; i < ST; ++i) {
+                mbar_init(bars + 8 * i, 128);
+                mbar_init(bars + 8 * (ST + i), 128 * NWG);
+            }
+        }
+        __syncthreads();
+    }
     const int b = blockIdx.z;
     const int n = (cu_q[b + 1] - cu_q[b] + BR - 1) / BR;
     const int lo = blockIdx.x, hi = n - 1 - (int)blockIdx.x;
     if (hi < lo) return;
-    for (int pass = 0; pass < 2; ++pass) {
-        if (pass == 1) {
-            if (hi == lo) break;
-            __syncthreads();  // shared memory is reused by the second tile
+    auto passes = [&](bool producer) {
+        for (int pass = 0; pass < 2; ++pass) {
+            if (pass == 1) {
+                if (hi == lo) break;
+                // Shared memory is reused by the second tile (with WS, stages are handed
+                // over by mbarriers and each consumer reloads only its own query rows).
+                if constexpr (!WS) __syncthreads();
+            }
+            flash_prefill_wg_body<NWG, BN, ST, false, PIPE, WS, PP, QR>(FLASH_PREFILL_PASS, b, (int)blockIdx.y,
+                                                                    pass == 0 ? hi : lo, 0, 1, nullptr, nullptr,
+                                                                    nullptr, &iter, producer);
         }
-        flash_prefill_wg_body<NWG, BN, ST>(FLASH_PREFILL_PASS, b, (int)blockIdx.y, pass == 0 ? hi : lo);
+    };
+    if constexpr (WS) {
+        const int wg = threadIdx.x / 128;
+        if (wg == NWG) {
+            if constexpr (PRODUCER_REGS > 0) regs_dec<PRODUCER_REGS>();
+            passes(true);
+        } else {
+            if constexpr (PRODUCER_REGS > 0) regs_inc<CONSUMER_REGS>();
+            // The first turn is the first consumer's; its last sync takes the second's final hand-over.
+            if constexpr (PP)
+                if (wg == 1) named_bar_arrive(PP_BAR, 256);
+            passes(false);
+            if constexpr (PP)
+                if (wg == 0) named_bar_sync(PP_BAR, 256);
+        }
+    } else {
+        passes(false);
     }
 }
+
 #ifndef FUSELAB_TUNE_ONLY
 extern "C" __global__ void __launch_bounds__(256, 1) flash_prefill_wg128(FLASH_PREFILL_ARGS) {
     flash_prefill_wg_pairs<2, 64, 2>(FLASH_PREFILL_PASS);
@@ -1102,6 +1430,53 @@ extern "C" __global__ void skinny_reduce(const float* __restrict__ part, bf16* _
 // FUSELAB_PF_BN keys per K/V tile, FUSELAB_PF_ST cp.async stages, FUSELAB_PF_MINB blocks per
 // SM for the register cap; `_u` takes one q tile per block (heaviest first), the other
 // pairs heavy and light tiles.
+// Prefill tiles measured against the default and kept selectable (kernels/src/cuda/NOTES.md),
+// in a module of their own compiled on first use (FUSELAB_PREFILL_EXPERIMENTS), so that they
+// do not lengthen every engine's start.
+#if defined(FUSELAB_PREFILL_EXPERIMENTS) && defined(FUSELAB_WGMMA)
+// Softmax overlapped with the tensor cores (PIPE): K/V tiles of 128 keys in three stages.
+extern "C" __global__ void __launch_bounds__(256, 1) flash_prefill_wg128p(FLASH_PREFILL_ARGS) {
+    flash_prefill_wg_pairs<2, 128, 3, true>(FLASH_PREFILL_PASS);
+}
+// PIPE with K/V tiles of 64 keys in four stages (two tiles loaded ahead).
+extern "C" __global__ void __launch_bounds__(256, 1) flash_prefill_wg128p64(FLASH_PREFILL_ARGS) {
+    flash_prefill_wg_pairs<2, 64, 4, true>(FLASH_PREFILL_PASS);
+}
+// PIPE with a producer warpgroup (WS): K/V tiles of 64 keys in four stages.
+extern "C" __global__ void __launch_bounds__(384, 1) flash_prefill_wg128ws(FLASH_PREFILL_ARGS) {
+    flash_prefill_wg_pairs<2, 64, 4, true, true>(FLASH_PREFILL_PASS);
+}
+// WS with K/V tiles of 128 keys in three stages and the producer's registers given to the
+// consumers.
+extern "C" __global__ void __launch_bounds__(384, 1) flash_prefill_wg128wsn(FLASH_PREFILL_ARGS) {
+    flash_prefill_wg_pairs<2, 128, 3, true, true, false, 40>(FLASH_PREFILL_PASS);
+}
+// wg128wsn with the consumers in ping-pong (PP).
+extern "C" __global__ void __launch_bounds__(384, 1) flash_prefill_wg128pp(FLASH_PREFILL_ARGS) {
+    flash_prefill_wg_pairs<2, 128, 3, true, true, true, 40>(FLASH_PREFILL_PASS);
+}
+// wg128ws (K/V tiles of 64 keys, four stages) in ping-pong.
+extern "C" __global__ void __launch_bounds__(384, 1) flash_prefill_wg128pp64(FLASH_PREFILL_ARGS) {
+    flash_prefill_wg_pairs<2, 64, 4, true, true, true, 40>(FLASH_PREFILL_PASS);
+}
+// Query rows in registers (QR): K/V tiles of 128 keys in three stages, one block per SM.
+extern "C" __global__ void __launch_bounds__(256, 1) flash_prefill_wg128q(FLASH_PREFILL_ARGS) {
+    flash_prefill_wg_pairs<2, 128, 3, false, false, false, 0, true>(FLASH_PREFILL_PASS);
+}
+// QR and PIPE, K/V tiles of 128 keys in three stages.
+extern "C" __global__ void __launch_bounds__(256, 1) flash_prefill_wg128qp(FLASH_PREFILL_ARGS) {
+    flash_prefill_wg_pairs<2, 128, 3, true, false, false, 0, true>(FLASH_PREFILL_PASS);
+}
+// QR and WS (K/V tiles of 64 keys, four stages), the producer's registers given to the consumers.
+extern "C" __global__ void __launch_bounds__(384, 1) flash_prefill_wg128qws(FLASH_PREFILL_ARGS) {
+    flash_prefill_wg_pairs<2, 64, 4, true, true, false, 40, true>(FLASH_PREFILL_PASS);
+}
+// PIPE on three warpgroups, K/V tiles of 64 keys in three stages.
+extern "C" __global__ void __launch_bounds__(384, 1) flash_prefill_wg192p(FLASH_PREFILL_ARGS) {
+    flash_prefill_wg_pairs<3, 64, 3, true>(FLASH_PREFILL_PASS);
+}
+#endif  // FUSELAB_PREFILL_EXPERIMENTS
+
 #if defined(FUSELAB_TUNE_PREFILL) && defined(FUSELAB_WGMMA)
 extern "C" __global__ void __launch_bounds__(128 * FUSELAB_PF_NWG, FUSELAB_PF_MINB)
     flash_prefill_tuned(FLASH_PREFILL_ARGS) {

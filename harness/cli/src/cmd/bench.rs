@@ -216,7 +216,10 @@ pub struct EngineOpts {
 
     /// The CUDA engine's prefill attention kernel, by tile label (r64, r128,
     /// r128w8, r128p, r256, r256s3, wg128, wg128x2, wg128x2u, wg128x2s, wg128n,
-    /// wg192) [default on Hopper: wg128x2, or for calls too small to fill the
+    /// wg192; compiled on first use: wg128p, wg128p64, wg192p, wg128ws, wg128wsn,
+    /// wg128pp, wg128pp64, wg128q, wg128qp, wg128qws; the fastest on an H200 at
+    /// long prompts is wg128pp, see kernels/src/cuda/NOTES.md)
+    /// [default on Hopper: wg128x2, or for calls too small to fill the
     /// GPU wg128x2s (keys split) where the keys allow it, else wg128x2u; elsewhere
     /// r128 below 2048 new tokens and r256 from there]. Recorded as knob
     /// `prefill_tile`.
