@@ -683,9 +683,9 @@ __device__ __forceinline__ void wgmma_m64n128k16_rs_tb(float* d, const unsigned*
 // softmax of kt runs while that P·V is in flight; K/V are loaded ST - 2 tiles ahead, so the
 // buffer refilled in an iteration was last read by a P·V finished in the one before.
 constexpr int SPLIT_MIN_TILES = 4;
+constexpr int SPLIT_MAX = 8;
 // Masking of a K/V tile's scores (constant at every call, so the test folds away).
 enum class Mask { Check, None, Always };
-constexpr int SPLIT_MAX = 8;
 template <int N>
 __device__ __forceinline__ void wg_fence_regs_u(unsigned (*r)[4]) {
 #pragma unroll
@@ -1426,10 +1426,6 @@ extern "C" __global__ void skinny_reduce(const float* __restrict__ part, bf16* _
 #endif  // FUSELAB_TUNE_ONLY
 
 // ---------------------------------------------------------------- tuning candidates
-// Compiled only into a tuning module (tuned.rs): FUSELAB_PF_NWG warpgroups of 64 rows,
-// FUSELAB_PF_BN keys per K/V tile, FUSELAB_PF_ST cp.async stages, FUSELAB_PF_MINB blocks per
-// SM for the register cap; `_u` takes one q tile per block (heaviest first), the other
-// pairs heavy and light tiles.
 // Prefill tiles measured against the default and kept selectable (kernels/src/cuda/NOTES.md),
 // in a module of their own compiled on first use (FUSELAB_PREFILL_EXPERIMENTS), so that they
 // do not lengthen every engine's start.
@@ -1477,6 +1473,10 @@ extern "C" __global__ void __launch_bounds__(384, 1) flash_prefill_wg192p(FLASH_
 }
 #endif  // FUSELAB_PREFILL_EXPERIMENTS
 
+// Compiled only into a tuning module (tuned.rs): FUSELAB_PF_NWG warpgroups of 64 rows,
+// FUSELAB_PF_BN keys per K/V tile, FUSELAB_PF_ST cp.async stages, FUSELAB_PF_MINB blocks per
+// SM for the register cap; `_u` takes one q tile per block (heaviest first), the other
+// pairs heavy and light tiles.
 #if defined(FUSELAB_TUNE_PREFILL) && defined(FUSELAB_WGMMA)
 extern "C" __global__ void __launch_bounds__(128 * FUSELAB_PF_NWG, FUSELAB_PF_MINB)
     flash_prefill_tuned(FLASH_PREFILL_ARGS) {
