@@ -11,13 +11,13 @@ use fuselab_engine::{
     KvGeometry, LoraConfig, StepOutput,
 };
 use fuselab_kernels::cpu::rope::Rope;
-use fuselab_kernels::cuda::{CudaDevice, DecodeWorkspace, PagedAttention, PrefillTile};
+use fuselab_kernels::cuda::{CudaDevice, DecodeWorkspace, GemmOut, PagedAttention, PrefillTile};
 use half::bf16;
 
 use crate::CudaBackendError;
 use crate::lora::{DeviceLora, Proj};
 use crate::profile::{DecodeStep, Op, OpProfile, Phase, Recorder};
-use crate::weights::DeviceWeights;
+use crate::weights::{DeviceWeights, LayerWeights};
 use fuselab_engine::ModelShape;
 
 /// Knobs of the CUDA backend.
@@ -45,6 +45,10 @@ pub struct CudaOptions {
     /// GEMMs of at most 64 rows (decode steps) on the skinny wgmma kernel instead of
     /// cuBLAS where the device has `wgmma` (default false: it measured slower).
     pub skinny_gemm: bool,
+    /// At the warm-up, time cuBLASLt's algorithms for the decode GEMMs of every graph
+    /// bucket over all layers' weights and run each shape through the fastest where it
+    /// beats cuBLAS's default ([`CudaDevice::tune_gemm`]; default true).
+    pub gemm_tuning: bool,
     /// The prefill attention kernel's tile (default: the device's
     /// [`CudaDevice::default_prefill_tile`]).
     pub prefill_tile: Option<PrefillTile>,
@@ -69,6 +73,7 @@ impl Default for CudaOptions {
             warm_up: true,
             graphs: true,
             skinny_gemm: false,
+            gemm_tuning: true,
             prefill_tile: None,
             tuning: None,
             profile: None,
@@ -1409,8 +1414,11 @@ impl CudaBackend {
             })?;
             self.run(&decode(WARM_UP_DECODE.min(geo.num_blocks as usize)))?;
             self.opts.graphs = graphs;
+            let most = (geo.num_blocks as usize).min(GRAPH_BUCKETS[GRAPH_BUCKETS.len() - 1]);
+            if self.opts.gemm_tuning && !self.opts.skinny_gemm {
+                self.tune_decode_gemms(most)?;
+            }
             if graphs {
-                let most = (geo.num_blocks as usize).min(GRAPH_BUCKETS[GRAPH_BUCKETS.len() - 1]);
                 for rows in GRAPH_BUCKETS.into_iter().filter(|&b| b <= most) {
                     self.run(&decode(rows))?;
                 }
@@ -1420,6 +1428,73 @@ impl CudaBackend {
         self.opts.graphs = graphs;
         self.recorder = recorder;
         result
+    }
+
+    /// [`CudaDevice::tune_gemm`] for the five GEMMs of a decode step (qkv, o, gate_up,
+    /// down over every layer's weights; the LM head) at every graph bucket of up to
+    /// `most` rows, on the scratch buffers (their contents are overwritten).
+    fn tune_decode_gemms(&mut self, most: usize) -> Result<(), CudaBackendError> {
+        let (Some(s), Some(hs)) = (self.scratch.as_mut(), self.head.as_mut()) else {
+            return Ok(());
+        };
+        let (dev, cfg, w) = (&self.dev, &self.cfg, &self.w);
+        let (hd, qw, f) = (cfg.hidden, cfg.q_width(), cfg.ffn);
+        let qkv_w = qw + 2 * cfg.kv_width();
+        let dense = GemmOut::dense;
+        let acc = |n| GemmOut {
+            accumulate: true,
+            ..GemmOut::dense(n)
+        };
+        let layers = |pick: fn(&LayerWeights) -> &CudaSlice<bf16>| -> Vec<&CudaSlice<bf16>> {
+            w.layers.iter().map(pick).collect()
+        };
+        let (wqkv, wo) = (layers(|l| &l.wqkv), layers(|l| &l.wo));
+        let (wgu, wd) = (layers(|l| &l.w_gate_up), layers(|l| &l.w_down));
+        let (mut adopted, mut shapes, mut default_us, mut tuned_us) = (0, 0, 0.0, 0.0);
+        let t0 = Instant::now();
+        for rows in GRAPH_BUCKETS
+            .into_iter()
+            .filter(|&b| b <= most && b <= s.rows && b <= hs.rows)
+        {
+            let results = [
+                dev.tune_gemm(&s.h, &wqkv, &mut s.qkv, rows, hd, qkv_w, dense(qkv_w))?,
+                dev.tune_gemm(&s.attn, &wo, &mut s.x, rows, qw, hd, acc(hd))?,
+                dev.tune_gemm(&s.h, &wgu, &mut s.gate_up, rows, hd, 2 * f, dense(2 * f))?,
+                dev.tune_gemm(&s.act, &wd, &mut s.x, rows, f, hd, acc(hd))?,
+                dev.tune_gemm(
+                    &hs.normed,
+                    &[&w.lm_head],
+                    &mut hs.logits,
+                    rows,
+                    hd,
+                    cfg.vocab,
+                    dense(cfg.vocab),
+                )?,
+            ];
+            for (i, r) in results.iter().enumerate() {
+                if let Some(why) = &r.unavailable {
+                    tracing::warn!(rows, gemm = i, "no cuBLASLt algorithm to tune: {why}");
+                }
+                shapes += 1;
+                adopted += usize::from(r.adopted);
+                if rows == WARM_UP_DECODE {
+                    // Per step: the four layer GEMMs once a layer, the head once.
+                    let times = if i < 4 { w.layers.len() as f64 } else { 1.0 };
+                    default_us += times * r.default_us;
+                    let best = r.best_us.filter(|_| r.adopted).unwrap_or(r.default_us);
+                    tuned_us += times * best;
+                }
+            }
+        }
+        tracing::info!(
+            shapes,
+            adopted,
+            seconds = t0.elapsed().as_secs_f64(),
+            step_gemm_us_default = default_us,
+            step_gemm_us_tuned = tuned_us,
+            "cuda backend tuned the decode GEMMs (cuBLASLt algorithms by timing; per step at {WARM_UP_DECODE} rows)"
+        );
+        Ok(())
     }
 
     /// Writes the profile to [`CudaOptions::profile`] (JSON, and markdown beside it).

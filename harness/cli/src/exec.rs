@@ -80,6 +80,9 @@ pub struct EngineSpec {
     pub cuda_graphs: bool,
     /// Whether the CUDA engine runs small GEMMs on its skinny wgmma kernel.
     pub cuda_skinny_gemm: bool,
+    /// Whether the CUDA engine times cuBLASLt's algorithms for its decode GEMMs at the
+    /// warm-up and keeps the fastest.
+    pub cuda_gemm_tuning: bool,
     /// The CUDA engine's prefill attention tile (`None`: the device's default).
     pub cuda_prefill_tile: Option<fuselab_kernels::cuda::PrefillTile>,
     /// Per-request timeout for real-time engines, seconds.
@@ -794,6 +797,8 @@ pub fn realtime_engine(
             .insert("cuda_graphs".into(), engine.cuda_graphs.into());
         info.knobs
             .insert("skinny_gemm".into(), engine.cuda_skinny_gemm.into());
+        info.knobs
+            .insert("gemm_tuning".into(), engine.cuda_gemm_tuning.into());
         if let Some(t) = engine.cuda_prefill_tile {
             info.knobs.insert("prefill_tile".into(), t.label().into());
         }
@@ -814,6 +819,7 @@ pub fn realtime_engine(
             profile: engine.cuda_profile.clone(),
             graphs: engine.cuda_graphs,
             skinny_gemm: engine.cuda_skinny_gemm,
+            gemm_tuning: engine.cuda_gemm_tuning,
             prefill_tile: engine.cuda_prefill_tile,
             ..fuselab_cuda::CudaOptions::default()
         };

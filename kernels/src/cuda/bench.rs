@@ -46,8 +46,8 @@ use super::nvml::{Nvml, Sampler};
 use super::reference::{self as reference, AttnGeometry};
 use super::rng::SplitMix;
 use super::{
-    CudaDevice, CudaError, DecodeWorkspace, GemmOut, HEAD_DIM, LaunchTimer, PagedAttention,
-    PrefillTile, SKINNY_MAX_TOKENS, TimeStats,
+    CudaDevice, CudaError, DecodeWorkspace, GemmOut, GemmTuning, HEAD_DIM, LaunchTimer,
+    PagedAttention, PrefillTile, SKINNY_MAX_TOKENS, TimeStats,
 };
 
 /// Llama-3-8B hidden size.
@@ -1285,6 +1285,55 @@ fn more_checks(
         );
     }
 
+    // The decode GEMMs through the fastest cuBLASLt candidate (adopted even where cuBLAS's
+    // default was faster, so that the check runs a cuBLASLt algorithm), then back to cuBLAS.
+    for (name, t, k, n, acc) in [
+        ("o", 64usize, Q_HEADS * HEAD_DIM, HIDDEN, true),
+        ("qkv", 64, HIDDEN, QKV_WIDTH, false),
+        ("down", 24, FFN, HIDDEN, true),
+        ("gate_up", 1, HIDDEN, 2 * FFN, false),
+    ] {
+        let x = rng.bf16_vec(t * k, 1.0);
+        let w = rng.bf16_vec(n * k, 0.05);
+        let y0 = rng.bf16_vec(t * n, 2.0);
+        let out = GemmOut {
+            accumulate: acc,
+            ..GemmOut::dense(n)
+        };
+        let (dx, dw) = (dev.upload(&x)?, dev.upload(&w)?);
+        let mut scratch = dev.alloc_bf16(t * n)?;
+        let tuning = dev.tune_gemm_adopting(&dx, &[&dw], &mut scratch, t, k, n, out, true)?;
+        let mut dy = if acc {
+            dev.upload(&y0)?
+        } else {
+            nan_bf16(dev, t * n)?
+        };
+        dev.gemm_ex(&dx, &dw, &mut dy, t, k, n, out)?;
+        dev.clear_gemm_tuning();
+        let mut want = reference::gemm(&to_f32(&x), &to_f32(&w), t, k, n);
+        if acc {
+            for (o, &a) in want.iter_mut().zip(&y0) {
+                *o = (f64::from(*o) + f64::from(a.to_f32())) as f32;
+            }
+        }
+        push(
+            checks,
+            "gemm_tuned",
+            format!(
+                "{name}: T={t} {k}->{n}{}, fastest of {} cuBLASLt candidates{}",
+                if acc { ", y += x·wᵀ" } else { "" },
+                tuning.candidates,
+                if tuning.adopted {
+                    ""
+                } else {
+                    " (none ran: cuBLAS)"
+                }
+            ),
+            reference::max_row_rel_err(&to_f32(&dev.download(&dy)?), &want, n),
+            BF16_TOL,
+        );
+    }
+
     // The skinny wgmma GEMM of decode steps: split-K with the f32 reduction, adding into y
     // or not, and one split writing y directly (n of more than two blocks per SM).
     if dev.has_wgmma() {
@@ -1638,6 +1687,17 @@ impl GemmCase {
 
     fn flops(&self) -> f64 {
         2.0 * (self.t * self.k * self.n) as f64
+    }
+
+    /// [`CudaDevice::tune_gemm`] for this case's shape over its weight copies (so that
+    /// the candidates read their weights from DRAM, as in a decode step).
+    fn tune(&mut self, dev: &CudaDevice) -> Result<GemmTuning, CudaError> {
+        let ws: Vec<&CudaSlice<bf16>> = self.ws.iter().collect();
+        let out = GemmOut {
+            accumulate: self.accumulate,
+            ..GemmOut::dense(self.n)
+        };
+        dev.tune_gemm(&self.x, &ws, &mut self.y, self.t, self.k, self.n, out)
     }
 }
 
@@ -2083,21 +2143,37 @@ fn gemm_rows(
         &GEMM_TOKENS
     };
     let mut fused_qkv: BTreeMap<usize, f64> = BTreeMap::new();
-    // Decode-size rows on cuBLAS and on the skinny wgmma kernel, side by side.
+    // Decode-size rows on cuBLAS, on the skinny wgmma kernel and through the cuBLASLt
+    // algorithm tune_gemm picks (what the engine's warm-up does), side by side.
     if dev.has_wgmma() {
         let t = SKINNY_MAX_TOKENS;
         for (name, k, n) in LINEARS {
             if !sel.row(&format!("gemm {name}")) {
                 continue;
             }
-            let mut times = [0.0; 2];
-            for (i, (skinny, label)) in [(false, "on cuBLAS"), (true, "skinny wgmma")]
+            let mut times = [0.0; 3];
+            for (i, label) in ["on cuBLAS", "skinny wgmma", "tuned cuBLASLt"]
                 .into_iter()
                 .enumerate()
             {
-                dev.set_skinny_gemm(skinny);
+                dev.set_skinny_gemm(i == 1);
                 let mut case = GemmCase::new(dev, rng, (t, k, n), false, false)?;
+                let label = if i == 2 {
+                    let r = case.tune(dev)?;
+                    format!(
+                        "{label} (fastest of {} candidates{})",
+                        r.candidates,
+                        if r.adopted {
+                            ""
+                        } else {
+                            "; cuBLAS's default kept"
+                        }
+                    )
+                } else {
+                    label.to_string()
+                };
                 let st = g.time(|| case.launch(dev))?;
+                dev.clear_gemm_tuning();
                 let row = report.push_row(
                     &format!("gemm {name}"),
                     format!("T={t} {k}->{n} {label}"),
@@ -2114,6 +2190,13 @@ fn gemm_rows(
                 ratio: times[1] / times[0],
                 detail: "below 1: the skinny path is faster (the engine uses it only with \
                          --cuda-skinny-gemm)"
+                    .into(),
+            });
+            report.comparisons.push(Comparison {
+                name: format!("gemm {name} T={t}: tuned cuBLASLt / cuBLAS"),
+                ratio: times[2] / times[0],
+                detail: "below 1: the tuned algorithm is faster (the engine tunes its decode \
+                         GEMMs at the warm-up unless --no-cuda-gemm-tuning)"
                     .into(),
             });
         }

@@ -82,6 +82,14 @@ pub fn probe_driver() -> Result<(), CudaError> {
                     .into(),
         });
     }
+    // SAFETY: as above, a `dlopen` probe only.
+    if !unsafe { cudarc::cublaslt::sys::is_culib_present() } {
+        return Err(CudaError::MissingLibrary {
+            lib: "cublasLt",
+            hint: "install the CUDA 13 toolkit's libcublasLt.so.13 or add its folder to LD_LIBRARY_PATH"
+                .into(),
+        });
+    }
     Ok(())
 }
 
@@ -130,6 +138,8 @@ pub(crate) struct Kernels {
     pub(crate) flash_prefill_wg128x2s: CudaFunction,
     pub(crate) flash_prefill_wg128n: CudaFunction,
     pub(crate) flash_prefill_wg192: CudaFunction,
+    pub(crate) flash_prefill_wg128pp: CudaFunction,
+    pub(crate) flash_prefill_wg128ppu: CudaFunction,
     pub(crate) skinny_gemm: CudaFunction,
     pub(crate) skinny_reduce: CudaFunction,
     pub(crate) paged_decode: CudaFunction,
@@ -159,6 +169,8 @@ pub struct CudaDevice {
     pub(crate) skinny: std::sync::atomic::AtomicBool,
     /// cuBLAS's workspace, set explicitly so that GEMMs never allocate (graph capture).
     _blas_workspace: CudaSlice<u8>,
+    /// cuBLASLt with the GEMM algorithms picked by [`CudaDevice::tune_gemm`].
+    pub(crate) lt: super::lt::Lt,
     /// Kernels of a tuning table ([`CudaDevice::use_tuning`]), tried before the defaults.
     pub(crate) tuned: super::tuned::TunedKernels,
     /// The experimental prefill tiles' module and kernels, compiled on first use.
@@ -313,6 +325,7 @@ impl CudaDevice {
                 source,
             })?;
         }
+        let lt = super::lt::Lt::new(&stream)?;
         Ok(Self {
             ctx,
             stream,
@@ -323,6 +336,7 @@ impl CudaDevice {
             prefill_split_ws: std::sync::Mutex::new(None),
             skinny: std::sync::atomic::AtomicBool::new(false),
             _blas_workspace: blas_workspace,
+            lt,
             tuned: super::tuned::TunedKernels::default(),
             experimental: std::sync::Mutex::default(),
             info,
@@ -505,6 +519,8 @@ fn compile_kernels(ctx: &Arc<CudaContext>, arch: &str) -> Result<Kernels, CudaEr
         flash_prefill_wg128x2s: f("flash_prefill_wg128x2s")?,
         flash_prefill_wg128n: f("flash_prefill_wg128n")?,
         flash_prefill_wg192: f("flash_prefill_wg192")?,
+        flash_prefill_wg128pp: f("flash_prefill_wg128pp")?,
+        flash_prefill_wg128ppu: f("flash_prefill_wg128ppu")?,
         skinny_gemm: f("skinny_gemm")?,
         skinny_reduce: f("skinny_reduce")?,
         paged_decode: f("paged_decode")?,
@@ -530,6 +546,11 @@ fn compile_kernels(ctx: &Arc<CudaContext>, arch: &str) -> Result<Kernels, CudaEr
         (&k.flash_prefill_wg128x2s, PrefillTile::Wgmma128Occ2Split),
         (&k.flash_prefill_wg128n, PrefillTile::Wgmma128Keys128),
         (&k.flash_prefill_wg192, PrefillTile::Wgmma192),
+        (&k.flash_prefill_wg128pp, PrefillTile::Wgmma128PingPong),
+        (
+            &k.flash_prefill_wg128ppu,
+            PrefillTile::Wgmma128PingPongUnpaired,
+        ),
     ]
     .map(|(f, t)| (f, t.smem_bytes()))
     .into_iter()

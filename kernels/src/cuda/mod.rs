@@ -24,6 +24,7 @@
 pub mod bench;
 mod device;
 pub mod lora;
+mod lt;
 pub mod nvml;
 mod ops;
 pub mod reference;
@@ -36,6 +37,7 @@ pub use device::{
     CudaDevice, DeviceInfo, LaunchTimer, REQUIRE_GPU_ENV, TimeStats, driver_present, gpu_or_skip,
     gpu_required, percentile, probe_driver, skip,
 };
+pub use lt::GemmTuning;
 pub use ops::{
     DEFAULT_PREFILL_TILE, DecodeWorkspace, GemmOut, LARGE_PREFILL_MIN_Q_LEN, LARGE_PREFILL_TILE,
     PREFILL_MAX_SPLITS, PREFILL_SPLIT_MIN_KEYS, PagedAttention, PrefillTile, SKINNY_MAX_TOKENS,
@@ -84,6 +86,15 @@ pub enum CudaError {
         /// The library's error.
         #[source]
         source: cudarc::cublas::result::CublasError,
+    },
+    /// A cuBLASLt call failed.
+    #[error("cuBLASLt call failed while {context}: {source}")]
+    BlasLt {
+        /// What was being done.
+        context: String,
+        /// The library's error.
+        #[source]
+        source: cudarc::cublaslt::result::CublasError,
     },
     /// A kernel was called with arguments that do not fit together.
     #[error("invalid argument `{field}`: {reason}")]

@@ -109,8 +109,11 @@ pub enum PrefillTile {
     Wgmma128WarpSpecializedKeys128,
     /// As [`PrefillTile::Wgmma128WarpSpecializedKeys128`] with the two consumer
     /// warpgroups taking turns on the tensor cores, so one's softmax runs under the
-    /// other's GEMMs (FlashAttention-3's ping-pong schedule).
+    /// other's GEMMs (FlashAttention-3's ping-pong schedule). One block per SM.
     Wgmma128PingPong,
+    /// As [`PrefillTile::Wgmma128PingPong`] with one block per query tile, heaviest
+    /// first (no pairing of heavy and light tiles): for chunks after a long prefix.
+    Wgmma128PingPongUnpaired,
     /// As [`PrefillTile::Wgmma128PingPong`] with K/V tiles of 64 keys in four stages.
     Wgmma128PingPongKeys64,
     /// As [`PrefillTile::Wgmma128Keys128`] with the query rows held in registers as the A
@@ -125,7 +128,7 @@ pub enum PrefillTile {
 
 impl PrefillTile {
     /// Every variant, for benchmarks and checks.
-    pub const ALL: [PrefillTile; 22] = [
+    pub const ALL: [PrefillTile; 23] = [
         PrefillTile::Rows64,
         PrefillTile::Rows128,
         PrefillTile::Rows128W8,
@@ -144,6 +147,7 @@ impl PrefillTile {
         PrefillTile::Wgmma128WarpSpecialized,
         PrefillTile::Wgmma128WarpSpecializedKeys128,
         PrefillTile::Wgmma128PingPong,
+        PrefillTile::Wgmma128PingPongUnpaired,
         PrefillTile::Wgmma128PingPongKeys64,
         PrefillTile::Wgmma128QueryRegs,
         PrefillTile::Wgmma128QueryRegsPipelined,
@@ -182,6 +186,7 @@ impl PrefillTile {
             | PrefillTile::Wgmma128WarpSpecialized
             | PrefillTile::Wgmma128WarpSpecializedKeys128
             | PrefillTile::Wgmma128PingPong
+            | PrefillTile::Wgmma128PingPongUnpaired
             | PrefillTile::Wgmma128PingPongKeys64
             | PrefillTile::Wgmma128QueryRegsWarpSpecialized => 384,
             _ => 256,
@@ -197,7 +202,6 @@ impl PrefillTile {
             PrefillTile::Wgmma192Pipelined => "flash_prefill_wg192p",
             PrefillTile::Wgmma128WarpSpecialized => "flash_prefill_wg128ws",
             PrefillTile::Wgmma128WarpSpecializedKeys128 => "flash_prefill_wg128wsn",
-            PrefillTile::Wgmma128PingPong => "flash_prefill_wg128pp",
             PrefillTile::Wgmma128PingPongKeys64 => "flash_prefill_wg128pp64",
             PrefillTile::Wgmma128QueryRegs => "flash_prefill_wg128q",
             PrefillTile::Wgmma128QueryRegsPipelined => "flash_prefill_wg128qp",
@@ -213,6 +217,7 @@ impl PrefillTile {
             PrefillTile::Wgmma128WarpSpecialized
                 | PrefillTile::Wgmma128WarpSpecializedKeys128
                 | PrefillTile::Wgmma128PingPong
+                | PrefillTile::Wgmma128PingPongUnpaired
                 | PrefillTile::Wgmma128PingPongKeys64
                 | PrefillTile::Wgmma128QueryRegsWarpSpecialized
         )
@@ -226,6 +231,7 @@ impl PrefillTile {
             | PrefillTile::Wgmma192Pipelined
             | PrefillTile::Wgmma128WarpSpecializedKeys128
             | PrefillTile::Wgmma128PingPong
+            | PrefillTile::Wgmma128PingPongUnpaired
             | PrefillTile::Wgmma128QueryRegs
             | PrefillTile::Wgmma128QueryRegsPipelined => 3,
             PrefillTile::Wgmma128PipelinedKeys64
@@ -243,6 +249,7 @@ impl PrefillTile {
             | PrefillTile::Wgmma128Pipelined
             | PrefillTile::Wgmma128WarpSpecializedKeys128
             | PrefillTile::Wgmma128PingPong
+            | PrefillTile::Wgmma128PingPongUnpaired
             | PrefillTile::Wgmma128QueryRegs
             | PrefillTile::Wgmma128QueryRegsPipelined => 128,
             _ => KV_TILE,
@@ -288,6 +295,7 @@ impl PrefillTile {
             PrefillTile::Wgmma128WarpSpecialized => "wg128ws",
             PrefillTile::Wgmma128WarpSpecializedKeys128 => "wg128wsn",
             PrefillTile::Wgmma128PingPong => "wg128pp",
+            PrefillTile::Wgmma128PingPongUnpaired => "wg128ppu",
             PrefillTile::Wgmma128PingPongKeys64 => "wg128pp64",
             PrefillTile::Wgmma128QueryRegs => "wg128q",
             PrefillTile::Wgmma128QueryRegsPipelined => "wg128qp",
@@ -304,11 +312,16 @@ pub const DEFAULT_PREFILL_TILE: PrefillTile = PrefillTile::Rows128;
 /// query rows on (H200, causal 8k: 309–311 TFLOP/s against r128's 289–293).
 pub const LARGE_PREFILL_TILE: PrefillTile = PrefillTile::Rows256;
 
-/// The tile [`CudaDevice::prefill_attention`] uses on Hopper (`sm_90a`) for full
-/// prompts: H200, causal 2k / 8k / 16k at 337 / 425 / 426 TFLOP/s against r256's
-/// 256 / 312 / 322 and wg128's 308 / 382 / 393 in the same command; wg128n and wg192
-/// measured 5-35 % slower.
-pub const WGMMA_PREFILL_TILE: PrefillTile = PrefillTile::Wgmma128Occ2;
+/// The tile [`CudaDevice::prefill_attention`] uses on Hopper (`sm_90a`) for calls whose
+/// paired grid fills the SMs (full prompts): H200, causal 2k / 8k / 16k / ragged 3 × 2560
+/// at 406 / 485 / 495 / 409 TFLOP/s against wg128x2's 355 / 413 / 415 / 354 in the
+/// same command (reports/results/h200/kernels_prefill_tiles.txt).
+pub const WGMMA_PREFILL_TILE: PrefillTile = PrefillTile::Wgmma128PingPong;
+
+/// Speed of one [`WGMMA_PREFILL_TILE`] block per SM over two `wg128x2` blocks per SM at
+/// the same work, for the choice between the unpaired ping-pong tile and the split one
+/// (H200: 1.14 / 1.17 / 1.19× at causal 2k / 8k / 16k; the lowest, rounded down).
+const PING_PONG_OVER_OCC2: f64 = 1.1;
 
 /// The longest sequence's new tokens from which [`LARGE_PREFILL_TILE`] is used (it was
 /// measured faster from 2k causal up; below, most of its 256-row blocks would be padding).
@@ -396,6 +409,40 @@ impl PagedAttention<'_> {
             self.batch * self.max_blocks_per_seq,
         )?;
         Ok(self.block_size.trailing_zeros())
+    }
+}
+
+/// The tile [`CudaDevice::default_prefill_tile`] takes on Hopper for `batch` sequences of
+/// up to `max_q_len` new tokens after up to `max_ctx` keys over `heads` query heads, on
+/// `sm_count` SMs: [`WGMMA_PREFILL_TILE`] where its paired grid gives every SM a block;
+/// else whichever of the unpaired ping-pong tile (one block per SM) and the split
+/// `wg128x2s` (two per SM, keys cut by [`split_count`]) takes fewer waves of equal work,
+/// the former [`PING_PONG_OVER_OCC2`] times as fast per SM.
+fn hopper_prefill_tile(
+    max_q_len: usize,
+    max_ctx: usize,
+    batch: usize,
+    heads: usize,
+    sm_count: usize,
+) -> PrefillTile {
+    let tiles = max_q_len.div_ceil(WGMMA_PREFILL_TILE.rows()) * batch * heads;
+    let sm_count = sm_count.max(1);
+    if max_q_len.div_ceil(WGMMA_PREFILL_TILE.rows()).div_ceil(2) * batch * heads >= sm_count {
+        return WGMMA_PREFILL_TILE;
+    }
+    let parts = split_count(
+        tiles,
+        2 * sm_count,
+        max_ctx,
+        max_q_len * batch * heads * HEAD_DIM,
+    );
+    // In the time of one block's full tile on an SM running two wg128x2s blocks.
+    let split_time = 2.0 * (tiles * parts).div_ceil(2 * sm_count) as f64 / parts as f64;
+    let unpaired_time = tiles.div_ceil(sm_count) as f64 / PING_PONG_OVER_OCC2;
+    if parts > 1 && split_time < unpaired_time {
+        PrefillTile::Wgmma128Occ2Split
+    } else {
+        PrefillTile::Wgmma128PingPongUnpaired
     }
 }
 
@@ -917,11 +964,9 @@ impl CudaDevice {
     /// The tile [`Self::prefill_attention`] uses for `batch` sequences of up to
     /// `max_q_len` new tokens after up to `max_ctx` keys in all, over `heads` query
     /// heads: where the kernels were built for `sm_90a`, [`WGMMA_PREFILL_TILE`], or,
-    /// when the paired grid would leave SMs without a block, the split form where
-    /// [`Self::prefill_splits`] cuts the keys, else the unpaired one (512-token chunks:
-    /// 1.34× one pass unpaired, 2.94× paired; at 2048 new tokens pairing wins, 1.01×
-    /// against 1.14×, and so does a 2k prompt, 354 against 254 TFLOP/s); else
-    /// [`PrefillTile::for_max_q_len`].
+    /// when its paired grid would leave SMs without a block, the unpaired ping-pong
+    /// tile or the split `wg128x2s`, whichever fills the SMs in less time (chunks after a
+    /// prefix); else [`PrefillTile::for_max_q_len`].
     pub fn default_prefill_tile(
         &self,
         max_q_len: usize,
@@ -932,17 +977,7 @@ impl CudaDevice {
         if !self.has_wgmma() {
             return PrefillTile::for_max_q_len(max_q_len);
         }
-        let paired_blocks =
-            max_q_len.div_ceil(WGMMA_PREFILL_TILE.rows()).div_ceil(2) * batch * heads;
-        if paired_blocks < self.info().sm_count {
-            if self.prefill_splits(max_q_len, max_ctx, batch, heads) > 1 {
-                PrefillTile::Wgmma128Occ2Split
-            } else {
-                PrefillTile::Wgmma128Occ2Unpaired
-            }
-        } else {
-            WGMMA_PREFILL_TILE
-        }
+        hopper_prefill_tile(max_q_len, max_ctx, batch, heads, self.info().sm_count)
     }
 
     /// Parts the keys of each query tile are cut into for [`PrefillTile::Wgmma128Occ2Split`]
@@ -1006,6 +1041,8 @@ impl CudaDevice {
             PrefillTile::Wgmma128Occ2Split => &self.k.flash_prefill_wg128x2s,
             PrefillTile::Wgmma128Keys128 => &self.k.flash_prefill_wg128n,
             PrefillTile::Wgmma192 => &self.k.flash_prefill_wg192,
+            PrefillTile::Wgmma128PingPong => &self.k.flash_prefill_wg128pp,
+            PrefillTile::Wgmma128PingPongUnpaired => &self.k.flash_prefill_wg128ppu,
             _ => {
                 experimental = self.experimental_prefill(tile)?;
                 &experimental
@@ -1013,7 +1050,10 @@ impl CudaDevice {
         };
         let grid = if tile == PrefillTile::Rows128Persistent {
             PrefillGrid::Persistent
-        } else if tile == PrefillTile::Wgmma128Occ2Unpaired {
+        } else if matches!(
+            tile,
+            PrefillTile::Wgmma128Occ2Unpaired | PrefillTile::Wgmma128PingPongUnpaired
+        ) {
             PrefillGrid::Unpaired
         } else if tile == PrefillTile::Wgmma128Occ2Split {
             let max_ctx = p.max_blocks_per_seq * p.block_size;
@@ -1527,7 +1567,8 @@ impl CudaDevice {
     }
 
     /// [`Self::gemm`] with `w` any `[n, k]` device matrix (e.g. rows of a fused
-    /// weight) and the output placed by `out` (row stride, column offset, β).
+    /// weight) and the output placed by `out` (row stride, column offset, β); through
+    /// the cuBLASLt algorithm [`Self::tune_gemm`] picked for the shape where it did.
     #[allow(clippy::too_many_arguments)]
     pub fn gemm_ex<W: DevicePtr<bf16>>(
         &self,
@@ -1554,6 +1595,18 @@ impl CudaDevice {
             return Ok(());
         }
         check_len("y", y.len(), out.offset + (tokens - 1) * out.ld + n)?;
+        if out.offset == 0 {
+            let key = super::lt::GemmKey {
+                tokens,
+                k,
+                n,
+                ld: out.ld,
+                accumulate: out.accumulate,
+            };
+            if let Some(launched) = self.tuned_gemm(x, w, y, key) {
+                return launched;
+            }
+        }
         let mut yv = y.slice_mut(out.offset..);
         let cfg = GemmConfig {
             transa: cublasOperation_t::CUBLAS_OP_T,
@@ -1738,13 +1791,19 @@ mod tests {
             .into_iter()
             .filter_map(|t| t.experimental_kernel().map(|k| (t, k)))
             .collect();
-        assert_eq!(experimental.len(), 10);
+        assert_eq!(experimental.len(), 9);
         for (tile, kernel) in experimental {
             assert_eq!(kernel, format!("flash_prefill_{}", tile.label()));
             assert!(tile.needs_sm90a(), "{}", tile.label());
         }
-        assert_eq!(DEFAULT_PREFILL_TILE.experimental_kernel(), None);
-        assert_eq!(PrefillTile::Wgmma128Occ2.experimental_kernel(), None);
+        for default in [
+            DEFAULT_PREFILL_TILE,
+            WGMMA_PREFILL_TILE,
+            PrefillTile::Wgmma128PingPongUnpaired,
+            PrefillTile::Wgmma128Occ2Split,
+        ] {
+            assert_eq!(default.experimental_kernel(), None, "{}", default.label());
+        }
     }
 
     #[test]
@@ -1771,5 +1830,25 @@ mod tests {
             3
         );
         assert_eq!(split_count(1, 1000, 1 << 20, 1), PREFILL_MAX_SPLITS);
+    }
+
+    #[test]
+    fn hopper_calls_take_ping_pong_unless_splitting_fills_the_gpu_sooner() {
+        let tile = |q, ctx| hopper_prefill_tile(q, ctx, 1, 32, 132);
+        // Full prompts and 2048-token chunks: 8 × 32 paired blocks fill 132 SMs.
+        assert_eq!(tile(8192, 8192), PrefillTile::Wgmma128PingPong);
+        assert_eq!(tile(2048, 8192), PrefillTile::Wgmma128PingPong);
+        assert_eq!(
+            hopper_prefill_tile(2560, 2560, 3, 32, 132),
+            PrefillTile::Wgmma128PingPong
+        );
+        // A 512-token chunk: 128 unpaired blocks in one wave beat two parts each.
+        assert_eq!(tile(512, 8192), PrefillTile::Wgmma128PingPongUnpaired);
+        // 768 tokens: 192 blocks take two waves unpaired, 4 parts in 3 of 264 are sooner.
+        assert_eq!(tile(768, 4096), PrefillTile::Wgmma128Occ2Split);
+        // 256 tokens after 8k keys: 64 blocks would leave half the SMs idle.
+        assert_eq!(tile(256, 8192), PrefillTile::Wgmma128Occ2Split);
+        // Too few keys to split: unpaired.
+        assert_eq!(tile(128, 200), PrefillTile::Wgmma128PingPongUnpaired);
     }
 }

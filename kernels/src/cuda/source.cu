@@ -1213,10 +1213,11 @@ __device__ __forceinline__ void flash_prefill_wg_body(const bf16* __restrict__ q
 #endif
 }
 
-// Heavy and light q tiles paired per block, as flash_prefill_pairs. With WS and
-// PRODUCER_REGS, the producer gives registers up to the consumers (setmaxnreg).
+// Heavy and light q tiles paired per block, as flash_prefill_pairs (with UNPAIRED, one tile
+// per block, heaviest first). With WS and PRODUCER_REGS, the producer gives registers up to
+// the consumers (setmaxnreg).
 template <int NWG, int BN, int ST, bool PIPE = false, bool WS = false, bool PP = false, int PRODUCER_REGS = 0,
-          bool QR = false>
+          bool QR = false, bool UNPAIRED = false>
 __device__ __forceinline__ void flash_prefill_wg_pairs(FLASH_PREFILL_ARGS) {
     constexpr int BR = 64 * NWG;
     constexpr int CONSUMER_REGS = (65536 / (128 * (NWG + 1)) * (NWG + 1) - PRODUCER_REGS) / NWG / 8 * 8;
@@ -1233,10 +1234,10 @@ __device__ __forceinline__ void flash_prefill_wg_pairs(FLASH_PREFILL_ARGS) {
     }
     const int b = blockIdx.z;
     const int n = (cu_q[b + 1] - cu_q[b] + BR - 1) / BR;
-    const int lo = blockIdx.x, hi = n - 1 - (int)blockIdx.x;
-    if (hi < lo) return;
+    const int hi = n - 1 - (int)blockIdx.x, lo = UNPAIRED ? hi : (int)blockIdx.x;
+    if (hi < (UNPAIRED ? 0 : lo)) return;
     auto passes = [&](bool producer) {
-        for (int pass = 0; pass < 2; ++pass) {
+        for (int pass = 0; pass < (UNPAIRED ? 1 : 2); ++pass) {
             if (pass == 1) {
                 if (hi == lo) break;
                 // Shared memory is reused by the second tile (with WS, stages are handed
@@ -1270,6 +1271,26 @@ __device__ __forceinline__ void flash_prefill_wg_pairs(FLASH_PREFILL_ARGS) {
 #ifndef FUSELAB_TUNE_ONLY
 extern "C" __global__ void __launch_bounds__(256, 1) flash_prefill_wg128(FLASH_PREFILL_ARGS) {
     flash_prefill_wg_pairs<2, 64, 2>(FLASH_PREFILL_PASS);
+}
+// FlashAttention-3's schedule (the default on sm_90a for full prompts): a producer warpgroup
+// loads K/V tiles of 128 keys into three stages handed over by mbarriers and gives its
+// registers to the two consumers, which take turns on the tensor cores (ping-pong) with
+// softmax overlapped with P·V inside each.
+extern "C" __global__ void __launch_bounds__(384, 1) flash_prefill_wg128pp(FLASH_PREFILL_ARGS) {
+#ifdef FUSELAB_WGMMA  // setmaxnreg and mbarrier waits need sm_90a
+    flash_prefill_wg_pairs<2, 128, 3, true, true, true, 40>(FLASH_PREFILL_PASS);
+#else
+    __trap();
+#endif
+}
+// As wg128pp with one block per q tile, heaviest first: for chunks after a long prefix whose
+// tiles alone fill the SMs (the producer keeps 56 registers: with 40 its loads spill here).
+extern "C" __global__ void __launch_bounds__(384, 1) flash_prefill_wg128ppu(FLASH_PREFILL_ARGS) {
+#ifdef FUSELAB_WGMMA
+    flash_prefill_wg_pairs<2, 128, 3, true, true, true, 56, false, true>(FLASH_PREFILL_PASS);
+#else
+    __trap();
+#endif
 }
 // Registers capped for two blocks per SM.
 extern "C" __global__ void __launch_bounds__(256, 2) flash_prefill_wg128x2(FLASH_PREFILL_ARGS) {
@@ -1446,10 +1467,6 @@ extern "C" __global__ void __launch_bounds__(384, 1) flash_prefill_wg128ws(FLASH
 // consumers.
 extern "C" __global__ void __launch_bounds__(384, 1) flash_prefill_wg128wsn(FLASH_PREFILL_ARGS) {
     flash_prefill_wg_pairs<2, 128, 3, true, true, false, 40>(FLASH_PREFILL_PASS);
-}
-// wg128wsn with the consumers in ping-pong (PP).
-extern "C" __global__ void __launch_bounds__(384, 1) flash_prefill_wg128pp(FLASH_PREFILL_ARGS) {
-    flash_prefill_wg_pairs<2, 128, 3, true, true, true, 40>(FLASH_PREFILL_PASS);
 }
 // wg128ws (K/V tiles of 64 keys, four stages) in ping-pong.
 extern "C" __global__ void __launch_bounds__(384, 1) flash_prefill_wg128pp64(FLASH_PREFILL_ARGS) {

@@ -5,7 +5,8 @@
 #       compute-sanitizer memcheck and racecheck on the engine test, the PyTorch baseline and
 #       `fuselab kernels`
 #   bash reports/results/h200/device-run.sh e2e      # h200-64 for every policy, the variants
-#       (no CUDA graphs, budget 16384, the r256 tile), the per-operator profile, HF
+#       (no CUDA graphs, no GEMM tuning, budget 16384, the r256 and wg128x2 tiles), the
+#       per-operator profile, HF
 #   bash reports/results/h200/device-run.sh sanitize-checks  # memcheck and racecheck over
 #       `fuselab kernels`' correctness checks (every kernel and tile at its checked shapes)
 # Run from the repository root with the binaries in gpu/ (build-for-device.sh); each part's
@@ -60,10 +61,12 @@ else
   for P in continuous chunked splitfuse prepack static; do run $P --policy $P; done
   run continuous-no-graphs --policy continuous --no-cuda-graphs
   run continuous-skinny-gemm --policy continuous --cuda-skinny-gemm
+  run continuous-no-gemm-tuning --policy continuous --no-cuda-gemm-tuning
   run continuous-r256 --policy continuous --cuda-prefill-tile r256
+  run continuous-wg128x2 --policy continuous --cuda-prefill-tile wg128x2
   run continuous-budget16384 --policy continuous --knob budget=16384
   run chunked-budget512 --policy chunked --knob budget=512
-  run chunked-budget512-unsplit --policy chunked --knob budget=512 --cuda-prefill-tile wg128x2u
+  run chunked-budget512-x2s --policy chunked --knob budget=512 --cuda-prefill-tile wg128x2s
   run continuous-profile --policy continuous --cuda-profile "$R/profile.json"
   run continuous-profile-no-graphs --policy continuous --no-cuda-graphs --cuda-profile "$R/profile_no_graphs.json"
   echo "== tune --executor local --gpus all (one trial per GPU; N = 1 here)"

@@ -42,10 +42,12 @@ for p in policies:
 variants = {}
 for name, what in [("continuous-no-graphs", "decode steps kernel by kernel (--no-cuda-graphs)"),
                    ("continuous-skinny-gemm", "decode GEMMs on the skinny wgmma kernel, not cuBLAS (--cuda-skinny-gemm)"),
+                   ("continuous-no-gemm-tuning", "decode GEMMs on cuBLAS's default algorithm, no cuBLASLt tuning at the warm-up (--no-cuda-gemm-tuning)"),
                    ("continuous-r256", "the mma.sync prefill tile r256 (--cuda-prefill-tile r256)"),
+                   ("continuous-wg128x2", "the previous default prefill tile wg128x2 (--cuda-prefill-tile wg128x2)"),
                    ("continuous-budget16384", "token budget 16384 (--knob budget=16384)"),
-                   ("chunked-budget512", "chunked, 512-token chunks (--knob budget=512): split prefill tile wg128x2s by default"),
-                   ("chunked-budget512-unsplit", "chunked, 512-token chunks, unsplit tile (--cuda-prefill-tile wg128x2u)")]:
+                   ("chunked-budget512", "chunked, 512-token chunks (--knob budget=512): unpaired ping-pong tile wg128ppu by default"),
+                   ("chunked-budget512-x2s", "chunked, 512-token chunks, the previous default split tile (--cuda-prefill-tile wg128x2s)")]:
     f = src / f"{name}.json"
     if f.exists():
         m = json.loads(f.read_text())["metrics"]

@@ -214,15 +214,21 @@ pub struct EngineOpts {
     #[serde(default)]
     pub cuda_skinny_gemm: bool,
 
+    /// Keep cuBLAS's default algorithm for the CUDA engine's decode GEMMs instead of
+    /// timing cuBLASLt's candidates at the warm-up and taking the fastest (to measure
+    /// what the tuning saves). Recorded as knob `gemm_tuning`.
+    #[arg(long)]
+    #[serde(default)]
+    pub no_cuda_gemm_tuning: bool,
+
     /// The CUDA engine's prefill attention kernel, by tile label (r64, r128,
     /// r128w8, r128p, r256, r256s3, wg128, wg128x2, wg128x2u, wg128x2s, wg128n,
-    /// wg192; compiled on first use: wg128p, wg128p64, wg192p, wg128ws, wg128wsn,
-    /// wg128pp, wg128pp64, wg128q, wg128qp, wg128qws; the fastest on an H200 at
-    /// long prompts is wg128pp, see kernels/src/cuda/NOTES.md)
-    /// [default on Hopper: wg128x2, or for calls too small to fill the
-    /// GPU wg128x2s (keys split) where the keys allow it, else wg128x2u; elsewhere
-    /// r128 below 2048 new tokens and r256 from there]. Recorded as knob
-    /// `prefill_tile`.
+    /// wg192, wg128pp, wg128ppu; compiled on first use: wg128p, wg128p64, wg192p,
+    /// wg128ws, wg128wsn, wg128pp64, wg128q, wg128qp, wg128qws; see
+    /// kernels/src/cuda/NOTES.md) [default on Hopper: wg128pp, or for calls too
+    /// small to fill the GPU with its paired grid wg128ppu (one block per query
+    /// tile) or wg128x2s (keys split), whichever fills it sooner; elsewhere r128
+    /// below 2048 new tokens and r256 from there]. Recorded as knob `prefill_tile`.
     #[arg(long, value_name = "TILE")]
     pub cuda_prefill_tile: Option<String>,
 
@@ -665,6 +671,11 @@ impl EngineOpts {
             "cuda",
         )?;
         only_for(
+            "--no-cuda-gemm-tuning",
+            self.no_cuda_gemm_tuning && kind != EngineKind::Cuda,
+            "cuda",
+        )?;
+        only_for(
             "--timeout",
             self.timeout.is_some() && kind == EngineKind::Sim,
             "cpu, cuda, null or http",
@@ -752,6 +763,7 @@ impl EngineOpts {
             cuda_profile: self.cuda_profile.clone(),
             cuda_graphs: !self.no_cuda_graphs,
             cuda_skinny_gemm: self.cuda_skinny_gemm,
+            cuda_gemm_tuning: !self.no_cuda_gemm_tuning,
             cuda_prefill_tile,
             timeout_s: self.timeout,
             warmup_s: self.warmup,
