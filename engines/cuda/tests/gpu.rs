@@ -396,6 +396,32 @@ fn decode_steps_replayed_from_cuda_graphs_match_kernel_by_kernel_steps() {
     same_logits_over_mixed_steps(with, without, true);
 }
 
+#[test]
+fn tuned_decode_gemms_change_the_algorithms_not_the_logits() {
+    let test = "tuned_decode_gemms_change_the_algorithms_not_the_logits";
+    if !gpu_or_skip(test) {
+        return;
+    }
+    let make = |gemm_tuning: bool| {
+        cuda_or_skip(test, || {
+            CudaBackend::random(
+                ModelShape::tiny_128(),
+                7,
+                CudaOptions {
+                    kv_budget_bytes: Some(64 << 20),
+                    keep_logits: true,
+                    gemm_tuning,
+                    ..CudaOptions::default()
+                },
+            )
+        })
+    };
+    let (Some(with), Some(without)) = (make(true), make(false)) else {
+        return;
+    };
+    same_logits_over_mixed_steps(with, without, false);
+}
+
 /// A tuning table of this GPU with non-default prefill and decode configurations.
 fn tuning_table_for_this_gpu() -> fuselab_kernels::tunable::TuningTable {
     use fuselab_kernels::tunable::{TUNING_TABLE_SCHEMA, TuningEntry, TuningTable};
@@ -486,6 +512,11 @@ fn same_logits_over_mixed_steps(mut with: CudaBackend, mut without: CudaBackend,
     };
     with.init_kv(geo).unwrap();
     without.init_kv(geo).unwrap();
+    eprintln!(
+        "decode GEMM shapes through a tuned cuBLASLt algorithm: {} with, {} without",
+        with.device().tuned_gemm_shapes(),
+        without.device().tuned_gemm_shapes()
+    );
     let warm = with.graph_replays();
     if graphs {
         assert!(warm > 0, "the warm-up captures and replays the graphs");

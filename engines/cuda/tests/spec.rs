@@ -7,11 +7,11 @@
 //!   (`llama3.2-1b-h128`) beside Llama-3-8B, and under continuous batching
 //!   with a KV cache small enough to preempt and recompute. bf16 logits are
 //!   rounded, so two runs that batch a position differently (a verify row
-//!   beside others, a prompt split into other chunks) can round two nearly
-//!   equal top logits apart: a request may diverge only where the plain
-//!   run's own top two logits at that position are within a few bf16 ulps and
-//!   the speculating run picked the second one. Every such tie is printed; any
-//!   other difference fails.
+//!   beside others, a prompt split into other chunks) can round nearly equal
+//!   top logits apart: a request may diverge only where the token the
+//!   speculating run picked has, in the plain run's logits at that position,
+//!   a value within a few bf16 ulps of the plain run's top one. Every such tie
+//!   is printed; any other difference fails.
 //! * KV blocks of rejected drafts are returned: the block manager is checked
 //!   after every step and drained at the end of every run.
 //! * With a modelled acceptance α the block efficiency matches
@@ -31,26 +31,31 @@ use fuselab_kernels::cuda::gpu_or_skip;
 mod common;
 use common::cuda_or_skip;
 
-/// The two largest logits at one generated position: (first index, its value, second index, its value).
-type Top2 = (u32, f32, u32, f32);
+/// bf16 ulps within which two logits count as tied.
+const TIE_ULPS: f32 = 4.0;
 
-/// The target's top two logits per (request, position of the generated token).
-type TopLog = Arc<Mutex<BTreeMap<(RequestId, u32), Top2>>>;
+/// The largest logit at one generated position and every other within
+/// [`TIE_ULPS`] of it: (argmax, its value, the near ties with their values).
+type Top = (u32, f32, Vec<(u32, f32)>);
 
-fn top2(l: &[f32]) -> Top2 {
+/// The target's top logit and its near ties per (request, position of the generated token).
+type TopLog = Arc<Mutex<BTreeMap<(RequestId, u32), Top>>>;
+
+fn top(l: &[f32]) -> Top {
     let mut best = 0;
     for (i, v) in l.iter().enumerate() {
         if *v > l[best] {
             best = i;
         }
     }
-    let mut second = usize::from(best == 0);
-    for (i, v) in l.iter().enumerate() {
-        if i != best && *v > l[second] {
-            second = i;
-        }
-    }
-    (best as u32, l[best], second as u32, l[second])
+    let floor = l[best] - TIE_ULPS * bf16_ulp(l[best]);
+    let near = l
+        .iter()
+        .enumerate()
+        .filter(|&(i, &v)| i != best && v >= floor)
+        .map(|(i, &v)| (i as u32, v))
+        .collect();
+    (best as u32, l[best], near)
 }
 
 /// Forwards everything to the CUDA backend and records the target's top two
@@ -80,7 +85,7 @@ impl Backend for Recording {
             for j in 0..n {
                 let (id, l) = rows.next().expect("a logits row per sampled position");
                 assert_eq!(*id, e.request);
-                log.insert((e.request, e.start_pos + e.n_tokens - n + j + 1), top2(l));
+                log.insert((e.request, e.start_pos + e.n_tokens - n + j + 1), top(l));
             }
         }
         Ok(out)
@@ -182,25 +187,29 @@ fn compare(
         };
         equal += i;
         let pos = s.prompt_len + i as u32;
-        let &(first, v1, second, v2) = top
+        let (first, v1, near) = top
             .get(&(s.id, pos))
             .unwrap_or_else(|| panic!("{what}: no logits of request {} at {pos}", s.id));
         assert_eq!(
-            first, want[i],
+            *first, want[i],
             "{what}: the plain run's token is its argmax"
         );
+        let Some(&(_, v2)) = near.iter().find(|(t, _)| *t == got[i]) else {
+            panic!(
+                "{what}: request {} output {i} (position {pos}): {} with speculation, {} without; \
+                 the plain run's top is {first} ({v1}) and its near ties (within {TIE_ULPS} ulps) \
+                 are {near:?}: not a bf16 tie",
+                s.id, got[i], want[i]
+            );
+        };
         let gap = v1 - v2;
-        let tie = got[i] == second && gap <= 4.0 * bf16_ulp(v1);
-        assert!(
-            tie,
-            "{what}: request {} output {i} (position {pos}): {} with speculation, {} without; \
-             the plain run's top two are {first} ({v1}) and {second} ({v2}), not a bf16 tie",
-            s.id, got[i], want[i]
-        );
         eprintln!(
-            "{what}: request {} diverges at output {i} on a bf16 tie: {first} ({v1}) vs {second} ({v2}), gap {gap} = {:.1} ulp",
+            "{what}: request {} diverges at output {i} on a bf16 tie: {first} ({v1}) vs {} ({v2}), \
+             gap {gap} = {:.1} ulp, {} tokens within {TIE_ULPS} ulps of the top",
             s.id,
-            gap / bf16_ulp(v1)
+            got[i],
+            gap / bf16_ulp(*v1),
+            near.len() + 1
         );
         ties += 1;
     }

@@ -1287,6 +1287,7 @@ fn more_checks(
 
     // The decode GEMMs through the fastest cuBLASLt candidate (adopted even where cuBLAS's
     // default was faster, so that the check runs a cuBLASLt algorithm), then back to cuBLAS.
+    let mut timer = LaunchTimer::new(dev)?;
     for (name, t, k, n, acc) in [
         ("o", 64usize, Q_HEADS * HEAD_DIM, HIDDEN, true),
         ("qkv", 64, HIDDEN, QKV_WIDTH, false),
@@ -1302,7 +1303,8 @@ fn more_checks(
         };
         let (dx, dw) = (dev.upload(&x)?, dev.upload(&w)?);
         let mut scratch = dev.alloc_bf16(t * n)?;
-        let tuning = dev.tune_gemm_adopting(&dx, &[&dw], &mut scratch, t, k, n, out, true)?;
+        let tuning =
+            dev.tune_gemm_adopting(&mut timer, &dx, &[&dw], &mut scratch, t, k, n, out, true)?;
         let mut dy = if acc {
             dev.upload(&y0)?
         } else {
@@ -1691,13 +1693,22 @@ impl GemmCase {
 
     /// [`CudaDevice::tune_gemm`] for this case's shape over its weight copies (so that
     /// the candidates read their weights from DRAM, as in a decode step).
-    fn tune(&mut self, dev: &CudaDevice) -> Result<GemmTuning, CudaError> {
+    fn tune(&mut self, g: &mut Gpu<'_>) -> Result<GemmTuning, CudaError> {
         let ws: Vec<&CudaSlice<bf16>> = self.ws.iter().collect();
         let out = GemmOut {
             accumulate: self.accumulate,
             ..GemmOut::dense(self.n)
         };
-        dev.tune_gemm(&self.x, &ws, &mut self.y, self.t, self.k, self.n, out)
+        g.dev.tune_gemm(
+            &mut g.timer,
+            &self.x,
+            &ws,
+            &mut self.y,
+            self.t,
+            self.k,
+            self.n,
+            out,
+        )
     }
 }
 
@@ -2159,7 +2170,7 @@ fn gemm_rows(
                 dev.set_skinny_gemm(i == 1);
                 let mut case = GemmCase::new(dev, rng, (t, k, n), false, false)?;
                 let label = if i == 2 {
-                    let r = case.tune(dev)?;
+                    let r = case.tune(g)?;
                     format!(
                         "{label} (fastest of {} candidates{})",
                         r.candidates,
@@ -2196,7 +2207,7 @@ fn gemm_rows(
                 name: format!("gemm {name} T={t}: tuned cuBLASLt / cuBLAS"),
                 ratio: times[2] / times[0],
                 detail: "below 1: the tuned algorithm is faster (the engine tunes its decode \
-                         GEMMs at the warm-up unless --no-cuda-gemm-tuning)"
+                         GEMMs at the warm-up with --cuda-gemm-tuning)"
                     .into(),
             });
         }

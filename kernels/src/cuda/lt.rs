@@ -2,8 +2,10 @@
 //!
 //! [`CudaDevice::tune_gemm`] asks cuBLASLt's heuristic for its candidate
 //! algorithms for one shape, times each and cuBLAS's default over the weights of
-//! every layer in turn (as a decode step reads them, from DRAM rather than L2),
-//! and keeps the fastest; [`CudaDevice::gemm_ex`] then runs that shape through it.
+//! every layer in turn (as a decode step reads them, from DRAM rather than L2;
+//! launches queued behind a [`LaunchTimer`] hold, so that the events time the GPU,
+//! not the host's enqueueing), and keeps the fastest; [`CudaDevice::gemm_ex`] then
+//! runs that shape through it.
 #![allow(unsafe_code)]
 
 use std::collections::HashMap;
@@ -15,14 +17,17 @@ use cudarc::driver::{CudaSlice, CudaStream, DevicePtr, DevicePtrMut};
 use half::bf16;
 
 use super::ops::GemmOut;
-use super::{CudaDevice, CudaError};
+use super::{CudaDevice, CudaError, LaunchTimer};
 
 /// Candidate algorithms asked of cuBLASLt's heuristic per shape.
 const CANDIDATES: usize = 16;
 /// cuBLASLt's workspace (split-K partials), as NVIDIA recommends on Hopper.
 const LT_WORKSPACE_BYTES: usize = 32 << 20;
-/// Timed samples per candidate; each is one GEMM per weight matrix given.
+/// Timed samples per candidate; each is one GEMM per weight matrix given (at least
+/// [`MIN_LAUNCHES`]), after one such untimed pass.
 const SAMPLES: usize = 3;
+/// Fewest GEMMs per timed sample.
+const MIN_LAUNCHES: usize = 4;
 
 /// The shape a tuned algorithm is for: `y[tokens, n] (+)= x[tokens, k] · w[n, k]ᵀ`,
 /// rows of `y` `ld` apart.
@@ -303,6 +308,7 @@ impl CudaDevice {
     #[allow(clippy::too_many_arguments)]
     pub fn tune_gemm<W: DevicePtr<bf16>>(
         &self,
+        timer: &mut LaunchTimer,
         x: &CudaSlice<bf16>,
         weights: &[&W],
         y: &mut CudaSlice<bf16>,
@@ -311,7 +317,7 @@ impl CudaDevice {
         n: usize,
         out: GemmOut,
     ) -> Result<GemmTuning, CudaError> {
-        self.tune_gemm_adopting(x, weights, y, tokens, k, n, out, false)
+        self.tune_gemm_adopting(timer, x, weights, y, tokens, k, n, out, false)
     }
 
     /// [`Self::tune_gemm`], adopting the fastest candidate even where the default was
@@ -319,6 +325,7 @@ impl CudaDevice {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn tune_gemm_adopting<W: DevicePtr<bf16>>(
         &self,
+        timer: &mut LaunchTimer,
         x: &CudaSlice<bf16>,
         weights: &[&W],
         y: &mut CudaSlice<bf16>,
@@ -350,12 +357,18 @@ impl CudaDevice {
         if let Ok(mut plans) = self.lt.plans.lock() {
             plans.remove(&key);
         }
-        let default_us = self.time_ms(1, SAMPLES, || {
-            weights
-                .iter()
-                .try_for_each(|w| self.gemm_ex(x, *w, y, tokens, k, n, out))
-        })? * 1e3
-            / weights.len() as f64;
+        let launches = weights.len().max(MIN_LAUNCHES);
+        let mut turn = 0;
+        let mut next = || {
+            turn = (turn + 1) % weights.len();
+            weights[turn]
+        };
+        let default_us = timer
+            .time(self, 1, SAMPLES, launches, || {
+                self.gemm_ex(x, next(), y, tokens, k, n, out)
+            })?
+            .median_ms
+            * 1e3;
         let candidates = match self.lt.candidates(key) {
             Ok(c) => c,
             Err(e) => {
@@ -370,14 +383,12 @@ impl CudaDevice {
         };
         let mut best: Option<(f64, usize)> = None;
         for (i, plan) in candidates.iter().enumerate() {
-            let us = self.time_ms(1, SAMPLES, || {
-                weights
-                    .iter()
-                    .try_for_each(|w| self.lt_gemm(plan, x, *w, y, key))
+            let stats = timer.time(self, 1, SAMPLES, launches, || {
+                self.lt_gemm(plan, x, next(), y, key)
             });
             // A candidate that does not run is skipped, as its heuristic allows.
-            let Ok(ms) = us else { continue };
-            let us = ms * 1e3 / weights.len() as f64;
+            let Ok(stats) = stats else { continue };
+            let us = stats.median_ms * 1e3;
             if best.is_none_or(|(b, _)| us < b) {
                 best = Some((us, i));
             }

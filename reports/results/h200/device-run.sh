@@ -5,7 +5,7 @@
 #       compute-sanitizer memcheck and racecheck on the engine test, the PyTorch baseline and
 #       `fuselab kernels`
 #   bash reports/results/h200/device-run.sh e2e      # h200-64 for every policy, the variants
-#       (no CUDA graphs, no GEMM tuning, budget 16384, the r256 and wg128x2 tiles), the
+#       (no CUDA graphs, GEMM tuning, budget 16384, the r256 and wg128x2 tiles), the
 #       per-operator profile, HF
 #   bash reports/results/h200/device-run.sh sanitize-checks  # memcheck and racecheck over
 #       `fuselab kernels`' correctness checks (every kernel and tile at its checked shapes)
@@ -61,7 +61,7 @@ else
   for P in continuous chunked splitfuse prepack static; do run $P --policy $P; done
   run continuous-no-graphs --policy continuous --no-cuda-graphs
   run continuous-skinny-gemm --policy continuous --cuda-skinny-gemm
-  run continuous-no-gemm-tuning --policy continuous --no-cuda-gemm-tuning
+  run continuous-gemm-tuning --policy continuous --cuda-gemm-tuning
   run continuous-r256 --policy continuous --cuda-prefill-tile r256
   run continuous-wg128x2 --policy continuous --cuda-prefill-tile wg128x2
   run continuous-budget16384 --policy continuous --knob budget=16384

@@ -42,7 +42,8 @@ for p in policies:
 variants = {}
 for name, what in [("continuous-no-graphs", "decode steps kernel by kernel (--no-cuda-graphs)"),
                    ("continuous-skinny-gemm", "decode GEMMs on the skinny wgmma kernel, not cuBLAS (--cuda-skinny-gemm)"),
-                   ("continuous-no-gemm-tuning", "decode GEMMs on cuBLAS's default algorithm, no cuBLASLt tuning at the warm-up (--no-cuda-gemm-tuning)"),
+                   ("continuous-no-gemm-tuning", "decode GEMMs on cuBLAS's default algorithm, no cuBLASLt tuning at the warm-up (--no-cuda-gemm-tuning, when tuning was the default)"),
+                   ("continuous-gemm-tuning", "decode GEMMs through the cuBLASLt algorithms timed at the warm-up (--cuda-gemm-tuning)"),
                    ("continuous-r256", "the mma.sync prefill tile r256 (--cuda-prefill-tile r256)"),
                    ("continuous-wg128x2", "the previous default prefill tile wg128x2 (--cuda-prefill-tile wg128x2)"),
                    ("continuous-budget16384", "token budget 16384 (--knob budget=16384)"),
