@@ -370,6 +370,22 @@ fn rel_error(want: &[f32], got: &[f32]) -> f32 {
         / scale
 }
 
+/// A seeded tiny-128 backend that keeps its logits, over a 64 MiB KV budget, with `opts`
+/// otherwise (`None` where the GPU is missing, with the reason printed).
+fn tiny_logging(test: &str, opts: CudaOptions) -> Option<CudaBackend> {
+    cuda_or_skip(test, || {
+        CudaBackend::random(
+            ModelShape::tiny_128(),
+            7,
+            CudaOptions {
+                kv_budget_bytes: Some(64 << 20),
+                keep_logits: true,
+                ..opts
+            },
+        )
+    })
+}
+
 #[test]
 fn decode_steps_replayed_from_cuda_graphs_match_kernel_by_kernel_steps() {
     let test = "decode_steps_replayed_from_cuda_graphs_match_kernel_by_kernel_steps";
@@ -377,18 +393,13 @@ fn decode_steps_replayed_from_cuda_graphs_match_kernel_by_kernel_steps() {
         return;
     }
     let make = |graphs: bool| {
-        cuda_or_skip(test, || {
-            CudaBackend::random(
-                ModelShape::tiny_128(),
-                7,
-                CudaOptions {
-                    kv_budget_bytes: Some(64 << 20),
-                    keep_logits: true,
-                    graphs,
-                    ..CudaOptions::default()
-                },
-            )
-        })
+        tiny_logging(
+            test,
+            CudaOptions {
+                graphs,
+                ..CudaOptions::default()
+            },
+        )
     };
     let (Some(with), Some(without)) = (make(true), make(false)) else {
         return;
@@ -403,18 +414,13 @@ fn tuned_decode_gemms_change_the_algorithms_not_the_logits() {
         return;
     }
     let make = |gemm_tuning: bool| {
-        cuda_or_skip(test, || {
-            CudaBackend::random(
-                ModelShape::tiny_128(),
-                7,
-                CudaOptions {
-                    kv_budget_bytes: Some(64 << 20),
-                    keep_logits: true,
-                    gemm_tuning,
-                    ..CudaOptions::default()
-                },
-            )
-        })
+        tiny_logging(
+            test,
+            CudaOptions {
+                gemm_tuning,
+                ..CudaOptions::default()
+            },
+        )
     };
     let (Some(with), Some(without)) = (make(true), make(false)) else {
         return;
@@ -465,18 +471,13 @@ fn a_tuning_table_changes_the_kernels_not_the_logits() {
         return;
     }
     let make = |tuning: Option<fuselab_kernels::tunable::TuningTable>| {
-        cuda_or_skip(test, || {
-            CudaBackend::random(
-                ModelShape::tiny_128(),
-                7,
-                CudaOptions {
-                    kv_budget_bytes: Some(64 << 20),
-                    keep_logits: true,
-                    tuning,
-                    ..CudaOptions::default()
-                },
-            )
-        })
+        tiny_logging(
+            test,
+            CudaOptions {
+                tuning,
+                ..CudaOptions::default()
+            },
+        )
     };
     let (Some(tuned), Some(plain)) = (make(Some(tuning_table_for_this_gpu())), make(None)) else {
         return;

@@ -425,9 +425,10 @@ fn hopper_prefill_tile(
     heads: usize,
     sm_count: usize,
 ) -> PrefillTile {
-    let tiles = max_q_len.div_ceil(WGMMA_PREFILL_TILE.rows()) * batch * heads;
+    let q_tiles = max_q_len.div_ceil(WGMMA_PREFILL_TILE.rows());
+    let tiles = q_tiles * batch * heads;
     let sm_count = sm_count.max(1);
-    if max_q_len.div_ceil(WGMMA_PREFILL_TILE.rows()).div_ceil(2) * batch * heads >= sm_count {
+    if q_tiles.div_ceil(2) * batch * heads >= sm_count {
         return WGMMA_PREFILL_TILE;
     }
     let parts = split_count(
