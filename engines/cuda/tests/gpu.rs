@@ -428,6 +428,42 @@ fn tuned_decode_gemms_change_the_algorithms_not_the_logits() {
     same_logits_over_mixed_steps(with, without, false);
 }
 
+#[test]
+fn skinny_decode_gemms_keep_the_logits() {
+    let test = "skinny_decode_gemms_keep_the_logits";
+    if !gpu_or_skip(test) {
+        return;
+    }
+    let make = |skinny_gemm: bool| {
+        tiny_logging(
+            test,
+            CudaOptions {
+                skinny_gemm,
+                ..CudaOptions::default()
+            },
+        )
+    };
+    let (Some(with), Some(without)) = (make(true), make(false)) else {
+        return;
+    };
+    let shape = ModelShape::tiny_128();
+    let (with_on, without_on) = (
+        with.device().skinny_applies(1, shape.hidden, 2 * shape.ffn),
+        without
+            .device()
+            .skinny_applies(1, shape.hidden, 2 * shape.ffn),
+    );
+    if !with.device().has_wgmma() {
+        eprintln!("skip {test}: the skinny GEMM needs sm_90a");
+        return;
+    }
+    assert!(
+        with_on && !without_on,
+        "the option switches the skinny path"
+    );
+    same_logits_over_mixed_steps(with, without, false);
+}
+
 /// A tuning table of this GPU with non-default prefill and decode configurations.
 fn tuning_table_for_this_gpu() -> fuselab_kernels::tunable::TuningTable {
     use fuselab_kernels::tunable::{TUNING_TABLE_SCHEMA, TuningEntry, TuningTable};

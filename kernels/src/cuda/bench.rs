@@ -47,7 +47,7 @@ use super::reference::{self as reference, AttnGeometry};
 use super::rng::SplitMix;
 use super::{
     CudaDevice, CudaError, DecodeWorkspace, GemmOut, GemmTuning, HEAD_DIM, LaunchTimer,
-    PagedAttention, PrefillTile, SKINNY_MAX_TOKENS, TimeStats,
+    PagedAttention, PrefillTile, SKINNY_MAX_TOKENS, SKINNY_SPLITS, SkinnyPlan, TimeStats,
 };
 
 /// Llama-3-8B hidden size.
@@ -1336,15 +1336,19 @@ fn more_checks(
         );
     }
 
-    // The skinny wgmma GEMM of decode steps: split-K with the f32 reduction, adding into y
-    // or not, and one split writing y directly (n of more than two blocks per SM).
+    // The skinny GEMM of decode steps: k split over clusters of 4 and 2 and unsplit, adding
+    // into y or not, up to 64 rows, and more tiles than two blocks per SM.
     if dev.has_wgmma() {
         for (name, t, k, n, acc) in [
             ("o", 64usize, Q_HEADS * HEAD_DIM, HIDDEN, true),
+            ("o", 33, Q_HEADS * HEAD_DIM, HIDDEN, false),
             ("qkv", 7, HIDDEN, QKV_WIDTH, false),
+            ("qkv", 64, HIDDEN, QKV_WIDTH, false),
             ("down", 5, FFN, HIDDEN, true),
+            ("down", 64, FFN, HIDDEN, true),
             ("gate_up", 3, HIDDEN, 2 * FFN, false),
-            ("one split", 9, 512, 34816, true),
+            ("gate_up", 64, HIDDEN, 2 * FFN, false),
+            ("many tiles", 9, 512, 34816, true),
         ] {
             let x = rng.bf16_vec(t * k, 1.0);
             let w = rng.bf16_vec(n * k, 0.05);
@@ -1365,12 +1369,14 @@ fn more_checks(
                     *o = (f64::from(*o) + f64::from(a.to_f32())) as f32;
                 }
             }
-            let (splits, _) = dev.skinny_splits(k, n);
+            let plan = dev.skinny_plan(k, n);
             push(
                 checks,
                 "gemm_skinny",
                 format!(
-                    "{name}: T={t} {k}->{n}, {splits} k split(s){}",
+                    "{name}: T={t} {k}->{n}, {} k split(s), {} stages{}",
+                    plan.splits,
+                    plan.stages,
                     if acc { ", y += x·wᵀ" } else { "" }
                 ),
                 reference::max_row_rel_err(&to_f32(&dev.download(&dy)?), &want, n),
@@ -2154,7 +2160,7 @@ fn gemm_rows(
         &GEMM_TOKENS
     };
     let mut fused_qkv: BTreeMap<usize, f64> = BTreeMap::new();
-    // Decode-size rows on cuBLAS, on the skinny wgmma kernel and through the cuBLASLt
+    // Decode-size rows on cuBLAS, on the skinny kernel and through the cuBLASLt
     // algorithm tune_gemm picks (what the engine's warm-up does), side by side.
     if dev.has_wgmma() {
         let t = SKINNY_MAX_TOKENS;
@@ -2163,7 +2169,7 @@ fn gemm_rows(
                 continue;
             }
             let mut times = [0.0; 3];
-            for (i, label) in ["on cuBLAS", "skinny wgmma", "tuned cuBLASLt"]
+            for (i, label) in ["on cuBLAS", "skinny", "tuned cuBLASLt"]
                 .into_iter()
                 .enumerate()
             {
@@ -2180,6 +2186,9 @@ fn gemm_rows(
                             "; cuBLAS's default kept"
                         }
                     )
+                } else if i == 1 {
+                    let plan = dev.skinny_plan(k, n);
+                    format!("{label} ({} k splits, {} stages)", plan.splits, plan.stages)
                 } else {
                     label.to_string()
                 };
@@ -2197,7 +2206,7 @@ fn gemm_rows(
             }
             dev.set_skinny_gemm(false);
             report.comparisons.push(Comparison {
-                name: format!("gemm {name} T={t}: skinny wgmma / cuBLAS"),
+                name: format!("gemm {name} T={t}: skinny / cuBLAS"),
                 ratio: times[1] / times[0],
                 detail: "below 1: the skinny path is faster (the engine uses it only with \
                          --cuda-skinny-gemm)"
@@ -2210,6 +2219,38 @@ fn gemm_rows(
                          GEMMs at the warm-up with --cuda-gemm-tuning)"
                     .into(),
             });
+            // Every plan of the skinny kernel at this shape, so that skinny_plan's rule is
+            // read off measurements.
+            let mut case = GemmCase::new(dev, rng, (t, k, n), false, false)?;
+            for splits in SKINNY_SPLITS {
+                for stages in [3, 4, 8] {
+                    let plan = SkinnyPlan { splits, stages };
+                    let st = g.time(|| {
+                        case.i = (case.i + 1) % case.ws.len();
+                        dev.gemm_skinny_planned(
+                            &case.x,
+                            &case.ws[case.i],
+                            &mut case.y,
+                            t,
+                            k,
+                            n,
+                            GemmOut::dense(n),
+                            plan,
+                        )
+                    })?;
+                    report.push_row(
+                        &format!("gemm {name}"),
+                        format!(
+                            "T={t} {k}->{n} skinny plan: {splits} k splits, {stages} stages ({} blocks)",
+                            splits * n / 128
+                        ),
+                        st,
+                        None,
+                        (n * k * 2) as f64,
+                        Ceiling::Read,
+                    );
+                }
+            }
         }
     }
     for (name, k, n) in LINEARS {

@@ -140,8 +140,8 @@ pub(crate) struct Kernels {
     pub(crate) flash_prefill_wg192: CudaFunction,
     pub(crate) flash_prefill_wg128pp: CudaFunction,
     pub(crate) flash_prefill_wg128ppu: CudaFunction,
-    pub(crate) skinny_gemm: CudaFunction,
-    pub(crate) skinny_reduce: CudaFunction,
+    /// The skinny GEMM in clusters of 1, 2, 4 and 8 k splits.
+    pub(crate) skinny_gemm: [CudaFunction; 4],
     pub(crate) paged_decode: CudaFunction,
     pub(crate) decode_merge: CudaFunction,
     pub(crate) embed_gather: CudaFunction,
@@ -161,11 +161,15 @@ pub struct CudaDevice {
     pub(crate) k: Kernels,
     /// Work counter of the persistent prefill kernel (one i32).
     pub(crate) counter: std::sync::Mutex<cudarc::driver::CudaSlice<i32>>,
-    /// The skinny GEMM's split-K partials (f32), grown on first use of a shape.
-    pub(crate) skinny_ws: std::sync::Mutex<Option<CudaSlice<f32>>>,
+    /// Clusters of the skinny GEMM's [`super::ops::SKINNY_SPLITS`] that can be resident
+    /// at once as planned (0 where the driver would not say).
+    pub(crate) skinny_clusters: [usize; 4],
+    /// TMA descriptors of the skinny GEMM's operands by (address, columns, rows, box rows).
+    pub(crate) tma_maps:
+        std::sync::Mutex<std::collections::HashMap<(u64, usize, usize, usize), super::ops::TmaMap>>,
     /// The split prefill's partials and tickets, allocated on first use.
     pub(crate) prefill_split_ws: std::sync::Mutex<Option<super::ops::SplitWorkspace>>,
-    /// Whether [`CudaDevice::gemm`] takes the skinny wgmma path for ≤ 64 rows.
+    /// Whether [`CudaDevice::gemm`] takes the skinny path for ≤ 64 rows.
     pub(crate) skinny: std::sync::atomic::AtomicBool,
     /// cuBLAS's workspace, set explicitly so that GEMMs never allocate (graph capture).
     _blas_workspace: CudaSlice<u8>,
@@ -326,13 +330,15 @@ impl CudaDevice {
             })?;
         }
         let lt = super::lt::Lt::new(&stream)?;
+        let skinny_clusters = super::ops::skinny_cluster_capacity(&k, &stream, info.sm_count);
         Ok(Self {
             ctx,
             stream,
             blas,
             k,
             counter: std::sync::Mutex::new(counter),
-            skinny_ws: std::sync::Mutex::new(None),
+            skinny_clusters,
+            tma_maps: std::sync::Mutex::default(),
             prefill_split_ws: std::sync::Mutex::new(None),
             skinny: std::sync::atomic::AtomicBool::new(false),
             _blas_workspace: blas_workspace,
@@ -521,8 +527,12 @@ fn compile_kernels(ctx: &Arc<CudaContext>, arch: &str) -> Result<Kernels, CudaEr
         flash_prefill_wg192: f("flash_prefill_wg192")?,
         flash_prefill_wg128pp: f("flash_prefill_wg128pp")?,
         flash_prefill_wg128ppu: f("flash_prefill_wg128ppu")?,
-        skinny_gemm: f("skinny_gemm")?,
-        skinny_reduce: f("skinny_reduce")?,
+        skinny_gemm: [
+            f("skinny_gemm_c1")?,
+            f("skinny_gemm_c2")?,
+            f("skinny_gemm_c4")?,
+            f("skinny_gemm_c8")?,
+        ],
         paged_decode: f("paged_decode")?,
         decode_merge: f("decode_merge")?,
         embed_gather: f("embed_gather")?,
@@ -554,10 +564,12 @@ fn compile_kernels(ctx: &Arc<CudaContext>, arch: &str) -> Result<Kernels, CudaEr
     ]
     .map(|(f, t)| (f, t.smem_bytes()))
     .into_iter()
-    .chain([
-        (&k.paged_decode, super::ops::DECODE_SMEM_BYTES),
-        (&k.skinny_gemm, super::ops::SKINNY_SMEM_BYTES),
-    ]);
+    .chain([(&k.paged_decode, super::ops::DECODE_SMEM_BYTES)])
+    .chain(
+        k.skinny_gemm
+            .iter()
+            .map(|f| (f, super::ops::SKINNY_SMEM_BYTES)),
+    );
     for (func, bytes) in big_smem {
         func.set_attribute(
             CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,

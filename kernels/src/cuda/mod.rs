@@ -41,7 +41,7 @@ pub use lt::GemmTuning;
 pub use ops::{
     DEFAULT_PREFILL_TILE, DecodeWorkspace, GemmOut, LARGE_PREFILL_MIN_Q_LEN, LARGE_PREFILL_TILE,
     PREFILL_MAX_SPLITS, PREFILL_SPLIT_MIN_KEYS, PagedAttention, PrefillTile, SKINNY_MAX_TOKENS,
-    WGMMA_PREFILL_TILE,
+    SKINNY_SPLITS, SkinnyPlan, WGMMA_PREFILL_TILE,
 };
 
 /// The CUDA C source of every kernel (compiled by NVRTC at start-up): the

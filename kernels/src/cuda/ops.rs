@@ -2,8 +2,9 @@
 #![allow(unsafe_code)]
 
 use cudarc::cublas::{Gemm, GemmConfig, sys::cublasOperation_t};
-use cudarc::driver::{CudaSlice, DevicePtr, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaSlice, CudaStream, DevicePtr, LaunchConfig, PushKernelArg};
 use half::bf16;
+use std::sync::Arc;
 
 use super::{CudaDevice, CudaError, HEAD_DIM};
 
@@ -462,12 +463,115 @@ fn split_count(blocks: usize, slots: usize, max_ctx: usize, partial_floats: usiz
 }
 
 /// Rows up to which [`CudaDevice::gemm`] and [`CudaDevice::gemm_acc`] take the skinny
-/// wgmma path (decode steps) where it is enabled.
+/// path (decode steps) where it is enabled.
 pub const SKINNY_MAX_TOKENS: usize = 64;
-/// Stages of the skinny GEMM (`SK_ST`): a 64-row x chunk and a 128-row w chunk each.
-const SKINNY_STAGES: usize = 4;
-/// Dynamic shared memory of the skinny GEMM (1024 bytes for the swizzle alignment).
-pub(crate) const SKINNY_SMEM_BYTES: usize = SKINNY_STAGES * (64 + 128) * 128 + 1024;
+/// k splits of the skinny GEMM's clusters, one kernel each (`skinny_gemm_c{1,2,4,8}`).
+pub const SKINNY_SPLITS: [usize; 4] = [1, 2, 4, 8];
+/// Shared memory of one skinny-GEMM stage: 128 w rows and 64 x rows of 64 bf16
+/// (`SKN_STAGE`).
+const SKINNY_STAGE_BYTES: usize = (128 + 64) * 128;
+/// Stages of the skinny GEMM at most; its plans take half, for two blocks per SM.
+const SKINNY_STAGES: usize = 8;
+/// Stages of a planned skinny block: two blocks per SM.
+const SKINNY_PLAN_STAGES: usize = SKINNY_STAGES / 2;
+/// Dynamic shared memory the skinny GEMM is allowed (its deepest pipeline, and 1024 bytes
+/// for the swizzle's alignment).
+pub(crate) const SKINNY_SMEM_BYTES: usize = SKINNY_STAGES * SKINNY_STAGE_BYTES + 1024;
+
+/// A TMA descriptor (`CUtensorMap`), passed to a kernel by value.
+#[repr(transparent)]
+#[derive(Clone, Copy)]
+pub(crate) struct TmaMap(cudarc::driver::sys::CUtensorMap);
+
+// SAFETY: plain bytes that the kernel reads as its `TmaMap` parameter.
+unsafe impl cudarc::driver::DeviceRepr for TmaMap {}
+
+/// A 2-D TMA descriptor of a row-major bf16 matrix at `ptr` of `rows × inner`, read in
+/// boxes of 64 columns × `box_rows` rows with the 128-byte swizzle; rows past the end read
+/// as zeros.
+fn tma_map_2d(ptr: u64, inner: usize, rows: usize, box_rows: usize) -> Result<TmaMap, CudaError> {
+    use cudarc::driver::sys;
+    let mut map = std::mem::MaybeUninit::<sys::CUtensorMap>::zeroed();
+    let dims = [inner as u64, rows as u64];
+    let strides = [(inner * 2) as u64];
+    let boxes = [64u32, box_rows as u32];
+    let steps = [1u32, 1];
+    // SAFETY: every array holds the rank's entries (strides one fewer) and `map` is
+    // writable; the driver only encodes (no access to `ptr`).
+    unsafe {
+        sys::cuTensorMapEncodeTiled(
+            map.as_mut_ptr(),
+            sys::CUtensorMapDataType::CU_TENSOR_MAP_DATA_TYPE_BFLOAT16,
+            2,
+            ptr as *mut std::ffi::c_void,
+            dims.as_ptr(),
+            strides.as_ptr(),
+            boxes.as_ptr(),
+            steps.as_ptr(),
+            sys::CUtensorMapInterleave::CU_TENSOR_MAP_INTERLEAVE_NONE,
+            sys::CUtensorMapSwizzle::CU_TENSOR_MAP_SWIZZLE_128B,
+            sys::CUtensorMapL2promotion::CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+            sys::CUtensorMapFloatOOBfill::CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE,
+        )
+        .result()
+        .map_err(CudaError::driver(format!(
+            "encoding a TMA descriptor of {rows}×{inner} bf16"
+        )))?;
+        Ok(TmaMap(map.assume_init()))
+    }
+}
+
+/// How [`CudaDevice::gemm_skinny`] runs one shape: k splits per cluster and pipeline depth.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SkinnyPlan {
+    /// Blocks of a cluster, each over its share of k, summed in shared memory.
+    pub splits: usize,
+    /// Stages of 64-wide k chunks in flight per block.
+    pub stages: usize,
+}
+
+/// Clusters of each of [`SKINNY_SPLITS`] that fit on the GPU at once with the planned
+/// stages (two blocks per SM), as the driver reports them; 0 where it cannot (no
+/// `sm_90a`).
+pub(crate) fn skinny_cluster_capacity(
+    k: &super::device::Kernels,
+    stream: &Arc<CudaStream>,
+    sm_count: usize,
+) -> [usize; 4] {
+    let mut out = [0; 4];
+    for (slot, (func, splits)) in out.iter_mut().zip(k.skinny_gemm.iter().zip(SKINNY_SPLITS)) {
+        let cfg = LaunchConfig {
+            grid_dim: (splits as u32, (sm_count * 2) as u32, 1),
+            block_dim: (SKINNY_THREADS, 1, 1),
+            shared_mem_bytes: (SKINNY_PLAN_STAGES * SKINNY_STAGE_BYTES + 1024) as u32,
+        };
+        *slot = func
+            .occupancy_max_active_clusters(cfg, stream)
+            .map_or(0, |c| c as usize);
+    }
+    out
+}
+
+/// [`CudaDevice::skinny_plan`] for a GPU of `sms` SMs that holds `clusters[i]` clusters
+/// of `SKINNY_SPLITS[i]` blocks at once: the most k splits whose blocks all fit in one
+/// wave at two per SM, in whole 64-wide chunks.
+pub fn skinny_plan_for(k: usize, n: usize, sms: usize, clusters: [usize; 4]) -> SkinnyPlan {
+    let tiles = (n / 128).max(1);
+    let chunks = (k / 64).max(1);
+    let splits = SKINNY_SPLITS
+        .iter()
+        .zip(clusters)
+        .rev()
+        .find(|&(&splits, fit)| splits <= chunks && tiles * splits <= 2 * sms && tiles <= fit)
+        .map_or(1, |(&splits, _)| splits);
+    SkinnyPlan {
+        splits,
+        stages: SKINNY_PLAN_STAGES,
+    }
+}
+
+/// Threads of a skinny block: four consumer warps and one producer warp.
+const SKINNY_THREADS: u32 = 160;
 
 /// Where [`CudaDevice::gemm_ex`] writes its `[tokens, n]` result inside `y`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -1411,6 +1515,7 @@ impl CudaDevice {
             && k.is_multiple_of(64)
             && n.is_multiple_of(128)
             && k > 0
+            && n > 0
     }
 
     /// Turns the skinny path of [`Self::gemm`] on or off (it needs `sm_90a`); returns
@@ -1421,20 +1526,40 @@ impl CudaDevice {
         on
     }
 
-    /// Split-K factor of the skinny GEMM for `k × n`: enough blocks of 128 outputs
-    /// for two per SM, in whole 64-wide chunks of k.
-    pub fn skinny_splits(&self, k: usize, n: usize) -> (usize, usize) {
-        let tiles = (n / 128).max(1);
-        let chunks = (k / 64).max(1);
-        let want = (2 * self.info().sm_count).div_ceil(tiles).clamp(1, chunks);
-        let per = chunks.div_ceil(want) * 64;
-        (k.div_ceil(per), per)
+    /// How the skinny GEMM runs `k × n` ([`skinny_plan_for`] on this GPU).
+    pub fn skinny_plan(&self, k: usize, n: usize) -> SkinnyPlan {
+        skinny_plan_for(k, n, self.info().sm_count, self.skinny_clusters)
     }
 
-    /// `y (+)= x · wᵀ` for at most [`SKINNY_MAX_TOKENS`] rows on Hopper's `wgmma`, the
-    /// weight read once (a memory-bound shape where cuBLAS reaches 2.5-3.6 TB/s);
-    /// split over k with an f32 reduction when the output alone has too few blocks.
-    /// `k` a multiple of 64, `n` of 128, `out.ld` and `out.offset` even.
+    /// The TMA descriptor of `rows × inner` bf16 at `ptr` in boxes of `box_rows` rows,
+    /// encoded once per matrix (the same four values always encode the same descriptor).
+    fn tma_map(
+        &self,
+        ptr: u64,
+        inner: usize,
+        rows: usize,
+        box_rows: usize,
+    ) -> Result<TmaMap, CudaError> {
+        let key = (ptr, inner, rows, box_rows);
+        let mut maps = self.tma_maps.lock().map_err(|_| {
+            CudaError::invalid("device", "the TMA descriptor cache lock was poisoned")
+        })?;
+        if let Some(map) = maps.get(&key) {
+            return Ok(*map);
+        }
+        if maps.len() >= 4096 {
+            maps.clear();
+        }
+        let map = tma_map_2d(ptr, inner, rows, box_rows)?;
+        maps.insert(key, map);
+        Ok(map)
+    }
+
+    /// `y (+)= x · wᵀ` for at most [`SKINNY_MAX_TOKENS`] rows, the weight streamed once
+    /// by bulk copies into mma.sync (a memory-bound shape where cuBLAS reaches 2.7-3.9
+    /// TB/s of 4.5): blocks of 128 outputs, k split over a cluster whose partials meet in
+    /// shared memory ([`Self::skinny_plan`]); one rounding, deterministic.
+    /// `k` a multiple of 64, `n` of 128, `out.ld` and `out.offset` even; needs `sm_90a`.
     #[allow(clippy::too_many_arguments)]
     pub fn gemm_skinny(
         &self,
@@ -1456,6 +1581,7 @@ impl CudaDevice {
             || !k.is_multiple_of(64)
             || k == 0
             || !n.is_multiple_of(128)
+            || n == 0
             || !out.ld.is_multiple_of(2)
             || !out.offset.is_multiple_of(2)
             || out.ld < n
@@ -1468,82 +1594,80 @@ impl CudaDevice {
                 ),
             ));
         }
+        self.gemm_skinny_planned(x, w, y, tokens, k, n, out, self.skinny_plan(k, n))
+    }
+
+    /// [`Self::gemm_skinny`] with the plan given: `splits` one of [`SKINNY_SPLITS`] and at
+    /// most k / 64, 2 to 8 stages.
+    #[allow(clippy::too_many_arguments)]
+    pub fn gemm_skinny_planned(
+        &self,
+        x: &CudaSlice<bf16>,
+        w: &CudaSlice<bf16>,
+        y: &mut CudaSlice<bf16>,
+        tokens: usize,
+        k: usize,
+        n: usize,
+        out: GemmOut,
+        plan: SkinnyPlan,
+    ) -> Result<(), CudaError> {
         check_len("x", x.len(), tokens * k)?;
         check_len("w", w.len(), n * k)?;
         check_len("y", y.len(), out.offset + (tokens - 1) * out.ld + n)?;
-        let (splits, per) = self.skinny_splits(k, n);
-        let mut ws = self.skinny_ws.lock().map_err(|_| {
-            CudaError::invalid(
-                "device",
-                "the skinny-GEMM workspace lock was poisoned by a panic",
-            )
-        })?;
-        let need = if splits > 1 { splits * 64 * n } else { 1 };
-        if ws.as_ref().is_none_or(|b| b.len() < need) {
-            *ws = None;
-            *ws = Some(
-                self.stream
-                    .alloc_zeros::<f32>(need)
-                    .map_err(CudaError::driver("allocating the skinny-GEMM workspace"))?,
-            );
+        let Some(slot) = SKINNY_SPLITS
+            .iter()
+            .position(|&s| s == plan.splits && s <= k / 64)
+        else {
+            return Err(CudaError::invalid(
+                "splits",
+                format!(
+                    "the skinny GEMM splits k into one of {SKINNY_SPLITS:?} parts of at least 64; got {} for k {k}",
+                    plan.splits
+                ),
+            ));
+        };
+        if !(2..=SKINNY_STAGES).contains(&plan.stages) {
+            return Err(CudaError::invalid(
+                "stages",
+                format!(
+                    "the skinny GEMM runs 2..={SKINNY_STAGES} stages; got {}",
+                    plan.stages
+                ),
+            ));
         }
-        let part = ws
-            .as_mut()
-            .ok_or_else(|| CudaError::invalid("device", "no workspace"))?;
+        let (x_ptr, _x_sync) = x.device_ptr(&self.stream);
+        let (w_ptr, _w_sync) = w.device_ptr(&self.stream);
+        let (x_map, w_map) = (
+            self.tma_map(x_ptr, k, tokens, 64)?,
+            self.tma_map(w_ptr, k, n, 128)?,
+        );
         let mut yv = y.slice_mut(out.offset..);
-        let (t_i, k_i, n_i, per_i, ld_i, acc) = (
+        let (t_i, k_i, ld_i, acc, st_i) = (
             to_i32("tokens", tokens)?,
             to_i32("k", k)?,
-            to_i32("n", n)?,
-            to_i32("k", per)?,
             to_i32("ld", out.ld)?,
             i32::from(out.accumulate),
+            to_i32("stages", plan.stages)?,
         );
         let cfg = LaunchConfig {
-            grid_dim: (grid(n / 128, "n")?, grid(splits, "splits")?, 1),
-            block_dim: (128, 1, 1),
-            shared_mem_bytes: SKINNY_SMEM_BYTES as u32,
+            grid_dim: (grid(plan.splits, "splits")?, grid(n / 128, "n")?, 1),
+            block_dim: (SKINNY_THREADS, 1, 1),
+            shared_mem_bytes: (plan.stages * SKINNY_STAGE_BYTES + 1024) as u32,
         };
-        let mut b = self.stream.launch_builder(&self.k.skinny_gemm);
-        b.arg(x)
-            .arg(w)
-            .arg(&mut *part)
+        let mut b = self.stream.launch_builder(&self.k.skinny_gemm[slot]);
+        b.arg(&w_map)
+            .arg(&x_map)
             .arg(&mut yv)
             .arg(&t_i)
             .arg(&k_i)
-            .arg(&n_i)
-            .arg(&per_i)
             .arg(&ld_i)
-            .arg(&acc);
-        // SAFETY: x holds tokens rows of k and w n rows of k (checked; rows of x beyond
-        // `tokens` are not read); each block writes its 128 columns of `tokens` rows, into
-        // y (one split, extent checked) or into the workspace of splits·64·n floats.
-        self.launched(unsafe { b.launch(cfg) }, "skinny_gemm")?;
-        if splits == 1 {
-            return Ok(());
-        }
-        let pairs = tokens * n / 2;
-        let cfg = LaunchConfig {
-            grid_dim: (
-                grid(pairs.div_ceil(256).min(self.info().sm_count * 8), "n")?,
-                1,
-                1,
-            ),
-            block_dim: (256, 1, 1),
-            shared_mem_bytes: 0,
-        };
-        let s_i = to_i32("splits", splits)?;
-        let mut b = self.stream.launch_builder(&self.k.skinny_reduce);
-        b.arg(&*part)
-            .arg(&mut yv)
-            .arg(&t_i)
-            .arg(&n_i)
-            .arg(&s_i)
-            .arg(&ld_i)
-            .arg(&acc);
-        // SAFETY: reads the splits·64·n partials written above and writes tokens rows of n
-        // columns of y at stride ld (extent checked).
-        self.launched(unsafe { b.launch(cfg) }, "skinny_reduce")
+            .arg(&acc)
+            .arg(&st_i);
+        // SAFETY: the descriptors cover x's tokens rows of k and w's n rows of k (lengths
+        // checked; x rows beyond `tokens` read as zeros); block (split, tile) of a cluster
+        // of `splits` writes its share of the tile's `tokens` rows × 128 columns of y at
+        // stride ld (extent checked); the stages fit the dynamic shared memory given.
+        self.launched(unsafe { b.launch(cfg) }, "skinny_gemm")
     }
 
     /// `y[t, n] += Σ_k x[t, k] · w[n, k]`: [`Self::gemm`] adding into `y` (cuBLAS
@@ -1831,6 +1955,29 @@ mod tests {
             3
         );
         assert_eq!(split_count(1, 1000, 1 << 20, 1), PREFILL_MAX_SPLITS);
+    }
+
+    #[test]
+    fn skinny_plans_split_k_while_the_clusters_fit_in_one_wave() {
+        let h200 = [264, 132, 66, 33];
+        let plan = |k, n| skinny_plan_for(k, n, 132, h200).splits;
+        assert_eq!(plan(4096, 4096), 8, "o: 32 tiles in 32 clusters of 8");
+        assert_eq!(plan(14336, 4096), 8, "down");
+        assert_eq!(
+            plan(4096, 6144),
+            4,
+            "qkv: 48 tiles, 8 splits would take two waves"
+        );
+        assert_eq!(plan(4096, 28672), 1, "gate_up: 224 tiles");
+        assert_eq!(plan(4096, 128256), 1, "the head: several waves");
+        assert_eq!(plan(128, 4096), 2, "k of two chunks splits at most in two");
+        let fewer = skinny_plan_for(4096, 4096, 132, [264, 132, 66, 31]);
+        assert_eq!(
+            fewer.splits, 4,
+            "a second wave of clusters is never planned"
+        );
+        assert_eq!(fewer.stages, SKINNY_PLAN_STAGES);
+        assert_eq!(skinny_plan_for(4096, 4096, 132, [0; 4]).splits, 1);
     }
 
     #[test]

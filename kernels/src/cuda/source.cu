@@ -1329,119 +1329,157 @@ extern "C" __global__ void __launch_bounds__(384, 1) flash_prefill_wg192(FLASH_P
     flash_prefill_wg_pairs<3, 64, 2>(FLASH_PREFILL_PASS);
 }
 
-// ---------------------------------------------------------------- skinny GEMM (wgmma; decode)
-// y[t, n] (+)= Σ_k x[t, k] · w[n, k] for T ≤ 64 rows: the weight streams once through shared
-// memory in 64-wide k chunks (SK_ST cp.async stages, 128-byte swizzled rows) into one
-// warpgroup's m64n128 accumulators. Grid (N / 128, splits) over k ranges of k_split; with
-// several splits each block writes f32 partials part[split][64][N] that skinny_reduce sums,
-// with one it writes y itself. x rows beyond T read as zeros and are not written.
-#define SK_ST 4
-extern "C" __global__ void __launch_bounds__(128) skinny_gemm(const bf16* __restrict__ x, const bf16* __restrict__ w,
-                                                              float* __restrict__ part, bf16* __restrict__ y, int T,
-                                                              int K, int N, int k_split, int ld_y, int accumulate) {
+// ---------------------------------------------------------------- skinny GEMM (decode)
+// y[t, n] (+)= Σ_k x[t, k] · w[n, k] for T ≤ 64 rows, a weight-streaming shape: block
+// (split, tile) of a cluster of SPLITS blocks owns 128 outputs of w over the k chunks of
+// its split. One producer thread streams 64-wide k chunks of the tile's 128 w rows and of
+// x's 64 rows (rows beyond T arrive as zeros) by TMA (two 2-D copies a stage, 128-byte
+// swizzle) into `stages` stages handed over by mbarriers; one consumer warpgroup runs
+// wgmma m64n128 over them, a chunk's stage released once the next chunk's are issued. The splits' f32 partials meet in shared memory:
+// each block sums its slice of the tile's rows over every block of the cluster
+// (distributed shared memory, fixed order: deterministic) and writes y once.
+#define SKN_W_BYTES (128 * 128)
+#define SKN_STAGE (SKN_W_BYTES + 64 * 128)
+#define SKN_PART_PITCH 136  // floats per row of the partial tile
+// A TMA descriptor (CUtensorMap) passed by value.
+struct __align__(64) TmaMap {
+    unsigned long long v[16];
+};
+__device__ __forceinline__ void mbar_expect_tx(unsigned bar, unsigned bytes) {
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory");
+}
+__device__ __forceinline__ void tma_load_2d(unsigned dst, const TmaMap* map, int c0, int c1, unsigned bar) {
+    asm volatile(
+        "cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], "
+        "[%4];\n" ::"r"(dst),
+        "l"(reinterpret_cast<unsigned long long>(map)), "r"(c0), "r"(c1), "r"(bar)
+        : "memory");
+}
+__device__ __forceinline__ void cluster_sync() {
+    asm volatile("barrier.cluster.arrive.release.aligned;\nbarrier.cluster.wait.acquire.aligned;\n" ::: "memory");
+}
+__device__ __forceinline__ float4 ld_cluster_f4(unsigned addr, unsigned rank) {
+    unsigned remote;
+    asm volatile("mapa.shared::cluster.u32 %0, %1, %2;\n" : "=r"(remote) : "r"(addr), "r"(rank));
+    float4 v;
+    asm volatile("ld.shared::cluster.v4.f32 {%0,%1,%2,%3}, [%4];\n"
+                 : "=f"(v.x), "=f"(v.y), "=f"(v.z), "=f"(v.w)
+                 : "r"(remote)
+                 : "memory");
+    return v;
+}
+template <int SPLITS>
+__device__ __forceinline__ void skinny_body(const TmaMap* w_map, const TmaMap* x_map, bf16* __restrict__ y, int T,
+                                            int K, int ld_y, int accumulate, int stages) {
 #ifdef FUSELAB_WGMMA
-    constexpr unsigned X_BYTES = 64 * 128, W_BYTES = 128 * 128, STAGE = X_BYTES + W_BYTES;
+    __shared__ __align__(8) unsigned long long bars[2 * 8];
     unsigned char* base = smem_raw + ((1024u - (smem_u32(smem_raw) & 1023u)) & 1023u);
-    const unsigned s0 = smem_u32(base);
-    const int tid = threadIdx.x;
-    const int n0 = blockIdx.x * 128;
-    const int k0 = blockIdx.y * k_split;
-    const int n_k = (min(K, k0 + k_split) - k0) / 64;
-    auto load = [&](int kt) {
-        const unsigned sx = s0 + (kt % SK_ST) * STAGE, sw = sx + X_BYTES;
-        const int kk = k0 + kt * 64;
-#pragma unroll
-        for (int i = 0; i < 4; ++i) {  // x: 64 rows of 8 chunks
-            const int c = tid + i * 128, r = c >> 3, ch = c & 7;
-            const bool ok = r < T;
-            cp_async16(sx + r * 128 + ((ch ^ (r & 7)) << 4), x + (size_t)(ok ? r : 0) * K + kk + ch * 8, ok);
+    const unsigned s0 = smem_u32(base), full0 = smem_u32(bars), empty0 = full0 + 8 * 8;
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+    const int split = blockIdx.x, n0 = blockIdx.y * 128;
+    const int chunks = K / 64, c_begin = chunks * split / SPLITS, c_end = chunks * (split + 1) / SPLITS;
+    if (tid == 0) {
+        for (int s = 0; s < stages; ++s) {
+            mbar_init(full0 + 8 * s, 1);
+            mbar_init(empty0 + 8 * s, 4);
         }
-#pragma unroll
-        for (int i = 0; i < 8; ++i) {  // w: 128 rows of 8 chunks
-            const int c = tid + i * 128, r = c >> 3, ch = c & 7;
-            cp_async16(sw + r * 128 + ((ch ^ (r & 7)) << 4), w + (size_t)(n0 + r) * K + kk + ch * 8, true);
-        }
-    };
-#pragma unroll
-    for (int i = 0; i < SK_ST - 1; ++i) {
-        if (i < n_k) load(i);
-        cp_commit();
+        asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
     }
-    float d[64];
-#pragma unroll
-    for (int i = 0; i < 64; ++i) d[i] = 0.f;
-    for (int kt = 0; kt < n_k; ++kt) {
-        cp_wait<SK_ST - 2>();
-        fence_async_smem();
-        __syncthreads();
-        if (kt + SK_ST - 1 < n_k) load(kt + SK_ST - 1);
-        cp_commit();
-        const unsigned sx = s0 + (kt % SK_ST) * STAGE, sw = sx + X_BYTES;
-        wg_fence_regs<64>(d);
-        wg_fence();
-#pragma unroll
-        for (int ks = 0; ks < 4; ++ks)
-            wgmma_m64n128k16_ss(d, wg_desc(sx + ks * 32, 16, 1024), wg_desc(sw + ks * 32, 16, 1024), 1);
-        wg_commit();
-        wg_wait<0>();
-        wg_fence_regs<64>(d);
-    }
-    cp_wait<0>();
-    const int lane = tid & 31, g = lane >> 2, t4 = lane & 3;
-    const int ra = (tid >> 5) * 16 + g, rb = ra + 8;
-    if (gridDim.y == 1) {
-#pragma unroll
-        for (int j = 0; j < 16; ++j) {
-            const int col = n0 + 8 * j + 2 * t4;
-#pragma unroll
-            for (int half = 0; half < 2; ++half) {
-                const int r = half ? rb : ra;
-                if (r >= T) continue;
-                bf162* dst = reinterpret_cast<bf162*>(y + (size_t)r * ld_y + col);
-                float a = d[4 * j + 2 * half], b = d[4 * j + 2 * half + 1];
-                if (accumulate) {
-                    const float2 o = __bfloat1622float2(*dst);
-                    a += o.x;
-                    b += o.y;
-                }
-                *dst = __floats2bfloat162_rn(a, b);
+    __syncthreads();
+    if (warp == 4) {  // producer: one thread issues two TMA copies a stage
+        if (lane == 0) {
+            for (int c = c_begin, i = 0; c < c_end; ++c, ++i) {
+                const int s = i % stages;
+                if (i >= stages) mbar_wait(empty0 + 8 * s, ((i / stages) - 1) & 1);
+                mbar_expect_tx(full0 + 8 * s, SKN_STAGE);
+                const unsigned st = s0 + s * SKN_STAGE;
+                tma_load_2d(st, w_map, c * 64, n0, full0 + 8 * s);
+                tma_load_2d(st + SKN_W_BYTES, x_map, c * 64, 0, full0 + 8 * s);
             }
         }
-    } else {
-        float* p = part + (size_t)blockIdx.y * 64 * N;
+        __syncwarp();
+    } else {  // one consumer warpgroup: y tile (64 tokens × 128 outputs) += x chunk · w chunkᵀ
+        float d[64];
+#pragma unroll
+        for (int e = 0; e < 64; ++e) d[e] = 0.f;
+        for (int c = c_begin, i = 0; c < c_end; ++c, ++i) {
+            const int s = i % stages;
+            mbar_wait(full0 + 8 * s, (i / stages) & 1);
+            const unsigned sw = s0 + s * SKN_STAGE, sx = sw + SKN_W_BYTES;
+            wg_fence_regs<64>(d);
+            wg_fence();
+#pragma unroll
+            for (int ks = 0; ks < 4; ++ks)
+                wgmma_m64n128k16_ss(d, wg_desc(sx + ks * 32, 16, 1024), wg_desc(sw + ks * 32, 16, 1024), 1);
+            wg_commit();
+            wg_wait<1>();  // the previous chunk's products are done: its stage goes back
+            wg_fence_regs<64>(d);
+            if (i > 0 && lane == 0) mbar_arrive(empty0 + 8 * ((i - 1) % stages));
+        }
+        wg_wait<0>();
+        wg_fence_regs<64>(d);
+        named_bar_sync(1, 128);  // every consumer is done with the stages: reuse them
+        float* part = reinterpret_cast<float*>(base);
+        const int g = lane >> 2, t4 = lane & 3, ra = warp * 16 + g;
 #pragma unroll
         for (int j = 0; j < 16; ++j) {
-            const int col = n0 + 8 * j + 2 * t4;
-            if (ra < T) *reinterpret_cast<float2*>(p + (size_t)ra * N + col) = make_float2(d[4 * j], d[4 * j + 1]);
-            if (rb < T) *reinterpret_cast<float2*>(p + (size_t)rb * N + col) = make_float2(d[4 * j + 2], d[4 * j + 3]);
+            const int col = 8 * j + 2 * t4;
+            *reinterpret_cast<float2*>(part + ra * SKN_PART_PITCH + col) = make_float2(d[4 * j], d[4 * j + 1]);
+            *reinterpret_cast<float2*>(part + (ra + 8) * SKN_PART_PITCH + col) =
+                make_float2(d[4 * j + 2], d[4 * j + 3]);
         }
     }
+    __syncwarp();
+    cluster_sync();  // every block's partial tile is in its shared memory
+    const int r_begin = T * split / SPLITS, r_end = T * (split + 1) / SPLITS;
+    for (int e = tid; e < (r_end - r_begin) * 32; e += blockDim.x) {
+        const int r = r_begin + (e >> 5), col = (e & 31) * 4;
+        const unsigned addr = s0 + (unsigned)(r * SKN_PART_PITCH + col) * 4u;
+        float4 v = ld_cluster_f4(addr, 0);
+#pragma unroll
+        for (int j = 1; j < SPLITS; ++j) {
+            const float4 p = ld_cluster_f4(addr, j);
+            v.x += p.x;
+            v.y += p.y;
+            v.z += p.z;
+            v.w += p.w;
+        }
+        bf162* dst = reinterpret_cast<bf162*>(y + (size_t)r * ld_y + n0 + col);
+        if (accumulate) {
+            const float2 o0 = __bfloat1622float2(dst[0]), o1 = __bfloat1622float2(dst[1]);
+            v.x += o0.x;
+            v.y += o0.y;
+            v.z += o1.x;
+            v.w += o1.y;
+        }
+        dst[0] = __floats2bfloat162_rn(v.x, v.y);
+        dst[1] = __floats2bfloat162_rn(v.z, v.w);
+    }
+    cluster_sync();  // the peers' slices are read before any block's shared memory goes
 #else
     __trap();
 #endif
 }
-
-// y[t, n] (+)= Σ_s part[s][t][n] for t < T, rounded once; grid-stride over pairs of columns.
-extern "C" __global__ void skinny_reduce(const float* __restrict__ part, bf16* __restrict__ y, int T, int N, int splits,
-                                         int ld_y, int accumulate) {
-    const int pairs = N / 2;
-    const size_t total = (size_t)T * pairs;
-    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x) {
-        const size_t t = i / pairs, c = (i - t * pairs) * 2;
-        float a = 0.f, b = 0.f;
-        for (int s = 0; s < splits; ++s) {
-            const float2 v = *reinterpret_cast<const float2*>(part + ((size_t)s * 64 + t) * N + c);
-            a += v.x;
-            b += v.y;
-        }
-        bf162* dst = reinterpret_cast<bf162*>(y + t * ld_y + c);
-        if (accumulate) {
-            const float2 o = __bfloat1622float2(*dst);
-            a += o.x;
-            b += o.y;
-        }
-        *dst = __floats2bfloat162_rn(a, b);
-    }
+#ifdef FUSELAB_WGMMA
+#define SKINNY_CLUSTER(S) __cluster_dims__(S, 1, 1)
+#else
+#define SKINNY_CLUSTER(S)
+#endif
+#define SKINNY_ARGS                                                                                         \
+    const __grid_constant__ TmaMap w_map, const __grid_constant__ TmaMap x_map, bf16 *__restrict__ y, int T, \
+        int K, int ld_y, int accumulate, int stages
+#define SKINNY_PASS &w_map, &x_map, y, T, K, ld_y, accumulate, stages
+extern "C" __global__ void __launch_bounds__(160) SKINNY_CLUSTER(1) skinny_gemm_c1(SKINNY_ARGS) {
+    skinny_body<1>(SKINNY_PASS);
+}
+extern "C" __global__ void __launch_bounds__(160) SKINNY_CLUSTER(2) skinny_gemm_c2(SKINNY_ARGS) {
+    skinny_body<2>(SKINNY_PASS);
+}
+extern "C" __global__ void __launch_bounds__(160) SKINNY_CLUSTER(4) skinny_gemm_c4(SKINNY_ARGS) {
+    skinny_body<4>(SKINNY_PASS);
+}
+extern "C" __global__ void __launch_bounds__(160) SKINNY_CLUSTER(8) skinny_gemm_c8(SKINNY_ARGS) {
+    skinny_body<8>(SKINNY_PASS);
 }
 
 #endif  // FUSELAB_TUNE_ONLY

@@ -9,6 +9,8 @@
 #       per-operator profile, HF
 #   bash reports/results/h200/device-run.sh sanitize-checks  # memcheck and racecheck over
 #       `fuselab kernels`' correctness checks (every kernel and tile at its checked shapes)
+#   bash reports/results/h200/device-run.sh skinny   # the skinny decode GEMM alone: its engine
+#       test, checks, timed rows (every plan) and both sanitizers on it
 # Run from the repository root with the binaries in gpu/ (build-for-device.sh); each part's
 # files land in $OUT/res-PART.tgz, unpacked here into reports/results/h200/run/ and turned
 # into the pages by make_results.py.
@@ -41,12 +43,42 @@ if [ "$PART" = kernels ]; then
   echo "kernels rc=$?"
 elif [ "$PART" = sanitize-checks ]; then
   echo "== compute-sanitizer over fuselab kernels' checks (every tile, the split prefill among them)"
+  compute-sanitizer --version | tail -1
+  # racecheck instruments only our kernels: cuBLAS's nvjet GEMMs are excluded (they alone ran
+  # it past 150 s before, and every hazard it reported was inside them), and so is the skinny
+  # GEMM, on whose TMA and cluster code racecheck fails with an internal error (memcheck
+  # covers it; the skinny part below runs racecheck on it alone).
   for tool in memcheck racecheck; do
-    FUSELAB_REQUIRE_GPU=1 timeout 150 compute-sanitizer --tool $tool --print-limit 20 $BIN kernels --device cuda \
-      --quick --only no-timed-rows --markdown "$R/sanitizer_${tool}_checks.md" > "$R/sanitizer_${tool}_checks.txt" 2>&1
-    echo "sanitizer $tool checks rc=$?"
+    filter=(); [ $tool = racecheck ] && filter=(--kernel-name-exclude kns=nvjet --kernel-name-exclude kns=skinny_gemm)
+    FUSELAB_REQUIRE_GPU=1 timeout 250 compute-sanitizer --tool $tool "${filter[@]}" --print-limit 20 $BIN kernels \
+      --device cuda --quick --only no-timed-rows --markdown "$R/sanitizer_${tool}_checks.md" \
+      > "$R/sanitizer_${tool}_checks.txt" 2>&1
+    echo "sanitizer $tool checks rc=$? (${filter[*]})"
     grep -E "ERROR SUMMARY|RACECHECK SUMMARY" "$R/sanitizer_${tool}_checks.txt"
-    grep -oE "(Race reported|Invalid|Error).{0,160}" "$R/sanitizer_${tool}_checks.txt" | sort | uniq -c | head
+    grep -oE "(Race reported|Invalid|Error|racecheck).{0,160}" "$R/sanitizer_${tool}_checks.txt" | sort | uniq -c | head
+    grep -cE "\| ok \|" "$R/sanitizer_${tool}_checks.md"
+  done
+elif [ "$PART" = gpu-tests ]; then
+  echo "== GPU tests (FUSELAB_REQUIRE_GPU=1)"
+  for t in gpu/tests/*; do
+    name=$(basename "$t")
+    FUSELAB_REQUIRE_GPU=1 timeout 120 "$t" --test-threads=1 --nocapture > "$R/gpu_tests_$name.txt" 2>&1
+    echo "$name rc=$?"; grep -E "^test |test result" "$R/gpu_tests_$name.txt"
+  done
+elif [ "$PART" = skinny ]; then
+  echo "== the skinny GEMM: its engine test, checks and timed rows, sanitizers on it alone"
+  FUSELAB_REQUIRE_GPU=1 timeout 120 gpu/tests/gpu-test skinny --test-threads=1 --nocapture \
+    > "$R/gpu_tests_skinny.txt" 2>&1
+  echo "gpu-test skinny rc=$?"; grep -E "^test |test result|panicked" "$R/gpu_tests_skinny.txt"
+  FUSELAB_REQUIRE_GPU=1 timeout 200 $BIN kernels --device cuda --quick --only "gemm " \
+    --json "$R/kernels_skinny.json" --markdown "$R/kernels_skinny.md" > "$R/kernels_skinny_log.txt" 2>&1
+  echo "kernels rc=$?"; grep -E "skinny|gemm (qkv|o|gate_up|down) .*T=64" "$R/kernels_skinny.md" | head -60
+  for tool in memcheck racecheck; do
+    FUSELAB_REQUIRE_GPU=1 timeout 100 compute-sanitizer --tool $tool --kernel-name kns=skinny --print-limit 20 \
+      $BIN kernels --device cuda --quick --only no-timed-rows > "$R/sanitizer_${tool}_skinny.txt" 2>&1
+    echo "sanitizer $tool skinny rc=$?"
+    grep -E "ERROR SUMMARY|RACECHECK SUMMARY" "$R/sanitizer_${tool}_skinny.txt"
+    grep -oE "(Race reported|Invalid|Error).{0,160}" "$R/sanitizer_${tool}_skinny.txt" | sort | uniq -c | head
   done
 else
   $BIN workload --preset h200-64 --export gpu/w.jsonl | tail -3; cp gpu/w.jsonl "$R/w.jsonl"
@@ -62,11 +94,11 @@ else
   run continuous-no-graphs --policy continuous --no-cuda-graphs
   run continuous-skinny-gemm --policy continuous --cuda-skinny-gemm
   run continuous-gemm-tuning --policy continuous --cuda-gemm-tuning
-  run continuous-r256 --policy continuous --cuda-prefill-tile r256
-  run continuous-wg128x2 --policy continuous --cuda-prefill-tile wg128x2
   run continuous-budget16384 --policy continuous --knob budget=16384
+  run continuous-budget16384-skinny-gemm --policy continuous --knob budget=16384 --cuda-skinny-gemm
   run chunked-budget512 --policy chunked --knob budget=512
-  run chunked-budget512-x2s --policy chunked --knob budget=512 --cuda-prefill-tile wg128x2s
+  run continuous-skinny-gemm-again --policy continuous --cuda-skinny-gemm
+  run continuous-again --policy continuous
   run continuous-profile --policy continuous --cuda-profile "$R/profile.json"
   run continuous-profile-no-graphs --policy continuous --no-cuda-graphs --cuda-profile "$R/profile_no_graphs.json"
   echo "== tune --executor local --gpus all (one trial per GPU; N = 1 here)"

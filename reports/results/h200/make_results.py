@@ -41,7 +41,10 @@ for p in policies:
     }
 variants = {}
 for name, what in [("continuous-no-graphs", "decode steps kernel by kernel (--no-cuda-graphs)"),
-                   ("continuous-skinny-gemm", "decode GEMMs on the skinny wgmma kernel, not cuBLAS (--cuda-skinny-gemm)"),
+                   ("continuous-skinny-gemm", "decode GEMMs on fuselab's skinny kernel (TMA + wgmma, k split over clusters), not cuBLAS (--cuda-skinny-gemm)"),
+                   ("continuous-skinny-gemm-again", "continuous with --cuda-skinny-gemm again, after the other runs (run-to-run spread)"),
+                   ("continuous-again", "continuous (default) again, after the other runs (run-to-run spread)"),
+                   ("continuous-budget16384-skinny-gemm", "token budget 16384 with the skinny decode GEMMs (--knob budget=16384 --cuda-skinny-gemm)"),
                    ("continuous-no-gemm-tuning", "decode GEMMs on cuBLAS's default algorithm, no cuBLASLt tuning at the warm-up (--no-cuda-gemm-tuning, when tuning was the default)"),
                    ("continuous-gemm-tuning", "decode GEMMs through the cuBLASLt algorithms timed at the warm-up (--cuda-gemm-tuning)"),
                    ("continuous-r256", "the mma.sync prefill tile r256 (--cuda-prefill-tile r256)"),
