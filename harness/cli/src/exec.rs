@@ -78,7 +78,7 @@ pub struct EngineSpec {
     pub cuda_profile: Option<PathBuf>,
     /// Whether the CUDA engine replays decode steps from CUDA graphs.
     pub cuda_graphs: bool,
-    /// Whether the CUDA engine runs small GEMMs on its skinny wgmma kernel.
+    /// Whether the CUDA engine runs small GEMMs on its skinny kernel.
     pub cuda_skinny_gemm: bool,
     /// Whether the CUDA engine times cuBLASLt's algorithms for its decode GEMMs at the
     /// warm-up and keeps the fastest.

@@ -474,9 +474,14 @@ const SKINNY_STAGE_BYTES: usize = (128 + 64) * 128;
 const SKINNY_STAGES: usize = 8;
 /// Stages of a planned skinny block: two blocks per SM.
 const SKINNY_PLAN_STAGES: usize = SKINNY_STAGES / 2;
-/// Dynamic shared memory the skinny GEMM is allowed (its deepest pipeline, and 1024 bytes
-/// for the swizzle's alignment).
-pub(crate) const SKINNY_SMEM_BYTES: usize = SKINNY_STAGES * SKINNY_STAGE_BYTES + 1024;
+/// Dynamic shared memory the skinny GEMM is allowed (its deepest pipeline).
+pub(crate) const SKINNY_SMEM_BYTES: usize = skinny_smem_bytes(SKINNY_STAGES);
+
+/// Dynamic shared memory of a skinny block of `stages` stages (and 1024 bytes for the
+/// swizzle's alignment).
+const fn skinny_smem_bytes(stages: usize) -> usize {
+    stages * SKINNY_STAGE_BYTES + 1024
+}
 
 /// A TMA descriptor (`CUtensorMap`), passed to a kernel by value.
 #[repr(transparent)]
@@ -543,7 +548,7 @@ pub(crate) fn skinny_cluster_capacity(
         let cfg = LaunchConfig {
             grid_dim: (splits as u32, (sm_count * 2) as u32, 1),
             block_dim: (SKINNY_THREADS, 1, 1),
-            shared_mem_bytes: (SKINNY_PLAN_STAGES * SKINNY_STAGE_BYTES + 1024) as u32,
+            shared_mem_bytes: skinny_smem_bytes(SKINNY_PLAN_STAGES) as u32,
         };
         *slot = func
             .occupancy_max_active_clusters(cfg, stream)
@@ -570,7 +575,7 @@ pub fn skinny_plan_for(k: usize, n: usize, sms: usize, clusters: [usize; 4]) -> 
     }
 }
 
-/// Threads of a skinny block: four consumer warps and one producer warp.
+/// Threads of a skinny block: a consumer warpgroup and a producer warp.
 const SKINNY_THREADS: u32 = 160;
 
 /// Where [`CudaDevice::gemm_ex`] writes its `[tokens, n]` result inside `y`.
@@ -1490,9 +1495,9 @@ impl CudaDevice {
     /// `y[t, n] = Σ_k x[t, k] · w[n, k]` in bf16 with f32 accumulation (cuBLAS);
     /// `x`: `[tokens, k]`, `w`: `[n, k]` (a linear layer's weight), `y`: `[tokens, n]`.
     /// Up to [`SKINNY_MAX_TOKENS`] rows run on [`Self::gemm_skinny`] where it is
-    /// enabled ([`Self::set_skinny_gemm`]; off by default: on the H200 it measured
-    /// 1.24-1.54× slower than cuBLAS at 64 rows) and the shape allows it; everything
-    /// else on cuBLAS.
+    /// enabled ([`Self::set_skinny_gemm`]; off by default: on the H200 at 64 rows it
+    /// is level with cuBLAS on gate_up and down and 1.14-1.22× slower on qkv and o)
+    /// and the shape allows it; everything else on cuBLAS.
     pub fn gemm(
         &self,
         x: &CudaSlice<bf16>,
@@ -1556,9 +1561,9 @@ impl CudaDevice {
     }
 
     /// `y (+)= x · wᵀ` for at most [`SKINNY_MAX_TOKENS`] rows, the weight streamed once
-    /// by bulk copies into mma.sync (a memory-bound shape where cuBLAS reaches 2.7-3.9
-    /// TB/s of 4.5): blocks of 128 outputs, k split over a cluster whose partials meet in
-    /// shared memory ([`Self::skinny_plan`]); one rounding, deterministic.
+    /// by TMA into wgmma (a memory-bound shape where cuBLAS reaches 2.7-3.9 TB/s of
+    /// 4.4): blocks of 128 outputs, k split over a cluster whose partials meet in shared
+    /// memory ([`Self::skinny_plan`]); one rounding, deterministic.
     /// `k` a multiple of 64, `n` of 128, `out.ld` and `out.offset` even; needs `sm_90a`.
     #[allow(clippy::too_many_arguments)]
     pub fn gemm_skinny(
@@ -1570,6 +1575,23 @@ impl CudaDevice {
         k: usize,
         n: usize,
         out: GemmOut,
+    ) -> Result<(), CudaError> {
+        self.gemm_skinny_planned(x, w, y, tokens, k, n, out, self.skinny_plan(k, n))
+    }
+
+    /// [`Self::gemm_skinny`] with the plan given: `splits` one of [`SKINNY_SPLITS`] and at
+    /// most k / 64, 2 to 8 stages; the same shapes.
+    #[allow(clippy::too_many_arguments)]
+    pub fn gemm_skinny_planned(
+        &self,
+        x: &CudaSlice<bf16>,
+        w: &CudaSlice<bf16>,
+        y: &mut CudaSlice<bf16>,
+        tokens: usize,
+        k: usize,
+        n: usize,
+        out: GemmOut,
+        plan: SkinnyPlan,
     ) -> Result<(), CudaError> {
         if !self.has_wgmma() {
             return Err(CudaError::invalid(
@@ -1594,23 +1616,6 @@ impl CudaDevice {
                 ),
             ));
         }
-        self.gemm_skinny_planned(x, w, y, tokens, k, n, out, self.skinny_plan(k, n))
-    }
-
-    /// [`Self::gemm_skinny`] with the plan given: `splits` one of [`SKINNY_SPLITS`] and at
-    /// most k / 64, 2 to 8 stages.
-    #[allow(clippy::too_many_arguments)]
-    pub fn gemm_skinny_planned(
-        &self,
-        x: &CudaSlice<bf16>,
-        w: &CudaSlice<bf16>,
-        y: &mut CudaSlice<bf16>,
-        tokens: usize,
-        k: usize,
-        n: usize,
-        out: GemmOut,
-        plan: SkinnyPlan,
-    ) -> Result<(), CudaError> {
         check_len("x", x.len(), tokens * k)?;
         check_len("w", w.len(), n * k)?;
         check_len("y", y.len(), out.offset + (tokens - 1) * out.ld + n)?;
@@ -1652,7 +1657,7 @@ impl CudaDevice {
         let cfg = LaunchConfig {
             grid_dim: (grid(plan.splits, "splits")?, grid(n / 128, "n")?, 1),
             block_dim: (SKINNY_THREADS, 1, 1),
-            shared_mem_bytes: (plan.stages * SKINNY_STAGE_BYTES + 1024) as u32,
+            shared_mem_bytes: skinny_smem_bytes(plan.stages) as u32,
         };
         let mut b = self.stream.launch_builder(&self.k.skinny_gemm[slot]);
         b.arg(&w_map)

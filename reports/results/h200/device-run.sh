@@ -1,32 +1,36 @@
 #!/bin/bash
-# The H200 results in two device commands of one build (a device command may run at most
+# The H200 results in device commands of one build (a device command may run at most
 # 10 minutes), run back to back on the same machine:
 #   bash reports/results/h200/device-run.sh kernels  # GPU tests (FUSELAB_REQUIRE_GPU=1),
 #       compute-sanitizer memcheck and racecheck on the engine test, the PyTorch baseline and
 #       `fuselab kernels`
 #   bash reports/results/h200/device-run.sh e2e      # h200-64 for every policy, the variants
-#       (no CUDA graphs, GEMM tuning, budget 16384, the r256 and wg128x2 tiles), the
+#       (no CUDA graphs, GEMM tuning, skinny GEMMs, budget 16384, run-to-run repeats), the
 #       per-operator profile, HF
 #   bash reports/results/h200/device-run.sh sanitize-checks  # memcheck and racecheck over
 #       `fuselab kernels`' correctness checks (every kernel and tile at its checked shapes)
+#   bash reports/results/h200/device-run.sh gpu-tests  # the GPU tests alone, as in `kernels`
 #   bash reports/results/h200/device-run.sh skinny   # the skinny decode GEMM alone: its engine
 #       test, checks, timed rows (every plan) and both sanitizers on it
 # Run from the repository root with the binaries in gpu/ (build-for-device.sh); each part's
 # files land in $OUT/res-PART.tgz, unpacked here into reports/results/h200/run/ and turned
 # into the pages by make_results.py.
 set -u
-PART=${1:?give kernels or e2e}
+PART=${1:?give kernels, e2e, sanitize-checks, gpu-tests or skinny}
 R=$OUT/res; mkdir -p "$R" gpu/runs
 exec > >(tee "$OUT/log-$PART.txt") 2>&1
 BIN=gpu/fuselab
-nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm,power.limit --format=csv
-if [ "$PART" = kernels ]; then
+gpu_tests() {
   echo "== GPU tests (FUSELAB_REQUIRE_GPU=1)"
   for t in gpu/tests/*; do
     name=$(basename "$t")
     FUSELAB_REQUIRE_GPU=1 timeout 120 "$t" --test-threads=1 --nocapture > "$R/gpu_tests_$name.txt" 2>&1
     echo "$name rc=$?"; grep -E "^test |test result" "$R/gpu_tests_$name.txt"
   done
+}
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm,power.limit --format=csv
+if [ "$PART" = kernels ]; then
+  gpu_tests
   echo "== compute-sanitizer (our kernels through the CUDA backend on tiny: prefill, mixed, padded and graph-replayed decode steps)"
   for tool in memcheck racecheck; do
     timeout 100 compute-sanitizer --tool $tool --print-limit 20 gpu/tests/gpu-test \
@@ -59,12 +63,7 @@ elif [ "$PART" = sanitize-checks ]; then
     grep -cE "\| ok \|" "$R/sanitizer_${tool}_checks.md"
   done
 elif [ "$PART" = gpu-tests ]; then
-  echo "== GPU tests (FUSELAB_REQUIRE_GPU=1)"
-  for t in gpu/tests/*; do
-    name=$(basename "$t")
-    FUSELAB_REQUIRE_GPU=1 timeout 120 "$t" --test-threads=1 --nocapture > "$R/gpu_tests_$name.txt" 2>&1
-    echo "$name rc=$?"; grep -E "^test |test result" "$R/gpu_tests_$name.txt"
-  done
+  gpu_tests
 elif [ "$PART" = skinny ]; then
   echo "== the skinny GEMM: its engine test, checks and timed rows, sanitizers on it alone"
   FUSELAB_REQUIRE_GPU=1 timeout 120 gpu/tests/gpu-test skinny --test-threads=1 --nocapture \

@@ -207,9 +207,9 @@ pub struct EngineOpts {
     pub no_cuda_graphs: bool,
 
     /// Run the CUDA engine's GEMMs of at most 64 rows (decode steps) on fuselab's
-    /// skinny wgmma kernel instead of cuBLAS (Hopper only; it measured 1.24-1.54×
-    /// slower than cuBLAS on the H200, so it is off by default). Recorded as knob
-    /// `skinny_gemm`.
+    /// skinny kernel instead of cuBLAS (Hopper only; on the H200 it is level with
+    /// cuBLAS on the two large decode GEMMs and 1.14-1.22× slower on the two small
+    /// ones, so it is off by default). Recorded as knob `skinny_gemm`.
     #[arg(long)]
     #[serde(default)]
     pub cuda_skinny_gemm: bool,
