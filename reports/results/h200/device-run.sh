@@ -7,8 +7,8 @@
 #   bash reports/results/h200/device-run.sh e2e      # h200-64 for every policy, the variants
 #       (no CUDA graphs, GEMM tuning, skinny GEMMs, budget 16384, run-to-run repeats), the
 #       per-operator profile, HF
-#   bash reports/results/h200/device-run.sh sanitize-checks  # memcheck and racecheck over
-#       `fuselab kernels`' correctness checks (every kernel and tile at its checked shapes)
+#   bash reports/results/h200/device-run.sh sanitize-checks  # memcheck over `fuselab kernels`'
+#       correctness checks (every kernel and tile at its checked shapes)
 #   bash reports/results/h200/device-run.sh racecheck-ours [FAMILY...]  # racecheck over the
 #       checks, one family of our kernels instrumented at a time (not yet run on a device)
 #   bash reports/results/h200/device-run.sh gpu-tests  # the GPU tests alone, as in `kernels`
@@ -50,20 +50,17 @@ if [ "$PART" = kernels ]; then
 elif [ "$PART" = sanitize-checks ]; then
   echo "== compute-sanitizer over fuselab kernels' checks (every tile, the split prefill among them)"
   compute-sanitizer --version | tail -1
-  # racecheck instruments only our kernels: cuBLAS's nvjet GEMMs are excluded (they alone ran
-  # it past 150 s before, and every hazard it reported was inside them), and so is the skinny
-  # GEMM, on whose TMA and cluster code racecheck fails with an internal error (memcheck
-  # covers it; the skinny part below runs racecheck on it alone).
-  for tool in memcheck racecheck; do
-    filter=(); [ $tool = racecheck ] && filter=(--kernel-name-exclude kns=nvjet --kernel-name-exclude kns=skinny_gemm)
-    FUSELAB_REQUIRE_GPU=1 timeout 250 compute-sanitizer --tool $tool "${filter[@]}" --print-limit 20 $BIN kernels \
-      --device cuda --quick --only no-timed-rows --markdown "$R/sanitizer_${tool}_checks.md" \
-      > "$R/sanitizer_${tool}_checks.txt" 2>&1
-    echo "sanitizer $tool checks rc=$? (${filter[*]})"
-    grep -E "ERROR SUMMARY|RACECHECK SUMMARY" "$R/sanitizer_${tool}_checks.txt"
-    grep -oE "(Race reported|Invalid|Error|racecheck).{0,160}" "$R/sanitizer_${tool}_checks.txt" | sort | uniq -c | head
-    grep -cE "\| ok \|" "$R/sanitizer_${tool}_checks.md"
-  done
+  # memcheck only: racecheck over the same checks is the racecheck-ours part. With both
+  # cuBLAS's nvjet kernels and the skinny GEMM excluded on one command line, compute-sanitizer
+  # 2025.3.1 apparently kept only the first and failed inside itself on the skinny kernel
+  # (builds.md, 2026-12-03); with nvjet instrumented it runs out of time.
+  FUSELAB_REQUIRE_GPU=1 timeout 250 compute-sanitizer --tool memcheck --print-limit 20 $BIN kernels \
+    --device cuda --quick --only no-timed-rows --markdown "$R/sanitizer_memcheck_checks.md" \
+    > "$R/sanitizer_memcheck_checks.txt" 2>&1
+  echo "sanitizer memcheck checks rc=$?"
+  grep -E "ERROR SUMMARY" "$R/sanitizer_memcheck_checks.txt"
+  grep -oE "(Invalid|Error).{0,160}" "$R/sanitizer_memcheck_checks.txt" | sort | uniq -c | head
+  grep -cE "\| ok \|" "$R/sanitizer_memcheck_checks.md"
 elif [ "$PART" = racecheck-ours ]; then
   # racecheck over the checks one kernel family at a time (`--kernel-name kns=FAMILY`): only
   # that family is instrumented, so cuBLAS's GEMMs run at full speed and each run can finish.
