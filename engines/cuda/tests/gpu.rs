@@ -386,25 +386,28 @@ fn tiny_logging(test: &str, opts: CudaOptions) -> Option<CudaBackend> {
     })
 }
 
+/// [`tiny_logging`] backends with `opts(true)` and `opts(false)` (`None` where the GPU
+/// is missing).
+fn tiny_pair(test: &str, opts: impl Fn(bool) -> CudaOptions) -> Option<(CudaBackend, CudaBackend)> {
+    Some((
+        tiny_logging(test, opts(true))?,
+        tiny_logging(test, opts(false))?,
+    ))
+}
+
 #[test]
 fn decode_steps_replayed_from_cuda_graphs_match_kernel_by_kernel_steps() {
     let test = "decode_steps_replayed_from_cuda_graphs_match_kernel_by_kernel_steps";
     if !gpu_or_skip(test) {
         return;
     }
-    let make = |graphs: bool| {
-        tiny_logging(
-            test,
-            CudaOptions {
-                graphs,
-                ..CudaOptions::default()
-            },
-        )
-    };
-    let (Some(with), Some(without)) = (make(true), make(false)) else {
+    let Some((with, without)) = tiny_pair(test, |graphs| CudaOptions {
+        graphs,
+        ..CudaOptions::default()
+    }) else {
         return;
     };
-    same_logits_over_mixed_steps(with, without, true);
+    same_logits_over_mixed_steps(with, without, Compare::GraphsAgainstEager);
 }
 
 #[test]
@@ -413,19 +416,13 @@ fn tuned_decode_gemms_change_the_algorithms_not_the_logits() {
     if !gpu_or_skip(test) {
         return;
     }
-    let make = |gemm_tuning: bool| {
-        tiny_logging(
-            test,
-            CudaOptions {
-                gemm_tuning,
-                ..CudaOptions::default()
-            },
-        )
-    };
-    let (Some(with), Some(without)) = (make(true), make(false)) else {
+    let Some((with, without)) = tiny_pair(test, |gemm_tuning| CudaOptions {
+        gemm_tuning,
+        ..CudaOptions::default()
+    }) else {
         return;
     };
-    same_logits_over_mixed_steps(with, without, false);
+    same_logits_over_mixed_steps(with, without, Compare::Close);
 }
 
 #[test]
@@ -434,16 +431,10 @@ fn skinny_decode_gemms_keep_the_logits() {
     if !gpu_or_skip(test) {
         return;
     }
-    let make = |skinny_gemm: bool| {
-        tiny_logging(
-            test,
-            CudaOptions {
-                skinny_gemm,
-                ..CudaOptions::default()
-            },
-        )
-    };
-    let (Some(with), Some(without)) = (make(true), make(false)) else {
+    let Some((with, without)) = tiny_pair(test, |skinny_gemm| CudaOptions {
+        skinny_gemm,
+        ..CudaOptions::default()
+    }) else {
         return;
     };
     let shape = ModelShape::tiny_128();
@@ -461,7 +452,31 @@ fn skinny_decode_gemms_keep_the_logits() {
         with_on && !without_on,
         "the option switches the skinny path"
     );
-    same_logits_over_mixed_steps(with, without, false);
+    same_logits_over_mixed_steps(with, without, Compare::Close);
+}
+
+#[test]
+fn programmatic_launch_keeps_the_decode_graphs_logits() {
+    let test = "programmatic_launch_keeps_the_decode_graphs_logits";
+    if !gpu_or_skip(test) {
+        return;
+    }
+    for skinny_gemm in [false, true] {
+        let Some((with, without)) = tiny_pair(test, |pdl| CudaOptions {
+            pdl,
+            skinny_gemm,
+            ..CudaOptions::default()
+        }) else {
+            return;
+        };
+        if !with.device().has_wgmma() {
+            eprintln!("skip {test}: programmatic launch and the skinny GEMM need sm_90a");
+            return;
+        }
+        eprintln!("{test}: skinny GEMM {skinny_gemm}");
+        // The same kernels in the same order, only allowed to overlap: equal logits.
+        same_logits_over_mixed_steps(with, without, Compare::Identical);
+    }
 }
 
 /// A tuning table of this GPU with non-default prefill and decode configurations.
@@ -518,7 +533,7 @@ fn a_tuning_table_changes_the_kernels_not_the_logits() {
     let (Some(tuned), Some(plain)) = (make(Some(tuning_table_for_this_gpu())), make(None)) else {
         return;
     };
-    same_logits_over_mixed_steps(tuned, plain, false);
+    same_logits_over_mixed_steps(tuned, plain, Compare::Close);
     // A table of another GPU applies to nothing: an error naming the field.
     let mut other = tuning_table_for_this_gpu();
     for e in &mut other.entries {
@@ -539,10 +554,22 @@ fn a_tuning_table_changes_the_kernels_not_the_logits() {
     assert!(e.contains("tuning_table") && e.contains("B200"), "{e}");
 }
 
+/// What [`same_logits_over_mixed_steps`] checks beyond close logits.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Compare {
+    /// `with` replays decode graphs, `without` runs its decode steps kernel by kernel.
+    GraphsAgainstEager,
+    /// Other kernels or algorithms: close logits only.
+    Close,
+    /// The same kernels in the same order, both replaying decode graphs: equal logits.
+    Identical,
+}
+
 /// Prefill, decodes (graph-replayed where `with` has graphs), a padded step
 /// that grows the buffers and more decodes: `with` and `without` give the same
 /// logits (bf16 tolerance) and sample their argmax.
-fn same_logits_over_mixed_steps(mut with: CudaBackend, mut without: CudaBackend, graphs: bool) {
+fn same_logits_over_mixed_steps(mut with: CudaBackend, mut without: CudaBackend, compare: Compare) {
+    let graphs = compare != Compare::Close;
     let geo = KvGeometry {
         block_size: 16,
         num_blocks: 256,
@@ -557,8 +584,13 @@ fn same_logits_over_mixed_steps(mut with: CudaBackend, mut without: CudaBackend,
     let warm = with.graph_replays();
     if graphs {
         assert!(warm > 0, "the warm-up captures and replays the graphs");
-        assert_eq!(without.graph_replays(), 0);
     }
+    match compare {
+        Compare::GraphsAgainstEager => assert_eq!(without.graph_replays(), 0),
+        Compare::Identical => assert!(without.graph_replays() > 0, "both replay graphs"),
+        Compare::Close => {}
+    }
+    let exact = compare == Compare::Identical;
 
     let mut rng = ChaCha8Rng::seed_from_u64(11);
     let mut seqs: Vec<(u32, Vec<u32>)> = Vec::new(); // (context, block table)
@@ -581,6 +613,7 @@ fn same_logits_over_mixed_steps(mut with: CudaBackend, mut without: CudaBackend,
         last: &mut BTreeMap<RequestId, u32>,
         batch: &ForwardBatch,
         label: &str,
+        exact: bool,
     ) {
         let a = pair.0.forward(batch).unwrap();
         let b = pair.1.forward(batch).unwrap();
@@ -589,6 +622,12 @@ fn same_logits_over_mixed_steps(mut with: CudaBackend, mut without: CudaBackend,
             assert_eq!(ra, rb, "{label}: entry order");
             let e = rel_error(lb, la);
             assert!(e < 2e-2, "{label}: request {ra}: logits differ by {e}");
+            if exact {
+                assert!(
+                    la == lb,
+                    "{label}: request {ra}: logits not identical ({e})"
+                );
+            }
         }
         for (r, t) in &a.sampled {
             let l = &a.logits.iter().find(|(id, _)| id == r).unwrap().1;
@@ -604,6 +643,7 @@ fn same_logits_over_mixed_steps(mut with: CudaBackend, mut without: CudaBackend,
             shape: BatchShape::Ragged,
         },
         "prefill",
+        exact,
     );
     let decode = |seqs: &mut Vec<(u32, Vec<u32>)>, last: &BTreeMap<RequestId, u32>, n: usize| {
         let entries = seqs[..n]
@@ -627,6 +667,7 @@ fn same_logits_over_mixed_steps(mut with: CudaBackend, mut without: CudaBackend,
             &mut last,
             &batch,
             &format!("decode {step} of 20"),
+            exact,
         );
     }
     if graphs {
@@ -651,6 +692,7 @@ fn same_logits_over_mixed_steps(mut with: CudaBackend, mut without: CudaBackend,
             },
         },
         "padded prefill",
+        exact,
     );
     for step in 0..2 {
         let batch = decode(&mut seqs, &last, 21);
@@ -659,6 +701,7 @@ fn same_logits_over_mixed_steps(mut with: CudaBackend, mut without: CudaBackend,
             &mut last,
             &batch,
             &format!("decode {step} of 21"),
+            exact,
         );
     }
     if graphs {

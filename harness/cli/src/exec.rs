@@ -80,6 +80,8 @@ pub struct EngineSpec {
     pub cuda_graphs: bool,
     /// Whether the CUDA engine runs small GEMMs on its skinny kernel.
     pub cuda_skinny_gemm: bool,
+    /// Whether the CUDA engine captures its decode graphs with programmatic dependent launch.
+    pub cuda_pdl: bool,
     /// Whether the CUDA engine times cuBLASLt's algorithms for its decode GEMMs at the
     /// warm-up and keeps the fastest.
     pub cuda_gemm_tuning: bool,
@@ -797,6 +799,7 @@ pub fn realtime_engine(
             .insert("cuda_graphs".into(), engine.cuda_graphs.into());
         info.knobs
             .insert("skinny_gemm".into(), engine.cuda_skinny_gemm.into());
+        info.knobs.insert("pdl".into(), engine.cuda_pdl.into());
         info.knobs
             .insert("gemm_tuning".into(), engine.cuda_gemm_tuning.into());
         if let Some(t) = engine.cuda_prefill_tile {
@@ -819,6 +822,7 @@ pub fn realtime_engine(
             profile: engine.cuda_profile.clone(),
             graphs: engine.cuda_graphs,
             skinny_gemm: engine.cuda_skinny_gemm,
+            pdl: engine.cuda_pdl,
             gemm_tuning: engine.cuda_gemm_tuning,
             prefill_tile: engine.cuda_prefill_tile,
             ..fuselab_cuda::CudaOptions::default()

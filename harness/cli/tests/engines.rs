@@ -118,6 +118,7 @@ fn engine_flags_that_do_not_apply_are_rejected() {
             &["--engine", "sim", "--cuda-skinny-gemm"][..],
             "--cuda-skinny-gemm",
         ),
+        (&["--engine", "cpu", "--cuda-pdl"][..], "--cuda-pdl"),
         (
             &["--engine", "cpu", "--cuda-prefill-tile", "r128"][..],
             "--cuda-prefill-tile",

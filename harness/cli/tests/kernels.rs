@@ -71,3 +71,15 @@ fn bad_baseline_and_bad_config_key_are_named() {
         .code(2)
         .stderr(predicate::str::contains("speed"));
 }
+
+#[test]
+fn own_checks_only_is_for_cuda_and_says_so_on_the_cpu() {
+    fuselab()
+        .args(["kernels", "--device", "cpu", "--quick", "--own-checks-only"])
+        .assert()
+        .code(2)
+        .stderr(
+            predicate::str::contains("--own-checks-only")
+                .and(predicate::str::contains("--device cuda")),
+        );
+}

@@ -115,6 +115,11 @@ pub struct BenchOptions {
     /// this GPU get rows of their own ("(tuned)"), and the default rows say
     /// which configuration they ran.
     pub tuning: Option<crate::tunable::TuningTable>,
+    /// Only the checks of fuselab's own kernels: no ceilings, no timed rows and no
+    /// check that runs a cuBLAS GEMM, so that nothing but our kernels runs (e.g. under
+    /// compute-sanitizer racecheck, which fails with a kernel filter and runs out of
+    /// time on cuBLAS's kernels).
+    pub own_checks_only: bool,
 }
 
 impl BenchOptions {
@@ -859,7 +864,9 @@ pub(crate) fn scattered_slots(rng: &mut SplitMix, t: usize, cap: usize) -> Vec<i
 }
 
 /// Runs every check on fresh random inputs (odd lengths included).
-fn run_checks(dev: &CudaDevice, rng: &mut SplitMix) -> Result<Vec<Check>, CudaError> {
+/// Every kernel against its reference; with `cublas` false, the checks that run a
+/// cuBLAS GEMM are left out (`--own-checks-only`).
+fn run_checks(dev: &CudaDevice, rng: &mut SplitMix, cublas: bool) -> Result<Vec<Check>, CudaError> {
     let mut checks = Vec::new();
     // The worst row decides: an error confined to a few rows is not averaged away.
     fn add(
@@ -975,20 +982,22 @@ fn run_checks(dev: &CudaDevice, rng: &mut SplitMix) -> Result<Vec<Check>, CudaEr
         &want_k,
     );
 
-    // GEMM.
-    let (t, kk, n) = (37, HIDDEN, 1000);
-    let x = rng.bf16_vec(t * kk, 1.0);
-    let w = rng.bf16_vec(n * kk, 1.0);
-    let mut dy = nan_bf16(dev, t * n)?;
-    dev.gemm(&dev.upload(&x)?, &dev.upload(&w)?, &mut dy, t, kk, n)?;
-    add(
-        &mut checks,
-        "gemm",
-        format!("T={t} {kk}->{n}"),
-        n,
-        &to_f32(&dev.download(&dy)?),
-        &reference::gemm(&to_f32(&x), &to_f32(&w), t, kk, n),
-    );
+    if cublas {
+        // GEMM.
+        let (t, kk, n) = (37, HIDDEN, 1000);
+        let x = rng.bf16_vec(t * kk, 1.0);
+        let w = rng.bf16_vec(n * kk, 1.0);
+        let mut dy = nan_bf16(dev, t * n)?;
+        dev.gemm(&dev.upload(&x)?, &dev.upload(&w)?, &mut dy, t, kk, n)?;
+        add(
+            &mut checks,
+            "gemm",
+            format!("T={t} {kk}->{n}"),
+            n,
+            &to_f32(&dev.download(&dy)?),
+            &reference::gemm(&to_f32(&x), &to_f32(&w), t, kk, n),
+        );
+    }
 
     // Ragged causal prefill through block tables: a single token, a chunk after a
     // prefix, and a multi-tile sequence.
@@ -1154,7 +1163,7 @@ fn run_checks(dev: &CudaDevice, rng: &mut SplitMix) -> Result<Vec<Check>, CudaEr
             &want,
         );
     }
-    more_checks(dev, rng, &mut checks)?;
+    more_checks(dev, rng, &mut checks, cublas)?;
     Ok(checks)
 }
 
@@ -1166,6 +1175,7 @@ fn more_checks(
     dev: &CudaDevice,
     rng: &mut SplitMix,
     checks: &mut Vec<Check>,
+    cublas: bool,
 ) -> Result<(), CudaError> {
     fn push(checks: &mut Vec<Check>, kernel: &str, shape: String, rel_err: f64, tol: f64) {
         checks.push(Check {
@@ -1262,78 +1272,80 @@ fn more_checks(
         );
     }
 
-    // gemm_acc: y += x·wᵀ into a random y, at the o and down shapes.
-    for (name, t, k, n) in [
-        ("o", 13usize, Q_HEADS * HEAD_DIM, HIDDEN),
-        ("down", 5, FFN, HIDDEN),
-    ] {
-        let x = rng.bf16_vec(t * k, 1.0);
-        let w = rng.bf16_vec(n * k, 0.05);
-        let y0 = rng.bf16_vec(t * n, 2.0);
-        let mut dy = dev.upload(&y0)?;
-        dev.gemm_acc(&dev.upload(&x)?, &dev.upload(&w)?, &mut dy, t, k, n)?;
-        let mut want = reference::gemm(&to_f32(&x), &to_f32(&w), t, k, n);
-        for (o, &a) in want.iter_mut().zip(&y0) {
-            *o = (f64::from(*o) + f64::from(a.to_f32())) as f32;
-        }
-        push(
-            checks,
-            "gemm_acc",
-            format!("{name}: T={t} {k}->{n}, y += x·wᵀ (β = 1, C = D)"),
-            reference::max_row_rel_err(&to_f32(&dev.download(&dy)?), &want, n),
-            BF16_TOL,
-        );
-    }
-
-    // The decode GEMMs through the fastest cuBLASLt candidate (adopted even where cuBLAS's
-    // default was faster, so that the check runs a cuBLASLt algorithm), then back to cuBLAS.
-    let mut timer = LaunchTimer::new(dev)?;
-    for (name, t, k, n, acc) in [
-        ("o", 64usize, Q_HEADS * HEAD_DIM, HIDDEN, true),
-        ("qkv", 64, HIDDEN, QKV_WIDTH, false),
-        ("down", 24, FFN, HIDDEN, true),
-        ("gate_up", 1, HIDDEN, 2 * FFN, false),
-    ] {
-        let x = rng.bf16_vec(t * k, 1.0);
-        let w = rng.bf16_vec(n * k, 0.05);
-        let y0 = rng.bf16_vec(t * n, 2.0);
-        let out = GemmOut {
-            accumulate: acc,
-            ..GemmOut::dense(n)
-        };
-        let (dx, dw) = (dev.upload(&x)?, dev.upload(&w)?);
-        let mut scratch = dev.alloc_bf16(t * n)?;
-        let tuning =
-            dev.tune_gemm_adopting(&mut timer, &dx, &[&dw], &mut scratch, t, k, n, out, true)?;
-        let mut dy = if acc {
-            dev.upload(&y0)?
-        } else {
-            nan_bf16(dev, t * n)?
-        };
-        dev.gemm_ex(&dx, &dw, &mut dy, t, k, n, out)?;
-        dev.clear_gemm_tuning();
-        let mut want = reference::gemm(&to_f32(&x), &to_f32(&w), t, k, n);
-        if acc {
+    if cublas {
+        // gemm_acc: y += x·wᵀ into a random y, at the o and down shapes.
+        for (name, t, k, n) in [
+            ("o", 13usize, Q_HEADS * HEAD_DIM, HIDDEN),
+            ("down", 5, FFN, HIDDEN),
+        ] {
+            let x = rng.bf16_vec(t * k, 1.0);
+            let w = rng.bf16_vec(n * k, 0.05);
+            let y0 = rng.bf16_vec(t * n, 2.0);
+            let mut dy = dev.upload(&y0)?;
+            dev.gemm_acc(&dev.upload(&x)?, &dev.upload(&w)?, &mut dy, t, k, n)?;
+            let mut want = reference::gemm(&to_f32(&x), &to_f32(&w), t, k, n);
             for (o, &a) in want.iter_mut().zip(&y0) {
                 *o = (f64::from(*o) + f64::from(a.to_f32())) as f32;
             }
+            push(
+                checks,
+                "gemm_acc",
+                format!("{name}: T={t} {k}->{n}, y += x·wᵀ (β = 1, C = D)"),
+                reference::max_row_rel_err(&to_f32(&dev.download(&dy)?), &want, n),
+                BF16_TOL,
+            );
         }
-        push(
-            checks,
-            "gemm_tuned",
-            format!(
-                "{name}: T={t} {k}->{n}{}, fastest of {} cuBLASLt candidates{}",
-                if acc { ", y += x·wᵀ" } else { "" },
-                tuning.candidates,
-                if tuning.adopted {
-                    ""
-                } else {
-                    " (none ran: cuBLAS)"
+
+        // The decode GEMMs through the fastest cuBLASLt candidate (adopted even where cuBLAS's
+        // default was faster, so that the check runs a cuBLASLt algorithm), then back to cuBLAS.
+        let mut timer = LaunchTimer::new(dev)?;
+        for (name, t, k, n, acc) in [
+            ("o", 64usize, Q_HEADS * HEAD_DIM, HIDDEN, true),
+            ("qkv", 64, HIDDEN, QKV_WIDTH, false),
+            ("down", 24, FFN, HIDDEN, true),
+            ("gate_up", 1, HIDDEN, 2 * FFN, false),
+        ] {
+            let x = rng.bf16_vec(t * k, 1.0);
+            let w = rng.bf16_vec(n * k, 0.05);
+            let y0 = rng.bf16_vec(t * n, 2.0);
+            let out = GemmOut {
+                accumulate: acc,
+                ..GemmOut::dense(n)
+            };
+            let (dx, dw) = (dev.upload(&x)?, dev.upload(&w)?);
+            let mut scratch = dev.alloc_bf16(t * n)?;
+            let tuning =
+                dev.tune_gemm_adopting(&mut timer, &dx, &[&dw], &mut scratch, t, k, n, out, true)?;
+            let mut dy = if acc {
+                dev.upload(&y0)?
+            } else {
+                nan_bf16(dev, t * n)?
+            };
+            dev.gemm_ex(&dx, &dw, &mut dy, t, k, n, out)?;
+            dev.clear_gemm_tuning();
+            let mut want = reference::gemm(&to_f32(&x), &to_f32(&w), t, k, n);
+            if acc {
+                for (o, &a) in want.iter_mut().zip(&y0) {
+                    *o = (f64::from(*o) + f64::from(a.to_f32())) as f32;
                 }
-            ),
-            reference::max_row_rel_err(&to_f32(&dev.download(&dy)?), &want, n),
-            BF16_TOL,
-        );
+            }
+            push(
+                checks,
+                "gemm_tuned",
+                format!(
+                    "{name}: T={t} {k}->{n}{}, fastest of {} cuBLASLt candidates{}",
+                    if acc { ", y += x·wᵀ" } else { "" },
+                    tuning.candidates,
+                    if tuning.adopted {
+                        ""
+                    } else {
+                        " (none ran: cuBLAS)"
+                    }
+                ),
+                reference::max_row_rel_err(&to_f32(&dev.download(&dy)?), &want, n),
+                BF16_TOL,
+            );
+        }
     }
 
     // The skinny GEMM of decode steps: k split over clusters of 4 and 2 and unsplit, adding
@@ -1385,65 +1397,67 @@ fn more_checks(
         }
     }
 
-    // gemm_ex: q, k and v as three GEMMs from views of the fused weight into the
-    // strided fused buffer; then a narrow block at an offset whose neighbours
-    // must keep their poison.
-    let t = 13;
-    let x = rng.bf16_vec(t * HIDDEN, 1.0);
-    let w = rng.bf16_vec(QKV_WIDTH * HIDDEN, 0.05);
-    let (dx, dw) = (dev.upload(&x)?, dev.upload(&w)?);
-    let mut dy = nan_bf16(dev, t * QKV_WIDTH)?;
-    for (lo, n) in [(0, qw), (qw, kw), (qw + kw, kw)] {
-        let view = dw.slice(lo * HIDDEN..(lo + n) * HIDDEN);
+    if cublas {
+        // gemm_ex: q, k and v as three GEMMs from views of the fused weight into the
+        // strided fused buffer; then a narrow block at an offset whose neighbours
+        // must keep their poison.
+        let t = 13;
+        let x = rng.bf16_vec(t * HIDDEN, 1.0);
+        let w = rng.bf16_vec(QKV_WIDTH * HIDDEN, 0.05);
+        let (dx, dw) = (dev.upload(&x)?, dev.upload(&w)?);
+        let mut dy = nan_bf16(dev, t * QKV_WIDTH)?;
+        for (lo, n) in [(0, qw), (qw, kw), (qw + kw, kw)] {
+            let view = dw.slice(lo * HIDDEN..(lo + n) * HIDDEN);
+            let out = GemmOut {
+                ld: QKV_WIDTH,
+                offset: lo,
+                accumulate: false,
+            };
+            dev.gemm_ex(&dx, &view, &mut dy, t, HIDDEN, n, out)?;
+        }
+        let want = reference::gemm(&to_f32(&x), &to_f32(&w), t, HIDDEN, QKV_WIDTH);
+        push(
+            checks,
+            "gemm_ex",
+            format!(
+                "qkv as 3 GEMMs (weight views) into [T={t}, {QKV_WIDTH}] at offsets 0/{qw}/{}",
+                qw + kw
+            ),
+            reference::max_row_rel_err(&to_f32(&dev.download(&dy)?), &want, QKV_WIDTH),
+            BF16_TOL,
+        );
+        let (n, ld, offset) = (1000usize, 1216usize, 100usize);
+        let wn = &w[..n * HIDDEN];
+        let mut dy = nan_bf16(dev, offset + t * ld)?;
         let out = GemmOut {
-            ld: QKV_WIDTH,
-            offset: lo,
+            ld,
+            offset,
             accumulate: false,
         };
-        dev.gemm_ex(&dx, &view, &mut dy, t, HIDDEN, n, out)?;
-    }
-    let want = reference::gemm(&to_f32(&x), &to_f32(&w), t, HIDDEN, QKV_WIDTH);
-    push(
-        checks,
-        "gemm_ex",
-        format!(
-            "qkv as 3 GEMMs (weight views) into [T={t}, {QKV_WIDTH}] at offsets 0/{qw}/{}",
-            qw + kw
-        ),
-        reference::max_row_rel_err(&to_f32(&dev.download(&dy)?), &want, QKV_WIDTH),
-        BF16_TOL,
-    );
-    let (n, ld, offset) = (1000usize, 1216usize, 100usize);
-    let wn = &w[..n * HIDDEN];
-    let mut dy = nan_bf16(dev, offset + t * ld)?;
-    let out = GemmOut {
-        ld,
-        offset,
-        accumulate: false,
-    };
-    dev.gemm_ex(&dx, &dev.upload(wn)?, &mut dy, t, HIDDEN, n, out)?;
-    let all = dev.download(&dy)?;
-    let want = reference::gemm(&to_f32(&x), &to_f32(wn), t, HIDDEN, n);
-    let mut got = Vec::with_capacity(t * n);
-    let mut outside = 0usize;
-    for (i, v) in all.iter().enumerate() {
-        let inside = i >= offset && (i - offset) % ld < n && (i - offset) / ld < t;
-        if inside {
-            got.push(v.to_f32());
-        } else if !v.is_nan() {
-            outside += 1;
+        dev.gemm_ex(&dx, &dev.upload(wn)?, &mut dy, t, HIDDEN, n, out)?;
+        let all = dev.download(&dy)?;
+        let want = reference::gemm(&to_f32(&x), &to_f32(wn), t, HIDDEN, n);
+        let mut got = Vec::with_capacity(t * n);
+        let mut outside = 0usize;
+        for (i, v) in all.iter().enumerate() {
+            let inside = i >= offset && (i - offset) % ld < n && (i - offset) / ld < t;
+            if inside {
+                got.push(v.to_f32());
+            } else if !v.is_nan() {
+                outside += 1;
+            }
         }
+        let err = reference::max_row_rel_err(&got, &want, n);
+        push(
+            checks,
+            "gemm_ex",
+            format!(
+                "T={t} {HIDDEN}->{n} at offset {offset}, ld {ld}; {outside} elements written outside"
+            ),
+            if outside > 0 { f64::INFINITY } else { err },
+            BF16_TOL,
+        );
     }
-    let err = reference::max_row_rel_err(&got, &want, n);
-    push(
-        checks,
-        "gemm_ex",
-        format!(
-            "T={t} {HIDDEN}->{n} at offset {offset}, ld {ld}; {outside} elements written outside"
-        ),
-        if outside > 0 { f64::INFINITY } else { err },
-        BF16_TOL,
-    );
 
     // Decode: balanced splits over odd lengths (empty splits included).
     let ctx_lens = [1usize, 63, 1000, 4097];
@@ -1858,6 +1872,14 @@ pub fn run_cuda(opts: &BenchOptions) -> Result<Report, CudaError> {
             .into_iter()
             .map(|l| format!("tuning table: {l}")),
     );
+    if opts.own_checks_only {
+        report.checks = run_checks(&dev, &mut rng, false)?;
+        report.notes.push(
+            "--own-checks-only: fuselab's kernels checked, no cuBLAS GEMM run, nothing timed"
+                .into(),
+        );
+        return Ok(report);
+    }
     let mut g = Gpu {
         dev: &dev,
         timer: LaunchTimer::new(&dev)?,
@@ -1917,7 +1939,7 @@ pub fn run_cuda(opts: &BenchOptions) -> Result<Report, CudaError> {
     }
 
     let t0 = Instant::now();
-    report.checks = run_checks(&dev, &mut rng)?;
+    report.checks = run_checks(&dev, &mut rng, true)?;
     report.notes.push(format!(
         "checks took {:.1} s (f64 references on one CPU thread)",
         t0.elapsed().as_secs_f64()
@@ -3049,10 +3071,20 @@ mod tests {
             return;
         }
         let dev = CudaDevice::new(0).unwrap();
-        let checks = run_checks(&dev, &mut SplitMix::new(7)).unwrap();
+        let checks = run_checks(&dev, &mut SplitMix::new(7), true).unwrap();
         for c in &checks {
             assert!(c.passed(), "{} {}: {}", c.kernel, c.shape, c.rel_err);
         }
+        // --own-checks-only: every check but the cuBLAS GEMMs', all passing.
+        let own = run_checks(&dev, &mut SplitMix::new(7), false).unwrap();
+        let cublas = |c: &Check| {
+            matches!(
+                c.kernel.as_str(),
+                "gemm" | "gemm_acc" | "gemm_tuned" | "gemm_ex"
+            )
+        };
+        assert!(own.iter().all(|c| c.passed() && !cublas(c)));
+        assert_eq!(own.len(), checks.iter().filter(|c| !cublas(c)).count());
     }
 
     #[test]

@@ -171,6 +171,9 @@ pub struct CudaDevice {
     pub(crate) prefill_split_ws: std::sync::Mutex<Option<super::ops::SplitWorkspace>>,
     /// Whether [`CudaDevice::gemm`] takes the skinny path for ≤ 64 rows.
     pub(crate) skinny: std::sync::atomic::AtomicBool,
+    /// Whether the kernels that wait for their predecessor launch as its programmatic
+    /// dependents ([`CudaDevice::set_programmatic_launch`]).
+    pub(crate) programmatic: std::sync::atomic::AtomicBool,
     /// cuBLAS's workspace, set explicitly so that GEMMs never allocate (graph capture).
     _blas_workspace: CudaSlice<u8>,
     /// cuBLASLt with the GEMM algorithms picked by [`CudaDevice::tune_gemm`].
@@ -341,6 +344,7 @@ impl CudaDevice {
             tma_maps: std::sync::Mutex::default(),
             prefill_split_ws: std::sync::Mutex::new(None),
             skinny: std::sync::atomic::AtomicBool::new(false),
+            programmatic: std::sync::atomic::AtomicBool::new(false),
             _blas_workspace: blas_workspace,
             lt,
             tuned: super::tuned::TunedKernels::default(),

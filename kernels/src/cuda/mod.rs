@@ -23,6 +23,7 @@
 
 pub mod bench;
 mod device;
+mod launch;
 pub mod lora;
 mod lt;
 pub mod nvml;

@@ -6,6 +6,7 @@ use cudarc::driver::{CudaSlice, CudaStream, DevicePtr, LaunchConfig, PushKernelA
 use half::bf16;
 use std::sync::Arc;
 
+use super::launch::KernelArgs;
 use super::{CudaDevice, CudaError, HEAD_DIM};
 
 /// Keys per attention tile (as `KV_TILE` in the CUDA source).
@@ -804,10 +805,14 @@ impl CudaDevice {
             block_dim: (128, 1, 1),
             shared_mem_bytes: 0,
         };
-        let mut b = self.stream.launch_builder(&self.k.rms_norm);
-        b.arg(x).arg(w).arg(y).arg(&hidden_i).arg(&eps);
-        // SAFETY: one block per token row; buffer lengths checked above.
-        self.launched(unsafe { b.launch(cfg) }, "rms_norm")
+        let mut b = KernelArgs::new(&self.stream);
+        b.buf(x).buf(w).buf_mut(y).val(&hidden_i).val(&eps);
+        // SAFETY: one block per token row; buffer lengths checked above; the kernel
+        // waits for its predecessor first (programmatic launch).
+        self.launched(
+            unsafe { b.launch(&self.k.rms_norm, cfg, self.programmatic_launch()) },
+            "rms_norm",
+        )
     }
 
     /// Rotates `q` (`[tokens, hq, 128]`) and `k` (`[tokens, hkv, 128]`) in place,
@@ -875,10 +880,14 @@ impl CudaDevice {
             block_dim: (256, 1, 1),
             shared_mem_bytes: 0,
         };
-        let mut b = self.stream.launch_builder(&self.k.silu_mul);
-        b.arg(gate_up).arg(out).arg(&t).arg(&f);
-        // SAFETY: grid-stride over tokens·ffn/8 vectors; lengths checked above.
-        self.launched(unsafe { b.launch(cfg) }, "silu_mul")
+        let mut b = KernelArgs::new(&self.stream);
+        b.buf(gate_up).buf_mut(out).val(&t).val(&f);
+        // SAFETY: grid-stride over tokens·ffn/8 vectors; lengths checked above; the
+        // kernel waits for its predecessor first (programmatic launch).
+        self.launched(
+            unsafe { b.launch(&self.k.silu_mul, cfg, self.programmatic_launch()) },
+            "silu_mul",
+        )
     }
 
     /// Writes `k`, `v` (`[tokens, hkv, 128]`) into the paged caches at `slots[t] =
@@ -973,19 +982,23 @@ impl CudaDevice {
             block_dim: (256, 1, 1),
             shared_mem_bytes: 0,
         };
-        let mut b = self.stream.launch_builder(&self.k.qkv_rope_cache);
-        b.arg(qkv)
-            .arg(q_out)
-            .arg(k_cache)
-            .arg(v_cache)
-            .arg(positions)
-            .arg(slots)
-            .arg(inv_freq)
-            .arg(&hq_i)
-            .arg(&hkv_i);
+        let mut b = KernelArgs::new(&self.stream);
+        b.buf(qkv)
+            .buf_mut(q_out)
+            .buf_mut(k_cache)
+            .buf_mut(v_cache)
+            .buf(positions)
+            .buf(slots)
+            .buf(inv_freq)
+            .val(&hq_i)
+            .val(&hkv_i);
         // SAFETY: one block per token row of the checked buffers; the caller guarantees
-        // every non-negative slot is below the caches' token capacity (as for kv_write).
-        self.launched(unsafe { b.launch(cfg) }, "qkv_rope_cache")
+        // every non-negative slot is below the caches' token capacity (as for kv_write);
+        // the kernel waits for its predecessor first (programmatic launch).
+        self.launched(
+            unsafe { b.launch(&self.k.qkv_rope_cache, cfg, self.programmatic_launch()) },
+            "qkv_rope_cache",
+        )
     }
 
     /// Ragged causal flash attention for new tokens whose K/V are already in the cache.
@@ -1451,32 +1464,36 @@ impl CudaDevice {
             block_dim: (kernel.threads as u32, 1, 1),
             shared_mem_bytes: kernel.smem_bytes as u32,
         };
-        let mut b = self.stream.launch_builder(kernel.func);
-        b.arg(q)
-            .arg(k_cache)
-            .arg(v_cache)
-            .arg(&mut ws.o_part)
-            .arg(&mut ws.lse)
-            .arg(p.ctx_lens)
-            .arg(p.block_tables)
-            .arg(&mb)
-            .arg(&sh)
-            .arg(&hq)
-            .arg(&hkv)
-            .arg(&sl)
-            .arg(&scale_log2);
+        let mut b = KernelArgs::new(&self.stream);
+        b.buf(q)
+            .buf(k_cache)
+            .buf(v_cache)
+            .buf_mut(&mut ws.o_part)
+            .buf_mut(&mut ws.lse)
+            .buf(p.ctx_lens)
+            .buf(p.block_tables)
+            .val(&mb)
+            .val(&sh)
+            .val(&hq)
+            .val(&hkv)
+            .val(&sl)
+            .val(&scale_log2);
         let direct = splits == 1;
         let null: u64 = 0;
         if direct {
-            b.arg(&mut *out);
+            b.buf_mut(&mut *out);
         } else {
-            b.arg(&null);
+            b.val(&null);
         }
         // SAFETY: shapes checked above; the workspace holds batch·hq·splits rows; keys
         // beyond a sequence's ctx_len are never read, and the caller guarantees the
         // block table covers ctx_len (and, with a fixed split_len, ctx_len ≤ max_ctx).
         // With one split the kernel writes batch·hq·128 bf16 outputs (checked) instead.
-        self.launched(unsafe { b.launch(cfg) }, "paged_decode")?;
+        // It waits for its predecessor first (programmatic launch).
+        self.launched(
+            unsafe { b.launch(kernel.func, cfg, self.programmatic_launch()) },
+            "paged_decode",
+        )?;
         if direct {
             return Ok(());
         }
@@ -1486,10 +1503,14 @@ impl CudaDevice {
             block_dim: (HEAD_DIM as u32, 1, 1),
             shared_mem_bytes: 0,
         };
-        let mut b = self.stream.launch_builder(&self.k.decode_merge);
-        b.arg(&ws.o_part).arg(&ws.lse).arg(out).arg(&n_splits);
-        // SAFETY: reads the rows written above and writes batch·hq·128 outputs (checked).
-        self.launched(unsafe { b.launch(cfg) }, "decode_merge")
+        let mut b = KernelArgs::new(&self.stream);
+        b.buf(&ws.o_part).buf(&ws.lse).buf_mut(out).val(&n_splits);
+        // SAFETY: reads the rows written above and writes batch·hq·128 outputs (checked),
+        // after waiting for them (programmatic launch).
+        self.launched(
+            unsafe { b.launch(&self.k.decode_merge, cfg, self.programmatic_launch()) },
+            "decode_merge",
+        )
     }
 
     /// `y[t, n] = Σ_k x[t, k] · w[n, k]` in bf16 with f32 accumulation (cuBLAS);
@@ -1531,6 +1552,23 @@ impl CudaDevice {
         on
     }
 
+    /// Turns programmatic dependent launch on or off (it needs sm_90): the kernels that
+    /// wait for their predecessor in their own code (norms, SiLU·mul, the fused RoPE
+    /// and cache write, decode attention, the skinny GEMM, gathers and argmax) may
+    /// then start while the kernel before them finishes, e.g. inside a captured
+    /// decode graph; returns whether it is on. Off by default.
+    pub fn set_programmatic_launch(&self, on: bool) -> bool {
+        let on = on && self.info().compute_capability.0 >= 9;
+        self.programmatic
+            .store(on, std::sync::atomic::Ordering::Relaxed);
+        on
+    }
+
+    /// Whether [`Self::set_programmatic_launch`] is on.
+    pub fn programmatic_launch(&self) -> bool {
+        self.programmatic.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// How the skinny GEMM runs `k × n` ([`skinny_plan_for`] on this GPU).
     pub fn skinny_plan(&self, k: usize, n: usize) -> SkinnyPlan {
         skinny_plan_for(k, n, self.info().sm_count, self.skinny_clusters)
@@ -1565,6 +1603,8 @@ impl CudaDevice {
     /// 4.4): blocks of 128 outputs, k split over a cluster whose partials meet in shared
     /// memory ([`Self::skinny_plan`]); one rounding, deterministic.
     /// `k` a multiple of 64, `n` of 128, `out.ld` and `out.offset` even; needs `sm_90a`.
+    /// With [`Self::set_programmatic_launch`] on it reads `w` before the kernel before it
+    /// has finished, so `w` must be a weight, not an earlier kernel's output.
     #[allow(clippy::too_many_arguments)]
     pub fn gemm_skinny(
         &self,
@@ -1659,20 +1699,24 @@ impl CudaDevice {
             block_dim: (SKINNY_THREADS, 1, 1),
             shared_mem_bytes: skinny_smem_bytes(plan.stages) as u32,
         };
-        let mut b = self.stream.launch_builder(&self.k.skinny_gemm[slot]);
-        b.arg(&w_map)
-            .arg(&x_map)
-            .arg(&mut yv)
-            .arg(&t_i)
-            .arg(&k_i)
-            .arg(&ld_i)
-            .arg(&acc)
-            .arg(&st_i);
+        let mut b = KernelArgs::new(&self.stream);
+        b.val(&w_map)
+            .val(&x_map)
+            .buf_mut(&mut yv)
+            .val(&t_i)
+            .val(&k_i)
+            .val(&ld_i)
+            .val(&acc)
+            .val(&st_i);
         // SAFETY: the descriptors cover x's tokens rows of k and w's n rows of k (lengths
         // checked; x rows beyond `tokens` read as zeros); block (split, tile) of a cluster
         // of `splits` writes its share of the tile's `tokens` rows × 128 columns of y at
         // stride ld (extent checked); the stages fit the dynamic shared memory given.
-        self.launched(unsafe { b.launch(cfg) }, "skinny_gemm")
+        // Before its wait for the predecessor (programmatic launch) it reads only `w`.
+        self.launched(
+            unsafe { b.launch(&self.k.skinny_gemm[slot], cfg, self.programmatic_launch()) },
+            "skinny_gemm",
+        )
     }
 
     /// `y[t, n] += Σ_k x[t, k] · w[n, k]`: [`Self::gemm`] adding into `y` (cuBLAS
@@ -1825,11 +1869,15 @@ impl CudaDevice {
         } else {
             (&self.k.gather_rows, "gather_rows")
         };
-        let mut b = self.stream.launch_builder(func);
-        b.arg(src).arg(idx).arg(out).arg(&w);
+        let mut b = KernelArgs::new(&self.stream);
+        b.buf(src).buf(idx).buf_mut(out).val(&w);
         // SAFETY: one block per output row (n rows of `width`, checked); the caller
-        // guarantees every index addresses a whole row of `src` (documented contract).
-        self.launched(unsafe { b.launch(cfg) }, name)
+        // guarantees every index addresses a whole row of `src` (documented contract);
+        // the kernel waits for its predecessor first (programmatic launch).
+        self.launched(
+            unsafe { b.launch(func, cfg, self.programmatic_launch()) },
+            name,
+        )
     }
 
     /// `x[i] += y[i]` for the first `n` elements (`n` a multiple of 8).
@@ -1886,10 +1934,14 @@ impl CudaDevice {
             block_dim: (1024, 1, 1),
             shared_mem_bytes: 0,
         };
-        let mut b = self.stream.launch_builder(&self.k.argmax_rows);
-        b.arg(logits).arg(out).arg(&v);
-        // SAFETY: one block per row, reading `vocab` values of it and writing out[row].
-        self.launched(unsafe { b.launch(cfg) }, "argmax_rows")
+        let mut b = KernelArgs::new(&self.stream);
+        b.buf(logits).buf_mut(out).val(&v);
+        // SAFETY: one block per row, reading `vocab` values of it and writing out[row],
+        // after waiting for its predecessor (programmatic launch).
+        self.launched(
+            unsafe { b.launch(&self.k.argmax_rows, cfg, self.programmatic_launch()) },
+            "argmax_rows",
+        )
     }
 }
 

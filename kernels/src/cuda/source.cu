@@ -34,6 +34,28 @@ __device__ __forceinline__ unsigned smem_u32(const void* p) {
     return (unsigned)__cvta_generic_to_shared(p);
 }
 
+// Programmatic dependent launch (sm_90+). A kernel launched with programmatic stream
+// serialisation (CudaDevice::set_programmatic_launch) may start while the kernel before
+// it still runs: it must not touch a buffer before grid_dependency_wait(), which returns
+// once every earlier kernel has finished and its writes are visible. The dependents
+// call lets the next such kernel start now (its own wait still guards its data).
+// Launched without the attribute, both are no-ops.
+__device__ __forceinline__ void grid_dependency_wait() {
+#if __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;\n" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void grid_dependents_launch() {
+#if __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+#endif
+}
+// Both, first thing in a kernel that reads only what earlier kernels wrote.
+__device__ __forceinline__ void grid_dependency_chain() {
+    grid_dependency_wait();
+    grid_dependents_launch();
+}
+
 // 16-byte asynchronous global->shared copy; when !pred the destination is zero-filled.
 __device__ __forceinline__ void cp_async16(unsigned dst, const void* src, bool pred) {
     int sz = pred ? 16 : 0;
@@ -114,6 +136,7 @@ extern "C" __global__ void fill_uniform_bf16(bf16* __restrict__ p, unsigned long
 // One block per token; hidden % 8 == 0.
 extern "C" __global__ void rms_norm(const bf16* __restrict__ x, const bf16* __restrict__ w, bf16* __restrict__ y,
                                     int hidden, float eps) {
+    grid_dependency_chain();
     const size_t row = blockIdx.x;
     const uint4* xr = reinterpret_cast<const uint4*>(x + row * hidden);
     const uint4* wr = reinterpret_cast<const uint4*>(w);
@@ -187,6 +210,7 @@ extern "C" __global__ void rope(bf16* __restrict__ q, bf16* __restrict__ k, cons
 // ---------------------------------------------------------------- SiLU * mul
 // gate_up [T, 2F] (gate then up), out [T, F]; F % 8 == 0.
 extern "C" __global__ void silu_mul(const bf16* __restrict__ gu, bf16* __restrict__ out, unsigned long long tokens, int ffn) {
+    grid_dependency_chain();
     const int nv = ffn >> 3;
     const unsigned long long total = tokens * (unsigned long long)nv;
     const unsigned long long stride = (unsigned long long)gridDim.x * blockDim.x;
@@ -235,6 +259,7 @@ extern "C" __global__ void __launch_bounds__(256) qkv_rope_cache(const bf16* __r
                                                                  bf16* __restrict__ kc, bf16* __restrict__ vc,
                                                                  const int* __restrict__ pos, const int* __restrict__ slots,
                                                                  const float* __restrict__ inv_freq, int hq, int hkv) {
+    grid_dependency_chain();
     constexpr int HALF = HEAD_DIM / 2;
     constexpr int CH = HALF / 8;  // 16-byte chunks per half head
     __shared__ float s_cos[HALF], s_sin[HALF];
@@ -1387,18 +1412,31 @@ __device__ __forceinline__ void skinny_body(const TmaMap* w_map, const TmaMap* x
     }
     __syncthreads();
     if (warp == 4) {  // producer: one thread issues two TMA copies a stage
+        // The weights are no earlier kernel's output: the first stages' w tiles are in
+        // flight before the wait for x (programmatic dependent launch).
         if (lane == 0) {
+            for (int c = c_begin, i = 0; c < c_end && i < stages; ++c, ++i) {
+                mbar_expect_tx(full0 + 8 * i, SKN_STAGE);
+                tma_load_2d(s0 + i * SKN_STAGE, w_map, c * 64, n0, full0 + 8 * i);
+            }
+        }
+        grid_dependency_wait();
+        if (lane == 0) {
+            grid_dependents_launch();
             for (int c = c_begin, i = 0; c < c_end; ++c, ++i) {
                 const int s = i % stages;
-                if (i >= stages) mbar_wait(empty0 + 8 * s, ((i / stages) - 1) & 1);
-                mbar_expect_tx(full0 + 8 * s, SKN_STAGE);
                 const unsigned st = s0 + s * SKN_STAGE;
-                tma_load_2d(st, w_map, c * 64, n0, full0 + 8 * s);
+                if (i >= stages) {
+                    mbar_wait(empty0 + 8 * s, ((i / stages) - 1) & 1);
+                    mbar_expect_tx(full0 + 8 * s, SKN_STAGE);
+                    tma_load_2d(st, w_map, c * 64, n0, full0 + 8 * s);
+                }
                 tma_load_2d(st + SKN_W_BYTES, x_map, c * 64, 0, full0 + 8 * s);
             }
         }
         __syncwarp();
     } else {  // one consumer warpgroup: y tile (64 tokens × 128 outputs) += x chunk · w chunkᵀ
+        grid_dependency_wait();
         float d[64];
 #pragma unroll
         for (int e = 0; e < 64; ++e) d[e] = 0.f;
@@ -1566,6 +1604,7 @@ extern "C" __global__ void __launch_bounds__(128 * FUSELAB_PF_NWG, FUSELAB_PF_MI
     q, kc, vc, o_part, lse_part, ctx_lens, block_tables, max_blocks, block_shift, hq, hkv, split_len, scale_log2, out_direct
 template <int NW, int ST>
 __device__ __forceinline__ void paged_decode_body(PAGED_DECODE_ARGS) {
+    grid_dependency_chain();
     constexpr int D = HEAD_DIM;
     constexpr int KT = 16 * NW;
     constexpr int NT = 32 * NW;
@@ -1744,6 +1783,7 @@ extern "C" __global__ void __launch_bounds__(32 * FUSELAB_DEC_NW) paged_decode_t
 // Merges split partials: grid (batch * hq), block HEAD_DIM.
 extern "C" __global__ void decode_merge(const float* __restrict__ o_part, const float* __restrict__ lse_part,
                                         bf16* __restrict__ out, int n_splits) {
+    grid_dependency_chain();
     const size_t bh = blockIdx.x;
     const int d = threadIdx.x;
     const float* lp = lse_part + bh * n_splits;
@@ -1767,6 +1807,7 @@ extern "C" __global__ void decode_merge(const float* __restrict__ o_part, const 
 // x[t, :] = table[tok[t], :]; one block per token; hidden % 8 == 0.
 extern "C" __global__ void embed_gather(const bf16* __restrict__ table, const int* __restrict__ tok,
                                         bf16* __restrict__ x, int hidden) {
+    grid_dependency_chain();
     const size_t t = blockIdx.x;
     const int nv = hidden >> 3;
     const uint4* src = reinterpret_cast<const uint4*>(table + (size_t)tok[t] * hidden);
@@ -1777,6 +1818,7 @@ extern "C" __global__ void embed_gather(const bf16* __restrict__ table, const in
 // out[r, :] = x[rows[r], :]; one block per output row; width % 8 == 0.
 extern "C" __global__ void gather_rows(const bf16* __restrict__ x, const int* __restrict__ rows,
                                        bf16* __restrict__ out, int width) {
+    grid_dependency_chain();
     const size_t r = blockIdx.x;
     const int nv = width >> 3;
     const uint4* src = reinterpret_cast<const uint4*>(x + (size_t)rows[r] * width);
@@ -1806,6 +1848,7 @@ extern "C" __global__ void add_inplace(bf16* __restrict__ x, const bf16* __restr
 // One block of 1024 threads per row.
 extern "C" __global__ void __launch_bounds__(1024) argmax_rows(const bf16* __restrict__ logits, int* __restrict__ out,
                                                                int vocab) {
+    grid_dependency_chain();
     const bf16* row = logits + (size_t)blockIdx.x * vocab;
     float best = NEG_INF;
     int idx = 0x7fffffff;

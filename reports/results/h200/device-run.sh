@@ -5,20 +5,21 @@
 #       compute-sanitizer memcheck and racecheck on the engine test, the PyTorch baseline and
 #       `fuselab kernels`
 #   bash reports/results/h200/device-run.sh e2e      # h200-64 for every policy, the variants
-#       (no CUDA graphs, GEMM tuning, skinny GEMMs, budget 16384, run-to-run repeats), the
-#       per-operator profile, HF
+#       (no CUDA graphs, GEMM tuning, skinny GEMMs, programmatic launch, budget 16384,
+#       run-to-run repeats), the per-operator profiles, HF
 #   bash reports/results/h200/device-run.sh sanitize-checks  # memcheck over `fuselab kernels`'
 #       correctness checks (every kernel and tile at its checked shapes)
-#   bash reports/results/h200/device-run.sh racecheck-ours [FAMILY...]  # racecheck over the
-#       checks, one family of our kernels instrumented at a time (not yet run on a device)
-#   bash reports/results/h200/device-run.sh gpu-tests  # the GPU tests alone, as in `kernels`
+#   bash reports/results/h200/device-run.sh racecheck [RUN...]  # racecheck, unfiltered, over
+#       the checks of our kernels alone (--own-checks-only) and the engine tests
+#   bash reports/results/h200/device-run.sh gpu-tests  # the GPU tests and the engine's
+#       sanitizer runs
 #   bash reports/results/h200/device-run.sh skinny   # the skinny decode GEMM alone: its engine
 #       test, checks, timed rows (every plan) and both sanitizers on it
 # Run from the repository root with the binaries in gpu/ (build-for-device.sh); each part's
 # files land in $OUT/res-PART.tgz, unpacked here into reports/results/h200/run/ and turned
 # into the pages by make_results.py.
 set -u
-PART=${1:?give kernels, e2e, sanitize-checks, racecheck-ours, gpu-tests or skinny}
+PART=${1:?give kernels, e2e, sanitize-checks, racecheck, gpu-tests or skinny}
 R=$OUT/res; mkdir -p "$R" gpu/runs
 exec > >(tee "$OUT/log-$PART.txt") 2>&1
 BIN=gpu/fuselab
@@ -30,9 +31,10 @@ gpu_tests() {
     echo "$name rc=$?"; grep -E "^test |test result" "$R/gpu_tests_$name.txt"
   done
 }
-nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm,power.limit --format=csv
-if [ "$PART" = kernels ]; then
-  gpu_tests
+# What has finished so far, as the part's tarball: it comes back even if the command
+# runs out of time later.
+checkpoint() { cp "$OUT/log-$PART.txt" "$R/" 2>/dev/null; tar czf "$OUT/res-$PART.tgz" -C "$OUT" res; }
+engine_sanitizers() {
   echo "== compute-sanitizer (our kernels through the CUDA backend on tiny: prefill, mixed, padded and graph-replayed decode steps)"
   for tool in memcheck racecheck; do
     timeout 100 compute-sanitizer --tool $tool --print-limit 20 gpu/tests/gpu-test \
@@ -41,6 +43,26 @@ if [ "$PART" = kernels ]; then
     grep -E "ERROR SUMMARY|RACECHECK SUMMARY|test result" "$R/sanitizer_${tool}_engine.txt"
     grep -oE "(Race reported|Invalid|Error).{0,160}" "$R/sanitizer_${tool}_engine.txt" | sort | uniq -c | head
   done
+}
+# memcheck on decode graphs captured with programmatic dependent launch, with cuBLAS's GEMMs
+# and with the skinny ones (racecheck on them: the racecheck part).
+pdl_memcheck() {
+  timeout 200 compute-sanitizer --tool memcheck --print-limit 20 gpu/tests/gpu-test \
+    programmatic_launch_keeps_the_decode_graphs_logits --test-threads=1 > "$R/sanitizer_memcheck_engine_pdl.txt" 2>&1
+  echo "sanitizer memcheck engine (programmatic launch) rc=$?"
+  grep -E "ERROR SUMMARY|test result" "$R/sanitizer_memcheck_engine_pdl.txt"
+}
+# memcheck over every check of `fuselab kernels`.
+memcheck_checks() {
+  FUSELAB_REQUIRE_GPU=1 timeout 300 compute-sanitizer --tool memcheck --print-limit 20 $BIN kernels \
+    --device cuda --quick --only no-timed-rows --markdown "$R/sanitizer_memcheck_checks.md" \
+    > "$R/sanitizer_memcheck_checks.txt" 2>&1
+  echo "sanitizer memcheck checks rc=$?"
+}
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm,power.limit --format=csv
+if [ "$PART" = kernels ]; then
+  gpu_tests; checkpoint
+  engine_sanitizers; pdl_memcheck; checkpoint
   echo "== kernels"
   timeout 240 python3 kernels/examples/torch_baseline.py "$R/kernels_torch_baseline.txt" 2> "$R/kernels_torch_times.txt"
   echo "torch rc=$?"
@@ -50,35 +72,53 @@ if [ "$PART" = kernels ]; then
 elif [ "$PART" = sanitize-checks ]; then
   echo "== compute-sanitizer over fuselab kernels' checks (every tile, the split prefill among them)"
   compute-sanitizer --version | tail -1
-  # memcheck only: racecheck over the same checks is the racecheck-ours part. With both
-  # cuBLAS's nvjet kernels and the skinny GEMM excluded on one command line, compute-sanitizer
-  # 2025.3.1 apparently kept only the first and failed inside itself on the skinny kernel
-  # (builds.md, 2026-12-03); with nvjet instrumented it runs out of time.
-  FUSELAB_REQUIRE_GPU=1 timeout 250 compute-sanitizer --tool memcheck --print-limit 20 $BIN kernels \
-    --device cuda --quick --only no-timed-rows --markdown "$R/sanitizer_memcheck_checks.md" \
-    > "$R/sanitizer_memcheck_checks.txt" 2>&1
-  echo "sanitizer memcheck checks rc=$?"
+  memcheck_checks
   grep -E "ERROR SUMMARY" "$R/sanitizer_memcheck_checks.txt"
   grep -oE "(Invalid|Error).{0,160}" "$R/sanitizer_memcheck_checks.txt" | sort | uniq -c | head
   grep -cE "\| ok \|" "$R/sanitizer_memcheck_checks.md"
-elif [ "$PART" = racecheck-ours ]; then
-  # racecheck over the checks one kernel family at a time (`--kernel-name kns=FAMILY`): only
-  # that family is instrumented, so cuBLAS's GEMMs run at full speed and each run can finish.
-  # The families are our kernels that use shared memory (racecheck checks nothing else);
-  # the skinny GEMM is left out, as racecheck fails inside itself on it. Give the families as
-  # arguments to split the list over two commands.
+elif [ "$PART" = racecheck ]; then
+  # racecheck with every kernel instrumented and every hazard printed: with any kernel filter
+  # (--kernel-name, --kernel-name-exclude) compute-sanitizer 2025.3.1 fails inside itself
+  # within seconds (builds.md, 2026-12-04), and cuBLAS's kernels instrumented take minutes.
+  # So: the checks of our kernels alone (--own-checks-only: no cuBLAS GEMM runs), beside the
+  # engine tests, one process each on the one GPU (timings do not matter here).
+  # Arguments: which runs (default all four), each run's time limit in RACECHECK_LIMIT.
   shift
-  families=${*:-flash_prefill paged_decode rms_norm qkv_rope_cache argmax_rows lora_}
-  for fam in $families; do
-    out="$R/sanitizer_racecheck_checks_$fam.txt"
-    FUSELAB_REQUIRE_GPU=1 timeout 280 compute-sanitizer --tool racecheck --kernel-name kns=$fam --print-limit 20 \
-      $BIN kernels --device cuda --quick --only no-timed-rows > "$out" 2>&1
-    echo "racecheck $fam rc=$?"
-    grep -E "RACECHECK SUMMARY|Internal Sanitizer Error" "$out"
-    grep -oE "Race reported.{0,160}" "$out" | sort | uniq -c | head
+  runs=${*:-own_checks engine_all_hazards engine_skinny engine_pdl}
+  limit=${RACECHECK_LIMIT:-560}
+  compute-sanitizer --version | tail -1
+  t0=$(date +%s); pids=()
+  racecheck_run() {
+    name=$1; shift
+    timeout "$limit" compute-sanitizer --tool racecheck --print-limit 100000 "$@" \
+      > "$R/sanitizer_racecheck_$name.txt" 2>&1
+    echo "racecheck $name rc=$? after $(( $(date +%s) - t0 )) s (limit $limit)"
+  }
+  for run in $runs; do
+    case $run in
+      own_checks) FUSELAB_REQUIRE_GPU=1 racecheck_run own_checks $BIN kernels --device cuda --quick \
+        --own-checks-only --markdown "$R/sanitizer_racecheck_own_checks.md" & ;;
+      engine_all_hazards) racecheck_run $run gpu/tests/gpu-test tiny_logits_on_cuda_match_the_cpu_backend \
+        --test-threads=1 --nocapture & ;;
+      engine_skinny) racecheck_run $run gpu/tests/gpu-test skinny_decode_gemms_keep_the_logits \
+        --test-threads=1 --nocapture & ;;
+      engine_pdl) racecheck_run $run gpu/tests/gpu-test programmatic_launch_keeps_the_decode_graphs_logits \
+        --test-threads=1 --nocapture & ;;
+      *) echo "unknown racecheck run $run"; continue ;;
+    esac
+    pids+=($!)
   done
+  wait "${pids[@]}"  # not a bare wait: that would wait for the log's tee as well
+  for f in "$R"/sanitizer_racecheck_*.txt; do
+    echo "== $(basename "$f")"
+    grep -E "RACECHECK SUMMARY|Internal Sanitizer Error|test result" "$f" | head -5
+    grep -oE "Race reported between \w+ access at [A-Za-z0-9_]+" "$f" | awk '{print $NF}' | sort | uniq -c
+  done
+  grep -cE "\| ok \|" "$R/sanitizer_racecheck_own_checks.md" 2>/dev/null
 elif [ "$PART" = gpu-tests ]; then
-  gpu_tests
+  gpu_tests; checkpoint
+  engine_sanitizers
+  pdl_memcheck
 elif [ "$PART" = skinny ]; then
   echo "== the skinny GEMM: its engine test, checks and timed rows, sanitizers on it alone"
   FUSELAB_REQUIRE_GPU=1 timeout 120 gpu/tests/gpu-test skinny --test-threads=1 --nocapture \
@@ -103,6 +143,7 @@ else
     rc=$?; t1=$(date +%s.%N)
     echo "== $name rc=$rc process_wall_s=$(python3 -c "print(round($t1-$t0,2))")"
     cp gpu/runs/$name/summary.json "$R/$name.json" 2>/dev/null
+    checkpoint
   }
   for P in continuous chunked splitfuse prepack static; do run $P --policy $P; done
   run continuous-no-graphs --policy continuous --no-cuda-graphs
@@ -112,9 +153,18 @@ else
   run continuous-budget16384-skinny-gemm --policy continuous --knob budget=16384 --cuda-skinny-gemm
   run chunked-budget512 --policy chunked --knob budget=512
   run continuous-skinny-gemm-again --policy continuous --cuda-skinny-gemm
+  run continuous-pdl --policy continuous --cuda-pdl
+  run continuous-pdl-skinny-gemm --policy continuous --cuda-pdl --cuda-skinny-gemm
+  run continuous-budget16384-pdl --policy continuous --knob budget=16384 --cuda-pdl
+  run continuous-budget16384-pdl-skinny-gemm --policy continuous --knob budget=16384 --cuda-pdl --cuda-skinny-gemm
   run continuous-again --policy continuous
+  run continuous-pdl-again --policy continuous --cuda-pdl
+  run continuous-pdl-skinny-gemm-again --policy continuous --cuda-pdl --cuda-skinny-gemm
   run continuous-profile --policy continuous --cuda-profile "$R/profile.json"
   run continuous-profile-no-graphs --policy continuous --no-cuda-graphs --cuda-profile "$R/profile_no_graphs.json"
+  run continuous-profile-pdl --policy continuous --cuda-pdl --cuda-profile "$R/profile_pdl.json"
+  run continuous-profile-pdl-skinny-gemm --policy continuous --cuda-pdl --cuda-skinny-gemm \
+    --cuda-profile "$R/profile_pdl_skinny_gemm.json"
   echo "== tune --executor local --gpus all (one trial per GPU; N = 1 here)"
   timeout 150 $BIN tune --engine cuda --model llama3-8b --policy continuous --trace gpu/w.jsonl \
     --space "budget=4096|8192|16384" --tuner grid --budget 3 --executor local --gpus all \

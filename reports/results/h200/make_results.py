@@ -44,6 +44,12 @@ for name, what in [("continuous-no-graphs", "decode steps kernel by kernel (--no
                    ("continuous-skinny-gemm", "decode GEMMs on fuselab's skinny kernel (TMA + wgmma, k split over clusters), not cuBLAS (--cuda-skinny-gemm)"),
                    ("continuous-skinny-gemm-again", "continuous with --cuda-skinny-gemm again, after the other runs (run-to-run spread)"),
                    ("continuous-again", "continuous (default) again, after the other runs (run-to-run spread)"),
+                   ("continuous-pdl", "decode graphs captured with programmatic dependent launch (--cuda-pdl)"),
+                   ("continuous-pdl-again", "continuous with --cuda-pdl again, after the other runs (run-to-run spread)"),
+                   ("continuous-pdl-skinny-gemm", "programmatic launch with the skinny decode GEMMs, which stream their first weight tiles before the wait (--cuda-pdl --cuda-skinny-gemm)"),
+                   ("continuous-pdl-skinny-gemm-again", "continuous with --cuda-pdl --cuda-skinny-gemm again (run-to-run spread)"),
+                   ("continuous-budget16384-pdl", "token budget 16384 with programmatic launch (--knob budget=16384 --cuda-pdl)"),
+                   ("continuous-budget16384-pdl-skinny-gemm", "token budget 16384, programmatic launch, skinny decode GEMMs (--knob budget=16384 --cuda-pdl --cuda-skinny-gemm)"),
                    ("continuous-budget16384-skinny-gemm", "token budget 16384 with the skinny decode GEMMs (--knob budget=16384 --cuda-skinny-gemm)"),
                    ("continuous-no-gemm-tuning", "decode GEMMs on cuBLAS's default algorithm, no cuBLASLt tuning at the warm-up (--no-cuda-gemm-tuning, when tuning was the default)"),
                    ("continuous-gemm-tuning", "decode GEMMs through the cuBLASLt algorithms timed at the warm-up (--cuda-gemm-tuning)"),
@@ -62,19 +68,30 @@ kernels = json.loads((src / "kernels.json").read_text()) if (src / "kernels.json
 # Without the kernels part, the read probe of the `skinny` part (same machine, 1 GiB) sets the decode floor.
 probe_run = kernels or (json.loads((src / "kernels_skinny.json").read_text())
                         if (src / "kernels_skinny.json").exists() else None)
-profile = json.loads((src / "profile.json").read_text()) if (src / "profile.json").exists() else None
-decode_check = None
-if profile and probe_run:
+def decode_vs_probe(name):
+    """The batch-64 decode steps of profile `name` against their bytes at the read probe."""
+    f = src / name
+    if not (f.exists() and probe_run):
+        return None
+    profile = json.loads(f.read_text())
     steps = [d for d in profile["decode_steps"] if d["batch"] == 64]
-    if steps:
-        ms = sum(d["wall_ms"] for d in steps) / len(steps)
-        byts = sum(profile["weight_bytes_per_step"] + d["context_tokens"] * profile["kv_bytes_per_token"]
-                   for d in steps) / len(steps)
-        floor_ms = byts / (probe_run["read_gbs"] * 1e9) * 1e3
-        decode_check = {"steps": len(steps), "mean_ms": round(ms, 3), "mean_gb": round(byts / 1e9, 2),
-                        "read_probe_gbs": round(probe_run["read_gbs"], 1), "floor_ms": round(floor_ms, 3),
-                        "read_probe_from": probe_run["command"],
-                        "ratio": round(ms / floor_ms, 3), "met": ms <= 1.10 * floor_ms}
+    if not steps:
+        return None
+    ms = sum(d["wall_ms"] for d in steps) / len(steps)
+    byts = sum(profile["weight_bytes_per_step"] + d["context_tokens"] * profile["kv_bytes_per_token"]
+               for d in steps) / len(steps)
+    floor_ms = byts / (probe_run["read_gbs"] * 1e9) * 1e3
+    return {"steps": len(steps), "mean_ms": round(ms, 3), "mean_gb": round(byts / 1e9, 2),
+            "read_probe_gbs": round(probe_run["read_gbs"], 1), "floor_ms": round(floor_ms, 3),
+            "read_probe_from": probe_run["command"],
+            "ratio": round(ms / floor_ms, 3), "met": ms <= 1.10 * floor_ms}
+
+
+decode_check = decode_vs_probe("profile.json")
+# The same check on the profiles of the opt-in decode paths (same command).
+decode_variants = {n: c for n, c in (
+    ("--cuda-pdl", decode_vs_probe("profile_pdl.json")),
+    ("--cuda-pdl --cuda-skinny-gemm", decode_vs_probe("profile_pdl_skinny_gemm.json"))) if c}
 sdpa = []
 if kernels:
     for r in kernels["rows"]:
@@ -145,6 +162,7 @@ out = {
              "met": bool(best and fl[best]["e2e_wall_s"] <= 5.0)},
     "variants": variants,
     "decode_step_vs_read_probe": decode_check,
+    "decode_step_vs_read_probe_variants": decode_variants,
     "prefill_attention_vs_sdpa": sdpa,
     "chunk_after_prefix": [c for c in (kernels or {}).get("comparisons", []) if c["name"].startswith("chunks")],
     "sanitizer": sanitizer,
@@ -207,6 +225,9 @@ decode_line = (f"Decode step at batch 64 ({decode_check['steps']} steps, CUDA gr
                f"read-only probe's {decode_check['read_probe_gbs']} GB/s: {decode_check['ratio']}× "
                f"({'within' if decode_check['met'] else 'NOT within'} the 10 % goal; probe from "
                f"{decode_check['read_probe_from'].strip()}).") if decode_check else ""
+decode_line += "".join(
+    f" With `{n}`: {c['mean_ms']} ms, {c['ratio']}× ({'within' if c['met'] else 'NOT within'} 10 %)."
+    for n, c in decode_variants.items())
 sdpa_table = "\n".join(
     ["| kernel | shape | TFLOP/s | SDPA TFLOP/s | ratio | ≥ SDPA |", "|---|---|---|---|---|---|"]
     + [f"| {r['kernel']} | {r['shape']} | {r['tflops']} | {r['sdpa_tflops']} | {r['ratio']} | {'yes' if r['met'] else 'no'} |"
@@ -304,7 +325,8 @@ end-of-sequence token, so every request computes exactly its prompt and 128 outp
 either engine; the schedule, and hence the work per step, depends only on the lengths.
 """
 (dst / "e2e.md").write_text(md)
-for n in ("profile.md", "profile_no_graphs.md", "profile.json", "profile_no_graphs.json"):
+for n in ("profile.md", "profile_no_graphs.md", "profile.json", "profile_no_graphs.json",
+          "profile_pdl.md", "profile_pdl.json", "profile_pdl_skinny_gemm.md", "profile_pdl_skinny_gemm.json"):
     if (src / n).exists():
         (dst / n).write_text((src / n).read_text())
 print(md)

@@ -35,6 +35,14 @@ pub struct KernelsArgs {
     #[arg(long, value_name = "KERNEL")]
     pub only: Option<String>,
 
+    /// Run only the correctness checks of fuselab's own kernels (CUDA): no ceilings, no
+    /// timed rows and no check that runs a cuBLAS GEMM, so that nothing but our kernels
+    /// runs, e.g. under `compute-sanitizer --tool racecheck` (which fails when given a
+    /// kernel filter and runs out of time on cuBLAS's kernels).
+    #[arg(long)]
+    #[serde(default)]
+    pub own_checks_only: bool,
+
     /// Baseline rates to print ratios against: `key value` lines as written by
     /// kernels/examples/torch_baseline.py in the same device command.
     #[arg(long, value_name = "FILE")]
@@ -123,6 +131,7 @@ pub fn run(args: KernelsArgs) -> anyhow::Result<Outcome> {
         launches: args.launches.unwrap_or(bench::MIN_LAUNCHES),
         repeats: args.repeats.unwrap_or(0),
         sustained: args.sustained,
+        own_checks_only: args.own_checks_only,
         tuning: args
             .tuning_table
             .as_deref()
@@ -130,6 +139,12 @@ pub fn run(args: KernelsArgs) -> anyhow::Result<Outcome> {
             .transpose()?,
     };
     let device = args.device.unwrap_or(DeviceKind::Cuda);
+    if args.own_checks_only && device == DeviceKind::Cpu {
+        anyhow::bail!(
+            "--own-checks-only applies to --device cuda (the CPU references have no cuBLAS to \
+             leave out); drop it or use --device cuda"
+        );
+    }
     let report = match device {
         DeviceKind::Cuda => bench::run_cuda(&opts),
         DeviceKind::Cpu => bench::run_cpu(&opts),
