@@ -863,9 +863,8 @@ pub(crate) fn scattered_slots(rng: &mut SplitMix, t: usize, cap: usize) -> Vec<i
         .collect()
 }
 
-/// Runs every check on fresh random inputs (odd lengths included).
-/// Every kernel against its reference; with `cublas` false, the checks that run a
-/// cuBLAS GEMM are left out (`--own-checks-only`).
+/// Runs every check on fresh random inputs (odd lengths included); with `cublas` false,
+/// the checks that run a cuBLAS GEMM are left out (`--own-checks-only`).
 fn run_checks(dev: &CudaDevice, rng: &mut SplitMix, cublas: bool) -> Result<Vec<Check>, CudaError> {
     let mut checks = Vec::new();
     // The worst row decides: an error confined to a few rows is not averaged away.
