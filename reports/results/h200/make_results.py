@@ -88,6 +88,39 @@ def decode_vs_probe(name):
 
 
 decode_check = decode_vs_probe("profile.json")
+
+
+def decode_classes(name):
+    """Kernel-by-kernel decode (profile `name`): each class's ms a step against the bytes it
+    must read at the read probe. Llama-3-8B, the model of every run on this page."""
+    f = src / name
+    if not (f.exists() and probe_run):
+        return []
+    profile = json.loads(f.read_text())
+    ph = profile["phases"]["decode"]
+    steps = [d for d in profile["decode_steps"] if d["batch"] == 64]
+    if not ph["steps"] or len(steps) != ph["steps"]:
+        return []
+    layers, hidden, qkv, ffn, vocab = 32, 4096, 6144, 14336, 128256
+    kv = sum(d["context_tokens"] for d in steps) / len(steps) * profile["kv_bytes_per_token"]
+    weights = {"gemm_qkv": layers * hidden * qkv * 2, "gemm_o_residual": layers * hidden * hidden * 2,
+               "gemm_gate_up": layers * hidden * 2 * ffn * 2, "gemm_down_residual": layers * ffn * hidden * 2,
+               "head": hidden * vocab * 2, "decode_attention": kv}
+    gbs = probe_run["read_gbs"] * 1e9
+    rows = []
+    for op, ms in ph["ops_ms"].items():
+        if ms <= 0:
+            continue
+        per_step = ms / ph["steps"]
+        b = weights.get(op)
+        rows.append({"class": op, "ms_per_step": round(per_step, 3),
+                     "gb_per_step": round(b / 1e9, 3) if b else None,
+                     "floor_ms": round(b / gbs * 1e3, 3) if b else None,
+                     "ratio": round(per_step / (b / gbs * 1e3), 3) if b else None})
+    return rows
+
+
+decode_breakdown = decode_classes("profile_no_graphs.json")
 # The same check on the profiles of the opt-in decode paths (same command).
 decode_variants = {n: c for n, c in (
     ("--cuda-pdl", decode_vs_probe("profile_pdl.json")),
@@ -163,6 +196,7 @@ out = {
     "variants": variants,
     "decode_step_vs_read_probe": decode_check,
     "decode_step_vs_read_probe_variants": decode_variants,
+    "decode_kernel_by_kernel_vs_bytes": decode_breakdown,
     "prefill_attention_vs_sdpa": sdpa,
     "chunk_after_prefix": [c for c in (kernels or {}).get("comparisons", []) if c["name"].startswith("chunks")],
     "sanitizer": sanitizer,
@@ -225,6 +259,11 @@ decode_line = (f"Decode step at batch 64 ({decode_check['steps']} steps, CUDA gr
                f"read-only probe's {decode_check['read_probe_gbs']} GB/s: {decode_check['ratio']}× "
                f"({'within' if decode_check['met'] else 'NOT within'} the 10 % goal; probe from "
                f"{decode_check['read_probe_from'].strip()}).") if decode_check else ""
+breakdown_table = "\n".join(
+    ["| class | ms a step | GB read a step | ms at the read probe | × |", "|---|---:|---:|---:|---:|"]
+    + [f"| {r['class']} | {r['ms_per_step']} | {r['gb_per_step'] if r['gb_per_step'] is not None else '-'} | "
+       f"{r['floor_ms'] if r['floor_ms'] is not None else '-'} | {r['ratio'] if r['ratio'] is not None else '-'} |"
+       for r in decode_breakdown]) if decode_breakdown else ""
 decode_line += "".join(
     f" With `{n}`: {c['mean_ms']} ms, {c['ratio']}× ({'within' if c['met'] else 'NOT within'} 10 %)."
     for n, c in decode_variants.items())
@@ -267,6 +306,8 @@ runs the decode steps kernel by kernel to split them. Full tables: `profile.md`,
 {profile_md}
 
 {decode_line}
+
+{"Decode kernel by kernel (`profile_no_graphs.md`, events around each class) against what each class must read (weights; K/V for attention; the small kernels read activations only):" + chr(10) + chr(10) + breakdown_table if breakdown_table else ""}
 
 ## Kernels against PyTorch in the same command
 
