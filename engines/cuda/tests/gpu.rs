@@ -521,16 +521,10 @@ fn a_tuning_table_changes_the_kernels_not_the_logits() {
     if !gpu_or_skip(test) {
         return;
     }
-    let make = |tuning: Option<fuselab_kernels::tunable::TuningTable>| {
-        tiny_logging(
-            test,
-            CudaOptions {
-                tuning,
-                ..CudaOptions::default()
-            },
-        )
-    };
-    let (Some(tuned), Some(plain)) = (make(Some(tuning_table_for_this_gpu())), make(None)) else {
+    let Some((tuned, plain)) = tiny_pair(test, |on| CudaOptions {
+        tuning: on.then(tuning_table_for_this_gpu),
+        ..CudaOptions::default()
+    }) else {
         return;
     };
     same_logits_over_mixed_steps(tuned, plain, Compare::Close);
@@ -567,7 +561,7 @@ enum Compare {
 
 /// Prefill, decodes (graph-replayed where `with` has graphs), a padded step
 /// that grows the buffers and more decodes: `with` and `without` give the same
-/// logits (bf16 tolerance) and sample their argmax.
+/// logits (bf16 tolerance; equal with [`Compare::Identical`]) and sample their argmax.
 fn same_logits_over_mixed_steps(mut with: CudaBackend, mut without: CudaBackend, compare: Compare) {
     let graphs = compare != Compare::Close;
     let geo = KvGeometry {

@@ -97,16 +97,13 @@ elif [ "$PART" = racecheck ]; then
   for run in $runs; do
     case $run in
       own_checks) FUSELAB_REQUIRE_GPU=1 racecheck_run own_checks $BIN kernels --device cuda --quick \
-        --own-checks-only --markdown "$R/sanitizer_racecheck_own_checks.md" & ;;
-      engine_all_hazards) racecheck_run $run gpu/tests/gpu-test tiny_logits_on_cuda_match_the_cpu_backend \
-        --test-threads=1 --nocapture & ;;
-      engine_skinny) racecheck_run $run gpu/tests/gpu-test skinny_decode_gemms_keep_the_logits \
-        --test-threads=1 --nocapture & ;;
-      engine_pdl) racecheck_run $run gpu/tests/gpu-test programmatic_launch_keeps_the_decode_graphs_logits \
-        --test-threads=1 --nocapture & ;;
+        --own-checks-only --markdown "$R/sanitizer_racecheck_own_checks.md" & pids+=($!); continue ;;
+      engine_all_hazards) test=tiny_logits_on_cuda_match_the_cpu_backend ;;
+      engine_skinny) test=skinny_decode_gemms_keep_the_logits ;;
+      engine_pdl) test=programmatic_launch_keeps_the_decode_graphs_logits ;;
       *) echo "unknown racecheck run $run"; continue ;;
     esac
-    pids+=($!)
+    racecheck_run "$run" gpu/tests/gpu-test "$test" --test-threads=1 --nocapture & pids+=($!)
   done
   wait "${pids[@]}"  # not a bare wait: that would wait for the log's tee as well
   for f in "$R"/sanitizer_racecheck_*.txt; do
