@@ -42,10 +42,11 @@ pub struct CudaOptions {
     /// batch-size bucket (default true; graphs are captured at the warm-up and
     /// again after a buffer grows).
     pub graphs: bool,
-    /// GEMMs of at most 64 rows (decode steps) on fuselab's skinny kernel (TMA, wgmma,
-    /// k split over clusters) instead of cuBLAS where the device has `sm_90a` (default
-    /// false: on the H200 it is level with cuBLAS on gate_up and down, 1.14-1.22x slower
-    /// on qkv and o).
+    /// GEMMs of at most 64 rows (decode steps) on fuselab's skinny kernel (tiled copies
+    /// of the weights streamed by bulk copies into wgmma, k split over clusters) instead
+    /// of cuBLAS where the device has `sm_90a`; the copies cost the decode GEMM weights'
+    /// size again, off the KV budget (default false: on the H200 it is level with cuBLAS
+    /// on gate_up and down, 1.15-1.26x slower on qkv and o).
     pub skinny_gemm: bool,
     /// Capture the decode graphs with programmatic dependent launch (sm_90): fuselab's
     /// own kernels in them may start while the kernel before them finishes, the skinny
@@ -458,7 +459,7 @@ impl CudaBackend {
             }
         }
         let dev = Arc::new(dev);
-        dev.set_skinny_gemm(opts.skinny_gemm);
+        let skinny = dev.set_skinny_gemm(opts.skinny_gemm);
         if let Some(t) = opts.prefill_tile
             && t.needs_sm90a()
             && !dev.has_wgmma()
@@ -477,16 +478,20 @@ impl CudaBackend {
             .context()
             .mem_get_info()
             .map_err(|e| CudaBackendError::driver("reading free device memory", e))?;
-        let weight_bytes = cfg.weight_bytes(crate::config::ELEM_BYTES);
+        let tiled_bytes = if skinny { skinny_tiled_bytes(&cfg) } else { 0 };
+        let weight_bytes = cfg.weight_bytes(crate::config::ELEM_BYTES) + tiled_bytes;
         let usable = (free as f64 * opts.memory_fraction) as u64;
         if weight_bytes >= usable {
             return Err(CudaBackendError::OutOfMemory(format!(
-                "{} needs {weight_bytes} bytes of weights but {usable} of {free} free bytes are usable",
+                "{} needs {weight_bytes} bytes of weights ({tiled_bytes} of them the skinny GEMM's tiled copies) but {usable} of {free} free bytes are usable",
                 cfg.name
             )));
         }
         let kv_budget = opts.kv_budget_bytes.unwrap_or(usable - weight_bytes);
         let w = make(&dev, &cfg)?;
+        if skinny {
+            tile_decode_weights(&dev, &cfg, &w)?;
+        }
         Self::assemble(dev, cfg, opts, w, kv_budget, weights_kind)
     }
 
@@ -1674,4 +1679,59 @@ impl Backend for CudaBackend {
             None => Ok(()),
         }
     }
+}
+
+/// The `(n, k)` of each layer's GEMM weights a decode step reads: q/k/v, o, gate/up
+/// and down.
+fn decode_gemm_shapes(cfg: &ModelShape) -> [(usize, usize); 4] {
+    let (hd, qw, f) = (cfg.hidden, cfg.q_width(), cfg.ffn);
+    [
+        (qw + 2 * cfg.kv_width(), hd),
+        (hd, qw),
+        (2 * f, hd),
+        (hd, f),
+    ]
+}
+
+/// Whether the skinny GEMM runs (and so tiles) an `n × k` weight.
+fn skinny_tiles(n: usize, k: usize) -> bool {
+    n.is_multiple_of(128) && k.is_multiple_of(64) && n > 0 && k > 0
+}
+
+/// Bytes of the tiled copies [`tile_decode_weights`] makes.
+fn skinny_tiled_bytes(cfg: &ModelShape) -> u64 {
+    let elems = |(n, k): (usize, usize)| if skinny_tiles(n, k) { n * k } else { 0 };
+    let layer: usize = decode_gemm_shapes(cfg).into_iter().map(elems).sum();
+    (cfg.n_layers * layer + elems((cfg.vocab, cfg.hidden))) as u64 * crate::config::ELEM_BYTES
+}
+
+/// Copies every decode GEMM weight (each layer's four projections, the LM head) into the
+/// skinny GEMM's tiled layout ([`CudaDevice::tile_for_skinny`]), so that decode steps
+/// stream each weight tile as one contiguous copy.
+fn tile_decode_weights(
+    dev: &CudaDevice,
+    cfg: &ModelShape,
+    w: &DeviceWeights,
+) -> Result<(), CudaBackendError> {
+    let [qkv, o, gate_up, down] = decode_gemm_shapes(cfg);
+    for l in &w.layers {
+        for (weight, (n, k)) in [
+            (&l.wqkv, qkv),
+            (&l.wo, o),
+            (&l.w_gate_up, gate_up),
+            (&l.w_down, down),
+        ] {
+            if skinny_tiles(n, k) {
+                dev.tile_for_skinny(weight, n, k)?;
+            }
+        }
+    }
+    if skinny_tiles(cfg.vocab, cfg.hidden) {
+        dev.tile_for_skinny(&w.lm_head, cfg.vocab, cfg.hidden)?;
+    }
+    tracing::info!(
+        bytes = dev.skinny_tiled_bytes(),
+        "decode GEMM weights tiled for the skinny GEMM"
+    );
+    Ok(())
 }

@@ -452,6 +452,13 @@ fn skinny_decode_gemms_keep_the_logits() {
         with_on && !without_on,
         "the option switches the skinny path"
     );
+    let tiled = with.device().skinny_tiled_bytes();
+    eprintln!("{test}: {tiled} bytes of weights tiled for the skinny GEMM");
+    assert!(
+        tiled > 0 && without.device().skinny_tiled_bytes() == 0,
+        "the skinny path streams tiled copies of the weights (with {tiled} bytes, without {})",
+        without.device().skinny_tiled_bytes()
+    );
     same_logits_over_mixed_steps(with, without, Compare::Close);
 }
 

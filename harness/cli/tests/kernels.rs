@@ -83,3 +83,27 @@ fn own_checks_only_is_for_cuda_and_says_so_on_the_cpu() {
                 .and(predicate::str::contains("--device cuda")),
         );
 }
+
+#[test]
+fn check_tiles_names_a_bad_label_and_is_for_cuda() {
+    for (tiles, says) in [
+        (
+            "wg999",
+            "`wg999` is not a prefill tile; use labels from r64",
+        ),
+        ("wg128pp", "applies to --device cuda"),
+    ] {
+        fuselab()
+            .args([
+                "kernels",
+                "--device",
+                "cpu",
+                "--quick",
+                "--check-tiles",
+                tiles,
+            ])
+            .assert()
+            .code(2)
+            .stderr(predicate::str::contains("--check-tiles").and(predicate::str::contains(says)));
+    }
+}

@@ -120,6 +120,9 @@ pub struct BenchOptions {
     /// compute-sanitizer racecheck, which fails with a kernel filter and runs out of
     /// time on cuBLAS's kernels).
     pub own_checks_only: bool,
+    /// The prefill tiles whose attention checks run (`None`: every tile the device has),
+    /// so that a slow tool such as racecheck can take the tiles in parallel runs.
+    pub check_tiles: Option<Vec<super::PrefillTile>>,
 }
 
 impl BenchOptions {
@@ -433,7 +436,10 @@ impl Report {
             "device: {} ({}; {}; kernels for {})",
             self.device, self.device_kind, self.driver, self.arch
         );
-        if self.device_kind == "cpu" {
+        let timed = !self.rows.is_empty() || !self.sustained.is_empty();
+        if !timed {
+            s.push_str("ceilings: not measured (checks only, nothing timed)\n\n");
+        } else if self.device_kind == "cpu" {
             let _ = writeln!(
                 s,
                 "ceilings: copy {:.0} GB/s (read + write), reference GEMM {:.1} GFLOP/s",
@@ -447,7 +453,9 @@ impl Report {
                 self.read_gbs, self.copy_gbs, self.gemm_tflops
             );
         }
-        let _ = writeln!(s, "timing: {}\n", self.method);
+        if timed {
+            let _ = writeln!(s, "timing: {}\n", self.method);
+        }
         if !self.checks.is_empty() {
             s.push_str("| check | shape | rel. error | bound | result |\n|---|---|---|---|---|\n");
             for c in &self.checks {
@@ -463,10 +471,12 @@ impl Report {
             }
             s.push('\n');
         }
-        s.push_str(
-            "| kernel | shape | time (µs) | p10–p90 (µs) | rate | of ceiling | baseline | ratio | target |\n",
-        );
-        s.push_str("|---|---|---|---|---|---|---|---|---|\n");
+        if !self.rows.is_empty() {
+            s.push_str(
+                "| kernel | shape | time (µs) | p10–p90 (µs) | rate | of ceiling | baseline | ratio | target |\n",
+            );
+            s.push_str("|---|---|---|---|---|---|---|---|---|\n");
+        }
         for r in &self.rows {
             let (b, ratio) = match r.baseline {
                 Some(b) => (
@@ -863,9 +873,30 @@ pub(crate) fn scattered_slots(rng: &mut SplitMix, t: usize, cap: usize) -> Vec<i
         .collect()
 }
 
+/// Appends `c` and logs it (at `info`, e.g. `FUSELAB_LOG=info`), so that a run cut short,
+/// say by a sanitizer's time limit, shows how far it got.
+fn record(checks: &mut Vec<Check>, c: Check) {
+    tracing::info!(kernel = %c.kernel, shape = %c.shape, rel_err = c.rel_err, "checked");
+    checks.push(c);
+}
+
+/// The prefill tiles the checks run: every tile `dev` has, or those of
+/// [`BenchOptions::check_tiles`].
+fn checked_tiles(dev: &CudaDevice, opts: &BenchOptions) -> Vec<super::PrefillTile> {
+    dev.prefill_tiles()
+        .into_iter()
+        .filter(|t| opts.check_tiles.as_ref().is_none_or(|w| w.contains(t)))
+        .collect()
+}
+
 /// Runs every check on fresh random inputs (odd lengths included); with `cublas` false,
 /// the checks that run a cuBLAS GEMM are left out (`--own-checks-only`).
-fn run_checks(dev: &CudaDevice, rng: &mut SplitMix, cublas: bool) -> Result<Vec<Check>, CudaError> {
+fn run_checks(
+    dev: &CudaDevice,
+    rng: &mut SplitMix,
+    cublas: bool,
+    tiles: &[super::PrefillTile],
+) -> Result<Vec<Check>, CudaError> {
     let mut checks = Vec::new();
     // The worst row decides: an error confined to a few rows is not averaged away.
     fn add(
@@ -876,12 +907,15 @@ fn run_checks(dev: &CudaDevice, rng: &mut SplitMix, cublas: bool) -> Result<Vec<
         out: &[f32],
         want: &[f32],
     ) {
-        checks.push(Check {
-            kernel: kernel.into(),
-            shape,
-            rel_err: reference::max_row_rel_err(out, want, row_len),
-            tolerance: BF16_TOL,
-        });
+        record(
+            checks,
+            Check {
+                kernel: kernel.into(),
+                shape,
+                rel_err: reference::max_row_rel_err(out, want, row_len),
+                tolerance: BF16_TOL,
+            },
+        );
     }
 
     // RMSNorm.
@@ -1021,7 +1055,7 @@ fn run_checks(dev: &CudaDevice, rng: &mut SplitMix, cublas: bool) -> Result<Vec<
         &hv,
         &setup.host_tables,
     );
-    for tile in dev.prefill_tiles() {
+    for &tile in tiles {
         let mut out = nan_bf16(dev, total * Q_HEADS * HEAD_DIM)?;
         dev.prefill_attention_tile(
             &setup.params(3),
@@ -1093,7 +1127,7 @@ fn run_checks(dev: &CudaDevice, rng: &mut SplitMix, cublas: bool) -> Result<Vec<
         &rows,
     );
     let row_len = Q_HEADS * HEAD_DIM;
-    for tile in dev.prefill_tiles() {
+    for &tile in tiles {
         let mut out = nan_bf16(dev, total * row_len)?;
         dev.prefill_attention_tile(
             &setup.params(2),
@@ -1177,12 +1211,15 @@ fn more_checks(
     cublas: bool,
 ) -> Result<(), CudaError> {
     fn push(checks: &mut Vec<Check>, kernel: &str, shape: String, rel_err: f64, tol: f64) {
-        checks.push(Check {
-            kernel: kernel.into(),
-            shape,
-            rel_err,
-            tolerance: tol,
-        });
+        record(
+            checks,
+            Check {
+                kernel: kernel.into(),
+                shape,
+                rel_err,
+                tolerance: tol,
+            },
+        );
     }
     let freqs = inv_freq();
     let f32_freqs: Vec<f32> = freqs.iter().map(|&f| f as f32).collect();
@@ -1364,16 +1401,10 @@ fn more_checks(
             let x = rng.bf16_vec(t * k, 1.0);
             let w = rng.bf16_vec(n * k, 0.05);
             let y0 = rng.bf16_vec(t * n, 2.0);
-            let mut dy = if acc {
-                dev.upload(&y0)?
-            } else {
-                nan_bf16(dev, t * n)?
-            };
             let out = GemmOut {
                 accumulate: acc,
                 ..GemmOut::dense(n)
             };
-            dev.gemm_skinny(&dev.upload(&x)?, &dev.upload(&w)?, &mut dy, t, k, n, out)?;
             let mut want = reference::gemm(&to_f32(&x), &to_f32(&w), t, k, n);
             if acc {
                 for (o, &a) in want.iter_mut().zip(&y0) {
@@ -1381,18 +1412,36 @@ fn more_checks(
                 }
             }
             let plan = dev.skinny_plan(k, n);
-            push(
-                checks,
-                "gemm_skinny",
-                format!(
-                    "{name}: T={t} {k}->{n}, {} k split(s), {} stages{}",
-                    plan.splits,
-                    plan.stages,
-                    if acc { ", y += x·wᵀ" } else { "" }
-                ),
-                reference::max_row_rel_err(&to_f32(&dev.download(&dy)?), &want, n),
-                BF16_TOL,
-            );
+            let (dx, dw) = (dev.upload(&x)?, dev.upload(&w)?);
+            // The row-major weight by TMA, then its tiled copy by bulk copies.
+            for tiled in [false, true] {
+                if tiled {
+                    dev.tile_for_skinny(&dw, n, k)?;
+                }
+                let mut dy = if acc {
+                    dev.upload(&y0)?
+                } else {
+                    nan_bf16(dev, t * n)?
+                };
+                dev.gemm_skinny(&dx, &dw, &mut dy, t, k, n, out)?;
+                push(
+                    checks,
+                    if tiled {
+                        "gemm_skinny tiled"
+                    } else {
+                        "gemm_skinny"
+                    },
+                    format!(
+                        "{name}: T={t} {k}->{n}, {} k split(s), {} stages{}",
+                        plan.splits,
+                        plan.stages,
+                        if acc { ", y += x·wᵀ" } else { "" }
+                    ),
+                    reference::max_row_rel_err(&to_f32(&dev.download(&dy)?), &want, n),
+                    BF16_TOL,
+                );
+            }
+            dev.clear_skinny_tiles();
         }
     }
 
@@ -1871,8 +1920,19 @@ pub fn run_cuda(opts: &BenchOptions) -> Result<Report, CudaError> {
             .into_iter()
             .map(|l| format!("tuning table: {l}")),
     );
+    let tiles = checked_tiles(&dev, opts);
+    if opts.check_tiles.is_some() {
+        report.notes.push(format!(
+            "--check-tiles: the prefill attention checks ran on {} only",
+            tiles
+                .iter()
+                .map(|t| t.label())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
     if opts.own_checks_only {
-        report.checks = run_checks(&dev, &mut rng, false)?;
+        report.checks = run_checks(&dev, &mut rng, false, &tiles)?;
         report.notes.push(
             "--own-checks-only: fuselab's kernels checked, no cuBLAS GEMM run, nothing timed"
                 .into(),
@@ -1938,7 +1998,7 @@ pub fn run_cuda(opts: &BenchOptions) -> Result<Report, CudaError> {
     }
 
     let t0 = Instant::now();
-    report.checks = run_checks(&dev, &mut rng, true)?;
+    report.checks = run_checks(&dev, &mut rng, true, &tiles)?;
     report.notes.push(format!(
         "checks took {:.1} s (f64 references on one CPU thread)",
         t0.elapsed().as_secs_f64()
@@ -2189,13 +2249,23 @@ fn gemm_rows(
             if !sel.row(&format!("gemm {name}")) {
                 continue;
             }
-            let mut times = [0.0; 3];
-            for (i, label) in ["on cuBLAS", "skinny", "tuned cuBLASLt"]
-                .into_iter()
-                .enumerate()
+            let mut times = [0.0; 4];
+            for (i, label) in [
+                "on cuBLAS",
+                "skinny",
+                "tuned cuBLASLt",
+                "skinny, tiled weights",
+            ]
+            .into_iter()
+            .enumerate()
             {
-                dev.set_skinny_gemm(i == 1);
+                dev.set_skinny_gemm(i == 1 || i == 3);
                 let mut case = GemmCase::new(dev, rng, (t, k, n), false, false)?;
+                if i == 3 {
+                    for w in &case.ws {
+                        dev.tile_for_skinny(w, n, k)?;
+                    }
+                }
                 let label = if i == 2 {
                     let r = case.tune(g)?;
                     format!(
@@ -2207,7 +2277,7 @@ fn gemm_rows(
                             "; cuBLAS's default kept"
                         }
                     )
-                } else if i == 1 {
+                } else if i == 1 || i == 3 {
                     let plan = dev.skinny_plan(k, n);
                     format!("{label} ({} k splits, {} stages)", plan.splits, plan.stages)
                 } else {
@@ -2215,6 +2285,7 @@ fn gemm_rows(
                 };
                 let st = g.time(|| case.launch(dev))?;
                 dev.clear_gemm_tuning();
+                dev.clear_skinny_tiles();
                 let row = report.push_row(
                     &format!("gemm {name}"),
                     format!("T={t} {k}->{n} {label}"),
@@ -2229,8 +2300,15 @@ fn gemm_rows(
             report.comparisons.push(Comparison {
                 name: format!("gemm {name} T={t}: skinny / cuBLAS"),
                 ratio: times[1] / times[0],
-                detail: "below 1: the skinny path is faster (the engine uses it only with \
-                         --cuda-skinny-gemm)"
+                detail: "the skinny kernel reading the row-major weight by TMA boxes; below 1: \
+                         faster than cuBLAS"
+                    .into(),
+            });
+            report.comparisons.push(Comparison {
+                name: format!("gemm {name} T={t}: skinny tiled / cuBLAS"),
+                ratio: times[3] / times[0],
+                detail: "the skinny kernel on the weight's tiled copy (what --cuda-skinny-gemm \
+                         runs); below 1: faster than cuBLAS"
                     .into(),
             });
             report.comparisons.push(Comparison {
@@ -2240,9 +2318,12 @@ fn gemm_rows(
                          GEMMs at the warm-up with --cuda-gemm-tuning)"
                     .into(),
             });
-            // Every plan of the skinny kernel at this shape, so that skinny_plan's rule is
-            // read off measurements.
+            // Every plan of the skinny kernel at this shape on tiled weights, so that
+            // skinny_plan's rule is read off measurements.
             let mut case = GemmCase::new(dev, rng, (t, k, n), false, false)?;
+            for w in &case.ws {
+                dev.tile_for_skinny(w, n, k)?;
+            }
             for splits in SKINNY_SPLITS {
                 for stages in [3, 4, 8] {
                     let plan = SkinnyPlan { splits, stages };
@@ -2262,7 +2343,7 @@ fn gemm_rows(
                     report.push_row(
                         &format!("gemm {name}"),
                         format!(
-                            "T={t} {k}->{n} skinny plan: {splits} k splits, {stages} stages ({} blocks)",
+                            "T={t} {k}->{n} skinny plan (tiled): {splits} k splits, {stages} stages ({} blocks)",
                             splits * n / 128
                         ),
                         st,
@@ -2272,6 +2353,7 @@ fn gemm_rows(
                     );
                 }
             }
+            dev.clear_skinny_tiles();
         }
     }
     for (name, k, n) in LINEARS {
@@ -3070,12 +3152,13 @@ mod tests {
             return;
         }
         let dev = CudaDevice::new(0).unwrap();
-        let checks = run_checks(&dev, &mut SplitMix::new(7), true).unwrap();
+        let tiles = dev.prefill_tiles();
+        let checks = run_checks(&dev, &mut SplitMix::new(7), true, &tiles).unwrap();
         for c in &checks {
             assert!(c.passed(), "{} {}: {}", c.kernel, c.shape, c.rel_err);
         }
         // --own-checks-only: every check but the cuBLAS GEMMs', all passing.
-        let own = run_checks(&dev, &mut SplitMix::new(7), false).unwrap();
+        let own = run_checks(&dev, &mut SplitMix::new(7), false, &tiles).unwrap();
         let cublas = |c: &Check| {
             matches!(
                 c.kernel.as_str(),
@@ -3115,6 +3198,29 @@ mod tests {
         r.read_gbs = 4100.0;
         r.gemm_tflops = 800.0;
         r
+    }
+
+    #[test]
+    fn a_checks_only_report_claims_no_ceilings_and_no_timings() {
+        let mut r = test_report();
+        (r.copy_gbs, r.read_gbs, r.gemm_tflops) = (0.0, 0.0, 0.0);
+        r.checks.push(Check {
+            kernel: "rms_norm".into(),
+            shape: "T=7".into(),
+            rel_err: 1e-3,
+            tolerance: BF16_TOL,
+        });
+        let md = r.markdown();
+        assert!(md.contains("ceilings: not measured"), "{md}");
+        assert!(!md.contains("read-only probe 0 GB/s"), "{md}");
+        assert!(!md.contains("| kernel | shape | time"), "{md}");
+        assert!(!md.contains("timing:"), "{md}");
+        assert!(md.contains("| rms_norm | T=7 |"), "{md}");
+        let mut t = test_report();
+        t.push_row("x", "s".into(), stats(2.0), None, 1e6, Ceiling::Read);
+        let timed = t.markdown();
+        assert!(timed.contains("timing: median of 10 samples"), "{timed}");
+        assert!(timed.contains("read-only probe 4100 GB/s"), "{timed}");
     }
 
     #[test]

@@ -142,6 +142,7 @@ pub(crate) struct Kernels {
     pub(crate) flash_prefill_wg128ppu: CudaFunction,
     /// The skinny GEMM in clusters of 1, 2, 4 and 8 k splits.
     pub(crate) skinny_gemm: [CudaFunction; 4],
+    pub(crate) skinny_tile_weight: CudaFunction,
     pub(crate) paged_decode: CudaFunction,
     pub(crate) decode_merge: CudaFunction,
     pub(crate) embed_gather: CudaFunction,
@@ -171,6 +172,10 @@ pub struct CudaDevice {
     pub(crate) prefill_split_ws: std::sync::Mutex<Option<super::ops::SplitWorkspace>>,
     /// Whether [`CudaDevice::gemm`] takes the skinny path for ≤ 64 rows.
     pub(crate) skinny: std::sync::atomic::AtomicBool,
+    /// Weights in the skinny GEMM's tiled layout by the (address, length) of the
+    /// row-major weight they copy ([`CudaDevice::tile_for_skinny`]).
+    pub(crate) skinny_tiles:
+        std::sync::Mutex<std::collections::HashMap<(u64, usize), CudaSlice<half::bf16>>>,
     /// Whether the kernels that wait for their predecessor launch as its programmatic
     /// dependents ([`CudaDevice::set_programmatic_launch`]).
     pub(crate) programmatic: std::sync::atomic::AtomicBool,
@@ -344,6 +349,7 @@ impl CudaDevice {
             tma_maps: std::sync::Mutex::default(),
             prefill_split_ws: std::sync::Mutex::new(None),
             skinny: std::sync::atomic::AtomicBool::new(false),
+            skinny_tiles: std::sync::Mutex::default(),
             programmatic: std::sync::atomic::AtomicBool::new(false),
             _blas_workspace: blas_workspace,
             lt,
@@ -537,6 +543,7 @@ fn compile_kernels(ctx: &Arc<CudaContext>, arch: &str) -> Result<Kernels, CudaEr
             f("skinny_gemm_c4")?,
             f("skinny_gemm_c8")?,
         ],
+        skinny_tile_weight: f("skinny_tile_weight")?,
         paged_decode: f("paged_decode")?,
         decode_merge: f("decode_merge")?,
         embed_gather: f("embed_gather")?,

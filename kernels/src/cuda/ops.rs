@@ -1516,8 +1516,9 @@ impl CudaDevice {
     /// `y[t, n] = Σ_k x[t, k] · w[n, k]` in bf16 with f32 accumulation (cuBLAS);
     /// `x`: `[tokens, k]`, `w`: `[n, k]` (a linear layer's weight), `y`: `[tokens, n]`.
     /// Up to [`SKINNY_MAX_TOKENS`] rows run on [`Self::gemm_skinny`] where it is
-    /// enabled ([`Self::set_skinny_gemm`]; off by default: on the H200 at 64 rows it
-    /// is level with cuBLAS on gate_up and down and 1.14-1.22× slower on qkv and o)
+    /// enabled ([`Self::set_skinny_gemm`]; off by default: on the H200 at 64 rows, on
+    /// tiled weights, it is 0.98-1.01× cuBLAS's time on gate_up and down and 1.15-1.26×
+    /// on qkv and o)
     /// and the shape allows it; everything else on cuBLAS.
     pub fn gemm(
         &self,
@@ -1572,6 +1573,63 @@ impl CudaDevice {
     /// How the skinny GEMM runs `k × n` ([`skinny_plan_for`] on this GPU).
     pub fn skinny_plan(&self, k: usize, n: usize) -> SkinnyPlan {
         skinny_plan_for(k, n, self.info().sm_count, self.skinny_clusters)
+    }
+
+    /// Keeps a copy of the `[n, k]` weight `w` in the skinny GEMM's tiled layout (each
+    /// 128-row × 64-column tile contiguous, pre-swizzled), which [`Self::gemm_skinny`]
+    /// then streams as one 16 KB bulk copy a stage instead of a strided TMA box of `w`
+    /// (the same values, so the same products). The copy is found by `w`'s address and
+    /// length for as long as it is kept: call [`Self::clear_skinny_tiles`] before `w` is
+    /// freed. `k` a multiple of 64, `n` of 128.
+    pub fn tile_for_skinny(
+        &self,
+        w: &CudaSlice<bf16>,
+        n: usize,
+        k: usize,
+    ) -> Result<(), CudaError> {
+        if !k.is_multiple_of(64) || k == 0 || !n.is_multiple_of(128) || n == 0 {
+            return Err(CudaError::invalid(
+                "w",
+                format!(
+                    "the skinny GEMM's tiled layout needs k a multiple of 64 and n of 128; got k {k}, n {n}"
+                ),
+            ));
+        }
+        check_len("w", w.len(), n * k)?;
+        let mut tiled = self.alloc_bf16(n * k)?;
+        let (n_i, k_i) = (to_i32("n", n)?, to_i32("k", k)?);
+        let blocks = (n * k / 8).div_ceil(256).min(self.info().sm_count * 16);
+        let cfg = LaunchConfig {
+            grid_dim: (grid(blocks, "n")?, 1, 1),
+            block_dim: (256, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let mut b = self.stream.launch_builder(&self.k.skinny_tile_weight);
+        b.arg(w).arg(&mut tiled).arg(&n_i).arg(&k_i);
+        // SAFETY: grid-stride over the n·k/8 16-byte chunks of both buffers (lengths
+        // checked; n and k whole tiles, so every source chunk is inside w).
+        self.launched(unsafe { b.launch(cfg) }, "skinny_tile_weight")?;
+        let key = (w.device_ptr(&self.stream).0, w.len());
+        self.skinny_tiles
+            .lock()
+            .map_err(|_| CudaError::invalid("device", "the skinny tile lock was poisoned"))?
+            .insert(key, tiled);
+        Ok(())
+    }
+
+    /// Drops every copy [`Self::tile_for_skinny`] made; the skinny GEMM then reads the
+    /// row-major weights by TMA again.
+    pub fn clear_skinny_tiles(&self) {
+        if let Ok(mut tiles) = self.skinny_tiles.lock() {
+            tiles.clear();
+        }
+    }
+
+    /// Bytes of device memory the copies of [`Self::tile_for_skinny`] hold.
+    pub fn skinny_tiled_bytes(&self) -> u64 {
+        self.skinny_tiles
+            .lock()
+            .map_or(0, |t| t.values().map(|w| (w.len() * 2) as u64).sum())
     }
 
     /// The TMA descriptor of `rows × inner` bf16 at `ptr` in boxes of `box_rows` rows,
@@ -1686,6 +1744,13 @@ impl CudaDevice {
             self.tma_map(x_ptr, k, tokens, 64)?,
             self.tma_map(w_ptr, k, n, 128)?,
         );
+        let tiles = self
+            .skinny_tiles
+            .lock()
+            .map_err(|_| CudaError::invalid("device", "the skinny tile lock was poisoned"))?;
+        let w_tiled: u64 = tiles
+            .get(&(w_ptr, w.len()))
+            .map_or(0, |t| t.device_ptr(&self.stream).0);
         let mut yv = y.slice_mut(out.offset..);
         let (t_i, k_i, ld_i, acc, st_i) = (
             to_i32("tokens", tokens)?,
@@ -1707,9 +1772,11 @@ impl CudaDevice {
             .val(&k_i)
             .val(&ld_i)
             .val(&acc)
-            .val(&st_i);
+            .val(&st_i)
+            .val(&w_tiled);
         // SAFETY: the descriptors cover x's tokens rows of k and w's n rows of k (lengths
-        // checked; x rows beyond `tokens` read as zeros); block (split, tile) of a cluster
+        // checked; x rows beyond `tokens` read as zeros), and `w_tiled`, null or a kept
+        // tiled copy of w (n·k values, held while `tiles` is locked); block (split, tile) of a cluster
         // of `splits` writes its share of the tile's `tokens` rows × 128 columns of y at
         // stride ld (extent checked); the stages fit the dynamic shared memory given.
         // Before its wait for the predecessor (programmatic launch) it reads only `w`.

@@ -1380,6 +1380,26 @@ __device__ __forceinline__ void tma_load_2d(unsigned dst, const TmaMap* map, int
         "l"(reinterpret_cast<unsigned long long>(map)), "r"(c0), "r"(c1), "r"(bar)
         : "memory");
 }
+// One contiguous bulk copy of `bytes` (a multiple of 16) from global memory into shared memory.
+__device__ __forceinline__ void bulk_load(unsigned dst, const void* src, unsigned bytes, unsigned bar) {
+    asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::"r"(dst),
+                 "l"(reinterpret_cast<unsigned long long>(src)), "r"(bytes), "r"(bar)
+                 : "memory");
+}
+// A weight in the skinny GEMM's tiled layout: tile (n / 128, k / 64) is 128 rows × 64 bf16
+// stored as the 128-byte-swizzled image TMA would write to shared memory (16-byte chunk c of
+// row r at chunk c ^ (r % 8)), tiles in n-major, k-minor order. One thread a 16-byte chunk.
+extern "C" __global__ void skinny_tile_weight(const uint4* __restrict__ w, uint4* __restrict__ out, int n, int k) {
+    const unsigned long long units = (unsigned long long)n * k / 8;
+    const int chunks = k / 64;
+    for (unsigned long long u = blockIdx.x * (unsigned long long)blockDim.x + threadIdx.x; u < units;
+         u += (unsigned long long)gridDim.x * blockDim.x) {
+        const unsigned long long tile = u >> 10;
+        const int j = (int)(u & 1023), r = j >> 3, c = (j & 7) ^ (r & 7);
+        const unsigned long long nt = tile / chunks, kc = tile % chunks;
+        out[u] = w[((nt * 128 + r) * (unsigned long long)k + kc * 64) / 8 + c];
+    }
+}
 __device__ __forceinline__ void cluster_sync() {
     asm volatile("barrier.cluster.arrive.release.aligned;\nbarrier.cluster.wait.acquire.aligned;\n" ::: "memory");
 }
@@ -1395,7 +1415,8 @@ __device__ __forceinline__ float4 ld_cluster_f4(unsigned addr, unsigned rank) {
 }
 template <int SPLITS>
 __device__ __forceinline__ void skinny_body(const TmaMap* w_map, const TmaMap* x_map, bf16* __restrict__ y, int T,
-                                            int K, int ld_y, int accumulate, int stages) {
+                                            int K, int ld_y, int accumulate, int stages,
+                                            const bf16* __restrict__ w_tiled) {
 #ifdef FUSELAB_WGMMA
     __shared__ __align__(8) unsigned long long bars[2 * 8];
     unsigned char* base = smem_raw + ((1024u - (smem_u32(smem_raw) & 1023u)) & 1023u);
@@ -1411,13 +1432,22 @@ __device__ __forceinline__ void skinny_body(const TmaMap* w_map, const TmaMap* x
         asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
     }
     __syncthreads();
-    if (warp == 4) {  // producer: one thread issues two TMA copies a stage
+    // w's chunk c of this tile: one contiguous 16 KB copy from the tiled layout where there is
+    // one, else a 2-D TMA box of the row-major weight.
+    const bf16* w_tile = w_tiled ? w_tiled + (size_t)blockIdx.y * chunks * (128 * 64) : nullptr;
+    auto load_w = [&](unsigned dst, int c, unsigned bar) {
+        if (w_tile)
+            bulk_load(dst, w_tile + (size_t)c * (128 * 64), SKN_W_BYTES, bar);
+        else
+            tma_load_2d(dst, w_map, c * 64, n0, bar);
+    };
+    if (warp == 4) {  // producer: one thread issues two copies a stage
         // The weights are no earlier kernel's output: the first stages' w tiles are in
         // flight before the wait for x (programmatic dependent launch).
         if (lane == 0) {
             for (int c = c_begin, i = 0; c < c_end && i < stages; ++c, ++i) {
                 mbar_expect_tx(full0 + 8 * i, SKN_STAGE);
-                tma_load_2d(s0 + i * SKN_STAGE, w_map, c * 64, n0, full0 + 8 * i);
+                load_w(s0 + i * SKN_STAGE, c, full0 + 8 * i);
             }
         }
         grid_dependency_wait();
@@ -1429,7 +1459,7 @@ __device__ __forceinline__ void skinny_body(const TmaMap* w_map, const TmaMap* x
                 if (i >= stages) {
                     mbar_wait(empty0 + 8 * s, ((i / stages) - 1) & 1);
                     mbar_expect_tx(full0 + 8 * s, SKN_STAGE);
-                    tma_load_2d(st, w_map, c * 64, n0, full0 + 8 * s);
+                    load_w(st, c, full0 + 8 * s);
                 }
                 tma_load_2d(st + SKN_W_BYTES, x_map, c * 64, 0, full0 + 8 * s);
             }
@@ -1505,8 +1535,8 @@ __device__ __forceinline__ void skinny_body(const TmaMap* w_map, const TmaMap* x
 #endif
 #define SKINNY_ARGS                                                                                         \
     const __grid_constant__ TmaMap w_map, const __grid_constant__ TmaMap x_map, bf16 *__restrict__ y, int T, \
-        int K, int ld_y, int accumulate, int stages
-#define SKINNY_PASS &w_map, &x_map, y, T, K, ld_y, accumulate, stages
+        int K, int ld_y, int accumulate, int stages, const bf16 *__restrict__ w_tiled
+#define SKINNY_PASS &w_map, &x_map, y, T, K, ld_y, accumulate, stages, w_tiled
 extern "C" __global__ void __launch_bounds__(160) SKINNY_CLUSTER(1) skinny_gemm_c1(SKINNY_ARGS) {
     skinny_body<1>(SKINNY_PASS);
 }

@@ -5,8 +5,8 @@
 #       compute-sanitizer memcheck and racecheck on the engine test, the PyTorch baseline and
 #       `fuselab kernels`
 #   bash reports/results/h200/device-run.sh e2e      # h200-64 for every policy, the variants
-#       (no CUDA graphs, GEMM tuning, skinny GEMMs, programmatic launch, budget 16384,
-#       run-to-run repeats), the per-operator profiles, HF
+#       (no CUDA graphs, GEMM tuning, skinny GEMMs, programmatic launch, budgets 16384 to
+#       65536, run-to-run repeats), the per-operator profiles, HF
 #   bash reports/results/h200/device-run.sh sanitize-checks  # memcheck over `fuselab kernels`'
 #       correctness checks (every kernel and tile at its checked shapes)
 #   bash reports/results/h200/device-run.sh racecheck [RUN...]  # racecheck, unfiltered, over
@@ -14,7 +14,7 @@
 #   bash reports/results/h200/device-run.sh gpu-tests  # the GPU tests and the engine's
 #       sanitizer runs
 #   bash reports/results/h200/device-run.sh skinny   # the skinny decode GEMM alone: its engine
-#       test, checks, timed rows (every plan) and both sanitizers on it
+#       test, checks and timed rows (every plan)
 # Run from the repository root with the binaries in gpu/ (build-for-device.sh); each part's
 # files land in $OUT/res-PART.tgz, unpacked here into reports/results/h200/run/ and turned
 # into the pages by make_results.py.
@@ -22,12 +22,15 @@ set -u
 PART=${1:?give kernels, e2e, sanitize-checks, racecheck, gpu-tests or skinny}
 R=$OUT/res; mkdir -p "$R" gpu/runs
 exec > >(tee "$OUT/log-$PART.txt") 2>&1
+# The carried gpu/ replaces the device's copy on every call: unpack the test binaries here,
+# in the foreground, before anything runs them.
+if [ -f gpu/tests.tar.xz ]; then (cd gpu && rm -rf tests && tar xJf tests.tar.xz) || exit 1; fi
 BIN=gpu/fuselab
 gpu_tests() {
   echo "== GPU tests (FUSELAB_REQUIRE_GPU=1)"
   for t in gpu/tests/*; do
     name=$(basename "$t")
-    FUSELAB_REQUIRE_GPU=1 timeout 120 "$t" --test-threads=1 --nocapture > "$R/gpu_tests_$name.txt" 2>&1
+    FUSELAB_REQUIRE_GPU=1 timeout 300 "$t" --test-threads=1 --nocapture > "$R/gpu_tests_$name.txt" 2>&1
     echo "$name rc=$?"; grep -E "^test |test result" "$R/gpu_tests_$name.txt"
   done
 }
@@ -82,12 +85,25 @@ elif [ "$PART" = racecheck ]; then
   # within seconds (builds.md, 2026-12-04), and cuBLAS's kernels instrumented take minutes.
   # So: the checks of our kernels alone (--own-checks-only: no cuBLAS GEMM runs), beside the
   # engine tests, one process each on the one GPU (timings do not matter here).
-  # Arguments: which runs (default all four), each run's time limit in RACECHECK_LIMIT.
+  # The checks are split by prefill tile into parallel runs (--check-tiles; every run also
+  # checks the other kernels), each logging every check as it passes (FUSELAB_LOG=info), so
+  # that a run cut by its limit still says how far it got.
+  # Arguments: which runs (default all), each run's time limit in RACECHECK_LIMIT.
+  # With WITH_GPU_TESTS=1 the GPU tests, the engine's sanitizer runs and memcheck over the
+  # checks of our kernels run beside them (nothing here is timed).
   shift
-  runs=${*:-own_checks engine_all_hazards engine_skinny engine_pdl}
+  runs=${*:-own_default own_mma_sync own_wgmma own_experimental engine_all_hazards engine_skinny engine_pdl}
   limit=${RACECHECK_LIMIT:-560}
   compute-sanitizer --version | tail -1
   t0=$(date +%s); pids=()
+  if [ "${WITH_GPU_TESTS:-0}" = 1 ]; then
+    (gpu_tests; engine_sanitizers; pdl_memcheck
+     FUSELAB_REQUIRE_GPU=1 timeout 300 compute-sanitizer --tool memcheck --print-limit 100 $BIN kernels \
+       --device cuda --quick --own-checks-only --markdown "$R/sanitizer_memcheck_own_checks.md" \
+       > "$R/sanitizer_memcheck_own_checks.txt" 2>&1
+     echo "sanitizer memcheck own checks rc=$? after $(( $(date +%s) - t0 )) s") > "$R/beside_racecheck.txt" 2>&1 &
+    pids+=($!)
+  fi
   racecheck_run() {
     name=$1; shift
     timeout "$limit" compute-sanitizer --tool racecheck --print-limit 100000 "$@" \
@@ -96,8 +112,17 @@ elif [ "$PART" = racecheck ]; then
   }
   for run in $runs; do
     case $run in
-      own_checks) FUSELAB_REQUIRE_GPU=1 racecheck_run own_checks $BIN kernels --device cuda --quick \
-        --own-checks-only --markdown "$R/sanitizer_racecheck_own_checks.md" & pids+=($!); continue ;;
+      own_*)
+        case $run in
+          own_default) tiles=wg128pp,wg128ppu ;;  # the engine's tiles on Hopper
+          own_mma_sync) tiles=r64,r128,r128w8,r128p,r256,r256s3 ;;
+          own_wgmma) tiles=wg128,wg128x2,wg128x2u,wg128x2s,wg128n,wg192 ;;
+          own_experimental) tiles=wg128p,wg128p64,wg192p,wg128ws,wg128wsn,wg128pp64,wg128q,wg128qp,wg128qws ;;
+          *) echo "unknown racecheck run $run"; continue ;;
+        esac
+        FUSELAB_LOG=info FUSELAB_REQUIRE_GPU=1 racecheck_run "$run" $BIN kernels --device cuda --quick \
+          --own-checks-only --check-tiles "$tiles" --markdown "$R/sanitizer_racecheck_$run.md" & pids+=($!)
+        continue ;;
       engine_all_hazards) test=tiny_logits_on_cuda_match_the_cpu_backend ;;
       engine_skinny) test=skinny_decode_gemms_keep_the_logits ;;
       engine_pdl) test=programmatic_launch_keeps_the_decode_graphs_logits ;;
@@ -106,12 +131,16 @@ elif [ "$PART" = racecheck ]; then
     racecheck_run "$run" gpu/tests/gpu-test "$test" --test-threads=1 --nocapture & pids+=($!)
   done
   wait "${pids[@]}"  # not a bare wait: that would wait for the log's tee as well
+  cat "$R/beside_racecheck.txt" 2>/dev/null
+  grep -E "ERROR SUMMARY" "$R/sanitizer_memcheck_own_checks.txt" 2>/dev/null
+  grep -cE "\| ok \|" "$R/sanitizer_memcheck_own_checks.md" 2>/dev/null
   for f in "$R"/sanitizer_racecheck_*.txt; do
     echo "== $(basename "$f")"
     grep -E "RACECHECK SUMMARY|Internal Sanitizer Error|test result" "$f" | head -5
+    echo "checks passed before the end: $(grep -c " checked" "$f")"
     grep -oE "Race reported between \w+ access at [A-Za-z0-9_]+" "$f" | awk '{print $NF}' | sort | uniq -c
   done
-  grep -cE "\| ok \|" "$R/sanitizer_racecheck_own_checks.md" 2>/dev/null
+  for f in "$R"/sanitizer_racecheck_own_*.md; do echo "$(basename "$f"): $(grep -cE "\| ok \|" "$f") ok"; done
 elif [ "$PART" = gpu-tests ]; then
   gpu_tests; checkpoint
   engine_sanitizers
@@ -123,14 +152,7 @@ elif [ "$PART" = skinny ]; then
   echo "gpu-test skinny rc=$?"; grep -E "^test |test result|panicked" "$R/gpu_tests_skinny.txt"
   FUSELAB_REQUIRE_GPU=1 timeout 200 $BIN kernels --device cuda --quick --only "gemm " \
     --json "$R/kernels_skinny.json" --markdown "$R/kernels_skinny.md" > "$R/kernels_skinny_log.txt" 2>&1
-  echo "kernels rc=$?"; grep -E "skinny|gemm (qkv|o|gate_up|down) .*T=64" "$R/kernels_skinny.md" | head -60
-  for tool in memcheck racecheck; do
-    FUSELAB_REQUIRE_GPU=1 timeout 100 compute-sanitizer --tool $tool --kernel-name kns=skinny --print-limit 20 \
-      $BIN kernels --device cuda --quick --only no-timed-rows > "$R/sanitizer_${tool}_skinny.txt" 2>&1
-    echo "sanitizer $tool skinny rc=$?"
-    grep -E "ERROR SUMMARY|RACECHECK SUMMARY" "$R/sanitizer_${tool}_skinny.txt"
-    grep -oE "(Race reported|Invalid|Error).{0,160}" "$R/sanitizer_${tool}_skinny.txt" | sort | uniq -c | head
-  done
+  echo "kernels rc=$?"; grep -E "skinny|gemm (qkv|o|gate_up|down) .*T=64" "$R/kernels_skinny.md" | head -80
 else
   $BIN workload --preset h200-64 --export gpu/w.jsonl | tail -3; cp gpu/w.jsonl "$R/w.jsonl"
   run() {
@@ -146,19 +168,25 @@ else
   run continuous-no-graphs --policy continuous --no-cuda-graphs
   run continuous-skinny-gemm --policy continuous --cuda-skinny-gemm
   run continuous-gemm-tuning --policy continuous --cuda-gemm-tuning
-  run continuous-budget16384 --policy continuous --knob budget=16384
-  run continuous-budget16384-skinny-gemm --policy continuous --knob budget=16384 --cuda-skinny-gemm
+  for B in 16384 32768 65536; do
+    run continuous-budget$B --policy continuous --knob budget=$B
+    run continuous-budget$B-skinny-gemm --policy continuous --knob budget=$B --cuda-skinny-gemm
+  done
   run chunked-budget512 --policy chunked --knob budget=512
   run continuous-skinny-gemm-again --policy continuous --cuda-skinny-gemm
   run continuous-pdl --policy continuous --cuda-pdl
   run continuous-pdl-skinny-gemm --policy continuous --cuda-pdl --cuda-skinny-gemm
   run continuous-budget16384-pdl --policy continuous --knob budget=16384 --cuda-pdl
-  run continuous-budget16384-pdl-skinny-gemm --policy continuous --knob budget=16384 --cuda-pdl --cuda-skinny-gemm
   run continuous-again --policy continuous
-  run continuous-pdl-again --policy continuous --cuda-pdl
-  run continuous-pdl-skinny-gemm-again --policy continuous --cuda-pdl --cuda-skinny-gemm
+  for B in 16384 32768 65536; do
+    run continuous-budget$B-again --policy continuous --knob budget=$B
+    run continuous-budget$B-skinny-gemm-again --policy continuous --knob budget=$B --cuda-skinny-gemm
+  done
   run continuous-profile --policy continuous --cuda-profile "$R/profile.json"
   run continuous-profile-no-graphs --policy continuous --no-cuda-graphs --cuda-profile "$R/profile_no_graphs.json"
+  run continuous-profile-skinny-gemm --policy continuous --cuda-skinny-gemm --cuda-profile "$R/profile_skinny_gemm.json"
+  run continuous-profile-no-graphs-skinny-gemm --policy continuous --no-cuda-graphs --cuda-skinny-gemm \
+    --cuda-profile "$R/profile_no_graphs_skinny_gemm.json"
   run continuous-profile-pdl --policy continuous --cuda-pdl --cuda-profile "$R/profile_pdl.json"
   run continuous-profile-pdl-skinny-gemm --policy continuous --cuda-pdl --cuda-skinny-gemm \
     --cuda-profile "$R/profile_pdl_skinny_gemm.json"

@@ -41,7 +41,7 @@ for p in policies:
     }
 variants = {}
 for name, what in [("continuous-no-graphs", "decode steps kernel by kernel (--no-cuda-graphs)"),
-                   ("continuous-skinny-gemm", "decode GEMMs on fuselab's skinny kernel (TMA + wgmma, k split over clusters), not cuBLAS (--cuda-skinny-gemm)"),
+                   ("continuous-skinny-gemm", "decode GEMMs on fuselab's skinny kernel (tiled weight copies streamed by bulk copies into wgmma, k split over clusters), not cuBLAS (--cuda-skinny-gemm)"),
                    ("continuous-skinny-gemm-again", "continuous with --cuda-skinny-gemm again, after the other runs (run-to-run spread)"),
                    ("continuous-again", "continuous (default) again, after the other runs (run-to-run spread)"),
                    ("continuous-pdl", "decode graphs captured with programmatic dependent launch (--cuda-pdl)"),
@@ -56,6 +56,16 @@ for name, what in [("continuous-no-graphs", "decode steps kernel by kernel (--no
                    ("continuous-r256", "the mma.sync prefill tile r256 (--cuda-prefill-tile r256)"),
                    ("continuous-wg128x2", "the previous default prefill tile wg128x2 (--cuda-prefill-tile wg128x2)"),
                    ("continuous-budget16384", "token budget 16384 (--knob budget=16384)"),
+                   ("continuous-budget16384-again", "token budget 16384 again (run-to-run spread)"),
+                   ("continuous-budget16384-skinny-gemm-again", "token budget 16384 with the skinny decode GEMMs again (run-to-run spread)"),
+                   ("continuous-budget32768", "token budget 32768 (--knob budget=32768)"),
+                   ("continuous-budget32768-again", "token budget 32768 again (run-to-run spread)"),
+                   ("continuous-budget32768-skinny-gemm", "token budget 32768 with the skinny decode GEMMs (--knob budget=32768 --cuda-skinny-gemm)"),
+                   ("continuous-budget32768-skinny-gemm-again", "token budget 32768 with the skinny decode GEMMs again (run-to-run spread)"),
+                   ("continuous-budget65536", "token budget 65536 (--knob budget=65536)"),
+                   ("continuous-budget65536-again", "token budget 65536 again (run-to-run spread)"),
+                   ("continuous-budget65536-skinny-gemm", "token budget 65536 with the skinny decode GEMMs (--knob budget=65536 --cuda-skinny-gemm)"),
+                   ("continuous-budget65536-skinny-gemm-again", "token budget 65536 with the skinny decode GEMMs again (run-to-run spread)"),
                    ("chunked-budget512", "chunked, 512-token chunks (--knob budget=512): unpaired ping-pong tile wg128ppu by default"),
                    ("chunked-budget512-x2s", "chunked, 512-token chunks, the previous default split tile (--cuda-prefill-tile wg128x2s)")]:
     f = src / f"{name}.json"
@@ -121,8 +131,10 @@ def decode_classes(name):
 
 
 decode_breakdown = decode_classes("profile_no_graphs.json")
+decode_breakdown_skinny = decode_classes("profile_no_graphs_skinny_gemm.json")
 # The same check on the profiles of the opt-in decode paths (same command).
 decode_variants = {n: c for n, c in (
+    ("--cuda-skinny-gemm", decode_vs_probe("profile_skinny_gemm.json")),
     ("--cuda-pdl", decode_vs_probe("profile_pdl.json")),
     ("--cuda-pdl --cuda-skinny-gemm", decode_vs_probe("profile_pdl_skinny_gemm.json"))) if c}
 sdpa = []
@@ -197,6 +209,7 @@ out = {
     "decode_step_vs_read_probe": decode_check,
     "decode_step_vs_read_probe_variants": decode_variants,
     "decode_kernel_by_kernel_vs_bytes": decode_breakdown,
+    "decode_kernel_by_kernel_vs_bytes_skinny_gemm": decode_breakdown_skinny,
     "prefill_attention_vs_sdpa": sdpa,
     "chunk_after_prefix": [c for c in (kernels or {}).get("comparisons", []) if c["name"].startswith("chunks")],
     "sanitizer": sanitizer,
@@ -259,11 +272,19 @@ decode_line = (f"Decode step at batch 64 ({decode_check['steps']} steps, CUDA gr
                f"read-only probe's {decode_check['read_probe_gbs']} GB/s: {decode_check['ratio']}× "
                f"({'within' if decode_check['met'] else 'NOT within'} the 10 % goal; probe from "
                f"{decode_check['read_probe_from'].strip()}).") if decode_check else ""
-breakdown_table = "\n".join(
-    ["| class | ms a step | GB read a step | ms at the read probe | × |", "|---|---:|---:|---:|---:|"]
-    + [f"| {r['class']} | {r['ms_per_step']} | {r['gb_per_step'] if r['gb_per_step'] is not None else '-'} | "
-       f"{r['floor_ms'] if r['floor_ms'] is not None else '-'} | {r['ratio'] if r['ratio'] is not None else '-'} |"
-       for r in decode_breakdown]) if decode_breakdown else ""
+def breakdown_md(rows):
+    """The kernel-by-kernel decode rows as a table ('' when there are none)."""
+    return "\n".join(
+        ["| class | ms a step | GB read a step | ms at the read probe | × |", "|---|---:|---:|---:|---:|"]
+        + [f"| {r['class']} | {r['ms_per_step']} | {r['gb_per_step'] if r['gb_per_step'] is not None else '-'} | "
+           f"{r['floor_ms'] if r['floor_ms'] is not None else '-'} | {r['ratio'] if r['ratio'] is not None else '-'} |"
+           for r in rows]) if rows else ""
+
+
+breakdown_table = breakdown_md(decode_breakdown)
+if decode_breakdown_skinny:
+    breakdown_table += ("\n\nThe same with the skinny decode GEMMs (`--cuda-skinny-gemm`, "
+                        "`profile_no_graphs_skinny_gemm.md`):\n\n" + breakdown_md(decode_breakdown_skinny))
 decode_line += "".join(
     f" With `{n}`: {c['mean_ms']} ms, {c['ratio']}× ({'within' if c['met'] else 'NOT within'} 10 %)."
     for n, c in decode_variants.items())
@@ -367,7 +388,9 @@ either engine; the schedule, and hence the work per step, depends only on the le
 """
 (dst / "e2e.md").write_text(md)
 for n in ("profile.md", "profile_no_graphs.md", "profile.json", "profile_no_graphs.json",
-          "profile_pdl.md", "profile_pdl.json", "profile_pdl_skinny_gemm.md", "profile_pdl_skinny_gemm.json"):
+          "profile_pdl.md", "profile_pdl.json", "profile_pdl_skinny_gemm.md", "profile_pdl_skinny_gemm.json",
+          "profile_skinny_gemm.md", "profile_skinny_gemm.json",
+          "profile_no_graphs_skinny_gemm.md", "profile_no_graphs_skinny_gemm.json"):
     if (src / n).exists():
         (dst / n).write_text((src / n).read_text())
 print(md)

@@ -207,9 +207,10 @@ pub struct EngineOpts {
     pub no_cuda_graphs: bool,
 
     /// Run the CUDA engine's GEMMs of at most 64 rows (decode steps) on fuselab's
-    /// skinny kernel instead of cuBLAS (Hopper only; on the H200 it is level with
-    /// cuBLAS on the two large decode GEMMs and 1.14-1.22× slower on the two small
-    /// ones, so it is off by default). Recorded as knob `skinny_gemm`.
+    /// skinny kernel instead of cuBLAS (Hopper only; it keeps tiled copies of the
+    /// weights, their size again in device memory; on the H200 it is level with cuBLAS
+    /// on the two large decode GEMMs and 1.15-1.26× slower on the two small ones, so it
+    /// is off by default). Recorded as knob `skinny_gemm`.
     #[arg(long)]
     #[serde(default)]
     pub cuda_skinny_gemm: bool,

@@ -6,6 +6,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context as _;
+use fuselab_kernels::cuda::PrefillTile;
 use fuselab_kernels::cuda::bench::{self, Baseline, BenchOptions};
 use serde::{Deserialize, Serialize};
 
@@ -42,6 +43,12 @@ pub struct KernelsArgs {
     #[arg(long)]
     #[serde(default)]
     pub own_checks_only: bool,
+
+    /// Run the prefill attention checks on these tiles only, by label, comma-separated
+    /// (e.g. `wg128pp,wg128ppu`) [default: every tile]: so that a slow checker such as
+    /// `compute-sanitizer --tool racecheck` can take the tiles in parallel runs (CUDA).
+    #[arg(long, value_name = "TILES", value_delimiter = ',')]
+    pub check_tiles: Option<Vec<String>>,
 
     /// Baseline rates to print ratios against: `key value` lines as written by
     /// kernels/examples/torch_baseline.py in the same device command.
@@ -123,6 +130,26 @@ pub fn run(args: KernelsArgs) -> anyhow::Result<Outcome> {
     {
         anyhow::bail!("--sustained {s}: give a number of seconds in (0, 600]");
     }
+    let check_tiles = args
+        .check_tiles
+        .as_deref()
+        .map(|labels| {
+            labels
+                .iter()
+                .map(|l| {
+                    PrefillTile::from_label(l.trim()).with_context(|| {
+                        format!(
+                            "--check-tiles: `{l}` is not a prefill tile; use labels from {}",
+                            PrefillTile::ALL.map(|t| t.label()).join(", ")
+                        )
+                    })
+                })
+                .collect::<anyhow::Result<Vec<_>>>()
+        })
+        .transpose()?;
+    if check_tiles.as_ref().is_some_and(Vec::is_empty) {
+        anyhow::bail!("--check-tiles: give at least one tile label, e.g. `wg128pp`");
+    }
     let opts = BenchOptions {
         quick: args.quick,
         seed: args.seed.unwrap_or(2026),
@@ -132,6 +159,7 @@ pub fn run(args: KernelsArgs) -> anyhow::Result<Outcome> {
         repeats: args.repeats.unwrap_or(0),
         sustained: args.sustained,
         own_checks_only: args.own_checks_only,
+        check_tiles,
         tuning: args
             .tuning_table
             .as_deref()
@@ -139,6 +167,12 @@ pub fn run(args: KernelsArgs) -> anyhow::Result<Outcome> {
             .transpose()?,
     };
     let device = args.device.unwrap_or(DeviceKind::Cuda);
+    if opts.check_tiles.is_some() && device == DeviceKind::Cpu {
+        anyhow::bail!(
+            "--check-tiles applies to --device cuda (the CPU reference has no prefill tiles); \
+             drop it or use --device cuda"
+        );
+    }
     if args.own_checks_only && device == DeviceKind::Cpu {
         anyhow::bail!(
             "--own-checks-only applies to --device cuda (the CPU references have no cuBLAS to \
