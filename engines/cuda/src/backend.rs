@@ -478,7 +478,11 @@ impl CudaBackend {
             .context()
             .mem_get_info()
             .map_err(|e| CudaBackendError::driver("reading free device memory", e))?;
-        let tiled_bytes = if skinny { skinny_tiled_bytes(&cfg) } else { 0 };
+        let tiled_bytes = if skinny {
+            skinny_tiled_bytes(&dev, &cfg)
+        } else {
+            0
+        };
         let weight_bytes = cfg.weight_bytes(crate::config::ELEM_BYTES) + tiled_bytes;
         let usable = (free as f64 * opts.memory_fraction) as u64;
         if weight_bytes >= usable {
@@ -1693,14 +1697,16 @@ fn decode_gemm_shapes(cfg: &ModelShape) -> [(usize, usize); 4] {
     ]
 }
 
-/// Whether the skinny GEMM runs (and so tiles) an `n × k` weight.
-fn skinny_tiles(n: usize, k: usize) -> bool {
-    n.is_multiple_of(128) && k.is_multiple_of(64) && n > 0 && k > 0
-}
-
-/// Bytes of the tiled copies [`tile_decode_weights`] makes.
-fn skinny_tiled_bytes(cfg: &ModelShape) -> u64 {
-    let elems = |(n, k): (usize, usize)| if skinny_tiles(n, k) { n * k } else { 0 };
+/// Bytes of the tiled copies [`tile_decode_weights`] makes: those of the weights the
+/// skinny GEMM runs on `dev`.
+fn skinny_tiled_bytes(dev: &CudaDevice, cfg: &ModelShape) -> u64 {
+    let elems = |(n, k): (usize, usize)| {
+        if dev.skinny_applies(1, k, n) {
+            n * k
+        } else {
+            0
+        }
+    };
     let layer: usize = decode_gemm_shapes(cfg).into_iter().map(elems).sum();
     (cfg.n_layers * layer + elems((cfg.vocab, cfg.hidden))) as u64 * crate::config::ELEM_BYTES
 }
@@ -1721,12 +1727,12 @@ fn tile_decode_weights(
             (&l.w_gate_up, gate_up),
             (&l.w_down, down),
         ] {
-            if skinny_tiles(n, k) {
+            if dev.skinny_applies(1, k, n) {
                 dev.tile_for_skinny(weight, n, k)?;
             }
         }
     }
-    if skinny_tiles(cfg.vocab, cfg.hidden) {
+    if dev.skinny_applies(1, cfg.hidden, cfg.vocab) {
         dev.tile_for_skinny(&w.lm_head, cfg.vocab, cfg.hidden)?;
     }
     tracing::info!(
