@@ -873,6 +873,50 @@ pub(crate) fn scattered_slots(rng: &mut SplitMix, t: usize, cap: usize) -> Vec<i
         .collect()
 }
 
+/// A GEMM check's inputs, `x` `[t, k]` and `w` `[n, k]`, what `y` holds before (added
+/// into where `out.accumulate`), and the reference result.
+struct GemmCheck {
+    x: Vec<bf16>,
+    w: Vec<bf16>,
+    y0: Vec<bf16>,
+    out: GemmOut,
+    want: Vec<f32>,
+}
+
+impl GemmCheck {
+    fn new(rng: &mut SplitMix, (t, k, n): (usize, usize, usize), accumulate: bool) -> Self {
+        let x = rng.bf16_vec(t * k, 1.0);
+        let w = rng.bf16_vec(n * k, 0.05);
+        let y0 = rng.bf16_vec(t * n, 2.0);
+        let mut want = reference::gemm(&to_f32(&x), &to_f32(&w), t, k, n);
+        if accumulate {
+            for (o, &a) in want.iter_mut().zip(&y0) {
+                *o = (f64::from(*o) + f64::from(a.to_f32())) as f32;
+            }
+        }
+        Self {
+            x,
+            w,
+            y0,
+            out: GemmOut {
+                accumulate,
+                ..GemmOut::dense(n)
+            },
+            want,
+        }
+    }
+
+    /// `y` on the device before the GEMM: `y0` where it adds into y, else NaNs (so that
+    /// an output left unwritten fails the check).
+    fn fresh_y(&self, dev: &CudaDevice) -> Result<CudaSlice<bf16>, CudaError> {
+        if self.out.accumulate {
+            dev.upload(&self.y0)
+        } else {
+            nan_bf16(dev, self.y0.len())
+        }
+    }
+}
+
 /// Appends `c` and logs it (at `info`, e.g. `FUSELAB_LOG=info`), so that a run cut short,
 /// say by a sanitizer's time limit, shows how far it got.
 fn record(checks: &mut Vec<Check>, c: Check) {
@@ -1341,30 +1385,15 @@ fn more_checks(
             ("down", 24, FFN, HIDDEN, true),
             ("gate_up", 1, HIDDEN, 2 * FFN, false),
         ] {
-            let x = rng.bf16_vec(t * k, 1.0);
-            let w = rng.bf16_vec(n * k, 0.05);
-            let y0 = rng.bf16_vec(t * n, 2.0);
-            let out = GemmOut {
-                accumulate: acc,
-                ..GemmOut::dense(n)
-            };
-            let (dx, dw) = (dev.upload(&x)?, dev.upload(&w)?);
+            let case = GemmCheck::new(rng, (t, k, n), acc);
+            let out = case.out;
+            let (dx, dw) = (dev.upload(&case.x)?, dev.upload(&case.w)?);
             let mut scratch = dev.alloc_bf16(t * n)?;
             let tuning =
                 dev.tune_gemm_adopting(&mut timer, &dx, &[&dw], &mut scratch, t, k, n, out, true)?;
-            let mut dy = if acc {
-                dev.upload(&y0)?
-            } else {
-                nan_bf16(dev, t * n)?
-            };
+            let mut dy = case.fresh_y(dev)?;
             dev.gemm_ex(&dx, &dw, &mut dy, t, k, n, out)?;
             dev.clear_gemm_tuning();
-            let mut want = reference::gemm(&to_f32(&x), &to_f32(&w), t, k, n);
-            if acc {
-                for (o, &a) in want.iter_mut().zip(&y0) {
-                    *o = (f64::from(*o) + f64::from(a.to_f32())) as f32;
-                }
-            }
             push(
                 checks,
                 "gemm_tuned",
@@ -1378,7 +1407,7 @@ fn more_checks(
                         " (none ran: cuBLAS)"
                     }
                 ),
-                reference::max_row_rel_err(&to_f32(&dev.download(&dy)?), &want, n),
+                reference::max_row_rel_err(&to_f32(&dev.download(&dy)?), &case.want, n),
                 BF16_TOL,
             );
         }
@@ -1398,32 +1427,16 @@ fn more_checks(
             ("gate_up", 64, HIDDEN, 2 * FFN, false),
             ("many tiles", 9, 512, 34816, true),
         ] {
-            let x = rng.bf16_vec(t * k, 1.0);
-            let w = rng.bf16_vec(n * k, 0.05);
-            let y0 = rng.bf16_vec(t * n, 2.0);
-            let out = GemmOut {
-                accumulate: acc,
-                ..GemmOut::dense(n)
-            };
-            let mut want = reference::gemm(&to_f32(&x), &to_f32(&w), t, k, n);
-            if acc {
-                for (o, &a) in want.iter_mut().zip(&y0) {
-                    *o = (f64::from(*o) + f64::from(a.to_f32())) as f32;
-                }
-            }
+            let case = GemmCheck::new(rng, (t, k, n), acc);
             let plan = dev.skinny_plan(k, n);
-            let (dx, dw) = (dev.upload(&x)?, dev.upload(&w)?);
+            let (dx, dw) = (dev.upload(&case.x)?, dev.upload(&case.w)?);
             // The row-major weight by TMA, then its tiled copy by bulk copies.
             for tiled in [false, true] {
                 if tiled {
                     dev.tile_for_skinny(&dw, n, k)?;
                 }
-                let mut dy = if acc {
-                    dev.upload(&y0)?
-                } else {
-                    nan_bf16(dev, t * n)?
-                };
-                dev.gemm_skinny(&dx, &dw, &mut dy, t, k, n, out)?;
+                let mut dy = case.fresh_y(dev)?;
+                dev.gemm_skinny(&dx, &dw, &mut dy, t, k, n, case.out)?;
                 push(
                     checks,
                     if tiled {
@@ -1437,7 +1450,7 @@ fn more_checks(
                         plan.stages,
                         if acc { ", y += x·wᵀ" } else { "" }
                     ),
-                    reference::max_row_rel_err(&to_f32(&dev.download(&dy)?), &want, n),
+                    reference::max_row_rel_err(&to_f32(&dev.download(&dy)?), &case.want, n),
                     BF16_TOL,
                 );
             }
