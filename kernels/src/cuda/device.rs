@@ -172,10 +172,10 @@ pub struct CudaDevice {
     pub(crate) prefill_split_ws: std::sync::Mutex<Option<super::ops::SplitWorkspace>>,
     /// Whether [`CudaDevice::gemm`] takes the skinny path for ≤ 64 rows.
     pub(crate) skinny: std::sync::atomic::AtomicBool,
-    /// Weights in the skinny GEMM's tiled layout by the (address, length) of the
+    /// Weights in the skinny GEMM's tiled layout by the address and `(n, k)` of the
     /// row-major weight they copy ([`CudaDevice::tile_for_skinny`]).
     pub(crate) skinny_tiles:
-        std::sync::Mutex<std::collections::HashMap<(u64, usize), CudaSlice<half::bf16>>>,
+        std::sync::Mutex<std::collections::HashMap<(u64, usize, usize), CudaSlice<half::bf16>>>,
     /// Whether the kernels that wait for their predecessor launch as its programmatic
     /// dependents ([`CudaDevice::set_programmatic_launch`]).
     pub(crate) programmatic: std::sync::atomic::AtomicBool,

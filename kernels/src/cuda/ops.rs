@@ -1579,8 +1579,8 @@ impl CudaDevice {
     /// 128-row × 64-column tile contiguous, pre-swizzled), which [`Self::gemm_skinny`]
     /// then streams as one 16 KB bulk copy a stage instead of a strided TMA box of `w`
     /// (the same values, so the same products). The copy is found by `w`'s address and
-    /// length for as long as it is kept: call [`Self::clear_skinny_tiles`] before `w` is
-    /// freed. `k` a multiple of 64, `n` of 128.
+    /// the shape `(n, k)` (it holds w's first n·k values) for as long as it is kept: call
+    /// [`Self::clear_skinny_tiles`] before `w` is freed. `k` a multiple of 64, `n` of 128.
     pub fn tile_for_skinny(
         &self,
         w: &CudaSlice<bf16>,
@@ -1609,7 +1609,7 @@ impl CudaDevice {
         // SAFETY: grid-stride over the n·k/8 16-byte chunks of both buffers (lengths
         // checked; n and k whole tiles, so every source chunk is inside w).
         self.launched(unsafe { b.launch(cfg) }, "skinny_tile_weight")?;
-        let key = (w.device_ptr(&self.stream).0, w.len());
+        let key = (w.device_ptr(&self.stream).0, n, k);
         self.skinny_tiles
             .lock()
             .map_err(|_| CudaError::invalid("device", "the skinny tile lock was poisoned"))?
@@ -1749,7 +1749,7 @@ impl CudaDevice {
             .lock()
             .map_err(|_| CudaError::invalid("device", "the skinny tile lock was poisoned"))?;
         let w_tiled: u64 = tiles
-            .get(&(w_ptr, w.len()))
+            .get(&(w_ptr, n, k))
             .map_or(0, |t| t.device_ptr(&self.stream).0);
         let mut yv = y.slice_mut(out.offset..);
         let (t_i, k_i, ld_i, acc, st_i) = (
