@@ -2,7 +2,7 @@
 #![allow(unsafe_code)]
 
 use cudarc::cublas::{Gemm, GemmConfig, sys::cublasOperation_t};
-use cudarc::driver::{CudaSlice, CudaStream, DevicePtr, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaFunction, CudaSlice, CudaStream, DevicePtr, LaunchConfig, PushKernelArg};
 use half::bf16;
 use std::sync::Arc;
 
@@ -666,6 +666,27 @@ impl CudaDevice {
             .map_err(CudaError::driver(format!("launching `{name}`")))
     }
 
+    /// Launches `func` with `args`, as a programmatic dependent of the stream's previous
+    /// kernel where [`Self::set_programmatic_launch`] is on; a failure names `name`.
+    ///
+    /// # Safety
+    /// As [`KernelArgs::launch`] with programmatic launch on: the arguments are the
+    /// kernel's parameters, it stays inside its buffers, and it waits for its predecessor
+    /// (`griddepcontrol.wait`) before it touches memory an earlier kernel reads or writes.
+    unsafe fn launch_chained(
+        &self,
+        args: &KernelArgs<'_>,
+        func: &CudaFunction,
+        cfg: LaunchConfig,
+        name: &str,
+    ) -> Result<(), CudaError> {
+        // SAFETY: the caller's contract, as above.
+        self.launched(
+            unsafe { args.launch(func, cfg, self.programmatic_launch()) },
+            name,
+        )
+    }
+
     /// Allocates `n` bf16 values on the device, uninitialised (zeroed).
     pub fn alloc_bf16(&self, n: usize) -> Result<CudaSlice<bf16>, CudaError> {
         self.stream
@@ -809,10 +830,7 @@ impl CudaDevice {
         b.buf(x).buf(w).buf_mut(y).val(&hidden_i).val(&eps);
         // SAFETY: one block per token row; buffer lengths checked above; the kernel
         // waits for its predecessor first (programmatic launch).
-        self.launched(
-            unsafe { b.launch(&self.k.rms_norm, cfg, self.programmatic_launch()) },
-            "rms_norm",
-        )
+        unsafe { self.launch_chained(&b, &self.k.rms_norm, cfg, "rms_norm") }
     }
 
     /// Rotates `q` (`[tokens, hq, 128]`) and `k` (`[tokens, hkv, 128]`) in place,
@@ -884,10 +902,7 @@ impl CudaDevice {
         b.buf(gate_up).buf_mut(out).val(&t).val(&f);
         // SAFETY: grid-stride over tokens·ffn/8 vectors; lengths checked above; the
         // kernel waits for its predecessor first (programmatic launch).
-        self.launched(
-            unsafe { b.launch(&self.k.silu_mul, cfg, self.programmatic_launch()) },
-            "silu_mul",
-        )
+        unsafe { self.launch_chained(&b, &self.k.silu_mul, cfg, "silu_mul") }
     }
 
     /// Writes `k`, `v` (`[tokens, hkv, 128]`) into the paged caches at `slots[t] =
@@ -995,10 +1010,7 @@ impl CudaDevice {
         // SAFETY: one block per token row of the checked buffers; the caller guarantees
         // every non-negative slot is below the caches' token capacity (as for kv_write);
         // the kernel waits for its predecessor first (programmatic launch).
-        self.launched(
-            unsafe { b.launch(&self.k.qkv_rope_cache, cfg, self.programmatic_launch()) },
-            "qkv_rope_cache",
-        )
+        unsafe { self.launch_chained(&b, &self.k.qkv_rope_cache, cfg, "qkv_rope_cache") }
     }
 
     /// Ragged causal flash attention for new tokens whose K/V are already in the cache.
@@ -1490,10 +1502,7 @@ impl CudaDevice {
         // block table covers ctx_len (and, with a fixed split_len, ctx_len ≤ max_ctx).
         // With one split the kernel writes batch·hq·128 bf16 outputs (checked) instead.
         // It waits for its predecessor first (programmatic launch).
-        self.launched(
-            unsafe { b.launch(kernel.func, cfg, self.programmatic_launch()) },
-            "paged_decode",
-        )?;
+        unsafe { self.launch_chained(&b, kernel.func, cfg, "paged_decode") }?;
         if direct {
             return Ok(());
         }
@@ -1507,10 +1516,7 @@ impl CudaDevice {
         b.buf(&ws.o_part).buf(&ws.lse).buf_mut(out).val(&n_splits);
         // SAFETY: reads the rows written above and writes batch·hq·128 outputs (checked),
         // after waiting for them (programmatic launch).
-        self.launched(
-            unsafe { b.launch(&self.k.decode_merge, cfg, self.programmatic_launch()) },
-            "decode_merge",
-        )
+        unsafe { self.launch_chained(&b, &self.k.decode_merge, cfg, "decode_merge") }
     }
 
     /// `y[t, n] = Σ_k x[t, k] · w[n, k]` in bf16 with f32 accumulation (cuBLAS);
@@ -1780,10 +1786,7 @@ impl CudaDevice {
         // of `splits` writes its share of the tile's `tokens` rows × 128 columns of y at
         // stride ld (extent checked); the stages fit the dynamic shared memory given.
         // Before its wait for the predecessor (programmatic launch) it reads only `w`.
-        self.launched(
-            unsafe { b.launch(&self.k.skinny_gemm[slot], cfg, self.programmatic_launch()) },
-            "skinny_gemm",
-        )
+        unsafe { self.launch_chained(&b, &self.k.skinny_gemm[slot], cfg, "skinny_gemm") }
     }
 
     /// `y[t, n] += Σ_k x[t, k] · w[n, k]`: [`Self::gemm`] adding into `y` (cuBLAS
@@ -1941,10 +1944,7 @@ impl CudaDevice {
         // SAFETY: one block per output row (n rows of `width`, checked); the caller
         // guarantees every index addresses a whole row of `src` (documented contract);
         // the kernel waits for its predecessor first (programmatic launch).
-        self.launched(
-            unsafe { b.launch(func, cfg, self.programmatic_launch()) },
-            name,
-        )
+        unsafe { self.launch_chained(&b, func, cfg, name) }
     }
 
     /// `x[i] += y[i]` for the first `n` elements (`n` a multiple of 8).
@@ -2005,10 +2005,7 @@ impl CudaDevice {
         b.buf(logits).buf_mut(out).val(&v);
         // SAFETY: one block per row, reading `vocab` values of it and writing out[row],
         // after waiting for its predecessor (programmatic launch).
-        self.launched(
-            unsafe { b.launch(&self.k.argmax_rows, cfg, self.programmatic_launch()) },
-            "argmax_rows",
-        )
+        unsafe { self.launch_chained(&b, &self.k.argmax_rows, cfg, "argmax_rows") }
     }
 }
 
