@@ -55,12 +55,14 @@ pdl_memcheck() {
   echo "sanitizer memcheck engine (programmatic launch) rc=$?"
   grep -E "ERROR SUMMARY|test result" "$R/sanitizer_memcheck_engine_pdl.txt"
 }
-# memcheck over every check of `fuselab kernels`.
+# memcheck over the checks of `fuselab kernels`: NAME, then the flags that pick them
+# (every check: --only no-timed-rows; ours alone: --own-checks-only).
 memcheck_checks() {
-  FUSELAB_REQUIRE_GPU=1 timeout 300 compute-sanitizer --tool memcheck --print-limit 20 $BIN kernels \
-    --device cuda --quick --only no-timed-rows --markdown "$R/sanitizer_memcheck_checks.md" \
-    > "$R/sanitizer_memcheck_checks.txt" 2>&1
-  echo "sanitizer memcheck checks rc=$?"
+  name=$1; shift
+  FUSELAB_REQUIRE_GPU=1 timeout 300 compute-sanitizer --tool memcheck --print-limit 100 $BIN kernels \
+    --device cuda --quick "$@" --markdown "$R/sanitizer_memcheck_$name.md" \
+    > "$R/sanitizer_memcheck_$name.txt" 2>&1
+  echo "sanitizer memcheck $name rc=$?"
 }
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm,power.limit --format=csv
 if [ "$PART" = kernels ]; then
@@ -75,7 +77,7 @@ if [ "$PART" = kernels ]; then
 elif [ "$PART" = sanitize-checks ]; then
   echo "== compute-sanitizer over fuselab kernels' checks (every tile, the split prefill among them)"
   compute-sanitizer --version | tail -1
-  memcheck_checks
+  memcheck_checks checks --only no-timed-rows
   grep -E "ERROR SUMMARY" "$R/sanitizer_memcheck_checks.txt"
   grep -oE "(Invalid|Error).{0,160}" "$R/sanitizer_memcheck_checks.txt" | sort | uniq -c | head
   grep -cE "\| ok \|" "$R/sanitizer_memcheck_checks.md"
@@ -98,10 +100,8 @@ elif [ "$PART" = racecheck ]; then
   t0=$(date +%s); pids=()
   if [ "${WITH_GPU_TESTS:-0}" = 1 ]; then
     (gpu_tests; engine_sanitizers; pdl_memcheck
-     FUSELAB_REQUIRE_GPU=1 timeout 300 compute-sanitizer --tool memcheck --print-limit 100 $BIN kernels \
-       --device cuda --quick --own-checks-only --markdown "$R/sanitizer_memcheck_own_checks.md" \
-       > "$R/sanitizer_memcheck_own_checks.txt" 2>&1
-     echo "sanitizer memcheck own checks rc=$? after $(( $(date +%s) - t0 )) s") > "$R/beside_racecheck.txt" 2>&1 &
+     memcheck_checks own_checks --own-checks-only
+     echo "after $(( $(date +%s) - t0 )) s") > "$R/beside_racecheck.txt" 2>&1 &
     pids+=($!)
   fi
   racecheck_run() {
